@@ -1,0 +1,410 @@
+"""The agent's pure core: registration, tasks, kills, and reliable status updates.
+
+``AgentCore.handle(event, now)`` returns effects (send to master, launch or signal a process,
+timers, logs); the shell performs them. The agent is the source of truth for its tasks (DESIGN
+§6): it refuses duplicate task ids, reports every state change, and keeps each update until
+the framework acknowledges its UUID.
+
+Status updates (Mesos ``TaskStatusUpdateManager`` semantics): one update in flight per task,
+retried with doubling backoff until acknowledged; stale or unknown acks change nothing; the
+next queued update goes out only after the ack of the one before, so a framework sees each
+task's states in order and a terminal state exactly once per ack.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgspec
+
+from tepui.agent.events import (
+    Exit,
+    LaunchProcess,
+    Received,
+    SendToMaster,
+    Shutdown,
+    SignalProcess,
+    Start,
+    TaskExited,
+    TaskLaunchFailed,
+    TaskSpawned,
+)
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol.values import (
+    AgentInfo,
+    FrameworkInfo,
+    TaskInfo,
+    TaskReason,
+    TaskSource,
+    TaskState,
+    TaskStatus,
+)
+from tepui.sdk.resources import Resources
+
+Effect = Any
+
+REGISTER = ("register",)
+MASTER_CHECK = ("master_check",)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    hostname: str
+    resources: Resources
+    work_dir: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    version: str = "0.1.0"
+    boot_id: str | None = None
+    http_port: int | None = None
+    kill_grace_period: float = 5.0  # Mesos --executor_shutdown_grace_period
+    registration_backoff: float = 1.0  # Mesos --registration_backoff_factor
+    max_registration_backoff: float = 60.0
+    update_retry_initial: float = 10.0  # Mesos: 10 s doubling ...
+    update_retry_max: float = 600.0  # ... to 10 min
+    master_silence_limit: float = 75.0  # Mesos 15 s × 5 pings
+
+
+@dataclass
+class TaskRecord:
+    framework_id: str
+    info: TaskInfo
+    sandbox: str
+    state: TaskState = TaskState.STAGING
+    pid: int | None = None
+    kill_requested: bool = False
+    kill_grace: float = 5.0
+    exited: bool = False
+    exit_code: int | None = None
+
+
+@dataclass
+class _Pending:
+    """Updates of one task waiting for acknowledgement; the head is in flight."""
+
+    queue: collections.deque[TaskStatus] = field(default_factory=collections.deque)
+    attempts: int = 0
+
+
+class AgentCore:
+    def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes]) -> None:
+        self.config = config
+        self._new_uuid = new_uuid
+        self.agent_id: str | None = None
+        self.registered = False
+        self.master_epoch = 0
+        self.master_info: Any = None
+        self.ping_interval = 15.0
+        self.last_master_contact = 0.0
+        self.frameworks: dict[str, FrameworkInfo] = {}
+        self.tasks: dict[tuple[str, str], TaskRecord] = {}
+        self.completed: collections.deque[TaskRecord] = collections.deque(maxlen=1000)
+        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.shutting_down_frameworks: set[str] = set()
+        self.stopping = False
+        self._register_backoff = config.registration_backoff
+
+    # --- entry point ----------------------------------------------------------------------
+
+    def handle(self, event: Any, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if isinstance(event, Received):
+            if event.epoch < self.master_epoch:
+                out.append(Log("warning", "stale_master_message", {"epoch": event.epoch, "current": self.master_epoch}))
+                return out
+            self.last_master_contact = now
+            handler = getattr(self, "_on_" + type(event.body).__name__, None)
+            if handler is not None:
+                handler(event.body, event.epoch, now, out)
+        elif isinstance(event, TaskSpawned):
+            self._on_spawned(event, now, out)
+        elif isinstance(event, TaskExited):
+            self._on_exited(event, now, out)
+        elif isinstance(event, TaskLaunchFailed):
+            self._on_launch_failed(event, now, out)
+        elif isinstance(event, TimerFired):
+            self._on_timer(event.key, now, out)
+        elif isinstance(event, Start):
+            self.last_master_contact = now
+            self._register(now, out)
+        elif isinstance(event, Shutdown):
+            self._on_shutdown(now, out)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        return out
+
+    # --- registration ---------------------------------------------------------------------
+
+    def agent_info(self) -> AgentInfo:
+        return AgentInfo(
+            hostname=self.config.hostname,
+            resources=self.config.resources.to_wire(),
+            attributes=dict(self.config.attributes),
+            id=self.agent_id,
+            http_port=self.config.http_port,
+        )
+
+    def _register(self, now: float, out: list[Effect]) -> None:
+        if self.agent_id is None:
+            out.append(SendToMaster(am.RegisterAgent(self.agent_info(), self.config.version, self.config.boot_id)))
+        else:
+            reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in self.tasks.values()]
+            frameworks = [f for fid, f in self.frameworks.items() if any(t.framework_id == fid for t in self.tasks.values())]
+            out.append(SendToMaster(am.ReregisterAgent(
+                self.agent_info(), self.config.version, reports, frameworks, self.config.boot_id)))
+        out.append(ScheduleTimer(now + self._register_backoff, REGISTER))
+        self._register_backoff = min(self._register_backoff * 2, self.config.max_registration_backoff)
+
+    def _on_AgentRegistered(self, msg: am.AgentRegistered, epoch: int, now: float, out: list[Effect]) -> None:
+        self._registered(msg.agent_id, msg.master_info, msg.ping_interval_seconds, epoch, now, out)
+
+    def _on_AgentReregistered(self, msg: am.AgentReregistered, epoch: int, now: float, out: list[Effect]) -> None:
+        self._registered(msg.agent_id, msg.master_info, msg.ping_interval_seconds, epoch, now, out)
+
+    def _registered(self, agent_id: str, master_info: Any, ping_interval: float, epoch: int, now: float,
+                    out: list[Effect]) -> None:
+        first = self.agent_id is None
+        self.agent_id = agent_id
+        self.master_info = master_info
+        self.master_epoch = max(self.master_epoch, epoch, master_info.epoch)
+        self.ping_interval = ping_interval
+        if not self.registered:
+            self.registered = True
+            self._register_backoff = self.config.registration_backoff
+            out.append(CancelTimer(REGISTER))
+            out.append(ScheduleTimer(now + self.config.master_silence_limit, MASTER_CHECK))
+            out.append(Log("info", "agent_registered" if first else "agent_reregistered",
+                           {"agent_id": agent_id, "master": master_info.address}))
+            for key in self.pending:  # resend what the old connection may have lost
+                self._send_head(key, now, out, fresh=True)
+
+    def _on_Ping(self, msg: am.Ping, epoch: int, now: float, out: list[Effect]) -> None:
+        if self.registered:
+            out.append(SendToMaster(am.Pong(msg.seq)))
+
+    def _on_ShutdownAgent(self, msg: am.ShutdownAgent, epoch: int, now: float, out: list[Effect]) -> None:
+        out.append(Log("warning", "master_shut_down_agent", {"message": msg.message}))
+        self._on_shutdown(now, out)
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def _on_RunTask(self, msg: am.RunTask, epoch: int, now: float, out: list[Effect]) -> None:
+        task, framework_id = msg.task, msg.framework_info.id or ""
+        key = (framework_id, task.task_id)
+        self.frameworks[framework_id] = msg.framework_info
+        self.shutting_down_frameworks.discard(framework_id)
+        if key in self.tasks or key in self.pending or any(
+            r.framework_id == framework_id and r.info.task_id == task.task_id for r in self.completed
+        ):
+            # At most once per task id: never start a second copy.
+            out.append(Log("warning", "duplicate_task_refused", {"task_id": task.task_id}))
+            return
+        sandbox = f"{self.config.work_dir}/sandboxes/{framework_id}/{task.task_id}"
+        grace = self.config.kill_grace_period
+        if task.kill_policy and task.kill_policy.grace_period_seconds is not None:
+            grace = task.kill_policy.grace_period_seconds
+        record = TaskRecord(framework_id, task, sandbox, kill_grace=grace)
+        self.tasks[key] = record
+        problem = self._unsupported(task)
+        if problem is not None:
+            self._terminal(record, TaskState.ERROR, TaskReason.TASK_INVALID, problem, now, out)
+            return
+        assert task.command is not None
+        env = {
+            "TEPUI_TASK_ID": task.task_id,
+            "TEPUI_FRAMEWORK_ID": framework_id,
+            "TEPUI_AGENT_ID": self.agent_id or "",
+            "TEPUI_SANDBOX": sandbox,
+            "MESOS_SANDBOX": sandbox,
+            "MESOS_TASK_ID": task.task_id,
+        }
+        env.update(task.command.environment)
+        out.append(LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, task.command.user))
+        record.state = TaskState.STARTING
+        self._update(record, TaskState.STARTING, None, None, now, out)
+
+    def _unsupported(self, task: TaskInfo) -> str | None:
+        """Honest refusals for what this agent cannot run yet (the agent issue adds them)."""
+        if task.executor is not None:
+            return "custom executors are not supported by this agent yet"
+        if task.container is not None and task.container.type != "MESOS":
+            return f"container type {task.container.type} is not supported by this agent yet"
+        if task.command is None:
+            return "task has no command"
+        return None
+
+    def _on_RunTaskGroup(self, msg: am.RunTaskGroup, epoch: int, now: float, out: list[Effect]) -> None:
+        framework_id = msg.framework_info.id or ""
+        self.frameworks[framework_id] = msg.framework_info
+        for task in msg.task_group.tasks:
+            record = TaskRecord(framework_id, task, "")
+            self.tasks[(framework_id, task.task_id)] = record
+            self._terminal(record, TaskState.ERROR, TaskReason.TASK_GROUP_INVALID,
+                           "task groups are not supported by this agent yet", now, out)
+
+    def _on_spawned(self, event: TaskSpawned, now: float, out: list[Effect]) -> None:
+        record = self.tasks.get((event.framework_id, event.task_id))
+        if record is None:
+            return
+        record.pid = event.pid
+        if record.kill_requested:
+            self._signal(record, now, out)
+            return
+        record.state = TaskState.RUNNING
+        self._update(record, TaskState.RUNNING, None, None, now, out)
+
+    def _on_launch_failed(self, event: TaskLaunchFailed, now: float, out: list[Effect]) -> None:
+        record = self.tasks.get((event.framework_id, event.task_id))
+        if record is not None:
+            self._terminal(record, TaskState.FAILED, TaskReason.CONTAINER_LAUNCH_FAILED, event.message, now, out)
+
+    def _on_exited(self, event: TaskExited, now: float, out: list[Effect]) -> None:
+        record = self.tasks.get((event.framework_id, event.task_id))
+        if record is None or record.exited:
+            return
+        record.exited = True
+        out.append(CancelTimer(("escalate", event.framework_id, event.task_id)))
+        if event.signal is not None:
+            code, how = 128 + event.signal, f"terminated by signal {event.signal}"
+        else:
+            code, how = event.exit_code, f"exited with status {event.exit_code}"
+        record.exit_code = code
+        if record.kill_requested:
+            state, reason, message = TaskState.KILLED, None, f"Command {how} after a kill request"
+        elif event.signal is None and event.exit_code == 0:
+            state, reason, message = TaskState.FINISHED, None, "Command exited with status 0"
+        else:
+            state, reason, message = TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, f"Command {how}"
+        self._terminal(record, state, reason, message, now, out)
+        if self.stopping and not self.tasks:
+            out.append(Exit())
+
+    def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
+                  now: float, out: list[Effect]) -> None:
+        record.state = state
+        self.tasks.pop((record.framework_id, record.info.task_id), None)
+        self.completed.append(record)
+        if record.framework_id in self.shutting_down_frameworks:
+            return  # the framework is gone; nobody is left to acknowledge
+        self._update(record, state, reason, message, now, out, exit_code=record.exit_code)
+
+    def _on_KillTask(self, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
+        record = self.tasks.get((msg.framework_id, msg.task_id))
+        if record is None:
+            framework = self.frameworks.get(msg.framework_id)
+            aware = framework is not None and "PARTITION_AWARE" in framework.capabilities
+            status = TaskStatus(
+                task_id=msg.task_id, state=TaskState.DROPPED if aware else TaskState.LOST,
+                message="cannot kill: the agent does not know this task", source=TaskSource.AGENT,
+                reason=TaskReason.TASK_UNKNOWN, agent_id=self.agent_id, timestamp=now,
+            )
+            self._enqueue(msg.framework_id, status, now, out)
+            return
+        if msg.kill_policy and msg.kill_policy.grace_period_seconds is not None:
+            record.kill_grace = max(0.0, msg.kill_policy.grace_period_seconds)
+        if record.kill_requested:
+            return
+        record.kill_requested = True
+        framework = self.frameworks.get(record.framework_id)
+        if framework is not None and "TASK_KILLING_STATE" in framework.capabilities:
+            record.state = TaskState.KILLING
+            self._update(record, TaskState.KILLING, None, None, now, out)
+        if record.pid is not None:
+            self._signal(record, now, out)
+
+    def _signal(self, record: TaskRecord, now: float, out: list[Effect]) -> None:
+        """SIGTERM to the process group now, SIGKILL after the grace period."""
+        out.append(SignalProcess(record.framework_id, record.info.task_id, "TERM"))
+        out.append(ScheduleTimer(now + record.kill_grace, ("escalate", record.framework_id, record.info.task_id)))
+
+    def _on_ShutdownFramework(self, msg: am.ShutdownFramework, epoch: int, now: float, out: list[Effect]) -> None:
+        self.shutting_down_frameworks.add(msg.framework_id)
+        for key in [k for k in self.pending if k[0] == msg.framework_id]:
+            del self.pending[key]
+            out.append(CancelTimer(("retry",) + key))
+        for record in [r for r in self.tasks.values() if r.framework_id == msg.framework_id]:
+            record.kill_requested = True
+            if record.pid is not None:
+                self._signal(record, now, out)
+            else:
+                self._terminal(record, TaskState.KILLED, None, "framework shut down", now, out)
+
+    def _on_shutdown(self, now: float, out: list[Effect]) -> None:
+        self.stopping = True
+        for record in list(self.tasks.values()):
+            record.kill_requested = True
+            if record.pid is not None:
+                self._signal(record, now, out)
+            else:
+                self._terminal(record, TaskState.KILLED, None, "agent shut down", now, out)
+        if self.agent_id is not None and self.registered:
+            out.append(SendToMaster(am.UnregisterAgent(self.agent_id)))
+        if not self.tasks:
+            out.append(Exit())
+
+    # --- status updates -------------------------------------------------------------------
+
+    def _update(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str | None,
+                now: float, out: list[Effect], exit_code: int | None = None) -> None:
+        status = TaskStatus(
+            task_id=record.info.task_id, state=state, message=message, source=TaskSource.AGENT,
+            reason=reason, agent_id=self.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code,
+        )
+        self._enqueue(record.framework_id, status, now, out)
+
+    def _enqueue(self, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None:
+        if status.uuid is None:
+            status = msgspec.structs.replace(status, uuid=self._new_uuid())
+        key = (framework_id, status.task_id)
+        pending = self.pending.setdefault(key, _Pending())
+        pending.queue.append(status)
+        if len(pending.queue) == 1:
+            self._send_head(key, now, out, fresh=True)
+
+    def _send_head(self, key: tuple[str, str], now: float, out: list[Effect], fresh: bool = False) -> None:
+        pending = self.pending[key]
+        if fresh:
+            pending.attempts = 0
+        delay = min(self.config.update_retry_initial * (2 ** pending.attempts), self.config.update_retry_max)
+        pending.attempts += 1
+        if self.registered:
+            out.append(SendToMaster(am.StatusUpdate(key[0], pending.queue[0])))
+        out.append(ScheduleTimer(now + delay, ("retry",) + key))
+
+    def _on_StatusUpdateAck(self, msg: am.StatusUpdateAck, epoch: int, now: float, out: list[Effect]) -> None:
+        key = (msg.framework_id, msg.task_id)
+        pending = self.pending.get(key)
+        if pending is None or pending.queue[0].uuid != msg.uuid:
+            out.append(Log("debug", "stale_ack_ignored", {"task_id": msg.task_id}))
+            return
+        pending.queue.popleft()
+        if pending.queue:
+            self._send_head(key, now, out, fresh=True)
+        else:
+            del self.pending[key]
+            out.append(CancelTimer(("retry",) + key))
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
+        if key == REGISTER:
+            if not self.registered:
+                self._register(now, out)
+        elif key == MASTER_CHECK:
+            if self.registered and now - self.last_master_contact > self.config.master_silence_limit:
+                # No ping for too long: the master died or the link is cut. Re-register; the
+                # master then reconciles our tasks (Mesos agent behaviour).
+                self.registered = False
+                out.append(Log("warning", "master_silent", {"seconds": round(now - self.last_master_contact, 1)}))
+                self._register(now, out)
+            out.append(ScheduleTimer(now + self.config.master_silence_limit / 5, MASTER_CHECK))
+        elif key[0] == "retry":
+            task_key = (key[1], key[2])
+            if task_key in self.pending:
+                self._send_head(task_key, now, out)
+        elif key[0] == "escalate":
+            record = self.tasks.get((key[1], key[2]))
+            if record is not None and not record.exited:
+                out.append(SignalProcess(record.framework_id, record.info.task_id, "KILL"))

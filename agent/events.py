@@ -1,0 +1,89 @@
+"""Inputs and outputs of the agent's pure core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol.values import CommandInfo
+
+__all__ = [
+    "Start", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
+    "SendToMaster", "LaunchProcess", "SignalProcess", "ScheduleTimer", "CancelTimer", "Log", "Exit",
+]
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """The agent process started: register (or re-register) with the master."""
+
+
+@dataclass(frozen=True)
+class Received:
+    body: Any
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class TaskSpawned:
+    framework_id: str
+    task_id: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class TaskLaunchFailed:
+    framework_id: str
+    task_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class TaskExited:
+    """``exit_code`` for a normal exit, ``signal`` when a signal ended the process."""
+
+    framework_id: str
+    task_id: str
+    exit_code: int | None
+    signal: int | None = None
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The operator stopped the agent (SIGTERM): end every task, unregister, exit."""
+
+
+# --- effects ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendToMaster:
+    body: Any
+
+
+@dataclass(frozen=True)
+class LaunchProcess:
+    framework_id: str
+    task_id: str
+    sandbox: str
+    command: CommandInfo
+    environment: dict[str, str]
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalProcess:
+    """Send ``signal`` ("TERM" or "KILL") to the task's whole process group."""
+
+    framework_id: str
+    task_id: str
+    signal: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Every task has ended after a Shutdown: the process may exit."""

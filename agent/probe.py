@@ -1,0 +1,64 @@
+"""What this machine offers: detected resources, overridable by ``--resources``.
+
+Mesos defaults: all CPUs; memory less what the host itself needs (1 GiB or half, whichever
+is smaller); disk of the work dir less 5 GiB or half; ports 31000–32000.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from tepui.sdk.resources import Resources
+
+DEFAULT_PORTS = "[31000-32000]"
+
+
+def _mem_total_mib() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 1024
+
+
+def detect(work_dir: str) -> Resources:
+    cpus = os.cpu_count() or 1
+    mem = _mem_total_mib()
+    mem -= min(1024, mem // 2)
+    os.makedirs(work_dir, exist_ok=True)
+    disk = shutil.disk_usage(work_dir).total // (1024 * 1024)
+    disk -= min(5 * 1024, disk // 2)
+    return Resources.parse(f"cpus:{cpus};mem:{mem};disk:{disk};ports:{DEFAULT_PORTS}")
+
+
+def agent_resources(work_dir: str, flag: str | None) -> Resources:
+    """Detected resources, with every resource named in ``flag`` replacing the detected one."""
+    detected = detect(work_dir)
+    if not flag:
+        return detected
+    given = Resources.parse(flag)
+    named = given.names()
+    return detected.filter(lambda key: key.name not in named) + given
+
+
+def parse_attributes(text: str | None) -> dict[str, str]:
+    """``rack:r1;zone:a`` → ``{"rack": "r1", "zone": "a"}`` (Mesos ``--attributes`` syntax)."""
+    attributes: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(";"))):
+        name, sep, value = part.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"bad attribute {part!r}: expected NAME:VALUE, e.g. rack:r1")
+        attributes[name.strip()] = value.strip()
+    return attributes
+
+
+def boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None

@@ -1,0 +1,123 @@
+"""The agent's I/O shell: a DEALER to the master, the process launcher, timers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from typing import Any, Hashable
+
+from twisted.internet import defer
+
+from tepui.agent.core import AgentCore
+from tepui.agent.events import (
+    Exit,
+    LaunchProcess,
+    Received,
+    SendToMaster,
+    Shutdown,
+    SignalProcess,
+    Start,
+    TaskExited,
+    TaskLaunchFailed,
+    TaskSpawned,
+)
+from tepui.agent.processes import ProcessLauncher
+from tepui.sdk.codec import Codec, ProtocolError, envelope
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol.envelope import AgentInbound
+from tepui.sdk.shell import TimerBook, log_effect
+from tepui.sdk.transport import DealerEndpoint
+
+log = logging.getLogger("tepui.agent")
+
+
+class AgentShell:
+    def __init__(self, reactor: Any, core: AgentCore, master: str) -> None:
+        self.reactor = reactor
+        self.core = core
+        self.codec: Codec[Any] = Codec(AgentInbound)
+        self.incarnation = uuid.uuid4().hex
+        self.timers = TimerBook(reactor, lambda key: self.handle(TimerFired(key)))
+        self.launcher = ProcessLauncher(reactor)
+        self.malformed = 0
+        self._msg_id = 0
+        self._exited: defer.Deferred[None] = defer.Deferred()
+        self._reactor_stopping = False
+        self.endpoint = DealerEndpoint(reactor, master, self._on_message)
+
+    def start(self) -> None:
+        self.handle(Start())
+
+    def handle(self, event: Any) -> None:
+        self._perform(self.core.handle(event, self.reactor.seconds()))
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Ends every task (TERM, then KILL after its grace), unregisters, then lets the
+        reactor stop. Waits at most the longest grace period plus a little."""
+        self._reactor_stopping = True
+        self.handle(Shutdown())
+        grace = max([t.kill_grace for t in self.core.tasks.values()] + [0.0]) + 2.0
+        timeout = self.reactor.callLater(grace, self._finish)
+        self._exited.addBoth(lambda _: timeout.cancel() if timeout.active() else None)
+        return self._exited
+
+    def _finish(self) -> None:
+        for key in list(self.launcher.pids):
+            self.launcher.signal(key, "KILL")
+        if not self._exited.called:
+            self._exited.callback(None)
+        self.timers.cancel_all()
+        self.endpoint.close()
+        if not self._reactor_stopping:  # the master told us to shut down
+            self._reactor_stopping = True
+            self.reactor.stop()
+
+    def _on_message(self, payload: bytes) -> None:
+        try:
+            env = self.codec.decode(payload)
+        except ProtocolError as exc:
+            self.malformed += 1
+            log.warning("event=malformed_message error=%r", str(exc))
+            return
+        self.handle(Received(env.body, env.epoch))
+
+    def _perform(self, effects: list[Any]) -> None:
+        for effect in effects:
+            if isinstance(effect, SendToMaster):
+                self._msg_id += 1
+                self.endpoint.send(self.codec.encode(envelope(
+                    effect.body, self._msg_id, self.core.master_epoch, self.incarnation)))
+            elif isinstance(effect, LaunchProcess):
+                self._launch(effect)
+            elif isinstance(effect, SignalProcess):
+                self.launcher.signal((effect.framework_id, effect.task_id), effect.signal)
+            elif isinstance(effect, ScheduleTimer):
+                self.timers.schedule(effect.at, effect.key)
+            elif isinstance(effect, CancelTimer):
+                self.timers.cancel(effect.key)
+            elif isinstance(effect, Log):
+                log_effect(log, effect)
+            elif isinstance(effect, Exit):
+                self.reactor.callLater(0, self._finish)
+            else:  # pragma: no cover
+                log.error("event=unknown_effect effect=%r", effect)
+
+    def _launch(self, effect: LaunchProcess) -> None:
+        key = (effect.framework_id, effect.task_id)
+
+        def on_exit(code: int | None, sig: int | None) -> None:
+            self.handle(TaskExited(effect.framework_id, effect.task_id, code, sig))
+
+        try:
+            pid = self.launcher.launch(key, effect.sandbox, effect.command, effect.environment, on_exit)
+        except OSError as exc:
+            message = f"could not start the task in {effect.sandbox}: {exc.strerror or exc}"
+            self.reactor.callLater(0, self.handle, TaskLaunchFailed(effect.framework_id, effect.task_id, message))
+            return
+        # Report the spawn on the next turn: we are still inside the effects of one handle().
+        self.reactor.callLater(0, self.handle, TaskSpawned(effect.framework_id, effect.task_id, pid))
+
+
+def default_work_dir() -> str:
+    return os.path.join(os.environ.get("TMPDIR", "/tmp"), "tepui-agent")

@@ -1,0 +1,3 @@
+from tepui.cli.main import main
+
+main()

@@ -1,0 +1,89 @@
+"""The one ``tepui`` command (click + rich)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from tepui.cli.run import run_command
+from tepui.cli.state import state_command
+from tepui.cli.up import up_command
+
+DEFAULT_MASTER = os.environ.get("TEPUI_MASTER", "127.0.0.1:5050")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="tepui")
+def cli() -> None:
+    """Tepui: a two-level, offer-based cluster scheduler.
+
+    Start a local cluster with `tepui up`, then `tepui run -- echo hello`.
+    """
+
+
+@cli.command()
+@click.option("--ip", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option("--port", default=5050, show_default=True, help="ZeroMQ port for agents and frameworks.")
+@click.option("--http-port", default=5080, show_default=True, help="HTTP port (/state, /health, /metrics).")
+@click.option("--advertise-ip", default=None, help="Address others reach this master at (default: --ip, or 127.0.0.1).")
+@click.option("--hostname", default=None, help="Hostname to report (default: this machine's).")
+@click.option("--agent-ping-interval", default=15.0, show_default=True, help="Seconds between pings to agents.")
+@click.option("--max-agent-ping-timeouts", default=5, show_default=True, help="Missed pings before an agent is removed.")
+@click.option("--heartbeat-interval", default=15.0, show_default=True, help="Seconds between heartbeats to frameworks.")
+@click.option("--allocation-interval", default=1.0, show_default=True, help="Seconds between batch allocations.")
+@click.option("--offer-timeout", default=60.0, show_default=True, help="Seconds before an unanswered offer is rescinded (0: never).")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
+           agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
+           allocation_interval: float, offer_timeout: float, log_level: str) -> None:
+    """Run a master."""
+    from tepui.master.main import run_master
+
+    run_master(ip, port, http_port, advertise_ip, hostname, agent_ping_interval, max_agent_ping_timeouts,
+               heartbeat_interval, allocation_interval, offer_timeout or None, log_level)
+
+
+@cli.command()
+@click.option("--master", "master_address", default=DEFAULT_MASTER, show_default=True, help="Master HOST:PORT.")
+@click.option("--work-dir", default=None, help="Where sandboxes live (default: $TMPDIR/tepui-agent).")
+@click.option("--resources", default=None, help="Override detected resources, e.g. 'cpus:4;mem:2048;ports:[31000-32000]'.")
+@click.option("--attributes", default=None, help="Attributes for placement, e.g. 'rack:r1;zone:a'.")
+@click.option("--hostname", default=None, help="Hostname to report (default: this machine's).")
+@click.option("--kill-grace-period", default=5.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
+@click.option("--master-silence-limit", default=75.0, show_default=True, help="Seconds without a ping before re-registering.")
+@click.option("--update-retry", default=10.0, show_default=True, help="First retry interval for unacknowledged status updates.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
+          hostname: str | None, kill_grace_period: float, master_silence_limit: float, update_retry: float,
+          log_level: str) -> None:
+    """Run an agent that offers this machine's resources to a master."""
+    from tepui.agent.main import run_agent
+    from tepui.agent.probe import parse_attributes
+    from tepui.agent.shell import default_work_dir
+    from tepui.sdk.resources import InvalidResources, Resources
+    from tepui.sdk.transport import tcp_address
+
+    try:
+        tcp_address(master_address, 5050)
+        if resources:
+            Resources.parse(resources)
+        parse_attributes(attributes)
+    except (ValueError, InvalidResources) as exc:
+        raise click.BadParameter(str(exc)) from None
+    run_agent(master_address, work_dir or default_work_dir(), resources, attributes, hostname,
+              kill_grace_period, master_silence_limit, update_retry, log_level)
+
+
+cli.add_command(up_command)
+cli.add_command(state_command)
+cli.add_command(run_command)
+
+
+def main() -> None:
+    cli(prog_name="tepui")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

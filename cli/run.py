@@ -1,0 +1,155 @@
+"""``tepui run [--cpus X --mem Y] -- CMD ...``: one task through a minimal framework.
+
+Prints each state change and exits with the task's exit code, so it composes in scripts like
+the command itself would. Exit codes of its own follow ``docker run``: 125 when Tepui itself
+failed (no master, invalid task), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import signal
+import sys
+import uuid
+from typing import Any
+
+import click
+
+EXIT_TEPUI_ERROR = 125
+EXIT_INTERRUPTED = 130
+
+
+class OneTask:
+    """The whole framework: launch once on the first offer that fits, report, exit."""
+
+    def __init__(self, argv: list[str], cpus: float, mem: float, name: str, env: dict[str, str],
+                 subscribe_timeout: float, reactor: Any, echo: Any) -> None:
+        from tepui.sdk import CommandInfo, Resources, Scheduler
+
+        self.resources = Resources.of(cpus=cpus, mem=mem)
+        self.task_id = f"{name}-{uuid.uuid4().hex[:8]}"
+        if len(argv) == 1:
+            self.command = CommandInfo(value=argv[0], environment=env)
+        else:
+            self.command = CommandInfo(value=shlex.join(argv), environment=env)
+        self.reactor, self.echo = reactor, echo
+        self.exit_code: int | None = None
+        self.launched = False
+        self.subscribe_timeout = subscribe_timeout
+        self.waiting_notice: Any = None
+        outer = self
+
+        class _Scheduler(Scheduler):
+            def subscribed(self, driver: Any, framework_id: str, master_info: Any) -> None:
+                outer._on_subscribed(driver, framework_id)
+
+            def offers(self, driver: Any, offers: list[Any]) -> None:
+                outer._on_offers(driver, offers)
+
+            def status_update(self, driver: Any, status: Any) -> None:
+                outer._on_status(driver, status)
+
+            def error(self, driver: Any, message: str) -> None:
+                outer._fail(driver, f"the master refused a call: {message}")
+
+        self.scheduler = _Scheduler()
+
+    def _on_subscribed(self, driver: Any, framework_id: str) -> None:
+        self.echo(f"subscribed as framework {framework_id}; waiting for an offer with {self.resources}")
+        self.waiting_notice = self.reactor.callLater(10, self.echo,
+            f"still waiting for an offer with {self.resources}: is an agent registered with enough free "
+            "resources? (`tepui state` shows them)")
+
+    def _on_offers(self, driver: Any, offers: list[Any]) -> None:
+        from tepui.sdk import Filters, Resources, TaskInfo
+
+        for offer in offers:
+            if not self.launched and Resources.from_wire(offer.resources).contains(self.resources):
+                self.launched = True
+                if self.waiting_notice is not None and self.waiting_notice.active():
+                    self.waiting_notice.cancel()
+                task = TaskInfo(name=self.task_id, task_id=self.task_id, agent_id=offer.agent_id,
+                                resources=self.resources.to_wire(), command=self.command)
+                driver.launch(offer.id, [task])
+                driver.suppress()
+                self.echo(f"{self.task_id}: launching on {offer.hostname} ({offer.agent_id})")
+            else:
+                driver.decline(offer.id, Filters(refuse_seconds=3600))
+
+    def _on_status(self, driver: Any, status: Any) -> None:
+        detail = f": {status.message}" if status.message else ""
+        self.echo(f"{status.task_id}: {status.state.value}{detail}")
+        if status.task_id != self.task_id or not status.state.is_terminal:
+            return
+        from tepui.sdk import TaskState
+
+        if status.state == TaskState.FINISHED:
+            self.exit_code = 0
+        elif status.exit_code is not None:
+            self.exit_code = status.exit_code
+        else:
+            self.exit_code = EXIT_TEPUI_ERROR if status.state == TaskState.ERROR else 1
+        driver.stop_and_exit()
+
+    def _fail(self, driver: Any, message: str) -> None:
+        self.echo(f"error: {message}", err=True)
+        self.exit_code = EXIT_TEPUI_ERROR
+        driver.stop_and_exit()
+
+    def check_subscribed(self, driver: Any, master: str) -> None:
+        if not driver.connected:
+            self._fail(driver, f"no answer from a master at {master} within {self.subscribe_timeout:g} s. "
+                               "Is a cluster running? Start one with `tepui up`, or pass --master HOST:PORT.")
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@click.option("--master", default=lambda: os.environ.get("TEPUI_MASTER", "127.0.0.1:5050"),
+              show_default="127.0.0.1:5050 or $TEPUI_MASTER", help="Master HOST:PORT.")
+@click.option("--cpus", default=0.1, show_default=True, type=float, help="CPUs for the task.")
+@click.option("--mem", default=32.0, show_default=True, type=float, help="Memory for the task, MiB.")
+@click.option("--name", default="run", show_default=True, help="Prefix of the task id.")
+@click.option("--env", "-e", multiple=True, help="NAME=VALUE for the task's environment (repeatable).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the master to answer.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str, ...], timeout: float,
+                command: tuple[str, ...]) -> None:
+    """Run one command as a task and exit with its exit code.
+
+    \b
+    tepui run -- sh -c 'echo hello; exit 3'
+    """
+    from tepui.sdk.runtime import install_reactor
+
+    environment = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--env")
+        environment[key] = value
+    if cpus <= 0 and mem <= 0:
+        raise click.BadParameter("give the task some --cpus or --mem")
+    reactor = install_reactor()
+    from tepui.sdk import FrameworkInfo, SchedulerDriver
+
+    def echo(text: str, err: bool = False) -> None:
+        click.echo(text, err=err)
+        sys.stdout.flush()
+
+    job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo)
+    try:
+        driver = SchedulerDriver(job.scheduler, FrameworkInfo(user=getpass.getuser(), name=f"tepui-run:{name}"),
+                                 master, reactor=reactor)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--master") from None
+
+    def interrupted(*_: Any) -> None:
+        echo("interrupted: tearing the framework down (its task is killed)", err=True)
+        job.exit_code = EXIT_INTERRUPTED
+        reactor.callFromThread(driver.stop_and_exit)
+
+    reactor.callWhenRunning(lambda: signal.signal(signal.SIGINT, interrupted))
+    reactor.callLater(timeout, job.check_subscribed, driver, master)
+    driver.run()
+    sys.exit(job.exit_code if job.exit_code is not None else EXIT_TEPUI_ERROR)

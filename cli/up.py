@@ -1,0 +1,185 @@
+"""``tepui up``: a whole local cluster — a master and N agents — as child processes.
+
+A supervisor, deliberately without Twisted: start the children, wait (with progress) until
+every agent has registered, then wait for Ctrl-C or SIGTERM. Stopping is ordered: agents first
+(each ends its tasks), then the master. Children get ``PR_SET_PDEATHSIG`` so that even a
+SIGKILLed ``tepui up`` leaves no orphan processes behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM us when the supervisor dies, however it dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+    os.setpgid(0, 0)  # Ctrl-C in the terminal reaches the supervisor only; it stops us in order
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def _state(http_port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/state", timeout=1) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Cluster:
+    def __init__(self, state_dir: str, agents: int, port: int, http_port: int, console: Console) -> None:
+        self.state_dir, self.agent_count, self.port, self.http_port = state_dir, agents, port, http_port
+        self.console = console
+        self.children: list[tuple[str, subprocess.Popen[bytes], str]] = []
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log_path = os.path.join(self.state_dir, f"{name}.log")
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tepui.cli", *args], stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, close_fds=True,
+            )
+        self.children.append((name, process, log_path))
+
+    def start(self, agent_resources: str | None) -> None:
+        self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
+                               "--http-port", str(self.http_port)])
+        for i in range(1, self.agent_count + 1):
+            args = ["agent", "--master", f"127.0.0.1:{self.port}",
+                    "--work-dir", os.path.join(self.state_dir, f"agent-{i}"), "--hostname", f"agent-{i}"]
+            if agent_resources:
+                args += ["--resources", agent_resources]
+            self._spawn(f"agent-{i}", args)
+
+    def dead_child(self) -> tuple[str, int, str] | None:
+        for name, process, log_path in self.children:
+            code = process.poll()
+            if code is not None:
+                return name, code, log_path
+        return None
+
+    def wait_ready(self, timeout: float) -> None:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            master_task = progress.add_task("master answering", total=1)
+            agents_task = progress.add_task("agents registered", total=self.agent_count)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                dead = self.dead_child()
+                if dead:
+                    name, code, log_path = dead
+                    raise click.ClickException(
+                        f"{name} exited with code {code} while starting. Last lines of {log_path}:\n{_tail(log_path)}")
+                state = _state(self.http_port)
+                if state is not None:
+                    progress.update(master_task, completed=1)
+                    progress.update(agents_task, completed=state["activated_slaves"])
+                    if state["activated_slaves"] >= self.agent_count:
+                        return
+                time.sleep(0.1)
+        raise click.ClickException(
+            f"the cluster was not ready within {timeout:g} s; see the logs in {self.state_dir}")
+
+    def stop(self) -> None:
+        """Agents first (they end their tasks), then the master; SIGKILL after a deadline."""
+        agents = [c for c in self.children if c[0] != "master"]
+        masters = [c for c in self.children if c[0] == "master"]
+        for group, grace in ((agents, 12.0), (masters, 5.0)):
+            for _name, process, _log in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for name, process, _log in group:
+                try:
+                    process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.console.print(f"[yellow]{name} did not stop in {grace:g} s; killing it[/yellow]")
+                    process.kill()
+                    process.wait()
+
+
+@click.command("up")
+@click.option("--agents", default=2, show_default=True, help="How many agents to start.")
+@click.option("--state-dir", default=lambda: os.path.join(os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state")), "tepui"),
+              show_default="~/.local/state/tepui", help="Logs and agent work dirs.")
+@click.option("--port", default=5050, show_default=True, help="Master ZeroMQ port.")
+@click.option("--http-port", default=5080, show_default=True, help="Master HTTP port.")
+@click.option("--agent-resources", default=None, help="Resources each agent offers (default: detected).")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the cluster to come up.")
+def up_command(agents: int, state_dir: str, port: int, http_port: int, agent_resources: str | None,
+               timeout: float) -> None:
+    """Start a local cluster (a master and agents) and keep it running until Ctrl-C."""
+    console = Console()
+    if agents < 1:
+        raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
+    for what, number in (("--port", port), ("--http-port", http_port)):
+        if not _port_free("127.0.0.1", number):
+            raise click.ClickException(
+                f"port {number} ({what}) is already in use. Is another `tepui up` running? "
+                f"Stop it, or choose another with {what}.")
+    os.makedirs(state_dir, exist_ok=True)
+    cluster = Cluster(state_dir, agents, port, http_port, console)
+    stopping = {"signal": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping["signal"] = signum  # type: ignore[assignment]
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    cluster.start(agent_resources)
+    try:
+        cluster.wait_ready(timeout)
+        console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
+                      f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}")
+        console.print("  try:  tepui run -- echo hello     tepui state     "
+                      f"python examples/hello_framework.py --master 127.0.0.1:{port} --tasks 10")
+        console.print("  stop: Ctrl-C")
+        while stopping["signal"] is None:
+            dead = cluster.dead_child()
+            if dead:
+                name, code, log_path = dead
+                raise click.ClickException(
+                    f"{name} exited unexpectedly with code {code}; stopping the cluster. "
+                    f"Last lines of {log_path}:\n{_tail(log_path)}")
+            time.sleep(0.2)
+        console.print("stopping: agents first (they end their tasks), then the master ...")
+    finally:
+        cluster.stop()
+    console.print("stopped.")

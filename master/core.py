@@ -1,0 +1,656 @@
+"""The master's pure core: agents, frameworks, offers and tasks as a state machine.
+
+``MasterCore.handle(event, now)`` is the only way to change state; it returns the effects the
+shell performs (send, schedule a timer, log). No sockets, files, threads or clocks here, so a
+75-second failure scenario runs on a fake clock in milliseconds (DESIGN §2).
+
+Mesos semantics followed (and cited where they matter): the master records a task before
+forwarding it, so a launch runs at most once per task id; offers count as allocated until used,
+declined, rescinded or timed out; unused resources of an accepted offer are declined with the
+accept's filters; status updates flow agent → master → framework and acknowledgements flow back.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgspec
+
+from tepui.master.events import PeerUnreachable, Received, Send
+from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.validation import task_resources, validate_task
+from tepui.offers.allocator import Allocator
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.values import (
+    FrameworkInfo,
+    MasterInfo,
+    Offer,
+    TaskReason,
+    TaskSource,
+    TaskState,
+    TaskStatus,
+)
+from tepui.sdk.resources import EMPTY, Resources
+
+Effect = Any
+
+ALLOCATE_NOW = ("allocate", "now")
+ALLOCATE_BATCH = ("allocate", "batch")
+PING = ("ping",)
+HEARTBEAT = ("heartbeat",)
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    master_id: str
+    hostname: str = "localhost"
+    address: str = "127.0.0.1:5050"
+    http_port: int | None = 5080
+    version: str = "0.1.0"
+    epoch: int = 1
+    allocation_interval: float = 1.0
+    heartbeat_interval: float = 15.0
+    agent_ping_interval: float = 15.0
+    max_agent_ping_timeouts: int = 5
+    offer_timeout: float | None = 60.0
+    max_completed_frameworks: int = 50
+
+
+class MasterCore:
+    def __init__(self, config: MasterConfig, allocator: Allocator | None = None) -> None:
+        self.config = config
+        self.allocator = allocator or Allocator()
+        self.agents: dict[str, AgentRecord] = {}
+        self.frameworks: dict[str, FrameworkRecord] = {}
+        self.completed_frameworks: collections.deque[FrameworkRecord] = collections.deque(
+            maxlen=config.max_completed_frameworks
+        )
+        self.offers: dict[str, OfferRecord] = {}
+        self.peers: dict[bytes, tuple[str, str]] = {}  # peer → ("agent"|"framework", id)
+        self.started_at = 0.0
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._seq = collections.Counter[str]()
+        self._ping_seq = 0
+        self._allocation_pending = False
+        self.master_info = MasterInfo(
+            id=config.master_id,
+            address=config.address,
+            hostname=config.hostname,
+            version=config.version,
+            epoch=config.epoch,
+            http_port=config.http_port,
+        )
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Effect]:
+        self.started_at = now
+        return [
+            ScheduleTimer(now + self.config.allocation_interval, ALLOCATE_BATCH),
+            ScheduleTimer(now + self.config.agent_ping_interval, PING),
+            ScheduleTimer(now + self.config.heartbeat_interval, HEARTBEAT),
+        ]
+
+    def handle(self, event: Any, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if isinstance(event, Received):
+            handler: Callable[[bytes, Any, float, list[Effect]], None] | None = getattr(
+                self, "_on_" + type(event.body).__name__, None
+            )
+            self.counters["messages_" + type(event.body).__name__] += 1
+            if handler is None:  # pragma: no cover - every inbound type has a handler
+                out.append(Log("warning", "unhandled_message", {"type": type(event.body).__name__}))
+            else:
+                handler(event.peer, event.body, now, out)
+        elif isinstance(event, TimerFired):
+            self._on_timer(event.key, now, out)
+        elif isinstance(event, PeerUnreachable):
+            self._on_peer_unreachable(event.peer, now, out)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        if self._allocation_pending:
+            self._allocation_pending = False
+            out.append(ScheduleTimer(now, ALLOCATE_NOW))
+        return out
+
+    def _next_id(self, kind: str) -> str:
+        self._seq[kind] += 1
+        return f"{self.config.master_id}-{kind}{self._seq[kind]:04d}"
+
+    def _request_allocation(self) -> None:
+        self._allocation_pending = True
+
+    # --- agents ---------------------------------------------------------------------------
+
+    def _on_RegisterAgent(self, peer: bytes, msg: am.RegisterAgent, now: float, out: list[Effect]) -> None:
+        known = self.peers.get(peer)
+        if known and known[0] == "agent" and known[1] in self.agents:
+            # A retried registration from the same connection: answer again, change nothing.
+            agent = self.agents[known[1]]
+        else:
+            agent_id = self._next_id("S")
+            agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
+            out.append(Log("info", "agent_registered", {"agent_id": agent_id, "hostname": agent.hostname}))
+        out.append(
+            Send(peer, am.AgentRegistered(agent.agent_id, self.master_info, self.config.agent_ping_interval))
+        )
+
+    def _admit_agent(self, agent_id: str, peer: bytes, info: Any, version: str, now: float) -> AgentRecord:
+        total = Resources.from_wire(info.resources)
+        agent = AgentRecord(
+            agent_id=agent_id,
+            peer=peer,
+            hostname=info.hostname,
+            total=total,
+            attributes=dict(info.attributes),
+            version=version,
+            registered_at=now,
+            last_pong=now,
+            http_port=info.http_port,
+        )
+        self.agents[agent_id] = agent
+        self.peers[peer] = ("agent", agent_id)
+        self.allocator.add_agent(agent_id, total)
+        self._request_allocation()
+        return agent
+
+    def _on_ReregisterAgent(self, peer: bytes, msg: am.ReregisterAgent, now: float, out: list[Effect]) -> None:
+        agent_id = msg.agent_info.id or ""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            # Unknown id: the master restarted (or removed the agent). The agent is the source
+            # of truth for its tasks, so admit it under its id and rebuild its tasks.
+            agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
+            out.append(Log("info", "agent_readmitted", {"agent_id": agent_id, "tasks": len(msg.tasks)}))
+        else:
+            if agent.peer != peer:
+                self.peers.pop(agent.peer, None)
+                agent.peer = peer
+                self.peers[peer] = ("agent", agent_id)
+            agent.last_pong = now
+            self.allocator.activate_agent(agent_id)
+            out.append(Log("info", "agent_reregistered", {"agent_id": agent_id}))
+        for report in msg.tasks:
+            key = (report.framework_id, report.task.task_id)
+            if key in agent.tasks or report.state.is_terminal:
+                continue
+            resources, _ = task_resources(report.task)
+            framework = self.frameworks.get(report.framework_id)
+            if framework is None:
+                framework = self._placeholder_framework(report.framework_id, msg, now)
+            role = framework.info.roles[0] if framework.info.roles else "*"
+            task = TaskRecord(report.framework_id, agent_id, report.task, resources or EMPTY, role, report.state)
+            task.launched_at = now
+            agent.tasks[key] = task
+            framework.tasks[task.task_id] = task
+            if resources:
+                self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
+        out.append(
+            Send(peer, am.AgentReregistered(agent_id, self.master_info, self.config.agent_ping_interval))
+        )
+
+    def _placeholder_framework(self, framework_id: str, msg: am.ReregisterAgent, now: float) -> FrameworkRecord:
+        """A framework known only from an agent's report waits, inactive, for its re-subscribe."""
+        info = next((f for f in msg.frameworks if f.id == framework_id), None)
+        if info is None:
+            info = FrameworkInfo(user="", name="", id=framework_id)
+        record = FrameworkRecord(framework_id, info, None, now, active=False, disconnected_at=now)
+        self.frameworks[framework_id] = record
+        self.allocator.add_framework(framework_id, info.roles)
+        self.allocator.deactivate_framework(framework_id)
+        return record
+
+    def _on_Pong(self, peer: bytes, msg: am.Pong, now: float, out: list[Effect]) -> None:
+        agent = self._agent_by_peer(peer)
+        if agent is not None:
+            agent.last_pong = now
+
+    def _on_UnregisterAgent(self, peer: bytes, msg: am.UnregisterAgent, now: float, out: list[Effect]) -> None:
+        agent = self._agent_by_peer(peer)
+        if agent is not None and agent.agent_id == msg.agent_id:
+            self._remove_agent(agent, TaskState.GONE, TaskReason.AGENT_REMOVED, "agent unregistered", now, out)
+
+    def _agent_by_peer(self, peer: bytes) -> AgentRecord | None:
+        known = self.peers.get(peer)
+        if known and known[0] == "agent":
+            return self.agents.get(known[1])
+        return None
+
+    def _remove_agent(
+        self, agent: AgentRecord, state: TaskState, reason: TaskReason, message: str, now: float, out: list[Effect]
+    ) -> None:
+        """Mesos: PARTITION_AWARE frameworks get the precise state; others get TASK_LOST."""
+        for offer_id in list(agent.offers):
+            self._rescind(offer_id, now, out, recover=False)
+        for task in list(agent.tasks.values()):
+            framework = self.frameworks.get(task.framework_id)
+            task_state = state if framework is not None and framework.partition_aware else TaskState.LOST
+            self._master_update(task, task_state, reason, message, now, out)
+        for framework in self.frameworks.values():
+            if framework.active and framework.peer is not None:
+                out.append(Send(framework.peer, sm.Failure(agent_id=agent.agent_id)))
+        self.allocator.remove_agent(agent.agent_id)
+        self.agents.pop(agent.agent_id, None)
+        self.peers.pop(agent.peer, None)
+        out.append(Log("warning", "agent_removed", {"agent_id": agent.agent_id, "reason": message}))
+
+    # --- frameworks -----------------------------------------------------------------------
+
+    def _on_Subscribe(self, peer: bytes, msg: sm.Subscribe, now: float, out: list[Effect]) -> None:
+        info = msg.framework_info
+        known = self.peers.get(peer)
+        if info.id is None and known and known[0] == "framework" and known[1] in self.frameworks:
+            # A retried first SUBSCRIBE on the same connection: the same framework, not a new one.
+            info = msgspec.structs.replace(info, id=known[1])
+        if info.id and info.id in self.frameworks:
+            framework = self.frameworks[info.id]
+            if framework.info.principal and info.principal != framework.info.principal:
+                out.append(Send(peer, sm.Error(
+                    f"framework {info.id} is registered with principal {framework.info.principal!r}; "
+                    f"re-subscribing as {info.principal!r} is refused"
+                )))
+                return
+            if framework.peer is not None and framework.peer != peer:
+                self.peers.pop(framework.peer, None)
+            framework.peer, framework.active, framework.disconnected_at = peer, True, None
+            framework.info = info
+            self.allocator.add_framework(info.id, info.roles, msg.suppressed_roles)
+            out.append(CancelTimer(("failover", info.id)))
+            out.append(Log("info", "framework_resubscribed", {"framework_id": info.id, "name": info.name}))
+        else:
+            framework_id = info.id or self._next_id("F")
+            if info.id is None:
+                info = msgspec.structs.replace(info, id=framework_id)
+            framework = FrameworkRecord(framework_id, info, peer, now)
+            self.frameworks[framework_id] = framework
+            self.allocator.add_framework(framework_id, info.roles, msg.suppressed_roles)
+            out.append(Log("info", "framework_subscribed", {"framework_id": framework_id, "name": info.name}))
+        self.peers[peer] = ("framework", framework.framework_id)
+        out.append(Send(peer, sm.Subscribed(framework.framework_id, self.config.heartbeat_interval, self.master_info)))
+        self._request_allocation()
+
+    def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None:
+        """The caller must be the connection the framework subscribed on."""
+        framework = self.frameworks.get(framework_id)
+        if framework is None:
+            out.append(Send(peer, sm.Error(f"framework {framework_id!r} is not subscribed; send SUBSCRIBE first")))
+            return None
+        if framework.peer != peer:
+            out.append(Send(peer, sm.Error(
+                f"framework {framework_id!r} is subscribed on another connection; re-subscribe to take over"
+            )))
+            return None
+        return framework
+
+    def _on_Teardown(self, peer: bytes, msg: sm.Teardown, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            self._remove_framework(framework, "teardown requested", now, out)
+
+    def _remove_framework(self, framework: FrameworkRecord, why: str, now: float, out: list[Effect]) -> None:
+        for offer_id in list(framework.offers):
+            self._rescind(offer_id, now, out, notify=False)
+        agents_to_tell = {task.agent_id for task in framework.tasks.values()}
+        for task in list(framework.tasks.values()):
+            self._finish_task(task, TaskState.KILLED, now)
+        for agent_id in sorted(agents_to_tell):
+            agent = self.agents.get(agent_id)
+            if agent is not None:
+                out.append(Send(agent.peer, am.ShutdownFramework(framework.framework_id)))
+        self.allocator.remove_framework(framework.framework_id)
+        self.frameworks.pop(framework.framework_id, None)
+        if framework.peer is not None:
+            self.peers.pop(framework.peer, None)
+        framework.active = False
+        self.completed_frameworks.append(framework)
+        out.append(CancelTimer(("failover", framework.framework_id)))
+        out.append(Log("info", "framework_removed", {"framework_id": framework.framework_id, "reason": why}))
+
+    def _on_peer_unreachable(self, peer: bytes, now: float, out: list[Effect]) -> None:
+        known = self.peers.get(peer)
+        if not known or known[0] != "framework":
+            return  # agents are judged by pings, not by one failed send
+        framework = self.frameworks.get(known[1])
+        if framework is None or not framework.active:
+            return
+        self._disconnect_framework(framework, now, out)
+
+    def _disconnect_framework(self, framework: FrameworkRecord, now: float, out: list[Effect]) -> None:
+        """Mesos: offers never survive a disconnect; tasks wait ``failover_timeout``."""
+        framework.active = False
+        framework.disconnected_at = now
+        self.peers.pop(framework.peer or b"", None)
+        framework.peer = None
+        for offer_id in list(framework.offers):
+            self._rescind(offer_id, now, out, notify=False)
+        self.allocator.deactivate_framework(framework.framework_id)
+        out.append(ScheduleTimer(now + framework.info.failover_timeout, ("failover", framework.framework_id)))
+        out.append(Log("warning", "framework_disconnected", {
+            "framework_id": framework.framework_id, "failover_timeout": framework.info.failover_timeout,
+        }))
+
+    def _on_UpdateFramework(self, peer: bytes, msg: sm.UpdateFramework, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_info.id or "", out)
+        if framework is None:
+            return
+        if framework.info.principal and msg.framework_info.principal != framework.info.principal:
+            out.append(Send(peer, sm.Error("UPDATE_FRAMEWORK may not change the principal")))
+            return
+        framework.info = msg.framework_info
+        self.allocator.update_framework(framework.framework_id, framework.info.roles, msg.suppressed_roles)
+        self._request_allocation()
+
+    # --- offers ---------------------------------------------------------------------------
+
+    def _allocate(self, now: float, out: list[Effect]) -> None:
+        by_framework: dict[str, list[Offer]] = {}
+        for allocation in self.allocator.allocate(now):
+            framework = self.frameworks.get(allocation.framework_id)
+            agent = self.agents.get(allocation.agent_id)
+            if framework is None or agent is None or framework.peer is None:
+                self.allocator.recover(allocation.agent_id, allocation.framework_id, allocation.role, allocation.resources)
+                continue
+            offer_id = self._next_id("O")
+            record = OfferRecord(offer_id, framework.framework_id, agent.agent_id, allocation.role, allocation.resources, now)
+            self.offers[offer_id] = record
+            framework.offers.add(offer_id)
+            agent.offers.add(offer_id)
+            by_framework.setdefault(framework.framework_id, []).append(Offer(
+                id=offer_id,
+                framework_id=framework.framework_id,
+                agent_id=agent.agent_id,
+                hostname=agent.hostname,
+                resources=allocation.resources.to_wire(),
+                attributes=dict(agent.attributes),
+                allocation_role=allocation.role,
+            ))
+            if self.config.offer_timeout is not None:
+                out.append(ScheduleTimer(now + self.config.offer_timeout, ("offer_timeout", offer_id)))
+            self.counters["offers_sent"] += 1
+        for framework_id, offers in by_framework.items():
+            peer = self.frameworks[framework_id].peer
+            assert peer is not None
+            out.append(Send(peer, sm.Offers(offers)))
+
+    def _take_offer(self, offer_id: str) -> OfferRecord | None:
+        offer = self.offers.pop(offer_id, None)
+        if offer is not None:
+            framework = self.frameworks.get(offer.framework_id)
+            if framework is not None:
+                framework.offers.discard(offer_id)
+            agent = self.agents.get(offer.agent_id)
+            if agent is not None:
+                agent.offers.discard(offer_id)
+        return offer
+
+    def _rescind(self, offer_id: str, now: float, out: list[Effect], notify: bool = True, recover: bool = True) -> None:
+        offer = self._take_offer(offer_id)
+        if offer is None:
+            return
+        if recover:
+            self.allocator.recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
+            self._request_allocation()
+        framework = self.frameworks.get(offer.framework_id)
+        if notify and framework is not None and framework.peer is not None:
+            out.append(Send(framework.peer, sm.Rescind(offer_id)))
+        out.append(CancelTimer(("offer_timeout", offer_id)))
+
+    def _on_Decline(self, peer: bytes, msg: sm.Decline, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        refuse = msg.filters.refuse_seconds if msg.filters else 5.0
+        for offer_id in msg.offer_ids:
+            offer = self.offers.get(offer_id)
+            if offer is None or offer.framework_id != framework.framework_id:
+                continue  # Mesos: declining an unknown offer is ignored
+            self._take_offer(offer_id)
+            out.append(CancelTimer(("offer_timeout", offer_id)))
+            self.allocator.recover(offer.agent_id, offer.framework_id, offer.role, offer.resources, refuse, now)
+        self._request_allocation()
+
+    def _on_Accept(self, peer: bytes, msg: sm.Accept, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        offers, problem = [], None
+        if not msg.offer_ids:
+            problem = "ACCEPT names no offer"
+        elif len(set(msg.offer_ids)) != len(msg.offer_ids):
+            problem = "ACCEPT names the same offer more than once"
+        for offer_id in msg.offer_ids:
+            offer = self.offers.get(offer_id)
+            if offer is None or offer.framework_id != framework.framework_id:
+                problem = problem or f"offer {offer_id!r} is not valid (rescinded, used or never made to this framework)"
+            else:
+                offers.append(offer)
+        if offers and len({o.agent_id for o in offers}) > 1:
+            problem = problem or "ACCEPT combines offers of different agents"
+        for offer in offers:
+            self._take_offer(offer.offer_id)
+            out.append(CancelTimer(("offer_timeout", offer.offer_id)))
+        if problem is not None:
+            # Mesos: every task in the call is dropped, and every valid offer's resources return.
+            for offer in offers:
+                self.allocator.recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
+            state = TaskState.DROPPED if framework.partition_aware else TaskState.LOST
+            for task in _tasks_of(msg.operations):
+                out.append(self._update_to(framework, task.task_id, task.agent_id, state, TaskReason.INVALID_OFFERS, problem, now))
+            self._request_allocation()
+            return
+        agent = self.agents[offers[0].agent_id]
+        role = offers[0].role
+        available = EMPTY
+        for offer in offers:
+            available = available + offer.resources
+        for operation in msg.operations:
+            available = self._apply(operation, framework, agent, role, available, now, out)
+        refuse = msg.filters.refuse_seconds if msg.filters else 5.0
+        self.allocator.recover(agent.agent_id, framework.framework_id, role, available, refuse, now)
+        self._request_allocation()
+
+    def _apply(
+        self, operation: Any, framework: FrameworkRecord, agent: AgentRecord, role: str,
+        available: Resources, now: float, out: list[Effect],
+    ) -> Resources:
+        if isinstance(operation, sm.Launch):
+            for task_info in operation.task_infos:
+                problem = validate_task(task_info, agent.agent_id, available, set(framework.tasks))
+                if problem is not None:
+                    self.counters["tasks_invalid"] += 1
+                    out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                                               TaskReason.TASK_INVALID, problem, now))
+                    continue
+                resources, _ = task_resources(task_info)
+                assert resources is not None
+                available = available - resources
+                task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now)
+                framework.tasks[task.task_id] = task
+                agent.tasks[(framework.framework_id, task.task_id)] = task
+                self.counters["tasks_launched"] += 1
+                out.append(Send(agent.peer, am.RunTask(framework.info, task_info)))
+            return available
+        name = type(operation).__name__.upper()
+        tasks = _tasks_of([operation])
+        message = f"operation {name} is not supported by this master yet; resources were returned"
+        for task in tasks:
+            out.append(self._update_to(framework, task.task_id, agent.agent_id, TaskState.ERROR,
+                                       TaskReason.TASK_GROUP_INVALID, message, now))
+        if not tasks:
+            out.append(Send(framework.peer or b"", sm.Error(message)))
+        return available
+
+    def _on_Revive(self, peer: bytes, msg: sm.Revive, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            self.allocator.revive(framework.framework_id, msg.roles)
+            self._request_allocation()
+
+    def _on_Suppress(self, peer: bytes, msg: sm.Suppress, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            self.allocator.suppress(framework.framework_id, msg.roles)
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def _update_to(
+        self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
+        reason: TaskReason, message: str, now: float,
+    ) -> Effect:
+        """A master-generated update (no uuid: nothing for the framework to acknowledge)."""
+        status = TaskStatus(task_id=task_id, state=state, message=message, source=TaskSource.MASTER,
+                            reason=reason, agent_id=agent_id, timestamp=now)
+        return Send(framework.peer or b"", sm.Update(status))
+
+    def _master_update(self, task: TaskRecord, state: TaskState, reason: TaskReason, message: str,
+                       now: float, out: list[Effect]) -> None:
+        framework = self.frameworks.get(task.framework_id)
+        if state.is_terminal:
+            self._finish_task(task, state, now)
+        else:
+            task.state = state
+        if framework is not None and framework.peer is not None:
+            out.append(self._update_to(framework, task.task_id, task.agent_id, state, reason, message, now))
+
+    def _finish_task(self, task: TaskRecord, state: TaskState, now: float) -> None:
+        """Mesos: a terminal task's resources return to the pool at once."""
+        task.state = state
+        framework = self.frameworks.get(task.framework_id)
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            if agent.tasks.pop((task.framework_id, task.task_id), None) is not None:
+                self.allocator.recover(agent.agent_id, task.framework_id, task.role, task.resources)
+                self._request_allocation()
+        if framework is not None and framework.tasks.pop(task.task_id, None) is not None:
+            framework.completed.append(task)
+
+    def _on_StatusUpdate(self, peer: bytes, msg: am.StatusUpdate, now: float, out: list[Effect]) -> None:
+        agent = self._agent_by_peer(peer)
+        if agent is None:
+            out.append(Log("warning", "update_from_unknown_agent", {"task_id": msg.status.task_id}))
+            return
+        status = msg.status
+        framework = self.frameworks.get(msg.framework_id)
+        task = agent.tasks.get((msg.framework_id, status.task_id))
+        if task is not None:
+            task.status = status
+            if status.state.is_terminal:
+                self._finish_task(task, status.state, now)
+            else:
+                task.state = status.state
+        self.counters["status_updates"] += 1
+        if framework is not None and framework.peer is not None:
+            out.append(Send(framework.peer, sm.Update(status)))
+
+    def _on_Acknowledge(self, peer: bytes, msg: sm.Acknowledge, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        agent = self.agents.get(msg.agent_id)
+        if agent is not None:
+            out.append(Send(agent.peer, am.StatusUpdateAck(framework.framework_id, msg.task_id, msg.uuid)))
+
+    def _on_Kill(self, peer: bytes, msg: sm.Kill, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        task = framework.tasks.get(msg.task_id)
+        agent = self.agents.get(task.agent_id) if task is not None else None
+        if task is None or agent is None:
+            state = TaskState.UNKNOWN if framework.partition_aware else TaskState.LOST
+            out.append(self._update_to(framework, msg.task_id, msg.agent_id, state, TaskReason.TASK_UNKNOWN,
+                                       f"cannot kill task {msg.task_id!r}: the master does not know it", now))
+            return
+        out.append(Send(agent.peer, am.KillTask(framework.framework_id, msg.task_id, msg.kill_policy)))
+
+    def _on_Reconcile(self, peer: bytes, msg: sm.Reconcile, now: float, out: list[Effect]) -> None:
+        """Mesos reconciliation: implicit answers every known task; explicit answers each id,
+        with LOST (or UNKNOWN for PARTITION_AWARE frameworks) for tasks the master never knew."""
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        completed = {task.task_id: task for task in framework.completed}
+        if msg.tasks:
+            wanted = [(t.task_id, framework.tasks.get(t.task_id) or completed.get(t.task_id), t.agent_id)
+                      for t in msg.tasks]
+        else:
+            wanted = [(task.task_id, task, task.agent_id) for task in framework.tasks.values()]
+        for task_id, task, agent_id in wanted:
+            if task is None:
+                state = TaskState.UNKNOWN if framework.partition_aware else TaskState.LOST
+                status = TaskStatus(task_id=task_id, state=state, source=TaskSource.MASTER,
+                                    reason=TaskReason.RECONCILIATION, agent_id=agent_id, timestamp=now,
+                                    message="task unknown to the master")
+            else:
+                status = TaskStatus(task_id=task_id, state=task.state, source=TaskSource.MASTER,
+                                    reason=TaskReason.RECONCILIATION, agent_id=task.agent_id, timestamp=now,
+                                    exit_code=task.status.exit_code if task.status else None)
+            out.append(Send(peer, sm.Update(status)))
+
+    def _on_Message(self, peer: bytes, msg: sm.Message, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        agent = self.agents.get(msg.agent_id)
+        if framework is not None and agent is not None:
+            out.append(Send(agent.peer, am.FrameworkToExecutor(framework.framework_id, msg.executor_id, msg.data)))
+
+    def _on_Shutdown(self, peer: bytes, msg: sm.Shutdown, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        agent = self.agents.get(msg.agent_id)
+        if framework is not None and agent is not None:
+            out.append(Send(agent.peer, am.ShutdownExecutor(framework.framework_id, msg.executor_id)))
+
+    def _on_ExecutorToFramework(self, peer: bytes, msg: am.ExecutorToFramework, now: float, out: list[Effect]) -> None:
+        framework = self.frameworks.get(msg.framework_id)
+        if self._agent_by_peer(peer) is not None and framework is not None and framework.peer is not None:
+            out.append(Send(framework.peer, sm.FrameworkMessage(msg.agent_id, msg.executor_id, msg.data)))
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
+        if key == ALLOCATE_NOW:
+            self._allocate(now, out)
+        elif key == ALLOCATE_BATCH:
+            self._allocate(now, out)
+            out.append(ScheduleTimer(now + self.config.allocation_interval, ALLOCATE_BATCH))
+        elif key == PING:
+            self._ping_agents(now, out)
+            out.append(ScheduleTimer(now + self.config.agent_ping_interval, PING))
+        elif key == HEARTBEAT:
+            for framework in self.frameworks.values():
+                if framework.active and framework.peer is not None:
+                    out.append(Send(framework.peer, sm.Heartbeat()))
+            out.append(ScheduleTimer(now + self.config.heartbeat_interval, HEARTBEAT))
+        elif key[0] == "failover":
+            framework = self.frameworks.get(key[1])
+            if framework is not None and not framework.active:
+                self._remove_framework(framework, "failover timeout expired", now, out)
+        elif key[0] == "offer_timeout":
+            if key[1] in self.offers:
+                out.append(Log("info", "offer_timed_out", {"offer_id": key[1]}))
+                self._rescind(key[1], now, out)
+
+    def _ping_agents(self, now: float, out: list[Effect]) -> None:
+        """Application-level pings (ZMTP heartbeats only prove an I/O thread lives). An agent
+        silent for ``max_agent_ping_timeouts`` intervals is removed (Mesos: 15 s × 5)."""
+        self._ping_seq += 1
+        limit = self.config.agent_ping_interval * self.config.max_agent_ping_timeouts
+        for agent in list(self.agents.values()):
+            if now - agent.last_pong > limit:
+                self._remove_agent(agent, TaskState.UNREACHABLE, TaskReason.AGENT_DISCONNECTED,
+                                   f"agent missed {self.config.max_agent_ping_timeouts} pings", now, out)
+            else:
+                out.append(Send(agent.peer, am.Ping(self._ping_seq)))
+
+
+def _tasks_of(operations: list[Any]) -> list[Any]:
+    tasks: list[Any] = []
+    for operation in operations:
+        if isinstance(operation, sm.Launch):
+            tasks.extend(operation.task_infos)
+        elif isinstance(operation, sm.LaunchGroup):
+            tasks.extend(operation.task_group.tasks)
+    return tasks

@@ -1,0 +1,37 @@
+"""Inputs and outputs of the master's pure core.
+
+Peers are the transport's addresses for agents and frameworks (ZeroMQ routing ids today, the
+authenticated CURVE identity later); the core never learns how bytes travel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+
+__all__ = ["Received", "PeerUnreachable", "TimerFired", "Send", "ScheduleTimer", "CancelTimer", "Log"]
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded message from a peer."""
+
+    peer: bytes
+    body: Any
+    epoch: int = 0
+    incarnation: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerUnreachable:
+    """The transport could not route to ``peer`` (it disconnected)."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True)
+class Send:
+    peer: bytes
+    body: Any

@@ -1,0 +1,51 @@
+"""``tepui master``: build the core and its shell and run them on the asyncio reactor."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+from tepui.sdk.runtime import install_reactor
+from tepui.sdk.shell import configure_logging
+
+log = logging.getLogger("tepui.master")
+
+
+def run_master(
+    ip: str = "0.0.0.0",
+    port: int = 5050,
+    http_port: int = 5080,
+    advertise_ip: str | None = None,
+    hostname: str | None = None,
+    agent_ping_interval: float = 15.0,
+    max_agent_ping_timeouts: int = 5,
+    heartbeat_interval: float = 15.0,
+    allocation_interval: float = 1.0,
+    offer_timeout: float | None = 60.0,
+    log_level: str = "info",
+) -> None:
+    configure_logging(log_level, "master")
+    reactor = install_reactor()
+    from tepui.master.core import MasterConfig, MasterCore
+    from tepui.master.shell import MasterShell
+
+    host = hostname or socket.gethostname()
+    advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "*") else ip)
+    config = MasterConfig(
+        master_id=uuid.uuid4().hex[:12],
+        hostname=host,
+        address=f"{advertised}:{port}",
+        http_port=http_port,
+        agent_ping_interval=agent_ping_interval,
+        max_agent_ping_timeouts=max_agent_ping_timeouts,
+        heartbeat_interval=heartbeat_interval,
+        allocation_interval=allocation_interval,
+        offer_timeout=offer_timeout,
+    )
+    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}")
+    reactor.listenTCP(http_port, shell.site(), interface="" if ip in ("0.0.0.0", "*") else ip)
+    shell.start()
+    log.info("event=master_serving zmq=%s:%d http=%s:%d", ip, port, ip, http_port)
+    reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
+    reactor.run()

@@ -1,0 +1,68 @@
+"""What the master remembers about agents, frameworks, tasks and offers (in memory; the
+registry issue persists the durable part). Plain mutable records owned by the core."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from tepui.sdk.protocol.values import FrameworkInfo, TaskInfo, TaskState, TaskStatus
+from tepui.sdk.resources import Resources
+
+
+@dataclass
+class TaskRecord:
+    framework_id: str
+    agent_id: str
+    info: TaskInfo
+    resources: Resources
+    role: str
+    state: TaskState = TaskState.STAGING
+    status: TaskStatus | None = None
+    launched_at: float = 0.0
+
+    @property
+    def task_id(self) -> str:
+        return self.info.task_id
+
+
+@dataclass
+class AgentRecord:
+    agent_id: str
+    peer: bytes
+    hostname: str
+    total: Resources
+    attributes: dict[str, str]
+    version: str
+    registered_at: float
+    last_pong: float
+    http_port: int | None = None
+    tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)  # (fid, tid)
+    offers: set[str] = field(default_factory=set)
+
+
+@dataclass
+class FrameworkRecord:
+    framework_id: str
+    info: FrameworkInfo
+    peer: bytes | None
+    registered_at: float
+    active: bool = True
+    disconnected_at: float | None = None
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    completed: collections.deque[TaskRecord] = field(default_factory=lambda: collections.deque(maxlen=1000))
+    offers: set[str] = field(default_factory=set)
+
+    @property
+    def partition_aware(self) -> bool:
+        return "PARTITION_AWARE" in self.info.capabilities
+
+
+@dataclass
+class OfferRecord:
+    offer_id: str
+    framework_id: str
+    agent_id: str
+    role: str
+    resources: Resources
+    created_at: float

@@ -1,0 +1,116 @@
+"""The master's I/O shell: ZeroMQ in, core, effects out (DESIGN §2). Thin on purpose —
+decode, ``handle``, perform — so all behaviour worth testing lives in the core."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Hashable
+
+from prometheus_client import CollectorRegistry
+from twisted.web import server
+
+from tepui.master.core import MasterCore
+from tepui.master.events import PeerUnreachable, Received, Send
+from tepui.master.http import CoreCollector, build_site_root
+from tepui.master.state_view import render_state
+from tepui.sdk.codec import Codec, ProtocolError, envelope
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.envelope import MasterInbound
+from tepui.sdk.shell import TimerBook, log_effect
+from tepui.sdk.transport import RouterEndpoint
+
+log = logging.getLogger("tepui.master")
+
+
+class MasterShell:
+    def __init__(self, reactor: Any, core: MasterCore, bind: str) -> None:
+        self.reactor = reactor
+        self.core = core
+        self.codec: Codec[Any] = Codec(MasterInbound)
+        self.timers = TimerBook(reactor, self._on_timer)
+        self.malformed = 0
+        self._msg_id = 0
+        self.endpoint = RouterEndpoint(reactor, bind, self._on_message, self._on_unreachable)
+        self.registry = CollectorRegistry()
+        self.registry.register(CoreCollector(self._metrics))
+
+    def start(self) -> None:
+        self._perform(self.core.start(self.reactor.seconds()))
+        log.info("event=master_started id=%s zmq=%s", self.core.config.master_id, self.endpoint.address)
+
+    def stop(self) -> None:
+        self.timers.cancel_all()
+        self.endpoint.close()
+
+    def site(self) -> server.Site:
+        root = build_site_root(
+            lambda: render_state(self.core, self.reactor.seconds()),
+            lambda: {"healthy": True, "id": self.core.config.master_id, "agents": len(self.core.agents)},
+            self.registry,
+        )
+        return server.Site(root)
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def _on_message(self, peer: bytes, payload: bytes) -> None:
+        try:
+            env = self.codec.decode(payload)
+        except ProtocolError as exc:
+            # Counted, answered so a developer sees what is wrong, and otherwise dropped: one
+            # bad peer never disturbs anyone else.
+            self.malformed += 1
+            log.warning("event=malformed_message peer=%s error=%r", peer.hex()[:12], str(exc))
+            self._send(peer, sm.Error(str(exc)))
+            return
+        self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation), self.reactor.seconds()))
+
+    def _on_unreachable(self, peer: bytes) -> None:
+        # Never re-enter the core from inside the perform loop that caused the failed send.
+        self.reactor.callLater(0, self._handle, PeerUnreachable(peer))
+
+    def _on_timer(self, key: Hashable) -> None:
+        self._handle(TimerFired(key))
+
+    def _handle(self, event: Any) -> None:
+        self._perform(self.core.handle(event, self.reactor.seconds()))
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _perform(self, effects: list[Any]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect.peer, effect.body)
+            elif isinstance(effect, ScheduleTimer):
+                self.timers.schedule(effect.at, effect.key)
+            elif isinstance(effect, CancelTimer):
+                self.timers.cancel(effect.key)
+            elif isinstance(effect, Log):
+                log_effect(log, effect)
+            else:  # pragma: no cover
+                log.error("event=unknown_effect effect=%r", effect)
+
+    def _send(self, peer: bytes, body: Any) -> None:
+        if not peer:
+            return
+        self._msg_id += 1
+        self.endpoint.send(peer, self.codec.encode(envelope(body, self._msg_id, self.core.config.epoch)))
+
+    def _metrics(self) -> tuple[dict[str, int], dict[str, float]]:
+        stats = self.endpoint.stats
+        counters = dict(self.core.counters)
+        counters.update({
+            "malformed_messages": self.malformed,
+            "transport_received": stats.received,
+            "transport_sent": stats.sent,
+            "transport_bad_frames": stats.bad_frames,
+            "transport_unreachable": stats.unreachable,
+            "transport_overflow_dropped": stats.overflow_dropped,
+        })
+        gauges = {
+            "agents": float(len(self.core.agents)),
+            "frameworks": float(len(self.core.frameworks)),
+            "outstanding_offers": float(len(self.core.offers)),
+            "active_tasks": float(sum(len(a.tasks) for a in self.core.agents.values())),
+        }
+        return counters, gauges

@@ -1,0 +1,99 @@
+"""The master's ``/state`` document, shaped like Mesos's (``slaves``, ``frameworks`` with
+``tasks`` and ``completed_tasks``, resources as ``{"cpus": 2.0, "ports": "[31000-32000]"}``)
+so that people and tools that know Mesos can read it. Pure: a function of the core's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tepui.master.core import MasterCore
+from tepui.master.records import FrameworkRecord, TaskRecord
+from tepui.sdk.resources import EMPTY, Resources
+
+
+def _task_json(task: TaskRecord) -> dict[str, Any]:
+    status = task.status
+    return {
+        "id": task.task_id,
+        "name": task.info.name,
+        "framework_id": task.framework_id,
+        "slave_id": task.agent_id,
+        "state": task.state.value,
+        "resources": task.resources.to_json(),
+        "role": task.role,
+        "labels": dict(task.info.labels),
+        "launched_at": task.launched_at,
+        "message": status.message if status else None,
+        "exit_code": status.exit_code if status else None,
+        "statuses": [{"state": status.state.value, "timestamp": status.timestamp}] if status else [],
+    }
+
+
+def _framework_json(framework: FrameworkRecord, offered: Resources) -> dict[str, Any]:
+    used = EMPTY
+    for task in framework.tasks.values():
+        used = used + task.resources
+    info = framework.info
+    return {
+        "id": framework.framework_id,
+        "name": info.name,
+        "user": info.user,
+        "principal": info.principal,
+        "roles": list(info.roles),
+        "active": framework.active,
+        "connected": framework.peer is not None,
+        "failover_timeout": info.failover_timeout,
+        "capabilities": list(info.capabilities),
+        "webui_url": info.webui_url,
+        "registered_time": framework.registered_at,
+        "used_resources": used.to_json(),
+        "offered_resources": offered.to_json(),
+        "tasks": [_task_json(t) for t in framework.tasks.values()],
+        "completed_tasks": [_task_json(t) for t in framework.completed],
+        "offers": sorted(framework.offers),
+    }
+
+
+def render_state(core: MasterCore, now: float) -> dict[str, Any]:
+    offered: dict[str, Resources] = {}
+    for offer in core.offers.values():
+        offered[offer.framework_id] = offered.get(offer.framework_id, EMPTY) + offer.resources
+    slaves = []
+    totals = EMPTY
+    used_total = EMPTY
+    for agent in core.agents.values():
+        used = EMPTY
+        for task in agent.tasks.values():
+            used = used + task.resources
+        totals = totals + agent.total
+        used_total = used_total + used
+        slaves.append({
+            "id": agent.agent_id,
+            "hostname": agent.hostname,
+            "resources": agent.total.to_json(),
+            "used_resources": used.to_json(),
+            "unreserved_resources": agent.total.unreserved().to_json(),
+            "attributes": dict(agent.attributes),
+            "active": True,
+            "version": agent.version,
+            "registered_time": agent.registered_at,
+            "last_pong": agent.last_pong,
+            "task_count": len(agent.tasks),
+        })
+    return {
+        "version": core.config.version,
+        "id": core.config.master_id,
+        "hostname": core.config.hostname,
+        "address": core.config.address,
+        "leader": core.config.address,
+        "epoch": core.config.epoch,
+        "start_time": core.started_at,
+        "now": now,
+        "activated_slaves": len(core.agents),
+        "resources": totals.to_json(),
+        "used_resources": used_total.to_json(),
+        "slaves": slaves,
+        "frameworks": [_framework_json(f, offered.get(f.framework_id, EMPTY)) for f in core.frameworks.values()],
+        "completed_frameworks": [_framework_json(f, EMPTY) for f in core.completed_frameworks],
+        "outstanding_offers": len(core.offers),
+    }

@@ -1,0 +1,72 @@
+"""Validation of what frameworks ask the master to run (Mesos ``validation.cpp`` in spirit).
+
+Each check returns ``None`` or one sentence that names the field and says what to do, which
+becomes the ``message`` of a TASK_ERROR update. A bad task never reaches an agent and never
+costs the framework its offer: the resources go back.
+"""
+
+from __future__ import annotations
+
+from tepui.sdk.protocol.values import TaskInfo
+from tepui.sdk.resources import InvalidResources, Resources
+
+MAX_ID_LENGTH = 255
+
+
+def validate_id(kind: str, value: str) -> str | None:
+    """Ids become path components in sandboxes, so they are restricted accordingly."""
+    if not value:
+        return f"{kind} must not be empty"
+    if len(value) > MAX_ID_LENGTH:
+        return f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+    if value in (".", ".."):
+        return f"{kind} {value!r} is not allowed"
+    if "/" in value or "\\" in value:
+        return f"{kind} {value!r} must not contain '/' or '\\'"
+    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
+        return f"{kind} {value!r} must not contain whitespace or control characters"
+    return None
+
+
+def task_resources(task: TaskInfo) -> tuple[Resources | None, str | None]:
+    try:
+        resources = Resources.from_wire(task.resources)
+    except InvalidResources as exc:
+        return None, f"task {task.task_id!r} has invalid resources: {exc}"
+    if not resources:
+        return None, f"task {task.task_id!r} asks for no resources; give it at least cpus or mem"
+    if resources.scalar("cpus") <= 0 and resources.scalar("mem") <= 0:
+        return None, f"task {task.task_id!r} needs cpus or mem greater than zero"
+    return resources, None
+
+
+def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: set[str]) -> str | None:
+    """Everything checkable at the master before a task may launch."""
+    problem = validate_id("task_id", task.task_id)
+    if problem:
+        return problem
+    if task.task_id in active_ids:
+        return f"task_id {task.task_id!r} is already in use by this framework; launch under a new id"
+    if task.agent_id != agent_id:
+        return f"task {task.task_id!r} names agent {task.agent_id!r} but the offer is for agent {agent_id!r}"
+    if (task.command is None) == (task.executor is None):
+        return f"task {task.task_id!r} needs exactly one of `command` or `executor`"
+    if task.command is not None:
+        command = task.command
+        if command.shell and not command.value:
+            return f"task {task.task_id!r}: a shell command needs `command.value`"
+        if not command.shell and not (command.value or command.arguments):
+            return f"task {task.task_id!r}: an argv command needs `command.arguments`"
+    if task.kill_policy and task.kill_policy.grace_period_seconds is not None:
+        if task.kill_policy.grace_period_seconds < 0:
+            return f"task {task.task_id!r}: kill_policy.grace_period_seconds must be >= 0"
+    resources, problem = task_resources(task)
+    if problem:
+        return problem
+    assert resources is not None
+    if not available.contains(resources):
+        return (
+            f"task {task.task_id!r} asks for {resources} but the offers hold only {available} "
+            f"(missing {resources.missing_from(available)})"
+        )
+    return None

@@ -1,0 +1,38 @@
+"""Tepui's public SDK: everything a framework author imports.
+
+    from tepui.sdk import Scheduler, SchedulerDriver, FrameworkInfo, TaskInfo, CommandInfo, Resources
+"""
+
+from tepui.sdk.codec import Codec, ProtocolError
+from tepui.sdk.protocol.values import (
+    AgentInfo,
+    CommandInfo,
+    CommandURI,
+    ContainerInfo,
+    DockerInfo,
+    ExecutorInfo,
+    Filters,
+    FrameworkInfo,
+    HealthCheck,
+    KillPolicy,
+    MasterInfo,
+    Offer,
+    Resource,
+    TaskInfo,
+    TaskReason,
+    TaskSource,
+    TaskState,
+    TaskStatus,
+)
+from tepui.sdk.resources import InsufficientResources, InvalidResources, Resources
+from tepui.sdk.runtime import install_reactor
+from tepui.sdk.scheduler import Scheduler, SchedulerDriver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentInfo", "Codec", "CommandInfo", "CommandURI", "ContainerInfo", "DockerInfo", "ExecutorInfo",
+    "Filters", "FrameworkInfo", "HealthCheck", "InsufficientResources", "InvalidResources", "KillPolicy",
+    "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
+    "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",
+]

@@ -1,0 +1,1 @@
+"""The wire protocol: values, per-link message unions, and the envelope."""

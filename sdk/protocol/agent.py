@@ -1,0 +1,159 @@
+"""Agent ↔ master messages (Mesos's internal ``RegisterSlaveMessage``, ``RunTaskMessage``...).
+
+The agent is the source of truth for tasks: re-registration carries every task it runs, so a
+master that lost its memory rebuilds it from the agents.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from tepui.sdk.protocol.values import (
+    AgentInfo,
+    ExecutorInfo,
+    FrameworkInfo,
+    KillPolicy,
+    MasterInfo,
+    TaskGroupInfo,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+)
+
+
+class _Tagged(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
+):
+    pass
+
+
+class TaskReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A task as the agent knows it, sent on re-registration."""
+
+    framework_id: str
+    task: TaskInfo
+    state: TaskState
+
+
+# --- agent → master ---------------------------------------------------------------------------
+
+
+class RegisterAgent(_Tagged, tag="REGISTER_AGENT"):
+    agent_info: AgentInfo
+    version: str
+    boot_id: str | None = None
+
+
+class ReregisterAgent(_Tagged, tag="REREGISTER_AGENT"):
+    """Sent by an agent that already has an id (after a master failover or a lost link)."""
+
+    agent_info: AgentInfo
+    version: str
+    tasks: list[TaskReport] = []
+    frameworks: list[FrameworkInfo] = []
+    boot_id: str | None = None
+
+
+class StatusUpdate(_Tagged, tag="STATUS_UPDATE"):
+    """A task status the framework must acknowledge by ``status.uuid``."""
+
+    framework_id: str
+    status: TaskStatus
+
+
+class Pong(_Tagged, tag="PONG"):
+    seq: int
+
+
+class ExecutorToFramework(_Tagged, tag="EXECUTOR_TO_FRAMEWORK"):
+    framework_id: str
+    executor_id: str
+    agent_id: str
+    data: bytes
+
+
+class UnregisterAgent(_Tagged, tag="UNREGISTER_AGENT"):
+    agent_id: str
+
+
+AgentToMaster = Union[
+    RegisterAgent, ReregisterAgent, StatusUpdate, Pong, ExecutorToFramework, UnregisterAgent
+]
+
+
+# --- master → agent ---------------------------------------------------------------------------
+
+
+class AgentRegistered(_Tagged, tag="AGENT_REGISTERED"):
+    agent_id: str
+    master_info: MasterInfo
+    ping_interval_seconds: float
+
+
+class AgentReregistered(_Tagged, tag="AGENT_REREGISTERED"):
+    agent_id: str
+    master_info: MasterInfo
+    ping_interval_seconds: float
+
+
+class RunTask(_Tagged, tag="RUN_TASK"):
+    framework_info: FrameworkInfo
+    task: TaskInfo
+
+
+class RunTaskGroup(_Tagged, tag="RUN_TASK_GROUP"):
+    framework_info: FrameworkInfo
+    executor: ExecutorInfo
+    task_group: TaskGroupInfo
+
+
+class KillTask(_Tagged, tag="KILL_TASK"):
+    framework_id: str
+    task_id: str
+    kill_policy: KillPolicy | None = None
+
+
+class StatusUpdateAck(_Tagged, tag="STATUS_UPDATE_ACK"):
+    framework_id: str
+    task_id: str
+    uuid: bytes
+
+
+class Ping(_Tagged, tag="PING"):
+    seq: int
+
+
+class ShutdownFramework(_Tagged, tag="SHUTDOWN_FRAMEWORK"):
+    framework_id: str
+
+
+class ShutdownExecutor(_Tagged, tag="SHUTDOWN_EXECUTOR"):
+    framework_id: str
+    executor_id: str
+
+
+class FrameworkToExecutor(_Tagged, tag="FRAMEWORK_TO_EXECUTOR"):
+    framework_id: str
+    executor_id: str
+    data: bytes
+
+
+class ShutdownAgent(_Tagged, tag="SHUTDOWN_AGENT"):
+    message: str
+
+
+MasterToAgent = Union[
+    AgentRegistered,
+    AgentReregistered,
+    RunTask,
+    RunTaskGroup,
+    KillTask,
+    StatusUpdateAck,
+    Ping,
+    ShutdownFramework,
+    ShutdownExecutor,
+    FrameworkToExecutor,
+    ShutdownAgent,
+]

@@ -1,0 +1,111 @@
+"""Executor ↔ agent messages (the Mesos v1 executor API), spoken over ``ipc://`` in the agent's
+work dir. Handled by the agent from the custom-executor issue on; defined now so the
+vocabulary is complete."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from tepui.sdk.protocol.values import (
+    AgentInfo,
+    ExecutorInfo,
+    FrameworkInfo,
+    KillPolicy,
+    TaskGroupInfo,
+    TaskInfo,
+    TaskStatus,
+)
+
+
+class _Tagged(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
+):
+    pass
+
+
+class UnacknowledgedUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    framework_id: str
+    status: TaskStatus
+
+
+# --- executor → agent -------------------------------------------------------------------------
+
+
+class ExecutorSubscribe(_Tagged, tag="SUBSCRIBE"):
+    framework_id: str
+    executor_id: str
+    unacknowledged_tasks: list[TaskInfo] = []
+    unacknowledged_updates: list[UnacknowledgedUpdate] = []
+
+
+class ExecutorUpdate(_Tagged, tag="UPDATE"):
+    status: TaskStatus
+
+
+class ExecutorMessage(_Tagged, tag="MESSAGE"):
+    data: bytes
+
+
+class ExecutorHeartbeat(_Tagged, tag="HEARTBEAT"):
+    pass
+
+
+ExecutorCall = Union[ExecutorSubscribe, ExecutorUpdate, ExecutorMessage, ExecutorHeartbeat]
+
+
+# --- agent → executor -------------------------------------------------------------------------
+
+
+class ExecutorSubscribed(_Tagged, tag="SUBSCRIBED"):
+    executor_info: ExecutorInfo
+    framework_info: FrameworkInfo
+    agent_info: AgentInfo
+
+
+class LaunchTask(_Tagged, tag="LAUNCH"):
+    task: TaskInfo
+
+
+class LaunchTaskGroup(_Tagged, tag="LAUNCH_GROUP"):
+    task_group: TaskGroupInfo
+
+
+class KillTaskEvent(_Tagged, tag="KILL"):
+    task_id: str
+    kill_policy: KillPolicy | None = None
+
+
+class Acknowledged(_Tagged, tag="ACKNOWLEDGED"):
+    task_id: str
+    uuid: bytes
+
+
+class MessageToExecutor(_Tagged, tag="MESSAGE"):
+    data: bytes
+
+
+class ExecutorError(_Tagged, tag="ERROR"):
+    message: str
+
+
+class ShutdownEvent(_Tagged, tag="SHUTDOWN"):
+    pass
+
+
+class ExecutorHeartbeatEvent(_Tagged, tag="HEARTBEAT"):
+    pass
+
+
+ExecutorEvent = Union[
+    ExecutorSubscribed,
+    LaunchTask,
+    LaunchTaskGroup,
+    KillTaskEvent,
+    Acknowledged,
+    MessageToExecutor,
+    ExecutorError,
+    ShutdownEvent,
+    ExecutorHeartbeatEvent,
+]

@@ -1,0 +1,210 @@
+"""Framework ↔ master messages: the Mesos v1 scheduler API's calls, events and offer operations.
+
+Each message is a tagged Struct; the tag travels in the ``type`` field, spelled as in Mesos
+(``SUBSCRIBE``, ``ACCEPT``, ``OFFERS``...). A framework written in another language sends a
+plain MessagePack map ``{"type": "DECLINE", "framework_id": ..., "offer_ids": [...]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from tepui.sdk.protocol.values import (
+    ExecutorInfo,
+    Filters,
+    FrameworkInfo,
+    KillPolicy,
+    MasterInfo,
+    Offer,
+    ReconcileTask,
+    Resource,
+    TaskGroupInfo,
+    TaskInfo,
+    TaskStatus,
+)
+
+
+class _Tagged(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
+):
+    pass
+
+
+# --- offer operations (Offer.Operation) -------------------------------------------------------
+
+
+class Launch(_Tagged, tag="LAUNCH"):
+    task_infos: list[TaskInfo]
+
+
+class LaunchGroup(_Tagged, tag="LAUNCH_GROUP"):
+    executor: ExecutorInfo
+    task_group: TaskGroupInfo
+
+
+class Reserve(_Tagged, tag="RESERVE"):
+    resources: list[Resource]
+    source: list[Resource] = []
+
+
+class Unreserve(_Tagged, tag="UNRESERVE"):
+    resources: list[Resource]
+
+
+class Create(_Tagged, tag="CREATE"):
+    volumes: list[Resource]
+
+
+class Destroy(_Tagged, tag="DESTROY"):
+    volumes: list[Resource]
+
+
+Operation = Union[Launch, LaunchGroup, Reserve, Unreserve, Create, Destroy]
+
+
+# --- calls: framework → master ----------------------------------------------------------------
+
+
+class Subscribe(_Tagged, tag="SUBSCRIBE"):
+    """First call of a framework; with ``framework_info.id`` set it re-subscribes (failover)."""
+
+    framework_info: FrameworkInfo
+    suppressed_roles: list[str] = []
+
+
+class Teardown(_Tagged, tag="TEARDOWN"):
+    framework_id: str
+
+
+class Accept(_Tagged, tag="ACCEPT"):
+    """Unused resources of the accepted offers count as declined for ``filters``."""
+
+    framework_id: str
+    offer_ids: list[str]
+    operations: list[Operation] = []
+    filters: Filters | None = None
+
+
+class Decline(_Tagged, tag="DECLINE"):
+    framework_id: str
+    offer_ids: list[str]
+    filters: Filters | None = None
+
+
+class Revive(_Tagged, tag="REVIVE"):
+    """Clears decline filters and unsuppresses ``roles`` (all roles when empty)."""
+
+    framework_id: str
+    roles: list[str] = []
+
+
+class Suppress(_Tagged, tag="SUPPRESS"):
+    framework_id: str
+    roles: list[str] = []
+
+
+class Kill(_Tagged, tag="KILL"):
+    framework_id: str
+    task_id: str
+    agent_id: str | None = None
+    kill_policy: KillPolicy | None = None
+
+
+class Shutdown(_Tagged, tag="SHUTDOWN"):
+    framework_id: str
+    executor_id: str
+    agent_id: str
+
+
+class Acknowledge(_Tagged, tag="ACKNOWLEDGE"):
+    framework_id: str
+    agent_id: str
+    task_id: str
+    uuid: bytes
+
+
+class Reconcile(_Tagged, tag="RECONCILE"):
+    """Explicit with ``tasks``; implicit (every task of the framework) when empty."""
+
+    framework_id: str
+    tasks: list[ReconcileTask] = []
+
+
+class Message(_Tagged, tag="MESSAGE"):
+    """A framework message to one of its executors; best effort, like in Mesos."""
+
+    framework_id: str
+    agent_id: str
+    executor_id: str
+    data: bytes
+
+
+class UpdateFramework(_Tagged, tag="UPDATE_FRAMEWORK"):
+    framework_info: FrameworkInfo
+    suppressed_roles: list[str] = []
+
+
+SchedulerCall = Union[
+    Subscribe,
+    Teardown,
+    Accept,
+    Decline,
+    Revive,
+    Suppress,
+    Kill,
+    Shutdown,
+    Acknowledge,
+    Reconcile,
+    Message,
+    UpdateFramework,
+]
+
+
+# --- events: master → framework ---------------------------------------------------------------
+
+
+class Subscribed(_Tagged, tag="SUBSCRIBED"):
+    framework_id: str
+    heartbeat_interval_seconds: float
+    master_info: MasterInfo
+
+
+class Offers(_Tagged, tag="OFFERS"):
+    offers: list[Offer]
+
+
+class Rescind(_Tagged, tag="RESCIND"):
+    offer_id: str
+
+
+class Update(_Tagged, tag="UPDATE"):
+    status: TaskStatus
+
+
+class FrameworkMessage(_Tagged, tag="MESSAGE"):
+    """An executor's message to its framework (the ``MESSAGE`` event)."""
+
+    agent_id: str
+    executor_id: str
+    data: bytes
+
+
+class Failure(_Tagged, tag="FAILURE"):
+    """An agent was removed (no ``executor_id``), or an executor ended (with its status)."""
+
+    agent_id: str | None = None
+    executor_id: str | None = None
+    status: int | None = None
+
+
+class Error(_Tagged, tag="ERROR"):
+    message: str
+
+
+class Heartbeat(_Tagged, tag="HEARTBEAT"):
+    pass
+
+
+SchedulerEvent = Union[Subscribed, Offers, Rescind, Update, FrameworkMessage, Failure, Error, Heartbeat]

@@ -1,0 +1,378 @@
+"""The resources algebra: exact, immutable, role-aware.
+
+Scalars (``cpus``, ``mem`` MiB, ``disk`` MiB, ``gpus``, custom) are fixed-point thousandths, as
+in Mesos, so that 10,000 additions and subtractions of 0.1 CPU land exactly where they started;
+floats would drift and an agent would slowly "lose" capacity. Ranges (``ports``) are sets of
+integers stored as disjoint, sorted, coalesced intervals. Sets are frozensets of strings.
+
+Every amount is keyed by (name, role, reservation): ``cpus(eng):4`` is not interchangeable with
+unreserved ``cpus:4``. Values are immutable; ``a + b`` and ``a - b`` return new values, and
+``a - b`` refuses (``InsufficientResources``) when ``a`` does not contain ``b``, because in a
+scheduler a negative amount is always a bookkeeping bug that must surface at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, Union
+
+from tepui.sdk.protocol.values import Range, Reservation, Resource
+
+SCALE = 1000  # fixed point: thousandths
+
+Intervals = tuple[tuple[int, int], ...]
+Amount = Union[int, Intervals, frozenset[str]]
+
+
+class InsufficientResources(ValueError):
+    """Raised by ``a - b`` when ``a`` does not contain ``b``."""
+
+
+class InvalidResources(ValueError):
+    """A resource description that cannot be parsed or is negative."""
+
+
+@dataclass(frozen=True, order=True)
+class ResourceKey:
+    name: str
+    role: str = "*"
+    reservation: str | None = None  # None | "STATIC" | "DYNAMIC"
+    principal: str | None = None
+
+    @property
+    def reserved(self) -> bool:
+        return self.role != "*"
+
+
+def to_fixed(value: float) -> int:
+    """Rounds a scalar to thousandths (Mesos rounds the same way)."""
+    return int(round(value * SCALE))
+
+
+def _normalize(intervals: Iterable[tuple[int, int]]) -> Intervals:
+    out: list[list[int]] = []
+    for begin, end in sorted(intervals):
+        if begin > end:
+            raise InvalidResources(f"range [{begin}-{end}] has begin > end")
+        if out and begin <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([begin, end])
+    return tuple((b, e) for b, e in out)
+
+
+def _ranges_contain(outer: Intervals, inner: Intervals) -> bool:
+    i = 0
+    for begin, end in inner:
+        while i < len(outer) and outer[i][1] < begin:
+            i += 1
+        if i == len(outer) or outer[i][0] > begin or outer[i][1] < end:
+            return False
+    return True
+
+
+def _ranges_subtract(outer: Intervals, inner: Intervals) -> Intervals:
+    result: list[tuple[int, int]] = []
+    for begin, end in outer:
+        pieces = [(begin, end)]
+        for ib, ie in inner:
+            next_pieces = []
+            for pb, pe in pieces:
+                if ie < pb or ib > pe:
+                    next_pieces.append((pb, pe))
+                    continue
+                if pb < ib:
+                    next_pieces.append((pb, ib - 1))
+                if ie < pe:
+                    next_pieces.append((ie + 1, pe))
+            pieces = next_pieces
+        result.extend(pieces)
+    return _normalize(result)
+
+
+def _ranges_size(intervals: Intervals) -> int:
+    return sum(e - b + 1 for b, e in intervals)
+
+
+def _format_amount(amount: Amount) -> str:
+    if isinstance(amount, int):
+        text = f"{amount / SCALE:.3f}".rstrip("0").rstrip(".")
+        return text or "0"
+    if isinstance(amount, tuple):
+        return "[" + ", ".join(f"{b}-{e}" for b, e in amount) + "]"
+    return "{" + ",".join(sorted(amount)) + "}"
+
+
+class Resources:
+    """An immutable bag of resources. Construct with :meth:`parse`, :meth:`of` or
+    :meth:`from_wire`; combine with ``+`` and ``-``; test with :meth:`contains`."""
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, items: Mapping[ResourceKey, Amount] | None = None) -> None:
+        clean: dict[ResourceKey, Amount] = {}
+        for key, amount in (items or {}).items():
+            if isinstance(amount, int):
+                if amount < 0:
+                    raise InvalidResources(f"negative amount for {key.name}: {amount / SCALE}")
+                if amount:
+                    clean[key] = amount
+            elif amount:
+                clean[key] = amount
+        self._items = clean
+        self._hash: int | None = None
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def of(cls, role: str = "*", **scalars: float) -> Resources:
+        """``Resources.of(cpus=0.5, mem=128)``: unreserved (or ``role``) scalars."""
+        items: dict[ResourceKey, Amount] = {}
+        for name, value in scalars.items():
+            if value < 0:
+                raise InvalidResources(f"negative amount for {name}: {value}")
+            items[ResourceKey(name, role, "STATIC" if role != "*" else None)] = to_fixed(value)
+        return cls(items)
+
+    _ITEM = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(?:\(([^)]*)\))?\s*:\s*(.+?)\s*$")
+
+    @classmethod
+    def parse(cls, text: str, default_role: str = "*") -> Resources:
+        """Parses the agent-flag syntax: ``cpus:4;mem:2048;ports:[31000-32000];cpus(eng):2``."""
+        result = cls()
+        for part in filter(None, (p.strip() for p in text.split(";"))):
+            match = cls._ITEM.match(part)
+            if not match:
+                raise InvalidResources(
+                    f"cannot parse resource {part!r}: expected NAME:VALUE or NAME(ROLE):VALUE"
+                )
+            name, role, value = match.group(1), match.group(2) or default_role, match.group(3)
+            key = ResourceKey(name, role, "STATIC" if role != "*" else None)
+            amount: Amount
+            if value.startswith("["):
+                if not value.endswith("]"):
+                    raise InvalidResources(f"range resource {part!r} must look like [1-10, 20-30]")
+                spans = []
+                for span in filter(None, (s.strip() for s in value[1:-1].split(","))):
+                    try:
+                        begin, _, end = span.partition("-")
+                        spans.append((int(begin), int(end or begin)))
+                    except ValueError:
+                        raise InvalidResources(f"bad range {span!r} in {part!r}") from None
+                amount = _normalize(spans)
+            elif value.startswith("{"):
+                if not value.endswith("}"):
+                    raise InvalidResources(f"set resource {part!r} must look like {{a,b}}")
+                amount = frozenset(filter(None, (s.strip() for s in value[1:-1].split(","))))
+            else:
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise InvalidResources(f"bad scalar {value!r} for {name}") from None
+                if number < 0 or number != number:
+                    raise InvalidResources(f"scalar for {name} must be >= 0, got {value}")
+                amount = to_fixed(number)
+            result = result + cls({key: amount})
+        return result
+
+    @classmethod
+    def from_wire(cls, resources: Iterable[Resource]) -> Resources:
+        result = cls()
+        for res in resources:
+            reservation = res.reservation
+            key = ResourceKey(
+                res.name,
+                res.role,
+                reservation.type if reservation else ("STATIC" if res.role != "*" else None),
+                reservation.principal if reservation else None,
+            )
+            amount: Amount
+            if res.type == "SCALAR":
+                if res.scalar is None or res.scalar < 0 or res.scalar != res.scalar:
+                    raise InvalidResources(f"resource {res.name!r} needs a scalar >= 0, got {res.scalar}")
+                amount = to_fixed(res.scalar)
+            elif res.type == "RANGES":
+                amount = _normalize((r.begin, r.end) for r in (res.ranges or []))
+            elif res.type == "SET":
+                amount = frozenset(res.set or [])
+            else:
+                raise InvalidResources(
+                    f"resource {res.name!r} has unknown type {res.type!r} (SCALAR, RANGES or SET)"
+                )
+            result = result + cls({key: amount})
+        return result
+
+    def to_wire(self) -> list[Resource]:
+        out = []
+        for key, amount in sorted(self._items.items(), key=lambda kv: kv[0]):
+            reservation = (
+                Reservation(type=key.reservation, principal=key.principal) if key.reservation else None
+            )
+            if isinstance(amount, int):
+                out.append(Resource(name=key.name, scalar=amount / SCALE, role=key.role, reservation=reservation))
+            elif isinstance(amount, tuple):
+                out.append(
+                    Resource(
+                        name=key.name,
+                        type="RANGES",
+                        ranges=[Range(begin=b, end=e) for b, e in amount],
+                        role=key.role,
+                        reservation=reservation,
+                    )
+                )
+            else:
+                out.append(Resource(name=key.name, type="SET", set=sorted(amount), role=key.role, reservation=reservation))
+        return out
+
+    # --- algebra --------------------------------------------------------------------------
+
+    def __add__(self, other: Resources) -> Resources:
+        if not other._items:
+            return self
+        items = dict(self._items)
+        for key, amount in other._items.items():
+            mine = items.get(key)
+            if mine is None:
+                items[key] = amount
+            elif isinstance(mine, int) and isinstance(amount, int):
+                items[key] = mine + amount
+            elif isinstance(mine, tuple) and isinstance(amount, tuple):
+                items[key] = _normalize(mine + amount)
+            elif isinstance(mine, frozenset) and isinstance(amount, frozenset):
+                items[key] = mine | amount
+            else:
+                raise InvalidResources(f"resource {key.name!r} is used with two different types")
+        return Resources(items)
+
+    def __sub__(self, other: Resources) -> Resources:
+        if not other._items:
+            return self
+        if not self.contains(other):
+            raise InsufficientResources(f"cannot subtract {other} from {self}: missing {other.missing_from(self)}")
+        items = dict(self._items)
+        for key, amount in other._items.items():
+            mine = items[key]
+            if isinstance(mine, int):
+                items[key] = mine - amount  # type: ignore[operator]
+            elif isinstance(mine, tuple):
+                items[key] = _ranges_subtract(mine, amount)  # type: ignore[arg-type]
+            else:
+                items[key] = mine - amount  # type: ignore[operator]
+        return Resources(items)
+
+    def contains(self, other: Resources) -> bool:
+        for key, amount in other._items.items():
+            mine = self._items.get(key)
+            if mine is None:
+                return False
+            if isinstance(amount, int):
+                if not isinstance(mine, int) or mine < amount:
+                    return False
+            elif isinstance(amount, tuple):
+                if not isinstance(mine, tuple) or not _ranges_contain(mine, amount):
+                    return False
+            elif not isinstance(mine, frozenset) or not amount <= mine:
+                return False
+        return True
+
+    def missing_from(self, other: Resources) -> Resources:
+        """What ``other`` lacks to contain ``self`` (for error messages and explanations)."""
+        items: dict[ResourceKey, Amount] = {}
+        for key, amount in self._items.items():
+            have = other._items.get(key)
+            if have is None:
+                items[key] = amount
+            elif isinstance(amount, int) and isinstance(have, int):
+                if amount > have:
+                    items[key] = amount - have
+            elif isinstance(amount, tuple) and isinstance(have, tuple):
+                items[key] = _ranges_subtract(amount, have)
+            elif isinstance(amount, frozenset) and isinstance(have, frozenset):
+                items[key] = amount - have
+            else:
+                items[key] = amount
+        return Resources(items)
+
+    # --- views ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[tuple[ResourceKey, Amount]]:
+        return iter(self._items.items())
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Resources) and self._items == other._items
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._items.items()))
+        return self._hash
+
+    def __str__(self) -> str:
+        parts = []
+        for key, amount in sorted(self._items.items(), key=lambda kv: kv[0]):
+            role = f"({key.role})" if key.role != "*" else ""
+            parts.append(f"{key.name}{role}:{_format_amount(amount)}")
+        return ";".join(parts) or "{}"
+
+    def __repr__(self) -> str:
+        return f"Resources({str(self)!r})"
+
+    def scalar(self, name: str) -> float:
+        """Total of scalar ``name`` over every role, as a float."""
+        return self.scalar_fixed(name) / SCALE
+
+    def scalar_fixed(self, name: str) -> int:
+        return sum(a for k, a in self._items.items() if k.name == name and isinstance(a, int))
+
+    def ranges(self, name: str) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        for key, amount in self._items.items():
+            if key.name == name and isinstance(amount, tuple):
+                spans.extend(amount)
+        return list(_normalize(spans))
+
+    def names(self) -> set[str]:
+        return {key.name for key in self._items}
+
+    def filter(self, predicate) -> Resources:  # type: ignore[no-untyped-def]
+        return Resources({k: a for k, a in self._items.items() if predicate(k)})
+
+    def unreserved(self) -> Resources:
+        return self.filter(lambda k: k.role == "*")
+
+    def reserved(self, role: str | None = None) -> Resources:
+        return self.filter(lambda k: k.role != "*" and (role is None or k.role == role))
+
+    def allocatable_to(self, role: str) -> Resources:
+        """What a framework in ``role`` may be offered: unreserved plus reserved for ``role``."""
+        return self.filter(lambda k: k.role in ("*", role))
+
+    def fixed_totals(self) -> dict[str, int]:
+        """Scalar totals by name, in thousandths, across roles (for DRF shares)."""
+        totals: dict[str, int] = {}
+        for key, amount in self._items.items():
+            if isinstance(amount, int):
+                totals[key.name] = totals.get(key.name, 0) + amount
+        return totals
+
+    def to_json(self) -> dict[str, object]:
+        """Mesos ``/state`` style: ``{"cpus": 2.0, "mem": 1024.0, "ports": "[31000-32000]"}``."""
+        out: dict[str, object] = {}
+        for name in sorted(self.names()):
+            amounts = [a for k, a in self._items.items() if k.name == name]
+            if isinstance(amounts[0], int):
+                out[name] = sum(amounts) / SCALE  # type: ignore[arg-type]
+            elif isinstance(amounts[0], tuple):
+                out[name] = _format_amount(tuple(self.ranges(name)))
+            else:
+                out[name] = _format_amount(frozenset().union(*amounts))  # type: ignore[arg-type]
+        return out
+
+    def range_count(self, name: str) -> int:
+        return _ranges_size(tuple(self.ranges(name)))
+
+
+EMPTY = Resources()

@@ -1,0 +1,274 @@
+"""What a framework author subclasses and drives: :class:`Scheduler` and :class:`SchedulerDriver`.
+
+The names follow the Mesos/pymesos drivers so that porting a framework is mostly renaming.
+The driver owns the connection: it subscribes, re-subscribes with backoff when the master goes
+silent (no heartbeat for five intervals) or away, drops messages from an older master epoch,
+and acknowledges status updates after the callback returns (implicit acknowledgements, the
+default) — so an update is acknowledged only once the framework has seen it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Iterable, Sequence
+
+import msgspec
+
+from twisted.internet import defer
+
+from tepui.sdk.codec import Codec, ProtocolError, envelope
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.envelope import FrameworkInbound
+from tepui.sdk.protocol.values import (
+    Filters,
+    FrameworkInfo,
+    KillPolicy,
+    MasterInfo,
+    Offer,
+    ReconcileTask,
+    TaskInfo,
+    TaskStatus,
+)
+from tepui.sdk.transport import DealerEndpoint, tcp_address
+
+log = logging.getLogger("tepui.sdk.scheduler")
+
+MISSED_HEARTBEATS = 5
+MAX_BACKOFF = 15.0
+
+
+class Scheduler:
+    """Framework callbacks; override what you need. Each receives the driver first."""
+
+    def subscribed(self, driver: SchedulerDriver, framework_id: str, master_info: MasterInfo) -> None:
+        """Subscribed (or re-subscribed after a failover) with ``framework_id``."""
+
+    def offers(self, driver: SchedulerDriver, offers: list[Offer]) -> None:
+        """New offers. Accept (launch) or decline each one; an unanswered offer holds resources."""
+
+    def rescinded(self, driver: SchedulerDriver, offer_id: str) -> None:
+        """The offer is no longer valid (timed out, agent lost); using it will fail."""
+
+    def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
+        """A task changed state; acknowledged when this returns (implicit acknowledgements)."""
+
+    def framework_message(self, driver: SchedulerDriver, agent_id: str, executor_id: str, data: bytes) -> None:
+        """A message from one of this framework's executors."""
+
+    def agent_lost(self, driver: SchedulerDriver, agent_id: str) -> None:
+        """The agent was removed; its tasks get their own status updates."""
+
+    def executor_lost(self, driver: SchedulerDriver, executor_id: str, agent_id: str, status: int | None) -> None:
+        """A custom executor ended."""
+
+    def error(self, driver: SchedulerDriver, message: str) -> None:
+        """The master refused something this framework sent; the message says what."""
+
+    def disconnected(self, driver: SchedulerDriver) -> None:
+        """The master went silent; the driver is re-subscribing."""
+
+
+class SchedulerDriver:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        framework: FrameworkInfo,
+        master: str = "127.0.0.1:5050",
+        *,
+        reactor: Any,
+        implicit_acknowledgements: bool = True,
+    ) -> None:
+        self.scheduler = scheduler
+        self.framework = framework
+        self.master_address = tcp_address(master, 5050)
+        self.reactor = reactor
+        self.implicit_acknowledgements = implicit_acknowledgements
+        self.codec: Codec[Any] = Codec(FrameworkInbound)
+        self.connected = False
+        self.master_info: MasterInfo | None = None
+        self._endpoint: DealerEndpoint | None = None
+        self._epoch = 0
+        self._msg_id = 0
+        self._heartbeat_interval = 15.0
+        self._last_event = 0.0
+        self._backoff = 1.0
+        self._subscribe_call: Any = None
+        self._watch_call: Any = None
+        self._stopped = False
+        self._stop_result: defer.Deferred[None] | None = None
+
+    @property
+    def framework_id(self) -> str | None:
+        return self.framework.id
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connects and subscribes; callbacks start arriving once the reactor runs."""
+        self._endpoint = DealerEndpoint(self.reactor, self.master_address, self._on_message)
+        self._stopped = False
+        self._subscribe()
+
+    def stop(self, failover: bool = False) -> defer.Deferred[None]:
+        """Tears the framework down (its tasks are killed) unless ``failover``, in which case
+        the master keeps its tasks for ``failover_timeout`` awaiting a new instance."""
+        if self._stop_result is not None:  # idempotent: one teardown, one close
+            return self._stop_result
+        for call in (self._subscribe_call, self._watch_call):
+            if call is not None and call.active():
+                call.cancel()
+        if not failover and self.framework.id is not None:
+            self._send(sm.Teardown(self.framework.id))
+        self._stopped = True
+        self.connected = False
+        done: defer.Deferred[None] = defer.Deferred()
+        self._stop_result = done
+
+        def close() -> None:
+            if self._endpoint is not None:
+                self._endpoint.close()  # LINGER lets the queued teardown leave first
+            done.callback(None)
+
+        self.reactor.callLater(0.05, close)
+        return done
+
+    def run(self) -> None:
+        """Starts the driver and runs the reactor until :meth:`stop_and_exit` (or the reactor
+        stops for another reason)."""
+        self.reactor.callWhenRunning(self.start)
+        self.reactor.run()
+
+    def stop_and_exit(self, failover: bool = False) -> None:
+        """Stops the driver, then the reactor: the usual end of a command-line framework."""
+        if self._stop_result is None:
+            self.stop(failover).addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
+
+    # --- subscription ---------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        if self._stopped:
+            return
+        self._send(sm.Subscribe(self.framework))
+        delay = self._backoff * (0.5 + random.random() / 2)
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+        self._subscribe_call = self.reactor.callLater(delay, self._subscribe)
+
+    def _watch(self) -> None:
+        """Mesos HA guide: a scheduler that misses several heartbeats re-subscribes."""
+        if self._stopped:
+            return
+        silent = self.reactor.seconds() - self._last_event
+        if self.connected and silent > MISSED_HEARTBEATS * self._heartbeat_interval:
+            log.warning("event=master_silent seconds=%.1f", silent)
+            self.connected = False
+            self._backoff = 1.0
+            self.scheduler.disconnected(self)
+            self._subscribe()
+        self._watch_call = self.reactor.callLater(self._heartbeat_interval, self._watch)
+
+    # --- inbound --------------------------------------------------------------------------
+
+    def _on_message(self, payload: bytes) -> None:
+        if self._stopped:
+            return
+        try:
+            env = self.codec.decode(payload)
+        except ProtocolError as exc:
+            log.warning("event=malformed_message error=%r", str(exc))
+            return
+        if env.epoch < self._epoch:
+            log.info("event=stale_epoch_dropped epoch=%d current=%d", env.epoch, self._epoch)
+            return
+        self._epoch = env.epoch
+        self._last_event = self.reactor.seconds()
+        body = env.body
+        if isinstance(body, sm.Subscribed):
+            self._on_subscribed(body)
+        elif not self.connected and not isinstance(body, sm.Error):
+            return  # not subscribed (yet/any more): nothing else is meant for us
+        elif isinstance(body, sm.Offers):
+            self.scheduler.offers(self, list(body.offers))
+        elif isinstance(body, sm.Update):
+            self.scheduler.status_update(self, body.status)
+            if self.implicit_acknowledgements and not self._stopped:
+                self.acknowledge(body.status)
+        elif isinstance(body, sm.Rescind):
+            self.scheduler.rescinded(self, body.offer_id)
+        elif isinstance(body, sm.FrameworkMessage):
+            self.scheduler.framework_message(self, body.agent_id, body.executor_id, body.data)
+        elif isinstance(body, sm.Failure):
+            if body.executor_id is None:
+                self.scheduler.agent_lost(self, body.agent_id or "")
+            else:
+                self.scheduler.executor_lost(self, body.executor_id, body.agent_id or "", body.status)
+        elif isinstance(body, sm.Error):
+            self.scheduler.error(self, body.message)
+
+    def _on_subscribed(self, body: sm.Subscribed) -> None:
+        if self._subscribe_call is not None and self._subscribe_call.active():
+            self._subscribe_call.cancel()
+        self.framework = msgspec.structs.replace(self.framework, id=body.framework_id)
+        self.master_info = body.master_info
+        self._heartbeat_interval = body.heartbeat_interval_seconds
+        self._backoff = 1.0
+        was_connected, self.connected = self.connected, True
+        if self._watch_call is None or not self._watch_call.active():
+            self._watch_call = self.reactor.callLater(self._heartbeat_interval, self._watch)
+        if not was_connected:
+            self.scheduler.subscribed(self, body.framework_id, body.master_info)
+
+    # --- calls ----------------------------------------------------------------------------
+
+    def _send(self, body: Any) -> None:
+        if self._endpoint is None:
+            raise RuntimeError("the driver is not started; call start() (or run()) first")
+        if self._stopped:
+            log.debug("event=call_after_stop_dropped type=%s", type(body).__name__)
+            return
+        self._msg_id += 1
+        self._endpoint.send(self.codec.encode(envelope(body, self._msg_id, self._epoch)))
+
+    def _fid(self) -> str:
+        if self.framework.id is None:
+            raise RuntimeError("not subscribed yet: wait for the subscribed() callback")
+        return self.framework.id
+
+    def launch(self, offer_ids: str | Sequence[str], tasks: Iterable[TaskInfo], filters: Filters | None = None) -> None:
+        ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
+        self.accept(ids, [sm.Launch(list(tasks))], filters)
+
+    def accept(self, offer_ids: Sequence[str], operations: Sequence[Any], filters: Filters | None = None) -> None:
+        self._send(sm.Accept(self._fid(), list(offer_ids), list(operations), filters))
+
+    def decline(self, offer_ids: str | Sequence[str], filters: Filters | None = None) -> None:
+        ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
+        self._send(sm.Decline(self._fid(), ids, filters))
+
+    def revive(self, roles: Sequence[str] = ()) -> None:
+        self._send(sm.Revive(self._fid(), list(roles)))
+
+    def suppress(self, roles: Sequence[str] = ()) -> None:
+        self._send(sm.Suppress(self._fid(), list(roles)))
+
+    def kill(self, task_id: str, agent_id: str | None = None, grace_period: float | None = None) -> None:
+        policy = KillPolicy(grace_period) if grace_period is not None else None
+        self._send(sm.Kill(self._fid(), task_id, agent_id, policy))
+
+    def acknowledge(self, status: TaskStatus) -> None:
+        if status.uuid is not None and status.agent_id is not None:
+            self._send(sm.Acknowledge(self._fid(), status.agent_id, status.task_id, status.uuid))
+
+    def reconcile(self, tasks: Iterable[tuple[str, str | None]] = ()) -> None:
+        """Explicit with ``(task_id, agent_id)`` pairs; implicit (all tasks) when empty."""
+        self._send(sm.Reconcile(self._fid(), [ReconcileTask(t, a) for t, a in tasks]))
+
+    def send_framework_message(self, agent_id: str, executor_id: str, data: bytes) -> None:
+        self._send(sm.Message(self._fid(), agent_id, executor_id, data))
+
+    def shutdown_executor(self, agent_id: str, executor_id: str) -> None:
+        self._send(sm.Shutdown(self._fid(), executor_id, agent_id))
+
+    def update_framework(self, framework: FrameworkInfo, suppressed_roles: Sequence[str] = ()) -> None:
+        self.framework = msgspec.structs.replace(framework, id=self._fid())
+        self._send(sm.UpdateFramework(self.framework, list(suppressed_roles)))
