@@ -43,6 +43,12 @@ def command_argv(command: CommandInfo) -> list[str]:
 class _TaskProtocol(protocol.ProcessProtocol):
     def __init__(self, on_exit: Callable[[int | None, int | None], None]) -> None:
         self._on_exit = on_exit
+        self.pid: int | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
+        # Read the pid here: Twisted reaps a child that already exited before spawnProcess
+        # returns, and then its ``transport.pid`` is None.
+        self.pid = self.transport.pid
 
     def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
         value = reason.value
@@ -71,21 +77,24 @@ class ProcessLauncher:
                 open(os.devnull, "rb") as devnull:
             def ended(code: int | None, sig: int | None) -> None:
                 pid = self.pids.pop(key, None)
-                if pid is not None:
+                if pid is not None and pid > 0:
                     _killpg(pid, signal.SIGKILL)  # leftovers of the tree that stayed in the group
                 on_exit(code, sig)
 
-            process = self._reactor.spawnProcess(
-                _TaskProtocol(ended), SETSID, [SETSID] + argv, env=env, path=sandbox,
+            proto = _TaskProtocol(ended)
+            self.pids[key] = -1  # placeholder: ended() may run inside spawnProcess
+            self._reactor.spawnProcess(
+                proto, SETSID, [SETSID] + argv, env=env, path=sandbox,
                 childFDs={0: devnull.fileno(), 1: out.fileno(), 2: err.fileno()},
             )
-        pid = int(process.pid)
-        self.pids[key] = pid
-        return pid
+        assert proto.pid is not None
+        if key in self.pids:
+            self.pids[key] = proto.pid
+        return proto.pid
 
     def signal(self, key: tuple[str, str], name: str) -> None:
         pid = self.pids.get(key)
-        if pid is not None:
+        if pid is not None and pid > 0:
             _killpg(pid, signal.SIGKILL if name == "KILL" else signal.SIGTERM)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from typing import Any, Hashable
+from typing import Any
 
 from twisted.internet import defer
 
@@ -104,19 +104,33 @@ class AgentShell:
                 log.error("event=unknown_effect effect=%r", effect)
 
     def _launch(self, effect: LaunchProcess) -> None:
-        key = (effect.framework_id, effect.task_id)
+        """Starts the process; the core hears TaskSpawned, then (never before) TaskExited, each
+        on a later reactor turn, since we are inside the effects of one ``handle``."""
+        fid, tid = effect.framework_id, effect.task_id
+        spawned = {"done": False, "exit": None}
 
         def on_exit(code: int | None, sig: int | None) -> None:
-            self.handle(TaskExited(effect.framework_id, effect.task_id, code, sig))
+            event = TaskExited(fid, tid, code, sig)
+            if spawned["done"]:
+                self.reactor.callLater(0, self.handle, event)
+            else:
+                spawned["exit"] = event  # a very fast command ended before we reported its start
+
+        def report_spawned(pid: int) -> None:
+            self.handle(TaskSpawned(fid, tid, pid))
+            spawned["done"] = True
+            if spawned["exit"] is not None:
+                self.handle(spawned["exit"])
 
         try:
-            pid = self.launcher.launch(key, effect.sandbox, effect.command, effect.environment, on_exit)
-        except OSError as exc:
-            message = f"could not start the task in {effect.sandbox}: {exc.strerror or exc}"
-            self.reactor.callLater(0, self.handle, TaskLaunchFailed(effect.framework_id, effect.task_id, message))
+            pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit)
+        except Exception as exc:  # whatever went wrong, the task fails visibly, never hangs in STARTING
+            log.exception("event=launch_failed task_id=%s", tid)
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message = f"could not start the task in {effect.sandbox}: {detail}"
+            self.reactor.callLater(0, self.handle, TaskLaunchFailed(fid, tid, message))
             return
-        # Report the spawn on the next turn: we are still inside the effects of one handle().
-        self.reactor.callLater(0, self.handle, TaskSpawned(effect.framework_id, effect.task_id, pid))
+        self.reactor.callLater(0, report_spawned, pid)
 
 
 def default_work_dir() -> str:

@@ -146,22 +146,28 @@ class Allocator:
         resources: Resources,
         refuse_seconds: float | None = None,
         now: float = 0.0,
-    ) -> None:
+    ) -> bool:
         """Returns resources to the agent's pool; with ``refuse_seconds`` also installs a decline
-        filter (Mesos: negative means the default 5 s; capped at a year)."""
+        filter (Mesos: negative means the default 5 s; capped at a year).
+
+        Returns False, changing nothing, when the framework does not hold ``resources`` on
+        that agent: recovering twice is a caller's bookkeeping bug, and giving anything back
+        then would mint resources out of thin air."""
+        recovered = True
         agent = self._agents.get(agent_id)
         if agent is not None and resources:
             key = (framework_id, role)
             held = agent.allocated.get(key, EMPTY)
-            # Only what is actually held goes back: recovering twice must not mint resources.
-            give_back = resources if held.contains(resources) else resources - resources.missing_from(held)
-            remaining = held - give_back
-            if remaining:
-                agent.allocated[key] = remaining
+            if held.contains(resources):
+                remaining = held - resources
+                if remaining:
+                    agent.allocated[key] = remaining
+                else:
+                    agent.allocated.pop(key, None)
+                agent.available = agent.available + resources
+                self._credit_share(framework_id, resources)
             else:
-                agent.allocated.pop(key, None)
-            agent.available = agent.available + give_back
-            self._credit_share(framework_id, give_back)
+                recovered = False
         framework = self._frameworks.get(framework_id)
         if framework is not None and refuse_seconds is not None:
             if refuse_seconds < 0:
@@ -169,6 +175,7 @@ class Allocator:
             refuse_seconds = min(refuse_seconds, MAX_REFUSE_SECONDS)
             if refuse_seconds > 0:
                 framework.filters[agent_id] = now + refuse_seconds
+        return recovered
 
     # --- the cycle ------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck as HypothesisHealthCheck
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tepui.sdk.codec import DEFAULT_MAX_BYTES, Codec, ProtocolError, envelope
 from tepui.sdk.protocol import agent as ag
 from tepui.sdk.protocol import executor as ex
@@ -68,7 +67,9 @@ RESOURCES = [
         role="eng",
         reservation=Reservation(type="DYNAMIC", principal="ops", labels={"ticket": "OPS-42"}),
     ),
-    Resource(name="ports", type="RANGES", ranges=[Range(begin=31000, end=31009), Range(begin=31100, end=31100)]),
+    Resource(
+        name="ports", type="RANGES", ranges=[Range(begin=31000, end=31009), Range(begin=31100, end=31100)]
+    ),
     Resource(name="disks", type="SET", set=["nvme0", "nvme1"], role="eng"),
 ]
 
@@ -242,17 +243,23 @@ SCHEDULER_CALLS: dict[type, Any] = {
         operations=list(OPERATIONS.values()),
         filters=Filters(refuse_seconds=30.0),
     ),
-    sc.Decline: sc.Decline(framework_id="fw-services", offer_ids=["offer-99"], filters=Filters(refuse_seconds=120.0)),
+    sc.Decline: sc.Decline(
+        framework_id="fw-services", offer_ids=["offer-99"], filters=Filters(refuse_seconds=120.0)
+    ),
     sc.Revive: sc.Revive(framework_id="fw-services", roles=["eng"]),
     sc.Suppress: sc.Suppress(framework_id="fw-services", roles=["eng/backend"]),
     sc.Kill: sc.Kill(framework_id="fw-services", task_id="web.7f3c", agent_id="agent-0001", kill_policy=KILL),
     sc.Shutdown: sc.Shutdown(framework_id="fw-services", executor_id="web.executor", agent_id="agent-0001"),
-    sc.Acknowledge: sc.Acknowledge(framework_id="fw-services", agent_id="agent-0001", task_id="web.7f3c", uuid=UUID),
+    sc.Acknowledge: sc.Acknowledge(
+        framework_id="fw-services", agent_id="agent-0001", task_id="web.7f3c", uuid=UUID
+    ),
     sc.Reconcile: sc.Reconcile(
         framework_id="fw-services",
         tasks=[ReconcileTask(task_id="web.7f3c", agent_id="agent-0001"), ReconcileTask(task_id="web.8")],
     ),
-    sc.Message: sc.Message(framework_id="fw-services", agent_id="agent-0001", executor_id="web.executor", data=b"\x00hi"),
+    sc.Message: sc.Message(
+        framework_id="fw-services", agent_id="agent-0001", executor_id="web.executor", data=b"\x00hi"
+    ),
     sc.UpdateFramework: sc.UpdateFramework(framework_info=FRAMEWORK, suppressed_roles=["eng"]),
 }
 
@@ -277,8 +284,12 @@ AGENT_TO_MASTER: dict[type, Any] = {
 }
 
 MASTER_TO_AGENT: dict[type, Any] = {
-    ag.AgentRegistered: ag.AgentRegistered(agent_id="agent-0001", master_info=MASTER, ping_interval_seconds=15.0),
-    ag.AgentReregistered: ag.AgentReregistered(agent_id="agent-0001", master_info=MASTER, ping_interval_seconds=7.5),
+    ag.AgentRegistered: ag.AgentRegistered(
+        agent_id="agent-0001", master_info=MASTER, ping_interval_seconds=15.0
+    ),
+    ag.AgentReregistered: ag.AgentReregistered(
+        agent_id="agent-0001", master_info=MASTER, ping_interval_seconds=7.5
+    ),
     ag.RunTask: ag.RunTask(framework_info=FRAMEWORK, task=TASK),
     ag.RunTaskGroup: ag.RunTaskGroup(framework_info=FRAMEWORK, executor=EXECUTOR, task_group=TASK_GROUP),
     ag.KillTask: ag.KillTask(framework_id="fw-services", task_id="web.7f3c", kill_policy=KILL),
@@ -293,11 +304,15 @@ MASTER_TO_AGENT: dict[type, Any] = {
 }
 
 SCHEDULER_EVENTS: dict[type, Any] = {
-    sc.Subscribed: sc.Subscribed(framework_id="fw-services", heartbeat_interval_seconds=15.0, master_info=MASTER),
+    sc.Subscribed: sc.Subscribed(
+        framework_id="fw-services", heartbeat_interval_seconds=15.0, master_info=MASTER
+    ),
     sc.Offers: sc.Offers(offers=[OFFER, OFFER]),
     sc.Rescind: sc.Rescind(offer_id="offer-99"),
     sc.Update: sc.Update(status=STATUS),
-    sc.FrameworkMessage: sc.FrameworkMessage(agent_id="agent-0001", executor_id="web.executor", data=b"\x00\x00"),
+    sc.FrameworkMessage: sc.FrameworkMessage(
+        agent_id="agent-0001", executor_id="web.executor", data=b"\x00\x00"
+    ),
     sc.Failure: sc.Failure(agent_id="agent-0001", executor_id="web.executor", status=137),
     sc.Error: sc.Error(message="framework has been removed"),
     sc.Heartbeat: sc.Heartbeat(),
@@ -316,7 +331,9 @@ EXECUTOR_CALLS: dict[type, Any] = {
 }
 
 EXECUTOR_EVENTS: dict[type, Any] = {
-    ex.ExecutorSubscribed: ex.ExecutorSubscribed(executor_info=EXECUTOR, framework_info=FRAMEWORK, agent_info=AGENT),
+    ex.ExecutorSubscribed: ex.ExecutorSubscribed(
+        executor_info=EXECUTOR, framework_info=FRAMEWORK, agent_info=AGENT
+    ),
     ex.LaunchTask: ex.LaunchTask(task=TASK),
     ex.LaunchTaskGroup: ex.LaunchTaskGroup(task_group=TASK_GROUP),
     ex.KillTaskEvent: ex.KillTaskEvent(task_id="web.7f3c", kill_policy=KILL),
@@ -430,7 +447,12 @@ def test_round_trip(link: str, cls: type) -> None:
     assert type(decoded.body) is cls
     assert decoded == original
     assert decoded.body == body
-    assert (decoded.v, decoded.id, decoded.epoch, decoded.incarnation) == (PROTOCOL_VERSION, 2**53 + 7, 42, "inc-6f1b")
+    assert (decoded.v, decoded.id, decoded.epoch, decoded.incarnation) == (
+        PROTOCOL_VERSION,
+        2**53 + 7,
+        42,
+        "inc-6f1b",
+    )
 
 
 def test_round_trip_with_envelope_defaults_and_memoryview() -> None:
@@ -504,12 +526,17 @@ MALFORMED = [
         id="deep-maps-in-labels",
     ),
     pytest.param(
-        _with_raw({"v": 1, "id": 1, "body": {"type": "DECLINE", "framework_id": "f", "offer_ids": None}}, DEEP_ARRAYS),
+        _with_raw(
+            {"v": 1, "id": 1, "body": {"type": "DECLINE", "framework_id": "f", "offer_ids": None}},
+            DEEP_ARRAYS,
+        ),
         "$.body.offer_ids[0]",
         id="deep-arrays-in-list",
     ),
     pytest.param(
-        _with_raw({"v": 1, "id": 1, "body": {"type": "TEARDOWN", "framework_id": "f"}, "x": None}, DEEP_ARRAYS),
+        _with_raw(
+            {"v": 1, "id": 1, "body": {"type": "TEARDOWN", "framework_id": "f"}, "x": None}, DEEP_ARRAYS
+        ),
         "unknown field `x`",
         id="deep-arrays-in-unknown-field",
     ),
@@ -522,12 +549,28 @@ MALFORMED = [
     pytest.param(b"\xdd" + FOUR_GIB, "Expected `object`, got `array`", id="array32-4GiB-header"),
     pytest.param(b"\xdf" + FOUR_GIB, "truncated", id="map32-4GiB-header"),
     pytest.param(
-        _with_raw({"v": 1, "id": 1, "body": {"type": "MESSAGE", "framework_id": "f", "agent_id": "a", "executor_id": "e", "data": None}}, b"\xc6" + FOUR_GIB),
+        _with_raw(
+            {
+                "v": 1,
+                "id": 1,
+                "body": {
+                    "type": "MESSAGE",
+                    "framework_id": "f",
+                    "agent_id": "a",
+                    "executor_id": "e",
+                    "data": None,
+                },
+            },
+            b"\xc6" + FOUR_GIB,
+        ),
         "truncated",
         id="bin32-4GiB-header-in-data",
     ),
     pytest.param(
-        _with_raw({"v": 1, "id": 1, "body": {"type": "DECLINE", "framework_id": "f", "offer_ids": None}}, b"\xdd" + FOUR_GIB),
+        _with_raw(
+            {"v": 1, "id": 1, "body": {"type": "DECLINE", "framework_id": "f", "offer_ids": None}},
+            b"\xdd" + FOUR_GIB,
+        ),
         "truncated",
         id="array32-4GiB-header-in-list",
     ),
@@ -552,7 +595,19 @@ MALFORMED = [
         id="wrong-container-type",
     ),
     pytest.param(
-        _packed({"v": 1, "id": 1, "body": {"type": "ACKNOWLEDGE", "framework_id": "f", "agent_id": "a", "task_id": "t", "uuid": "not-bytes"}}),
+        _packed(
+            {
+                "v": 1,
+                "id": 1,
+                "body": {
+                    "type": "ACKNOWLEDGE",
+                    "framework_id": "f",
+                    "agent_id": "a",
+                    "task_id": "t",
+                    "uuid": "not-bytes",
+                },
+            }
+        ),
         "$.body.uuid",
         id="str-where-bytes-expected",
     ),
@@ -586,7 +641,9 @@ MALFORMED = [
     pytest.param(_packed({**_subscribe_dict(), "v": 2}), "$.v", id="protocol-version-2"),
     pytest.param(_packed({**_subscribe_dict(), "v": 0}), "$.v", id="protocol-version-0"),
     pytest.param(_packed({**_subscribe_dict(), "v": "1"}), "$.v", id="protocol-version-str"),
-    pytest.param(_packed({"v": 1, "id": 1, "body": msgpack.ExtType(7, b"\x00")}), "$.body", id="ext-type-body"),
+    pytest.param(
+        _packed({"v": 1, "id": 1, "body": msgpack.ExtType(7, b"\x00")}), "$.body", id="ext-type-body"
+    ),
     pytest.param(_packed(["SUBSCRIBE", 1]), "Expected `object`, got `array`", id="array-instead-of-map"),
 ]
 
@@ -614,7 +671,9 @@ _TEARDOWN = _packed({"v": 1, "id": 1, "body": {"type": "TEARDOWN", "framework_id
         pytest.param(_TEARDOWN.replace(b"\xa2fw", b"\xa2\xff\xfe"), id="in-a-field-value"),
         pytest.param(_TEARDOWN.replace(b"\xa2id", b"\xa2\xc3\x28"), id="in-a-map-key"),
         pytest.param(_TEARDOWN.replace(b"TEARDOWN", b"TEARDOW\xff"), id="in-the-type-tag"),
-        pytest.param(_packed(_subscribe_dict(labels={"k": "v"})).replace(b"\xa1v", b"\xa1\x80"), id="in-labels"),
+        pytest.param(
+            _packed(_subscribe_dict(labels={"k": "v"})).replace(b"\xa1v", b"\xa1\x80"), id="in-labels"
+        ),
     ],
 )
 def test_invalid_utf8_is_a_protocol_error(data: bytes) -> None:
@@ -796,7 +855,13 @@ def test_foreign_acknowledge_with_uuid_bytes_is_accepted() -> None:
         {
             "v": 1,
             "id": 2,
-            "body": {"type": "ACKNOWLEDGE", "framework_id": "fw-1", "agent_id": "a-1", "task_id": "t-1", "uuid": uuid},
+            "body": {
+                "type": "ACKNOWLEDGE",
+                "framework_id": "fw-1",
+                "agent_id": "a-1",
+                "task_id": "t-1",
+                "uuid": uuid,
+            },
         }
     )
     body = MASTER_CODEC.decode(data).body
@@ -832,7 +897,9 @@ def test_foreign_client_reads_what_we_encode() -> None:
         "ranges": [{"begin": 31000, "end": 31009}, {"begin": 31100, "end": 31100}],
     }
 
-    accept = msgpack.unpackb(Codec(FrameworkInbound).encode(envelope(SCHEDULER_CALLS[sc.Accept], 8)), raw=False)
+    accept = msgpack.unpackb(
+        Codec(FrameworkInbound).encode(envelope(SCHEDULER_CALLS[sc.Accept], 8)), raw=False
+    )
     assert [op["type"] for op in accept["body"]["operations"]] == [
         "LAUNCH",
         "LAUNCH_GROUP",
@@ -846,8 +913,27 @@ def test_foreign_client_reads_what_we_encode() -> None:
 # --- fuzzing: the decoder returns an Envelope or raises ProtocolError, nothing else ------------
 
 _KEYS = st.sampled_from(
-    ["v", "id", "body", "epoch", "incarnation", "type", "framework_info", "framework_id", "user", "name",
-     "offer_ids", "operations", "task_infos", "resources", "labels", "uuid", "data", "scalar", "ranges"]
+    [
+        "v",
+        "id",
+        "body",
+        "epoch",
+        "incarnation",
+        "type",
+        "framework_info",
+        "framework_id",
+        "user",
+        "name",
+        "offer_ids",
+        "operations",
+        "task_infos",
+        "resources",
+        "labels",
+        "uuid",
+        "data",
+        "scalar",
+        "ranges",
+    ]
 )
 _TAGS = st.sampled_from(
     [t.__struct_config__.tag for t in typing.get_args(MasterInbound)] + ["OFFERS", "HEARTBEAT", "LAUNCH"]
@@ -866,9 +952,13 @@ _MSGPACK_OBJECTS = st.recursive(
     _SCALARS,
     lambda children: st.one_of(
         st.lists(children, max_size=5),
-        st.dictionaries(st.one_of(_KEYS, st.text(max_size=8), st.integers(-5, 5), st.binary(max_size=4)), children, max_size=6),
+        st.dictionaries(
+            st.one_of(_KEYS, st.text(max_size=8), st.integers(-5, 5), st.binary(max_size=4)),
+            children,
+            max_size=6,
+        ),
     ),
-    max_leaves=30,
+    max_leaves=20,
 )
 
 
@@ -906,7 +996,11 @@ def test_fuzz_random_msgpack_objects(obj: Any) -> None:
 @given(
     st.fixed_dictionaries(
         {"v": st.one_of(st.just(1), _SCALARS), "id": st.one_of(st.integers(0, 2**64 - 1), _SCALARS)},
-        optional={"epoch": _SCALARS, "incarnation": _SCALARS, "body": st.dictionaries(_KEYS, _MSGPACK_OBJECTS, max_size=5)},
+        optional={
+            "epoch": _SCALARS,
+            "incarnation": _SCALARS,
+            "body": st.dictionaries(_KEYS, _MSGPACK_OBJECTS, max_size=5),
+        },
     ),
     _TAGS,
 )
@@ -916,8 +1010,12 @@ def test_fuzz_envelope_shaped_objects(obj: dict[str, Any], tag: str) -> None:
     _decode_or_protocol_error(msgpack.packb(obj, use_bin_type=True))
 
 
-_VALID_ENCODINGS = [Codec(sender).encode(envelope(m, 1)) for link, (_u, samples, sender, receiver) in LINKS.items()
-                    if receiver is MasterInbound for m in samples.values()]
+_VALID_ENCODINGS = [
+    Codec(sender).encode(envelope(m, 1))
+    for link, (_u, samples, sender, receiver) in LINKS.items()
+    if receiver is MasterInbound
+    for m in samples.values()
+]
 
 
 @FUZZ
@@ -936,4 +1034,3 @@ def test_fuzz_mutated_valid_messages(data: bytes, draw: st.DataObject) -> None:
         elif kind == "truncate":
             del mutated[pos:]
     _decode_or_protocol_error(bytes(mutated))
-

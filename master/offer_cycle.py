@@ -1,0 +1,209 @@
+"""The offer half of the master's core: allocation cycles, offers, accept, decline, rescind.
+
+A mixin of :class:`tepui.master.core.MasterCore` (it shares the core's state and its one
+``handle`` entry point); it lives apart because the life of an offer is one idea and the
+membership of agents and frameworks is another.
+
+Mesos semantics: offers count as allocated until used, declined, rescinded or timed out; an
+ACCEPT names offers of one agent, each at most once, or every task in it is dropped and every
+valid offer's resources return; the unused part of an accepted offer is declined with the
+call's filters (default 5 s).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tepui.master.events import Send
+from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.validation import task_resources, validate_task
+from tepui.offers.allocator import Allocator
+from tepui.sdk.effects import CancelTimer, ScheduleTimer
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.values import Offer, TaskReason, TaskState
+from tepui.sdk.resources import EMPTY, Resources
+
+Effect = Any
+
+
+class OfferCycle:
+    # State owned by MasterCore; declared for type checkers.
+    allocator: Allocator
+    agents: dict[str, AgentRecord]
+    frameworks: dict[str, FrameworkRecord]
+    offers: dict[str, OfferRecord]
+    config: Any
+    counters: Any
+
+    if TYPE_CHECKING:  # provided by MasterCore
+        def _next_id(self, kind: str) -> str: ...
+        def _request_allocation(self) -> None: ...
+        def _recover(self, agent_id: str, framework_id: str, role: str, resources: Resources,
+                     refuse_seconds: float | None = None, now: float = 0.0) -> None: ...
+        def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None: ...
+        def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
+                       reason: TaskReason, message: str, now: float) -> Effect: ...
+
+    def _allocate(self, now: float, out: list[Effect]) -> None:
+        by_framework: dict[str, list[Offer]] = {}
+        for allocation in self.allocator.allocate(now):
+            framework = self.frameworks.get(allocation.framework_id)
+            agent = self.agents.get(allocation.agent_id)
+            if framework is None or agent is None or framework.peer is None:
+                self._recover(allocation.agent_id, allocation.framework_id, allocation.role, allocation.resources)
+                continue
+            offer_id = self._next_id("O")
+            record = OfferRecord(offer_id, framework.framework_id, agent.agent_id, allocation.role, allocation.resources, now)
+            self.offers[offer_id] = record
+            framework.offers.add(offer_id)
+            agent.offers.add(offer_id)
+            by_framework.setdefault(framework.framework_id, []).append(Offer(
+                id=offer_id,
+                framework_id=framework.framework_id,
+                agent_id=agent.agent_id,
+                hostname=agent.hostname,
+                resources=allocation.resources.to_wire(),
+                attributes=dict(agent.attributes),
+                allocation_role=allocation.role,
+            ))
+            if self.config.offer_timeout is not None:
+                out.append(ScheduleTimer(now + self.config.offer_timeout, ("offer_timeout", offer_id)))
+            self.counters["offers_sent"] += 1
+        for framework_id, offers in by_framework.items():
+            peer = self.frameworks[framework_id].peer
+            assert peer is not None
+            out.append(Send(peer, sm.Offers(offers)))
+
+    def _take_offer(self, offer_id: str) -> OfferRecord | None:
+        offer = self.offers.pop(offer_id, None)
+        if offer is not None:
+            framework = self.frameworks.get(offer.framework_id)
+            if framework is not None:
+                framework.offers.discard(offer_id)
+            agent = self.agents.get(offer.agent_id)
+            if agent is not None:
+                agent.offers.discard(offer_id)
+        return offer
+
+    def _rescind(self, offer_id: str, now: float, out: list[Effect], notify: bool = True, recover: bool = True) -> None:
+        offer = self._take_offer(offer_id)
+        if offer is None:
+            return
+        if recover:
+            self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
+            self._request_allocation()
+        framework = self.frameworks.get(offer.framework_id)
+        if notify and framework is not None and framework.peer is not None:
+            out.append(Send(framework.peer, sm.Rescind(offer_id)))
+        self._cancel_offer_timer(offer_id, out)
+
+    def _cancel_offer_timer(self, offer_id: str, out: list[Effect]) -> None:
+        if self.config.offer_timeout is not None:
+            out.append(CancelTimer(("offer_timeout", offer_id)))
+
+    def _on_Decline(self, peer: bytes, msg: sm.Decline, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        refuse = msg.filters.refuse_seconds if msg.filters else 5.0
+        for offer_id in msg.offer_ids:
+            offer = self.offers.get(offer_id)
+            if offer is None or offer.framework_id != framework.framework_id:
+                continue  # Mesos: declining an unknown offer is ignored
+            self._take_offer(offer_id)
+            self._cancel_offer_timer(offer_id, out)
+            self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources, refuse, now)
+        self._request_allocation()
+
+    def _on_Accept(self, peer: bytes, msg: sm.Accept, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        offers, problem = [], None
+        if not msg.offer_ids:
+            problem = "ACCEPT names no offer"
+        elif len(set(msg.offer_ids)) != len(msg.offer_ids):
+            problem = "ACCEPT names the same offer more than once"
+        for offer_id in msg.offer_ids:
+            offer = self.offers.get(offer_id)
+            if offer is None or offer.framework_id != framework.framework_id:
+                problem = problem or f"offer {offer_id!r} is not valid (rescinded, used or never made to this framework)"
+            else:
+                offers.append(offer)
+        if offers and len({o.agent_id for o in offers}) > 1:
+            problem = problem or "ACCEPT combines offers of different agents"
+        for offer in offers:
+            self._take_offer(offer.offer_id)
+            self._cancel_offer_timer(offer.offer_id, out)
+        if problem is not None:
+            # Mesos: every task in the call is dropped, and every valid offer's resources return.
+            for offer in offers:
+                self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
+            state = TaskState.DROPPED if framework.partition_aware else TaskState.LOST
+            for task in _tasks_of(msg.operations):
+                out.append(self._update_to(framework, task.task_id, task.agent_id, state, TaskReason.INVALID_OFFERS, problem, now))
+            self._request_allocation()
+            return
+        agent = self.agents[offers[0].agent_id]
+        role = offers[0].role
+        available = EMPTY
+        for offer in offers:
+            available = available + offer.resources
+        for operation in msg.operations:
+            available = self._apply(operation, framework, agent, role, available, now, out)
+        refuse = msg.filters.refuse_seconds if msg.filters else 5.0
+        self._recover(agent.agent_id, framework.framework_id, role, available, refuse, now)
+        self._request_allocation()
+
+    def _apply(
+        self, operation: Any, framework: FrameworkRecord, agent: AgentRecord, role: str,
+        available: Resources, now: float, out: list[Effect],
+    ) -> Resources:
+        if isinstance(operation, sm.Launch):
+            for task_info in operation.task_infos:
+                problem = validate_task(task_info, agent.agent_id, available, set(framework.tasks))
+                if problem is not None:
+                    self.counters["tasks_invalid"] += 1
+                    out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                                               TaskReason.TASK_INVALID, problem, now))
+                    continue
+                resources, _ = task_resources(task_info)
+                assert resources is not None
+                available = available - resources
+                task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now)
+                framework.tasks[task.task_id] = task
+                agent.tasks[(framework.framework_id, task.task_id)] = task
+                self.counters["tasks_launched"] += 1
+                out.append(Send(agent.peer, am.RunTask(framework.info, task_info)))
+            return available
+        name = type(operation).__name__.upper()
+        tasks = _tasks_of([operation])
+        message = f"operation {name} is not supported by this master yet; resources were returned"
+        for task in tasks:
+            out.append(self._update_to(framework, task.task_id, agent.agent_id, TaskState.ERROR,
+                                       TaskReason.TASK_GROUP_INVALID, message, now))
+        if not tasks:
+            out.append(Send(framework.peer or b"", sm.Error(message)))
+        return available
+
+    def _on_Revive(self, peer: bytes, msg: sm.Revive, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            self.allocator.revive(framework.framework_id, msg.roles)
+            self._request_allocation()
+
+    def _on_Suppress(self, peer: bytes, msg: sm.Suppress, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            self.allocator.suppress(framework.framework_id, msg.roles)
+
+
+def _tasks_of(operations: list[Any]) -> list[Any]:
+    tasks: list[Any] = []
+    for operation in operations:
+        if isinstance(operation, sm.Launch):
+            tasks.extend(operation.task_infos)
+        elif isinstance(operation, sm.LaunchGroup):
+            tasks.extend(operation.task_group.tasks)
+    return tasks

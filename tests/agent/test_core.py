@@ -1,0 +1,248 @@
+"""The agent's pure core on a fake clock: registration, tasks, kills, reliable updates."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from tepui.agent.core import MASTER_CHECK, REGISTER, AgentConfig, AgentCore
+from tepui.agent.events import (
+    Exit,
+    LaunchProcess,
+    Received,
+    SendToMaster,
+    Shutdown,
+    SignalProcess,
+    Start,
+    TaskExited,
+    TaskLaunchFailed,
+    TaskSpawned,
+)
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol.values import (
+    CommandInfo,
+    ExecutorInfo,
+    FrameworkInfo,
+    KillPolicy,
+    MasterInfo,
+    TaskInfo,
+    TaskReason,
+    TaskState,
+)
+from tepui.sdk.resources import Resources
+
+MASTER = MasterInfo(id="m", address="127.0.0.1:5050", hostname="h", version="0.1.0", epoch=1)
+FRAMEWORK = FrameworkInfo(user="u", name="fw", id="F1")
+
+
+def core(**overrides: Any) -> AgentCore:
+    counter = itertools.count(1)
+    config = AgentConfig(hostname="a1", resources=Resources.parse("cpus:2;mem:1024"), work_dir="/w", **overrides)
+    return AgentCore(config, lambda: f"uuid-{next(counter)}".encode())
+
+
+def to_master(effects: list[Any]) -> list[Any]:
+    return [e.body for e in effects if isinstance(e, SendToMaster)]
+
+
+def statuses(effects: list[Any]) -> list[tuple[str, TaskState, bytes | None]]:
+    return [(b.status.task_id, b.status.state, b.status.uuid) for b in to_master(effects)
+            if isinstance(b, am.StatusUpdate)]
+
+
+def registered(agent: AgentCore, now: float = 0.0) -> None:
+    agent.handle(Start(), now)
+    agent.handle(Received(am.AgentRegistered("S1", MASTER, 15.0), epoch=1), now)
+
+
+def task(task_id: str = "t1", command: str = "sleep 1", **kw: Any) -> TaskInfo:
+    return TaskInfo(name=task_id, task_id=task_id, agent_id="S1", resources=Resources.of(cpus=1).to_wire(),
+                    command=CommandInfo(value=command, environment={"A": "1"}), **kw)
+
+
+def run(agent: AgentCore, info: TaskInfo, now: float = 1.0) -> list[Any]:
+    return agent.handle(Received(am.RunTask(FRAMEWORK, info), epoch=1), now)
+
+
+def ack(agent: AgentCore, task_id: str, uuid: bytes, now: float) -> list[Any]:
+    return agent.handle(Received(am.StatusUpdateAck("F1", task_id, uuid), epoch=1), now)
+
+
+def test_start_registers_and_retries_with_doubling_backoff() -> None:
+    agent = core()
+    effects = agent.handle(Start(), 0.0)
+    [register] = to_master(effects)
+    assert isinstance(register, am.RegisterAgent) and register.agent_info.hostname == "a1"
+    assert ScheduleTimer(1.0, REGISTER) in effects
+    effects = agent.handle(TimerFired(REGISTER), 1.0)
+    assert ScheduleTimer(3.0, REGISTER) in effects and len(to_master(effects)) == 1
+    effects = agent.handle(Received(am.AgentRegistered("S1", MASTER, 15.0), epoch=1), 2.0)
+    assert CancelTimer(REGISTER) in effects and ScheduleTimer(77.0, MASTER_CHECK) in effects
+    assert agent.agent_id == "S1" and agent.registered
+    assert agent.handle(TimerFired(REGISTER), 3.0) == []  # late timer after registration: nothing
+
+
+def test_run_task_launches_a_process_and_reports_starting_then_running() -> None:
+    agent = core()
+    registered(agent)
+    effects = run(agent, task())
+    launch = next(e for e in effects if isinstance(e, LaunchProcess))
+    assert launch.sandbox == "/w/sandboxes/F1/t1"
+    assert launch.environment["A"] == "1" and launch.environment["TEPUI_TASK_ID"] == "t1"
+    assert statuses(effects) == [("t1", TaskState.STARTING, b"uuid-1")]
+    effects = agent.handle(TaskSpawned("F1", "t1", 4242), 1.1)
+    # RUNNING waits behind the unacknowledged STARTING: one update in flight per task.
+    assert statuses(effects) == []
+    effects = ack(agent, "t1", b"uuid-1", 1.2)
+    assert statuses(effects) == [("t1", TaskState.RUNNING, b"uuid-2")]
+
+
+def test_exit_codes_map_to_finished_failed_and_killed() -> None:
+    agent = core()
+    registered(agent)
+    for tid in ("ok", "bad", "sig"):
+        run(agent, task(tid))
+        agent.handle(TaskSpawned("F1", tid, 1), 1.0)
+    agent.handle(TaskExited("F1", "ok", 0), 2.0)
+    agent.handle(TaskExited("F1", "bad", 3), 2.0)
+    agent.handle(TaskExited("F1", "sig", None, signal=9), 2.0)
+    queued = {key[1]: [s.state for s in p.queue] for key, p in agent.pending.items()}
+    assert queued == {
+        "ok": [TaskState.STARTING, TaskState.RUNNING, TaskState.FINISHED],
+        "bad": [TaskState.STARTING, TaskState.RUNNING, TaskState.FAILED],
+        "sig": [TaskState.STARTING, TaskState.RUNNING, TaskState.FAILED],
+    }
+    bad = agent.pending[("F1", "bad")].queue[-1]
+    assert bad.exit_code == 3 and bad.message == "Command exited with status 3"
+    assert bad.reason == TaskReason.COMMAND_EXECUTOR_FAILED
+    sig = agent.pending[("F1", "sig")].queue[-1]
+    assert sig.exit_code == 137 and "signal 9" in (sig.message or "")
+
+
+def test_kill_sends_term_then_kill_after_the_grace_period() -> None:
+    agent = core(kill_grace_period=5.0)
+    registered(agent)
+    run(agent, task())
+    agent.handle(TaskSpawned("F1", "t1", 4242), 1.0)
+    effects = agent.handle(Received(am.KillTask("F1", "t1", KillPolicy(2.0)), epoch=1), 10.0)
+    assert effects == [SignalProcess("F1", "t1", "TERM"), ScheduleTimer(12.0, ("escalate", "F1", "t1"))]
+    assert agent.handle(TimerFired(("escalate", "F1", "t1")), 12.0) == [SignalProcess("F1", "t1", "KILL")]
+    effects = agent.handle(TaskExited("F1", "t1", None, signal=9), 12.1)
+    assert agent.pending[("F1", "t1")].queue[-1].state == TaskState.KILLED
+
+
+def test_kill_before_the_process_started_signals_it_once_spawned() -> None:
+    agent = core()
+    registered(agent)
+    run(agent, task())
+    assert agent.handle(Received(am.KillTask("F1", "t1"), epoch=1), 1.0) == []
+    effects = agent.handle(TaskSpawned("F1", "t1", 7), 1.1)
+    assert SignalProcess("F1", "t1", "TERM") in effects
+
+
+def test_kill_of_unknown_task_reports_lost() -> None:
+    agent = core()
+    registered(agent)
+    effects = agent.handle(Received(am.KillTask("F1", "ghost"), epoch=1), 1.0)
+    assert statuses(effects) == [("ghost", TaskState.LOST, b"uuid-1")]
+
+
+def test_unacknowledged_update_is_retried_with_doubling_backoff_until_acked() -> None:
+    agent = core(update_retry_initial=10.0, update_retry_max=600.0)
+    registered(agent)
+    effects = run(agent, task(), now=0.0)
+    assert ScheduleTimer(10.0, ("retry", "F1", "t1")) in effects
+    delays, now = [], 10.0
+    for _ in range(8):
+        effects = agent.handle(TimerFired(("retry", "F1", "t1")), now)
+        assert statuses(effects) == [("t1", TaskState.STARTING, b"uuid-1")]  # same uuid every time
+        timer = next(e for e in effects if isinstance(e, ScheduleTimer))
+        delays.append(timer.at - now)
+        now = timer.at
+    assert delays == [20.0, 40.0, 80.0, 160.0, 320.0, 600.0, 600.0, 600.0]
+    effects = ack(agent, "t1", b"uuid-1", now)
+    assert CancelTimer(("retry", "F1", "t1")) in effects and agent.pending == {}
+
+
+def test_stale_and_random_acks_change_nothing() -> None:
+    agent = core()
+    registered(agent)
+    run(agent, task())
+    before = list(agent.pending[("F1", "t1")].queue)
+    effects = ack(agent, "t1", b"random", 2.0)
+    assert [e for e in effects if not isinstance(e, Log)] == []
+    assert list(agent.pending[("F1", "t1")].queue) == before
+    assert [e for e in ack(agent, "nope", b"uuid-1", 2.0) if not isinstance(e, Log)] == []
+
+
+def test_duplicate_task_id_is_refused() -> None:
+    agent = core()
+    registered(agent)
+    run(agent, task())
+    effects = run(agent, task(), now=2.0)
+    assert not any(isinstance(e, LaunchProcess) for e in effects)
+
+
+def test_unsupported_executor_is_an_honest_task_error() -> None:
+    agent = core()
+    registered(agent)
+    info = TaskInfo(name="e", task_id="e", agent_id="S1", resources=[], executor=ExecutorInfo(executor_id="x"))
+    effects = run(agent, info)
+    assert statuses(effects) == [("e", TaskState.ERROR, b"uuid-1")]
+    assert not any(isinstance(e, LaunchProcess) for e in effects)
+
+
+def test_launch_failure_is_task_failed_with_the_reason() -> None:
+    agent = core()
+    registered(agent)
+    run(agent, task())
+    agent.handle(TaskLaunchFailed("F1", "t1", "could not start: no such file"), 1.0)
+    last = agent.pending[("F1", "t1")].queue[-1]
+    assert (last.state, last.reason, last.message) == (
+        TaskState.FAILED, TaskReason.CONTAINER_LAUNCH_FAILED, "could not start: no such file")
+
+
+def test_stale_epoch_messages_are_dropped() -> None:
+    agent = core()
+    registered(agent)
+    effects = agent.handle(Received(am.KillTask("F1", "t1"), epoch=0), 1.0)
+    assert [type(e) for e in effects] == [Log]
+
+
+def test_silent_master_triggers_reregistration_with_running_tasks() -> None:
+    agent = core(master_silence_limit=75.0)
+    registered(agent)
+    run(agent, task())
+    agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
+    assert to_master(agent.handle(TimerFired(MASTER_CHECK), 70.0)) == []
+    effects = agent.handle(TimerFired(MASTER_CHECK), 80.0)
+    [rereg] = to_master(effects)
+    assert isinstance(rereg, am.ReregisterAgent) and rereg.agent_info.id == "S1"
+    assert [(r.task.task_id, r.state) for r in rereg.tasks] == [("t1", TaskState.RUNNING)]
+    # Once re-registered, the unacknowledged head is sent again.
+    effects = agent.handle(Received(am.AgentReregistered("S1", MASTER, 15.0), epoch=1), 81.0)
+    assert statuses(effects) == [("t1", TaskState.STARTING, b"uuid-1")]
+
+
+def test_shutdown_framework_kills_its_tasks_and_drops_their_updates() -> None:
+    agent = core()
+    registered(agent)
+    run(agent, task())
+    agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
+    effects = agent.handle(Received(am.ShutdownFramework("F1"), epoch=1), 2.0)
+    assert SignalProcess("F1", "t1", "TERM") in effects and agent.pending == {}
+    effects = agent.handle(TaskExited("F1", "t1", None, signal=15), 2.1)
+    assert statuses(effects) == [] and agent.tasks == {}
+
+
+def test_agent_shutdown_ends_tasks_unregisters_and_exits_when_empty() -> None:
+    agent = core()
+    registered(agent)
+    run(agent, task())
+    agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
+    effects = agent.handle(Shutdown(), 2.0)
+    assert SignalProcess("F1", "t1", "TERM") in effects
+    assert am.UnregisterAgent("S1") in to_master(effects)
+    assert Exit() not in effects
+    assert Exit() in agent.handle(TaskExited("F1", "t1", None, signal=15), 2.1)
