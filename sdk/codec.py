@@ -5,8 +5,10 @@ Limits are part of decoding, so no caller can forget them:
 * a byte ceiling, checked before any parsing (and mirrored by the socket's ``MAXMSGSIZE``);
 * one frame per message (the transport refuses multi-frame payloads before they get here);
 * bounded nesting: the schema is fully typed and has no recursive type, so every container
-  sits at a depth the schema fixes; deeper input fails at the first place where the schema
-  expects something else, without descending into it.
+  sits at a depth the schema fixes; deeper input inside a typed field fails at the first place
+  where the schema expects something else. Input nested before msgspec knows what to expect
+  (e.g. while looking for the ``type`` tag) meets msgspec's recursion guard, which we report as
+  a ProtocolError too.
 
 Every failure is one :class:`ProtocolError` whose message names the offending field
 (``Expected `str`, got `int` - at `$.body.framework_info.name```). Decoding never raises
@@ -56,8 +58,12 @@ class Codec(Generic[B]):
             raise ProtocolError(f"invalid message: {exc}") from None
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"malformed MessagePack: {exc}") from None
-        except (RecursionError, MemoryError) as exc:  # defensive: hostile input must not escape
-            raise ProtocolError(f"message rejected: {type(exc).__name__}") from None
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"malformed MessagePack: a string is not valid UTF-8 ({exc.reason})") from None
+        except RecursionError:
+            raise ProtocolError("message rejected: nested too deeply before any typed field") from None
+        except MemoryError:
+            raise ProtocolError("message rejected: too large to decode") from None
         if envelope.v != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"unsupported protocol version {envelope.v} at `$.v` (this side speaks {PROTOCOL_VERSION})"

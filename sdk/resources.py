@@ -13,6 +13,7 @@ scheduler a negative amount is always a bookkeeping bug that must surface at onc
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Union
@@ -46,8 +47,21 @@ class ResourceKey:
 
 
 def to_fixed(value: float) -> int:
-    """Rounds a scalar to thousandths (Mesos rounds the same way)."""
-    return int(round(value * SCALE))
+    """Rounds a scalar to thousandths, halves away from zero (Mesos: ``llround(v * 1000)``)."""
+    if not math.isfinite(value):
+        raise InvalidResources(f"scalar must be a finite number, got {value}")
+    return int(math.copysign(math.floor(abs(value) * SCALE + 0.5), value))
+
+
+def _check_scalar(name: str, value: float | None) -> float:
+    if value is None or not math.isfinite(value) or value < 0:
+        raise InvalidResources(f"resource {name!r} needs a finite scalar >= 0, got {value}")
+    return value
+
+
+def _sort_key(key: ResourceKey) -> tuple[str, str, str, str]:
+    """Keys compare with None as "": a None/str mix in one position must not break sorting."""
+    return (key.name, key.role, key.reservation or "", key.principal or "")
 
 
 def _normalize(intervals: Iterable[tuple[int, int]]) -> Intervals:
@@ -130,8 +144,7 @@ class Resources:
         """``Resources.of(cpus=0.5, mem=128)``: unreserved (or ``role``) scalars."""
         items: dict[ResourceKey, Amount] = {}
         for name, value in scalars.items():
-            if value < 0:
-                raise InvalidResources(f"negative amount for {name}: {value}")
+            _check_scalar(name, value)
             items[ResourceKey(name, role, "STATIC" if role != "*" else None)] = to_fixed(value)
         return cls(items)
 
@@ -147,7 +160,10 @@ class Resources:
                 raise InvalidResources(
                     f"cannot parse resource {part!r}: expected NAME:VALUE or NAME(ROLE):VALUE"
                 )
-            name, role, value = match.group(1), match.group(2) or default_role, match.group(3)
+            name, role, value = match.group(1), match.group(2), match.group(3)
+            if role is not None and not role.strip():
+                raise InvalidResources(f"empty role in {part!r}: write NAME(ROLE):VALUE or NAME:VALUE")
+            role = role.strip() if role else default_role
             key = ResourceKey(name, role, "STATIC" if role != "*" else None)
             amount: Amount
             if value.startswith("["):
@@ -160,7 +176,10 @@ class Resources:
                         spans.append((int(begin), int(end or begin)))
                     except ValueError:
                         raise InvalidResources(f"bad range {span!r} in {part!r}") from None
-                amount = _normalize(spans)
+                try:
+                    amount = _normalize(spans)
+                except InvalidResources as exc:
+                    raise InvalidResources(f"{exc} in {part!r}") from None
             elif value.startswith("{"):
                 if not value.endswith("}"):
                     raise InvalidResources(f"set resource {part!r} must look like {{a,b}}")
@@ -170,9 +189,10 @@ class Resources:
                     number = float(value)
                 except ValueError:
                     raise InvalidResources(f"bad scalar {value!r} for {name}") from None
-                if number < 0 or number != number:
-                    raise InvalidResources(f"scalar for {name} must be >= 0, got {value}")
-                amount = to_fixed(number)
+                try:
+                    amount = to_fixed(_check_scalar(name, number))
+                except InvalidResources as exc:
+                    raise InvalidResources(f"{exc} in {part!r}") from None
             result = result + cls({key: amount})
         return result
 
@@ -189,9 +209,7 @@ class Resources:
             )
             amount: Amount
             if res.type == "SCALAR":
-                if res.scalar is None or res.scalar < 0 or res.scalar != res.scalar:
-                    raise InvalidResources(f"resource {res.name!r} needs a scalar >= 0, got {res.scalar}")
-                amount = to_fixed(res.scalar)
+                amount = to_fixed(_check_scalar(res.name, res.scalar))
             elif res.type == "RANGES":
                 amount = _normalize((r.begin, r.end) for r in (res.ranges or []))
             elif res.type == "SET":
@@ -205,7 +223,7 @@ class Resources:
 
     def to_wire(self) -> list[Resource]:
         out = []
-        for key, amount in sorted(self._items.items(), key=lambda kv: kv[0]):
+        for key, amount in sorted(self._items.items(), key=lambda kv: _sort_key(kv[0])):
             reservation = (
                 Reservation(type=key.reservation, principal=key.principal) if key.reservation else None
             )
@@ -312,10 +330,10 @@ class Resources:
 
     def __str__(self) -> str:
         parts = []
-        for key, amount in sorted(self._items.items(), key=lambda kv: kv[0]):
+        for key, amount in sorted(self._items.items(), key=lambda kv: _sort_key(kv[0])):
             role = f"({key.role})" if key.role != "*" else ""
             parts.append(f"{key.name}{role}:{_format_amount(amount)}")
-        return ";".join(parts) or "{}"
+        return ";".join(parts)
 
     def __repr__(self) -> str:
         return f"Resources({str(self)!r})"
