@@ -46,6 +46,7 @@ from tepui.sdk.resources import Resources
 
 Effect = Any
 
+SANDBOX_LABEL = "tepui.sandbox"
 REGISTER = ("register",)
 MASTER_CHECK = ("master_check",)
 
@@ -223,7 +224,8 @@ class AgentCore:
         env.update(task.command.environment)
         out.append(LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, task.command.user))
         record.state = TaskState.STARTING
-        self._update(record, TaskState.STARTING, None, None, now, out)
+        # Where the task's files are: local tools (``tepui run``) show stdout/stderr from it.
+        self._update(record, TaskState.STARTING, None, None, now, out, labels={SANDBOX_LABEL: sandbox})
 
     def _unsupported(self, task: TaskInfo) -> str | None:
         """Honest refusals for what this agent cannot run yet (the agent issue adds them)."""
@@ -347,10 +349,12 @@ class AgentCore:
     # --- status updates -------------------------------------------------------------------
 
     def _update(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str | None,
-                now: float, out: list[Effect], exit_code: int | None = None) -> None:
+                now: float, out: list[Effect], exit_code: int | None = None,
+                labels: dict[str, str] | None = None) -> None:
         status = TaskStatus(
             task_id=record.info.task_id, state=state, message=message, source=TaskSource.AGENT,
             reason=reason, agent_id=self.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code,
+            labels=labels or {},
         )
         self._enqueue(record.framework_id, status, now, out)
 

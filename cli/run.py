@@ -1,7 +1,7 @@
 """``tepui run [--cpus X --mem Y] -- CMD ...``: one task through a minimal framework.
 
-Prints each state change and exits with the task's exit code, so it composes in scripts like
-the command itself would. Exit codes of its own follow ``docker run``: 125 when Tepui itself
+Prints each state change (on stderr), then the task's stdout and stderr, and exits with the
+task's exit code, so it composes in scripts like the command itself would. Exit codes of its own follow ``docker run``: 125 when Tepui itself
 failed (no master, invalid task), 130 when interrupted.
 """
 
@@ -37,6 +37,8 @@ class OneTask:
         self.reactor, self.echo = reactor, echo
         self.exit_code: int | None = None
         self.launched = False
+        self.sandbox: str | None = None
+        self.show_output = True
         self.subscribe_timeout = subscribe_timeout
         self.waiting_notice: Any = None
         outer = self
@@ -81,8 +83,10 @@ class OneTask:
     def _on_status(self, driver: Any, status: Any) -> None:
         detail = f": {status.message}" if status.message else ""
         self.echo(f"{status.task_id}: {status.state.value}{detail}")
+        self.sandbox = status.labels.get("tepui.sandbox", self.sandbox)
         if status.task_id != self.task_id or not status.state.is_terminal:
             return
+        self._show_output()
         from tepui.sdk import TaskState
 
         if status.state == TaskState.FINISHED:
@@ -92,6 +96,21 @@ class OneTask:
         else:
             self.exit_code = EXIT_TEPUI_ERROR if status.state == TaskState.ERROR else 1
         driver.stop_and_exit()
+
+    def _show_output(self) -> None:
+        """Like ``docker run``: the task's stdout and stderr, when its sandbox is on this machine
+        (always so with ``tepui up``). A remote agent's files come with the sandbox API."""
+        if not self.show_output or not self.sandbox or not os.path.isdir(self.sandbox):
+            return
+        for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+            try:
+                with open(os.path.join(self.sandbox, name), errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if text:
+                stream.write(text if text.endswith("\n") else text + "\n")
+                stream.flush()
 
     def _fail(self, driver: Any, message: str) -> None:
         self.echo(f"error: {message}", err=True)
@@ -112,9 +131,10 @@ class OneTask:
 @click.option("--name", default="run", show_default=True, help="Prefix of the task id.")
 @click.option("--env", "-e", multiple=True, help="NAME=VALUE for the task's environment (repeatable).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the master to answer.")
+@click.option("--quiet-output", is_flag=True, help="Do not print the task's stdout/stderr at the end.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str, ...], timeout: float,
-                command: tuple[str, ...]) -> None:
+                quiet_output: bool, command: tuple[str, ...]) -> None:
     """Run one command as a task and exit with its exit code.
 
     \b
@@ -133,11 +153,13 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
     reactor = install_reactor()
     from tepui.sdk import FrameworkInfo, SchedulerDriver
 
-    def echo(text: str, err: bool = False) -> None:
+    def echo(text: str, err: bool = True) -> None:
+        # Tepui's own lines go to stderr, so stdout carries only the task's output (as with
+        # `docker run`): `tepui run -- cat data > copy` works.
         click.echo(text, err=err)
-        sys.stdout.flush()
 
     job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo)
+    job.show_output = not quiet_output
     try:
         driver = SchedulerDriver(job.scheduler, FrameworkInfo(user=getpass.getuser(), name=f"tepui-run:{name}"),
                                  master, reactor=reactor)
