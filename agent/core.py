@@ -48,6 +48,8 @@ Effect = Any
 
 SANDBOX_LABEL = "tepui.sandbox"
 REGISTER = ("register",)
+STOP_DEADLINE = ("stop_deadline",)
+STOP_SLACK = 3.0
 MASTER_CHECK = ("master_check",)
 
 
@@ -280,8 +282,7 @@ class AgentCore:
         else:
             state, reason, message = TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, f"Command {how}"
         self._terminal(record, state, reason, message, now, out)
-        if self.stopping and not self.tasks:
-            out.append(Exit())
+        self._maybe_exit(now, out)
 
     def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
                   now: float, out: list[Effect]) -> None:
@@ -334,17 +335,31 @@ class AgentCore:
                 self._terminal(record, TaskState.KILLED, None, "framework shut down", now, out)
 
     def _on_shutdown(self, now: float, out: list[Effect]) -> None:
+        """Ends every task, waits until their final updates are acknowledged (so frameworks
+        learn the real end, e.g. KILLED with the exit code, not LOST), then unregisters and
+        exits. ``stop_deadline`` bounds the wait: the longest grace period plus 3 s."""
+        if self.stopping:
+            return
         self.stopping = True
+        grace = 0.0
         for record in list(self.tasks.values()):
             record.kill_requested = True
+            grace = max(grace, record.kill_grace)
             if record.pid is not None:
                 self._signal(record, now, out)
             else:
                 self._terminal(record, TaskState.KILLED, None, "agent shut down", now, out)
+        out.append(ScheduleTimer(now + grace + STOP_SLACK, STOP_DEADLINE))
+        self._maybe_exit(now, out)
+
+    def _maybe_exit(self, now: float, out: list[Effect], force: bool = False) -> None:
+        if not self.stopping or (not force and (self.tasks or self.pending)):
+            return
         if self.agent_id is not None and self.registered:
             out.append(SendToMaster(am.UnregisterAgent(self.agent_id)))
-        if not self.tasks:
-            out.append(Exit())
+            self.registered = False
+        out.append(CancelTimer(STOP_DEADLINE))
+        out.append(Exit())
 
     # --- status updates -------------------------------------------------------------------
 
@@ -389,6 +404,7 @@ class AgentCore:
         else:
             del self.pending[key]
             out.append(CancelTimer(("retry",) + key))
+            self._maybe_exit(now, out)
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -396,6 +412,11 @@ class AgentCore:
         if key == REGISTER:
             if not self.registered:
                 self._register(now, out)
+        elif key == STOP_DEADLINE:
+            for record in self.tasks.values():
+                if not record.exited:
+                    out.append(SignalProcess(record.framework_id, record.info.task_id, "KILL"))
+            self._maybe_exit(now, out, force=True)
         elif key == MASTER_CHECK:
             if self.registered and now - self.last_master_contact > self.config.master_silence_limit:
                 # No ping for too long: the master died or the link is cut. Re-register; the

@@ -57,7 +57,8 @@ class AgentShell:
         reactor stop. Waits at most the longest grace period plus a little."""
         self._reactor_stopping = True
         self.handle(Shutdown())
-        grace = max([t.kill_grace for t in self.core.tasks.values()] + [0.0]) + 2.0
+        # A backstop only: the core's own stop deadline (grace + 3 s) normally ends the wait.
+        grace = max([t.kill_grace for t in self.core.tasks.values()] + [0.0]) + 5.0
         timeout = self.reactor.callLater(grace, self._finish)
         self._exited.addBoth(lambda _: timeout.cancel() if timeout.active() else None)
         return self._exited

@@ -11,6 +11,7 @@ from typing import Union
 import msgspec
 
 from tepui.sdk.protocol.values import (
+    Tagged as _Tagged,
     AgentInfo,
     ExecutorInfo,
     FrameworkInfo,
@@ -21,12 +22,6 @@ from tepui.sdk.protocol.values import (
     TaskState,
     TaskStatus,
 )
-
-
-class _Tagged(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
-):
-    pass
 
 
 class TaskReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -9,6 +9,7 @@ from typing import Union
 import msgspec
 
 from tepui.sdk.protocol.values import (
+    Tagged as _Tagged,
     AgentInfo,
     ExecutorInfo,
     FrameworkInfo,
@@ -17,12 +18,6 @@ from tepui.sdk.protocol.values import (
     TaskInfo,
     TaskStatus,
 )
-
-
-class _Tagged(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
-):
-    pass
 
 
 class UnacknowledgedUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

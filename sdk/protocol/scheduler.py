@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Union
 
-import msgspec
 
 from tepui.sdk.protocol.values import (
+    Tagged as _Tagged,
     ExecutorInfo,
     Filters,
     FrameworkInfo,
@@ -24,12 +24,6 @@ from tepui.sdk.protocol.values import (
     TaskInfo,
     TaskStatus,
 )
-
-
-class _Tagged(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
-):
-    pass
 
 
 # --- offer operations (Offer.Operation) -------------------------------------------------------

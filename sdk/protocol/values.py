@@ -20,6 +20,12 @@ class Value(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     """Base of every value on the wire."""
 
 
+class Tagged(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
+):
+    """Base of every message: the class's tag travels in the ``type`` field."""
+
+
 class TaskState(str, enum.Enum):
     """Mesos task states (``TaskState`` in mesos.proto)."""
 

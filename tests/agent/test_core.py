@@ -236,13 +236,37 @@ def test_shutdown_framework_kills_its_tasks_and_drops_their_updates() -> None:
     assert statuses(effects) == [] and agent.tasks == {}
 
 
-def test_agent_shutdown_ends_tasks_unregisters_and_exits_when_empty() -> None:
-    agent = core()
+def test_agent_shutdown_reports_the_real_end_before_unregistering() -> None:
+    agent = core(kill_grace_period=5.0)
+    registered(agent)
+    run(agent, task())
+    ack(agent, "t1", b"uuid-1", 1.0)
+    agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
+    ack(agent, "t1", b"uuid-2", 1.1)
+    effects = agent.handle(Shutdown(), 2.0)
+    assert SignalProcess("F1", "t1", "TERM") in effects
+    assert ScheduleTimer(10.0, ("stop_deadline",)) in effects
+    assert to_master(effects) == [] and Exit() not in effects
+    effects = agent.handle(TaskExited("F1", "t1", None, signal=15), 2.1)
+    assert statuses(effects) == [("t1", TaskState.KILLED, b"uuid-3")]
+    assert Exit() not in effects  # the KILLED update is not acknowledged yet
+    effects = ack(agent, "t1", b"uuid-3", 2.2)
+    assert to_master(effects) == [am.UnregisterAgent("S1")] and Exit() in effects
+
+
+def test_agent_shutdown_gives_up_waiting_at_its_deadline() -> None:
+    agent = core(kill_grace_period=1.0)
     registered(agent)
     run(agent, task())
     agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
+    agent.handle(Shutdown(), 2.0)
+    effects = agent.handle(TimerFired(("stop_deadline",)), 6.0)
+    assert SignalProcess("F1", "t1", "KILL") in effects
+    assert am.UnregisterAgent("S1") in to_master(effects) and Exit() in effects
+
+
+def test_agent_shutdown_without_tasks_exits_at_once() -> None:
+    agent = core()
+    registered(agent)
     effects = agent.handle(Shutdown(), 2.0)
-    assert SignalProcess("F1", "t1", "TERM") in effects
-    assert am.UnregisterAgent("S1") in to_master(effects)
-    assert Exit() not in effects
-    assert Exit() in agent.handle(TaskExited("F1", "t1", None, signal=15), 2.1)
+    assert am.UnregisterAgent("S1") in to_master(effects) and Exit() in effects

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A tiny SDK framework for the e2e kill test (run as a subprocess, like any framework).
 
 Launches two tasks: ``sleep 60`` (ends on SIGTERM) and ``sh -c 'trap "" TERM; sleep 60'``
@@ -28,9 +27,11 @@ from tepui.sdk import (  # noqa: E402
 )
 
 TASK = Resources.of(cpus=0.1, mem=32)
+# The stubborn one runs as an argv (shell=False): through the agent's own ``/bin/sh -c`` the
+# outer shell would die of SIGTERM at once and the task would end before its grace period.
 COMMANDS = {
-    "sleep-term": "sleep 60",
-    "sleep-stubborn": "sh -c 'trap \"\" TERM; sleep 60'",
+    "sleep-term": CommandInfo(value="sleep 60"),
+    "sleep-stubborn": CommandInfo(shell=False, arguments=["sh", "-c", 'trap "" TERM; sleep 60']),
 }
 SIGTERM_BIT = 1 << (15 - 1)
 
@@ -79,7 +80,7 @@ class KillScheduler(Scheduler):
                 task_id = self.pending.pop(0)
                 room = room - TASK
                 tasks.append(TaskInfo(name=task_id, task_id=task_id, agent_id=offer.agent_id,
-                                      resources=TASK.to_wire(), command=CommandInfo(value=COMMANDS[task_id])))
+                                      resources=TASK.to_wire(), command=COMMANDS[task_id]))
                 emit("launch", task_id=task_id, agent_id=offer.agent_id, hostname=offer.hostname)
             if tasks:
                 driver.launch(offer.id, tasks)
@@ -109,7 +110,8 @@ class KillScheduler(Scheduler):
             reactor.callLater(0.02, self._kill_when_sleeping, driver, task_id, deadline)
             return
         emit("kill", task_id=task_id, grace=self.grace, pids=[p[0] for p in procs],
-             sleep_ignores_term=bool(sleeping) and all(p[2] for p in sleeping), found_sleep=bool(sleeping))
+             sleep_ignores_term=bool(sleeping) and all(p[2] for p in sleeping),
+             all_ignore_term=bool(procs) and all(p[2] for p in procs), found_sleep=bool(sleeping))
         driver.kill(task_id, grace_period=self.grace)
 
     def error(self, driver, message):
