@@ -1,18 +1,29 @@
-"""A first pure allocator: weighted DRF over roles, then over the frameworks in a role.
+"""The allocator: hierarchical weighted DRF with quotas, reservations, filters and demand.
 
 Pure (DESIGN §2, §5): no I/O, no clock of its own — every time-dependent call takes ``now`` —
-and deterministic (agents in registration order, ties broken by name), so tests can assert the
-exact allocations. The allocator issue replaces the internals (incremental sorters, quotas,
-reservations, demand, explanations) behind this same interface.
+and deterministic (agents in registration order; ties by allocation count, then registration).
 
-Mesos semantics kept here:
-* offered resources count as allocated to the framework until they are used, declined,
-  rescinded or their task ends (``recover``);
-* one offer per agent per framework per cycle: an agent's whole available pool for a role
-  goes to the framework with the lowest weighted dominant share;
-* decline filters (``refuse_seconds``, default 5 s) per framework and agent;
-* suppress / revive per role; revive also clears filters;
-* a minimum allocatable size (cpus 0.01 or mem 32 MiB) so nobody gets crumbs.
+One cycle visits agents; each agent's available resources for a role go, whole, to the first
+eligible framework of that role, roles taken in hierarchical DRF order (``roles.RoleTree``) and
+frameworks in DRF order within their role (``sorter.DRFSorter``). Mesos semantics kept:
+
+* offered resources count as allocated until used, declined, rescinded or their task ends;
+* one offer per agent per framework per cycle;
+* reserved resources (static ``cpus(eng):4`` or dynamic) go only to their role;
+* decline filters per framework and agent (``refuse_seconds``, default 5 s, at most a year);
+* suppress / revive per role (revive also clears filters);
+* a minimum allocatable size (cpus 0.01 or mem 32 MiB);
+* quota: roles below their guarantee are served first, enough unreserved resources stay free
+  (headroom) for every unmet guarantee, and no role is offered beyond its limit.
+
+Beyond Mesos:
+
+* cycles are incremental: sorters keep their order across cycles, and an immediate cycle
+  (``allocate(now, incremental=True)``) visits only the agents whose resources changed, or all
+  when the set of candidates changed (a framework arrived or revived);
+* **demand**: a framework that declares what it is waiting to launch is offered only agents
+  where one of those shapes fits, and nothing while it declares nothing;
+* **explain**: why a framework got nothing (``explain.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from tepui.offers.quota import Caps, allocate_with_quota
+from tepui.offers.roles import DEFAULT_ROLE, Quota, RoleTree, is_within, lineage
+from tepui.offers.sorter import DRFSorter
 from tepui.sdk.resources import EMPTY, Resources, to_fixed
 
-DRF_RESOURCES = ("cpus", "mem", "disk", "gpus")
 DEFAULT_REFUSE_SECONDS = 5.0
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 
@@ -35,8 +48,17 @@ class Allocation:
     resources: Resources
 
 
+@dataclass(frozen=True)
+class Demand:
+    """A task shape a framework is waiting to launch (``role`` None: any of its roles)."""
+
+    resources: Resources
+    count: int = 1
+    role: str | None = None
+
+
 @dataclass
-class _Agent:
+class AgentState:
     agent_id: str
     total: Resources
     available: Resources
@@ -45,13 +67,19 @@ class _Agent:
 
 
 @dataclass
-class _Framework:
+class FrameworkState:
     framework_id: str
     roles: tuple[str, ...]
     active: bool = True
     suppressed: set[str] = field(default_factory=set)
     filters: dict[str, float] = field(default_factory=dict)  # agent_id → expires at
-    allocated: dict[str, int] = field(default_factory=dict)  # resource name → thousandths
+    demand: tuple[Demand, ...] | None = None  # None: not declared (plain Mesos behaviour)
+    offered_cycle: dict[str, int] = field(default_factory=dict)  # role → last cycle offered
+
+
+def _add_to(target: dict[str, int], amounts: dict[str, int], sign: int = 1) -> None:
+    for name, amount in amounts.items():
+        target[name] = target.get(name, 0) + sign * amount
 
 
 class Allocator:
@@ -59,116 +87,209 @@ class Allocator:
 
     def __init__(self, min_allocatable: dict[str, float] | None = None) -> None:
         minimum = min_allocatable if min_allocatable is not None else {"cpus": 0.01, "mem": 32.0}
-        self._min = {name: to_fixed(value) for name, value in minimum.items()}
-        self._agents: dict[str, _Agent] = {}
-        self._frameworks: dict[str, _Framework] = {}
-        self._weights: dict[str, float] = {}
+        self._min = [(name, to_fixed(value)) for name, value in minimum.items()]
+        self.agents: dict[str, AgentState] = {}
+        self.frameworks: dict[str, FrameworkState] = {}
+        self.roles = RoleTree()
+        self._framework_sorters: dict[str, DRFSorter] = {}
+        self.quotas: dict[str, Quota] = {}
         self._totals: dict[str, int] = {}
+        self._reserved_total: dict[str, dict[str, int]] = {}  # role → reserved scalars (all agents)
+        self._allocated_unreserved: dict[str, dict[str, int]] = {}  # role → unreserved allocated
+        self._free_unreserved: dict[str, int] = {}  # unreserved scalars not allocated, all agents
+        self._dirty_agents: set[str] = set()
+        self._all_dirty = True
+        self.cycles = 0
 
     # --- agents ---------------------------------------------------------------------------
 
-    def add_agent(self, agent_id: str, total: Resources, used: dict[tuple[str, str], Resources] | None = None) -> None:
+    def add_agent(self, agent_id: str, total: Resources,
+                  used: dict[tuple[str, str], Resources] | None = None) -> None:
         """Adds an agent; ``used`` is what tasks found on it already hold, by (framework, role)."""
-        agent = _Agent(agent_id, total, total)
-        self._agents[agent_id] = agent
-        self._add_totals(total, +1)
+        agent = AgentState(agent_id, total, total)
+        self.agents[agent_id] = agent
+        self._account_total(total, +1)
+        _add_to(self._free_unreserved, total.unreserved().fixed_totals())
         for (framework_id, role), resources in (used or {}).items():
             self._charge(agent, framework_id, role, resources)
+        self._dirty_agents.add(agent_id)
 
     def remove_agent(self, agent_id: str) -> None:
-        agent = self._agents.pop(agent_id, None)
+        agent = self.agents.get(agent_id)
         if agent is None:
             return
-        self._add_totals(agent.total, -1)
-        for (framework_id, _role), resources in agent.allocated.items():
-            self._credit_share(framework_id, resources)
-        for framework in self._frameworks.values():
+        for (framework_id, role), resources in list(agent.allocated.items()):
+            self._credit(agent, framework_id, role, resources)
+        del self.agents[agent_id]
+        self._account_total(agent.total, -1)
+        _add_to(self._free_unreserved, agent.total.unreserved().fixed_totals(), -1)
+        for framework in self.frameworks.values():
             framework.filters.pop(agent_id, None)
+        self._dirty_agents.discard(agent_id)
 
     def deactivate_agent(self, agent_id: str) -> None:
-        if agent_id in self._agents:
-            self._agents[agent_id].active = False
+        if agent_id in self.agents:
+            self.agents[agent_id].active = False
 
     def activate_agent(self, agent_id: str) -> None:
-        if agent_id in self._agents:
-            self._agents[agent_id].active = True
+        if agent_id in self.agents:
+            self.agents[agent_id].active = True
+            self._dirty_agents.add(agent_id)
+
+    def _account_total(self, total: Resources, sign: int) -> None:
+        _add_to(self._totals, total.fixed_totals(), sign)
+        self.roles.set_totals(self._totals)
+        for sorter in self._framework_sorters.values():
+            sorter.set_totals(self._totals)
+        if total.has_reservations:
+            for key, amount in total:
+                if key.role != DEFAULT_ROLE and isinstance(amount, int):
+                    reserved = self._reserved_total.setdefault(key.role, {})
+                    reserved[key.name] = reserved.get(key.name, 0) + sign * amount
 
     # --- frameworks -----------------------------------------------------------------------
 
-    def add_framework(self, framework_id: str, roles: Iterable[str], suppressed_roles: Iterable[str] = ()) -> None:
-        existing = self._frameworks.get(framework_id)
+    def add_framework(self, framework_id: str, roles: Iterable[str], suppressed_roles: Iterable[str] = (),
+                      demand: Iterable[Demand] | None = None) -> None:
+        existing = self.frameworks.get(framework_id)
         if existing is not None:
-            existing.roles = tuple(roles)
-            existing.active = True
-            existing.suppressed = set(suppressed_roles)
+            self.update_framework(framework_id, roles, suppressed_roles)
+            self.activate_framework(framework_id)
+            if demand is not None:
+                existing.demand = tuple(demand)
             return
-        self._frameworks[framework_id] = _Framework(framework_id, tuple(roles), suppressed=set(suppressed_roles))
+        framework = FrameworkState(framework_id, tuple(dict.fromkeys(roles)) or (DEFAULT_ROLE,),
+                                   suppressed=set(suppressed_roles),
+                                   demand=tuple(demand) if demand is not None else None)
+        self.frameworks[framework_id] = framework
+        for role in framework.roles:
+            self._join_role(framework_id, role)
+        self._all_dirty = True
+
+    def _join_role(self, framework_id: str, role: str) -> None:
+        self.roles.track(role)
+        sorter = self._framework_sorters.get(role)
+        if sorter is None:
+            sorter = self._framework_sorters[role] = DRFSorter()
+            sorter.set_totals(self._totals)
+        sorter.add(framework_id)
+        if not self.frameworks[framework_id].active:
+            sorter.deactivate(framework_id)
+
+    def _leave_role(self, framework_id: str, role: str) -> None:
+        """The caller recovered the framework's resources in this role first."""
+        for agent in self.agents.values():
+            held = agent.allocated.get((framework_id, role))
+            if held:
+                self._credit(agent, framework_id, role, held)
+        sorter = self._framework_sorters[role]
+        sorter.remove(framework_id)
+        if not len(sorter):
+            del self._framework_sorters[role]
+        self.roles.untrack(role)
 
     def update_framework(self, framework_id: str, roles: Iterable[str], suppressed_roles: Iterable[str] = ()) -> None:
-        framework = self._frameworks[framework_id]
-        framework.roles = tuple(roles)
+        framework = self.frameworks[framework_id]
+        wanted = tuple(dict.fromkeys(roles)) or (DEFAULT_ROLE,)
+        for role in framework.roles:
+            if role not in wanted:
+                self._leave_role(framework_id, role)
+        for role in wanted:
+            if role not in framework.roles:
+                self._join_role(framework_id, role)
+        framework.roles = wanted
         framework.suppressed = set(suppressed_roles)
+        self._all_dirty = True
 
     def remove_framework(self, framework_id: str) -> None:
-        """Forgets the framework; the caller recovers its resources first."""
-        self._frameworks.pop(framework_id, None)
+        """Forgets the framework, returning whatever it still held."""
+        framework = self.frameworks.get(framework_id)
+        if framework is None:
+            return
+        for role in framework.roles:
+            self._leave_role(framework_id, role)
+        del self.frameworks[framework_id]
+        self._all_dirty = True
+
+    def activate_framework(self, framework_id: str) -> None:
+        framework = self.frameworks[framework_id]
+        if not framework.active:
+            framework.active = True
+            for role in framework.roles:
+                self._framework_sorters[role].activate(framework_id)
+            self._all_dirty = True
 
     def deactivate_framework(self, framework_id: str) -> None:
-        if framework_id in self._frameworks:
-            self._frameworks[framework_id].active = False
+        framework = self.frameworks.get(framework_id)
+        if framework is not None and framework.active:
+            framework.active = False
+            for role in framework.roles:
+                self._framework_sorters[role].deactivate(framework_id)
 
     def suppress(self, framework_id: str, roles: Iterable[str] = ()) -> None:
-        framework = self._frameworks[framework_id]
+        framework = self.frameworks[framework_id]
         framework.suppressed |= set(roles) or set(framework.roles)
 
     def revive(self, framework_id: str, roles: Iterable[str] = ()) -> None:
-        framework = self._frameworks[framework_id]
-        wanted = set(roles) or set(framework.roles)
-        framework.suppressed -= wanted
+        """Mesos: unsuppresses ``roles`` (all when empty) and clears every decline filter."""
+        framework = self.frameworks[framework_id]
+        framework.suppressed -= set(roles) or set(framework.roles)
         framework.filters.clear()
+        self._all_dirty = True
+
+    def declare_demand(self, framework_id: str, demand: Iterable[Demand] | None) -> None:
+        """What the framework waits to launch; None returns it to plain Mesos behaviour."""
+        self.frameworks[framework_id].demand = tuple(demand) if demand is not None else None
+        self._all_dirty = True
+
+    # --- weights and quotas ---------------------------------------------------------------
 
     def set_weight(self, role: str, weight: float) -> None:
-        if weight <= 0:
-            raise ValueError(f"weight of role {role!r} must be > 0, got {weight}")
-        self._weights[role] = weight
+        self.roles.set_weight(role, weight)
+        self._all_dirty = True
+
+    def set_quota(self, role: str, quota: Quota | None) -> None:
+        if quota is None or (not quota.guarantee and not quota.limit):
+            self.quotas.pop(role, None)
+        else:
+            for name, amount in quota.guarantee.items():
+                if quota.limit.get(name, amount) < amount:
+                    raise ValueError(f"quota of role {role!r}: guarantee of {name} exceeds its limit")
+            self.quotas[role] = quota
+        self._all_dirty = True
+
+    def consumed(self, role: str) -> dict[str, int]:
+        """Quota consumption of ``role``'s subtree: allocations plus reservations (thousandths)."""
+        out: dict[str, int] = {}
+        for table in (self._reserved_total, self._allocated_unreserved):
+            for other, amounts in table.items():
+                if is_within(other, role):
+                    _add_to(out, amounts)
+        return out
 
     # --- resources ------------------------------------------------------------------------
 
     def allocate_used(self, agent_id: str, framework_id: str, role: str, resources: Resources) -> None:
         """Marks resources as held (tasks the master learns about on re-registration)."""
-        self._charge(self._agents[agent_id], framework_id, role, resources)
+        self._charge(self.agents[agent_id], framework_id, role, resources)
 
-    def recover(
-        self,
-        agent_id: str,
-        framework_id: str,
-        role: str,
-        resources: Resources,
-        refuse_seconds: float | None = None,
-        now: float = 0.0,
-    ) -> bool:
+    def recover(self, agent_id: str, framework_id: str, role: str, resources: Resources,
+                refuse_seconds: float | None = None, now: float = 0.0) -> bool:
         """Returns resources to the agent's pool; with ``refuse_seconds`` also installs a decline
         filter (Mesos: negative means the default 5 s; capped at a year).
 
-        Returns False, changing nothing, when the framework does not hold ``resources`` on
-        that agent: recovering twice is a caller's bookkeeping bug, and giving anything back
-        then would mint resources out of thin air."""
+        Returns False, changing nothing, when the framework does not hold ``resources`` there:
+        recovering twice is a caller's bookkeeping bug, and honouring it would mint resources."""
         recovered = True
-        agent = self._agents.get(agent_id)
+        agent = self.agents.get(agent_id)
         if agent is not None and resources:
-            key = (framework_id, role)
-            held = agent.allocated.get(key, EMPTY)
+            held = agent.allocated.get((framework_id, role), EMPTY)
             if held.contains(resources):
-                remaining = held - resources
-                if remaining:
-                    agent.allocated[key] = remaining
-                else:
-                    agent.allocated.pop(key, None)
-                agent.available = agent.available + resources
-                self._credit_share(framework_id, resources)
+                self._credit(agent, framework_id, role, resources)
+                self._dirty_agents.add(agent_id)
             else:
                 recovered = False
-        framework = self._frameworks.get(framework_id)
+        framework = self.frameworks.get(framework_id)
         if framework is not None and refuse_seconds is not None:
             if refuse_seconds < 0:
                 refuse_seconds = DEFAULT_REFUSE_SECONDS
@@ -177,96 +298,157 @@ class Allocator:
                 framework.filters[agent_id] = now + refuse_seconds
         return recovered
 
+    def convert(self, agent_id: str, framework_id: str, role: str, consumed: Resources, converted: Resources) -> None:
+        """Applies a RESERVE/UNRESERVE (and later CREATE/DESTROY) to resources the framework
+        holds: ``consumed`` becomes ``converted`` in the agent's total and in the allocation.
+        Raises ``InsufficientResources`` if the framework does not hold ``consumed``."""
+        agent = self.agents[agent_id]
+        key = (framework_id, role)
+        held = agent.allocated.get(key, EMPTY) - consumed
+        self._credit_books(framework_id, role, consumed)
+        self._account_total(agent.total, -1)
+        agent.total = agent.total - consumed + converted
+        self._account_total(agent.total, +1)
+        agent.allocated[key] = held + converted
+        self._charge_books(framework_id, role, converted)
+
+    def _charge(self, agent: AgentState, framework_id: str, role: str, resources: Resources) -> None:
+        available = agent.available
+        agent.available = EMPTY if resources is available or resources == available else available - resources
+        key = (framework_id, role)
+        held = agent.allocated.get(key)
+        agent.allocated[key] = resources if held is None else held + resources
+        self._charge_books(framework_id, role, resources)
+
+    def _credit(self, agent: AgentState, framework_id: str, role: str, resources: Resources) -> None:
+        key = (framework_id, role)
+        remaining = agent.allocated[key] - resources
+        if remaining:
+            agent.allocated[key] = remaining
+        else:
+            del agent.allocated[key]
+        agent.available = resources if not agent.available else agent.available + resources
+        self._credit_books(framework_id, role, resources)
+
+    def _charge_books(self, framework_id: str, role: str, resources: Resources, sign: int = 1) -> None:
+        amounts = resources.fixed_totals()
+        if sign < 0:
+            amounts = {name: -amount for name, amount in amounts.items()}
+        sorter = self._framework_sorters.get(role)
+        if sorter is not None:
+            sorter.allocated(framework_id, amounts, count=sign > 0)
+        self.roles.allocated(role, amounts, count=sign > 0)
+        unreserved = resources.unreserved().fixed_totals() if resources.has_reservations else resources.fixed_totals()
+        _add_to(self._allocated_unreserved.setdefault(role, {}), unreserved, sign)
+        _add_to(self._free_unreserved, unreserved, -sign)
+
+    def _credit_books(self, framework_id: str, role: str, resources: Resources) -> None:
+        self._charge_books(framework_id, role, resources, sign=-1)
+
     # --- the cycle ------------------------------------------------------------------------
 
-    def allocate(self, now: float) -> list[Allocation]:
-        """One allocation cycle over every agent with something to give."""
+    def allocate(self, now: float, incremental: bool = False) -> list[Allocation]:
+        """One allocation cycle. ``incremental`` visits only agents whose resources changed since
+        the last cycle (all of them when the candidates changed)."""
+        self.cycles += 1
+        if incremental and not self._all_dirty:
+            agents = [self.agents[a] for a in self._dirty_agents if a in self.agents]
+        else:
+            agents = list(self.agents.values())
+        self._dirty_agents.clear()
+        self._all_dirty = False
         result: list[Allocation] = []
-        for agent in self._agents.values():
-            if not agent.active or not self._allocatable(agent.available):
-                continue
-            for role, framework in self._candidates(agent, now):
-                offered = agent.available.allocatable_to(role)
-                if not self._allocatable(offered):
-                    continue
-                self._charge(agent, framework.framework_id, role, offered)
-                result.append(Allocation(framework.framework_id, agent.agent_id, role, offered))
-                if not self._allocatable(agent.available):
-                    break
+        if self.quotas:
+            allocate_with_quota(self, agents, now, result)
+        else:
+            for agent in agents:
+                self._visit(agent, now, result)
         return result
 
-    def _candidates(self, agent: _Agent, now: float) -> list[tuple[str, _Framework]]:
-        """(role, framework) pairs for this agent, lowest weighted dominant share first."""
-        pairs: list[tuple[float, float, str, str, _Framework]] = []
-        role_shares: dict[str, float] = {}
-        for framework in self._frameworks.values():
-            if not framework.active:
+    def _visit(self, agent: AgentState, now: float, result: list[Allocation], caps: Caps | None = None,
+               roles: list[str] | None = None, given: set[str] | None = None) -> None:
+        """Offers one agent's available resources, role by role in DRF order; ``given`` holds the
+        frameworks already offered this agent in this cycle (one offer each)."""
+        if not agent.active or not self.allocatable(agent.available):
+            return
+        if given is None:
+            given = set()
+        for role in roles if roles is not None else self.roles.order():
+            available = agent.available
+            offered = available.allocatable_to(role) if available.has_reservations else available
+            if caps is not None:
+                cap = caps.by_role.get(role)
+                if cap is None and caps.stage == 1:
+                    continue  # reached its guarantee during this stage
+                if cap:
+                    offered = offered.shrink_unreserved(cap)
+            if not self.allocatable(offered):
                 continue
-            expires = framework.filters.get(agent.agent_id)
+            framework = self._pick(role, agent.agent_id, offered, now, given)
+            if framework is None:
+                continue
+            self._charge(agent, framework.framework_id, role, offered)
+            framework.offered_cycle[role] = self.cycles
+            given.add(framework.framework_id)
+            result.append(Allocation(framework.framework_id, agent.agent_id, role, offered))
+            if caps is not None:
+                caps.refresh(self)
+            if not self.allocatable(agent.available):
+                return
+
+    def _pick(self, role: str, agent_id: str, offered: Resources, now: float, given: set[str]) -> FrameworkState | None:
+        sorter = self._framework_sorters.get(role)
+        if sorter is None:
+            return None
+        frameworks = self.frameworks
+        for key in sorter.order():
+            framework = frameworks[key[3]]
+            if role in framework.suppressed or framework.framework_id in given:
+                continue
+            expires = framework.filters.get(agent_id)
             if expires is not None:
                 if now < expires:
                     continue
-                del framework.filters[agent.agent_id]
-            share = self._dominant_share(framework.allocated)
-            for role in framework.roles:
-                if role in framework.suppressed:
-                    continue
-                if role not in role_shares:
-                    role_shares[role] = self._role_share(role) / self._weights.get(role, 1.0)
-                pairs.append((role_shares[role], share, role, framework.framework_id, framework))
-        pairs.sort(key=lambda p: (p[0], p[1], p[2], p[3]))
-        return [(role, framework) for _rs, _fs, role, _fid, framework in pairs]
+                del framework.filters[agent_id]
+            if framework.demand is not None and not self.demand_fits(framework, role, offered):
+                continue
+            return framework
+        return None
 
-    def _role_share(self, role: str) -> float:
-        held: dict[str, int] = {}
-        for agent in self._agents.values():
-            for (_fid, r), resources in agent.allocated.items():
-                if r == role:
-                    for name, amount in resources.fixed_totals().items():
-                        held[name] = held.get(name, 0) + amount
-        return self._dominant_share(held)
+    @staticmethod
+    def demand_fits(framework: FrameworkState, role: str, offered: Resources) -> bool:
+        for demand in framework.demand or ():
+            if demand.count > 0 and demand.role in (None, role) and offered.contains(demand.resources):
+                return True
+        return False
 
-    def _dominant_share(self, held: dict[str, int]) -> float:
-        share = 0.0
-        for name in DRF_RESOURCES:
-            total = self._totals.get(name, 0)
-            if total > 0:
-                share = max(share, held.get(name, 0) / total)
-        return share
-
-    def _allocatable(self, resources: Resources) -> bool:
-        return any(resources.scalar_fixed(name) >= minimum for name, minimum in self._min.items())
-
-    def _charge(self, agent: _Agent, framework_id: str, role: str, resources: Resources) -> None:
-        agent.available = agent.available - resources
-        key = (framework_id, role)
-        agent.allocated[key] = agent.allocated.get(key, EMPTY) + resources
-        framework = self._frameworks.get(framework_id)
-        if framework is not None:
-            for name, amount in resources.fixed_totals().items():
-                framework.allocated[name] = framework.allocated.get(name, 0) + amount
-
-    def _credit_share(self, framework_id: str, resources: Resources) -> None:
-        framework = self._frameworks.get(framework_id)
-        if framework is None:
-            return
-        for name, amount in resources.fixed_totals().items():
-            framework.allocated[name] = framework.allocated.get(name, 0) - amount
-
-    def _add_totals(self, resources: Resources, sign: int) -> None:
-        for name, amount in resources.fixed_totals().items():
-            self._totals[name] = self._totals.get(name, 0) + sign * amount
+    def allocatable(self, resources: Resources) -> bool:
+        totals = resources.fixed_totals()
+        for name, minimum in self._min:
+            if totals.get(name, 0) >= minimum:
+                return True
+        return False
 
     # --- views ----------------------------------------------------------------------------
 
     def available(self, agent_id: str) -> Resources:
-        return self._agents[agent_id].available
+        return self.agents[agent_id].available
 
     def allocated(self, agent_id: str) -> Resources:
         total = EMPTY
-        for resources in self._agents[agent_id].allocated.values():
+        for resources in self.agents[agent_id].allocated.values():
             total = total + resources
         return total
 
-    def share(self, framework_id: str) -> float:
-        return self._dominant_share(self._frameworks[framework_id].allocated)
+    def share(self, framework_id: str, role: str | None = None) -> float:
+        framework = self.frameworks[framework_id]
+        return max(self._framework_sorters[r].share(framework_id) for r in ([role] if role else framework.roles))
+
+    def weights(self) -> dict[str, float]:
+        return self.roles.weights()
+
+    def roles_of_lineage(self, role: str) -> list[str]:
+        return lineage(role)
+
+    def free_unreserved(self) -> dict[str, int]:
+        return dict(self._free_unreserved)

@@ -122,7 +122,7 @@ class Resources:
     """An immutable bag of resources. Construct with :meth:`parse`, :meth:`of` or
     :meth:`from_wire`; combine with ``+`` and ``-``; test with :meth:`contains`."""
 
-    __slots__ = ("_items", "_hash")
+    __slots__ = ("_items", "_hash", "_totals", "_reserved")
 
     def __init__(self, items: Mapping[ResourceKey, Amount] | None = None) -> None:
         clean: dict[ResourceKey, Amount] = {}
@@ -136,6 +136,8 @@ class Resources:
                 clean[key] = amount
         self._items = clean
         self._hash: int | None = None
+        self._totals: dict[str, int] | None = None
+        self._reserved: bool | None = None
 
     # --- construction ---------------------------------------------------------------------
 
@@ -343,7 +345,7 @@ class Resources:
         return self.scalar_fixed(name) / SCALE
 
     def scalar_fixed(self, name: str) -> int:
-        return sum(a for k, a in self._items.items() if k.name == name and isinstance(a, int))
+        return self.fixed_totals().get(name, 0)
 
     def ranges(self, name: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
@@ -369,12 +371,33 @@ class Resources:
         return self.filter(lambda k: k.role in ("*", role))
 
     def fixed_totals(self) -> dict[str, int]:
-        """Scalar totals by name, in thousandths, across roles (for DRF shares)."""
-        totals: dict[str, int] = {}
+        """Scalar totals by name, in thousandths, across roles (for DRF shares). Cached: values
+        are immutable, and allocators ask for this on every allocation. Do not mutate it."""
+        if self._totals is None:
+            totals: dict[str, int] = {}
+            for key, amount in self._items.items():
+                if isinstance(amount, int):
+                    totals[key.name] = totals.get(key.name, 0) + amount
+            self._totals = totals
+        return self._totals
+
+    @property
+    def has_reservations(self) -> bool:
+        if self._reserved is None:
+            self._reserved = any(key.role != "*" for key in self._items)
+        return self._reserved
+
+    def shrink_unreserved(self, caps: dict[str, int]) -> Resources:
+        """The same resources with each unreserved scalar named in ``caps`` cut down to at most
+        that many thousandths (quota limits and headroom chop offers this way)."""
+        items = dict(self._items)
+        changed = False
         for key, amount in self._items.items():
-            if isinstance(amount, int):
-                totals[key.name] = totals.get(key.name, 0) + amount
-        return totals
+            cap = caps.get(key.name)
+            if cap is not None and key.role == "*" and isinstance(amount, int) and amount > cap:
+                items[key] = max(0, cap)
+                changed = True
+        return Resources(items) if changed else self
 
     def to_json(self) -> dict[str, object]:
         """Mesos ``/state`` style: ``{"cpus": 2.0, "mem": 1024.0, "ports": "[31000-32000]"}``."""
