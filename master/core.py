@@ -18,23 +18,27 @@ from typing import Any, Callable
 
 import msgspec
 
-from tepui.master.events import PeerUnreachable, Received, Send
+from tepui.master.events import OperatorError, PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.validation import task_resources
-from tepui.offers.allocator import Allocator
+from tepui.offers.allocator import Allocator, Demand
+from tepui.offers.explain import explain
+from tepui.offers.roles import InvalidRole, Quota, validate_role
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import (
+    DemandShape,
     FrameworkInfo,
     MasterInfo,
+    RoleExplanation,
     TaskReason,
     TaskSource,
     TaskState,
     TaskStatus,
 )
-from tepui.sdk.resources import EMPTY, Resources
+from tepui.sdk.resources import EMPTY, InvalidResources, Resources
 
 Effect = Any
 
@@ -110,6 +114,10 @@ class MasterCore(OfferCycle):
             self._on_timer(event.key, now, out)
         elif isinstance(event, PeerUnreachable):
             self._on_peer_unreachable(event.peer, now, out)
+        elif isinstance(event, UpdateWeights):
+            self._on_update_weights(event, out)
+        elif isinstance(event, UpdateQuota):
+            self._on_update_quota(event, out)
         else:
             raise TypeError(f"unknown event {event!r}")
         if self._allocation_pending:
@@ -249,6 +257,11 @@ class MasterCore(OfferCycle):
 
     def _on_Subscribe(self, peer: bytes, msg: sm.Subscribe, now: float, out: list[Effect]) -> None:
         info = msg.framework_info
+        problem = _roles_problem(info.roles) or _demand_problem(msg.demand)
+        if problem:
+            out.append(Send(peer, sm.Error(f"SUBSCRIBE refused: {problem}")))
+            return
+        demand = _demand(msg.demand)
         known = self.peers.get(peer)
         if info.id is None and known and known[0] == "framework" and known[1] in self.frameworks:
             # A retried first SUBSCRIBE on the same connection: the same framework, not a new one.
@@ -265,7 +278,7 @@ class MasterCore(OfferCycle):
                 self.peers.pop(framework.peer, None)
             framework.peer, framework.active, framework.disconnected_at = peer, True, None
             framework.info = info
-            self.allocator.add_framework(info.id, info.roles, msg.suppressed_roles)
+            self.allocator.add_framework(info.id, info.roles, msg.suppressed_roles, demand)
             out.append(CancelTimer(("failover", info.id)))
             out.append(Log("info", "framework_resubscribed", {"framework_id": info.id, "name": info.name}))
         else:
@@ -274,7 +287,7 @@ class MasterCore(OfferCycle):
                 info = msgspec.structs.replace(info, id=framework_id)
             framework = FrameworkRecord(framework_id, info, peer, now)
             self.frameworks[framework_id] = framework
-            self.allocator.add_framework(framework_id, info.roles, msg.suppressed_roles)
+            self.allocator.add_framework(framework_id, info.roles, msg.suppressed_roles, demand)
             out.append(Log("info", "framework_subscribed", {"framework_id": framework_id, "name": info.name}))
         self.peers[peer] = ("framework", framework.framework_id)
         out.append(Send(peer, sm.Subscribed(framework.framework_id, self.config.heartbeat_interval, self.master_info)))
@@ -346,6 +359,10 @@ class MasterCore(OfferCycle):
             return
         if framework.info.principal and msg.framework_info.principal != framework.info.principal:
             out.append(Send(peer, sm.Error("UPDATE_FRAMEWORK may not change the principal")))
+            return
+        problem = _roles_problem(msg.framework_info.roles)
+        if problem:
+            out.append(Send(peer, sm.Error(f"UPDATE_FRAMEWORK refused: {problem}")))
             return
         framework.info = msg.framework_info
         self.allocator.update_framework(framework.framework_id, framework.info.roles, msg.suppressed_roles)
@@ -464,11 +481,58 @@ class MasterCore(OfferCycle):
         if self._agent_by_peer(peer) is not None and framework is not None and framework.peer is not None:
             out.append(Send(framework.peer, sm.FrameworkMessage(msg.agent_id, msg.executor_id, msg.data)))
 
+    def _on_DeclareDemand(self, peer: bytes, msg: sm.DeclareDemand, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        problem = _demand_problem(msg.demand)
+        if problem:
+            out.append(Send(peer, sm.Error(f"DECLARE_DEMAND refused: {problem}")))
+            return
+        self.allocator.declare_demand(framework.framework_id, _demand(msg.demand))
+        self._request_allocation()
+
+    def _on_Explain(self, peer: bytes, msg: sm.Explain, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self.allocator, framework.framework_id, now)]
+            out.append(Send(peer, sm.Explanation(roles)))
+
+    # --- operator calls -------------------------------------------------------------------
+
+    def _on_update_weights(self, event: UpdateWeights, out: list[Effect]) -> None:
+        for role, weight in event.weights.items():
+            problem = _roles_problem([role])
+            if problem or not weight > 0:
+                out.append(OperatorError(f"weights.{role}", problem or f"weight must be > 0, got {weight}"))
+                return
+        for role, weight in event.weights.items():
+            self.allocator.set_weight(role, weight)
+        out.append(Log("info", "weights_updated", {"weights": event.weights}))
+        self._request_allocation()
+
+    def _on_update_quota(self, event: UpdateQuota, out: list[Effect]) -> None:
+        problem = _roles_problem([event.role])
+        if problem:
+            out.append(OperatorError("role", problem))
+            return
+        quota = None
+        if event.guarantee is not None or event.limit is not None:
+            quota = Quota(guarantee=dict((event.guarantee or EMPTY).fixed_totals()),
+                          limit=dict((event.limit or EMPTY).fixed_totals()))
+        try:
+            self.allocator.set_quota(event.role, quota)
+        except ValueError as exc:
+            out.append(OperatorError("guarantee", str(exc)))
+            return
+        out.append(Log("info", "quota_updated", {"role": event.role, "guarantee": event.guarantee, "limit": event.limit}))
+        self._request_allocation()
+
     # --- timers ---------------------------------------------------------------------------
 
     def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
         if key == ALLOCATE_NOW:
-            self._allocate(now, out)
+            self._allocate(now, out, incremental=True)
         elif key == ALLOCATE_BATCH:
             self._allocate(now, out)
             out.append(ScheduleTimer(now + self.config.allocation_interval, ALLOCATE_BATCH))
@@ -500,3 +564,31 @@ class MasterCore(OfferCycle):
                                    f"agent missed {self.config.max_agent_ping_timeouts} pings", now, out)
             else:
                 out.append(Send(agent.peer, am.Ping(self._ping_seq)))
+
+
+def _roles_problem(roles: list[str]) -> str | None:
+    for role in roles:
+        try:
+            validate_role(role)
+        except InvalidRole as exc:
+            return str(exc)
+    return None
+
+
+def _demand_problem(demand: list[DemandShape] | None) -> str | None:
+    for i, shape in enumerate(demand or []):
+        if shape.count < 0:
+            return f"demand[{i}].count must be >= 0"
+        if shape.role is not None and _roles_problem([shape.role]):
+            return f"demand[{i}].role: {_roles_problem([shape.role])}"
+        try:
+            Resources.from_wire(shape.resources)
+        except InvalidResources as exc:
+            return f"demand[{i}].resources: {exc}"
+    return None
+
+
+def _demand(demand: list[DemandShape] | None) -> list[Demand] | None:
+    if demand is None:
+        return None
+    return [Demand(Resources.from_wire(d.resources), d.count, d.role) for d in demand]

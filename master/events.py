@@ -11,7 +11,10 @@ from typing import Any
 
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 
-__all__ = ["Received", "PeerUnreachable", "TimerFired", "Send", "ScheduleTimer", "CancelTimer", "Log"]
+__all__ = [
+    "Received", "PeerUnreachable", "TimerFired", "UpdateWeights", "UpdateQuota", "OperatorError",
+    "Send", "ScheduleTimer", "CancelTimer", "Log",
+]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,31 @@ class PeerUnreachable:
     """The transport could not route to ``peer`` (it disconnected)."""
 
     peer: bytes
+
+
+@dataclass(frozen=True)
+class UpdateWeights:
+    """Operator call (``PUT /weights``): role → weight."""
+
+    weights: dict[str, float]
+
+
+@dataclass(frozen=True)
+class UpdateQuota:
+    """Operator call (``POST /quota``, ``DELETE /quota/ROLE``): guarantee and limit as scalar
+    resources (``Resources``); both None removes the role's quota."""
+
+    role: str
+    guarantee: Any = None
+    limit: Any = None
+
+
+@dataclass(frozen=True)
+class OperatorError:
+    """What the core answers an operator call it refuses (the HTTP shell turns it into 422)."""
+
+    field: str
+    message: str
 
 
 @dataclass(frozen=True)

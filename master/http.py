@@ -98,9 +98,11 @@ class CoreCollector:
             yield family
 
 
-def build_site_root(state: Callable[[], Any], health: Callable[[], Any], registry: CollectorRegistry) -> Root:
+def build_site_root(state: Callable[[], Any], health: Callable[[], Any], registry: CollectorRegistry,
+                    extra: dict[str, resource.Resource] | None = None) -> Root:
     return Root({
         "health": JsonEndpoint(health),
         "state": JsonEndpoint(state),
         "metrics": MetricsEndpoint(registry),
+        **(extra or {}),
     })

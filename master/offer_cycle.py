@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from tepui.master.events import Send
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.validation import task_resources, validate_task
 from tepui.offers.allocator import Allocator
-from tepui.sdk.effects import CancelTimer, ScheduleTimer
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import Offer, TaskReason, TaskState
@@ -45,9 +46,9 @@ class OfferCycle:
         def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
                        reason: TaskReason, message: str, now: float) -> Effect: ...
 
-    def _allocate(self, now: float, out: list[Effect]) -> None:
+    def _allocate(self, now: float, out: list[Effect], incremental: bool = False) -> None:
         by_framework: dict[str, list[Offer]] = {}
-        for allocation in self.allocator.allocate(now):
+        for allocation in self.allocator.allocate(now, incremental=incremental):
             framework = self.frameworks.get(allocation.framework_id)
             agent = self.agents.get(allocation.agent_id)
             if framework is None or agent is None or framework.peer is None:
@@ -177,6 +178,23 @@ class OfferCycle:
                 self.counters["tasks_launched"] += 1
                 out.append(Send(agent.peer, am.RunTask(framework.info, task_info)))
             return available
+        if isinstance(operation, (sm.Reserve, sm.Unreserve)):
+            if isinstance(operation, sm.Reserve):
+                plan = plan_reserve(operation.resources, role, framework.info.principal, available)
+            else:
+                plan = plan_unreserve(operation.resources, role, available)
+            if isinstance(plan, str):
+                self.counters["operations_invalid"] += 1
+                out.append(Send(framework.peer or b"", sm.Error(plan + "; the offer's resources were returned")))
+                return available
+            consumed, converted = plan
+            self.allocator.convert(agent.agent_id, framework.framework_id, role, consumed, converted)
+            agent.total = agent.total - consumed + converted
+            self.counters["reservations_changed"] += 1
+            out.append(Log("info", "reservation_changed", {
+                "agent_id": agent.agent_id, "framework_id": framework.framework_id,
+                "operation": type(operation).__name__.upper(), "resources": str(converted)}))
+            return available - consumed + converted
         name = type(operation).__name__.upper()
         tasks = _tasks_of([operation])
         message = f"operation {name} is not supported by this master yet; resources were returned"

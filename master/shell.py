@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry
 from twisted.web import server
 
 from tepui.master.core import MasterCore
-from tepui.master.events import PeerUnreachable, Received, Send
+from tepui.master.events import OperatorError, PeerUnreachable, Received, Send
 from tepui.master.http import CoreCollector, build_site_root
+from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
 from tepui.master.state_view import render_state
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
@@ -44,12 +45,24 @@ class MasterShell:
         self.endpoint.close()
 
     def site(self) -> server.Site:
+        allocator = self.core.allocator
         root = build_site_root(
             lambda: render_state(self.core, self.reactor.seconds()),
             lambda: {"healthy": True, "id": self.core.config.master_id, "agents": len(self.core.agents)},
             self.registry,
+            {
+                "weights": WeightsEndpoint(allocator, self.operator_call),
+                "quota": QuotaEndpoint(allocator, self.operator_call),
+                "roles": RolesEndpoint(allocator, self.operator_call),
+            },
         )
         return server.Site(root)
+
+    def operator_call(self, event: Any) -> list[OperatorError]:
+        """Runs an operator event through the core; returns what it refused (for a 422)."""
+        effects = self.core.handle(event, self.reactor.seconds())
+        self._perform([e for e in effects if not isinstance(e, OperatorError)])
+        return [e for e in effects if isinstance(e, OperatorError)]
 
     # --- inputs ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from tepui.master.core import MasterCore
 from tepui.master.records import FrameworkRecord, TaskRecord
+from tepui.offers.explain import explain
 from tepui.sdk.resources import EMPTY, Resources
 
 
@@ -29,7 +30,7 @@ def _task_json(task: TaskRecord) -> dict[str, Any]:
     }
 
 
-def _framework_json(framework: FrameworkRecord, offered: Resources) -> dict[str, Any]:
+def _framework_json(framework: FrameworkRecord, offered: Resources, allocation: list[dict[str, str]]) -> dict[str, Any]:
     used = EMPTY
     for task in framework.tasks.values():
         used = used + task.resources
@@ -51,6 +52,7 @@ def _framework_json(framework: FrameworkRecord, offered: Resources) -> dict[str,
         "tasks": [_task_json(t) for t in framework.tasks.values()],
         "completed_tasks": [_task_json(t) for t in framework.completed],
         "offers": sorted(framework.offers),
+        "allocation": allocation,
     }
 
 
@@ -93,7 +95,12 @@ def render_state(core: MasterCore, now: float) -> dict[str, Any]:
         "resources": totals.to_json(),
         "used_resources": used_total.to_json(),
         "slaves": slaves,
-        "frameworks": [_framework_json(f, offered.get(f.framework_id, EMPTY)) for f in core.frameworks.values()],
-        "completed_frameworks": [_framework_json(f, EMPTY) for f in core.completed_frameworks],
+        "frameworks": [
+            _framework_json(f, offered.get(f.framework_id, EMPTY),
+                            [e.to_json() for e in explain(core.allocator, f.framework_id, now)])
+            for f in core.frameworks.values()
+        ],
+        "completed_frameworks": [_framework_json(f, EMPTY, []) for f in core.completed_frameworks],
+        "weights": core.allocator.weights(),
         "outstanding_offers": len(core.offers),
     }

@@ -8,6 +8,7 @@ from tepui.sdk.protocol.values import (
     AgentInfo,
     CommandInfo,
     CommandURI,
+    DemandShape,
     ContainerInfo,
     DockerInfo,
     ExecutorInfo,
@@ -18,6 +19,7 @@ from tepui.sdk.protocol.values import (
     MasterInfo,
     Offer,
     Resource,
+    RoleExplanation,
     TaskInfo,
     TaskReason,
     TaskSource,
@@ -31,7 +33,7 @@ from tepui.sdk.scheduler import Scheduler, SchedulerDriver
 __version__ = "0.1.0"
 
 __all__ = [
-    "AgentInfo", "Codec", "CommandInfo", "CommandURI", "ContainerInfo", "DockerInfo", "ExecutorInfo",
+    "AgentInfo", "Codec", "CommandInfo", "CommandURI", "ContainerInfo", "DemandShape", "RoleExplanation", "DockerInfo", "ExecutorInfo",
     "Filters", "FrameworkInfo", "HealthCheck", "InsufficientResources", "InvalidResources", "KillPolicy",
     "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
     "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",

@@ -21,15 +21,18 @@ from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import FrameworkInbound
 from tepui.sdk.protocol.values import (
+    DemandShape,
     Filters,
     FrameworkInfo,
     KillPolicy,
     MasterInfo,
     Offer,
     ReconcileTask,
+    RoleExplanation,
     TaskInfo,
     TaskStatus,
 )
+from tepui.sdk.resources import Resources
 from tepui.sdk.transport import DealerEndpoint, tcp_address
 
 log = logging.getLogger("tepui.sdk.scheduler")
@@ -68,6 +71,9 @@ class Scheduler:
     def disconnected(self, driver: SchedulerDriver) -> None:
         """The master went silent; the driver is re-subscribing."""
 
+    def explanation(self, driver: SchedulerDriver, roles: list[RoleExplanation]) -> None:
+        """The answer to :meth:`SchedulerDriver.explain`: per role, why offers do (not) come."""
+
 
 class SchedulerDriver:
     def __init__(
@@ -78,8 +84,12 @@ class SchedulerDriver:
         *,
         reactor: Any,
         implicit_acknowledgements: bool = True,
+        demand: Iterable[tuple[Resources, int] | Resources] | None = None,
     ) -> None:
+        """``demand`` (optional) is declared with the subscription itself, so that not even the
+        first offers go where none of the shapes fits; see :meth:`declare_demand`."""
         self.scheduler = scheduler
+        self._demand = _shapes(demand)
         self.framework = framework
         self.master_address = tcp_address(master, 5050)
         self.reactor = reactor
@@ -149,7 +159,7 @@ class SchedulerDriver:
     def _subscribe(self) -> None:
         if self._stopped:
             return
-        self._send(sm.Subscribe(self.framework))
+        self._send(sm.Subscribe(self.framework, demand=self._demand))
         delay = self._backoff * (0.5 + random.random() / 2)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self._subscribe_call = self.reactor.callLater(delay, self._subscribe)
@@ -204,6 +214,8 @@ class SchedulerDriver:
                 self.scheduler.executor_lost(self, body.executor_id, body.agent_id or "", body.status)
         elif isinstance(body, sm.Error):
             self.scheduler.error(self, body.message)
+        elif isinstance(body, sm.Explanation):
+            self.scheduler.explanation(self, list(body.roles))
 
     def _on_subscribed(self, body: sm.Subscribed) -> None:
         if self._subscribe_call is not None and self._subscribe_call.active():
@@ -269,6 +281,27 @@ class SchedulerDriver:
     def shutdown_executor(self, agent_id: str, executor_id: str) -> None:
         self._send(sm.Shutdown(self._fid(), executor_id, agent_id))
 
+    def declare_demand(self, shapes: Iterable[tuple[Resources, int] | Resources] | None, role: str | None = None) -> None:
+        """Tells the allocator what this framework waits to launch: offers then come only from
+        agents where one shape fits, and none at all for an empty list. ``None`` returns to
+        plain Mesos behaviour. Each item is ``Resources`` or ``(Resources, count)``."""
+        self._demand = _shapes(shapes, role)  # a re-subscription re-declares it
+        self._send(sm.DeclareDemand(self._fid(), self._demand))
+
+    def explain(self) -> None:
+        """Asks the master why offers do (not) come; answered through ``Scheduler.explanation``."""
+        self._send(sm.Explain(self._fid()))
+
     def update_framework(self, framework: FrameworkInfo, suppressed_roles: Sequence[str] = ()) -> None:
         self.framework = msgspec.structs.replace(framework, id=self._fid())
         self._send(sm.UpdateFramework(self.framework, list(suppressed_roles)))
+
+
+def _shapes(shapes: Iterable[tuple[Resources, int] | Resources] | None, role: str | None = None) -> list[DemandShape] | None:
+    if shapes is None:
+        return None
+    demand = []
+    for shape in shapes:
+        resources, count = shape if isinstance(shape, tuple) else (shape, 1)
+        demand.append(DemandShape(resources=resources.to_wire(), count=count, role=role))
+    return demand

@@ -9,9 +9,7 @@ from __future__ import annotations
 from typing import Union
 
 import msgspec
-
 from tepui.sdk.protocol.values import (
-    Tagged as _Tagged,
     AgentInfo,
     ExecutorInfo,
     FrameworkInfo,
@@ -21,6 +19,9 @@ from tepui.sdk.protocol.values import (
     TaskInfo,
     TaskState,
     TaskStatus,
+)
+from tepui.sdk.protocol.values import (
+    Tagged as _Tagged,
 )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Generic, TypeVar, Union
 
 import msgspec
-
 from tepui.sdk.protocol.agent import AgentToMaster, MasterToAgent
 from tepui.sdk.protocol.executor import ExecutorCall, ExecutorEvent
 from tepui.sdk.protocol.scheduler import SchedulerCall, SchedulerEvent

@@ -7,9 +7,7 @@ from __future__ import annotations
 from typing import Union
 
 import msgspec
-
 from tepui.sdk.protocol.values import (
-    Tagged as _Tagged,
     AgentInfo,
     ExecutorInfo,
     FrameworkInfo,
@@ -17,6 +15,9 @@ from tepui.sdk.protocol.values import (
     TaskGroupInfo,
     TaskInfo,
     TaskStatus,
+)
+from tepui.sdk.protocol.values import (
+    Tagged as _Tagged,
 )
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Union
 
-
 from tepui.sdk.protocol.values import (
-    Tagged as _Tagged,
+    DemandShape,
     ExecutorInfo,
     Filters,
     FrameworkInfo,
@@ -20,11 +19,14 @@ from tepui.sdk.protocol.values import (
     Offer,
     ReconcileTask,
     Resource,
+    RoleExplanation,
     TaskGroupInfo,
     TaskInfo,
     TaskStatus,
 )
-
+from tepui.sdk.protocol.values import (
+    Tagged as _Tagged,
+)
 
 # --- offer operations (Offer.Operation) -------------------------------------------------------
 
@@ -62,10 +64,12 @@ Operation = Union[Launch, LaunchGroup, Reserve, Unreserve, Create, Destroy]
 
 
 class Subscribe(_Tagged, tag="SUBSCRIBE"):
-    """First call of a framework; with ``framework_info.id`` set it re-subscribes (failover)."""
+    """First call of a framework; with ``framework_info.id`` set it re-subscribes (failover).
+    ``demand`` (Tepui extension) declares pending task shapes up front; None: not declared."""
 
     framework_info: FrameworkInfo
     suppressed_roles: list[str] = []
+    demand: list[DemandShape] | None = None
 
 
 class Teardown(_Tagged, tag="TEARDOWN"):
@@ -140,6 +144,20 @@ class UpdateFramework(_Tagged, tag="UPDATE_FRAMEWORK"):
     suppressed_roles: list[str] = []
 
 
+class DeclareDemand(_Tagged, tag="DECLARE_DEMAND"):
+    """Tepui extension: replaces the framework's pending demand. An empty list means "nothing
+    to launch" (no offers at all); None returns to plain Mesos behaviour (offers everywhere)."""
+
+    framework_id: str
+    demand: list[DemandShape] | None = None
+
+
+class Explain(_Tagged, tag="EXPLAIN"):
+    """Tepui extension: asks why the framework is (not) getting offers; answered by EXPLANATION."""
+
+    framework_id: str
+
+
 SchedulerCall = Union[
     Subscribe,
     Teardown,
@@ -153,6 +171,8 @@ SchedulerCall = Union[
     Reconcile,
     Message,
     UpdateFramework,
+    DeclareDemand,
+    Explain,
 ]
 
 
@@ -201,4 +221,12 @@ class Heartbeat(_Tagged, tag="HEARTBEAT"):
     pass
 
 
-SchedulerEvent = Union[Subscribed, Offers, Rescind, Update, FrameworkMessage, Failure, Error, Heartbeat]
+class Explanation(_Tagged, tag="EXPLANATION"):
+    """Tepui extension: the answer to EXPLAIN, one entry per role of the framework."""
+
+    roles: list[RoleExplanation]
+
+
+SchedulerEvent = Union[
+    Subscribed, Offers, Rescind, Update, FrameworkMessage, Failure, Error, Heartbeat, Explanation
+]

@@ -323,6 +323,23 @@ class Offer(Value):
     allocation_role: str = "*"
 
 
+class DemandShape(Value):
+    """Tepui extension: a task shape a framework is waiting to launch (``count`` of them, in
+    ``role`` or any of its roles). Declared demand steers offers to agents where it fits."""
+
+    resources: list[Resource]
+    count: int = 1
+    role: str | None = None
+
+
+class RoleExplanation(Value):
+    """Tepui extension: why a framework got no offer for a role in the last cycle."""
+
+    role: str
+    reason: str
+    message: str
+
+
 class ReconcileTask(Value):
     task_id: str
     agent_id: str | None = None

@@ -26,6 +26,8 @@ from tepui.sdk.protocol.envelope import (
     MasterInbound,
 )
 from tepui.sdk.protocol.values import (
+    DemandShape,
+    RoleExplanation,
     AgentInfo,
     CommandInfo,
     CommandURI,
@@ -235,7 +237,10 @@ OPERATIONS: dict[type, Any] = {
 }
 
 SCHEDULER_CALLS: dict[type, Any] = {
-    sc.Subscribe: sc.Subscribe(framework_info=FRAMEWORK, suppressed_roles=["eng/backend"]),
+    sc.Subscribe: sc.Subscribe(
+        framework_info=FRAMEWORK, suppressed_roles=["eng/backend"],
+        demand=[DemandShape(resources=RESOURCES, count=3, role="eng")],
+    ),
     sc.Teardown: sc.Teardown(framework_id="fw-services"),
     sc.Accept: sc.Accept(
         framework_id="fw-services",
@@ -261,6 +266,8 @@ SCHEDULER_CALLS: dict[type, Any] = {
         framework_id="fw-services", agent_id="agent-0001", executor_id="web.executor", data=b"\x00hi"
     ),
     sc.UpdateFramework: sc.UpdateFramework(framework_info=FRAMEWORK, suppressed_roles=["eng"]),
+    sc.DeclareDemand: sc.DeclareDemand(framework_id="fw-batch", demand=[DemandShape(resources=RESOURCES)]),
+    sc.Explain: sc.Explain(framework_id="fw-batch"),
 }
 
 AGENT_TO_MASTER: dict[type, Any] = {
@@ -316,6 +323,7 @@ SCHEDULER_EVENTS: dict[type, Any] = {
     sc.Failure: sc.Failure(agent_id="agent-0001", executor_id="web.executor", status=137),
     sc.Error: sc.Error(message="framework has been removed"),
     sc.Heartbeat: sc.Heartbeat(),
+    sc.Explanation: sc.Explanation(roles=[RoleExplanation(role="eng", reason="FILTERED", message="all declined")]),
 }
 
 EXECUTOR_CALLS: dict[type, Any] = {

@@ -1,0 +1,149 @@
+"""The master core's allocation features: reservations, demand, explanations, weights, quota."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tepui.master.core import ALLOCATE_NOW, MasterConfig, MasterCore
+from tepui.master.events import OperatorError, Received, Send, UpdateQuota, UpdateWeights
+from tepui.sdk.effects import TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.values import (
+    AgentInfo,
+    CommandInfo,
+    DemandShape,
+    Filters,
+    FrameworkInfo,
+    Reservation,
+    Resource,
+    TaskInfo,
+)
+from tepui.sdk.resources import Resources
+
+AGENT_RES = Resources.parse("cpus:4;mem:4096")
+
+
+def make_core() -> MasterCore:
+    core = MasterCore(MasterConfig(master_id="m", offer_timeout=None))
+    core.start(0.0)
+    core.handle(Received(b"agent", am.RegisterAgent(AgentInfo(hostname="a1", resources=AGENT_RES.to_wire()), "0.1")), 0.0)
+    return core
+
+
+def subscribe(core: MasterCore, peer: bytes, roles: list[str], **kw: Any) -> list[Any]:
+    info = FrameworkInfo(user="u", name=peer.decode(), roles=roles, principal="p-" + peer.decode())
+    return core.handle(Received(peer, sm.Subscribe(info, **kw)), 0.0)
+
+
+def offers_to(effects: list[Any], peer: bytes) -> list[Any]:
+    return [o for e in effects if isinstance(e, Send) and e.peer == peer and isinstance(e.body, sm.Offers)
+            for o in e.body.offers]
+
+
+def cycle(core: MasterCore, now: float = 1.0) -> list[Any]:
+    return core.handle(TimerFired(ALLOCATE_NOW), now)
+
+
+def errors_to(effects: list[Any], peer: bytes) -> list[str]:
+    return [e.body.message for e in effects if isinstance(e, Send) and e.peer == peer and isinstance(e.body, sm.Error)]
+
+
+def reserved(amount: float, role: str, principal: str) -> Resource:
+    return Resource(name="cpus", scalar=amount, role=role, reservation=Reservation(type="DYNAMIC", principal=principal))
+
+
+def test_invalid_role_is_refused_at_subscribe() -> None:
+    core = make_core()
+    effects = subscribe(core, b"f", ["eng//x"])
+    [message] = errors_to(effects, b"f")
+    assert "SUBSCRIBE refused" in message and "eng//x" in message
+    assert core.frameworks == {}
+
+
+def test_reserve_then_decline_reoffers_only_to_the_role() -> None:
+    core = make_core()
+    subscribe(core, b"eng", ["eng"])
+    [offer] = offers_to(cycle(core), b"eng")
+    reserve = sm.Reserve([reserved(2, "eng", "p-eng")])
+    effects = core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [reserve], Filters(3600))), 1.0)
+    assert errors_to(effects, b"eng") == []
+    assert core.agents["m-S0001"].total == Resources.from_wire([reserved(2, "eng", "p-eng")]) + Resources.parse(
+        "cpus:2;mem:4096")
+    subscribe(core, b"other", ["*"])
+    [offer] = offers_to(cycle(core, 2.0), b"other")
+    assert Resources.from_wire(offer.resources) == Resources.parse("cpus:2;mem:4096")
+
+
+def test_reserve_refuses_a_foreign_role_or_principal() -> None:
+    core = make_core()
+    subscribe(core, b"eng", ["eng"])
+    [offer] = offers_to(cycle(core), b"eng")
+    effects = core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [sm.Reserve([reserved(1, "ads", "p-eng")])])), 1.0)
+    [message] = errors_to(effects, b"eng")
+    assert "role 'ads' refused" in message
+    [offer] = offers_to(core.handle(TimerFired(("allocate", "batch")), 10.0), b"eng")
+    effects = core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [sm.Reserve([reserved(1, "eng", "mallory")])])), 10.0)
+    [message] = errors_to(effects, b"eng")
+    assert "principal 'mallory'" in message
+    assert core.agents["m-S0001"].total == AGENT_RES
+
+
+def test_reserve_then_launch_in_one_accept_uses_the_reservation() -> None:
+    core = make_core()
+    subscribe(core, b"eng", ["eng"])
+    [offer] = offers_to(cycle(core), b"eng")
+    task = TaskInfo(name="t", task_id="t", agent_id="m-S0001", command=CommandInfo(value="true"),
+                    resources=[reserved(2, "eng", "p-eng"), Resource(name="mem", scalar=64)])
+    call = sm.Accept("m-F0001", [offer.id], [sm.Reserve([reserved(2, "eng", "p-eng")]), sm.Launch([task])])
+    effects = core.handle(Received(b"eng", call), 1.0)
+    assert [type(e.body) for e in effects if isinstance(e, Send)] == [am.RunTask]
+
+
+def test_unreserve_returns_resources_to_everyone() -> None:
+    core = make_core()
+    subscribe(core, b"eng", ["eng"])
+    [offer] = offers_to(cycle(core), b"eng")
+    core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [sm.Reserve([reserved(2, "eng", "p-eng")])], Filters(0))), 1.0)
+    [offer] = offers_to(cycle(core, 2.0), b"eng")
+    effects = core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [sm.Unreserve([reserved(2, "eng", "p-eng")])])), 2.0)
+    assert errors_to(effects, b"eng") == []
+    assert core.agents["m-S0001"].total == AGENT_RES
+
+
+def test_declared_demand_steers_offers_and_explain_says_why() -> None:
+    core = make_core()
+    big = DemandShape(resources=Resources.parse("cpus:16").to_wire())
+    subscribe(core, b"f", ["*"], demand=[big])
+    assert offers_to(cycle(core), b"f") == []
+    effects = core.handle(Received(b"f", sm.Explain("m-F0001")), 1.0)
+    [answer] = [e.body for e in effects if isinstance(e, Send) and isinstance(e.body, sm.Explanation)]
+    assert [(r.role, r.reason) for r in answer.roles] == [("*", "DEMAND_FITS_NOWHERE")]
+    small = DemandShape(resources=Resources.parse("cpus:1").to_wire())
+    core.handle(Received(b"f", sm.DeclareDemand("m-F0001", [small])), 2.0)
+    assert len(offers_to(cycle(core, 2.0), b"f")) == 1
+
+
+def test_bad_demand_is_refused_with_the_field() -> None:
+    core = make_core()
+    subscribe(core, b"f", ["*"])
+    bad = DemandShape(resources=[Resource(name="cpus", scalar=-1)])
+    effects = core.handle(Received(b"f", sm.DeclareDemand("m-F0001", [bad])), 1.0)
+    [message] = errors_to(effects, b"f")
+    assert "demand[0].resources" in message
+
+
+def test_operator_weights_and_quota() -> None:
+    core = make_core()
+    assert core.handle(UpdateWeights({"eng": 0.0}), 1.0)[0] == OperatorError("weights.eng", "weight must be > 0, got 0.0")
+    core.handle(UpdateWeights({"eng": 3.0}), 1.0)
+    assert core.allocator.weights() == {"eng": 3.0}
+    [error] = [e for e in core.handle(UpdateQuota("eng", Resources.parse("cpus:4"), Resources.parse("cpus:2")), 1.0)
+               if isinstance(e, OperatorError)]
+    assert error.field == "guarantee" and "exceeds its limit" in error.message
+    core.handle(UpdateQuota("eng", None, Resources.parse("cpus:1")), 1.0)
+    subscribe(core, b"eng", ["eng"])
+    [offer] = offers_to(cycle(core), b"eng")
+    assert Resources.from_wire(offer.resources).scalar("cpus") == 1.0  # chopped to the limit
+    core.handle(UpdateQuota("eng"), 2.0)
+    assert core.allocator.quotas == {}
