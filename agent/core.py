@@ -333,6 +333,7 @@ class AgentCore:
                 self._signal(record, now, out)
             else:
                 self._terminal(record, TaskState.KILLED, None, "framework shut down", now, out)
+        self._maybe_exit(now, out)  # a stopping agent waits for no acknowledgement from it
 
     def _on_shutdown(self, now: float, out: list[Effect]) -> None:
         """Ends every task, waits until their final updates are acknowledged (so frameworks
@@ -350,6 +351,7 @@ class AgentCore:
             else:
                 self._terminal(record, TaskState.KILLED, None, "agent shut down", now, out)
         out.append(ScheduleTimer(now + grace + STOP_SLACK, STOP_DEADLINE))
+        out.append(Log("info", "agent_stopping", {"tasks": len(self.tasks), "deadline_seconds": grace + STOP_SLACK}))
         self._maybe_exit(now, out)
 
     def _maybe_exit(self, now: float, out: list[Effect], force: bool = False) -> None:

@@ -46,7 +46,8 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 
 
 @cli.command()
-@click.option("--master", "master_address", default=DEFAULT_MASTER, show_default=True, help="Master HOST:PORT.")
+@click.option("--master", "master_address", default=DEFAULT_MASTER, show_default=True,
+              help="Master HOST:PORT (default from $TEPUI_MASTER).")
 @click.option("--work-dir", default=None, help="Where sandboxes live (default: $TMPDIR/tepui-agent).")
 @click.option("--resources", default=None, help="Override detected resources, e.g. 'cpus:4;mem:2048;ports:[31000-32000]'.")
 @click.option("--attributes", default=None, help="Attributes for placement, e.g. 'rack:r1;zone:a'.")

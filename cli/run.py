@@ -2,7 +2,8 @@
 
 Prints each state change (on stderr), then the task's stdout and stderr, and exits with the
 task's exit code, so it composes in scripts like the command itself would. Exit codes of its own follow ``docker run``: 125 when Tepui itself
-failed (no master, invalid task), 130 when interrupted.
+failed (no master, invalid task, a task no agent can ever hold), 128 + the signal when
+interrupted (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import click
 
 EXIT_TEPUI_ERROR = 125
-EXIT_INTERRUPTED = 130
 
 
 class OneTask:
@@ -53,6 +53,9 @@ class OneTask:
             def status_update(self, driver: Any, status: Any) -> None:
                 outer._on_status(driver, status)
 
+            def explanation(self, driver: Any, roles: list[Any]) -> None:
+                outer._on_explanation(driver, roles)
+
             def error(self, driver: Any, message: str) -> None:
                 outer._fail(driver, f"the master refused a call: {message}")
 
@@ -60,9 +63,19 @@ class OneTask:
 
     def _on_subscribed(self, driver: Any, framework_id: str) -> None:
         self.echo(f"subscribed as framework {framework_id}; waiting for an offer with {self.resources}")
-        self.waiting_notice = self.reactor.callLater(10, self.echo,
-            f"still waiting for an offer with {self.resources}: is an agent registered with enough free "
-            "resources? (`tepui state` shows them)")
+        # No offer soon: ask the master why, rather than waiting in silence.
+        self.waiting_notice = self.reactor.callLater(3, driver.explain)
+
+    def _on_explanation(self, driver: Any, roles: list[Any]) -> None:
+        if self.launched:
+            return
+        for role in roles:
+            if role.reason == "DEMAND_NEVER_FITS":
+                self._fail(driver, f"no agent can ever run this task: {role.message}. "
+                                   "Ask for less with --cpus/--mem, or add a larger agent.")
+                return
+            self.echo(f"still waiting for an offer: {role.message}")
+        self.waiting_notice = self.reactor.callLater(10, driver.explain)
 
     def _on_offers(self, driver: Any, offers: list[Any]) -> None:
         from tepui.sdk import Filters, Resources, TaskInfo
@@ -113,7 +126,7 @@ class OneTask:
                 stream.flush()
 
     def _fail(self, driver: Any, message: str) -> None:
-        self.echo(f"error: {message}", err=True)
+        self.echo(f"Error: {message}", err=True)
         self.exit_code = EXIT_TEPUI_ERROR
         driver.stop_and_exit()
 
@@ -161,17 +174,23 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
     job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo)
     job.show_output = not quiet_output
     try:
+        # Declaring the task's shape keeps offers from agents where it cannot fit away.
         driver = SchedulerDriver(job.scheduler, FrameworkInfo(user=getpass.getuser(), name=f"tepui-run:{name}"),
-                                 master, reactor=reactor)
+                                 master, reactor=reactor, demand=[job.resources])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--master") from None
 
-    def interrupted(*_: Any) -> None:
-        echo("interrupted: tearing the framework down (its task is killed)", err=True)
-        job.exit_code = EXIT_INTERRUPTED
+    def interrupted(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        echo(f"{name}: tearing the framework down (its task is killed)", err=True)
+        job.exit_code = 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM
         reactor.callFromThread(driver.stop_and_exit)
 
-    reactor.callWhenRunning(lambda: signal.signal(signal.SIGINT, interrupted))
+    def install_handlers() -> None:
+        signal.signal(signal.SIGINT, interrupted)
+        signal.signal(signal.SIGTERM, interrupted)
+
+    reactor.callWhenRunning(install_handlers)
     reactor.callLater(timeout, job.check_subscribed, driver, master)
     driver.run()
     sys.exit(job.exit_code if job.exit_code is not None else EXIT_TEPUI_ERROR)

@@ -32,47 +32,73 @@ def _used(used: dict[str, Any], total: dict[str, Any], name: str) -> str:
     return f"{used.get(name, 0):g} / {total.get(name, 0):g}"
 
 
-def render(state: dict[str, Any], console: Console) -> None:
-    console.print(f"[bold]master[/bold] {state['id']} at {state['address']} (epoch {state['epoch']}), "
+def _table(title: str, columns: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name, justify in columns:
+        # Ids are never cut: a truncated id cannot be told apart or copied.
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    return table
+
+
+def render(state: dict[str, Any], console: Console, completed: int = 10) -> None:
+    console.print(f"[bold]master[/bold] {state['id']} at {state['address']} (epoch {state['epoch']}): "
                   f"{state['activated_slaves']} agents, {len(state['frameworks'])} frameworks, "
-                  f"{state['outstanding_offers']} outstanding offers")
-    agents = Table(title="Agents", title_justify="left")
-    for column, justify in (("ID", "left"), ("HOST", "left"), ("CPUS", "right"), ("MEM MiB", "right"),
-                            ("DISK MiB", "right"), ("TASKS", "right"), ("ATTRIBUTES", "left")):
-        agents.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for agent in state["slaves"]:
+                  f"{state['outstanding_offers']} outstanding offers", soft_wrap=True)
+    hostnames = {agent["id"]: agent["hostname"] for agent in state["slaves"]}
+    agents = _table("Agents", [("ID", "left"), ("HOST", "left"), ("CPUS used/total", "right"),
+                               ("MEM MiB used/total", "right"), ("DISK MiB used/total", "right"),
+                               ("TASKS", "right"), ("ATTRIBUTES", "left")])
+    for agent in sorted(state["slaves"], key=lambda a: a["hostname"]):
         total, used = agent["resources"], agent["used_resources"]
         attributes = ";".join(f"{k}:{v}" for k, v in sorted(agent["attributes"].items()))
         agents.add_row(agent["id"], agent["hostname"], _used(used, total, "cpus"), _used(used, total, "mem"),
                        _used(used, total, "disk"), str(agent["task_count"]), attributes)
     console.print(agents)
-    frameworks = Table(title="Frameworks", title_justify="left")
-    for column, justify in (("ID", "left"), ("NAME", "left"), ("ROLES", "left"), ("CONNECTED", "left"),
-                            ("TASKS", "right"), ("CPUS", "right"), ("MEM MiB", "right")):
-        frameworks.add_column(column, justify=justify)  # type: ignore[arg-type]
-    tasks = Table(title="Tasks", title_justify="left")
-    for column in ("ID", "FRAMEWORK", "AGENT", "STATE", "CPUS", "MEM MiB"):
-        tasks.add_column(column, justify="right" if column in ("CPUS", "MEM MiB") else "left")
+    frameworks = _table("Frameworks", [("ID", "left"), ("NAME", "left"), ("ROLES", "left"), ("CONNECTED", "left"),
+                                       ("TASKS", "right"), ("CPUS", "right"), ("MEM MiB", "right"),
+                                       ("OFFERS", "left")])
+    tasks = _table("Tasks", [("ID", "left"), ("FRAMEWORK", "left"), ("HOST", "left"), ("STATE", "left"),
+                             ("CPUS", "right"), ("MEM MiB", "right")])
     for framework in state["frameworks"]:
         used = framework["used_resources"]
+        why = "; ".join(f"{a['role']}: {a['reason'].lower()}" for a in framework.get("allocation", []))
         frameworks.add_row(framework["id"], framework["name"], ",".join(framework["roles"]),
                            "yes" if framework["connected"] else "no", str(len(framework["tasks"])),
-                           f"{used.get('cpus', 0):g}", f"{used.get('mem', 0):g}")
-        for task in framework["tasks"] + framework["completed_tasks"][-20:]:
+                           f"{used.get('cpus', 0):g}", f"{used.get('mem', 0):g}", why)
+        for task in framework["tasks"]:
             resources = task["resources"]
-            tasks.add_row(task["id"], framework["name"], task["slave_id"], task["state"],
-                          f"{resources.get('cpus', 0):g}", f"{resources.get('mem', 0):g}")
+            tasks.add_row(task["id"], framework["name"], hostnames.get(task["slave_id"], task["slave_id"]),
+                          task["state"], f"{resources.get('cpus', 0):g}", f"{resources.get('mem', 0):g}")
     console.print(frameworks)
     console.print(tasks)
+    finished = []
+    for framework in state["frameworks"] + state["completed_frameworks"]:
+        for task in framework["completed_tasks"]:
+            ended = task["statuses"][-1]["timestamp"] if task["statuses"] else 0
+            finished.append((ended or 0, task, framework["name"]))
+    finished.sort(key=lambda item: item[0], reverse=True)
+    if finished and completed > 0:
+        done = _table(f"Completed tasks (latest {min(completed, len(finished))} of {len(finished)})",
+                      [("ID", "left"), ("FRAMEWORK", "left"), ("HOST", "left"), ("STATE", "left"), ("EXIT", "right"),
+                       ("MESSAGE", "left")])
+        for _ended, task, name in finished[:completed]:
+            exit_code = "" if task.get("exit_code") is None else str(task["exit_code"])
+            done.add_row(task["id"], name, hostnames.get(task["slave_id"], task["slave_id"]), task["state"],
+                         exit_code, task.get("message") or "")
+        console.print(done)
 
 
 @click.command("state")
 @click.option("--http", default=DEFAULT_HTTP, show_default=True, help="Master HTTP HOST:PORT.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /state document.")
-def state_command(http: str, as_json: bool) -> None:
-    """Show agents, frameworks and tasks."""
+@click.option("--completed", default=10, show_default=True, help="How many completed tasks to list.")
+def state_command(http: str, as_json: bool, completed: int) -> None:
+    """Show agents, frameworks, running and recently completed tasks."""
     state = fetch_state(http)
     if as_json:
         click.echo(json.dumps(state, indent=2))
     else:
-        render(state, Console())
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=250)  # piped: never wrap or cut rows at 80 columns
+        render(state, console, completed)

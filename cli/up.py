@@ -137,16 +137,23 @@ class Cluster:
 
 @click.command("up")
 @click.option("--agents", default=2, show_default=True, help="How many agents to start.")
-@click.option("--state-dir", default=lambda: os.path.join(os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state")), "tepui"),
-              show_default="~/.local/state/tepui", help="Logs and agent work dirs.")
+@click.option("--state-dir", default=None, show_default="~/.local/state/tepui (tepui-PORT for another --port)",
+              help="Logs and agent work dirs.")
 @click.option("--port", default=5050, show_default=True, help="Master ZeroMQ port.")
 @click.option("--http-port", default=5080, show_default=True, help="Master HTTP port.")
 @click.option("--agent-resources", default=None, help="Resources each agent offers (default: detected).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the cluster to come up.")
-def up_command(agents: int, state_dir: str, port: int, http_port: int, agent_resources: str | None,
+def up_command(agents: int, state_dir: str | None, port: int, http_port: int, agent_resources: str | None,
                timeout: float) -> None:
-    """Start a local cluster (a master and agents) and keep it running until Ctrl-C."""
+    """Start a local cluster (a master and agents) and keep it running until Ctrl-C.
+
+    Each agent offers the whole machine unless --agent-resources says otherwise, so a local
+    cluster of N agents advertises N times this machine (fine for trying things out).
+    """
     console = Console()
+    if state_dir is None:
+        base = os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state"))
+        state_dir = os.path.join(base, "tepui" if port == 5050 else f"tepui-{port}")
     if agents < 1:
         raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
     for what, number in (("--port", port), ("--http-port", http_port)):
@@ -167,9 +174,15 @@ def up_command(agents: int, state_dir: str, port: int, http_port: int, agent_res
     try:
         cluster.wait_ready(timeout)
         console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
-                      f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}")
-        console.print("  try:  tepui run -- echo hello     tepui state     "
-                      f"python examples/hello_framework.py --master 127.0.0.1:{port} --tasks 10")
+                      f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}",
+                      soft_wrap=True)
+        master_flag = "" if port == 5050 else f" --master 127.0.0.1:{port}"
+        http_flag = "" if http_port == 5080 else f" --http 127.0.0.1:{http_port}"
+        if master_flag or http_flag:
+            console.print(f"  clients: export TEPUI_MASTER=127.0.0.1:{port} TEPUI_MASTER_HTTP=127.0.0.1:{http_port}",
+                          soft_wrap=True)
+        console.print(f"  try:  tepui run{master_flag} -- echo hello     tepui state{http_flag}     "
+                      f"python examples/hello_framework.py --master 127.0.0.1:{port} --tasks 10", soft_wrap=True)
         console.print("  stop: Ctrl-C")
         while stopping["signal"] is None:
             dead = cluster.dead_child()

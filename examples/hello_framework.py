@@ -57,7 +57,7 @@ class HelloScheduler(Scheduler):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--master", default="127.0.0.1:5050", help="master HOST:PORT")
     parser.add_argument("--tasks", type=int, default=5, help="how many tasks to run")
     args = parser.parse_args()

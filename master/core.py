@@ -227,7 +227,8 @@ class MasterCore(OfferCycle):
     def _on_UnregisterAgent(self, peer: bytes, msg: am.UnregisterAgent, now: float, out: list[Effect]) -> None:
         agent = self._agent_by_peer(peer)
         if agent is not None and agent.agent_id == msg.agent_id:
-            self._remove_agent(agent, TaskState.GONE, TaskReason.AGENT_REMOVED, "agent unregistered", now, out)
+            self._remove_agent(agent, TaskState.GONE, TaskReason.AGENT_REMOVED, "agent unregistered", now, out,
+                               level="info")
 
     def _agent_by_peer(self, peer: bytes) -> AgentRecord | None:
         known = self.peers.get(peer)
@@ -236,7 +237,8 @@ class MasterCore(OfferCycle):
         return None
 
     def _remove_agent(
-        self, agent: AgentRecord, state: TaskState, reason: TaskReason, message: str, now: float, out: list[Effect]
+        self, agent: AgentRecord, state: TaskState, reason: TaskReason, message: str, now: float, out: list[Effect],
+        level: str = "warning",
     ) -> None:
         """Mesos: PARTITION_AWARE frameworks get the precise state; others get TASK_LOST."""
         for offer_id in list(agent.offers):
@@ -251,7 +253,7 @@ class MasterCore(OfferCycle):
         self.allocator.remove_agent(agent.agent_id)
         self.agents.pop(agent.agent_id, None)
         self.peers.pop(agent.peer, None)
-        out.append(Log("warning", "agent_removed", {"agent_id": agent.agent_id, "reason": message}))
+        out.append(Log(level, "agent_removed", {"agent_id": agent.agent_id, "reason": message}))
 
     # --- frameworks -----------------------------------------------------------------------
 
@@ -326,6 +328,7 @@ class MasterCore(OfferCycle):
         if framework.peer is not None:
             self.peers.pop(framework.peer, None)
         framework.active = False
+        framework.peer = None
         self.completed_frameworks.append(framework)
         out.append(CancelTimer(("failover", framework.framework_id)))
         out.append(Log("info", "framework_removed", {"framework_id": framework.framework_id, "reason": why}))
@@ -391,6 +394,8 @@ class MasterCore(OfferCycle):
 
     def _finish_task(self, task: TaskRecord, state: TaskState, now: float) -> None:
         """Mesos: a terminal task's resources return to the pool at once."""
+        if task.state != state and (not task.history or task.history[-1][0] != state.value):
+            task.record(state, now)
         task.state = state
         framework = self.frameworks.get(task.framework_id)
         agent = self.agents.get(task.agent_id)
@@ -411,6 +416,8 @@ class MasterCore(OfferCycle):
         task = agent.tasks.get((msg.framework_id, status.task_id))
         if task is not None:
             task.status = status
+            if task.state != status.state:
+                task.record(status.state, status.timestamp if status.timestamp is not None else now)
             if status.state.is_terminal:
                 self._finish_task(task, status.state, now)
             else:

@@ -173,6 +173,7 @@ class OfferCycle:
                 assert resources is not None
                 available = available - resources
                 task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now)
+                task.record(TaskState.STAGING, now)
                 framework.tasks[task.task_id] = task
                 agent.tasks[(framework.framework_id, task.task_id)] = task
                 self.counters["tasks_launched"] += 1

@@ -20,6 +20,12 @@ class TaskRecord:
     state: TaskState = TaskState.STAGING
     status: TaskStatus | None = None
     launched_at: float = 0.0
+    history: list[tuple[str, float]] = field(default_factory=list)  # (state, time), bounded
+
+    def record(self, state: TaskState, at: float) -> None:
+        """Keeps every state change for /state (Mesos's ``statuses``), at most 32."""
+        self.history.append((state.value, at))
+        del self.history[:-32]
 
     @property
     def task_id(self) -> str:

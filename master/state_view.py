@@ -26,7 +26,7 @@ def _task_json(task: TaskRecord) -> dict[str, Any]:
         "launched_at": task.launched_at,
         "message": status.message if status else None,
         "exit_code": status.exit_code if status else None,
-        "statuses": [{"state": status.state.value, "timestamp": status.timestamp}] if status else [],
+        "statuses": [{"state": state, "timestamp": at} for state, at in task.history],
     }
 
 

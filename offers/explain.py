@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Explanation:
     role: str
-    reason: str  # OFFERED | INACTIVE | SUPPRESSED | NO_DEMAND | QUOTA_LIMIT | NO_RESOURCES | FILTERED | DEMAND_FITS_NOWHERE | WAITING
+    # OFFERED | INACTIVE | SUPPRESSED | NO_DEMAND | QUOTA_LIMIT | DEMAND_NEVER_FITS | NO_RESOURCES |
+    # FILTERED | DEMAND_FITS_NOWHERE | WAITING
+    reason: str
     message: str
 
     def to_json(self) -> dict[str, str]:
@@ -53,6 +55,12 @@ def _explain_role(allocator: Allocator, framework_id: str, role: str, now: float
     if exhausted:
         return Explanation(role, "QUOTA_LIMIT", f"quota limit reached for role {role!r} (or a parent) on "
                            + ", ".join(exhausted))
+    if framework.demand is not None and allocator.agents and not any(
+            allocator.demand_fits(framework, role, a.total.allocatable_to(role)) for a in allocator.agents.values()):
+        largest = max((a.total.allocatable_to(role) for a in allocator.agents.values()),
+                      key=lambda r: (r.scalar("cpus"), r.scalar("mem")))
+        return Explanation(role, "DEMAND_NEVER_FITS", "no agent is large enough for any declared task shape, "
+                           f"even when idle (the largest offers {largest.filter(lambda k: k.name != 'ports')})")
     candidates = [a for a in allocator.agents.values()
                   if a.active and allocator.allocatable(a.available.allocatable_to(role))]
     if not candidates:

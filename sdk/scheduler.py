@@ -128,19 +128,24 @@ class SchedulerDriver:
         for call in (self._subscribe_call, self._watch_call):
             if call is not None and call.active():
                 call.cancel()
-        if not failover and self.framework.id is not None:
-            self._send(sm.Teardown(self.framework.id))
-        self._stopped = True
-        self.connected = False
         done: defer.Deferred[None] = defer.Deferred()
         self._stop_result = done
+
+        def teardown() -> None:
+            # On the next turn, so that whatever the current callback is part of completes
+            # first: stopping from inside status_update still acknowledges that update.
+            if not failover and self.framework.id is not None:
+                self._send(sm.Teardown(self.framework.id))
+            self._stopped = True
+            self.connected = False
+            self.reactor.callLater(0.05, close)
 
         def close() -> None:
             if self._endpoint is not None:
                 self._endpoint.close()  # LINGER lets the queued teardown leave first
             done.callback(None)
 
-        self.reactor.callLater(0.05, close)
+        self.reactor.callLater(0, teardown)
         return done
 
     def run(self) -> None:
@@ -180,8 +185,8 @@ class SchedulerDriver:
     # --- inbound --------------------------------------------------------------------------
 
     def _on_message(self, payload: bytes) -> None:
-        if self._stopped:
-            return
+        if self._stop_result is not None:
+            return  # stopping: nothing new is delivered to the scheduler
         try:
             env = self.codec.decode(payload)
         except ProtocolError as exc:

@@ -70,6 +70,6 @@ def test_demand_and_explanation_reach_a_real_framework(cluster: Cluster) -> None
                           capture_output=True, text=True, timeout=60, env=child_env())
     assert done.returncode == 0, done.stdout + done.stderr + cluster.log_tails()
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert {"event": "explanation", "role": "*", "reason": "DEMAND_FITS_NOWHERE"} in lines
+    assert {"event": "explanation", "role": "*", "reason": "DEMAND_NEVER_FITS"} in lines
     assert {"event": "offers_before_fitting_demand", "count": 0} in lines
     assert any(line.get("event") == "offer_after_fitting_demand" for line in lines)

@@ -118,7 +118,7 @@ def test_declared_demand_steers_offers_and_explain_says_why() -> None:
     assert offers_to(cycle(core), b"f") == []
     effects = core.handle(Received(b"f", sm.Explain("m-F0001")), 1.0)
     [answer] = [e.body for e in effects if isinstance(e, Send) and isinstance(e.body, sm.Explanation)]
-    assert [(r.role, r.reason) for r in answer.roles] == [("*", "DEMAND_FITS_NOWHERE")]
+    assert [(r.role, r.reason) for r in answer.roles] == [("*", "DEMAND_NEVER_FITS")]
     small = DemandShape(resources=Resources.parse("cpus:1").to_wire())
     core.handle(Received(b"f", sm.DeclareDemand("m-F0001", [small])), 2.0)
     assert len(offers_to(cycle(core, 2.0), b"f")) == 1

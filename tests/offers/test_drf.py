@@ -141,9 +141,23 @@ def test_demand_can_be_redeclared_and_cleared() -> None:
     allocator.add_framework("f", ["*"], demand=[Demand(Resources.parse("cpus:16"))])
     assert allocator.allocate(0.0) == []
     [why] = explain(allocator, "f", 0.0)
-    assert why.reason == "DEMAND_FITS_NOWHERE"
+    assert why.reason == "DEMAND_NEVER_FITS" and "cpus:4" in why.message
     allocator.declare_demand("f", [Demand(Resources.parse("cpus:2"))])
     assert len(allocator.allocate(1.0)) == 1
+
+
+def test_demand_that_fits_an_idle_agent_but_not_the_free_part_is_told_apart() -> None:
+    allocator = Allocator()
+    allocator.add_agent("a1", Resources.parse("cpus:4;mem:4096"))
+    allocator.add_framework("busy", ["*"])
+    [offer] = allocator.allocate(0.0)
+    allocator.recover("a1", "busy", "*", Resources.parse("cpus:3;mem:1024"))  # holds cpus:1
+    allocator.add_framework("f", ["*"], demand=[Demand(Resources.parse("cpus:4"))])
+    assert [a.framework_id for a in allocator.allocate(1.0)] == ["busy"]
+    assert explain(allocator, "f", 1.0)[0].reason == "NO_RESOURCES"
+    allocator.recover("a1", "busy", "*", Resources.parse("cpus:3;mem:1024"), refuse_seconds=60, now=1.0)
+    assert allocator.allocate(2.0) == []
+    assert explain(allocator, "f", 2.0)[0].reason == "DEMAND_FITS_NOWHERE"
 
 
 def test_incremental_cycle_visits_only_changed_agents() -> None:
