@@ -77,6 +77,17 @@ class FrameworkState:
     offered_cycle: dict[str, int] = field(default_factory=dict)  # role → last cycle offered
 
 
+def fits_by_quantity(offered: Resources, shape: Resources) -> bool:
+    have = offered.fixed_totals()
+    for name, amount in shape.fixed_totals().items():
+        if have.get(name, 0) < amount:
+            return False
+    for name in shape.names() - set(shape.fixed_totals()):
+        if offered.item_count(name) < shape.item_count(name):
+            return False
+    return True
+
+
 def _add_to(target: dict[str, int], amounts: dict[str, int], sign: int = 1) -> None:
     for name, amount in amounts.items():
         target[name] = target.get(name, 0) + sign * amount
@@ -295,7 +306,9 @@ class Allocator:
                 refuse_seconds = DEFAULT_REFUSE_SECONDS
             refuse_seconds = min(refuse_seconds, MAX_REFUSE_SECONDS)
             if refuse_seconds > 0:
-                framework.filters[agent_id] = now + refuse_seconds
+                # Mesos: every decline adds a filter and the agent stays filtered while any
+                # applies, so a shorter decline never shortens a longer one.
+                framework.filters[agent_id] = max(framework.filters.get(agent_id, 0.0), now + refuse_seconds)
         return recovered
 
     def convert(self, agent_id: str, framework_id: str, role: str, consumed: Resources, converted: Resources) -> None:
@@ -311,6 +324,10 @@ class Allocator:
         self._account_total(agent.total, +1)
         agent.allocated[key] = held + converted
         self._charge_books(framework_id, role, converted)
+        # The resources stay allocated throughout: the books above moved the free pool by
+        # what changed reservation status, so put that back.
+        _add_to(self._free_unreserved, consumed.unreserved().fixed_totals(), -1)
+        _add_to(self._free_unreserved, converted.unreserved().fixed_totals(), +1)
 
     def _charge(self, agent: AgentState, framework_id: str, role: str, resources: Resources) -> None:
         available = agent.available
@@ -417,8 +434,10 @@ class Allocator:
 
     @staticmethod
     def demand_fits(framework: FrameworkState, role: str, offered: Resources) -> bool:
+        """A shape fits when the offer holds as much of each resource, reserved or not (a task
+        in role R can use R's reservations): scalars by amount, ranges and sets by count."""
         for demand in framework.demand or ():
-            if demand.count > 0 and demand.role in (None, role) and offered.contains(demand.resources):
+            if demand.count > 0 and demand.role in (None, role) and fits_by_quantity(offered, demand.resources):
                 return True
         return False
 

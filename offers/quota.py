@@ -52,16 +52,56 @@ def _min_into(target: dict[str, int], caps: dict[str, int]) -> None:
         target[name] = min(target.get(name, cap), cap)
 
 
+def _required(allocator: Allocator, unmet: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """What each quota scope still needs held back, nested scopes counted once: a parent's
+    consumption already includes its children's, so it needs the larger of its own unmet
+    guarantee and the sum of what its quota'd descendants need."""
+    scopes = sorted(allocator.quotas, key=lambda r: -r.count("/"))  # deepest first
+    required: dict[str, dict[str, int]] = {}
+    for scope in scopes:
+        children: dict[str, int] = {}
+        for other, need in required.items():
+            if other != scope and is_within(other, scope) and not any(
+                    mid != scope and is_within(other, mid) and is_within(mid, scope) and mid != other
+                    for mid in required):
+                for name, amount in need.items():
+                    children[name] = children.get(name, 0) + amount
+        own = unmet.get(scope, {})
+        required[scope] = {name: max(own.get(name, 0), children.get(name, 0))
+                           for name in set(own) | set(children)
+                           if max(own.get(name, 0), children.get(name, 0)) > 0}
+    return required
+
+
+def headroom_for(allocator: Allocator, role: str, required: dict[str, dict[str, int]]) -> dict[str, int]:
+    """How much unreserved of each scalar ``role`` may take and still leave every quota scope
+    that does not contain it what it needs. Only the outermost such scopes count (their
+    requirement already covers their quota'd descendants)."""
+    outside = [scope for scope in required if not is_within(role, scope)]
+    outermost = [scope for scope in outside
+                 if not any(other != scope and is_within(scope, other) for other in outside)]
+    held_back: dict[str, int] = {}
+    for scope in outermost:
+        for name, amount in required[scope].items():
+            held_back[name] = held_back.get(name, 0) + amount
+    free = allocator.free_unreserved()
+    return {name: max(0, free.get(name, 0) - amount) for name, amount in held_back.items() if amount > 0}
+
+
 def stage_one_caps(allocator: Allocator) -> dict[str, dict[str, int]]:
-    """Roles below a guarantee → what they still miss (and limits)."""
-    caps: dict[str, dict[str, int]] = {}
+    """Roles below a guarantee → what they still miss, within limits, and without eating into
+    what other scopes' guarantees need for the scalars outside their own guarantee."""
     unmet = {scope: unmet_guarantee(allocator, scope) for scope in allocator.quotas}
+    required = _required(allocator, unmet)
+    caps: dict[str, dict[str, int]] = {}
     for role in allocator.roles.order():
         missing: dict[str, int] = {}
         for scope in lineage(role):
             if unmet.get(scope):
                 _min_into(missing, unmet[scope])
         if missing:
+            room = headroom_for(allocator, role, required)
+            _min_into(missing, {name: cap for name, cap in room.items() if name not in missing})
             _min_into(missing, limit_room(allocator, role))
             caps[role] = missing
     return caps
@@ -70,17 +110,11 @@ def stage_one_caps(allocator: Allocator) -> dict[str, dict[str, int]]:
 def stage_two_caps(allocator: Allocator) -> dict[str, dict[str, int]]:
     """Every role → limits on its lineage and the headroom others' guarantees need."""
     unmet = {scope: unmet_guarantee(allocator, scope) for scope in allocator.quotas}
-    free = allocator.free_unreserved()
+    required = _required(allocator, unmet)
     caps: dict[str, dict[str, int]] = {}
     for role in allocator.roles.order():
         cap = limit_room(allocator, role)
-        others: dict[str, int] = {}
-        for scope, missing in unmet.items():
-            if missing and not is_within(role, scope):
-                for name, amount in missing.items():
-                    others[name] = others.get(name, 0) + amount
-        if others:
-            _min_into(cap, {name: max(0, free.get(name, 0) - amount) for name, amount in others.items()})
+        _min_into(cap, headroom_for(allocator, role, required))
         if cap:
             caps[role] = cap
     return caps

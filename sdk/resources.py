@@ -415,5 +415,13 @@ class Resources:
     def range_count(self, name: str) -> int:
         return _ranges_size(tuple(self.ranges(name)))
 
+    def item_count(self, name: str) -> int:
+        """How many distinct values a ranges or set resource holds (ports, disks...)."""
+        items: set[str] = set()
+        for key, amount in self._items.items():
+            if key.name == name and isinstance(amount, frozenset):
+                items |= amount
+        return self.range_count(name) + len(items)
+
 
 EMPTY = Resources()
