@@ -68,6 +68,8 @@ class AgentConfig:
     update_retry_initial: float = 10.0  # Mesos: 10 s doubling ...
     update_retry_max: float = 600.0  # ... to 10 min
     master_silence_limit: float = 75.0  # Mesos 15 s × 5 pings
+    task_user: str | None = None  # who tasks run as by default (None: the agent's own user)
+    allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
 
 
 @dataclass
@@ -224,13 +226,23 @@ class AgentCore:
             "MESOS_TASK_ID": task.task_id,
         }
         env.update(task.command.environment)
-        out.append(LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, task.command.user))
+        resources = Resources.from_wire(task.resources)
+        out.append(LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
+                                 resources.scalar("cpus") or None, resources.scalar("mem") or None))
         record.state = TaskState.STARTING
         # Where the task's files are: local tools (``tepui run``) show stdout/stderr from it.
         self._update(record, TaskState.STARTING, None, None, now, out, labels={SANDBOX_LABEL: sandbox})
 
+    def _user_for(self, task: TaskInfo) -> str | None:
+        requested = task.command.user if task.command else None
+        return requested if requested is not None else self.config.task_user
+
     def _unsupported(self, task: TaskInfo) -> str | None:
-        """Honest refusals for what this agent cannot run yet (the agent issue adds them)."""
+        """Honest refusals for what this agent cannot run (yet)."""
+        requested = task.command.user if task.command else None
+        if requested is not None and requested != self.config.task_user and requested not in self.config.allowed_users:
+            return (f"task asks to run as user {requested!r}, which this agent does not allow "
+                    f"(allowed: {', '.join(sorted(self.config.allowed_users)) or 'none'}; see --allowed-users)")
         if task.executor is not None:
             return "custom executors are not supported by this agent yet"
         if task.container is not None and task.container.type != "MESOS":
@@ -275,6 +287,13 @@ class AgentCore:
         else:
             code, how = event.exit_code, f"exited with status {event.exit_code}"
         record.exit_code = code
+        if event.oom_killed and not record.kill_requested:
+            mem = Resources.from_wire(record.info.resources).scalar("mem")
+            message = (f"Memory limit exceeded: the task used more than its {mem:g} MiB (mem) and the kernel's "
+                       "OOM killer ended it; ask for more mem")
+            self._terminal(record, TaskState.FAILED, TaskReason.CONTAINER_LIMITATION_MEMORY, message, now, out)
+            self._maybe_exit(now, out)
+            return
         if record.kill_requested:
             state, reason, message = TaskState.KILLED, None, f"Command {how} after a kill request"
         elif event.signal is None and event.exit_code == 0:

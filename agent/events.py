@@ -50,6 +50,7 @@ class TaskExited:
     task_id: str
     exit_code: int | None
     signal: int | None = None
+    oom_killed: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ class LaunchProcess:
     sandbox: str
     command: CommandInfo
     environment: dict[str, str]
-    user: str | None = None
+    user: str | None = None  # None: the agent's own user
+    cpus: float | None = None
+    mem_mib: float | None = None
 
 
 @dataclass(frozen=True)

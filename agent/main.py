@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import socket
 import uuid
 
@@ -23,15 +25,39 @@ def run_agent(
     master_silence_limit: float = 75.0,
     update_retry_initial: float = 10.0,
     log_level: str = "info",
+    isolation: str = "auto",
+    task_user: str | None = None,
+    allowed_users: tuple[str, ...] = (),
+    pids_limit: int | None = 4096,
 ) -> None:
     configure_logging(log_level, "agent")
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, parse_attributes
+    from tepui.agent.cgroups import Cgroups
+    from tepui.agent.processes import resolve_user
     from tepui.agent.shell import AgentShell
 
     address = tcp_address(master, 5050)
+    name = hostname or socket.gethostname()
+    cgroups = None
+    if isolation != "none":
+        agent_name = f"{name}-{hashlib.sha1(os.path.abspath(work_dir).encode()).hexdigest()[:8]}"
+        cgroups = Cgroups.detect(agent_name)
+        if cgroups is None:
+            if isolation == "cgroups":
+                raise SystemExit("--isolation cgroups: no usable cgroup hierarchy here (the agent must run as root "
+                                 "with cgroup v2 controllers cpu, memory, pids, or v1 hierarchies); use --isolation none")
+            log.warning("event=no_isolation reason=\"cgroups unavailable (not root, or not mounted)\" "
+                        "hint=\"tasks run without cpu/memory/pids limits\"")
+    if task_user is None and os.geteuid() == 0:
+        task_user = "nobody"  # never root by default
+    if task_user is not None:
+        try:
+            resolve_user(task_user)
+        except LookupError as exc:
+            raise SystemExit(f"--task-user: {exc}") from None
     config = AgentConfig(
-        hostname=hostname or socket.gethostname(),
+        hostname=name,
         resources=agent_resources(work_dir, resources),
         work_dir=work_dir,
         attributes=parse_attributes(attributes),
@@ -39,10 +65,13 @@ def run_agent(
         kill_grace_period=kill_grace_period,
         master_silence_limit=master_silence_limit,
         update_retry_initial=update_retry_initial,
+        task_user=task_user,
+        allowed_users=frozenset(allowed_users),
     )
     reactor = install_reactor()
-    shell = AgentShell(reactor, AgentCore(config, lambda: uuid.uuid4().bytes), address)
+    shell = AgentShell(reactor, AgentCore(config, lambda: uuid.uuid4().bytes), address, cgroups, pids_limit)
     reactor.addSystemEventTrigger("before", "shutdown", shell.shutdown)
     reactor.callWhenRunning(shell.start)
-    log.info("event=agent_starting master=%s resources=%s work_dir=%s", address, config.resources, work_dir)
+    log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,
+             config.resources, work_dir, cgroups.describe() if cgroups else "none", task_user or "(agent's own)")
     reactor.run()

@@ -22,7 +22,8 @@ from tepui.agent.events import (
     TaskLaunchFailed,
     TaskSpawned,
 )
-from tepui.agent.processes import ProcessLauncher
+from tepui.agent.cgroups import Cgroups, Limits
+from tepui.agent.processes import ProcessExit, ProcessLauncher, resolve_user
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.envelope import AgentInbound
@@ -33,13 +34,15 @@ log = logging.getLogger("tepui.agent")
 
 
 class AgentShell:
-    def __init__(self, reactor: Any, core: AgentCore, master: str) -> None:
+    def __init__(self, reactor: Any, core: AgentCore, master: str, cgroups: Cgroups | None = None,
+                 pids_limit: int | None = None) -> None:
         self.reactor = reactor
+        self.pids_limit = pids_limit
         self.core = core
         self.codec: Codec[Any] = Codec(AgentInbound)
         self.incarnation = uuid.uuid4().hex
         self.timers = TimerBook(reactor, lambda key: self.handle(TimerFired(key)))
-        self.launcher = ProcessLauncher(reactor)
+        self.launcher = ProcessLauncher(reactor, cgroups)
         self.malformed = 0
         self._msg_id = 0
         self._exited: defer.Deferred[None] = defer.Deferred()
@@ -70,6 +73,8 @@ class AgentShell:
             self._exited.callback(None)
         self.timers.cancel_all()
         self.endpoint.close()
+        if self.launcher.cgroups is not None:
+            self.launcher.cgroups.release()
         if not self._reactor_stopping:  # the master told us to shut down
             self._reactor_stopping = True
             self.reactor.stop()
@@ -110,8 +115,8 @@ class AgentShell:
         fid, tid = effect.framework_id, effect.task_id
         spawned = {"done": False, "exit": None}
 
-        def on_exit(code: int | None, sig: int | None) -> None:
-            event = TaskExited(fid, tid, code, sig)
+        def on_exit(result: ProcessExit) -> None:
+            event = TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_kills > 0)
             if spawned["done"]:
                 self.reactor.callLater(0, self.handle, event)
             else:
@@ -124,7 +129,13 @@ class AgentShell:
                 self.handle(spawned["exit"])
 
         try:
-            pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit)
+            user = resolve_user(effect.user) if effect.user else None
+            limits = Limits(cpus=effect.cpus, mem_mib=effect.mem_mib, pids=self.pids_limit)
+            pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit,
+                                       limits, user)
+        except LookupError as exc:  # an unknown user: the task's own problem, no stack trace
+            self.reactor.callLater(0, self.handle, TaskLaunchFailed(fid, tid, str(exc)))
+            return
         except Exception as exc:  # whatever went wrong, the task fails visibly, never hangs in STARTING
             log.exception("event=launch_failed task_id=%s", tid)
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

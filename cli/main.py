@@ -55,10 +55,15 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 @click.option("--kill-grace-period", default=5.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
 @click.option("--master-silence-limit", default=75.0, show_default=True, help="Seconds without a ping before re-registering.")
 @click.option("--update-retry", default=10.0, show_default=True, help="First retry interval for unacknowledged status updates.")
+@click.option("--isolation", default="auto", show_default=True, type=click.Choice(["auto", "cgroups", "none"]),
+              help="Per-task cgroups (cpu, memory, pids): auto uses them when possible.")
+@click.option("--task-user", default=None, help="Run tasks as this user (default: nobody when the agent is root).")
+@click.option("--allowed-users", default="", help="Comma-separated users a task may ask for in command.user.")
+@click.option("--task-pids-max", default=4096, show_default=True, help="Processes per task (cgroup pids limit; 0: none).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
           hostname: str | None, kill_grace_period: float, master_silence_limit: float, update_retry: float,
-          log_level: str) -> None:
+          isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
     from tepui.agent.probe import parse_attributes
@@ -74,7 +79,8 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
     except (ValueError, InvalidResources) as exc:
         raise click.BadParameter(str(exc)) from None
     run_agent(master_address, work_dir or default_work_dir(), resources, attributes, hostname,
-              kill_grace_period, master_silence_limit, update_retry, log_level)
+              kill_grace_period, master_silence_limit, update_retry, log_level, isolation, task_user,
+              tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None)
 
 
 cli.add_command(up_command)

@@ -25,15 +25,13 @@ class OneTask:
     """The whole framework: launch once on the first offer that fits, report, exit."""
 
     def __init__(self, argv: list[str], cpus: float, mem: float, name: str, env: dict[str, str],
-                 subscribe_timeout: float, reactor: Any, echo: Any) -> None:
+                 subscribe_timeout: float, reactor: Any, echo: Any, user: str | None = None) -> None:
         from tepui.sdk import CommandInfo, Resources, Scheduler
 
         self.resources = Resources.of(cpus=cpus, mem=mem)
         self.task_id = f"{name}-{uuid.uuid4().hex[:8]}"
-        if len(argv) == 1:
-            self.command = CommandInfo(value=argv[0], environment=env)
-        else:
-            self.command = CommandInfo(value=shlex.join(argv), environment=env)
+        value = argv[0] if len(argv) == 1 else shlex.join(argv)
+        self.command = CommandInfo(value=value, environment=env, user=user)
         self.reactor, self.echo = reactor, echo
         self.exit_code: int | None = None
         self.launched = False
@@ -145,9 +143,10 @@ class OneTask:
 @click.option("--env", "-e", multiple=True, help="NAME=VALUE for the task's environment (repeatable).")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the master to answer.")
 @click.option("--quiet-output", is_flag=True, help="Do not print the task's stdout/stderr at the end.")
+@click.option("--user", default=None, help="Run the task as this user (the agent must allow it).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str, ...], timeout: float,
-                quiet_output: bool, command: tuple[str, ...]) -> None:
+                quiet_output: bool, user: str | None, command: tuple[str, ...]) -> None:
     """Run one command as a task and exit with its exit code.
 
     \b
@@ -171,7 +170,7 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
         # `docker run`): `tepui run -- cat data > copy` works.
         click.echo(text, err=err)
 
-    job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo)
+    job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo, user)
     job.show_output = not quiet_output
     try:
         # Declaring the task's shape keeps offers from agents where it cannot fit away.

@@ -190,7 +190,9 @@ def stop_process(process: subprocess.Popen[Any], grace: float) -> None:
 class Cluster:
     """A real master and agents on free ports. ``master`` is what ``--master`` wants."""
 
-    def __init__(self, root: Path, agents: int = 2, kill_grace_period: float = 3.0) -> None:
+    def __init__(self, root: Path, agents: int = 2, kill_grace_period: float = 3.0,
+                 agent_args: list[str] | None = None) -> None:
+        self.agent_args = list(agent_args or [])
         self.root = root
         self.port, self.http_port = free_ports(2)
         self.master = f"127.0.0.1:{self.port}"
@@ -217,7 +219,7 @@ class Cluster:
         for i, work_dir in enumerate(self.work_dirs, start=1):
             self._spawn(f"agent-{i}", ["agent", "--master", self.master, "--work-dir", str(work_dir),
                                        "--hostname", f"agent-{i}",
-                                       "--kill-grace-period", str(self.kill_grace_period)])
+                                       "--kill-grace-period", str(self.kill_grace_period), *self.agent_args])
         deadline = time.monotonic() + READY_TIMEOUT
         state = None
         while time.monotonic() < deadline:

@@ -111,7 +111,13 @@ def nonzero(amounts: dict[str, int]) -> dict[str, int]:
 
 
 def demand_fits(demand: tuple[Demand, ...], role: str, offered: Resources) -> bool:
-    return any(d.count > 0 and d.role in (None, role) and offered.contains(d.resources) for d in demand)
+    """Quantities, whatever the reservation: a task in a role can use the role's reservations."""
+    have = offered.fixed_totals()
+    return any(d.count > 0 and d.role in (None, role)
+               and all(have.get(name, 0) >= amount for name, amount in d.resources.fixed_totals().items())
+               and all(offered.item_count(n) >= d.resources.item_count(n)
+                       for n in d.resources.names() - set(d.resources.fixed_totals()))
+               for d in demand)
 
 
 # --- the machine --------------------------------------------------------------------------------

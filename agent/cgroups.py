@@ -1,0 +1,319 @@
+"""Per-task cgroups: cpu, memory and pids limits, whole-tree kill, usage, OOM detection.
+
+cgroup v2 first (one unified hierarchy with the ``cpu``, ``memory`` and ``pids`` controllers
+enabled), v1 as the fallback (one hierarchy per controller, as on this machine; see
+ENVIRONMENT.md). The layout is ``<hierarchy>/tepui/<agent>/<task>`` in every hierarchy used.
+
+Limits (Mesos's cgroups isolators do the same):
+
+* cpu: a CFS quota of ``cpus × period`` (hard cap) and a proportional weight (v1 ``cpu.shares``
+  = 1024 × cpus, v2 ``cpu.weight``);
+* memory: a hard limit of ``mem`` MiB with swap forbidden, so the limit bites; an OOM kill is
+  counted (``memory.oom_control``/``memory.events``) and the task is reported as such;
+* pids: ``pids.max`` stops a fork bomb at the task's border.
+
+Joining: the task's first process writes its own pid into the cgroup before it execs the
+command (a tiny ``/bin/sh`` prologue), so every descendant is born inside — no window in which
+a fast fork escapes. Killing: v2 ``cgroup.kill``; v1 freezes the cgroup (``freezer``), SIGKILLs
+every member and thaws it, so nothing can fork while being killed — this also reaches
+grandchildren that left the task's process group.
+
+The module does I/O (it writes control files); it lives in the agent's shell, never in a core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger("tepui.agent.cgroups")
+
+ROOT = "/sys/fs/cgroup"
+CFS_PERIOD_US = 100_000
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpus: float | None = None
+    mem_mib: float | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_seconds: float
+    memory_bytes: int
+    memory_peak_bytes: int | None
+
+
+class TaskCgroup(Protocol):
+    procs_files: list[str]
+
+    def apply(self, limits: Limits) -> None: ...
+    def pids(self) -> list[int]: ...
+    def kill_all(self) -> None: ...
+    def oom_kills(self) -> int: ...
+    def usage(self) -> Usage: ...
+    def destroy(self) -> None: ...
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _keyed(text: str, key: str) -> int | None:
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key:
+            return int(parts[1])
+    return None
+
+
+def _pids_in(procs_file: str) -> list[int]:
+    try:
+        return [int(line) for line in _read(procs_file).split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def _rmdir(path: str) -> None:
+    for _ in range(50):  # a just-killed process may linger for a moment
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)
+    log.warning("event=cgroup_not_removed path=%s", path)
+
+
+def task_dir_name(framework_id: str, task_id: str) -> str:
+    """Readable, bounded and unique: sanitized ids plus a hash of the exact pair."""
+    digest = hashlib.sha1(f"{framework_id}/{task_id}".encode()).hexdigest()[:12]
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", task_id)[:60]
+    return f"{safe}-{digest}"
+
+
+class CgroupV2:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.procs_files = [os.path.join(path, "cgroup.procs")]
+
+    def apply(self, limits: Limits) -> None:
+        if limits.cpus:
+            _write(os.path.join(self.path, "cpu.max"), f"{max(1000, int(limits.cpus * CFS_PERIOD_US))} {CFS_PERIOD_US}")
+            _write(os.path.join(self.path, "cpu.weight"), str(max(1, min(10000, int(limits.cpus * 100)))))
+        if limits.mem_mib:
+            _write(os.path.join(self.path, "memory.max"), str(int(limits.mem_mib * 1024 * 1024)))
+            swap = os.path.join(self.path, "memory.swap.max")
+            if os.path.exists(swap):
+                _write(swap, "0")
+        if limits.pids:
+            _write(os.path.join(self.path, "pids.max"), str(limits.pids))
+
+    def pids(self) -> list[int]:
+        return _pids_in(self.procs_files[0])
+
+    def kill_all(self) -> None:
+        kill = os.path.join(self.path, "cgroup.kill")
+        if os.path.exists(kill):
+            _write(kill, "1")
+            return
+        for pid in self.pids():
+            _kill(pid)
+
+    def oom_kills(self) -> int:
+        try:
+            return _keyed(_read(os.path.join(self.path, "memory.events")), "oom_kill") or 0
+        except FileNotFoundError:
+            return 0
+
+    def usage(self) -> Usage:
+        cpu = _keyed(_read(os.path.join(self.path, "cpu.stat")), "usage_usec") or 0
+        memory = int(_read(os.path.join(self.path, "memory.current")).strip() or 0)
+        peak_file = os.path.join(self.path, "memory.peak")
+        peak = int(_read(peak_file).strip()) if os.path.exists(peak_file) else None
+        return Usage(cpu / 1e6, memory, peak)
+
+    def destroy(self) -> None:
+        self.kill_all()
+        _rmdir(self.path)
+
+
+class CgroupV1:
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths  # controller → directory
+        self.procs_files = [os.path.join(path, "cgroup.procs") for path in dict.fromkeys(paths.values())]
+
+    def apply(self, limits: Limits) -> None:
+        cpu = self.paths.get("cpu")
+        if cpu and limits.cpus:
+            _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            _write(os.path.join(cpu, "cpu.cfs_quota_us"), str(max(1000, int(limits.cpus * CFS_PERIOD_US))))
+            _write(os.path.join(cpu, "cpu.shares"), str(max(2, int(limits.cpus * 1024))))
+        memory = self.paths.get("memory")
+        if memory and limits.mem_mib:
+            limit = str(int(limits.mem_mib * 1024 * 1024))
+            _write(os.path.join(memory, "memory.limit_in_bytes"), limit)
+            memsw = os.path.join(memory, "memory.memsw.limit_in_bytes")
+            if os.path.exists(memsw):
+                _write(memsw, limit)
+        pids = self.paths.get("pids")
+        if pids and limits.pids:
+            _write(os.path.join(pids, "pids.max"), str(limits.pids))
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for procs in self.procs_files:
+            found.update(_pids_in(procs))
+        return sorted(found)
+
+    def kill_all(self) -> None:
+        """Freeze, SIGKILL every member, thaw: nothing forks away while we kill."""
+        freezer = self.paths.get("freezer")
+        if freezer:
+            _write(os.path.join(freezer, "freezer.state"), "FROZEN")
+        try:
+            for _ in range(20):
+                members = self.pids()
+                if not members:
+                    return
+                for pid in members:
+                    _kill(pid)
+                if freezer:
+                    break  # frozen members die on thaw; no new ones can appear
+                time.sleep(0.005)
+        finally:
+            if freezer:
+                _write(os.path.join(freezer, "freezer.state"), "THAWED")
+
+    def oom_kills(self) -> int:
+        memory = self.paths.get("memory")
+        if not memory:
+            return 0
+        try:
+            text = _read(os.path.join(memory, "memory.oom_control"))
+        except FileNotFoundError:
+            return 0
+        return _keyed(text, "oom_kill") or 0
+
+    def usage(self) -> Usage:
+        cpu_seconds = 0.0
+        cpuacct = self.paths.get("cpuacct")
+        if cpuacct:
+            cpu_seconds = int(_read(os.path.join(cpuacct, "cpuacct.usage")).strip() or 0) / 1e9
+        memory_bytes, peak = 0, None
+        memory = self.paths.get("memory")
+        if memory:
+            memory_bytes = int(_read(os.path.join(memory, "memory.usage_in_bytes")).strip() or 0)
+            peak = int(_read(os.path.join(memory, "memory.max_usage_in_bytes")).strip() or 0)
+        return Usage(cpu_seconds, memory_bytes, peak)
+
+    def destroy(self) -> None:
+        self.kill_all()
+        for path in dict.fromkeys(self.paths.values()):
+            _rmdir(path)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Cgroups:
+    """Creates task cgroups under ``tepui/<agent>`` in whichever hierarchy this host offers."""
+
+    def __init__(self, version: int, base: dict[str, str] | str) -> None:
+        self.version = version
+        self.base = base
+
+    @staticmethod
+    def usable(root: str = ROOT) -> bool:
+        """Whether ``detect`` can work here, without creating anything."""
+        if os.geteuid() != 0:
+            return False
+        controllers_file = os.path.join(root, "cgroup.controllers")
+        if os.path.exists(controllers_file) and {"cpu", "memory", "pids"} <= set(_read(controllers_file).split()):
+            return True
+        return all(os.path.exists(os.path.join(root, c, "cgroup.procs")) for c in ("cpu", "memory", "pids"))
+
+    @classmethod
+    def detect(cls, agent_name: str, root: str = ROOT) -> Cgroups | None:
+        """None when cgroups cannot be used here (not root, nothing mounted): the agent then
+        runs tasks without isolation and says so at start."""
+        agent = re.sub(r"[^A-Za-z0-9_.-]", "_", agent_name)
+        controllers_file = os.path.join(root, "cgroup.controllers")
+        if os.path.exists(controllers_file):
+            available = set(_read(controllers_file).split())
+            if {"cpu", "memory", "pids"} <= available:
+                base = os.path.join(root, "tepui")
+                try:
+                    os.makedirs(base, exist_ok=True)
+                    _write(os.path.join(root, "cgroup.subtree_control"), "+cpu +memory +pids")
+                    _write(os.path.join(base, "cgroup.subtree_control"), "+cpu +memory +pids")
+                    path = os.path.join(base, agent)
+                    os.makedirs(path, exist_ok=True)
+                    _write(os.path.join(path, "cgroup.subtree_control"), "+cpu +memory +pids")
+                except OSError as exc:
+                    log.warning("event=cgroup_v2_unusable error=%r", str(exc))
+                    return None
+                return cls(2, path)
+        paths = {}
+        for controller in V1_CONTROLLERS:
+            hierarchy = os.path.join(root, controller)
+            if os.path.isdir(hierarchy) and os.path.exists(os.path.join(hierarchy, "cgroup.procs")):
+                paths[controller] = os.path.join(os.path.realpath(hierarchy), "tepui", agent)
+        if not {"cpu", "memory", "pids"} <= set(paths):
+            return None
+        try:
+            for path in dict.fromkeys(paths.values()):
+                os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            log.warning("event=cgroup_v1_unusable error=%r", str(exc))
+            return None
+        return cls(1, paths)
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version}"
+
+    def release(self) -> None:
+        """Removes the agent's own directories once its tasks' cgroups are gone."""
+        paths = [self.base] if isinstance(self.base, str) else list(dict.fromkeys(self.base.values()))
+        for path in paths:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # tasks remain (or it is gone already)
+
+    def create(self, framework_id: str, task_id: str, limits: Limits) -> TaskCgroup:
+        name = task_dir_name(framework_id, task_id)
+        group: TaskCgroup
+        if self.version == 2:
+            assert isinstance(self.base, str)
+            path = os.path.join(self.base, name)
+            os.makedirs(path, exist_ok=True)
+            group = CgroupV2(path)
+        else:
+            assert isinstance(self.base, dict)
+            paths = {controller: os.path.join(base, name) for controller, base in self.base.items()}
+            for path in dict.fromkeys(paths.values()):
+                os.makedirs(path, exist_ok=True)
+            group = CgroupV1(paths)
+        group.apply(limits)
+        return group
