@@ -21,6 +21,10 @@ import msgspec
 
 from tepui.agent.events import (
     Exit,
+    FetchFailed,
+    FetchSucceeded,
+    FetchURIs,
+    LaunchContainer,
     LaunchProcess,
     Received,
     SendToMaster,
@@ -69,6 +73,7 @@ class AgentConfig:
     update_retry_max: float = 600.0  # ... to 10 min
     master_silence_limit: float = 75.0  # Mesos 15 s × 5 pings
     task_user: str | None = None  # who tasks run as by default (None: the agent's own user)
+    docker_enabled: bool = False
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
 
 
@@ -83,6 +88,7 @@ class TaskRecord:
     kill_grace: float = 5.0
     exited: bool = False
     exit_code: int | None = None
+    launch: Any = None  # the launch effect held back while URIs are fetched
 
 
 @dataclass
@@ -129,6 +135,8 @@ class AgentCore:
             self._on_exited(event, now, out)
         elif isinstance(event, TaskLaunchFailed):
             self._on_launch_failed(event, now, out)
+        elif isinstance(event, (FetchSucceeded, FetchFailed)):
+            self._on_fetched(event, now, out)
         elif isinstance(event, TimerFired):
             self._on_timer(event.key, now, out)
         elif isinstance(event, Start):
@@ -216,7 +224,6 @@ class AgentCore:
         if problem is not None:
             self._terminal(record, TaskState.ERROR, TaskReason.TASK_INVALID, problem, now, out)
             return
-        assert task.command is not None
         env = {
             "TEPUI_TASK_ID": task.task_id,
             "TEPUI_FRAMEWORK_ID": framework_id,
@@ -225,13 +232,40 @@ class AgentCore:
             "MESOS_SANDBOX": sandbox,
             "MESOS_TASK_ID": task.task_id,
         }
-        env.update(task.command.environment)
-        resources = Resources.from_wire(task.resources)
-        out.append(LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
-                                 resources.scalar("cpus") or None, resources.scalar("mem") or None))
+        launch: Effect
+        if task.container is not None and task.container.type == "DOCKER":
+            launch = LaunchContainer(framework_id, task.task_id, sandbox, task, env)
+        else:
+            assert task.command is not None
+            env.update(task.command.environment)
+            resources = Resources.from_wire(task.resources)
+            launch = LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
+                                   resources.scalar("cpus") or None, resources.scalar("mem") or None)
+        uris = list(task.command.uris) if task.command is not None else []
+        if uris:
+            # Mesos: the fetcher runs first; the container starts only once every URI is in.
+            record.launch = launch
+            out.append(FetchURIs(framework_id, task.task_id, sandbox, uris))
+        else:
+            out.append(launch)
         record.state = TaskState.STARTING
         # Where the task's files are: local tools (``tepui run``) show stdout/stderr from it.
         self._update(record, TaskState.STARTING, None, None, now, out, labels={SANDBOX_LABEL: sandbox})
+
+    def _on_fetched(self, event: FetchSucceeded | FetchFailed, now: float, out: list[Effect]) -> None:
+        record = self.tasks.get((event.framework_id, event.task_id))
+        if record is None or record.launch is None:
+            return
+        launch, record.launch = record.launch, None
+        if isinstance(event, FetchFailed):
+            self._terminal(record, TaskState.FAILED, TaskReason.FETCH_FAILED, event.message, now, out)
+        elif record.kill_requested:
+            self._terminal(record, TaskState.KILLED, TaskReason.TASK_KILLED_DURING_LAUNCH,
+                           "killed while its URIs were being fetched", now, out)
+        else:
+            out.append(launch)
+            return
+        self._maybe_exit(now, out)
 
     def _user_for(self, task: TaskInfo) -> str | None:
         requested = task.command.user if task.command else None
@@ -245,8 +279,14 @@ class AgentCore:
                     f"(allowed: {', '.join(sorted(self.config.allowed_users)) or 'none'}; see --allowed-users)")
         if task.executor is not None:
             return "custom executors are not supported by this agent yet"
+        if task.container is not None and task.container.type == "DOCKER":
+            if not self.config.docker_enabled:
+                return "this agent does not run Docker containers (start it with --containerizers mesos,docker)"
+            if task.container.docker is None or not task.container.docker.image:
+                return "a DOCKER container needs container.docker.image"
+            return None
         if task.container is not None and task.container.type != "MESOS":
-            return f"container type {task.container.type} is not supported by this agent yet"
+            return f"container type {task.container.type!r} is unknown (MESOS or DOCKER)"
         if task.command is None:
             return "task has no command"
         return None
@@ -300,6 +340,8 @@ class AgentCore:
             state, reason, message = TaskState.FINISHED, None, "Command exited with status 0"
         else:
             state, reason, message = TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, f"Command {how}"
+        if event.message and state != TaskState.FINISHED:
+            message = event.message  # the containerizer's own account (e.g. why a container died)
         self._terminal(record, state, reason, message, now, out)
         self._maybe_exit(now, out)
 

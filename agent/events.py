@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
-from tepui.sdk.protocol.values import CommandInfo
+from tepui.sdk.protocol.values import CommandInfo, CommandURI, TaskInfo
 
 __all__ = [
     "Start", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
-    "SendToMaster", "LaunchProcess", "SignalProcess", "ScheduleTimer", "CancelTimer", "Log", "Exit",
+    "FetchSucceeded", "FetchFailed",
+    "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
+    "CancelTimer", "Log", "Exit",
 ]
 
 
@@ -32,7 +34,21 @@ class Received:
 class TaskSpawned:
     framework_id: str
     task_id: str
-    pid: int
+    pid: int  # 0 for a container
+    container_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchSucceeded:
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class FetchFailed:
+    framework_id: str
+    task_id: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class TaskExited:
     exit_code: int | None
     signal: int | None = None
     oom_killed: bool = False
+    message: str | None = None  # the containerizer's own account, when it has one
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,27 @@ class LaunchProcess:
     user: str | None = None  # None: the agent's own user
     cpus: float | None = None
     mem_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class LaunchContainer:
+    """Run the task in a Docker container (``container.type == "DOCKER"``)."""
+
+    framework_id: str
+    task_id: str
+    sandbox: str
+    task: TaskInfo
+    environment: dict[str, str]
+
+
+@dataclass(frozen=True)
+class FetchURIs:
+    """Download the task's URIs into its sandbox, then report FetchSucceeded / FetchFailed."""
+
+    framework_id: str
+    task_id: str
+    sandbox: str
+    uris: list[CommandURI]
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,16 @@ def run_agent(
     task_user: str | None = None,
     allowed_users: tuple[str, ...] = (),
     pids_limit: int | None = 4096,
+    containerizers: tuple[str, ...] = ("mesos", "docker"),
+    docker_host: str | None = None,
+    fetcher_cache_mib: int = 2048,
 ) -> None:
     configure_logging(log_level, "agent")
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, parse_attributes
     from tepui.agent.cgroups import Cgroups
+    from tepui.agent.docker_containerizer import DockerContainerizer
+    from tepui.agent.fetcher import Fetcher
     from tepui.agent.processes import resolve_user
     from tepui.agent.shell import AgentShell
 
@@ -67,9 +72,13 @@ def run_agent(
         update_retry_initial=update_retry_initial,
         task_user=task_user,
         allowed_users=frozenset(allowed_users),
+        docker_enabled="docker" in containerizers,
     )
     reactor = install_reactor()
-    shell = AgentShell(reactor, AgentCore(config, lambda: uuid.uuid4().bytes), address, cgroups, pids_limit)
+    docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
+    fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024)
+    shell = AgentShell(reactor, AgentCore(config, lambda: uuid.uuid4().bytes), address, cgroups, pids_limit,
+                       docker, fetcher)
     reactor.addSystemEventTrigger("before", "shutdown", shell.shutdown)
     reactor.callWhenRunning(shell.start)
     log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,

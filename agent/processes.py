@@ -130,8 +130,10 @@ class ProcessLauncher:
         with open(os.path.join(sandbox, "stdout"), "ab") as out, open(os.path.join(sandbox, "stderr"), "ab") as err, \
                 open(os.devnull, "rb") as devnull:
             if user is not None and os.geteuid() == 0:
-                for path in (sandbox, out.name, err.name):
-                    os.chown(path, user.uid, user.gid)
+                # The sandbox (with whatever the fetcher put there) belongs to the task's user.
+                for directory, dirs, files in os.walk(sandbox):
+                    for name in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+                        os.chown(name, user.uid, user.gid, follow_symlinks=False)
 
             def ended(code: int | None, sig: int | None) -> None:
                 pid = self.pids.pop(key, None)

@@ -12,6 +12,10 @@ from twisted.internet import defer
 from tepui.agent.core import AgentCore
 from tepui.agent.events import (
     Exit,
+    FetchFailed,
+    FetchSucceeded,
+    FetchURIs,
+    LaunchContainer,
     LaunchProcess,
     Received,
     SendToMaster,
@@ -23,6 +27,8 @@ from tepui.agent.events import (
     TaskSpawned,
 )
 from tepui.agent.cgroups import Cgroups, Limits
+from tepui.agent.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError
+from tepui.agent.fetcher import Fetcher
 from tepui.agent.processes import ProcessExit, ProcessLauncher, resolve_user
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
@@ -35,9 +41,13 @@ log = logging.getLogger("tepui.agent")
 
 class AgentShell:
     def __init__(self, reactor: Any, core: AgentCore, master: str, cgroups: Cgroups | None = None,
-                 pids_limit: int | None = None) -> None:
+                 pids_limit: int | None = None, docker: DockerContainerizer | None = None,
+                 fetcher: Fetcher | None = None) -> None:
         self.reactor = reactor
         self.pids_limit = pids_limit
+        self.docker = docker
+        self.docker_problem: str | None = None  # why the engine cannot be used, when it cannot
+        self.fetcher = fetcher or Fetcher(reactor, os.path.join(core.config.work_dir, "fetcher-cache"))
         self.core = core
         self.codec: Codec[Any] = Codec(AgentInbound)
         self.incarnation = uuid.uuid4().hex
@@ -51,6 +61,14 @@ class AgentShell:
 
     def start(self) -> None:
         self.handle(Start())
+        if self.docker is not None:
+            self.docker.available().addCallback(self._docker_checked)
+
+    def _docker_checked(self, problem: str | None) -> None:
+        self.docker_problem = problem
+        if problem:
+            log.warning("event=docker_unavailable reason=%r hint=\"Docker tasks will fail until the engine answers\"",
+                        problem)
 
     def handle(self, event: Any) -> None:
         self._perform(self.core.handle(event, self.reactor.seconds()))
@@ -69,6 +87,9 @@ class AgentShell:
     def _finish(self) -> None:
         for key in list(self.launcher.pids):
             self.launcher.signal(key, "KILL")
+        if self.docker is not None:
+            for key in self.docker.running():
+                self.docker.signal(key, "KILL")
         if not self._exited.called:
             self._exited.callback(None)
         self.timers.cancel_all()
@@ -96,8 +117,16 @@ class AgentShell:
                     effect.body, self._msg_id, self.core.master_epoch, self.incarnation)))
             elif isinstance(effect, LaunchProcess):
                 self._launch(effect)
+            elif isinstance(effect, LaunchContainer):
+                self._launch_container(effect)
+            elif isinstance(effect, FetchURIs):
+                self._fetch(effect)
             elif isinstance(effect, SignalProcess):
-                self.launcher.signal((effect.framework_id, effect.task_id), effect.signal)
+                key = (effect.framework_id, effect.task_id)
+                if self.docker is not None and key in self.docker.running():
+                    self.docker.signal(key, effect.signal)
+                else:
+                    self.launcher.signal(key, effect.signal)
             elif isinstance(effect, ScheduleTimer):
                 self.timers.schedule(effect.at, effect.key)
             elif isinstance(effect, CancelTimer):
@@ -143,6 +172,33 @@ class AgentShell:
             self.reactor.callLater(0, self.handle, TaskLaunchFailed(fid, tid, message))
             return
         self.reactor.callLater(0, report_spawned, pid)
+
+
+    def _launch_container(self, effect: LaunchContainer) -> None:
+        fid, tid = effect.framework_id, effect.task_id
+        if self.docker is None or self.docker_problem:
+            reason = self.docker_problem or "this agent has no Docker containerizer"
+            self.reactor.callLater(0, self.handle, TaskLaunchFailed(fid, tid, f"cannot start the container: {reason}"))
+            return
+
+        def on_exit(result: ContainerExit) -> None:
+            self.handle(TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_killed,
+                                   message=result.message))
+
+        def failed(failure: Any) -> None:
+            message = failure.value.message if failure.check(LaunchError) else str(failure.value)
+            self.handle(TaskLaunchFailed(fid, tid, message))
+
+        launched = self.docker.launch((fid, tid), effect.sandbox, effect.task, fid, self.core.agent_id or "",
+                                      effect.environment, on_exit)
+        launched.addCallbacks(lambda cid: self.handle(TaskSpawned(fid, tid, 0, container_id=cid)), failed)
+
+    def _fetch(self, effect: FetchURIs) -> None:
+        fid, tid = effect.framework_id, effect.task_id
+        os.makedirs(effect.sandbox, exist_ok=True)
+        fetched = self.fetcher.fetch(effect.uris, effect.sandbox)
+        fetched.addCallbacks(lambda _: self.handle(FetchSucceeded(fid, tid)),
+                             lambda failure: self.handle(FetchFailed(fid, tid, str(failure.value))))
 
 
 def default_work_dir() -> str:

@@ -60,10 +60,15 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 @click.option("--task-user", default=None, help="Run tasks as this user (default: nobody when the agent is root).")
 @click.option("--allowed-users", default="", help="Comma-separated users a task may ask for in command.user.")
 @click.option("--task-pids-max", default=4096, show_default=True, help="Processes per task (cgroup pids limit; 0: none).")
+@click.option("--containerizers", default="mesos,docker", show_default=True,
+              help="Which containerizers to offer: mesos (processes) and/or docker.")
+@click.option("--docker-host", default=None, help="Docker engine address (default: $DOCKER_HOST or the local socket).")
+@click.option("--fetcher-cache-size", default=2048, show_default=True, help="Fetcher cache size, MiB.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
           hostname: str | None, kill_grace_period: float, master_silence_limit: float, update_retry: float,
-          isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, log_level: str) -> None:
+          isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, containerizers: str,
+          docker_host: str | None, fetcher_cache_size: int, log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
     from tepui.agent.probe import parse_attributes
@@ -71,6 +76,10 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
     from tepui.sdk.resources import InvalidResources, Resources
     from tepui.sdk.transport import tcp_address
 
+    unknown = {c.strip() for c in containerizers.split(",") if c.strip()} - {"mesos", "docker"}
+    if unknown:
+        raise click.BadParameter(f"unknown containerizer {sorted(unknown)[0]!r}: use mesos and/or docker",
+                                 param_hint="--containerizers")
     try:
         tcp_address(master_address, 5050)
         if resources:
@@ -80,7 +89,8 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
         raise click.BadParameter(str(exc)) from None
     run_agent(master_address, work_dir or default_work_dir(), resources, attributes, hostname,
               kill_grace_period, master_silence_limit, update_retry, log_level, isolation, task_user,
-              tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None)
+              tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None,
+              tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size)
 
 
 cli.add_command(up_command)

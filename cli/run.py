@@ -25,13 +25,16 @@ class OneTask:
     """The whole framework: launch once on the first offer that fits, report, exit."""
 
     def __init__(self, argv: list[str], cpus: float, mem: float, name: str, env: dict[str, str],
-                 subscribe_timeout: float, reactor: Any, echo: Any, user: str | None = None) -> None:
-        from tepui.sdk import CommandInfo, Resources, Scheduler
+                 subscribe_timeout: float, reactor: Any, echo: Any, user: str | None = None,
+                 image: str | None = None, uris: list[str] | None = None) -> None:
+        from tepui.sdk import CommandInfo, CommandURI, ContainerInfo, DockerInfo, Resources, Scheduler
 
         self.resources = Resources.of(cpus=cpus, mem=mem)
         self.task_id = f"{name}-{uuid.uuid4().hex[:8]}"
         value = argv[0] if len(argv) == 1 else shlex.join(argv)
-        self.command = CommandInfo(value=value, environment=env, user=user)
+        self.command = CommandInfo(value=value, environment=env, user=user,
+                                   uris=[CommandURI(value=uri) for uri in uris or []])
+        self.container = ContainerInfo(type="DOCKER", docker=DockerInfo(image=image)) if image else None
         self.reactor, self.echo = reactor, echo
         self.exit_code: int | None = None
         self.launched = False
@@ -84,7 +87,7 @@ class OneTask:
                 if self.waiting_notice is not None and self.waiting_notice.active():
                     self.waiting_notice.cancel()
                 task = TaskInfo(name=self.task_id, task_id=self.task_id, agent_id=offer.agent_id,
-                                resources=self.resources.to_wire(), command=self.command)
+                                resources=self.resources.to_wire(), command=self.command, container=self.container)
                 driver.launch(offer.id, [task])
                 driver.suppress()
                 self.echo(f"{self.task_id}: launching on {offer.hostname} ({offer.agent_id})")
@@ -144,9 +147,12 @@ class OneTask:
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the master to answer.")
 @click.option("--quiet-output", is_flag=True, help="Do not print the task's stdout/stderr at the end.")
 @click.option("--user", default=None, help="Run the task as this user (the agent must allow it).")
+@click.option("--image", default=None, help="Run in a Docker container from this (local) image.")
+@click.option("--uri", "uris", multiple=True, help="Fetch into the sandbox first (http(s)://, file://; archives are extracted).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str, ...], timeout: float,
-                quiet_output: bool, user: str | None, command: tuple[str, ...]) -> None:
+                quiet_output: bool, user: str | None, image: str | None, uris: tuple[str, ...],
+                command: tuple[str, ...]) -> None:
     """Run one command as a task and exit with its exit code.
 
     \b
@@ -170,7 +176,7 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
         # `docker run`): `tepui run -- cat data > copy` works.
         click.echo(text, err=err)
 
-    job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo, user)
+    job = OneTask(list(command), cpus, mem, name, environment, timeout, reactor, echo, user, image, list(uris))
     job.show_output = not quiet_output
     try:
         # Declaring the task's shape keeps offers from agents where it cannot fit away.
