@@ -21,6 +21,8 @@ import msgspec
 
 from tepui.agent.events import (
     Exit,
+    HealthCheckResult,
+    RunHealthCheck,
     FetchFailed,
     FetchSucceeded,
     FetchURIs,
@@ -35,6 +37,7 @@ from tepui.agent.events import (
     TaskLaunchFailed,
     TaskSpawned,
 )
+from tepui.agent.health import HealthState, first_probe_at, judge
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import (
@@ -89,6 +92,9 @@ class TaskRecord:
     exited: bool = False
     exit_code: int | None = None
     launch: Any = None  # the launch effect held back while URIs are fetched
+    environment: dict[str, str] = field(default_factory=dict)
+    health: HealthState | None = None
+    unhealthy: str | None = None  # why it was killed for failing its health checks
 
 
 @dataclass
@@ -137,6 +143,8 @@ class AgentCore:
             self._on_launch_failed(event, now, out)
         elif isinstance(event, (FetchSucceeded, FetchFailed)):
             self._on_fetched(event, now, out)
+        elif isinstance(event, HealthCheckResult):
+            self._on_health(event, now, out)
         elif isinstance(event, TimerFired):
             self._on_timer(event.key, now, out)
         elif isinstance(event, Start):
@@ -232,6 +240,7 @@ class AgentCore:
             "MESOS_SANDBOX": sandbox,
             "MESOS_TASK_ID": task.task_id,
         }
+        record.environment = env
         launch: Effect
         if task.container is not None and task.container.type == "DOCKER":
             launch = LaunchContainer(framework_id, task.task_id, sandbox, task, env)
@@ -310,6 +319,28 @@ class AgentCore:
             return
         record.state = TaskState.RUNNING
         self._update(record, TaskState.RUNNING, None, None, now, out)
+        check = record.info.health_check
+        if check is not None:
+            record.health = HealthState(started_at=now)
+            out.append(ScheduleTimer(first_probe_at(check, now), ("health", event.framework_id, event.task_id)))
+
+    def _on_health(self, event: HealthCheckResult, now: float, out: list[Effect]) -> None:
+        record = self.tasks.get((event.framework_id, event.task_id))
+        check = record.info.health_check if record is not None else None
+        if record is None or check is None or record.health is None or record.kill_requested or record.exited:
+            return
+        verdict = judge(record.health, check, event.ok, event.detail, now)
+        if verdict.report is not None:
+            self._update(record, TaskState.RUNNING, TaskReason.TASK_HEALTH_CHECK_STATUS_UPDATED, verdict.message,
+                         now, out, healthy=verdict.report)
+        if verdict.kill:
+            record.unhealthy = verdict.message
+            record.kill_requested = True
+            out.append(Log("warning", "task_unhealthy", {"task_id": event.task_id, "message": verdict.message}))
+            self._signal(record, now, out)
+        else:
+            out.append(ScheduleTimer(now + max(0.1, check.interval_seconds),
+                                     ("health", event.framework_id, event.task_id)))
 
     def _on_launch_failed(self, event: TaskLaunchFailed, now: float, out: list[Effect]) -> None:
         record = self.tasks.get((event.framework_id, event.task_id))
@@ -327,6 +358,12 @@ class AgentCore:
         else:
             code, how = event.exit_code, f"exited with status {event.exit_code}"
         record.exit_code = code
+        out.append(CancelTimer(("health", event.framework_id, event.task_id)))
+        if record.unhealthy is not None:
+            self._terminal(record, TaskState.FAILED, TaskReason.TASK_HEALTH_CHECK_STATUS_UPDATED, record.unhealthy,
+                           now, out, healthy=False)
+            self._maybe_exit(now, out)
+            return
         if event.oom_killed and not record.kill_requested:
             mem = Resources.from_wire(record.info.resources).scalar("mem")
             message = (f"Memory limit exceeded: the task used more than its {mem:g} MiB (mem) and the kernel's "
@@ -346,13 +383,13 @@ class AgentCore:
         self._maybe_exit(now, out)
 
     def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
-                  now: float, out: list[Effect]) -> None:
+                  now: float, out: list[Effect], healthy: bool | None = None) -> None:
         record.state = state
         self.tasks.pop((record.framework_id, record.info.task_id), None)
         self.completed.append(record)
         if record.framework_id in self.shutting_down_frameworks:
             return  # the framework is gone; nobody is left to acknowledge
-        self._update(record, state, reason, message, now, out, exit_code=record.exit_code)
+        self._update(record, state, reason, message, now, out, exit_code=record.exit_code, healthy=healthy)
 
     def _on_KillTask(self, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
         record = self.tasks.get((msg.framework_id, msg.task_id))
@@ -428,11 +465,11 @@ class AgentCore:
 
     def _update(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str | None,
                 now: float, out: list[Effect], exit_code: int | None = None,
-                labels: dict[str, str] | None = None) -> None:
+                labels: dict[str, str] | None = None, healthy: bool | None = None) -> None:
         status = TaskStatus(
             task_id=record.info.task_id, state=state, message=message, source=TaskSource.AGENT,
             reason=reason, agent_id=self.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code,
-            labels=labels or {},
+            labels=labels or {}, healthy=healthy,
         )
         self._enqueue(record.framework_id, status, now, out)
 
@@ -492,6 +529,13 @@ class AgentCore:
             task_key = (key[1], key[2])
             if task_key in self.pending:
                 self._send_head(task_key, now, out)
+        elif key[0] == "health":
+            record = self.tasks.get((key[1], key[2]))
+            check = record.info.health_check if record is not None else None
+            if record is not None and check is not None and record.state == TaskState.RUNNING \
+                    and not record.kill_requested:
+                out.append(RunHealthCheck(record.framework_id, record.info.task_id, check, record.sandbox,
+                                          record.environment, self._user_for(record.info)))
         elif key[0] == "escalate":
             record = self.tasks.get((key[1], key[2]))
             if record is not None and not record.exited:

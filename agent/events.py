@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
-from tepui.sdk.protocol.values import CommandInfo, CommandURI, TaskInfo
+from tepui.sdk.protocol.values import CommandInfo, CommandURI, HealthCheck, TaskInfo
 
 __all__ = [
     "Start", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
-    "FetchSucceeded", "FetchFailed",
+    "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck",
     "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
     "CancelTimer", "Log", "Exit",
 ]
@@ -71,6 +71,14 @@ class TaskExited:
 
 
 @dataclass(frozen=True)
+class HealthCheckResult:
+    framework_id: str
+    task_id: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """The operator stopped the agent (SIGTERM): end every task, unregister, exit."""
 
@@ -114,6 +122,18 @@ class FetchURIs:
     task_id: str
     sandbox: str
     uris: list[CommandURI]
+
+
+@dataclass(frozen=True)
+class RunHealthCheck:
+    """Probe the task's health (command, HTTP or TCP) and report a HealthCheckResult."""
+
+    framework_id: str
+    task_id: str
+    check: HealthCheck
+    sandbox: str
+    environment: dict[str, str]
+    user: str | None = None
 
 
 @dataclass(frozen=True)

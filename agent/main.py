@@ -61,6 +61,11 @@ def run_agent(
             resolve_user(task_user)
         except LookupError as exc:
             raise SystemExit(f"--task-user: {exc}") from None
+        blocked = _untraversable(work_dir)
+        if blocked:
+            log.warning("event=work_dir_not_traversable dir=%s task_user=%s hint=\"tasks run as %s cannot reach "
+                        "their sandbox through it (getcwd fails); chmod o+x it or choose another --work-dir\"",
+                        blocked, task_user, task_user)
     config = AgentConfig(
         hostname=name,
         resources=agent_resources(work_dir, resources),
@@ -84,3 +89,18 @@ def run_agent(
     log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,
              config.resources, work_dir, cgroups.describe() if cgroups else "none", task_user or "(agent's own)")
     reactor.run()
+
+
+def _untraversable(path: str) -> str | None:
+    """The first directory above ``path`` that others may not search (mode without o+x)."""
+    current = os.path.abspath(path)
+    while True:
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return parent
+        except OSError:
+            return None
+        current = parent

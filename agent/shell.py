@@ -10,8 +10,11 @@ from typing import Any
 from twisted.internet import defer
 
 from tepui.agent.core import AgentCore
+from tepui.agent import health_probes
 from tepui.agent.events import (
     Exit,
+    HealthCheckResult,
+    RunHealthCheck,
     FetchFailed,
     FetchSucceeded,
     FetchURIs,
@@ -121,6 +124,8 @@ class AgentShell:
                 self._launch_container(effect)
             elif isinstance(effect, FetchURIs):
                 self._fetch(effect)
+            elif isinstance(effect, RunHealthCheck):
+                self._probe(effect)
             elif isinstance(effect, SignalProcess):
                 key = (effect.framework_id, effect.task_id)
                 if self.docker is not None and key in self.docker.running():
@@ -199,6 +204,16 @@ class AgentShell:
         fetched = self.fetcher.fetch(effect.uris, effect.sandbox)
         fetched.addCallbacks(lambda _: self.handle(FetchSucceeded(fid, tid)),
                              lambda failure: self.handle(FetchFailed(fid, tid, str(failure.value))))
+
+
+    def _probe(self, effect: RunHealthCheck) -> None:
+        fid, tid = effect.framework_id, effect.task_id
+        try:
+            user = resolve_user(effect.user) if effect.user else None
+        except LookupError:
+            user = None
+        probed = health_probes.probe(self.reactor, effect.check, effect.sandbox, effect.environment, user)
+        probed.addCallback(lambda result: self.handle(HealthCheckResult(fid, tid, result[0], result[1])))
 
 
 def default_work_dir() -> str:
