@@ -10,7 +10,7 @@ from tepui.sdk import install_reactor
 reactor = install_reactor()
 
 from tepui.sdk import (  # noqa: E402
-    CommandInfo, FrameworkInfo, HealthCheck, Resources, Scheduler, SchedulerDriver, TaskInfo, TaskState,
+    CommandInfo, FrameworkInfo, HealthCheck, Resources, Scheduler, SchedulerDriver, TaskInfo,
 )
 from tepui.sdk.protocol.values import HTTPCheck  # noqa: E402
 
