@@ -77,6 +77,7 @@ class AgentConfig:
     master_silence_limit: float = 75.0  # Mesos 15 s × 5 pings
     task_user: str | None = None  # who tasks run as by default (None: the agent's own user)
     docker_enabled: bool = False
+    gpu_ids: tuple[int, ...] = ()  # the GPUs this agent offers, by index
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
 
 
@@ -95,6 +96,7 @@ class TaskRecord:
     environment: dict[str, str] = field(default_factory=dict)
     health: HealthState | None = None
     unhealthy: str | None = None  # why it was killed for failing its health checks
+    gpus: tuple[int, ...] = ()  # GPU indices held
 
 
 @dataclass
@@ -240,6 +242,17 @@ class AgentCore:
             "MESOS_SANDBOX": sandbox,
             "MESOS_TASK_ID": task.task_id,
         }
+        wanted = int(Resources.from_wire(task.resources).scalar("gpus"))
+        if wanted:
+            held = {i for r in self.tasks.values() for i in r.gpus}
+            free = [i for i in self.config.gpu_ids if i not in held]
+            if len(free) < wanted:
+                self._terminal(record, TaskState.ERROR, TaskReason.TASK_INVALID,
+                               f"task asks for {wanted} GPUs but this agent has {len(free)} free", now, out)
+                return
+            record.gpus = tuple(free[:wanted])
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in record.gpus)
+            env["NVIDIA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
         record.environment = env
         launch: Effect
         if task.container is not None and task.container.type == "DOCKER":

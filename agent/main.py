@@ -35,7 +35,7 @@ def run_agent(
 ) -> None:
     configure_logging(log_level, "agent")
     from tepui.agent.core import AgentConfig, AgentCore
-    from tepui.agent.probe import agent_resources, boot_id, parse_attributes
+    from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
     from tepui.agent.cgroups import Cgroups
     from tepui.agent.docker_containerizer import DockerContainerizer
     from tepui.agent.fetcher import Fetcher
@@ -66,9 +66,14 @@ def run_agent(
             log.warning("event=work_dir_not_traversable dir=%s task_user=%s hint=\"tasks run as %s cannot reach "
                         "their sandbox through it (getcwd fails); chmod o+x it or choose another --work-dir\"",
                         blocked, task_user, task_user)
+    offered = agent_resources(work_dir, resources)
+    gpus = gpu_ids()
+    if int(offered.scalar("gpus")) > len(gpus):  # declared by --resources without nvidia-smi to list them
+        gpus = tuple(range(int(offered.scalar("gpus"))))
     config = AgentConfig(
         hostname=name,
-        resources=agent_resources(work_dir, resources),
+        resources=offered,
+        gpu_ids=gpus[: int(offered.scalar("gpus"))],
         work_dir=work_dir,
         attributes=parse_attributes(attributes),
         boot_id=boot_id(),

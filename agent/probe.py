@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 from tepui.sdk.resources import Resources
 
@@ -25,6 +26,21 @@ def _mem_total_mib() -> int:
     return 1024
 
 
+def gpu_ids() -> tuple[int, ...]:
+    """GPU indices from ``nvidia-smi`` when it is installed and answers; none otherwise."""
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return ()
+    try:
+        done = subprocess.run([tool, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if done.returncode != 0:
+        return ()
+    return tuple(int(line) for line in done.stdout.split() if line.strip().isdigit())
+
+
 def detect(work_dir: str) -> Resources:
     cpus = os.cpu_count() or 1
     mem = _mem_total_mib()
@@ -32,7 +48,9 @@ def detect(work_dir: str) -> Resources:
     os.makedirs(work_dir, exist_ok=True)
     disk = shutil.disk_usage(work_dir).total // (1024 * 1024)
     disk -= min(5 * 1024, disk // 2)
-    return Resources.parse(f"cpus:{cpus};mem:{mem};disk:{disk};ports:{DEFAULT_PORTS}")
+    gpus = len(gpu_ids())
+    extra = f";gpus:{gpus}" if gpus else ""
+    return Resources.parse(f"cpus:{cpus};mem:{mem};disk:{disk};ports:{DEFAULT_PORTS}{extra}")
 
 
 def agent_resources(work_dir: str, flag: str | None) -> Resources:

@@ -270,3 +270,25 @@ def test_agent_shutdown_without_tasks_exits_at_once() -> None:
     registered(agent)
     effects = agent.handle(Shutdown(), 2.0)
     assert am.UnregisterAgent("S1") in to_master(effects) and Exit() in effects
+
+
+def test_gpus_are_assigned_by_index_and_freed_when_the_task_ends() -> None:
+    counter = itertools.count(1)
+    agent = AgentCore(AgentConfig(hostname="a1", resources=Resources.parse("cpus:2;mem:1024;gpus:2"), work_dir="/w",
+                                  gpu_ids=(0, 1)), lambda: f"uuid-{next(counter)}".encode())
+    registered(agent)
+    two = TaskInfo(name="g", task_id="g", agent_id="S1", resources=Resources.parse("cpus:1;gpus:2").to_wire(),
+                   command=CommandInfo(value="nvidia-smi"))
+    [launch] = [e for e in run(agent, two) if isinstance(e, LaunchProcess)]
+    assert launch.environment["CUDA_VISIBLE_DEVICES"] == "0,1"
+    one = TaskInfo(name="h", task_id="h", agent_id="S1", resources=Resources.parse("cpus:1;gpus:1").to_wire(),
+                   command=CommandInfo(value="true"))
+    effects = run(agent, one, now=2.0)
+    assert not any(isinstance(e, LaunchProcess) for e in effects)
+    assert agent.pending[("F1", "h")].queue[-1].state == TaskState.ERROR
+    agent.handle(TaskSpawned("F1", "g", 5), 3.0)
+    agent.handle(TaskExited("F1", "g", 0), 4.0)
+    again = TaskInfo(name="i", task_id="i", agent_id="S1", resources=Resources.parse("cpus:1;gpus:1").to_wire(),
+                     command=CommandInfo(value="true"))
+    [launch] = [e for e in run(agent, again, now=5.0) if isinstance(e, LaunchProcess)]
+    assert launch.environment["CUDA_VISIBLE_DEVICES"] == "0"
