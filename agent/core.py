@@ -97,6 +97,8 @@ class TaskRecord:
     health: HealthState | None = None
     unhealthy: str | None = None  # why it was killed for failing its health checks
     gpus: tuple[int, ...] = ()  # GPU indices held
+    group: str | None = None  # the task group (its executor id), for group-wide kills
+    kill_reason: str | None = None  # why the agent itself killed it
 
 
 @dataclass
@@ -215,25 +217,36 @@ class AgentCore:
 
     def _on_RunTask(self, msg: am.RunTask, epoch: int, now: float, out: list[Effect]) -> None:
         task, framework_id = msg.task, msg.framework_info.id or ""
-        key = (framework_id, task.task_id)
         self.frameworks[framework_id] = msg.framework_info
         self.shutting_down_frameworks.discard(framework_id)
-        if key in self.tasks or key in self.pending or any(
-            r.framework_id == framework_id and r.info.task_id == task.task_id for r in self.completed
-        ):
+        if self._already_known(framework_id, task.task_id):
             # At most once per task id: never start a second copy.
             out.append(Log("warning", "duplicate_task_refused", {"task_id": task.task_id}))
             return
+        record = self._new_record(framework_id, task)
+        problem = self._unsupported(task)
+        if problem is not None:
+            self._terminal(record, TaskState.ERROR, TaskReason.TASK_INVALID, problem, now, out)
+            return
+        self._start(record, now, out)
+
+    def _already_known(self, framework_id: str, task_id: str) -> bool:
+        key = (framework_id, task_id)
+        return key in self.tasks or key in self.pending or any(
+            r.framework_id == framework_id and r.info.task_id == task_id for r in self.completed)
+
+    def _new_record(self, framework_id: str, task: TaskInfo) -> TaskRecord:
         sandbox = f"{self.config.work_dir}/sandboxes/{framework_id}/{task.task_id}"
         grace = self.config.kill_grace_period
         if task.kill_policy and task.kill_policy.grace_period_seconds is not None:
             grace = task.kill_policy.grace_period_seconds
         record = TaskRecord(framework_id, task, sandbox, kill_grace=grace)
-        self.tasks[key] = record
-        problem = self._unsupported(task)
-        if problem is not None:
-            self._terminal(record, TaskState.ERROR, TaskReason.TASK_INVALID, problem, now, out)
-            return
+        self.tasks[(framework_id, task.task_id)] = record
+        return record
+
+    def _start(self, record: TaskRecord, now: float, out: list[Effect], shared: str | None = None) -> None:
+        """Fetch (if needed) and launch one task; STARTING goes out at once."""
+        task, framework_id, sandbox = record.info, record.framework_id, record.sandbox
         env = {
             "TEPUI_TASK_ID": task.task_id,
             "TEPUI_FRAMEWORK_ID": framework_id,
@@ -253,6 +266,8 @@ class AgentCore:
             record.gpus = tuple(free[:wanted])
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in record.gpus)
             env["NVIDIA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
+        if shared is not None:
+            env["TEPUI_SHARED"] = shared  # the group's shared volume (also linked as ./shared)
         record.environment = env
         launch: Effect
         if task.container is not None and task.container.type == "DOCKER":
@@ -262,7 +277,7 @@ class AgentCore:
             env.update(task.command.environment)
             resources = Resources.from_wire(task.resources)
             launch = LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
-                                   resources.scalar("cpus") or None, resources.scalar("mem") or None)
+                                   resources.scalar("cpus") or None, resources.scalar("mem") or None, shared)
         uris = list(task.command.uris) if task.command is not None else []
         if uris:
             # Mesos: the fetcher runs first; the container starts only once every URI is in.
@@ -314,13 +329,48 @@ class AgentCore:
         return None
 
     def _on_RunTaskGroup(self, msg: am.RunTaskGroup, epoch: int, now: float, out: list[Effect]) -> None:
+        """Mesos default executor semantics: the group starts together or not at all, its tasks
+        share a volume, and when one of them fails the others are killed."""
         framework_id = msg.framework_info.id or ""
         self.frameworks[framework_id] = msg.framework_info
-        for task in msg.task_group.tasks:
-            record = TaskRecord(framework_id, task, "")
-            self.tasks[(framework_id, task.task_id)] = record
-            self._terminal(record, TaskState.ERROR, TaskReason.TASK_GROUP_INVALID,
-                           "task groups are not supported by this agent yet", now, out)
+        self.shutting_down_frameworks.discard(framework_id)
+        tasks = list(msg.task_group.tasks)
+        if any(self._already_known(framework_id, t.task_id) for t in tasks):
+            out.append(Log("warning", "duplicate_task_group_refused", {"executor_id": msg.executor.executor_id}))
+            return
+        group = msg.executor.executor_id
+        records = [self._new_record(framework_id, task) for task in tasks]
+        problems = []
+        if msg.executor.type != "DEFAULT":
+            problems.append("task groups run under the DEFAULT executor; custom group executors are not supported yet")
+        for task in tasks:
+            problem = self._unsupported(task)
+            if problem is None and task.container is not None and task.container.type == "DOCKER":
+                problem = "task groups run process tasks; Docker tasks in groups are not supported yet"
+            if problem is not None:
+                problems.append(f"task {task.task_id!r}: {problem}")
+        if problems:
+            message = "the task group was not started: " + "; ".join(problems)
+            for record in records:
+                self._terminal(record, TaskState.ERROR, TaskReason.TASK_GROUP_INVALID, message, now, out)
+            return
+        shared = f"{self.config.work_dir}/groups/{framework_id}/{group}"
+        for record in records:
+            record.group = group
+            self._start(record, now, out, shared)
+
+    def _kill_group_members(self, failed: TaskRecord, now: float, out: list[Effect]) -> None:
+        for record in list(self.tasks.values()):
+            if record.group == failed.group and record.framework_id == failed.framework_id and record is not failed \
+                    and not record.kill_requested:
+                record.kill_requested = True
+                record.kill_reason = f"killed because task {failed.info.task_id!r} of its group failed"
+                if record.pid is not None:
+                    self._signal(record, now, out)
+                elif record.launch is None:
+                    pass  # spawning: it is signalled as soon as its pid is known
+                else:
+                    continue  # still fetching: _on_fetched ends it as killed during launch
 
     def _on_spawned(self, event: TaskSpawned, now: float, out: list[Effect]) -> None:
         record = self.tasks.get((event.framework_id, event.task_id))
@@ -385,19 +435,22 @@ class AgentCore:
             self._maybe_exit(now, out)
             return
         if record.kill_requested:
-            state, reason, message = TaskState.KILLED, None, f"Command {how} after a kill request"
+            state, reason, message = TaskState.KILLED, None, record.kill_reason or f"Command {how} after a kill request"
         elif event.signal is None and event.exit_code == 0:
             state, reason, message = TaskState.FINISHED, None, "Command exited with status 0"
         else:
             state, reason, message = TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, f"Command {how}"
         if event.message and state != TaskState.FINISHED:
             message = event.message  # the containerizer's own account (e.g. why a container died)
+
         self._terminal(record, state, reason, message, now, out)
         self._maybe_exit(now, out)
 
     def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
                   now: float, out: list[Effect], healthy: bool | None = None) -> None:
         record.state = state
+        if record.group is not None and state in (TaskState.FAILED, TaskState.ERROR):
+            self._kill_group_members(record, now, out)
         self.tasks.pop((record.framework_id, record.info.task_id), None)
         self.completed.append(record)
         if record.framework_id in self.shutting_down_frameworks:

@@ -101,6 +101,7 @@ class LaunchProcess:
     user: str | None = None  # None: the agent's own user
     cpus: float | None = None
     mem_mib: float | None = None
+    shared: str | None = None  # a task group's shared volume, linked into the sandbox as ./shared
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tepui.agent.events import (
 from tepui.agent.cgroups import Cgroups, Limits
 from tepui.agent.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError
 from tepui.agent.fetcher import Fetcher
-from tepui.agent.processes import ProcessExit, ProcessLauncher, resolve_user
+from tepui.agent.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.envelope import AgentInbound
@@ -165,6 +165,8 @@ class AgentShell:
         try:
             user = resolve_user(effect.user) if effect.user else None
             limits = Limits(cpus=effect.cpus, mem_mib=effect.mem_mib, pids=self.pids_limit)
+            if effect.shared is not None:
+                _link_shared(effect.shared, effect.sandbox, user)
             pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit,
                                        limits, user)
         except LookupError as exc:  # an unknown user: the task's own problem, no stack trace
@@ -214,6 +216,17 @@ class AgentShell:
             user = None
         probed = health_probes.probe(self.reactor, effect.check, effect.sandbox, effect.environment, user)
         probed.addCallback(lambda result: self.handle(HealthCheckResult(fid, tid, result[0], result[1])))
+
+
+def _link_shared(shared: str, sandbox: str, user: TaskUser | None) -> None:
+    """A task group's shared volume: one directory, linked into every member's sandbox."""
+    os.makedirs(shared, exist_ok=True)
+    os.makedirs(sandbox, exist_ok=True)
+    if user is not None and os.geteuid() == 0:
+        os.chown(shared, user.uid, user.gid)
+    link = os.path.join(sandbox, "shared")
+    if not os.path.lexists(link):
+        os.symlink(shared, link)
 
 
 def default_work_dir() -> str:

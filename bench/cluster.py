@@ -26,6 +26,7 @@ class LocalCluster:
         self.agents, self.agent_resources = agents, agent_resources
         self.port, self.http_port = free_port(), free_port()
         self.dir = tempfile.mkdtemp(prefix="tepui-bench-")
+        os.chmod(self.dir, 0o711)  # task users (nobody) must reach their sandboxes
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property

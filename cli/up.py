@@ -137,7 +137,8 @@ class Cluster:
 
 @click.command("up")
 @click.option("--agents", default=2, show_default=True, help="How many agents to start.")
-@click.option("--state-dir", default=None, show_default="~/.local/state/tepui (tepui-PORT for another --port)",
+@click.option("--state-dir", default=None,
+              show_default="~/.local/state/tepui, /var/lib/tepui as root (tepui-PORT for another --port)",
               help="Logs and agent work dirs.")
 @click.option("--port", default=5050, show_default=True, help="Master ZeroMQ port.")
 @click.option("--http-port", default=5080, show_default=True, help="Master HTTP port.")
@@ -152,7 +153,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     """
     console = Console()
     if state_dir is None:
-        base = os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state"))
+        # As root, tasks run as `nobody`, who must be able to reach the sandboxes: /root is 0700.
+        base = "/var/lib" if os.geteuid() == 0 else os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state"))
         state_dir = os.path.join(base, "tepui" if port == 5050 else f"tepui-{port}")
     if agents < 1:
         raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
@@ -162,6 +164,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? "
                 f"Stop it, or choose another with {what}.")
     os.makedirs(state_dir, exist_ok=True)
+    os.chmod(state_dir, 0o755)
     cluster = Cluster(state_dir, agents, port, http_port, console)
     stopping = {"signal": None}
 

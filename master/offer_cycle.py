@@ -169,16 +169,11 @@ class OfferCycle:
                     out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                                TaskReason.TASK_INVALID, problem, now))
                     continue
-                resources, _ = task_resources(task_info)
-                assert resources is not None
-                available = available - resources
-                task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now)
-                task.record(TaskState.STAGING, now)
-                framework.tasks[task.task_id] = task
-                agent.tasks[(framework.framework_id, task.task_id)] = task
-                self.counters["tasks_launched"] += 1
+                available = self._record_task(framework, agent, role, task_info, available, now)
                 out.append(Send(agent.peer, am.RunTask(framework.info, task_info)))
             return available
+        if isinstance(operation, sm.LaunchGroup):
+            return self._launch_group(operation, framework, agent, role, available, now, out)
         if isinstance(operation, (sm.Reserve, sm.Unreserve)):
             if isinstance(operation, sm.Reserve):
                 plan = plan_reserve(operation.resources, role, framework.info.principal, available)
@@ -204,6 +199,49 @@ class OfferCycle:
                                        TaskReason.TASK_GROUP_INVALID, message, now))
         if not tasks:
             out.append(Send(framework.peer or b"", sm.Error(message)))
+        return available
+
+    def _record_task(self, framework: FrameworkRecord, agent: AgentRecord, role: str, task_info: Any,
+                     available: Resources, now: float) -> Resources:
+        """Mesos: the master records a task before forwarding it (at most once per task id)."""
+        resources, _ = task_resources(task_info)
+        assert resources is not None
+        task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now)
+        task.record(TaskState.STAGING, now)
+        framework.tasks[task.task_id] = task
+        agent.tasks[(framework.framework_id, task.task_id)] = task
+        self.counters["tasks_launched"] += 1
+        return available - resources
+
+    def _launch_group(self, operation: sm.LaunchGroup, framework: FrameworkRecord, agent: AgentRecord, role: str,
+                      available: Resources, now: float, out: list[Effect]) -> Resources:
+        """All tasks of the group are valid together or none is launched (Mesos LAUNCH_GROUP)."""
+        tasks = list(operation.task_group.tasks)
+        problem = None if tasks else "LAUNCH_GROUP has no tasks"
+        if problem is None and operation.executor.type != "DEFAULT":
+            problem = "LAUNCH_GROUP needs an executor of type DEFAULT"
+        remaining, seen = available, set(framework.tasks)
+        for task_info in tasks:
+            if problem is not None:
+                break
+            if task_info.executor is not None:
+                problem = f"task {task_info.task_id!r}: tasks of a group take no executor of their own"
+                break
+            problem = validate_task(task_info, agent.agent_id, remaining, seen)
+            if problem is None:
+                resources, _ = task_resources(task_info)
+                assert resources is not None
+                remaining = remaining - resources
+                seen.add(task_info.task_id)
+        if problem is not None:
+            self.counters["tasks_invalid"] += len(tasks)
+            for task_info in tasks:
+                out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                                           TaskReason.TASK_GROUP_INVALID, f"task group refused: {problem}", now))
+            return available
+        for task_info in tasks:
+            available = self._record_task(framework, agent, role, task_info, available, now)
+        out.append(Send(agent.peer, am.RunTaskGroup(framework.info, operation.executor, operation.task_group)))
         return available
 
     def _on_Revive(self, peer: bytes, msg: sm.Revive, now: float, out: list[Effect]) -> None:

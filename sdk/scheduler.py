@@ -22,6 +22,7 @@ from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import FrameworkInbound
 from tepui.sdk.protocol.values import (
     DemandShape,
+    ExecutorInfo,
     Filters,
     FrameworkInfo,
     KillPolicy,
@@ -29,6 +30,7 @@ from tepui.sdk.protocol.values import (
     Offer,
     ReconcileTask,
     RoleExplanation,
+    TaskGroupInfo,
     TaskInfo,
     TaskStatus,
 )
@@ -254,6 +256,15 @@ class SchedulerDriver:
     def launch(self, offer_ids: str | Sequence[str], tasks: Iterable[TaskInfo], filters: Filters | None = None) -> None:
         ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
         self.accept(ids, [sm.Launch(list(tasks))], filters)
+
+    def launch_group(self, offer_ids: str | Sequence[str], tasks: Sequence[TaskInfo], executor_id: str | None = None,
+                     filters: Filters | None = None) -> None:
+        """Launches ``tasks`` together on one agent (a pod): all or none start, they share a volume
+        (``$TEPUI_SHARED``, linked as ``./shared``), and one failing kills the others."""
+        ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
+        executor = ExecutorInfo(executor_id=executor_id or f"group-{tasks[0].task_id}", type="DEFAULT",
+                                framework_id=self._fid())
+        self.accept(ids, [sm.LaunchGroup(executor, TaskGroupInfo(list(tasks)))], filters)
 
     def accept(self, offer_ids: Sequence[str], operations: Sequence[Any], filters: Filters | None = None) -> None:
         self._send(sm.Accept(self._fid(), list(offer_ids), list(operations), filters))

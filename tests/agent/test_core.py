@@ -292,3 +292,44 @@ def test_gpus_are_assigned_by_index_and_freed_when_the_task_ends() -> None:
                      command=CommandInfo(value="true"))
     [launch] = [e for e in run(agent, again, now=5.0) if isinstance(e, LaunchProcess)]
     assert launch.environment["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def group_task(task_id: str, command: str = "sleep 30") -> TaskInfo:
+    return TaskInfo(name=task_id, task_id=task_id, agent_id="S1", resources=Resources.of(cpus=0.1).to_wire(),
+                    command=CommandInfo(value=command))
+
+
+def test_task_group_starts_together_with_a_shared_volume_and_one_failure_kills_the_rest() -> None:
+    from tepui.sdk.protocol.values import ExecutorInfo, TaskGroupInfo
+
+    agent = core()
+    registered(agent)
+    group = am.RunTaskGroup(FRAMEWORK, ExecutorInfo(executor_id="pod", type="DEFAULT"),
+                            TaskGroupInfo([group_task("a"), group_task("b"), group_task("c", "exit 2")]))
+    effects = agent.handle(Received(group, epoch=1), 1.0)
+    launches = [e for e in effects if isinstance(e, LaunchProcess)]
+    assert [launch.task_id for launch in launches] == ["a", "b", "c"]
+    assert {launch.shared for launch in launches} == {"/w/groups/F1/pod"}
+    assert launches[0].environment["TEPUI_SHARED"] == "/w/groups/F1/pod"
+    for i, tid in enumerate("abc"):
+        agent.handle(TaskSpawned("F1", tid, 10 + i), 1.1)
+    effects = agent.handle(TaskExited("F1", "c", 2), 2.0)
+    assert SignalProcess("F1", "a", "TERM") in effects and SignalProcess("F1", "b", "TERM") in effects
+    agent.handle(TaskExited("F1", "a", None, signal=15), 2.1)
+    killed = agent.pending[("F1", "a")].queue[-1]
+    assert killed.state == TaskState.KILLED and "task 'c' of its group failed" in (killed.message or "")
+
+
+def test_an_invalid_member_means_no_task_of_the_group_starts() -> None:
+    from tepui.sdk.protocol.values import ExecutorInfo, TaskGroupInfo
+
+    agent = core()
+    registered(agent)
+    bad = TaskInfo(name="x", task_id="x", agent_id="S1", resources=[], command=CommandInfo(value="true", user="root"))
+    group = am.RunTaskGroup(FRAMEWORK, ExecutorInfo(executor_id="pod", type="DEFAULT"),
+                            TaskGroupInfo([group_task("a"), bad]))
+    effects = agent.handle(Received(group, epoch=1), 1.0)
+    assert not any(isinstance(e, LaunchProcess) for e in effects)
+    states = {key[1]: p.queue[-1] for key, p in agent.pending.items()}
+    assert {tid: s.state for tid, s in states.items()} == {"a": TaskState.ERROR, "x": TaskState.ERROR}
+    assert "task 'x'" in (states["a"].message or "") and states["a"].reason == TaskReason.TASK_GROUP_INVALID

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.error
@@ -198,7 +200,11 @@ class Cluster:
         self.master = f"127.0.0.1:{self.port}"
         self.agent_count = agents
         self.kill_grace_period = kill_grace_period
-        self.work_dirs = [root / f"agent-{i}" for i in range(1, agents + 1)]
+        # Agent work dirs must be traversable by the unprivileged task user (pytest's tmp dirs
+        # are 0700), as an operator's /var/lib/tepui would be.
+        self.agents_root = Path(tempfile.mkdtemp(prefix="tepui-e2e-"))
+        os.chmod(self.agents_root, 0o711)
+        self.work_dirs = [self.agents_root / f"agent-{i}" for i in range(1, agents + 1)]
         self.logs: dict[str, Path] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.watch = ProcessWatch()
@@ -245,6 +251,7 @@ class Cluster:
             if process.poll() is None:
                 self.watch.add(descendants_of(process.pid))
         self.watch.add(processes_under(self.root))
+        self.watch.add(processes_under(self.agents_root))
 
     def log_tails(self, lines: int = 40) -> str:
         return "\n".join(f"===== {name}: {path} =====\n{tail(path, lines)}" for name, path in self.logs.items())
@@ -263,6 +270,7 @@ class Cluster:
             stop_process(process, self.kill_grace_period + 10)
         if "master" in self.processes:
             stop_process(self.processes["master"], 10)
+        shutil.rmtree(self.agents_root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

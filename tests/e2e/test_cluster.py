@@ -171,7 +171,7 @@ def test_kill_ends_killed_within_grace_period(cluster: Cluster) -> None:
     assert pids, describe(result)
     while True:
         left = [pid for pid in pids if is_alive(pid)]
-        in_sandboxes = processes_under(cluster.root / "agent-1") + processes_under(cluster.root / "agent-2")
+        in_sandboxes = processes_under(cluster.work_dirs[0]) + processes_under(cluster.work_dirs[1])
         if not left and not in_sandboxes or time.monotonic() > deadline:
             break
         time.sleep(0.1)

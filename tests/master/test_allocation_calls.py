@@ -147,3 +147,30 @@ def test_operator_weights_and_quota() -> None:
     assert Resources.from_wire(offer.resources).scalar("cpus") == 1.0  # chopped to the limit
     core.handle(UpdateQuota("eng"), 2.0)
     assert core.allocator.quotas == {}
+
+
+def test_launch_group_is_all_or_nothing() -> None:
+    from tepui.sdk.protocol.values import ExecutorInfo, TaskGroupInfo
+
+    core = make_core()
+    subscribe(core, b"f", ["*"])
+    [offer] = offers_to(cycle(core), b"f")
+
+    def member(task_id: str, cpus: float) -> TaskInfo:
+        return TaskInfo(name=task_id, task_id=task_id, agent_id="m-S0001", command=CommandInfo(value="true"),
+                        resources=Resources.of(cpus=cpus, mem=32).to_wire())
+
+    too_big = sm.LaunchGroup(ExecutorInfo(executor_id="pod", type="DEFAULT"),
+                             TaskGroupInfo([member("a", 1), member("b", 8)]))
+    effects = core.handle(Received(b"f", sm.Accept("m-F0001", [offer.id], [too_big], Filters(0))), 1.0)
+    updates = [e.body.status for e in effects if isinstance(e, Send) and isinstance(e.body, sm.Update)]
+    assert [(u.task_id, u.state.value) for u in updates] == [("a", "TASK_ERROR"), ("b", "TASK_ERROR")]
+    assert all("task group refused" in (u.message or "") for u in updates)
+    assert not any(isinstance(e, Send) and isinstance(e.body, am.RunTaskGroup) for e in effects)
+    [offer] = offers_to(cycle(core, 2.0), b"f")
+    fits = sm.LaunchGroup(ExecutorInfo(executor_id="pod", type="DEFAULT"),
+                          TaskGroupInfo([member("a", 1), member("b", 1)]))
+    effects = core.handle(Received(b"f", sm.Accept("m-F0001", [offer.id], [fits])), 2.0)
+    [run_group] = [e.body for e in effects if isinstance(e, Send) and isinstance(e.body, am.RunTaskGroup)]
+    assert [t.task_id for t in run_group.task_group.tasks] == ["a", "b"]
+    assert set(core.frameworks["m-F0001"].tasks) == {"a", "b"}
