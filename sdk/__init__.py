@@ -29,6 +29,7 @@ from tepui.sdk.protocol.values import (
 from tepui.sdk.resources import InsufficientResources, InvalidResources, Resources
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.scheduler import Scheduler, SchedulerDriver
+from tepui.sdk.executor import Executor, ExecutorDriver
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,5 @@ __all__ = [
     "Filters", "FrameworkInfo", "HealthCheck", "InsufficientResources", "InvalidResources", "KillPolicy",
     "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
     "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",
+    "Executor", "ExecutorDriver",
 ]

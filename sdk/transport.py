@@ -110,6 +110,8 @@ class _Endpoint:
                     self._dispatch(frames)
                 except Exception:  # a handler bug must not kill the read loop
                     log.exception("event=handler_failed")
+                if self._closed:  # the handler closed us: the socket is gone
+                    return
         finally:
             if handled and self._on_batch_end is not None and not self._closed:
                 try:
