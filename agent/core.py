@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tepui.agent.events import (
+    ExecutorReceived,
     Exit,
     HealthCheckResult,
     RunHealthCheck,
@@ -36,6 +37,7 @@ from tepui.agent.events import (
     TaskSpawned,
 )
 from tepui.agent.health import HealthState, first_probe_at, judge
+from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorHandling, ExecutorRecord
 from tepui.agent.status_updates import StatusUpdateManager, _Pending
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -77,6 +79,7 @@ class AgentConfig:
     task_user: str | None = None  # who tasks run as by default (None: the agent's own user)
     docker_enabled: bool = False
     gpu_ids: tuple[int, ...] = ()  # the GPUs this agent offers, by index
+    executor_endpoint: str = ""  # the ipc:// address custom executors connect to
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
 
 
@@ -100,7 +103,7 @@ class TaskRecord:
     kill_reason: str | None = None  # why the agent itself killed it
 
 
-class AgentCore(StatusUpdateManager):
+class AgentCore(StatusUpdateManager, ExecutorHandling):
     def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes]) -> None:
         self.config = config
         self._new_uuid = new_uuid
@@ -115,6 +118,8 @@ class AgentCore(StatusUpdateManager):
         self.completed: collections.deque[TaskRecord] = collections.deque(maxlen=1000)
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.shutting_down_frameworks: set[str] = set()
+        self.executors: dict[tuple[str, str], ExecutorRecord] = {}
+        self.executor_peers: dict[bytes, tuple[str, str]] = {}
         self.stopping = False
         self._register_backoff = config.registration_backoff
 
@@ -140,6 +145,8 @@ class AgentCore(StatusUpdateManager):
             self._on_fetched(event, now, out)
         elif isinstance(event, HealthCheckResult):
             self._on_health(event, now, out)
+        elif isinstance(event, ExecutorReceived):
+            self._on_executor_message(event.peer, event.body, now, out)
         elif isinstance(event, TimerFired):
             self._on_timer(event.key, now, out)
         elif isinstance(event, Start):
@@ -236,8 +243,12 @@ class AgentCore(StatusUpdateManager):
         return record
 
     def _start(self, record: TaskRecord, now: float, out: list[Effect], shared: str | None = None) -> None:
-        """Fetch (if needed) and launch one task; STARTING goes out at once."""
+        """Fetch (if needed) and launch one task; STARTING goes out at once. A task with its own
+        executor goes to that executor, which reports its states itself."""
         task, framework_id, sandbox = record.info, record.framework_id, record.sandbox
+        if task.executor is not None:
+            self._run_in_executor(record, now, out)
+            return
         env = {
             "TEPUI_TASK_ID": task.task_id,
             "TEPUI_FRAMEWORK_ID": framework_id,
@@ -306,7 +317,11 @@ class AgentCore(StatusUpdateManager):
             return (f"task asks to run as user {requested!r}, which this agent does not allow "
                     f"(allowed: {', '.join(sorted(self.config.allowed_users)) or 'none'}; see --allowed-users)")
         if task.executor is not None:
-            return "custom executors are not supported by this agent yet"
+            if task.executor.type != "CUSTOM" or task.executor.command is None:
+                return "a task's own executor must be CUSTOM with a command (DEFAULT executors run task groups)"
+            if not self.config.executor_endpoint:
+                return "this agent runs no custom executors"
+            return None
         if task.container is not None and task.container.type == "DOCKER":
             if not self.config.docker_enabled:
                 return "this agent does not run Docker containers (start it with --containerizers mesos,docker)"
@@ -364,6 +379,8 @@ class AgentCore(StatusUpdateManager):
                     continue  # still fetching: _on_fetched ends it as killed during launch
 
     def _on_spawned(self, event: TaskSpawned, now: float, out: list[Effect]) -> None:
+        if event.task_id.startswith(EXECUTOR_PREFIX):
+            return  # an executor process: it subscribes on its own
         record = self.tasks.get((event.framework_id, event.task_id))
         if record is None:
             return
@@ -402,6 +419,10 @@ class AgentCore(StatusUpdateManager):
             self._terminal(record, TaskState.FAILED, TaskReason.CONTAINER_LAUNCH_FAILED, event.message, now, out)
 
     def _on_exited(self, event: TaskExited, now: float, out: list[Effect]) -> None:
+        if event.task_id.startswith(EXECUTOR_PREFIX):
+            self._on_executor_exited(event.framework_id, event.task_id[len(EXECUTOR_PREFIX):], event.exit_code,
+                                     event.signal, now, out)
+            return
         record = self.tasks.get((event.framework_id, event.task_id))
         if record is None or record.exited:
             return
@@ -460,6 +481,9 @@ class AgentCore(StatusUpdateManager):
             )
             self._enqueue(msg.framework_id, status, now, out)
             return
+        if record.info.executor is not None:
+            self._kill_in_executor(record, msg, now, out)
+            return
         if msg.kill_policy and msg.kill_policy.grace_period_seconds is not None:
             record.kill_grace = max(0.0, msg.kill_policy.grace_period_seconds)
         if record.kill_requested:
@@ -488,6 +512,9 @@ class AgentCore(StatusUpdateManager):
                 self._signal(record, now, out)
             else:
                 self._terminal(record, TaskState.KILLED, None, "framework shut down", now, out)
+        for executor in list(self.executors.values()):
+            if executor.framework_id == msg.framework_id:
+                self._shutdown_executor(executor, now, out)
         self._maybe_exit(now, out)  # a stopping agent waits for no acknowledgement from it
 
     def _on_shutdown(self, now: float, out: list[Effect]) -> None:
@@ -505,6 +532,8 @@ class AgentCore(StatusUpdateManager):
                 self._signal(record, now, out)
             else:
                 self._terminal(record, TaskState.KILLED, None, "agent shut down", now, out)
+        for executor in list(self.executors.values()):
+            self._shutdown_executor(executor, now, out)
         out.append(ScheduleTimer(now + grace + STOP_SLACK, STOP_DEADLINE))
         out.append(Log("info", "agent_stopping", {"tasks": len(self.tasks), "deadline_seconds": grace + STOP_SLACK}))
         self._maybe_exit(now, out)
@@ -548,6 +577,8 @@ class AgentCore(StatusUpdateManager):
                     and not record.kill_requested:
                 out.append(RunHealthCheck(record.framework_id, record.info.task_id, check, record.sandbox,
                                           record.environment, self._user_for(record.info)))
+        elif key[0] == "executor_kill":
+            self._executor_kill_timer(key[1], key[2], out)
         elif key[0] == "escalate":
             record = self.tasks.get((key[1], key[2]))
             if record is not None and not record.exited:

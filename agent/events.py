@@ -10,7 +10,7 @@ from tepui.sdk.protocol.values import CommandInfo, CommandURI, HealthCheck, Task
 
 __all__ = [
     "Start", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
-    "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck",
+    "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck", "ExecutorReceived", "SendToExecutor",
     "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
     "CancelTimer", "Log", "Exit",
 ]
@@ -79,6 +79,14 @@ class HealthCheckResult:
 
 
 @dataclass(frozen=True)
+class ExecutorReceived:
+    """A decoded message from a custom executor on the agent's ipc:// socket."""
+
+    peer: bytes
+    body: Any
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """The operator stopped the agent (SIGTERM): end every task, unregister, exit."""
 
@@ -135,6 +143,12 @@ class RunHealthCheck:
     sandbox: str
     environment: dict[str, str]
     user: str | None = None
+
+
+@dataclass(frozen=True)
+class SendToExecutor:
+    peer: bytes
+    body: Any
 
 
 @dataclass(frozen=True)

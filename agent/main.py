@@ -6,7 +6,9 @@ import hashlib
 import logging
 import os
 import socket
+import time
 import uuid
+from typing import Any
 
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
@@ -32,7 +34,13 @@ def run_agent(
     containerizers: tuple[str, ...] = ("mesos", "docker"),
     docker_host: str | None = None,
     fetcher_cache_mib: int = 2048,
+    http_port: int | None = None,
+    ip: str = "127.0.0.1",
+    advertise_ip: str | None = None,
+    sandbox_gc_delay: float = 604800.0,
 ) -> None:
+    """``http_port`` None: the default 5051, or a free port (with a warning) if that is taken;
+    0: a free port; any other: exactly that port or a clear exit."""
     configure_logging(log_level, "agent")
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
@@ -40,7 +48,11 @@ def run_agent(
     from tepui.agent.docker_containerizer import DockerContainerizer
     from tepui.agent.fetcher import Fetcher
     from tepui.agent.processes import resolve_user
+    from tepui.agent.files_http import build_root
+    from tepui.agent.sandbox_gc import SandboxGC
     from tepui.agent.shell import AgentShell
+    from twisted.internet import threads
+    from twisted.web import server
 
     address = tcp_address(master, 5050)
     name = hostname or socket.gethostname()
@@ -70,6 +82,21 @@ def run_agent(
     gpus = gpu_ids()
     if int(offered.scalar("gpus")) > len(gpus):  # declared by --resources without nvidia-smi to list them
         gpus = tuple(range(int(offered.scalar("gpus"))))
+    # The HTTP port is bound before the config is built: the agent registers with the port it
+    # really has (0 and the 5051 fallback pick one), and the master tells clients where it is.
+    reactor = install_reactor()
+    shell: AgentShell | None = None
+
+    def health() -> dict[str, object]:
+        core = shell.core if shell is not None else None
+        return {"healthy": True, "agent_id": core.agent_id if core else None,
+                "registered": bool(core and core.registered), "tasks": len(core.tasks) if core else 0}
+
+    bound_port = listen_http(reactor, server.Site(build_root(work_dir, health)), ip, http_port)
+    advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "", "::") else ip)
+    endpoint_path = os.path.join(os.path.abspath(work_dir), "executors.sock")
+    if len(endpoint_path) > 100:  # ipc:// paths are limited to about 107 bytes
+        endpoint_path = f"/tmp/tepui-executors-{hashlib.sha1(endpoint_path.encode()).hexdigest()[:12]}.sock"
     config = AgentConfig(
         hostname=name,
         resources=offered,
@@ -83,17 +110,60 @@ def run_agent(
         task_user=task_user,
         allowed_users=frozenset(allowed_users),
         docker_enabled="docker" in containerizers,
+        executor_endpoint=f"ipc://{endpoint_path}",
+        http_port=bound_port,
     )
-    reactor = install_reactor()
     docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
     fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024)
-    shell = AgentShell(reactor, AgentCore(config, lambda: uuid.uuid4().bytes), address, cgroups, pids_limit,
-                       docker, fetcher)
+    core = advertising_core(AgentCore, config, lambda: uuid.uuid4().bytes, advertised)
+    shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher)
+    gc = SandboxGC(work_dir, sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
+                   lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
     reactor.addSystemEventTrigger("before", "shutdown", shell.shutdown)
+    reactor.addSystemEventTrigger("before", "shutdown", gc.stop)
     reactor.callWhenRunning(shell.start)
+    reactor.callWhenRunning(gc.start, reactor)
+    log.info("event=agent_http_serving url=http://%s:%d bind=%s sandbox_gc_delay_s=%g", advertised, bound_port,
+             ip, sandbox_gc_delay)
     log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,
              config.resources, work_dir, cgroups.describe() if cgroups else "none", task_user or "(agent's own)")
     reactor.run()
+
+
+def listen_http(reactor: Any, site: Any, ip: str, port: int | None) -> int:
+    """Binds the agent's HTTP API; returns the port really bound."""
+    from twisted.internet.error import CannotListenError
+
+    from tepui.agent.files_http import DEFAULT_HTTP_PORT
+
+    try:
+        listening = reactor.listenTCP(DEFAULT_HTTP_PORT if port is None else port, site, interface=ip)
+    except CannotListenError as exc:
+        if port is not None:
+            raise SystemExit(f"--http-port {port}: cannot listen on {ip}:{port}: {exc.socketError}; "
+                             "choose another port, or 0 for any free one") from None
+        # Several agents on one machine (`tepui up`): the first has 5051, the others any port.
+        listening = reactor.listenTCP(0, site, interface=ip)
+        log.warning("event=http_port_taken port=%d bound=%d hint=\"another process (another agent?) has %d; "
+                    "this agent serves its HTTP API on %d and tells the master so\"", DEFAULT_HTTP_PORT,
+                    listening.getHost().port, DEFAULT_HTTP_PORT, listening.getHost().port)
+    return int(listening.getHost().port)
+
+
+def advertising_core(core_class: Any, config: Any, new_uuid: Any, address: str) -> Any:
+    """The agent core, registering with ``AgentInfo.address`` (where its HTTP API is reached).
+
+    A bridge: ``AgentConfig`` has no address field yet, so a subclass adds it to
+    ``agent_info()``. Once ``AgentConfig`` carries it and ``agent_info()`` sends it, build
+    ``AgentCore`` directly and delete this."""
+    import msgspec
+
+    class AdvertisingAgentCore(core_class):  # type: ignore[misc, valid-type]
+        def agent_info(self) -> Any:
+            info = super().agent_info()
+            return info if getattr(info, "address", None) else msgspec.structs.replace(info, address=address)
+
+    return AdvertisingAgentCore(config, new_uuid)
 
 
 def _untraversable(path: str) -> str | None:

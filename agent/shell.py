@@ -12,7 +12,9 @@ from twisted.internet import defer
 from tepui.agent.core import AgentCore
 from tepui.agent import health_probes
 from tepui.agent.events import (
+    ExecutorReceived,
     Exit,
+    SendToExecutor,
     HealthCheckResult,
     RunHealthCheck,
     FetchFailed,
@@ -35,9 +37,9 @@ from tepui.agent.fetcher import Fetcher
 from tepui.agent.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
-from tepui.sdk.protocol.envelope import AgentInbound
+from tepui.sdk.protocol.envelope import AgentExecutorInbound, AgentInbound
 from tepui.sdk.shell import TimerBook, log_effect
-from tepui.sdk.transport import DealerEndpoint
+from tepui.sdk.transport import DealerEndpoint, RouterEndpoint
 
 log = logging.getLogger("tepui.agent")
 
@@ -61,6 +63,15 @@ class AgentShell:
         self._exited: defer.Deferred[None] = defer.Deferred()
         self._reactor_stopping = False
         self.endpoint = DealerEndpoint(reactor, master, self._on_message)
+        self.executor_codec: Codec[Any] = Codec(AgentExecutorInbound)
+        self.executor_socket: RouterEndpoint | None = None
+        if core.config.executor_endpoint:
+            path = core.config.executor_endpoint[len("ipc://"):]
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # a socket file left by an earlier agent process
+            self.executor_socket = RouterEndpoint(reactor, core.config.executor_endpoint, self._on_executor_payload)
+            os.chmod(path, 0o777)  # executors run as the task user; the socket file is not the gate
 
     def start(self) -> None:
         self.handle(Start())
@@ -97,11 +108,21 @@ class AgentShell:
             self._exited.callback(None)
         self.timers.cancel_all()
         self.endpoint.close()
+        if self.executor_socket is not None:
+            self.executor_socket.close()
         if self.launcher.cgroups is not None:
             self.launcher.cgroups.release()
         if not self._reactor_stopping:  # the master told us to shut down
             self._reactor_stopping = True
             self.reactor.stop()
+
+    def _on_executor_payload(self, peer: bytes, payload: bytes) -> None:
+        try:
+            env = self.executor_codec.decode(payload)
+        except ProtocolError as exc:
+            log.warning("event=malformed_executor_message error=%r", str(exc))
+            return
+        self.handle(ExecutorReceived(peer, env.body))
 
     def _on_message(self, payload: bytes) -> None:
         try:
@@ -126,6 +147,11 @@ class AgentShell:
                 self._fetch(effect)
             elif isinstance(effect, RunHealthCheck):
                 self._probe(effect)
+            elif isinstance(effect, SendToExecutor):
+                if self.executor_socket is not None:
+                    self._msg_id += 1
+                    self.executor_socket.send(effect.peer, self.executor_codec.encode(
+                        envelope(effect.body, self._msg_id, incarnation=self.incarnation)))
             elif isinstance(effect, SignalProcess):
                 key = (effect.framework_id, effect.task_id)
                 if self.docker is not None and key in self.docker.running():

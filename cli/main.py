@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from tepui.cli.logs import logs_command
 from tepui.cli.run import run_command
 from tepui.cli.state import state_command
 from tepui.cli.up import up_command
@@ -64,11 +65,19 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
               help="Which containerizers to offer: mesos (processes) and/or docker.")
 @click.option("--docker-host", default=None, help="Docker engine address (default: $DOCKER_HOST or the local socket).")
 @click.option("--fetcher-cache-size", default=2048, show_default=True, help="Fetcher cache size, MiB.")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None,
+              show_default="5051, or a free port if 5051 is taken", help="HTTP port (sandbox files API); 0: any free port.")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Address the HTTP API binds (0.0.0.0: all).")
+@click.option("--advertise-ip", default=None, help="Address the master gives clients for this agent's HTTP API "
+              "(default: --ip, or 127.0.0.1).")
+@click.option("--sandbox-gc-delay", type=click.FloatRange(0, min_open=True), default=604800.0, show_default=True,
+              help="Seconds a finished task's sandbox is kept before it is deleted (Mesos --gc_delay).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
           hostname: str | None, kill_grace_period: float, master_silence_limit: float, update_retry: float,
           isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, containerizers: str,
-          docker_host: str | None, fetcher_cache_size: int, log_level: str) -> None:
+          docker_host: str | None, fetcher_cache_size: int, http_port: int | None, ip: str,
+          advertise_ip: str | None, sandbox_gc_delay: float, log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
     from tepui.agent.probe import parse_attributes
@@ -87,15 +96,28 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
         parse_attributes(attributes)
     except (ValueError, InvalidResources) as exc:
         raise click.BadParameter(str(exc)) from None
+    import ipaddress
+
+    for flag, value in (("--ip", ip), ("--advertise-ip", advertise_ip)):
+        if value is None:
+            continue
+        try:
+            parsed = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from None
+        if flag == "--advertise-ip" and parsed.is_unspecified:
+            raise click.BadParameter(f"{value} is not an address others can reach", param_hint=flag)
     run_agent(master_address, work_dir or default_work_dir(), resources, attributes, hostname,
               kill_grace_period, master_silence_limit, update_retry, log_level, isolation, task_user,
               tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None,
-              tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size)
+              tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size,
+              http_port, ip, advertise_ip, sandbox_gc_delay)
 
 
 cli.add_command(up_command)
 cli.add_command(state_command)
 cli.add_command(run_command)
+cli.add_command(logs_command)
 
 
 def main() -> None:

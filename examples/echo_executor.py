@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Echo executor, a custom executor: runs each task's `command.value` with `sh -c` (many tasks per
+"""Echo executor, a custom executor: runs each task's script (its `data`, or `command.value`) with `sh -c` (many tasks per
 executor), reports TASK_RUNNING then TASK_FINISHED / TASK_FAILED with the exit code, kills on
 request, echoes framework messages back as `echo: <data>`. An agent starts it for tasks with
 executor=ExecutorInfo(executor_id="echo", command=CommandInfo(value="python3 echo_executor.py"))."""
@@ -41,12 +41,14 @@ class EchoExecutor(Executor):
         self.running = {}  # task id → TaskProcess
 
     def launch_task(self, driver, task):
-        if task.command is None or not task.command.value:
-            driver.send_status_update(task.task_id, TaskState.FAILED, "echo executor: no command.value")
+        # Mesos: a task with an executor carries no command; what to run travels in `data`.
+        script = task.command.value if task.command and task.command.value else (task.data or b"").decode()
+        if not script:
+            driver.send_status_update(task.task_id, TaskState.FAILED, "echo executor: no command in data")
             return
         proc = self.running[task.task_id] = TaskProcess(driver, task.task_id, self.running)
-        env = {**os.environ, **task.command.environment}
-        reactor.spawnProcess(proc, "setsid", ["setsid", "sh", "-c", task.command.value], env=env,
+        env = {**os.environ, **(task.command.environment if task.command else {})}
+        reactor.spawnProcess(proc, "setsid", ["setsid", "sh", "-c", script], env=env,
                              childFDs={0: "w", 1: 1, 2: 2})  # output goes to the sandbox's files
         proc.transport.closeStdin()
         driver.send_status_update(task.task_id, TaskState.RUNNING)

@@ -483,6 +483,12 @@ class MasterCore(OfferCycle):
         if framework is not None and agent is not None:
             out.append(Send(agent.peer, am.ShutdownExecutor(framework.framework_id, msg.executor_id)))
 
+    def _on_ExecutorTerminated(self, peer: bytes, msg: am.ExecutorTerminated, now: float, out: list[Effect]) -> None:
+        agent = self._agent_by_peer(peer)
+        framework = self.frameworks.get(msg.framework_id)
+        if agent is not None and framework is not None and framework.peer is not None:
+            out.append(Send(framework.peer, sm.Failure(agent.agent_id, msg.executor_id, msg.status)))
+
     def _on_ExecutorToFramework(self, peer: bytes, msg: am.ExecutorToFramework, now: float, out: list[Effect]) -> None:
         framework = self.frameworks.get(msg.framework_id)
         if self._agent_by_peer(peer) is not None and framework is not None and framework.peer is not None:

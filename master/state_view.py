@@ -4,10 +4,11 @@ so that people and tools that know Mesos can read it. Pure: a function of the co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tepui.master.core import MasterCore
-from tepui.master.records import FrameworkRecord, TaskRecord
+from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
 from tepui.offers.explain import explain
 from tepui.sdk.resources import EMPTY, Resources
 
@@ -56,7 +57,33 @@ def _framework_json(framework: FrameworkRecord, offered: Resources, allocation: 
     }
 
 
-def render_state(core: MasterCore, now: float) -> dict[str, Any]:
+def agent_url(agent: AgentRecord, address: str | None) -> str | None:
+    """Where the agent's HTTP API (sandbox files) is reached: its advertised address, or
+    127.0.0.1 when it advertised none (every agent of a local cluster); None without a port."""
+    if agent.http_port is None:
+        return None
+    host = address or "127.0.0.1"
+    return f"http://[{host}]:{agent.http_port}" if ":" in host else f"http://{host}:{agent.http_port}"
+
+
+def find_tasks(core: MasterCore, task_id: str, framework_id: str | None = None) -> list[TaskRecord]:
+    """The task with this id in each framework that has one (active first, else the latest
+    completed run), over active and completed frameworks; at most one per framework."""
+    found: dict[str, TaskRecord] = {}
+    for framework in [*core.frameworks.values(), *core.completed_frameworks]:
+        fid = framework.framework_id
+        if fid in found or (framework_id is not None and fid != framework_id):
+            continue
+        task = framework.tasks.get(task_id)
+        if task is None:
+            task = next((t for t in reversed(framework.completed) if t.task_id == task_id), None)
+        if task is not None:
+            found[fid] = task
+    return list(found.values())
+
+
+def render_state(core: MasterCore, now: float, addresses: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``addresses``: agent id -> the address it advertised (for each agent's ``url``)."""
     offered: dict[str, Resources] = {}
     for offer in core.offers.values():
         offered[offer.framework_id] = offered.get(offer.framework_id, EMPTY) + offer.resources
@@ -81,6 +108,8 @@ def render_state(core: MasterCore, now: float) -> dict[str, Any]:
             "registered_time": agent.registered_at,
             "last_pong": agent.last_pong,
             "task_count": len(agent.tasks),
+            "http_port": agent.http_port,
+            "url": agent_url(agent, (addresses or {}).get(agent.agent_id)),
         })
     return {
         "version": core.config.version,

@@ -74,8 +74,16 @@ class UnregisterAgent(_Tagged, tag="UNREGISTER_AGENT"):
     agent_id: str
 
 
+class ExecutorTerminated(_Tagged, tag="EXECUTOR_TERMINATED"):
+    """A custom executor's process ended (the framework hears FAILURE with the executor id)."""
+
+    framework_id: str
+    executor_id: str
+    status: int | None = None
+
+
 AgentToMaster = Union[
-    RegisterAgent, ReregisterAgent, StatusUpdate, Pong, ExecutorToFramework, UnregisterAgent
+    RegisterAgent, ReregisterAgent, StatusUpdate, Pong, ExecutorToFramework, UnregisterAgent, ExecutorTerminated
 ]
 
 

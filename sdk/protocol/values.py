@@ -308,6 +308,7 @@ class AgentInfo(Value):
     attributes: dict[str, str] = {}
     id: str | None = None
     http_port: int | None = None
+    address: str | None = None  # IP where http_port is reached (agent --advertise-ip)
 
 
 class Offer(Value):

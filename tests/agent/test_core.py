@@ -333,3 +333,41 @@ def test_an_invalid_member_means_no_task_of_the_group_starts() -> None:
     states = {key[1]: p.queue[-1] for key, p in agent.pending.items()}
     assert {tid: s.state for tid, s in states.items()} == {"a": TaskState.ERROR, "x": TaskState.ERROR}
     assert "task 'x'" in (states["a"].message or "") and states["a"].reason == TaskReason.TASK_GROUP_INVALID
+
+
+def test_custom_executor_is_started_once_gets_queued_tasks_and_its_updates_are_acked() -> None:
+    from tepui.agent.events import ExecutorReceived, SendToExecutor
+    from tepui.sdk.protocol import executor as ex
+    from tepui.sdk.protocol.values import ExecutorInfo, TaskStatus
+
+    counter = itertools.count(1)
+    agent = AgentCore(AgentConfig(hostname="a1", resources=Resources.parse("cpus:2;mem:1024"), work_dir="/w",
+                                  executor_endpoint="ipc:///w/executors.sock"), lambda: f"uuid-{next(counter)}".encode())
+    registered(agent)
+    info = ExecutorInfo(executor_id="e1", type="CUSTOM", command=CommandInfo(value="run-executor"))
+
+    def with_executor(task_id: str) -> TaskInfo:
+        return TaskInfo(name=task_id, task_id=task_id, agent_id="S1", resources=Resources.of(cpus=0.1).to_wire(),
+                        executor=info, data=b"echo hi")
+
+    effects = run(agent, with_executor("t1"))
+    [launch] = [e for e in effects if isinstance(e, LaunchProcess)]
+    assert launch.task_id == "executor/e1" and launch.environment["TEPUI_AGENT_ENDPOINT"] == "ipc:///w/executors.sock"
+    assert not any(isinstance(e, LaunchProcess) for e in run(agent, with_executor("t2"), now=1.5))
+    effects = agent.handle(ExecutorReceived(b"exec-peer", ex.ExecutorSubscribe("F1", "e1")), 2.0)
+    sent = [e.body for e in effects if isinstance(e, SendToExecutor)]
+    assert isinstance(sent[0], ex.ExecutorSubscribed)
+    assert [b.task.task_id for b in sent[1:]] == ["t1", "t2"]
+    running = TaskStatus(task_id="t1", state=TaskState.RUNNING, uuid=b"x1")
+    effects = agent.handle(ExecutorReceived(b"exec-peer", ex.ExecutorUpdate(running)), 2.5)
+    assert SendToExecutor(b"exec-peer", ex.Acknowledged("t1", b"x1")) in effects
+    forwarded = agent.pending[("F1", "t1")].queue[-1]
+    assert forwarded.uuid == b"x1" and forwarded.executor_id == "e1" and forwarded.agent_id == "S1"
+    # The same update again (after a reconnect) is acknowledged but not queued twice.
+    agent.handle(ExecutorReceived(b"exec-peer", ex.ExecutorUpdate(running)), 2.6)
+    assert [s.uuid for s in agent.pending[("F1", "t1")].queue] == [b"x1"]
+    effects = agent.handle(TaskExited("F1", "executor/e1", 1), 3.0)
+    assert am.ExecutorTerminated("F1", "e1", 1) in to_master(effects)
+    states = {tid: agent.pending[("F1", tid)].queue[-1] for tid in ("t1", "t2")}
+    assert {tid: s.state for tid, s in states.items()} == {"t1": TaskState.FAILED, "t2": TaskState.FAILED}
+    assert states["t2"].reason == TaskReason.EXECUTOR_TERMINATED and "exited with status 1" in (states["t2"].message or "")

@@ -209,6 +209,7 @@ AGENT = AgentInfo(
     attributes={"rack": "r1", "zone": "a"},
     id="agent-0001",
     http_port=5051,
+    address="10.0.0.2",
 )
 
 OFFER = Offer(
@@ -288,6 +289,7 @@ AGENT_TO_MASTER: dict[type, Any] = {
         framework_id="fw-services", executor_id="web.executor", agent_id="agent-0001", data=b"\xffdata"
     ),
     ag.UnregisterAgent: ag.UnregisterAgent(agent_id="agent-0001"),
+    ag.ExecutorTerminated: ag.ExecutorTerminated(framework_id="fw-batch", executor_id="exec-1", status=137),
 }
 
 MASTER_TO_AGENT: dict[type, Any] = {
