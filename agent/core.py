@@ -80,6 +80,7 @@ class AgentConfig:
     docker_enabled: bool = False
     gpu_ids: tuple[int, ...] = ()  # the GPUs this agent offers, by index
     executor_endpoint: str = ""  # the ipc:// address custom executors connect to
+    address: str | None = None  # where this agent's HTTP API (sandbox files) is reached
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
 
 
@@ -167,6 +168,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling):
             attributes=dict(self.config.attributes),
             id=self.agent_id,
             http_port=self.config.http_port,
+            address=self.config.address,
         )
 
     def _register(self, now: float, out: list[Effect]) -> None:

@@ -112,10 +112,11 @@ def run_agent(
         docker_enabled="docker" in containerizers,
         executor_endpoint=f"ipc://{endpoint_path}",
         http_port=bound_port,
+        address=advertised,
     )
     docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
     fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024)
-    core = advertising_core(AgentCore, config, lambda: uuid.uuid4().bytes, advertised)
+    core = AgentCore(config, lambda: uuid.uuid4().bytes)
     shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher)
     gc = SandboxGC(work_dir, sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
                    lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
@@ -148,22 +149,6 @@ def listen_http(reactor: Any, site: Any, ip: str, port: int | None) -> int:
                     "this agent serves its HTTP API on %d and tells the master so\"", DEFAULT_HTTP_PORT,
                     listening.getHost().port, DEFAULT_HTTP_PORT, listening.getHost().port)
     return int(listening.getHost().port)
-
-
-def advertising_core(core_class: Any, config: Any, new_uuid: Any, address: str) -> Any:
-    """The agent core, registering with ``AgentInfo.address`` (where its HTTP API is reached).
-
-    A bridge: ``AgentConfig`` has no address field yet, so a subclass adds it to
-    ``agent_info()``. Once ``AgentConfig`` carries it and ``agent_info()`` sends it, build
-    ``AgentCore`` directly and delete this."""
-    import msgspec
-
-    class AdvertisingAgentCore(core_class):  # type: ignore[misc, valid-type]
-        def agent_info(self) -> Any:
-            info = super().agent_info()
-            return info if getattr(info, "address", None) else msgspec.structs.replace(info, address=address)
-
-    return AdvertisingAgentCore(config, new_uuid)
 
 
 def _untraversable(path: str) -> str | None:

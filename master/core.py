@@ -166,6 +166,7 @@ class MasterCore(OfferCycle):
             registered_at=now,
             last_pong=now,
             http_port=info.http_port,
+            address=info.address,
         )
         self.agents[agent_id] = agent
         self.peers[peer] = ("agent", agent_id)
@@ -187,6 +188,7 @@ class MasterCore(OfferCycle):
                 agent.peer = peer
                 self.peers[peer] = ("agent", agent_id)
             agent.last_pong = now
+            agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address
             self.allocator.activate_agent(agent_id)
             out.append(Log("info", "agent_reregistered", {"agent_id": agent_id}))
         for report in msg.tasks:

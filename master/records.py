@@ -43,6 +43,7 @@ class AgentRecord:
     registered_at: float
     last_pong: float
     http_port: int | None = None
+    address: str | None = None  # where its HTTP API is reached (AgentInfo.address)
     tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)  # (fid, tid)
     offers: set[str] = field(default_factory=set)
 

@@ -17,7 +17,6 @@ from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndp
 from tepui.master.state_view import agent_url, find_tasks, render_state
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
-from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import MasterInbound
 from tepui.sdk.shell import TimerBook, log_effect
@@ -37,9 +36,6 @@ class MasterShell:
         self.endpoint = RouterEndpoint(reactor, bind, self._on_message, self._on_unreachable)
         self.registry = CollectorRegistry()
         self.registry.register(CoreCollector(self._metrics))
-        # Agent id -> the address its HTTP API is reached at (AgentInfo.address). Kept here
-        # until AgentRecord has the field; then the core records it and this map goes.
-        self.agent_addresses: dict[str, str] = {}
 
     def start(self) -> None:
         self._perform(self.core.start(self.reactor.seconds()))
@@ -52,7 +48,7 @@ class MasterShell:
     def site(self) -> server.Site:
         allocator = self.core.allocator
         root = build_site_root(
-            lambda: render_state(self.core, self.reactor.seconds(), self.agent_addresses),
+            lambda: render_state(self.core, self.reactor.seconds()),
             lambda: {"healthy": True, "id": self.core.config.master_id, "agents": len(self.core.agents)},
             self.registry,
             {
@@ -69,7 +65,7 @@ class MasterShell:
         located = []
         for task in find_tasks(self.core, task_id, framework_id):
             agent = self.core.agents.get(task.agent_id)
-            url = agent_url(agent, self.agent_addresses.get(agent.agent_id)) if agent is not None else None
+            url = agent_url(agent) if agent is not None else None
             located.append(Located(task.framework_id, task.task_id, task.state.value, task.agent_id,
                                    agent.hostname if agent is not None else None, url))
         return located
@@ -93,19 +89,6 @@ class MasterShell:
             self._send(peer, sm.Error(str(exc)))
             return
         self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation), self.reactor.seconds()))
-        if isinstance(env.body, (am.RegisterAgent, am.ReregisterAgent)):
-            self._remember_address(peer, env.body.agent_info.address)
-
-    def _remember_address(self, peer: bytes, address: str | None) -> None:
-        known = self.core.peers.get(peer)
-        if known is None or known[0] != "agent":
-            return
-        if address:
-            self.agent_addresses[known[1]] = address
-        else:
-            self.agent_addresses.pop(known[1], None)
-        for agent_id in [a for a in self.agent_addresses if a not in self.core.agents]:
-            del self.agent_addresses[agent_id]
 
     def _on_unreachable(self, peer: bytes) -> None:
         # Never re-enter the core from inside the perform loop that caused the failed send.

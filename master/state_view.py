@@ -4,7 +4,6 @@ so that people and tools that know Mesos can read it. Pure: a function of the co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from tepui.master.core import MasterCore
@@ -57,12 +56,12 @@ def _framework_json(framework: FrameworkRecord, offered: Resources, allocation: 
     }
 
 
-def agent_url(agent: AgentRecord, address: str | None) -> str | None:
+def agent_url(agent: AgentRecord) -> str | None:
     """Where the agent's HTTP API (sandbox files) is reached: its advertised address, or
     127.0.0.1 when it advertised none (every agent of a local cluster); None without a port."""
     if agent.http_port is None:
         return None
-    host = address or "127.0.0.1"
+    host = agent.address or "127.0.0.1"
     return f"http://[{host}]:{agent.http_port}" if ":" in host else f"http://{host}:{agent.http_port}"
 
 
@@ -82,8 +81,7 @@ def find_tasks(core: MasterCore, task_id: str, framework_id: str | None = None) 
     return list(found.values())
 
 
-def render_state(core: MasterCore, now: float, addresses: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``addresses``: agent id -> the address it advertised (for each agent's ``url``)."""
+def render_state(core: MasterCore, now: float) -> dict[str, Any]:
     offered: dict[str, Resources] = {}
     for offer in core.offers.values():
         offered[offer.framework_id] = offered.get(offer.framework_id, EMPTY) + offer.resources
@@ -109,7 +107,7 @@ def render_state(core: MasterCore, now: float, addresses: Mapping[str, str] | No
             "last_pong": agent.last_pong,
             "task_count": len(agent.tasks),
             "http_port": agent.http_port,
-            "url": agent_url(agent, (addresses or {}).get(agent.agent_id)),
+            "url": agent_url(agent),
         })
     return {
         "version": core.config.version,

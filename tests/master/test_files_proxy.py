@@ -64,15 +64,17 @@ def test_find_tasks_across_frameworks_and_disambiguated() -> None:
 
 def test_agent_url_and_state() -> None:
     agent = AgentRecord("S1", b"p", "a1", Resources.of(cpus=1), {}, "0.1.0", 0.0, 0.0, http_port=5051)
-    assert agent_url(agent, None) == "http://127.0.0.1:5051"
-    assert agent_url(agent, "10.0.0.7") == "http://10.0.0.7:5051"
-    assert agent_url(agent, "fd00::7") == "http://[fd00::7]:5051"
+    assert agent_url(agent) == "http://127.0.0.1:5051"
+    agent.address = "fd00::7"
+    assert agent_url(agent) == "http://[fd00::7]:5051"
+    agent.address = "10.0.0.7"
+    assert agent_url(agent) == "http://10.0.0.7:5051"
     core = MasterCore(MasterConfig(master_id="m"))
     core.agents["S1"] = agent
-    slave = render_state(core, 0.0, {"S1": "10.0.0.7"})["slaves"][0]
+    slave = render_state(core, 0.0)["slaves"][0]
     assert slave["http_port"] == 5051 and slave["url"] == "http://10.0.0.7:5051"
     agent.http_port = None
-    assert agent_url(agent, "10.0.0.7") is None
+    assert agent_url(agent) is None
     assert render_state(core, 0.0)["slaves"][0]["url"] is None
 
 
