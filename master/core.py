@@ -21,15 +21,14 @@ import msgspec
 from tepui.master.events import OperatorError, PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
-from tepui.master.validation import task_resources
-from tepui.offers.allocator import Allocator, Demand
+from tepui.master.validation import demand_of, demand_problem, roles_problem, task_resources
+from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
-from tepui.offers.roles import InvalidRole, Quota, validate_role
+from tepui.offers.roles import Quota
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import (
-    DemandShape,
     FrameworkInfo,
     MasterInfo,
     RoleExplanation,
@@ -38,7 +37,7 @@ from tepui.sdk.protocol.values import (
     TaskState,
     TaskStatus,
 )
-from tepui.sdk.resources import EMPTY, InvalidResources, Resources
+from tepui.sdk.resources import EMPTY, Resources
 
 Effect = Any
 
@@ -261,11 +260,11 @@ class MasterCore(OfferCycle):
 
     def _on_Subscribe(self, peer: bytes, msg: sm.Subscribe, now: float, out: list[Effect]) -> None:
         info = msg.framework_info
-        problem = _roles_problem(info.roles) or _demand_problem(msg.demand)
+        problem = roles_problem(info.roles) or demand_problem(msg.demand)
         if problem:
             out.append(Send(peer, sm.Error(f"SUBSCRIBE refused: {problem}")))
             return
-        demand = _demand(msg.demand)
+        demand = demand_of(msg.demand)
         known = self.peers.get(peer)
         if info.id is None and known and known[0] == "framework" and known[1] in self.frameworks:
             # A retried first SUBSCRIBE on the same connection: the same framework, not a new one.
@@ -365,7 +364,7 @@ class MasterCore(OfferCycle):
         if framework.info.principal and msg.framework_info.principal != framework.info.principal:
             out.append(Send(peer, sm.Error("UPDATE_FRAMEWORK may not change the principal")))
             return
-        problem = _roles_problem(msg.framework_info.roles)
+        problem = roles_problem(msg.framework_info.roles)
         if problem:
             out.append(Send(peer, sm.Error(f"UPDATE_FRAMEWORK refused: {problem}")))
             return
@@ -500,11 +499,11 @@ class MasterCore(OfferCycle):
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is None:
             return
-        problem = _demand_problem(msg.demand)
+        problem = demand_problem(msg.demand)
         if problem:
             out.append(Send(peer, sm.Error(f"DECLARE_DEMAND refused: {problem}")))
             return
-        self.allocator.declare_demand(framework.framework_id, _demand(msg.demand))
+        self.allocator.declare_demand(framework.framework_id, demand_of(msg.demand))
         self._request_allocation()
 
     def _on_Explain(self, peer: bytes, msg: sm.Explain, now: float, out: list[Effect]) -> None:
@@ -517,7 +516,7 @@ class MasterCore(OfferCycle):
 
     def _on_update_weights(self, event: UpdateWeights, out: list[Effect]) -> None:
         for role, weight in event.weights.items():
-            problem = _roles_problem([role])
+            problem = roles_problem([role])
             if problem or not weight > 0:
                 out.append(OperatorError(f"weights.{role}", problem or f"weight must be > 0, got {weight}"))
                 return
@@ -527,7 +526,7 @@ class MasterCore(OfferCycle):
         self._request_allocation()
 
     def _on_update_quota(self, event: UpdateQuota, out: list[Effect]) -> None:
-        problem = _roles_problem([event.role])
+        problem = roles_problem([event.role])
         if problem:
             out.append(OperatorError("role", problem))
             return
@@ -579,31 +578,3 @@ class MasterCore(OfferCycle):
                                    f"agent missed {self.config.max_agent_ping_timeouts} pings", now, out)
             else:
                 out.append(Send(agent.peer, am.Ping(self._ping_seq)))
-
-
-def _roles_problem(roles: list[str]) -> str | None:
-    for role in roles:
-        try:
-            validate_role(role)
-        except InvalidRole as exc:
-            return str(exc)
-    return None
-
-
-def _demand_problem(demand: list[DemandShape] | None) -> str | None:
-    for i, shape in enumerate(demand or []):
-        if shape.count < 0:
-            return f"demand[{i}].count must be >= 0"
-        if shape.role is not None and _roles_problem([shape.role]):
-            return f"demand[{i}].role: {_roles_problem([shape.role])}"
-        try:
-            Resources.from_wire(shape.resources)
-        except InvalidResources as exc:
-            return f"demand[{i}].resources: {exc}"
-    return None
-
-
-def _demand(demand: list[DemandShape] | None) -> list[Demand] | None:
-    if demand is None:
-        return None
-    return [Demand(Resources.from_wire(d.resources), d.count, d.role) for d in demand]

@@ -7,7 +7,9 @@ costs the framework its offer: the resources go back.
 
 from __future__ import annotations
 
-from tepui.sdk.protocol.values import TaskInfo
+from tepui.offers.allocator import Demand
+from tepui.offers.roles import InvalidRole, validate_role
+from tepui.sdk.protocol.values import DemandShape, TaskInfo
 from tepui.sdk.resources import InvalidResources, Resources
 
 MAX_ID_LENGTH = 255
@@ -70,3 +72,31 @@ def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_id
             f"(missing {resources.missing_from(available)})"
         )
     return None
+
+
+def roles_problem(roles: list[str]) -> str | None:
+    for role in roles:
+        try:
+            validate_role(role)
+        except InvalidRole as exc:
+            return str(exc)
+    return None
+
+
+def demand_problem(demand: list[DemandShape] | None) -> str | None:
+    for i, shape in enumerate(demand or []):
+        if shape.count < 0:
+            return f"demand[{i}].count must be >= 0"
+        if shape.role is not None and roles_problem([shape.role]):
+            return f"demand[{i}].role: {roles_problem([shape.role])}"
+        try:
+            Resources.from_wire(shape.resources)
+        except InvalidResources as exc:
+            return f"demand[{i}].resources: {exc}"
+    return None
+
+
+def demand_of(demand: list[DemandShape] | None) -> list[Demand] | None:
+    if demand is None:
+        return None
+    return [Demand(Resources.from_wire(d.resources), d.count, d.role) for d in demand]
