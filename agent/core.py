@@ -17,8 +17,11 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import msgspec
+
 from tepui.agent.events import (
     ExecutorReceived,
+    RemoveVolumes,
     Exit,
     HealthCheckResult,
     RunHealthCheck,
@@ -49,6 +52,7 @@ from tepui.sdk.protocol.values import (
     TaskSource,
     TaskState,
     TaskStatus,
+    Volume,
 )
 from tepui.sdk.resources import Resources
 
@@ -273,15 +277,22 @@ class AgentCore(StatusUpdateManager, ExecutorHandling):
         if shared is not None:
             env["TEPUI_SHARED"] = shared  # the group's shared volume (also linked as ./shared)
         record.environment = env
+        volumes = self._volume_mounts(task)
         launch: Effect
         if task.container is not None and task.container.type == "DOCKER":
+            if volumes:  # bind mounts, inside the container's view of the sandbox
+                mounts = [Volume(container_path=f"/mnt/mesos/sandbox/{path}", host_path=directory)
+                          for directory, path in volumes]
+                task = msgspec.structs.replace(task, container=msgspec.structs.replace(
+                    task.container, volumes=list(task.container.volumes) + mounts))
             launch = LaunchContainer(framework_id, task.task_id, sandbox, task, env)
         else:
             assert task.command is not None
             env.update(task.command.environment)
             resources = Resources.from_wire(task.resources)
             launch = LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
-                                   resources.scalar("cpus") or None, resources.scalar("mem") or None, shared)
+                                   resources.scalar("cpus") or None, resources.scalar("mem") or None, shared,
+                                   tuple(volumes))
         uris = list(task.command.uris) if task.command is not None else []
         if uris:
             # Mesos: the fetcher runs first; the container starts only once every URI is in.
@@ -292,6 +303,21 @@ class AgentCore(StatusUpdateManager, ExecutorHandling):
         record.state = TaskState.STARTING
         # Where the task's files are: local tools (``tepui run``) show stdout/stderr from it.
         self._update(record, TaskState.STARTING, None, None, now, out, labels={SANDBOX_LABEL: sandbox})
+
+    def _volume_dir(self, role: str, volume: str) -> str:
+        return f"{self.config.work_dir}/volumes/{role.replace('/', '%2F')}/{volume}"
+
+    def _volume_mounts(self, task: TaskInfo) -> list[tuple[str, str]]:
+        """Persistent volumes among the task's resources: (directory, path in the sandbox)."""
+        return [(self._volume_dir(key.role, key.volume), key.volume_path or key.volume)
+                for key in Resources.from_wire(task.resources).volumes() if key.volume]
+
+    def _on_DestroyVolumes(self, msg: am.DestroyVolumes, epoch: int, now: float, out: list[Effect]) -> None:
+        paths = tuple(self._volume_dir(key.role, key.volume)
+                      for key in Resources.from_wire(msg.volumes).volumes() if key.volume)
+        if paths:
+            out.append(RemoveVolumes(paths))
+            out.append(Log("info", "volumes_destroyed", {"paths": ",".join(paths)}))
 
     def _on_fetched(self, event: FetchSucceeded | FetchFailed, now: float, out: list[Effect]) -> None:
         record = self.tasks.get((event.framework_id, event.task_id))

@@ -10,7 +10,7 @@ from tepui.sdk.protocol.values import CommandInfo, CommandURI, HealthCheck, Task
 
 __all__ = [
     "Start", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
-    "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck", "ExecutorReceived", "SendToExecutor",
+    "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck", "ExecutorReceived", "SendToExecutor", "RemoveVolumes",
     "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
     "CancelTimer", "Log", "Exit",
 ]
@@ -110,6 +110,7 @@ class LaunchProcess:
     cpus: float | None = None
     mem_mib: float | None = None
     shared: str | None = None  # a task group's shared volume, linked into the sandbox as ./shared
+    volumes: tuple[tuple[str, str], ...] = ()  # persistent volumes: (directory, path in the sandbox)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,13 @@ class RunHealthCheck:
 class SendToExecutor:
     peer: bytes
     body: Any
+
+
+@dataclass(frozen=True)
+class RemoveVolumes:
+    """Delete the data of destroyed persistent volumes (directories under the work dir)."""
+
+    paths: tuple[str, ...]
 
 
 @dataclass(frozen=True)

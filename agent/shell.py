@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from tepui.agent.core import AgentCore
 from tepui.agent import health_probes
 from tepui.agent.events import (
     ExecutorReceived,
+    RemoveVolumes,
     Exit,
     SendToExecutor,
     HealthCheckResult,
@@ -147,6 +149,9 @@ class AgentShell:
                 self._fetch(effect)
             elif isinstance(effect, RunHealthCheck):
                 self._probe(effect)
+            elif isinstance(effect, RemoveVolumes):
+                for path in effect.paths:
+                    shutil.rmtree(path, ignore_errors=True)
             elif isinstance(effect, SendToExecutor):
                 if self.executor_socket is not None:
                     self._msg_id += 1
@@ -193,6 +198,8 @@ class AgentShell:
             limits = Limits(cpus=effect.cpus, mem_mib=effect.mem_mib, pids=self.pids_limit)
             if effect.shared is not None:
                 _link_shared(effect.shared, effect.sandbox, user)
+            for directory, path in effect.volumes:
+                _link_volume(directory, effect.sandbox, path, user)
             pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit,
                                        limits, user)
         except LookupError as exc:  # an unknown user: the task's own problem, no stack trace
@@ -253,6 +260,18 @@ def _link_shared(shared: str, sandbox: str, user: TaskUser | None) -> None:
     link = os.path.join(sandbox, "shared")
     if not os.path.lexists(link):
         os.symlink(shared, link)
+
+
+def _link_volume(directory: str, sandbox: str, path: str, user: TaskUser | None) -> None:
+    """A persistent volume: a directory outside the sandbox that outlives the task, seen by
+    the task at ``path`` inside its sandbox (a symlink; Docker tasks get a bind mount)."""
+    os.makedirs(directory, exist_ok=True)
+    if user is not None and os.geteuid() == 0:
+        os.chown(directory, user.uid, user.gid)
+    link = os.path.join(sandbox, path)
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(directory, link)
 
 
 def default_work_dir() -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tepui.master.events import Send
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.reservations import plan_reserve, plan_unreserve
+from tepui.master.volumes import plan_create, plan_destroy
 from tepui.master.validation import task_resources, validate_task
 from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
@@ -174,11 +175,16 @@ class OfferCycle:
             return available
         if isinstance(operation, sm.LaunchGroup):
             return self._launch_group(operation, framework, agent, role, available, now, out)
-        if isinstance(operation, (sm.Reserve, sm.Unreserve)):
+        if isinstance(operation, (sm.Reserve, sm.Unreserve, sm.Create, sm.Destroy)):
             if isinstance(operation, sm.Reserve):
                 plan = plan_reserve(operation.resources, role, framework.info.principal, available)
-            else:
+            elif isinstance(operation, sm.Unreserve):
                 plan = plan_unreserve(operation.resources, role, available)
+            elif isinstance(operation, sm.Create):
+                existing = {key.volume for key in agent.total.volumes() if key.volume}
+                plan = plan_create(operation.volumes, role, available, existing)
+            else:
+                plan = plan_destroy(operation.volumes, role, available)
             if isinstance(plan, str):
                 self.counters["operations_invalid"] += 1
                 out.append(Send(framework.peer or b"", sm.Error(plan + "; the offer's resources were returned")))
@@ -187,6 +193,8 @@ class OfferCycle:
             self.allocator.convert(agent.agent_id, framework.framework_id, role, consumed, converted)
             agent.total = agent.total - consumed + converted
             self.counters["reservations_changed"] += 1
+            if isinstance(operation, sm.Destroy):
+                out.append(Send(agent.peer, am.DestroyVolumes(consumed.to_wire())))
             out.append(Log("info", "reservation_changed", {
                 "agent_id": agent.agent_id, "framework_id": framework.framework_id,
                 "operation": type(operation).__name__.upper(), "resources": str(converted)}))

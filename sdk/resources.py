@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Union
 
-from tepui.sdk.protocol.values import Range, Reservation, Resource
+from tepui.sdk.protocol.values import DiskInfo, Persistence, Range, Reservation, Resource, VolumeMount
 
 SCALE = 1000  # fixed point: thousandths
 
@@ -40,6 +40,10 @@ class ResourceKey:
     role: str = "*"
     reservation: str | None = None  # None | "STATIC" | "DYNAMIC"
     principal: str | None = None
+    volume: str | None = None  # a persistent volume's id (disk only)
+    volume_path: str | None = None  # where tasks mount it, relative to their sandbox
+    volume_principal: str | None = None
+    volume_mode: str | None = None  # RW | RO
 
     @property
     def reserved(self) -> bool:
@@ -59,9 +63,9 @@ def _check_scalar(name: str, value: float | None) -> float:
     return value
 
 
-def _sort_key(key: ResourceKey) -> tuple[str, str, str, str]:
+def _sort_key(key: ResourceKey) -> tuple[str, str, str, str, str]:
     """Keys compare with None as "": a None/str mix in one position must not break sorting."""
-    return (key.name, key.role, key.reservation or "", key.principal or "")
+    return (key.name, key.role, key.reservation or "", key.principal or "", key.volume or "")
 
 
 def _normalize(intervals: Iterable[tuple[int, int]]) -> Intervals:
@@ -203,11 +207,19 @@ class Resources:
         result = cls()
         for res in resources:
             reservation = res.reservation
+            persistence = res.disk.persistence if res.disk else None
+            mount = res.disk.volume if res.disk else None
+            if persistence is not None and (res.name != "disk" or res.role == "*"):
+                raise InvalidResources(f"only reserved disk can be a persistent volume, not {res.name}({res.role})")
             key = ResourceKey(
                 res.name,
                 res.role,
                 reservation.type if reservation else ("STATIC" if res.role != "*" else None),
                 reservation.principal if reservation else None,
+                persistence.id if persistence else None,
+                mount.container_path if mount and persistence else None,
+                persistence.principal if persistence else None,
+                (mount.mode if mount else None) if persistence else None,
             )
             amount: Amount
             if res.type == "SCALAR":
@@ -229,8 +241,14 @@ class Resources:
             reservation = (
                 Reservation(type=key.reservation, principal=key.principal) if key.reservation else None
             )
+            disk = None
+            if key.volume is not None:
+                disk = DiskInfo(persistence=Persistence(id=key.volume, principal=key.volume_principal),
+                                volume=VolumeMount(container_path=key.volume_path, mode=key.volume_mode or "RW")
+                                if key.volume_path else None)
             if isinstance(amount, int):
-                out.append(Resource(name=key.name, scalar=amount / SCALE, role=key.role, reservation=reservation))
+                out.append(Resource(name=key.name, scalar=amount / SCALE, role=key.role, reservation=reservation,
+                                    disk=disk))
             elif isinstance(amount, tuple):
                 out.append(
                     Resource(
@@ -359,6 +377,10 @@ class Resources:
 
     def filter(self, predicate) -> Resources:  # type: ignore[no-untyped-def]
         return Resources({k: a for k, a in self._items.items() if predicate(k)})
+
+    def volumes(self) -> list[ResourceKey]:
+        """The persistent volumes among these resources."""
+        return [key for key in self._items if key.volume is not None]
 
     def unreserved(self) -> Resources:
         return self.filter(lambda k: k.role == "*")

@@ -10,6 +10,7 @@ from typing import Union
 
 import msgspec
 from tepui.sdk.protocol.values import (
+    Resource,
     AgentInfo,
     ExecutorInfo,
     FrameworkInfo,
@@ -148,6 +149,12 @@ class ShutdownAgent(_Tagged, tag="SHUTDOWN_AGENT"):
     message: str
 
 
+class DestroyVolumes(_Tagged, tag="DESTROY_VOLUMES"):
+    """Persistent volumes the master destroyed: the agent deletes their data."""
+
+    volumes: list[Resource]
+
+
 MasterToAgent = Union[
     AgentRegistered,
     AgentReregistered,
@@ -160,4 +167,5 @@ MasterToAgent = Union[
     ShutdownExecutor,
     FrameworkToExecutor,
     ShutdownAgent,
+    DestroyVolumes,
 ]

@@ -127,9 +127,29 @@ class Reservation(Value):
     labels: dict[str, str] = {}
 
 
+class Persistence(Value):
+    """A persistent volume's identity (unique per agent and role)."""
+
+    id: str
+    principal: str | None = None
+
+
+class VolumeMount(Value):
+    """Where a task sees the volume: a path relative to its sandbox."""
+
+    container_path: str
+    mode: str = "RW"
+
+
+class DiskInfo(Value):
+    persistence: Persistence | None = None
+    volume: VolumeMount | None = None
+
+
 class Resource(Value):
     """One named resource on the wire. Scalars travel as floats (Mesos compatible); the
-    algebra in :mod:`tepui.sdk.resources` turns them into exact thousandths."""
+    algebra in :mod:`tepui.sdk.resources` turns them into exact thousandths. ``disk`` marks
+    reserved disk made a persistent volume (the CREATE operation)."""
 
     name: str
     type: str = "SCALAR"  # SCALAR | RANGES | SET
@@ -138,6 +158,7 @@ class Resource(Value):
     set: list[str] | None = None
     role: str = "*"
     reservation: Reservation | None = None
+    disk: DiskInfo | None = None
 
 
 class CommandURI(Value):

@@ -26,6 +26,9 @@ from tepui.sdk.protocol.envelope import (
     MasterInbound,
 )
 from tepui.sdk.protocol.values import (
+    DiskInfo,
+    Persistence,
+    VolumeMount,
     DemandShape,
     RoleExplanation,
     AgentInfo,
@@ -81,6 +84,8 @@ VOLUMES = [
         scalar=4096.0,
         role="eng",
         reservation=Reservation(type="DYNAMIC", principal="ops"),
+        disk=DiskInfo(persistence=Persistence(id="pg-data", principal="ops"),
+                      volume=VolumeMount(container_path="data", mode="RO")),
     )
 ]
 
@@ -310,6 +315,7 @@ MASTER_TO_AGENT: dict[type, Any] = {
         framework_id="fw-services", executor_id="web.executor", data=b"\x01\x02"
     ),
     ag.ShutdownAgent: ag.ShutdownAgent(message="agent removed by operator"),
+    ag.DestroyVolumes: ag.DestroyVolumes(volumes=VOLUMES),
 }
 
 SCHEDULER_EVENTS: dict[type, Any] = {
