@@ -109,8 +109,9 @@ def task_dir_name(framework_id: str, task_id: str) -> str:
 
 
 class CgroupV2:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, remove_parent: bool = False) -> None:
         self.path = path
+        self.remove_parent = remove_parent  # a task group's cgroup: removed with its last member
         self.procs_files = [os.path.join(path, "cgroup.procs")]
 
     def apply(self, limits: Limits) -> None:
@@ -152,11 +153,17 @@ class CgroupV2:
     def destroy(self) -> None:
         self.kill_all()
         _rmdir(self.path)
+        if self.remove_parent:
+            try:
+                os.rmdir(os.path.dirname(self.path))
+            except OSError:
+                pass
 
 
 class CgroupV1:
-    def __init__(self, paths: dict[str, str]) -> None:
+    def __init__(self, paths: dict[str, str], remove_parent: bool = False) -> None:
         self.paths = paths  # controller → directory
+        self.remove_parent = remove_parent  # a task group's cgroup: removed with its last member
         self.procs_files = [os.path.join(path, "cgroup.procs") for path in dict.fromkeys(paths.values())]
 
     def apply(self, limits: Limits) -> None:
@@ -227,6 +234,11 @@ class CgroupV1:
         self.kill_all()
         for path in dict.fromkeys(self.paths.values()):
             _rmdir(path)
+            if self.remove_parent:
+                try:
+                    os.rmdir(os.path.dirname(path))  # fails while other members remain: fine
+                except OSError:
+                    pass
 
 
 def _kill(pid: int) -> None:
@@ -301,19 +313,35 @@ class Cgroups:
             except OSError:
                 pass  # tasks remain (or it is gone already)
 
-    def create(self, framework_id: str, task_id: str, limits: Limits) -> TaskCgroup:
+    def create(self, framework_id: str, task_id: str, limits: Limits,
+               envelope: tuple[str, Limits] | None = None) -> TaskCgroup:
+        """A task's cgroup; with ``envelope`` (a task group's id and summed limits) it is nested
+        in the group's cgroup, so the group as a whole is held to one envelope too."""
         name = task_dir_name(framework_id, task_id)
+        parent = task_dir_name(framework_id, "group-" + envelope[0]) if envelope else None
         group: TaskCgroup
         if self.version == 2:
             assert isinstance(self.base, str)
-            path = os.path.join(self.base, name)
+            base = self.base
+            if parent is not None and envelope is not None:
+                base = os.path.join(self.base, parent)
+                os.makedirs(base, exist_ok=True)
+                CgroupV2(base).apply(envelope[1])
+                _write(os.path.join(base, "cgroup.subtree_control"), "+cpu +memory +pids")
+            path = os.path.join(base, name)
             os.makedirs(path, exist_ok=True)
-            group = CgroupV2(path)
+            group = CgroupV2(path, remove_parent=parent is not None)
         else:
             assert isinstance(self.base, dict)
-            paths = {controller: os.path.join(base, name) for controller, base in self.base.items()}
+            bases = dict(self.base)
+            if parent is not None and envelope is not None:
+                bases = {controller: os.path.join(base, parent) for controller, base in self.base.items()}
+                for path in dict.fromkeys(bases.values()):
+                    os.makedirs(path, exist_ok=True)
+                CgroupV1(bases).apply(envelope[1])
+            paths = {controller: os.path.join(base, name) for controller, base in bases.items()}
             for path in dict.fromkeys(paths.values()):
                 os.makedirs(path, exist_ok=True)
-            group = CgroupV1(paths)
+            group = CgroupV1(paths, remove_parent=parent is not None)
         group.apply(limits)
         return group

@@ -248,7 +248,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling):
         self.tasks[(framework_id, task.task_id)] = record
         return record
 
-    def _start(self, record: TaskRecord, now: float, out: list[Effect], shared: str | None = None) -> None:
+    def _start(self, record: TaskRecord, now: float, out: list[Effect], shared: str | None = None,
+               envelope: tuple[str, float | None, float | None] | None = None) -> None:
         """Fetch (if needed) and launch one task; STARTING goes out at once. A task with its own
         executor goes to that executor, which reports its states itself."""
         task, framework_id, sandbox = record.info, record.framework_id, record.sandbox
@@ -292,7 +293,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling):
             resources = Resources.from_wire(task.resources)
             launch = LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
                                    resources.scalar("cpus") or None, resources.scalar("mem") or None, shared,
-                                   tuple(volumes))
+                                   tuple(volumes), envelope)
         uris = list(task.command.uris) if task.command is not None else []
         if uris:
             # Mesos: the fetcher runs first; the container starts only once every URI is in.
@@ -389,9 +390,14 @@ class AgentCore(StatusUpdateManager, ExecutorHandling):
                 self._terminal(record, TaskState.ERROR, TaskReason.TASK_GROUP_INVALID, message, now, out)
             return
         shared = f"{self.config.work_dir}/groups/{framework_id}/{group}"
+        # One resource envelope: the members' resources (and the executor's) in all.
+        total = Resources.from_wire(msg.executor.resources)
+        for task in tasks:
+            total = total + Resources.from_wire(task.resources)
+        envelope = (group, total.scalar("cpus") or None, total.scalar("mem") or None)
         for record in records:
             record.group = group
-            self._start(record, now, out, shared)
+            self._start(record, now, out, shared, envelope)
 
     def _kill_group_members(self, failed: TaskRecord, now: float, out: list[Effect]) -> None:
         for record in list(self.tasks.values()):

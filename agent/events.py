@@ -111,6 +111,7 @@ class LaunchProcess:
     mem_mib: float | None = None
     shared: str | None = None  # a task group's shared volume, linked into the sandbox as ./shared
     volumes: tuple[tuple[str, str], ...] = ()  # persistent volumes: (directory, path in the sandbox)
+    envelope: tuple[str, float | None, float | None] | None = None  # a task group: (id, cpus, mem) in all
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ class ProcessLauncher:
         on_exit: Callable[[ProcessExit], None],
         limits: Limits | None = None,
         user: TaskUser | None = None,
+        envelope: tuple[str, Limits] | None = None,
     ) -> int:
         """Starts the task; returns its pid. Raises OSError with a readable message on failure."""
         os.makedirs(sandbox, exist_ok=True)
@@ -123,7 +124,7 @@ class ProcessLauncher:
         argv = chain + command_argv(command)
         group = None
         if self.cgroups is not None:
-            group = self.cgroups.create(key[0], key[1], limits or Limits())
+            group = self.cgroups.create(key[0], key[1], limits or Limits(), envelope)
             self.groups[key] = group
             env["TEPUI_CGROUP_PROCS"] = " ".join(group.procs_files)
             argv = ["/bin/sh", "-c", JOIN_CGROUPS, "tepui-task"] + argv
@@ -169,6 +170,18 @@ class ProcessLauncher:
             group.kill_all()
         elif pid is not None and pid > 0:
             _killpg(pid, signal.SIGKILL if name == "KILL" else signal.SIGTERM)
+
+    def destroy_all(self) -> None:
+        """The agent is going away: kill what is left of every task and remove its cgroup now
+        (the reactor may stop before the exits are reported)."""
+        for key in list(self.pids):
+            self.signal(key, "KILL")
+        for key, group in list(self.groups.items()):
+            try:
+                group.destroy()
+            except OSError:
+                log.exception("event=cgroup_cleanup_failed task_id=%s", key[1])
+            self.groups.pop(key, None)
 
     def usage(self, key: tuple[str, str]) -> Usage | None:
         group = self.groups.get(key)

@@ -101,8 +101,7 @@ class AgentShell:
         return self._exited
 
     def _finish(self) -> None:
-        for key in list(self.launcher.pids):
-            self.launcher.signal(key, "KILL")
+        self.launcher.destroy_all()
         if self.docker is not None:
             for key in self.docker.running():
                 self.docker.signal(key, "KILL")
@@ -200,8 +199,12 @@ class AgentShell:
                 _link_shared(effect.shared, effect.sandbox, user)
             for directory, path in effect.volumes:
                 _link_volume(directory, effect.sandbox, path, user)
+            envelope = None
+            if effect.envelope is not None:
+                group_id, cpus, mem = effect.envelope
+                envelope = (group_id, Limits(cpus=cpus, mem_mib=mem, pids=self.pids_limit))
             pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit,
-                                       limits, user)
+                                       limits, user, envelope)
         except LookupError as exc:  # an unknown user: the task's own problem, no stack trace
             self.reactor.callLater(0, self.handle, TaskLaunchFailed(fid, tid, str(exc)))
             return
