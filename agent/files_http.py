@@ -264,7 +264,7 @@ class _NotFound(resource.Resource):
                                             "reason": "NO_SUCH_ENDPOINT", "endpoints": ENDPOINTS})
 
 
-ENDPOINTS = ["/files/browse", "/files/read", "/health"]
+ENDPOINTS = ["/files/browse", "/files/read", "/health", "/usage"]
 
 
 class _Dir(resource.Resource):
@@ -275,8 +275,11 @@ class _Dir(resource.Resource):
         return json_response(request, 200, {"endpoints": ENDPOINTS})
 
 
-def build_root(work_dir: str, health: Callable[[], dict[str, Any]]) -> resource.Resource:
+def build_root(work_dir: str, health: Callable[[], dict[str, Any]],
+               usage: Callable[[], dict[str, Any]] | None = None) -> resource.Resource:
     root = _Dir()
+    if usage is not None:
+        root.putChild(b"usage", _Health(usage))  # per-task cpu seconds and memory from the cgroups
     files = _Dir()
     files.putChild(b"browse", _FilesEndpoint(work_dir, "browse"))
     files.putChild(b"read", _FilesEndpoint(work_dir, "read"))

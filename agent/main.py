@@ -92,7 +92,19 @@ def run_agent(
         return {"healthy": True, "agent_id": core.agent_id if core else None,
                 "registered": bool(core and core.registered), "tasks": len(core.tasks) if core else 0}
 
-    bound_port = listen_http(reactor, server.Site(build_root(work_dir, health)), ip, http_port)
+    def usage() -> dict[str, object]:
+        """Per-task usage from the task cgroups (cpu seconds, memory now and at peak)."""
+        tasks = []
+        if shell is not None:
+            for (framework_id, task_id) in list(shell.launcher.groups):
+                measured = shell.launcher.usage((framework_id, task_id))
+                if measured is not None:
+                    tasks.append({"framework_id": framework_id, "task_id": task_id,
+                                  "cpu_seconds": round(measured.cpu_seconds, 3), "memory_bytes": measured.memory_bytes,
+                                  "memory_peak_bytes": measured.memory_peak_bytes})
+        return {"tasks": tasks}
+
+    bound_port = listen_http(reactor, server.Site(build_root(work_dir, health, usage)), ip, http_port)
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "", "::") else ip)
     endpoint_path = os.path.join(os.path.abspath(work_dir), "executors.sock")
     if len(endpoint_path) > 100:  # ipc:// paths are limited to about 107 bytes

@@ -104,3 +104,30 @@ def test_no_task_cgroup_is_left_behind(cluster: Cluster) -> None:
     assert existing, f"the agent's cgroup directory was not found among {agent_dirs}"
     for directory in existing:
         assert [e for e in os.scandir(directory) if e.is_dir()] == [], f"task cgroups left in {directory}"
+
+
+def test_agent_reports_per_task_usage_from_the_cgroup(cluster: Cluster) -> None:
+    import json
+    import urllib.request
+
+    runner = subprocess.Popen(
+        tepui_cmd("run", "--master", cluster.master, "--", "python3", "-c",
+                  "import time\nx = bytearray(20 * 1024 * 1024)\nend = time.time() + 3\nwhile time.time() < end: pass"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        url = cluster.state()["slaves"][0]["url"]
+        best: dict[str, tuple[int, float]] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{url}/usage", timeout=5) as response:
+                for task in json.loads(response.read())["tasks"]:
+                    memory, cpu = best.get(task["task_id"], (0, 0.0))
+                    best[task["task_id"]] = (max(memory, task["memory_bytes"]), max(cpu, task["cpu_seconds"]))
+            if any(memory > 10 * 1024 * 1024 and cpu > 0.1 for memory, cpu in best.values()):
+                break
+            time.sleep(0.3)
+        if not any(memory > 10 * 1024 * 1024 and cpu > 0.1 for memory, cpu in best.values()):
+            runner.wait(30)
+            pytest.fail(f"no task showed its usage: {best}\n{runner.stderr.read() if runner.stderr else ''}")
+    finally:
+        runner.wait(30)
