@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from tepui.offers.quota import Caps, allocate_with_quota
-from tepui.offers.roles import DEFAULT_ROLE, Quota, RoleTree, is_within, lineage
+from tepui.offers.roles import DEFAULT_ROLE, Quota, RoleTree, is_within
 from tepui.offers.sorter import DRFSorter
 from tepui.sdk.resources import EMPTY, Resources, to_fixed
 
@@ -465,9 +465,6 @@ class Allocator:
 
     def weights(self) -> dict[str, float]:
         return self.roles.weights()
-
-    def roles_of_lineage(self, role: str) -> list[str]:
-        return lineage(role)
 
     def free_unreserved(self) -> dict[str, int]:
         return dict(self._free_unreserved)
