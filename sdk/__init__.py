@@ -30,6 +30,7 @@ from tepui.sdk.resources import InsufficientResources, InvalidResources, Resourc
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.scheduler import Scheduler, SchedulerDriver
 from tepui.sdk.executor import Executor, ExecutorDriver
+from tepui.sdk.store import SQLiteStore, Store, StoreError
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,5 @@ __all__ = [
     "Filters", "FrameworkInfo", "HealthCheck", "InsufficientResources", "InvalidResources", "KillPolicy",
     "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
     "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",
-    "Executor", "ExecutorDriver",
+    "Executor", "ExecutorDriver", "SQLiteStore", "Store", "StoreError",
 ]
