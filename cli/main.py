@@ -35,15 +35,19 @@ def cli() -> None:
 @click.option("--heartbeat-interval", default=15.0, show_default=True, help="Seconds between heartbeats to frameworks.")
 @click.option("--allocation-interval", default=1.0, show_default=True, help="Seconds between batch allocations.")
 @click.option("--offer-timeout", default=60.0, show_default=True, help="Seconds before an unanswered offer is rescinded (0: never).")
+@click.option("--work-dir", default=None, help="Keep the registry (agents, frameworks, weights, quotas, reservations) here; in memory without it.")
+@click.option("--agent-reregister-timeout", default=600.0, show_default=True, help="After a restart, seconds agents have to re-register.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
            agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
-           allocation_interval: float, offer_timeout: float, log_level: str) -> None:
+           allocation_interval: float, offer_timeout: float, work_dir: str | None, agent_reregister_timeout: float,
+           log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
 
     run_master(ip, port, http_port, advertise_ip, hostname, agent_ping_interval, max_agent_ping_timeouts,
-               heartbeat_interval, allocation_interval, offer_timeout or None, log_level)
+               heartbeat_interval, allocation_interval, offer_timeout or None, log_level, work_dir,
+               agent_reregister_timeout)
 
 
 @cli.command()

@@ -79,7 +79,8 @@ class Cluster:
 
     def start(self, agent_resources: str | None) -> None:
         self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
-                               "--http-port", str(self.http_port)])
+                               "--http-port", str(self.http_port),
+                               "--work-dir", os.path.join(self.state_dir, "master")])
         for i in range(1, self.agent_count + 1):
             args = ["agent", "--master", f"127.0.0.1:{self.port}",
                     "--work-dir", os.path.join(self.state_dir, f"agent-{i}"), "--hostname", f"agent-{i}"]

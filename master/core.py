@@ -18,17 +18,24 @@ from typing import Any, Callable
 
 import msgspec
 
-from tepui.master.events import OperatorError, PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
+from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
+from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.registry import (
+    AGENTS,
+    FRAMEWORKS,
+    Persist,
+    framework_entry,
+)
 from tepui.master.validation import demand_of, demand_problem, roles_problem, task_resources
 from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
-from tepui.offers.roles import Quota
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import (
+    AgentInfo,
     FrameworkInfo,
     MasterInfo,
     RoleExplanation,
@@ -61,9 +68,10 @@ class MasterConfig:
     max_agent_ping_timeouts: int = 5
     offer_timeout: float | None = 60.0
     max_completed_frameworks: int = 50
+    agent_reregister_timeout: float = 600.0  # Mesos: 10 min after a master failover
 
 
-class MasterCore(OfferCycle):
+class MasterCore(OfferCycle, DurableState):
     def __init__(self, config: MasterConfig, allocator: Allocator | None = None) -> None:
         self.config = config
         self.allocator = allocator or Allocator()
@@ -79,6 +87,7 @@ class MasterCore(OfferCycle):
         self._seq = collections.Counter[str]()
         self._ping_seq = 0
         self._allocation_pending = False
+        self.recovered_agents: dict[str, AgentInfo] = {}
         self.master_info = MasterInfo(
             id=config.master_id,
             address=config.address,
@@ -148,6 +157,7 @@ class MasterCore(OfferCycle):
         else:
             agent_id = self._next_id("S")
             agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
+            out.append(self._agent_persisted(agent, msg.agent_info))
             out.append(Log("info", "agent_registered", {"agent_id": agent_id, "hostname": agent.hostname}))
         out.append(
             Send(peer, am.AgentRegistered(agent.agent_id, self.master_info, self.config.agent_ping_interval))
@@ -178,8 +188,14 @@ class MasterCore(OfferCycle):
         agent = self.agents.get(agent_id)
         if agent is None:
             # Unknown id: the master restarted (or removed the agent). The agent is the source
-            # of truth for its tasks, so admit it under its id and rebuild its tasks.
-            agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
+            # of truth for its tasks, so admit it under its id and rebuild its tasks. The
+            # registry's copy of its resources wins: it carries dynamic reservations and volumes.
+            info = msg.agent_info
+            kept = self.recovered_agents.pop(agent_id, None)
+            if kept is not None:
+                info = msgspec.structs.replace(info, resources=kept.resources)
+            agent = self._admit_agent(agent_id, peer, info, msg.version, now)
+            out.append(self._agent_persisted(agent, info))
             out.append(Log("info", "agent_readmitted", {"agent_id": agent_id, "tasks": len(msg.tasks)}))
         else:
             if agent.peer != peer:
@@ -230,6 +246,7 @@ class MasterCore(OfferCycle):
         if agent is not None and agent.agent_id == msg.agent_id:
             self._remove_agent(agent, TaskState.GONE, TaskReason.AGENT_REMOVED, "agent unregistered", now, out,
                                level="info")
+            out.append(Persist(AGENTS, agent.agent_id, None))
 
     def _agent_by_peer(self, peer: bytes) -> AgentRecord | None:
         known = self.peers.get(peer)
@@ -293,6 +310,7 @@ class MasterCore(OfferCycle):
             self.allocator.add_framework(framework_id, info.roles, msg.suppressed_roles, demand)
             out.append(Log("info", "framework_subscribed", {"framework_id": framework_id, "name": info.name}))
         self.peers[peer] = ("framework", framework.framework_id)
+        out.append(framework_entry(framework.info))
         out.append(Send(peer, sm.Subscribed(framework.framework_id, self.config.heartbeat_interval, self.master_info)))
         self._request_allocation()
 
@@ -331,6 +349,7 @@ class MasterCore(OfferCycle):
         framework.active = False
         framework.peer = None
         self.completed_frameworks.append(framework)
+        out.append(Persist(FRAMEWORKS, framework.framework_id, None))
         out.append(CancelTimer(("failover", framework.framework_id)))
         out.append(Log("info", "framework_removed", {"framework_id": framework.framework_id, "reason": why}))
 
@@ -370,6 +389,7 @@ class MasterCore(OfferCycle):
             return
         framework.info = msg.framework_info
         self.allocator.update_framework(framework.framework_id, framework.info.roles, msg.suppressed_roles)
+        out.append(framework_entry(framework.info))
         self._request_allocation()
 
     # --- tasks ----------------------------------------------------------------------------
@@ -512,36 +532,6 @@ class MasterCore(OfferCycle):
             roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self.allocator, framework.framework_id, now)]
             out.append(Send(peer, sm.Explanation(roles)))
 
-    # --- operator calls -------------------------------------------------------------------
-
-    def _on_update_weights(self, event: UpdateWeights, out: list[Effect]) -> None:
-        for role, weight in event.weights.items():
-            problem = roles_problem([role])
-            if problem or not weight > 0:
-                out.append(OperatorError(f"weights.{role}", problem or f"weight must be > 0, got {weight}"))
-                return
-        for role, weight in event.weights.items():
-            self.allocator.set_weight(role, weight)
-        out.append(Log("info", "weights_updated", {"weights": event.weights}))
-        self._request_allocation()
-
-    def _on_update_quota(self, event: UpdateQuota, out: list[Effect]) -> None:
-        problem = roles_problem([event.role])
-        if problem:
-            out.append(OperatorError("role", problem))
-            return
-        quota = None
-        if event.guarantee is not None or event.limit is not None:
-            quota = Quota(guarantee=dict((event.guarantee or EMPTY).fixed_totals()),
-                          limit=dict((event.limit or EMPTY).fixed_totals()))
-        try:
-            self.allocator.set_quota(event.role, quota)
-        except ValueError as exc:
-            out.append(OperatorError("guarantee", str(exc)))
-            return
-        out.append(Log("info", "quota_updated", {"role": event.role, "guarantee": event.guarantee, "limit": event.limit}))
-        self._request_allocation()
-
     # --- timers ---------------------------------------------------------------------------
 
     def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
@@ -558,6 +548,8 @@ class MasterCore(OfferCycle):
                 if framework.active and framework.peer is not None:
                     out.append(Send(framework.peer, sm.Heartbeat()))
             out.append(ScheduleTimer(now + self.config.heartbeat_interval, HEARTBEAT))
+        elif key == REREGISTER_WINDOW:
+            self._reregister_window_closed(out)
         elif key[0] == "failover":
             framework = self.frameworks.get(key[1])
             if framework is not None and not framework.active:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import uuid
 
@@ -24,6 +25,8 @@ def run_master(
     allocation_interval: float = 1.0,
     offer_timeout: float | None = 60.0,
     log_level: str = "info",
+    work_dir: str | None = None,
+    agent_reregister_timeout: float = 600.0,
 ) -> None:
     configure_logging(log_level, "master")
     reactor = install_reactor()
@@ -42,10 +45,27 @@ def run_master(
         heartbeat_interval=heartbeat_interval,
         allocation_interval=allocation_interval,
         offer_timeout=offer_timeout,
+        agent_reregister_timeout=agent_reregister_timeout,
     )
-    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}")
+    store = None
+    if work_dir:
+        from tepui.sdk.store import SQLiteStore, StoreError
+
+        try:
+            store = SQLiteStore(os.path.join(work_dir, "registry.db"))
+        except StoreError as exc:
+            raise SystemExit(f"cannot open the registry in {work_dir}: {exc}") from None
+        log.info("event=registry path=%s", os.path.join(work_dir, "registry.db"))
+    else:
+        log.warning("event=registry_in_memory hint=\"give --work-dir to keep weights, quotas, reservations, "
+                    "agents and frameworks across master restarts\"")
+    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store)
     reactor.listenTCP(http_port, shell.site(), interface="" if ip in ("0.0.0.0", "*") else ip)
     shell.start()
     log.info("event=master_serving zmq=%s:%d http=%s:%d", ip, port, ip, http_port)
     reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
     reactor.run()
+    if store is not None:
+        store.close()
+    if shell.failed:
+        raise SystemExit(1)

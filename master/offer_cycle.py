@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tepui.master.events import Send
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.registry import agent_entry
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
 from tepui.master.validation import task_resources, validate_task
@@ -23,7 +24,7 @@ from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
-from tepui.sdk.protocol.values import Offer, TaskReason, TaskState
+from tepui.sdk.protocol.values import AgentInfo, Offer, TaskReason, TaskState
 from tepui.sdk.resources import EMPTY, Resources
 
 Effect = Any
@@ -192,6 +193,10 @@ class OfferCycle:
             consumed, converted = plan
             self.allocator.convert(agent.agent_id, framework.framework_id, role, consumed, converted)
             agent.total = agent.total - consumed + converted
+            # The agent's resources now carry the reservation or volume: the registry keeps them.
+            out.append(agent_entry(AgentInfo(hostname=agent.hostname, resources=agent.total.to_wire(),
+                                             attributes=dict(agent.attributes), id=agent.agent_id,
+                                             http_port=agent.http_port, address=agent.address)))
             self.counters["reservations_changed"] += 1
             if isinstance(operation, sm.Destroy):
                 out.append(Send(agent.peer, am.DestroyVolumes(consumed.to_wire())))

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from twisted.web import server
 
 from tepui.master.core import MasterCore
+from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
 from tepui.master.events import OperatorError, PeerUnreachable, Received, Send
 from tepui.master.files_proxy import Located, TasksEndpoint
 from tepui.master.http import CoreCollector, build_site_root
@@ -20,15 +21,18 @@ from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import MasterInbound
 from tepui.sdk.shell import TimerBook, log_effect
+from tepui.sdk.store import Store, StoreError
 from tepui.sdk.transport import RouterEndpoint
 
 log = logging.getLogger("tepui.master")
 
 
 class MasterShell:
-    def __init__(self, reactor: Any, core: MasterCore, bind: str) -> None:
+    def __init__(self, reactor: Any, core: MasterCore, bind: str, store: Store | None = None) -> None:
         self.reactor = reactor
         self.core = core
+        self.store = store
+        self.failed = False  # a registry write failed: the master is on its way out
         self.codec: Codec[Any] = Codec(MasterInbound)
         self.timers = TimerBook(reactor, self._on_timer)
         self.malformed = 0
@@ -38,6 +42,16 @@ class MasterShell:
         self.registry.register(CoreCollector(self._metrics))
 
     def start(self) -> None:
+        if self.store is not None:
+            try:
+                entries = {ns: {key: entry.value for key, entry in self.store.list(ns).items()}
+                           for ns in NAMESPACES}
+                recovered = decode(entries)
+            except (StoreError, CorruptRegistry) as exc:
+                self._die(f"cannot read the registry: {exc}")
+                return
+            if not recovered.empty:
+                self._perform(self.core.recover(recovered, self.reactor.seconds()))
         self._perform(self.core.start(self.reactor.seconds()))
         log.info("event=master_started id=%s zmq=%s", self.core.config.master_id, self.endpoint.address)
 
@@ -103,7 +117,12 @@ class MasterShell:
     # --- effects --------------------------------------------------------------------------
 
     def _perform(self, effects: list[Any]) -> None:
+        writes = [effect for effect in effects if isinstance(effect, Persist)]
+        if writes and not self._persist(writes):
+            return  # never act on state the registry does not hold
         for effect in effects:
+            if isinstance(effect, Persist):
+                continue
             if isinstance(effect, Send):
                 self._send(effect.peer, effect.body)
             elif isinstance(effect, ScheduleTimer):
@@ -114,6 +133,29 @@ class MasterShell:
                 log_effect(log, effect)
             else:  # pragma: no cover
                 log.error("event=unknown_effect effect=%r", effect)
+
+    def _persist(self, writes: list[Persist]) -> bool:
+        """One transaction per batch of effects (batched writes, fsync on commit)."""
+        if self.store is None or self.failed:
+            return not self.failed
+        try:
+            with self.store.transaction():
+                for write in writes:
+                    if write.value is None:
+                        self.store.delete(write.ns, write.key)
+                    else:
+                        self.store.put(write.ns, write.key, write.value)
+        except StoreError as exc:
+            self._die(f"a registry write failed: {exc}")
+            return False
+        return True
+
+    def _die(self, reason: str) -> None:
+        """Mesos/Borg: a master that cannot persist its registry exits (a supervisor restarts it)."""
+        self.failed = True
+        log.error("event=registry_failed reason=%r action=exiting", reason)
+        if self.reactor.running:
+            self.reactor.stop()
 
     def _send(self, peer: bytes, body: Any) -> None:
         if not peer:

@@ -1,0 +1,105 @@
+"""The durable half of the master's core: what the registry keeps and the operator changes.
+
+Recovery after a restart, the agents' re-registration window, and the operator's weights and
+quotas — every change here is also a ``Persist`` effect. A mixin of
+:class:`tepui.master.core.MasterCore`, whose state it shares.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from tepui.master.events import OperatorError, UpdateQuota, UpdateWeights
+from tepui.master.records import AgentRecord, FrameworkRecord
+from tepui.master.registry import Persist, Recovered, agent_entry, quota_entry, weight_entry
+from tepui.master.validation import roles_problem
+from tepui.offers.allocator import Allocator
+from tepui.offers.roles import Quota
+from tepui.sdk.effects import Log, ScheduleTimer
+from tepui.sdk.protocol.values import AgentInfo
+from tepui.sdk.resources import EMPTY
+
+if TYPE_CHECKING:
+    from tepui.master.core import MasterConfig
+
+Effect = Any
+REREGISTER_WINDOW = ("reregister_window",)
+
+
+class DurableState:
+    config: MasterConfig
+    allocator: Allocator
+    frameworks: dict[str, FrameworkRecord]
+    recovered_agents: dict[str, AgentInfo]
+
+    if TYPE_CHECKING:
+        def _request_allocation(self) -> None: ...
+
+    def recover(self, recovered: Recovered, now: float) -> list[Effect]:
+        """Before ``start``: what the registry kept. Weights and quotas apply at once;
+        frameworks wait, inactive, for their failover timeout; agents have
+        ``agent_reregister_timeout`` to come back (with the resources the registry kept,
+        dynamic reservations and volumes included) before they are forgotten."""
+        out: list[Effect] = []
+        for role, weight in recovered.weights.items():
+            self.allocator.set_weight(role, weight)
+        for role, quota in recovered.quotas.items():
+            self.allocator.set_quota(role, quota)
+        for framework_id, info in recovered.frameworks.items():
+            record = FrameworkRecord(framework_id, info, None, now, active=False, disconnected_at=now)
+            self.frameworks[framework_id] = record
+            self.allocator.add_framework(framework_id, info.roles)
+            self.allocator.deactivate_framework(framework_id)
+            out.append(ScheduleTimer(now + info.failover_timeout, ("failover", framework_id)))
+        self.recovered_agents = dict(recovered.agents)
+        if self.recovered_agents:
+            out.append(ScheduleTimer(now + self.config.agent_reregister_timeout, REREGISTER_WINDOW))
+        out.append(Log("info", "registry_recovered", {
+            "agents": len(recovered.agents), "frameworks": len(recovered.frameworks),
+            "weights": len(recovered.weights), "quotas": len(recovered.quotas)}))
+        return out
+
+    def _agent_persisted(self, agent: AgentRecord, info: AgentInfo) -> Persist:
+        return agent_entry(msgspec.structs.replace(info, id=agent.agent_id, resources=agent.total.to_wire()))
+
+    # --- operator calls -------------------------------------------------------------------
+
+    def _on_update_weights(self, event: UpdateWeights, out: list[Effect]) -> None:
+        for role, weight in event.weights.items():
+            problem = roles_problem([role])
+            if problem or not weight > 0:
+                out.append(OperatorError(f"weights.{role}", problem or f"weight must be > 0, got {weight}"))
+                return
+        for role, weight in event.weights.items():
+            self.allocator.set_weight(role, weight)
+            out.append(weight_entry(role, weight))
+        out.append(Log("info", "weights_updated", {"weights": event.weights}))
+        self._request_allocation()
+
+    def _on_update_quota(self, event: UpdateQuota, out: list[Effect]) -> None:
+        problem = roles_problem([event.role])
+        if problem:
+            out.append(OperatorError("role", problem))
+            return
+        quota = None
+        if event.guarantee is not None or event.limit is not None:
+            quota = Quota(guarantee=dict((event.guarantee or EMPTY).fixed_totals()),
+                          limit=dict((event.limit or EMPTY).fixed_totals()))
+        try:
+            self.allocator.set_quota(event.role, quota)
+        except ValueError as exc:
+            out.append(OperatorError("guarantee", str(exc)))
+            return
+        out.append(quota_entry(event.role, self.allocator.quotas.get(event.role)))
+        out.append(Log("info", "quota_updated", {"role": event.role, "guarantee": event.guarantee, "limit": event.limit}))
+        self._request_allocation()
+
+    def _reregister_window_closed(self, out: list[Effect]) -> None:
+        """Agents the registry knew that did not come back in time are forgotten (GONE)."""
+        for agent_id in sorted(self.recovered_agents):
+            out.append(Persist("agents", agent_id, None))
+            out.append(Log("warning", "agent_gone", {
+                "agent_id": agent_id, "reason": "did not re-register within the re-registration window"}))
+        self.recovered_agents.clear()

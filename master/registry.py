@@ -1,0 +1,100 @@
+"""The master's registry: what survives a master restart (Mesos's registry), pure.
+
+The agent is the source of truth for tasks (DESIGN §6), so the master persists little:
+admitted agents (with their total resources, which carry dynamic reservations and persistent
+volumes), frameworks (with their failover timeout and principal), role weights and quotas.
+The core emits ``Persist`` effects; the shell writes each batch in one store transaction and
+exits if a write fails (a master must never run with unpersisted state). On start the shell
+reads the store back and hands the core a :class:`Recovered`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from tepui.offers.roles import Quota
+from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo
+
+AGENTS = "agents"
+FRAMEWORKS = "frameworks"
+WEIGHTS = "weights"
+QUOTAS = "quotas"
+NAMESPACES = (AGENTS, FRAMEWORKS, WEIGHTS, QUOTAS)
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Write (or, with ``value`` None, delete) one registry entry."""
+
+    ns: str
+    key: str
+    value: bytes | None
+
+
+class _QuotaEntry(msgspec.Struct, frozen=True):
+    guarantee: dict[str, int] = {}
+    limit: dict[str, int] = {}
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def agent_entry(info: AgentInfo) -> Persist:
+    assert info.id is not None
+    return Persist(AGENTS, info.id, _encoder.encode(info))
+
+
+def framework_entry(info: FrameworkInfo) -> Persist:
+    assert info.id is not None
+    return Persist(FRAMEWORKS, info.id, _encoder.encode(info))
+
+
+def weight_entry(role: str, weight: float) -> Persist:
+    return Persist(WEIGHTS, role, _encoder.encode(weight))
+
+
+def quota_entry(role: str, quota: Quota | None) -> Persist:
+    if quota is None:
+        return Persist(QUOTAS, role, None)
+    return Persist(QUOTAS, role, _encoder.encode(_QuotaEntry(dict(quota.guarantee), dict(quota.limit))))
+
+
+@dataclass
+class Recovered:
+    agents: dict[str, AgentInfo] = field(default_factory=dict)
+    frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    quotas: dict[str, Quota] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.agents or self.frameworks or self.weights or self.quotas)
+
+
+class CorruptRegistry(ValueError):
+    """An entry that does not decode: the operator must look, not the master guess."""
+
+
+def decode(entries: dict[str, dict[str, bytes]]) -> Recovered:
+    """Raises CorruptRegistry naming the entry that does not decode."""
+    recovered = Recovered()
+    tables = (
+        (AGENTS, AgentInfo, recovered.agents),
+        (FRAMEWORKS, FrameworkInfo, recovered.frameworks),
+        (WEIGHTS, float, recovered.weights),
+    )
+    for ns, kind, target in tables:
+        for key, value in entries.get(ns, {}).items():
+            try:
+                target[key] = msgspec.json.decode(value, type=kind)  # type: ignore[index]
+            except msgspec.DecodeError as exc:
+                raise CorruptRegistry(f"registry entry {ns}/{key} does not decode: {exc}") from None
+    for key, value in entries.get(QUOTAS, {}).items():
+        try:
+            entry = msgspec.json.decode(value, type=_QuotaEntry)
+        except msgspec.DecodeError as exc:
+            raise CorruptRegistry(f"registry entry {QUOTAS}/{key} does not decode: {exc}") from None
+        recovered.quotas[key] = Quota(guarantee=dict(entry.guarantee), limit=dict(entry.limit))
+    return recovered

@@ -1,0 +1,74 @@
+"""A master restarted on the same work dir keeps its registry: weights and quotas are back, and
+the agent re-registers under its old id."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import child_env, free_ports, get_state, stop_process, tail, tepui_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def call(port: int, method: str, path: str, body: object | None = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def wait_for(predicate, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_master_restart_keeps_the_registry_and_the_agent_comes_back(tmp_path: Path) -> None:
+    port, http_port = free_ports(2)
+    master_dir, agent_dir = tmp_path / "master", tmp_path / "agent"
+    master_args = ["master", "--ip", "127.0.0.1", "--port", str(port), "--http-port", str(http_port),
+                   "--work-dir", str(master_dir)]
+    logs = {name: open(tmp_path / f"{name}.log", "ab") for name in ("master-1", "master-2", "agent")}
+
+    def start_master(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(tepui_cmd(*master_args), stdout=logs[name], stderr=subprocess.STDOUT,
+                                env=child_env())
+
+    master = start_master("master-1")
+    agent = subprocess.Popen(tepui_cmd("agent", "--master", f"127.0.0.1:{port}", "--work-dir", str(agent_dir),
+                                       "--hostname", "agent-a", "--http-port", "0", "--master-silence-limit", "2"),
+                             stdout=logs["agent"], stderr=subprocess.STDOUT, env=child_env())
+    second = None
+    try:
+        wait_for(lambda: (get_state(http_port) or {}).get("activated_slaves") == 1, "the agent to register")
+        agent_id = get_state(http_port)["slaves"][0]["id"]  # type: ignore[index]
+        call(http_port, "PUT", "/weights", [{"role": "db", "weight": 4}])
+        call(http_port, "POST", "/quota", {"role": "db", "limit": {"cpus": 1}})
+        master.send_signal(signal.SIGKILL)  # no goodbye: the registry is all that is left
+        master.wait(10)
+        second = start_master("master-2")
+        wait_for(lambda: get_state(http_port) is not None, "the new master to answer")
+        assert call(http_port, "GET", "/weights") == (200, [{"role": "db", "weight": 4.0}])
+        status, quotas = call(http_port, "GET", "/quota")
+        assert quotas["infos"][0]["role"] == "db" and quotas["infos"][0]["limit"] == {"cpus": 1.0}  # type: ignore[index]
+        wait_for(lambda: [s["id"] for s in (get_state(http_port) or {}).get("slaves", [])] == [agent_id],
+                 "the agent to re-register under its old id", timeout=30)
+    except BaseException:
+        for name in logs:
+            print(f"===== {name} =====\n{tail(tmp_path / f'{name}.log', 40)}")
+        raise
+    finally:
+        stop_process(agent, 15)
+        for process in (second, master):
+            if process is not None:
+                stop_process(process, 10)
