@@ -218,7 +218,12 @@ class MasterCore(OfferCycle, DurableState):
             task = TaskRecord(report.framework_id, agent_id, report.task, resources or EMPTY, role, report.state)
             task.launched_at = now
             agent.tasks[key] = task
+            previous = framework.tasks.get(task.task_id)
             framework.tasks[task.task_id] = task
+            if previous is not None and previous.state == TaskState.UNREACHABLE and framework.peer is not None:
+                # Mesos partition awareness: the task is back, with the state its agent reports.
+                out.append(self._update_to(framework, task.task_id, agent_id, report.state,
+                                           TaskReason.AGENT_REREGISTERED, "its agent re-registered", now))
             if resources:
                 self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
         out.append(
