@@ -291,6 +291,14 @@ class MasterCore(OfferCycle, DurableState):
         if info.id is None and known and known[0] == "framework" and known[1] in self.frameworks:
             # A retried first SUBSCRIBE on the same connection: the same framework, not a new one.
             info = msgspec.structs.replace(info, id=known[1])
+        if info.id and info.id not in self.frameworks and any(
+                f.framework_id == info.id for f in self.completed_frameworks):
+            # Mesos: a framework removed (torn down, or its failover timeout expired) cannot come
+            # back under its old id; its tasks are gone.
+            out.append(Send(peer, sm.Error(
+                f"framework {info.id} was removed (torn down or its failover timeout expired); "
+                "subscribe without an id to start a new framework")))
+            return
         if info.id and info.id in self.frameworks:
             framework = self.frameworks[info.id]
             if framework.info.principal and info.principal != framework.info.principal:

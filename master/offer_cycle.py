@@ -24,7 +24,7 @@ from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
-from tepui.sdk.protocol.values import AgentInfo, Offer, TaskReason, TaskState
+from tepui.sdk.protocol.values import AgentInfo, Offer, TaskReason, TaskSource, TaskState, TaskStatus
 from tepui.sdk.resources import EMPTY, Resources
 
 Effect = Any
@@ -122,6 +122,13 @@ class OfferCycle:
     def _on_Accept(self, peer: bytes, msg: sm.Accept, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is None:
+            # Mesos: a launch from a framework that is not (or no longer) subscribed here is
+            # dropped; the sender hears it for each task.
+            for task in _tasks_of(msg.operations):
+                status = TaskStatus(task_id=task.task_id, state=TaskState.DROPPED, source=TaskSource.MASTER,
+                                    reason=TaskReason.INVALID_FRAMEWORKID, agent_id=task.agent_id, timestamp=now,
+                                    message="the framework is not subscribed on this connection; nothing was launched")
+                out.append(Send(peer, sm.Update(status)))
             return
         offers, problem = [], None
         if not msg.offer_ids:
