@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,10 +60,15 @@ class LocalCluster:
             except OSError:
                 pass
             time.sleep(0.05)
-        self.__exit__(None, None, None)
+        self._stop()
         raise RuntimeError(f"cluster did not come up; logs in {self.dir}")
 
     def __exit__(self, *exc: Any) -> None:
+        self._stop()
+        if exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)  # logs stay only when something failed
+
+    def _stop(self) -> None:
         for process in self.processes[1:] + self.processes[:1]:  # agents first, then the master
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
