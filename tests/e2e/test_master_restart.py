@@ -72,3 +72,40 @@ def test_master_restart_keeps_the_registry_and_the_agent_comes_back(tmp_path: Pa
         for process in (second, master):
             if process is not None:
                 stop_process(process, 10)
+
+
+def test_28_a_master_that_cannot_write_its_registry_exits(tmp_path: Path) -> None:
+    """Scenario 28: the store stops taking writes (here another process holds its write lock
+    past the busy timeout) → the master exits rather than run with unpersisted state."""
+    import sqlite3
+    import threading
+
+    port, http_port = free_ports(2)
+    master_dir = tmp_path / "master"
+    log_path = tmp_path / "master.log"
+    with open(log_path, "ab") as log_file:
+        master = subprocess.Popen(tepui_cmd("master", "--ip", "127.0.0.1", "--port", str(port), "--http-port",
+                                            str(http_port), "--work-dir", str(master_dir)),
+                                  stdout=log_file, stderr=subprocess.STDOUT, env=child_env())
+    blocker = None
+    try:
+        wait_for(lambda: get_state(http_port) is not None, "the master to answer")
+        blocker = sqlite3.connect(master_dir / "registry.db", isolation_level=None, timeout=1)
+        blocker.execute("BEGIN EXCLUSIVE")
+        threading.Thread(target=lambda: _quietly(http_port), daemon=True).start()  # a write is now due
+        code = master.wait(30)
+        assert code == 1, tail(log_path, 40)
+        assert "event=registry_failed" in log_path.read_text(), tail(log_path, 40)
+    finally:
+        if blocker is not None:
+            if blocker.in_transaction:
+                blocker.rollback()
+            blocker.close()
+        stop_process(master, 5)
+
+
+def _quietly(http_port: int) -> None:
+    try:
+        call(http_port, "PUT", "/weights", [{"role": "db", "weight": 2}])
+    except Exception:  # noqa: BLE001 - the master is expected to go away mid-call
+        pass
