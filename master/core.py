@@ -22,12 +22,7 @@ from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, Up
 from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
-from tepui.master.registry import (
-    AGENTS,
-    FRAMEWORKS,
-    Persist,
-    framework_entry,
-)
+from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
 from tepui.master.validation import demand_of, demand_problem, roles_problem, task_resources
 from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
@@ -157,7 +152,7 @@ class MasterCore(OfferCycle, DurableState):
         else:
             agent_id = self._next_id("S")
             agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
-            out.append(self._agent_persisted(agent, msg.agent_info))
+            out.append(agent_entry(agent))
             out.append(Log("info", "agent_registered", {"agent_id": agent_id, "hostname": agent.hostname}))
         out.append(
             Send(peer, am.AgentRegistered(agent.agent_id, self.master_info, self.config.agent_ping_interval))
@@ -195,7 +190,7 @@ class MasterCore(OfferCycle, DurableState):
             if kept is not None:
                 info = msgspec.structs.replace(info, resources=kept.resources)
             agent = self._admit_agent(agent_id, peer, info, msg.version, now)
-            out.append(self._agent_persisted(agent, info))
+            out.append(agent_entry(agent))
             out.append(Log("info", "agent_readmitted", {"agent_id": agent_id, "tasks": len(msg.tasks)}))
         else:
             if agent.peer != peer:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 
 from tepui.master.events import OperatorError, UpdateQuota, UpdateWeights
-from tepui.master.records import AgentRecord, FrameworkRecord
-from tepui.master.registry import Persist, Recovered, agent_entry, quota_entry, weight_entry
+from tepui.master.records import FrameworkRecord
+from tepui.master.registry import Persist, Recovered, quota_entry, weight_entry
 from tepui.master.validation import roles_problem
 from tepui.offers.allocator import Allocator
 from tepui.offers.roles import Quota
@@ -60,9 +59,6 @@ class DurableState:
             "agents": len(recovered.agents), "frameworks": len(recovered.frameworks),
             "weights": len(recovered.weights), "quotas": len(recovered.quotas)}))
         return out
-
-    def _agent_persisted(self, agent: AgentRecord, info: AgentInfo) -> Persist:
-        return agent_entry(msgspec.structs.replace(info, id=agent.agent_id, resources=agent.total.to_wire()))
 
     # --- operator calls -------------------------------------------------------------------
 

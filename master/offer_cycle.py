@@ -24,7 +24,7 @@ from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
-from tepui.sdk.protocol.values import AgentInfo, Offer, TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sdk.protocol.values import Offer, TaskReason, TaskSource, TaskState, TaskStatus
 from tepui.sdk.resources import EMPTY, Resources
 
 Effect = Any
@@ -201,9 +201,7 @@ class OfferCycle:
             self.allocator.convert(agent.agent_id, framework.framework_id, role, consumed, converted)
             agent.total = agent.total - consumed + converted
             # The agent's resources now carry the reservation or volume: the registry keeps them.
-            out.append(agent_entry(AgentInfo(hostname=agent.hostname, resources=agent.total.to_wire(),
-                                             attributes=dict(agent.attributes), id=agent.agent_id,
-                                             http_port=agent.http_port, address=agent.address)))
+            out.append(agent_entry(agent))
             self.counters["reservations_changed"] += 1
             if isinstance(operation, sm.Destroy):
                 out.append(Send(agent.peer, am.DestroyVolumes(consumed.to_wire())))

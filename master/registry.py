@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from tepui.master.records import AgentRecord
 from tepui.offers.roles import Quota
 from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo
 
@@ -41,9 +42,11 @@ class _QuotaEntry(msgspec.Struct, frozen=True):
 _encoder = msgspec.json.Encoder()
 
 
-def agent_entry(info: AgentInfo) -> Persist:
-    assert info.id is not None
-    return Persist(AGENTS, info.id, _encoder.encode(info))
+def agent_entry(agent: AgentRecord) -> Persist:
+    """The agent as the registry keeps it: its current total carries reservations and volumes."""
+    info = AgentInfo(hostname=agent.hostname, resources=agent.total.to_wire(), attributes=dict(agent.attributes),
+                     id=agent.agent_id, http_port=agent.http_port, address=agent.address)
+    return Persist(AGENTS, agent.agent_id, _encoder.encode(info))
 
 
 def framework_entry(info: FrameworkInfo) -> Persist:
