@@ -345,3 +345,49 @@ class Cgroups:
             group = CgroupV1(paths, remove_parent=parent is not None)
         group.apply(limits)
         return group
+
+    def adopt(self, framework_id: str, task_id: str, group_id: str | None = None) -> TaskCgroup | None:
+        """The existing cgroup of a task an earlier agent process started (None if it is gone):
+        limits stay as they were set."""
+        name = task_dir_name(framework_id, task_id)
+        parent = task_dir_name(framework_id, "group-" + group_id) if group_id else None
+        if self.version == 2:
+            assert isinstance(self.base, str)
+            path = os.path.join(self.base, parent, name) if parent else os.path.join(self.base, name)
+            return CgroupV2(path, remove_parent=parent is not None) if os.path.isdir(path) else None
+        assert isinstance(self.base, dict)
+        paths = {controller: (os.path.join(base, parent, name) if parent else os.path.join(base, name))
+                 for controller, base in self.base.items()}
+        if not all(os.path.isdir(path) for path in paths.values()):
+            return None
+        return CgroupV1(paths, remove_parent=parent is not None)
+
+    def sweep(self, keep: list[TaskCgroup]) -> int:
+        """Kills and removes every task cgroup under this agent that is not in ``keep``: the
+        containers of tasks the agent no longer knows (Mesos destroys unknown containers on
+        recovery). Returns how many were removed."""
+        kept: set[str] = set()
+        for group in keep:
+            for path in ([group.path] if isinstance(group, CgroupV2) else list(group.paths.values())):  # type: ignore[attr-defined]
+                kept.add(path)
+                kept.add(os.path.dirname(path))
+        bases = [self.base] if isinstance(self.base, str) else list(dict.fromkeys(self.base.values()))
+        removed = 0
+        for base in bases:
+            if not os.path.isdir(base):
+                continue
+            for directory, dirs, _files in os.walk(base, topdown=False):
+                if directory == base or directory in kept:
+                    continue
+                stray = CgroupV2(directory) if self.version == 2 else None
+                try:
+                    if stray is not None:
+                        stray.kill_all()
+                    else:
+                        for pid in _pids_in(os.path.join(directory, "cgroup.procs")):
+                            _kill(pid)
+                    _rmdir(directory)
+                    removed += 1
+                except OSError:
+                    log.warning("event=stray_cgroup_not_removed path=%s", directory)
+        return removed

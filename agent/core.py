@@ -42,6 +42,8 @@ from tepui.agent.events import (
 from tepui.agent.health import HealthState, first_probe_at, judge
 from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorHandling, ExecutorRecord
 from tepui.agent.groups import TaskGroups
+from tepui.agent.reconcile import TaskReconciliation
+from tepui.agent.recovery import Recovery
 from tepui.agent.status_updates import StatusUpdateManager, _Pending
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -64,6 +66,7 @@ REGISTER = ("register",)
 STOP_DEADLINE = ("stop_deadline",)
 STOP_SLACK = 3.0
 MASTER_CHECK = ("master_check",)
+MISSED_PINGS = 5  # silent for this many of the master's ping intervals → it is gone (Mesos)
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,16 @@ class AgentConfig:
     max_registration_backoff: float = 60.0
     update_retry_initial: float = 10.0  # Mesos: 10 s doubling ...
     update_retry_max: float = 600.0  # ... to 10 min
-    master_silence_limit: float = 75.0  # Mesos 15 s × 5 pings
+    master_silence_limit: float | None = None  # None: MISSED_PINGS × the ping interval the master announces
     task_user: str | None = None  # who tasks run as by default (None: the agent's own user)
     docker_enabled: bool = False
     gpu_ids: tuple[int, ...] = ()  # the GPUs this agent offers, by index
     executor_endpoint: str = ""  # the ipc:// address custom executors connect to
     address: str | None = None  # where this agent's HTTP API (sandbox files) is reached
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
+    checkpoint: bool = False  # emit Checkpoint effects (the agent process turns this on; see recovery.py)
+    executor_reregister_timeout: float = 10.0  # after a restart (Mesos: 2 s)
+    previous_agent_id: str | None = None  # the id this agent had before its host rebooted
 
 
 @dataclass
@@ -109,7 +115,7 @@ class TaskRecord:
     kill_reason: str | None = None  # why the agent itself killed it
 
 
-class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
+class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, TaskReconciliation):
     def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes]) -> None:
         self.config = config
         self._new_uuid = new_uuid
@@ -128,6 +134,9 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
         self.executor_peers: dict[bytes, tuple[str, str]] = {}
         self.stopping = False
         self._register_backoff = config.registration_backoff
+        self._dirty_tasks: set[tuple[str, str]] = set()
+        self._agent_dirty = False
+        self._executors_dirty = False
 
     # --- entry point ----------------------------------------------------------------------
 
@@ -162,6 +171,9 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
             self._on_shutdown(now, out)
         else:
             raise TypeError(f"unknown event {event!r}")
+        checkpoint = self._take_checkpoint()
+        if checkpoint is not None:
+            out.insert(0, checkpoint)  # recorded before anything in this batch is acted on
         return out
 
     # --- registration ---------------------------------------------------------------------
@@ -178,7 +190,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
 
     def _register(self, now: float, out: list[Effect]) -> None:
         if self.agent_id is None:
-            out.append(SendToMaster(am.RegisterAgent(self.agent_info(), self.config.version, self.config.boot_id)))
+            out.append(SendToMaster(am.RegisterAgent(self.agent_info(), self.config.version, self.config.boot_id,
+                                                     self.config.previous_agent_id)))
         else:
             reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in self.tasks.values()]
             frameworks = [f for fid, f in self.frameworks.items() if any(t.framework_id == fid for t in self.tasks.values())]
@@ -196,6 +209,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
     def _registered(self, agent_id: str, master_info: Any, ping_interval: float, epoch: int, now: float,
                     out: list[Effect]) -> None:
         first = self.agent_id is None
+        if self.agent_id != agent_id:
+            self._agent_dirty = True
         self.agent_id = agent_id
         self.master_info = master_info
         self.master_epoch = max(self.master_epoch, epoch, master_info.epoch)
@@ -204,11 +219,18 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
             self.registered = True
             self._register_backoff = self.config.registration_backoff
             out.append(CancelTimer(REGISTER))
-            out.append(ScheduleTimer(now + self.config.master_silence_limit, MASTER_CHECK))
+            out.append(ScheduleTimer(now + self._master_silence_limit(), MASTER_CHECK))
             out.append(Log("info", "agent_registered" if first else "agent_reregistered",
                            {"agent_id": agent_id, "master": master_info.address}))
             for key in self.pending:  # resend what the old connection may have lost
                 self._send_head(key, now, out, fresh=True)
+
+    def _master_silence_limit(self) -> float:
+        """The operator's limit, else the master's own (Mesos: the agent follows the ping
+        timeout its master announces), so both sides give up on each other at about the same time."""
+        if self.config.master_silence_limit is not None:
+            return self.config.master_silence_limit
+        return self.ping_interval * MISSED_PINGS
 
     def _on_Ping(self, msg: am.Ping, epoch: int, now: float, out: list[Effect]) -> None:
         if self.registered:
@@ -222,7 +244,9 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
 
     def _on_RunTask(self, msg: am.RunTask, epoch: int, now: float, out: list[Effect]) -> None:
         task, framework_id = msg.task, msg.framework_info.id or ""
-        self.frameworks[framework_id] = msg.framework_info
+        if self.frameworks.get(framework_id) != msg.framework_info:
+            self.frameworks[framework_id] = msg.framework_info
+            self._agent_dirty = True
         self.shutting_down_frameworks.discard(framework_id)
         if self._already_known(framework_id, task.task_id):
             # At most once per task id: never start a second copy.
@@ -247,6 +271,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
             grace = task.kill_policy.grace_period_seconds
         record = TaskRecord(framework_id, task, sandbox, kill_grace=grace)
         self.tasks[(framework_id, task.task_id)] = record
+        self._touch((framework_id, task.task_id))
         return record
 
     def _start(self, record: TaskRecord, now: float, out: list[Effect], shared: str | None = None,
@@ -393,6 +418,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
         if verdict.kill:
             record.unhealthy = verdict.message
             record.kill_requested = True
+            self._touch((event.framework_id, event.task_id))
             out.append(Log("warning", "task_unhealthy", {"task_id": event.task_id, "message": verdict.message}))
             self._signal(record, now, out)
         else:
@@ -447,6 +473,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
     def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
                   now: float, out: list[Effect], healthy: bool | None = None) -> None:
         record.state = state
+        self._touch((record.framework_id, record.info.task_id))
         if record.group is not None and state in (TaskState.FAILED, TaskState.ERROR):
             self._kill_group_members(record, now, out)
         self.tasks.pop((record.framework_id, record.info.task_id), None)
@@ -475,6 +502,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
         if record.kill_requested:
             return
         record.kill_requested = True
+        self._touch((msg.framework_id, msg.task_id))
         framework = self.frameworks.get(record.framework_id)
         if framework is not None and "TASK_KILLING_STATE" in framework.capabilities:
             record.state = TaskState.KILLING
@@ -491,9 +519,11 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
         self.shutting_down_frameworks.add(msg.framework_id)
         for key in [k for k in self.pending if k[0] == msg.framework_id]:
             del self.pending[key]
+            self._touch(key)
             out.append(CancelTimer(("retry",) + key))
         for record in [r for r in self.tasks.values() if r.framework_id == msg.framework_id]:
             record.kill_requested = True
+            self._touch((record.framework_id, record.info.task_id))
             if record.pid is not None:
                 self._signal(record, now, out)
             else:
@@ -545,13 +575,13 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
                     out.append(SignalProcess(record.framework_id, record.info.task_id, "KILL"))
             self._maybe_exit(now, out, force=True)
         elif key == MASTER_CHECK:
-            if self.registered and now - self.last_master_contact > self.config.master_silence_limit:
+            if self.registered and now - self.last_master_contact > self._master_silence_limit():
                 # No ping for too long: the master died or the link is cut. Re-register; the
                 # master then reconciles our tasks (Mesos agent behaviour).
                 self.registered = False
                 out.append(Log("warning", "master_silent", {"seconds": round(now - self.last_master_contact, 1)}))
                 self._register(now, out)
-            out.append(ScheduleTimer(now + self.config.master_silence_limit / 5, MASTER_CHECK))
+            out.append(ScheduleTimer(now + self._master_silence_limit() / 5, MASTER_CHECK))
         elif key[0] == "retry":
             task_key = (key[1], key[2])
             if task_key in self.pending:
@@ -565,6 +595,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups):
                                           record.environment, self._user_for(record.info)))
         elif key[0] == "executor_kill":
             self._executor_kill_timer(key[1], key[2], out)
+        elif key[0] == "executor_reregister":
+            self._executor_reregister_timer(key[1], key[2], now, out)
         elif key[0] == "escalate":
             record = self.tasks.get((key[1], key[2]))
             if record is not None and not record.exited:

@@ -154,6 +154,41 @@ class DockerContainerizer:
         work.chainDeferred(result)
         return result
 
+    def adopt(self, key: tuple[str, str], sandbox: str, on_exit: Callable[[ContainerExit], None]) -> None:
+        """Takes back the container an earlier agent process started for this task, found by
+        its labels: watches it again (its log is followed from now on), or, if it ended while
+        the agent was away, reports its real exit code. ``on_exit`` is called exactly once,
+        on a later reactor turn."""
+        record = _Container(key, container_name(*key), os.path.abspath(sandbox), None, on_exit)
+        self._containers[key] = record
+
+        def found(container: dict[str, Any] | None) -> None:
+            if container is None:
+                self._ended(record, None, False, f"container {record.name} is gone: the engine no longer has it "
+                                                 "(removed while the agent was away)")
+                return
+            record.id = container["Id"]
+            limit = (container.get("HostConfig") or {}).get("Memory")
+            record.mem_bytes = int(limit) if limit else None
+            log.info("event=container_adopted task_id=%s container=%s running=%s", key[1], record.name,
+                     (container.get("State") or {}).get("Running"))
+            threading.Thread(target=self._watch, args=(record, int(time.time())),
+                             name=f"tepui-docker-wait-{record.name}", daemon=True).start()
+            for name in record.pending:
+                self._kill(record, name)
+            record.pending.clear()
+
+        def failed(failure: Failure) -> None:
+            self._ended(record, None, False, f"could not find container {record.name}: {_describe(failure.value)}")
+
+        self._in_pool(self._find, key).addCallbacks(found, failed)
+
+    def sweep(self, agent_id: str) -> defer.Deferred[int]:
+        """Kills and removes this agent's containers that no task accounts for (Mesos
+        ``--docker_kill_orphans``); fires with how many."""
+        keep = {record.name for record in self._containers.values()}
+        return self._in_pool(self._sweep, agent_id, keep)
+
     def signal(self, key: tuple[str, str], name: str) -> None:
         """``docker kill --signal`` (TERM or KILL) off the reactor thread; unknown keys are ignored."""
         if name not in SIGNALS:
@@ -298,6 +333,28 @@ class DockerContainerizer:
             raise LaunchError(f"image {spec.image} not found locally; build or load it "
                               "(images are not pulled unless force_pull_image is set)") from exc
 
+    def _find(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        api = self._api()
+        found = api.containers(all=True, filters={"label": [f"{LABEL_FRAMEWORK_ID}={key[0]}", f"{LABEL_TASK_ID}={key[1]}"]})
+        if not found:
+            return None
+        try:
+            return dict(api.inspect_container(found[0]["Id"]))
+        except docker.errors.NotFound:
+            return None
+
+    def _sweep(self, agent_id: str, keep: set[str]) -> int:
+        api = self._api()
+        removed = 0
+        for container in api.containers(all=True, filters={"label": [f"{LABEL_AGENT_ID}={agent_id}"]}):
+            names = {name.lstrip("/") for name in container.get("Names") or []}
+            if names & keep:
+                continue
+            log.warning("event=orphan_container_removed container=%s", ",".join(sorted(names)))
+            _remove_quietly(api, container["Id"])
+            removed += 1
+        return removed
+
     def _kill_in_thread(self, container_id: str, name: str) -> None:
         try:
             self._api().kill(container_id, signal=f"SIG{name}")
@@ -308,7 +365,7 @@ class DockerContainerizer:
 
     # -- the watcher threads of one container ----------------------------------------------------------
 
-    def _watch(self, record: _Container) -> None:
+    def _watch(self, record: _Container, logs_since: int | None = None) -> None:
         assert record.id is not None
         container_id = record.id
         code: int | None = None
@@ -317,7 +374,8 @@ class DockerContainerizer:
         follower: _LogFollower | None = None
         try:
             api = self._api()  # created by the launch already: no engine call here
-            follower = _LogFollower(self.docker_host, api.api_version, container_id, record.sandbox, record.name)
+            follower = _LogFollower(self.docker_host, api.api_version, container_id, record.sandbox, record.name,
+                                    logs_since)
             follower.start()
             waiter = _client(self.docker_host, api.api_version, None)
             try:
@@ -370,8 +428,10 @@ class _LogFollower:
     big-endian length), then the payload (Docker Engine API, "Attach to a container": stream format).
     """
 
-    def __init__(self, host: str, version: str, container_id: str, sandbox: str, name: str) -> None:
+    def __init__(self, host: str, version: str, container_id: str, sandbox: str, name: str,
+                 since: int | None = None) -> None:
         self._host, self._version, self._id, self._name = host, version, container_id, name
+        self._since = since  # an adopted container: what it wrote before is in the files already
         self._paths = (os.path.join(sandbox, "stdout"), os.path.join(sandbox, "stderr"))
         self._starts = tuple(_size(p) for p in self._paths)  # what was there before (fetcher output, ...)
         self._write_lock = threading.Lock()
@@ -429,7 +489,10 @@ class _LogFollower:
         try:
             with open(self._paths[0], "ab") as out, open(self._paths[1], "ab") as err:
                 url = f"{client.base_url}/v{self._version}/containers/{self._id}/logs"
-                response = client.get(url, params={"stdout": 1, "stderr": 1, "follow": 1}, stream=True, timeout=None)
+                params = {"stdout": 1, "stderr": 1, "follow": 1}
+                if self._since is not None:
+                    params["since"] = self._since
+                response = client.get(url, params=params, stream=True, timeout=None)
                 if response.status_code != 200:
                     raise RuntimeError(f"logs answered HTTP {response.status_code}: {response.text[:200]}")
                 files = {1: out, 2: err}

@@ -54,6 +54,7 @@ class ExecutorHandling:
     frameworks: dict[str, FrameworkInfo]
     executors: dict[tuple[str, str], ExecutorRecord]
     executor_peers: dict[bytes, tuple[str, str]]
+    _executors_dirty: bool
 
     if TYPE_CHECKING:
         def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
@@ -73,6 +74,7 @@ class ExecutorHandling:
         if executor is None or executor.exited:
             executor = self._start_executor(record, task.executor, out)
         executor.tasks.add(task.task_id)
+        self._executors_dirty = True
         if executor.peer is not None:
             out.append(SendToExecutor(executor.peer, ex.LaunchTask(task)))
         else:
@@ -159,6 +161,7 @@ class ExecutorHandling:
         if status.state.is_terminal:
             self.tasks.pop((record.framework_id, record.info.task_id), None)
             executor.tasks.discard(record.info.task_id)
+            self._executors_dirty = True
             self.completed.append(record)  # type: ignore[attr-defined]
         self._enqueue(executor.framework_id, status, now, out)
         if status.uuid is not None:
@@ -194,6 +197,7 @@ class ExecutorHandling:
         if executor.exited or executor.shutting_down:
             return
         executor.shutting_down = True
+        self._executors_dirty = True
         if executor.peer is not None:
             out.append(SendToExecutor(executor.peer, ex.ShutdownEvent()))
         else:
@@ -220,6 +224,7 @@ class ExecutorHandling:
         if executor is None or executor.exited:
             return
         executor.exited = True
+        self._executors_dirty = True
         if executor.peer is not None:
             self.executor_peers.pop(executor.peer, None)
         how = f"exited with status {exit_code}" if signal is None else f"was terminated by signal {signal}"

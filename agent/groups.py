@@ -79,6 +79,7 @@ class TaskGroups:
                     and not record.kill_requested:
                 record.kill_requested = True
                 record.kill_reason = f"killed because task {failed.info.task_id!r} of its group failed"
+                self._touch((record.framework_id, record.info.task_id))  # type: ignore[attr-defined]
                 if record.pid is not None:
                     self._signal(record, now, out)
                 elif record.launch is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -24,7 +25,7 @@ def run_agent(
     attributes: str | None = None,
     hostname: str | None = None,
     kill_grace_period: float = 5.0,
-    master_silence_limit: float = 75.0,
+    master_silence_limit: float | None = None,  # None: 5 × the ping interval the master announces
     update_retry_initial: float = 10.0,
     log_level: str = "info",
     isolation: str = "auto",
@@ -38,6 +39,8 @@ def run_agent(
     ip: str = "127.0.0.1",
     advertise_ip: str | None = None,
     sandbox_gc_delay: float = 604800.0,
+    strict: bool = True,
+    reconfiguration_policy: str = "equal",
 ) -> None:
     """``http_port`` None: the default 5051, or a free port (with a warning) if that is taken;
     0: a free port; any other: exactly that port or a clear exit."""
@@ -45,6 +48,8 @@ def run_agent(
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
     from tepui.agent.cgroups import Cgroups
+    from tepui.agent.checkpoint import CheckpointError, CheckpointStore, Recovered
+    from tepui.agent.recovery import reconfiguration_problem
     from tepui.agent.docker_containerizer import DockerContainerizer
     from tepui.agent.fetcher import Fetcher
     from tepui.agent.processes import resolve_user
@@ -79,6 +84,29 @@ def run_agent(
                         "their sandbox through it (getcwd fails); chmod o+x it or choose another --work-dir\"",
                         blocked, task_user, task_user)
     offered = agent_resources(work_dir, resources)
+    store = CheckpointStore(work_dir)
+    try:
+        recovered: Recovered | None = store.load(strict)
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from None
+    current_boot = boot_id()
+    previous_agent_id = None
+    if recovered is not None and recovered.agent is None:
+        recovered = None
+    if recovered is not None and recovered.agent is not None:
+        saved = recovered.agent
+        if saved.boot_id and current_boot and saved.boot_id != current_boot:
+            # The host rebooted: every task of the old agent ended with it. Register anew.
+            moved = store.archive("before-reboot")
+            previous_agent_id = saved.agent_id
+            log.warning("event=host_rebooted previous_agent_id=%s checkpoint_moved_to=%s hint=\"registering as a new "
+                        "agent; the tasks of the old one ended with the reboot\"", saved.agent_id, moved)
+            recovered = None
+        else:
+            problem = reconfiguration_problem(saved, name, offered, parse_attributes(attributes),
+                                              reconfiguration_policy, store.root)
+            if problem:
+                raise SystemExit(problem)
     gpus = gpu_ids()
     if int(offered.scalar("gpus")) > len(gpus):  # declared by --resources without nvidia-smi to list them
         gpus = tuple(range(int(offered.scalar("gpus"))))
@@ -115,7 +143,9 @@ def run_agent(
         gpu_ids=gpus[: int(offered.scalar("gpus"))],
         work_dir=work_dir,
         attributes=parse_attributes(attributes),
-        boot_id=boot_id(),
+        boot_id=current_boot,
+        checkpoint=True,
+        previous_agent_id=previous_agent_id,
         kill_grace_period=kill_grace_period,
         master_silence_limit=master_silence_limit,
         update_retry_initial=update_retry_initial,
@@ -129,10 +159,14 @@ def run_agent(
     docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
     fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024)
     core = AgentCore(config, lambda: uuid.uuid4().bytes)
-    shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher)
+    shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher, store)
+    shell.recover(recovered)
     gc = SandboxGC(work_dir, sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
                    lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
-    reactor.addSystemEventTrigger("before", "shutdown", shell.shutdown)
+    reactor.addSystemEventTrigger("before", "shutdown", shell.on_reactor_stop)
+    # SIGTERM and Ctrl-C stop the agent and leave its tasks to the next one (recovery);
+    # SIGUSR1 stops its tasks too, reports how they ended, and unregisters (Mesos).
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(shell.drain))
     reactor.addSystemEventTrigger("before", "shutdown", gc.stop)
     reactor.callWhenRunning(shell.start)
     reactor.callWhenRunning(gc.start, reactor)

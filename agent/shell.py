@@ -34,6 +34,9 @@ from tepui.agent.events import (
     TaskSpawned,
 )
 from tepui.agent.cgroups import Cgroups, Limits
+from tepui.agent.checkpoint import Checkpoint, CheckpointStore, Recovered
+from tepui.agent.executors import EXECUTOR_PREFIX
+from tepui.agent.recovery import AdoptContainer, AdoptProcess
 from tepui.agent.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError
 from tepui.agent.fetcher import Fetcher
 from tepui.agent.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user
@@ -49,8 +52,9 @@ log = logging.getLogger("tepui.agent")
 class AgentShell:
     def __init__(self, reactor: Any, core: AgentCore, master: str, cgroups: Cgroups | None = None,
                  pids_limit: int | None = None, docker: DockerContainerizer | None = None,
-                 fetcher: Fetcher | None = None) -> None:
+                 fetcher: Fetcher | None = None, store: CheckpointStore | None = None) -> None:
         self.reactor = reactor
+        self.store = store or CheckpointStore(core.config.work_dir)
         self.pids_limit = pids_limit
         self.docker = docker
         self.docker_problem: str | None = None  # why the engine cannot be used, when it cannot
@@ -64,6 +68,7 @@ class AgentShell:
         self._msg_id = 0
         self._exited: defer.Deferred[None] = defer.Deferred()
         self._reactor_stopping = False
+        self._draining = False
         self.endpoint = DealerEndpoint(reactor, master, self._on_message)
         self.executor_codec: Codec[Any] = Codec(AgentExecutorInbound)
         self.executor_socket: RouterEndpoint | None = None
@@ -74,6 +79,19 @@ class AgentShell:
                 os.unlink(path)  # a socket file left by an earlier agent process
             self.executor_socket = RouterEndpoint(reactor, core.config.executor_endpoint, self._on_executor_payload)
             os.chmod(path, 0o777)  # executors run as the task user; the socket file is not the gate
+
+    def recover(self, recovered: Recovered | None) -> None:
+        """Before ``start``: takes back the tasks of an earlier agent process (adopting their
+        supervisors and containers), then removes task cgroups and containers nobody owns."""
+        if recovered is not None:
+            self._perform(self.core.recover(recovered, self.reactor.seconds()))
+        if self.launcher.cgroups is not None:
+            removed = self.launcher.cgroups.sweep(list(self.launcher.groups.values()))
+            if removed:
+                log.warning("event=stray_cgroups_removed count=%d reason=\"tasks no checkpoint accounts for\"", removed)
+        if self.docker is not None and self.core.agent_id is not None:
+            swept = self.docker.sweep(self.core.agent_id)
+            swept.addErrback(lambda f: log.warning("event=orphan_container_sweep_failed error=%r", str(f.value)))
 
     def start(self) -> None:
         self.handle(Start())
@@ -89,16 +107,36 @@ class AgentShell:
     def handle(self, event: Any) -> None:
         self._perform(self.core.handle(event, self.reactor.seconds()))
 
-    def shutdown(self) -> defer.Deferred[None]:
-        """Ends every task (TERM, then KILL after its grace), unregisters, then lets the
-        reactor stop. Waits at most the longest grace period plus a little."""
-        self._reactor_stopping = True
-        self.handle(Shutdown())
-        # A backstop only: the core's own stop deadline (grace + 3 s) normally ends the wait.
-        grace = max([t.kill_grace for t in self.core.tasks.values()] + [0.0]) + 5.0
-        timeout = self.reactor.callLater(grace, self._finish)
-        self._exited.addBoth(lambda _: timeout.cancel() if timeout.active() else None)
+    def drain(self) -> defer.Deferred[None]:
+        """SIGUSR1 (Mesos): ends every task (TERM, then KILL after its grace), waits for their
+        final updates to be acknowledged, unregisters, then stops the reactor. Waits at most
+        the longest grace period plus a little."""
+        if not self._draining:
+            self._draining = True
+            self.handle(Shutdown())
+            # A backstop only: the core's own stop deadline (grace + 3 s) normally ends the wait.
+            grace = max([t.kill_grace for t in self.core.tasks.values()] + [0.0]) + 5.0
+            timeout = self.reactor.callLater(grace, self._finish)
+            self._exited.addBoth(lambda _: timeout.cancel() if timeout.active() else None)
         return self._exited
+
+    def on_reactor_stop(self) -> defer.Deferred[None] | None:
+        """The reactor is stopping (SIGTERM, Ctrl-C, or the end of a drain). Unless a drain
+        is under way, the agent process goes and its tasks stay (Mesos: an agent that exits,
+        e.g. for an upgrade, leaves its executors and tasks running): their supervisors and
+        containers carry on, the checkpoint holds the rest, and the next agent started on the
+        same work dir takes them back."""
+        self._reactor_stopping = True
+        if self._draining or self.core.stopping:
+            return self._exited
+        self.timers.cancel_all()
+        self.endpoint.close()
+        if self.executor_socket is not None:
+            self.executor_socket.close()
+        running = len(self.core.tasks)
+        log.info("event=agent_exiting tasks_left_running=%d hint=\"start the agent again on %s to take them back; "
+                 "send SIGUSR1 instead of SIGTERM to stop them with the agent\"", running, self.core.config.work_dir)
+        return None
 
     def _finish(self) -> None:
         self.launcher.destroy_all()
@@ -136,7 +174,9 @@ class AgentShell:
 
     def _perform(self, effects: list[Any]) -> None:
         for effect in effects:
-            if isinstance(effect, SendToMaster):
+            if isinstance(effect, Checkpoint):
+                self._checkpoint(effect)
+            elif isinstance(effect, SendToMaster):
                 self._msg_id += 1
                 self.endpoint.send(self.codec.encode(envelope(
                     effect.body, self._msg_id, self.core.master_epoch, self.incarnation)))
@@ -144,6 +184,10 @@ class AgentShell:
                 self._launch(effect)
             elif isinstance(effect, LaunchContainer):
                 self._launch_container(effect)
+            elif isinstance(effect, AdoptProcess):
+                self._adopt_process(effect)
+            elif isinstance(effect, AdoptContainer):
+                self._adopt_container(effect)
             elif isinstance(effect, FetchURIs):
                 self._fetch(effect)
             elif isinstance(effect, RunHealthCheck):
@@ -180,7 +224,8 @@ class AgentShell:
         spawned = {"done": False, "exit": None}
 
         def on_exit(result: ProcessExit) -> None:
-            event = TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_kills > 0)
+            event = TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_kills > 0,
+                               message=result.message)
             if spawned["done"]:
                 self.reactor.callLater(0, self.handle, event)
             else:
@@ -204,7 +249,7 @@ class AgentShell:
                 group_id, cpus, mem = effect.envelope
                 envelope = (group_id, Limits(cpus=cpus, mem_mib=mem, pids=self.pids_limit))
             pid = self.launcher.launch((fid, tid), effect.sandbox, effect.command, effect.environment, on_exit,
-                                       limits, user, envelope)
+                                       limits, user, envelope, run_dir=self.store.run_dir(fid, tid))
         except LookupError as exc:  # an unknown user: the task's own problem, no stack trace
             self.reactor.callLater(0, self.handle, TaskLaunchFailed(fid, tid, str(exc)))
             return
@@ -216,6 +261,47 @@ class AgentShell:
             return
         self.reactor.callLater(0, report_spawned, pid)
 
+
+    def _checkpoint(self, effect: Checkpoint) -> None:
+        """Write-ahead: nothing in this batch happens unless it is recorded. A disk that refuses
+        ends the agent at once, without touching its tasks: the next agent process recovers
+        them from the last good checkpoint (stopping through the reactor would kill them)."""
+        try:
+            self.store.write(effect)
+        except OSError as exc:
+            log.critical("event=checkpoint_write_failed error=%r hint=\"the agent exits without stopping its tasks; "
+                         "fix the disk under %s and start it again: it recovers them\"", str(exc), self.store.root)
+            logging.shutdown()
+            os._exit(1)
+
+    def _adopt_process(self, effect: AdoptProcess) -> None:
+        fid, tid = effect.framework_id, effect.task_id
+        run_dir = self.store.run_dir(fid, tid)
+        group = None
+        if self.launcher.cgroups is not None:
+            group = self.launcher.cgroups.adopt(fid, tid, effect.group)
+
+        def on_exit(result: ProcessExit) -> None:
+            self.handle(TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_kills > 0,
+                                   message=result.message))
+
+        pid = self.store.supervisor_pid(fid, tid)
+        alive = self.launcher.adopt((fid, tid), pid, run_dir, on_exit, group)
+        what = "executor" if tid.startswith(EXECUTOR_PREFIX) else "task"
+        log.info("event=%s_adopted task_id=%s framework_id=%s pid=%s running=%s", what, tid, fid, pid, alive)
+
+    def _adopt_container(self, effect: AdoptContainer) -> None:
+        fid, tid = effect.framework_id, effect.task_id
+
+        def on_exit(result: ContainerExit) -> None:
+            self.handle(TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_killed,
+                                   message=result.message))
+
+        if self.docker is None:
+            self.reactor.callLater(0, on_exit, ContainerExit(None, None, False, "the agent restarted without its "
+                                                             "Docker containerizer; the container was not adopted"))
+            return
+        self.docker.adopt((fid, tid), effect.sandbox, on_exit)
 
     def _launch_container(self, effect: LaunchContainer) -> None:
         fid, tid = effect.framework_id, effect.task_id

@@ -38,6 +38,7 @@ class StatusUpdateManager:
     agent_id: str | None
     registered: bool
     pending: dict[tuple[str, str], _Pending]
+    _dirty_tasks: set[tuple[str, str]]
     _new_uuid: Callable[[], bytes]
 
     if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class StatusUpdateManager:
         if status.uuid is None:
             status = msgspec.structs.replace(status, uuid=self._new_uuid())
         key = (framework_id, status.task_id)
+        self._dirty_tasks.add(key)  # checkpointed before it is forwarded
         pending = self.pending.setdefault(key, _Pending())
         pending.queue.append(status)
         if len(pending.queue) == 1:
@@ -79,6 +81,7 @@ class StatusUpdateManager:
             out.append(Log("debug", "stale_ack_ignored", {"task_id": msg.task_id}))
             return
         pending.queue.popleft()
+        self._dirty_tasks.add(key)
         if pending.queue:
             self._send_head(key, now, out, fresh=True)
         else:

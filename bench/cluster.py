@@ -71,7 +71,8 @@ class LocalCluster:
     def _stop(self) -> None:
         for process in self.processes[1:] + self.processes[:1]:  # agents first, then the master
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                # Agents drain on SIGUSR1 (SIGTERM would leave their tasks for their next start).
+                process.send_signal(signal.SIGUSR1 if process is not self.processes[0] else signal.SIGTERM)
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:

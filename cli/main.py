@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -24,30 +25,64 @@ def cli() -> None:
     """
 
 
+def _removal_rate(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    from tepui.master.partitions import parse_removal_rate
+
+    try:
+        return parse_removal_rate(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from tepui.master.partitions import parse_percent
+
+    try:
+        return parse_percent(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.option("--ip", default="0.0.0.0", show_default=True, help="Address to bind.")
 @click.option("--port", default=5050, show_default=True, help="ZeroMQ port for agents and frameworks.")
 @click.option("--http-port", default=5080, show_default=True, help="HTTP port (/state, /health, /metrics).")
 @click.option("--advertise-ip", default=None, help="Address others reach this master at (default: --ip, or 127.0.0.1).")
 @click.option("--hostname", default=None, help="Hostname to report (default: this machine's).")
-@click.option("--agent-ping-interval", default=15.0, show_default=True, help="Seconds between pings to agents.")
-@click.option("--max-agent-ping-timeouts", default=5, show_default=True, help="Missed pings before an agent is removed.")
+@click.option("--agent-ping-interval", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+              help="Seconds between application pings to agents.")
+@click.option("--max-agent-ping-timeouts", type=click.IntRange(1), default=5, show_default=True,
+              help="Ping intervals without an answer before an agent is marked unreachable (by default "
+              "2 s x 5 = 10 s; Mesos waits 15 s x 5 = 75 s).")
 @click.option("--heartbeat-interval", default=15.0, show_default=True, help="Seconds between heartbeats to frameworks.")
 @click.option("--allocation-interval", default=1.0, show_default=True, help="Seconds between batch allocations.")
 @click.option("--offer-timeout", default=60.0, show_default=True, help="Seconds before an unanswered offer is rescinded (0: never).")
 @click.option("--work-dir", default=None, help="Keep the registry (agents, frameworks, weights, quotas, reservations) here; in memory without it.")
-@click.option("--agent-reregister-timeout", default=600.0, show_default=True, help="After a restart, seconds agents have to re-register.")
+@click.option("--agent-reregister-timeout", default=600.0, show_default=True,
+              help="After a restart, seconds agents have to re-register before they are marked unreachable.")
+@click.option("--agent-removal-rate", default="unlimited", show_default=True, callback=_removal_rate,
+              help="At most N agents marked unreachable per duration, e.g. 1/20mins, 5/1m, 1/30s "
+              "(Mesos --agent_removal_rate_limit); silent agents wait their turn and one that answers again "
+              "is not removed.")
+@click.option("--agent-gone-timeout", type=click.FloatRange(0, min_open=True), default=86400.0, show_default=True,
+              help="Seconds an agent may stay unreachable before it is gone: its tasks end TASK_GONE (LOST) and "
+              "it may never re-register under its id.")
+@click.option("--recovery-agent-removal-limit", default="100%", show_default=True, callback=_percent,
+              help="After a restart, if more than this share of the registry's agents has not re-registered "
+              "when --agent-reregister-timeout ends, the master exits instead of marking them unreachable.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
            agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
            allocation_interval: float, offer_timeout: float, work_dir: str | None, agent_reregister_timeout: float,
+           agent_removal_rate: Any, agent_gone_timeout: float, recovery_agent_removal_limit: float,
            log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
 
     run_master(ip, port, http_port, advertise_ip, hostname, agent_ping_interval, max_agent_ping_timeouts,
                heartbeat_interval, allocation_interval, offer_timeout or None, log_level, work_dir,
-               agent_reregister_timeout)
+               agent_reregister_timeout, agent_removal_rate=agent_removal_rate, agent_gone_timeout=agent_gone_timeout,
+               recovery_agent_removal_limit=recovery_agent_removal_limit)
 
 
 @cli.command()
@@ -58,7 +93,9 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 @click.option("--attributes", default=None, help="Attributes for placement, e.g. 'rack:r1;zone:a'.")
 @click.option("--hostname", default=None, help="Hostname to report (default: this machine's).")
 @click.option("--kill-grace-period", default=5.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
-@click.option("--master-silence-limit", default=75.0, show_default=True, help="Seconds without a ping before re-registering.")
+@click.option("--master-silence-limit", type=click.FloatRange(0, min_open=True), default=None,
+              show_default="5 x the master's announced ping interval, 10 s with its defaults",
+              help="Seconds without a message from the master before re-registering.")
 @click.option("--update-retry", default=10.0, show_default=True, help="First retry interval for unacknowledged status updates.")
 @click.option("--isolation", default="auto", show_default=True, type=click.Choice(["auto", "cgroups", "none"]),
               help="Per-task cgroups (cpu, memory, pids): auto uses them when possible.")
@@ -76,12 +113,19 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
               "(default: --ip, or 127.0.0.1).")
 @click.option("--sandbox-gc-delay", type=click.FloatRange(0, min_open=True), default=604800.0, show_default=True,
               help="Seconds a finished task's sandbox is kept before it is deleted (Mesos --gc_delay).")
+@click.option("--strict/--no-strict", default=True, show_default=True,
+              help="On restart, refuse a damaged checkpoint (naming the file); --no-strict discards the damaged "
+              "part and recovers the rest (Mesos --strict).")
+@click.option("--reconfiguration-policy", type=click.Choice(["equal", "additive"]), default="equal", show_default=True,
+              help="On restart, whether resources and attributes may differ from the checkpoint: equal (not at all) "
+              "or additive (they may grow) (Mesos --reconfiguration_policy).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
-          hostname: str | None, kill_grace_period: float, master_silence_limit: float, update_retry: float,
+          hostname: str | None, kill_grace_period: float, master_silence_limit: float | None, update_retry: float,
           isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, containerizers: str,
           docker_host: str | None, fetcher_cache_size: int, http_port: int | None, ip: str,
-          advertise_ip: str | None, sandbox_gc_delay: float, log_level: str) -> None:
+          advertise_ip: str | None, sandbox_gc_delay: float, strict: bool, reconfiguration_policy: str,
+          log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
     from tepui.agent.probe import parse_attributes
@@ -115,7 +159,7 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
               kill_grace_period, master_silence_limit, update_retry, log_level, isolation, task_user,
               tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None,
               tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size,
-              http_port, ip, advertise_ip, sandbox_gc_delay)
+              http_port, ip, advertise_ip, sandbox_gc_delay, strict, reconfiguration_policy)
 
 
 cli.add_command(up_command)

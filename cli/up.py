@@ -2,8 +2,9 @@
 
 A supervisor, deliberately without Twisted: start the children, wait (with progress) until
 every agent has registered, then wait for Ctrl-C or SIGTERM. Stopping is ordered: agents first
-(each ends its tasks), then the master. Children get ``PR_SET_PDEATHSIG`` so that even a
-SIGKILLed ``tepui up`` leaves no orphan processes behind.
+(SIGUSR1: each ends its tasks and unregisters — SIGTERM would leave the tasks running for the
+agent's next start), then the master. Children get ``PR_SET_PDEATHSIG`` (SIGUSR1 for agents) so
+that even a SIGKILLed ``tepui up`` leaves no orphan processes behind.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM us when the supervisor dies, however it dies."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Runs in the child before exec: signal us when the supervisor dies, however it dies."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
     except OSError:
         pass
     os.setpgid(0, 0)  # Ctrl-C in the terminal reaches the supervisor only; it stops us in order
+
+
+def _agent_dies_with_parent() -> None:
+    _die_with_parent(signal.SIGUSR1)  # an agent's "stop your tasks too"
 
 
 def _port_free(ip: str, port: int) -> bool:
@@ -73,7 +78,8 @@ class Cluster:
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tepui.cli", *args], stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, close_fds=True,
+                stderr=subprocess.STDOUT, close_fds=True,
+                preexec_fn=_agent_dies_with_parent if name.startswith("agent") else _die_with_parent,
             )
         self.children.append((name, process, log_path))
 
@@ -119,13 +125,13 @@ class Cluster:
             f"the cluster was not ready within {timeout:g} s; see the logs in {self.state_dir}")
 
     def stop(self) -> None:
-        """Agents first (they end their tasks), then the master; SIGKILL after a deadline."""
+        """Agents first (SIGUSR1: they end their tasks), then the master; SIGKILL after a deadline."""
         agents = [c for c in self.children if c[0] != "master"]
         masters = [c for c in self.children if c[0] == "master"]
-        for group, grace in ((agents, 12.0), (masters, 5.0)):
+        for group, grace, sig in ((agents, 12.0, signal.SIGUSR1), (masters, 5.0, signal.SIGTERM)):
             for _name, process, _log in group:
                 if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
+                    process.send_signal(sig)
             deadline = time.monotonic() + grace
             for name, process, _log in group:
                 try:

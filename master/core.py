@@ -8,6 +8,9 @@ Mesos semantics followed (and cited where they matter): the master records a tas
 forwarding it, so a launch runs at most once per task id; offers count as allocated until used,
 declined, rescinded or timed out; unused resources of an accepted offer are declined with the
 accept's filters; status updates flow agent → master → framework and acknowledgements flow back.
+Failure detection, unreachable and gone agents, and reconciliation live in
+:mod:`tepui.master.partitions`; offers in :mod:`tepui.master.offer_cycle`; the registry's
+recovery in :mod:`tepui.master.durable`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import msgspec
 from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
 from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
+from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
 from tepui.master.validation import demand_of, demand_problem, roles_problem, task_resources
@@ -59,14 +63,19 @@ class MasterConfig:
     epoch: int = 1
     allocation_interval: float = 1.0
     heartbeat_interval: float = 15.0
-    agent_ping_interval: float = 15.0
+    # Silent for 2 s × 5 = 10 s → unreachable (Mesos: 15 s × 5 = 75 s); see master/partitions.py.
+    agent_ping_interval: float = 2.0
     max_agent_ping_timeouts: int = 5
     offer_timeout: float | None = 60.0
     max_completed_frameworks: int = 50
     agent_reregister_timeout: float = 600.0  # Mesos: 10 min after a master failover
+    agent_removal_rate: RemovalRate | None = None  # Mesos --agent_removal_rate_limit: unlimited
+    agent_gone_timeout: float = 86400.0  # unreachable for a day → gone, refused under its id
+    recovery_agent_removal_limit: float = 100.0  # percent missing after a failover before exiting (Mesos)
+    max_gone_agents: int = 10000  # gone agents the registry remembers (oldest forgotten first)
 
 
-class MasterCore(OfferCycle, DurableState):
+class MasterCore(OfferCycle, DurableState, Partitions):
     def __init__(self, config: MasterConfig, allocator: Allocator | None = None) -> None:
         self.config = config
         self.allocator = allocator or Allocator()
@@ -83,6 +92,7 @@ class MasterCore(OfferCycle, DurableState):
         self._ping_seq = 0
         self._allocation_pending = False
         self.recovered_agents: dict[str, AgentInfo] = {}
+        self._init_partitions()
         self.master_info = MasterInfo(
             id=config.master_id,
             address=config.address,
@@ -150,6 +160,8 @@ class MasterCore(OfferCycle, DurableState):
             # A retried registration from the same connection: answer again, change nothing.
             agent = self.agents[known[1]]
         else:
+            if msg.previous_agent_id:
+                self._forget_rebooted(msg.previous_agent_id, now, out)
             agent_id = self._next_id("S")
             agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
             out.append(agent_entry(agent))
@@ -180,13 +192,17 @@ class MasterCore(OfferCycle, DurableState):
 
     def _on_ReregisterAgent(self, peer: bytes, msg: am.ReregisterAgent, now: float, out: list[Effect]) -> None:
         agent_id = msg.agent_info.id or ""
+        if agent_id in self.gone:
+            self._refuse_gone(peer, agent_id, now, out)
+            return
         agent = self.agents.get(agent_id)
+        was_unreachable = False
         if agent is None:
-            # Unknown id: the master restarted (or removed the agent). The agent is the source
-            # of truth for its tasks, so admit it under its id and rebuild its tasks. The
-            # registry's copy of its resources wins: it carries dynamic reservations and volumes.
+            # Unknown id: the master restarted (or marked the agent unreachable). The agent is
+            # the source of truth for its tasks, so admit it under its id and rebuild its tasks.
+            # The registry's copy of its resources wins: it carries reservations and volumes.
             info = msg.agent_info
-            kept = self.recovered_agents.pop(agent_id, None)
+            kept, was_unreachable = self._kept_agent_info(agent_id, now, out)
             if kept is not None:
                 info = msgspec.structs.replace(info, resources=kept.resources)
             agent = self._admit_agent(agent_id, peer, info, msg.version, now)
@@ -197,10 +213,11 @@ class MasterCore(OfferCycle, DurableState):
                 self.peers.pop(agent.peer, None)
                 agent.peer = peer
                 self.peers[peer] = ("agent", agent_id)
-            agent.last_pong = now
+            self._heard_from(agent, now, out)
             agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address
             self.allocator.activate_agent(agent_id)
             out.append(Log("info", "agent_reregistered", {"agent_id": agent_id}))
+        reported = {(report.framework_id, report.task.task_id) for report in msg.tasks}
         for report in msg.tasks:
             key = (report.framework_id, report.task.task_id)
             if key in agent.tasks or report.state.is_terminal:
@@ -221,6 +238,7 @@ class MasterCore(OfferCycle, DurableState):
                                            TaskReason.AGENT_REREGISTERED, "its agent re-registered", now))
             if resources:
                 self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
+        self._reconcile_unreported(agent, reported, was_unreachable, out)
         out.append(
             Send(peer, am.AgentReregistered(agent_id, self.master_info, self.config.agent_ping_interval))
         )
@@ -235,11 +253,6 @@ class MasterCore(OfferCycle, DurableState):
         self.allocator.add_framework(framework_id, info.roles)
         self.allocator.deactivate_framework(framework_id)
         return record
-
-    def _on_Pong(self, peer: bytes, msg: am.Pong, now: float, out: list[Effect]) -> None:
-        agent = self._agent_by_peer(peer)
-        if agent is not None:
-            agent.last_pong = now
 
     def _on_UnregisterAgent(self, peer: bytes, msg: am.UnregisterAgent, now: float, out: list[Effect]) -> None:
         agent = self._agent_by_peer(peer)
@@ -438,7 +451,11 @@ class MasterCore(OfferCycle, DurableState):
     def _on_StatusUpdate(self, peer: bytes, msg: am.StatusUpdate, now: float, out: list[Effect]) -> None:
         agent = self._agent_by_peer(peer)
         if agent is None:
-            out.append(Log("warning", "update_from_unknown_agent", {"task_id": msg.status.task_id}))
+            # Mesos: dropped and counted. An agent the master marked unreachable is pinged no
+            # more, so it notices and re-registers, then sends the update again.
+            self.counters["invalid_status_updates"] += 1
+            out.append(Log("warning", "update_from_unknown_agent", {
+                "task_id": msg.status.task_id, "agent_id": msg.status.agent_id, "action": "dropped"}))
             return
         status = msg.status
         framework = self.frameworks.get(msg.framework_id)
@@ -475,30 +492,6 @@ class MasterCore(OfferCycle, DurableState):
                                        f"cannot kill task {msg.task_id!r}: the master does not know it", now))
             return
         out.append(Send(agent.peer, am.KillTask(framework.framework_id, msg.task_id, msg.kill_policy)))
-
-    def _on_Reconcile(self, peer: bytes, msg: sm.Reconcile, now: float, out: list[Effect]) -> None:
-        """Mesos reconciliation: implicit answers every known task; explicit answers each id,
-        with LOST (or UNKNOWN for PARTITION_AWARE frameworks) for tasks the master never knew."""
-        framework = self._framework_for(peer, msg.framework_id, out)
-        if framework is None:
-            return
-        completed = {task.task_id: task for task in framework.completed}
-        if msg.tasks:
-            wanted = [(t.task_id, framework.tasks.get(t.task_id) or completed.get(t.task_id), t.agent_id)
-                      for t in msg.tasks]
-        else:
-            wanted = [(task.task_id, task, task.agent_id) for task in framework.tasks.values()]
-        for task_id, task, agent_id in wanted:
-            if task is None:
-                state = TaskState.UNKNOWN if framework.partition_aware else TaskState.LOST
-                status = TaskStatus(task_id=task_id, state=state, source=TaskSource.MASTER,
-                                    reason=TaskReason.RECONCILIATION, agent_id=agent_id, timestamp=now,
-                                    message="task unknown to the master")
-            else:
-                status = TaskStatus(task_id=task_id, state=task.state, source=TaskSource.MASTER,
-                                    reason=TaskReason.RECONCILIATION, agent_id=task.agent_id, timestamp=now,
-                                    exit_code=task.status.exit_code if task.status else None)
-            out.append(Send(peer, sm.Update(status)))
 
     def _on_Message(self, peer: bytes, msg: sm.Message, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
@@ -557,7 +550,11 @@ class MasterCore(OfferCycle, DurableState):
                     out.append(Send(framework.peer, sm.Heartbeat()))
             out.append(ScheduleTimer(now + self.config.heartbeat_interval, HEARTBEAT))
         elif key == REREGISTER_WINDOW:
-            self._reregister_window_closed(out)
+            self._reregister_window_closed(now, out)
+        elif key == REMOVAL_SLOT:
+            self._remove_due(now, out)
+        elif key[0] == GONE_TIMER:
+            self._agent_gone_timer(key[1], now, out)
         elif key[0] == "failover":
             framework = self.frameworks.get(key[1])
             if framework is not None and not framework.active:
@@ -566,15 +563,3 @@ class MasterCore(OfferCycle, DurableState):
             if key[1] in self.offers:
                 out.append(Log("info", "offer_timed_out", {"offer_id": key[1]}))
                 self._rescind(key[1], now, out)
-
-    def _ping_agents(self, now: float, out: list[Effect]) -> None:
-        """Application-level pings (ZMTP heartbeats only prove an I/O thread lives). An agent
-        silent for ``max_agent_ping_timeouts`` intervals is removed (Mesos: 15 s × 5)."""
-        self._ping_seq += 1
-        limit = self.config.agent_ping_interval * self.config.max_agent_ping_timeouts
-        for agent in list(self.agents.values()):
-            if now - agent.last_pong > limit:
-                self._remove_agent(agent, TaskState.UNREACHABLE, TaskReason.AGENT_DISCONNECTED,
-                                   f"agent missed {self.config.max_agent_ping_timeouts} pings", now, out)
-            else:
-                out.append(Send(agent.peer, am.Ping(self._ping_seq)))

@@ -1,8 +1,9 @@
 """The durable half of the master's core: what the registry keeps and the operator changes.
 
-Recovery after a restart, the agents' re-registration window, and the operator's weights and
-quotas — every change here is also a ``Persist`` effect. A mixin of
-:class:`tepui.master.core.MasterCore`, whose state it shares.
+Recovery after a restart (what happens when the agents' re-registration window closes is in
+:mod:`tepui.master.partitions`), and the operator's weights and quotas — every change here is
+also a ``Persist`` effect. A mixin of :class:`tepui.master.core.MasterCore`, whose state it
+shares.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tepui.master.events import OperatorError, UpdateQuota, UpdateWeights
 from tepui.master.records import FrameworkRecord
-from tepui.master.registry import Persist, Recovered, quota_entry, weight_entry
+from tepui.master.registry import Recovered, quota_entry, weight_entry
 from tepui.master.validation import roles_problem
 from tepui.offers.allocator import Allocator
 from tepui.offers.roles import Quota
@@ -35,12 +36,14 @@ class DurableState:
 
     if TYPE_CHECKING:
         def _request_allocation(self) -> None: ...
+        def _recover_partitions(self, recovered: Recovered, now: float, out: list[Effect]) -> None: ...
 
     def recover(self, recovered: Recovered, now: float) -> list[Effect]:
         """Before ``start``: what the registry kept. Weights and quotas apply at once;
         frameworks wait, inactive, for their failover timeout; agents have
         ``agent_reregister_timeout`` to come back (with the resources the registry kept,
-        dynamic reservations and volumes included) before they are forgotten."""
+        dynamic reservations and volumes included) before they are marked unreachable;
+        unreachable and gone agents stay so (see :mod:`tepui.master.partitions`)."""
         out: list[Effect] = []
         for role, weight in recovered.weights.items():
             self.allocator.set_weight(role, weight)
@@ -53,10 +56,12 @@ class DurableState:
             self.allocator.deactivate_framework(framework_id)
             out.append(ScheduleTimer(now + info.failover_timeout, ("failover", framework_id)))
         self.recovered_agents = dict(recovered.agents)
+        self._recover_partitions(recovered, now, out)
         if self.recovered_agents:
             out.append(ScheduleTimer(now + self.config.agent_reregister_timeout, REREGISTER_WINDOW))
         out.append(Log("info", "registry_recovered", {
-            "agents": len(recovered.agents), "frameworks": len(recovered.frameworks),
+            "agents": len(recovered.agents), "unreachable_agents": len(recovered.unreachable),
+            "gone_agents": len(recovered.gone), "frameworks": len(recovered.frameworks),
             "weights": len(recovered.weights), "quotas": len(recovered.quotas)}))
         return out
 
@@ -91,11 +96,3 @@ class DurableState:
         out.append(quota_entry(event.role, self.allocator.quotas.get(event.role)))
         out.append(Log("info", "quota_updated", {"role": event.role, "guarantee": event.guarantee, "limit": event.limit}))
         self._request_allocation()
-
-    def _reregister_window_closed(self, out: list[Effect]) -> None:
-        """Agents the registry knew that did not come back in time are forgotten (GONE)."""
-        for agent_id in sorted(self.recovered_agents):
-            out.append(Persist("agents", agent_id, None))
-            out.append(Log("warning", "agent_gone", {
-                "agent_id": agent_id, "reason": "did not re-register within the re-registration window"}))
-        self.recovered_agents.clear()

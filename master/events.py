@@ -13,7 +13,7 @@ from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 
 __all__ = [
     "Received", "PeerUnreachable", "TimerFired", "UpdateWeights", "UpdateQuota", "OperatorError",
-    "Send", "ScheduleTimer", "CancelTimer", "Log",
+    "Send", "ScheduleTimer", "CancelTimer", "Log", "Abort",
 ]
 
 
@@ -63,3 +63,12 @@ class OperatorError:
 class Send:
     peer: bytes
     body: Any
+
+
+@dataclass(frozen=True)
+class Abort:
+    """The master must stop (Mesos ``EXIT(EXIT_FAILURE)``): the shell logs ``reason`` — which
+    says what happened and what the operator should do — and exits with status 1, performing
+    nothing else from the same batch. A supervisor (or the operator) restarts it."""
+
+    reason: str

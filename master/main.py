@@ -6,9 +6,13 @@ import logging
 import os
 import socket
 import uuid
+from typing import TYPE_CHECKING
 
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
+
+if TYPE_CHECKING:
+    from tepui.master.partitions import RemovalRate
 
 log = logging.getLogger("tepui.master")
 
@@ -19,7 +23,7 @@ def run_master(
     http_port: int = 5080,
     advertise_ip: str | None = None,
     hostname: str | None = None,
-    agent_ping_interval: float = 15.0,
+    agent_ping_interval: float = 2.0,
     max_agent_ping_timeouts: int = 5,
     heartbeat_interval: float = 15.0,
     allocation_interval: float = 1.0,
@@ -27,6 +31,9 @@ def run_master(
     log_level: str = "info",
     work_dir: str | None = None,
     agent_reregister_timeout: float = 600.0,
+    agent_removal_rate: RemovalRate | None = None,
+    agent_gone_timeout: float = 86400.0,
+    recovery_agent_removal_limit: float = 100.0,
 ) -> None:
     configure_logging(log_level, "master")
     reactor = install_reactor()
@@ -46,6 +53,9 @@ def run_master(
         allocation_interval=allocation_interval,
         offer_timeout=offer_timeout,
         agent_reregister_timeout=agent_reregister_timeout,
+        agent_removal_rate=agent_removal_rate,
+        agent_gone_timeout=agent_gone_timeout,
+        recovery_agent_removal_limit=recovery_agent_removal_limit,
     )
     store = None
     if work_dir:
@@ -62,6 +72,10 @@ def run_master(
     shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store)
     reactor.listenTCP(http_port, shell.site(), interface="" if ip in ("0.0.0.0", "*") else ip)
     shell.start()
+    log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g agent_removal_rate=%s "
+             "agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
+             agent_ping_interval * max_agent_ping_timeouts, agent_ping_interval, agent_removal_rate or "unlimited",
+             agent_gone_timeout, recovery_agent_removal_limit)
     log.info("event=master_serving zmq=%s:%d http=%s:%d", ip, port, ip, http_port)
     reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
     reactor.run()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from tepui.sdk.protocol.values import FrameworkInfo, TaskInfo, TaskState, TaskStatus
+from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskInfo, TaskState, TaskStatus
 from tepui.sdk.resources import Resources
 
 
@@ -46,6 +46,17 @@ class AgentRecord:
     address: str | None = None  # where its HTTP API is reached (AgentInfo.address)
     tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)  # (fid, tid)
     offers: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class UnreachableAgent:
+    """An agent that stopped answering pings (Mesos ``slaves.unreachable``). The master keeps
+    what its registry held of it (its total resources carry dynamic reservations and volumes,
+    so a returning agent gets them back) and since when it is unreachable (it becomes gone
+    after ``agent_gone_timeout``)."""
+
+    info: AgentInfo
+    since: float
 
 
 @dataclass

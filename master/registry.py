@@ -2,7 +2,8 @@
 
 The agent is the source of truth for tasks (DESIGN §6), so the master persists little:
 admitted agents (with their total resources, which carry dynamic reservations and persistent
-volumes), frameworks (with their failover timeout and principal), role weights and quotas.
+volumes), unreachable agents (the same, and since when) and gone agents (refused forever),
+frameworks (with their failover timeout and principal), role weights and quotas.
 The core emits ``Persist`` effects; the shell writes each batch in one store transaction and
 exits if a write fails (a master must never run with unpersisted state). On start the shell
 reads the store back and hands the core a :class:`Recovered`.
@@ -14,15 +15,17 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from tepui.master.records import AgentRecord
+from tepui.master.records import AgentRecord, UnreachableAgent
 from tepui.offers.roles import Quota
 from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo
 
 AGENTS = "agents"
+UNREACHABLE = "unreachable"
+GONE = "gone"
 FRAMEWORKS = "frameworks"
 WEIGHTS = "weights"
 QUOTAS = "quotas"
-NAMESPACES = (AGENTS, FRAMEWORKS, WEIGHTS, QUOTAS)
+NAMESPACES = (AGENTS, UNREACHABLE, GONE, FRAMEWORKS, WEIGHTS, QUOTAS)
 
 
 @dataclass(frozen=True)
@@ -39,14 +42,38 @@ class _QuotaEntry(msgspec.Struct, frozen=True):
     limit: dict[str, int] = {}
 
 
+class _UnreachableEntry(msgspec.Struct, frozen=True):
+    since: float
+    agent: AgentInfo
+
+
+class _GoneEntry(msgspec.Struct, frozen=True):
+    since: float
+
+
 _encoder = msgspec.json.Encoder()
 
 
-def agent_entry(agent: AgentRecord) -> Persist:
+def agent_info_of(agent: AgentRecord) -> AgentInfo:
     """The agent as the registry keeps it: its current total carries reservations and volumes."""
-    info = AgentInfo(hostname=agent.hostname, resources=agent.total.to_wire(), attributes=dict(agent.attributes),
+    return AgentInfo(hostname=agent.hostname, resources=agent.total.to_wire(), attributes=dict(agent.attributes),
                      id=agent.agent_id, http_port=agent.http_port, address=agent.address)
-    return Persist(AGENTS, agent.agent_id, _encoder.encode(info))
+
+
+def agent_entry(agent: AgentRecord) -> Persist:
+    return Persist(AGENTS, agent.agent_id, _encoder.encode(agent_info_of(agent)))
+
+
+def unreachable_entry(agent_id: str, unreachable: UnreachableAgent | None) -> Persist:
+    """Write (or, with None, delete) an unreachable agent."""
+    if unreachable is None:
+        return Persist(UNREACHABLE, agent_id, None)
+    return Persist(UNREACHABLE, agent_id, _encoder.encode(_UnreachableEntry(unreachable.since, unreachable.info)))
+
+
+def gone_entry(agent_id: str, since: float | None) -> Persist:
+    """Write (or, with None, delete) a gone agent."""
+    return Persist(GONE, agent_id, None if since is None else _encoder.encode(_GoneEntry(since)))
 
 
 def framework_entry(info: FrameworkInfo) -> Persist:
@@ -70,10 +97,12 @@ class Recovered:
     frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
     quotas: dict[str, Quota] = field(default_factory=dict)
+    unreachable: dict[str, UnreachableAgent] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)  # agent id → gone since
 
     @property
     def empty(self) -> bool:
-        return not (self.agents or self.frameworks or self.weights or self.quotas)
+        return not (self.agents or self.frameworks or self.weights or self.quotas or self.unreachable or self.gone)
 
 
 class CorruptRegistry(ValueError):
@@ -100,4 +129,18 @@ def decode(entries: dict[str, dict[str, bytes]]) -> Recovered:
         except msgspec.DecodeError as exc:
             raise CorruptRegistry(f"registry entry {QUOTAS}/{key} does not decode: {exc}") from None
         recovered.quotas[key] = Quota(guarantee=dict(entry.guarantee), limit=dict(entry.limit))
+    for key, value in entries.get(UNREACHABLE, {}).items():
+        try:
+            unreachable = msgspec.json.decode(value, type=_UnreachableEntry)
+        except msgspec.DecodeError as exc:
+            raise CorruptRegistry(f"registry entry {UNREACHABLE}/{key} does not decode: {exc}") from None
+        recovered.unreachable[key] = UnreachableAgent(unreachable.agent, unreachable.since)
+    # Oldest first: the master forgets the oldest gone agents first when it keeps too many.
+    gone = []
+    for key, value in entries.get(GONE, {}).items():
+        try:
+            gone.append((msgspec.json.decode(value, type=_GoneEntry).since, key))
+        except msgspec.DecodeError as exc:
+            raise CorruptRegistry(f"registry entry {GONE}/{key} does not decode: {exc}") from None
+    recovered.gone = {key: since for since, key in sorted(gone)}
     return recovered

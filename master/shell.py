@@ -11,7 +11,7 @@ from twisted.web import server
 
 from tepui.master.core import MasterCore
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
-from tepui.master.events import OperatorError, PeerUnreachable, Received, Send
+from tepui.master.events import Abort, OperatorError, PeerUnreachable, Received, Send
 from tepui.master.files_proxy import Located, TasksEndpoint
 from tepui.master.http import CoreCollector, build_site_root
 from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
@@ -117,6 +117,10 @@ class MasterShell:
     # --- effects --------------------------------------------------------------------------
 
     def _perform(self, effects: list[Any]) -> None:
+        abort = next((effect for effect in effects if isinstance(effect, Abort)), None)
+        if abort is not None:
+            self._die(abort.reason, event="master_aborted")
+            return  # nothing of a batch that ends the master is performed
         writes = [effect for effect in effects if isinstance(effect, Persist)]
         if writes and not self._persist(writes):
             return  # never act on state the registry does not hold
@@ -150,10 +154,11 @@ class MasterShell:
             return False
         return True
 
-    def _die(self, reason: str) -> None:
-        """Mesos/Borg: a master that cannot persist its registry exits (a supervisor restarts it)."""
+    def _die(self, reason: str, event: str = "registry_failed") -> None:
+        """Mesos/Borg: a master that cannot persist its registry, or that the core tells to stop
+        (``Abort``), exits with status 1 (a supervisor restarts it)."""
         self.failed = True
-        log.error("event=registry_failed reason=%r action=exiting", reason)
+        log.error("event=%s reason=%r action=exiting", event, reason)
         if self.reactor.running:
             self.reactor.stop()
 
@@ -176,6 +181,8 @@ class MasterShell:
         })
         gauges = {
             "agents": float(len(self.core.agents)),
+            "unreachable_agents": float(len(self.core.unreachable)),
+            "gone_agents": float(len(self.core.gone)),
             "frameworks": float(len(self.core.frameworks)),
             "outstanding_offers": float(len(self.core.offers)),
             "active_tasks": float(sum(len(a.tasks) for a in self.core.agents.values())),

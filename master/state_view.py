@@ -119,6 +119,10 @@ def render_state(core: MasterCore, now: float) -> dict[str, Any]:
         "start_time": core.started_at,
         "now": now,
         "activated_slaves": len(core.agents),
+        "unreachable_slaves": len(core.unreachable),
+        "gone_slaves": len(core.gone),
+        "unreachable_agents": [{"id": agent_id, "hostname": u.info.hostname, "unreachable_since": u.since}
+                               for agent_id, u in core.unreachable.items()],
         "resources": totals.to_json(),
         "used_resources": used_total.to_json(),
         "slaves": slaves,

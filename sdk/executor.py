@@ -394,15 +394,17 @@ class ExecutorDriver:
         if isinstance(body, em.ExecutorSubscribed):
             self._on_subscribed(body, env.incarnation)
             return
+        if self.connected and env.incarnation is not None and self._incarnation is not None \
+                and env.incarnation != self._incarnation:
+            # The agent restarted (its answer to our heartbeat is "not subscribed"): the new
+            # one recovered us from its checkpoint and waits for us; re-subscribe at once.
+            self._disconnect(f"agent_incarnation_changed_to_{env.incarnation}")
+            return
         if isinstance(body, em.ExecutorError):
             self._call("error", body.message)
             return
         if not self.connected:
             return  # not subscribed (yet, or any more): nothing else is meant for us
-        if env.incarnation is not None and self._incarnation is not None and env.incarnation != self._incarnation:
-            # The agent restarted: the new one has not subscribed us; re-subscribe at once.
-            self._disconnect(f"agent_incarnation_changed_to_{env.incarnation}")
-            return
         self._last_heard = self.reactor.seconds()
         if isinstance(body, em.LaunchTask):
             if self._launched([body.task]):

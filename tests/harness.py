@@ -4,6 +4,12 @@ duplicate or delay messages by type and direction (DESIGN §2; RELIABILITY.md "H
 
 Processes are simulated: a ``LaunchProcess`` "runs" until the test ends it with
 ``finish_task``; kills end it at once (the agent's TERM). Everything is deterministic.
+
+The master's ``Persist`` effects go to an in-memory registry (``store``), so ``restart_master``
+is a failover: a new core (next epoch) recovers from it while messages already in flight still
+arrive. ``hang`` freezes an agent's core with its link up (a main loop stuck, a SIGSTOP): what
+reaches it waits, unread, until ``resume``. Timers follow the shell's rule: scheduling a key
+again replaces the earlier timer.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from tepui.agent.core import AgentConfig, AgentCore
 from tepui.agent.events import LaunchProcess, Received as AgentReceived, SendToMaster, SignalProcess, Start, \
     TaskExited, TaskSpawned
 from tepui.master.core import MasterConfig, MasterCore
-from tepui.master.events import Received as MasterReceived, Send
+from tepui.master.events import Abort, Received as MasterReceived, Send
+from tepui.master.registry import Persist, decode
 from tepui.sdk.effects import CancelTimer, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import CommandInfo, FrameworkInfo, TaskInfo, TaskState, TaskStatus
@@ -49,6 +56,9 @@ class Sim:
         self.delivered: list[tuple[str, str, Any]] = []
         self.launches: list[tuple[str, str]] = []  # (agent, task id) every time a process starts
         self.running: dict[tuple[str, str, str], int] = {}  # (agent, fid, tid) → pid
+        self.store: dict[str, dict[str, bytes]] = {}  # the master's registry
+        self.aborted: list[str] = []  # reasons of master Abort effects
+        self.hung: dict[str, list[tuple[str, Any]]] = {}  # agent → what waits for it to resume
         self.master = MasterCore(MasterConfig(master_id="m", **master_config))
         self._do("master", self.master.start(self.now))
         self.agents: dict[str, AgentCore] = {}
@@ -56,7 +66,7 @@ class Sim:
         for i in range(agents):
             name = f"agent-{i}"
             config = AgentConfig(hostname=name, resources=Resources.parse("cpus:4;mem:4096"), work_dir=f"/w/{name}",
-                                 update_retry_initial=10.0, master_silence_limit=75.0)
+                                 update_retry_initial=10.0)
             self.agents[name] = AgentCore(config, lambda: f"u{next(uuids)}".encode())
             self._do(name, self.agents[name].handle(Start(), self.now))
         capabilities = ["PARTITION_AWARE"] if partition_aware else []
@@ -83,10 +93,21 @@ class Sim:
     # --- effects --------------------------------------------------------------------------
 
     def _do(self, who: str, effects: list[Any]) -> None:
+        if who == "master" and any(isinstance(effect, Abort) for effect in effects):
+            # The shell performs nothing of a batch that ends the master.
+            self.aborted.extend(effect.reason for effect in effects if isinstance(effect, Abort))
+            return
         for effect in effects:
             if isinstance(effect, ScheduleTimer):
-                self._cancelled[(who, effect.key)] = self._cancelled.get((who, effect.key), 0)
-                self._schedule(effect.at, "timer", (who, effect.key, self._cancelled[(who, effect.key)]))
+                generation = self._cancelled.get((who, effect.key), 0) + 1  # replaces an earlier one
+                self._cancelled[(who, effect.key)] = generation
+                self._schedule(effect.at, "timer", (who, effect.key, generation))
+            elif isinstance(effect, Persist) and who == "master":
+                table = self.store.setdefault(effect.ns, {})
+                if effect.value is None:
+                    table.pop(effect.key, None)
+                else:
+                    table[effect.key] = effect.value
             elif isinstance(effect, CancelTimer):
                 self._cancelled[(who, effect.key)] = self._cancelled.get((who, effect.key), 0) + 1
             elif isinstance(effect, Send):
@@ -111,6 +132,10 @@ class Sim:
         while self._timers and self._timers[0][0] <= until:
             at, _seq, kind, payload = heapq.heappop(self._timers)
             self.now = max(self.now, at)
+            frozen = self._target(kind, payload)
+            if frozen in self.hung:
+                self.hung[frozen].append((kind, payload))
+                continue
             if kind == "deliver":
                 self._arrive(*payload)
             elif kind == "timer":
@@ -125,6 +150,13 @@ class Sim:
                 self._do(who, self.agents[who].handle(TaskExited(fid, tid, code, sig), self.now))
         self.now = max(self.now, until)
 
+    @staticmethod
+    def _target(kind: str, payload: Any) -> str:
+        """Whose core an event runs in."""
+        if kind == "deliver":
+            return str(payload[1])
+        return str(payload[0])
+
     def _core(self, who: str) -> Any:
         return self.master if who == "master" else self.agents[who]
 
@@ -136,7 +168,8 @@ class Sim:
         elif destination == "framework":
             self._framework_hears(body)
         elif destination in self.agents:
-            self._do(destination, self.agents[destination].handle(AgentReceived(body, epoch=1), self.now))
+            epoch = self.master.config.epoch
+            self._do(destination, self.agents[destination].handle(AgentReceived(body, epoch=epoch), self.now))
 
     def _framework_hears(self, body: Any) -> None:
         framework = self.framework
@@ -173,6 +206,39 @@ class Sim:
         self.rules.append(rule)
         return rule
 
+    def cut_one_way(self, source: str, destination: str) -> Rule:
+        """Drops everything from ``source`` to ``destination`` only."""
+        def rule(src: str, dst: str, body: Any) -> str | None:
+            return "drop" if (src, dst) == (source, destination) else None
+        self.rules.append(rule)
+        return rule
+
     def heal(self, rule: Rule) -> None:
         self.rules.remove(rule)
+
+    def hang(self, agent: str) -> None:
+        """The agent's core stops: it reads nothing, answers nothing, fires no timer; its link
+        stays up, so what is sent to it waits, in order, like bytes in a socket buffer."""
+        self.hung.setdefault(agent, [])
+
+    def resume(self, agent: str) -> None:
+        """The core runs again and works through everything that waited, in order."""
+        for kind, payload in self.hung.pop(agent, []):
+            self._schedule(self.now, kind, payload)
+
+    def restart_master(self, **master_config: Any) -> MasterCore:
+        """A failover: the old master stops (its timers with it), a new one — next epoch, built
+        with ``master_config`` (defaults otherwise) — recovers the registry and starts. Messages in flight reach the new one (ZeroMQ queues
+        cross restarts); agents find it when they notice the silence and re-register."""
+        self._timers = [t for t in self._timers if not (t[2] == "timer" and t[3][0] == "master")]
+        heapq.heapify(self._timers)
+        self._cancelled = {k: v for k, v in self._cancelled.items() if k[0] != "master"}
+        config = MasterConfig(master_id=f"m{self.master.config.epoch + 1}", epoch=self.master.config.epoch + 1,
+                              **master_config)
+        self.master = MasterCore(config)
+        recovered = decode(self.store)
+        if not recovered.empty:
+            self._do("master", self.master.recover(recovered, self.now))
+        self._do("master", self.master.start(self.now))
+        return self.master
 

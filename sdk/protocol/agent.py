@@ -41,6 +41,9 @@ class RegisterAgent(_Tagged, tag="REGISTER_AGENT"):
     agent_info: AgentInfo
     version: str
     boot_id: str | None = None
+    # After a host reboot: the id this agent had before. Its tasks ended with the boot; the
+    # master removes that agent at once rather than waiting for it to go unreachable.
+    previous_agent_id: str | None = None
 
 
 class ReregisterAgent(_Tagged, tag="REREGISTER_AGENT"):
@@ -155,6 +158,19 @@ class DestroyVolumes(_Tagged, tag="DESTROY_VOLUMES"):
     volumes: list[Resource]
 
 
+class ReconcileTasks(_Tagged, tag="RECONCILE_TASKS"):
+    """Tasks the master placed on this agent that its re-registration did not report (Mesos
+    ``ReconcileTasksMessage``). The master does not declare them lost itself: a RUN_TASK sent
+    just before may still be on its way, and messages from the master arrive in order. The
+    agent answers each id it has never seen with TASK_DROPPED (TASK_LOST for frameworks that
+    are not PARTITION_AWARE) and ignores the ones it knows. ``framework_info`` tells an agent
+    that never ran a task of the framework whether it is partition aware."""
+
+    framework_id: str
+    task_ids: list[str]
+    framework_info: FrameworkInfo | None = None
+
+
 MasterToAgent = Union[
     AgentRegistered,
     AgentReregistered,
@@ -168,4 +184,5 @@ MasterToAgent = Union[
     FrameworkToExecutor,
     ShutdownAgent,
     DestroyVolumes,
+    ReconcileTasks,
 ]

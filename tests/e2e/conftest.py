@@ -175,15 +175,21 @@ class ProcessWatch:
         return [f"{pid} ({line})" for pid, (started, line) in self.seen.items() if is_alive(pid, started)]
 
 
-def stop_process(process: subprocess.Popen[Any], grace: float) -> None:
-    """SIGTERM, wait ``grace``, then SIGKILL; only ever for a process this suite started."""
+def stop_process(process: subprocess.Popen[Any], grace: float, sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM), wait ``grace``, then SIGKILL; only ever for a process this suite
+    started. Agents take SIGUSR1 (stop_agent): SIGTERM would leave their tasks running."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+def stop_agent(process: subprocess.Popen[Any], grace: float) -> None:
+    """An agent and its tasks: SIGUSR1 (drain), wait ``grace``, then SIGKILL."""
+    stop_process(process, grace, signal.SIGUSR1)
 
 
 # --- the cluster --------------------------------------------------------------------------------
@@ -265,9 +271,9 @@ class Cluster:
         agents = [p for n, p in self.processes.items() if n != "master"]
         for process in agents:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGUSR1)  # end your tasks too (SIGTERM would leave them)
         for process in agents:
-            stop_process(process, self.kill_grace_period + 10)
+            stop_agent(process, self.kill_grace_period + 10)
         if "master" in self.processes:
             stop_process(self.processes["master"], 10)
         shutil.rmtree(self.agents_root, ignore_errors=True)

@@ -50,6 +50,9 @@ def sandbox_processes(framework_id, task_id):
         try:
             if not os.readlink(f"/proc/{name}/cwd").endswith(suffix):
                 continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if b"tepui-task" in f.read().split(b"\0"):
+                    continue  # the agent's supervisor of the task, not the task
             with open(f"/proc/{name}/status") as f:
                 status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
         except (OSError, ValueError):

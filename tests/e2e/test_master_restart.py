@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import child_env, free_ports, get_state, stop_process, tail, tepui_cmd
+from .conftest import child_env, free_ports, get_state, stop_agent, stop_process, tail, tepui_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_master_restart_keeps_the_registry_and_the_agent_comes_back(tmp_path: Pa
             print(f"===== {name} =====\n{tail(tmp_path / f'{name}.log', 40)}")
         raise
     finally:
-        stop_process(agent, 15)
+        stop_agent(agent, 15)
         for process in (second, master):
             if process is not None:
                 stop_process(process, 10)
@@ -109,3 +109,38 @@ def _quietly(http_port: int) -> None:
         call(http_port, "PUT", "/weights", [{"role": "db", "weight": 2}])
     except Exception:  # noqa: BLE001 - the master is expected to go away mid-call
         pass
+
+
+def test_25_a_master_missing_too_many_agents_after_a_restart_exits_with_a_message(tmp_path: Path) -> None:
+    """Scenario 25 with a real process: the registry knows two agents, neither re-registers
+    within --agent-reregister-timeout, and --recovery-agent-removal-limit allows 50% → the master
+    exits with status 1, says why and what to do, and removes nothing from its registry."""
+    from tepui.master.records import AgentRecord
+    from tepui.master.registry import AGENTS, agent_entry
+    from tepui.sdk.resources import Resources
+    from tepui.sdk.store import SQLiteStore
+
+    master_dir = tmp_path / "master"
+    store = SQLiteStore(master_dir / "registry.db")
+    for agent_id in ("old-S1", "old-S2"):
+        entry = agent_entry(AgentRecord(agent_id, b"", "h", Resources.parse("cpus:1"), {}, "v", 0.0, 0.0))
+        store.put(entry.ns, entry.key, entry.value or b"")
+    store.close()
+    port, http_port = free_ports(2)
+    log_path = tmp_path / "master.log"
+    with open(log_path, "ab") as log_file:
+        master = subprocess.Popen(tepui_cmd("master", "--ip", "127.0.0.1", "--port", str(port), "--http-port",
+                                            str(http_port), "--work-dir", str(master_dir),
+                                            "--agent-reregister-timeout", "1", "--recovery-agent-removal-limit",
+                                            "50%"),
+                                  stdout=log_file, stderr=subprocess.STDOUT, env=child_env())
+    try:
+        code = master.wait(30)
+        log = log_path.read_text()
+        assert code == 1, tail(log_path, 40)
+        assert "event=master_aborted" in log and "--recovery-agent-removal-limit" in log, tail(log_path, 40)
+        store = SQLiteStore(master_dir / "registry.db")
+        assert sorted(store.list(AGENTS)) == ["old-S1", "old-S2"] and store.list("unreachable") == {}
+        store.close()
+    finally:
+        stop_process(master, 5)

@@ -78,7 +78,7 @@ def launched(core: MasterCore, now: float = 1.0) -> tuple[str, TaskInfo]:
 def test_start_schedules_batch_allocation_pings_and_heartbeats() -> None:
     core = MasterCore(MasterConfig(master_id="m"))
     assert core.start(100.0) == [
-        ScheduleTimer(101.0, ALLOCATE_BATCH), ScheduleTimer(115.0, PING), ScheduleTimer(115.0, HEARTBEAT),
+        ScheduleTimer(101.0, ALLOCATE_BATCH), ScheduleTimer(102.0, PING), ScheduleTimer(115.0, HEARTBEAT),
     ]
 
 
@@ -86,12 +86,12 @@ def test_agent_registration_is_answered_with_its_new_id_and_triggers_allocation(
     core = make_core()
     effects = without_logs(register_agent(core, now=3.0))
     assert effects == [
-        Send(AGENT, am.AgentRegistered("m-S0001", core.master_info, 15.0)),
+        Send(AGENT, am.AgentRegistered("m-S0001", core.master_info, 2.0)),
         ScheduleTimer(3.0, ALLOCATE_NOW),
     ]
     # A retried registration on the same connection changes nothing and gets the same id.
     again = without_logs(register_agent(core, now=4.0))
-    assert again == [Send(AGENT, am.AgentRegistered("m-S0001", core.master_info, 15.0))]
+    assert again == [Send(AGENT, am.AgentRegistered("m-S0001", core.master_info, 2.0))]
     assert list(core.agents) == ["m-S0001"]
 
 
@@ -356,7 +356,7 @@ def test_agent_reregistration_after_master_restart_rebuilds_its_tasks() -> None:
     framework = FrameworkInfo(user="u", name="fw", id="old-F1")
     report = am.TaskReport("old-F1", task("t9", agent_id="old-S1"), TaskState.RUNNING)
     effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "0.1.0", [report], [framework])), 1.0)
-    assert Send(AGENT, am.AgentReregistered("old-S1", core.master_info, 15.0)) in effects
+    assert Send(AGENT, am.AgentReregistered("old-S1", core.master_info, 2.0)) in effects
     assert core.frameworks["old-F1"].tasks["t9"].state == TaskState.RUNNING
     assert core.allocator.available("old-S1") == AGENT_RES - TASK_RES
     # The framework re-subscribes with its id and finds its task.

@@ -8,7 +8,8 @@ import msgspec
 
 from tepui.master.core import REREGISTER_WINDOW, MasterConfig, MasterCore
 from tepui.master.events import Received, Send, UpdateQuota, UpdateWeights
-from tepui.master.registry import AGENTS, FRAMEWORKS, QUOTAS, WEIGHTS, Persist, Recovered, decode
+from tepui.master.records import UnreachableAgent
+from tepui.master.registry import AGENTS, FRAMEWORKS, QUOTAS, WEIGHTS, Persist, Recovered, decode, unreachable_entry
 from tepui.offers.roles import Quota
 from tepui.sdk.effects import ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -75,13 +76,15 @@ def test_a_restarted_master_recovers_and_readmits_agents_with_the_kept_resources
     flags_only = AgentInfo(hostname="h", resources=Resources.parse("cpus:4;mem:4096").to_wire(), id="old-S1")
     effects = core.handle(Received(b"agent", am.ReregisterAgent(flags_only, "v")), 60.0)
     assert core.agents["old-S1"].total == reserved_total
-    assert Send(b"agent", am.AgentReregistered("old-S1", core.master_info, 15.0)) in effects
+    assert Send(b"agent", am.AgentReregistered("old-S1", core.master_info, 2.0)) in effects
     # The framework re-subscribes within its failover timeout and is active again.
     core.handle(Received(b"fw", sm.Subscribe(framework)), 61.0)
     assert core.frameworks["old-F1"].active
-    # The agent that never came back is forgotten when the window closes.
+    # The agent that never came back is unreachable when the window closes (Mesos), and the
+    # registry says so: a master restarted after that recovers it as unreachable.
     effects = core.handle(TimerFired(REREGISTER_WINDOW), 150.0)
-    assert persists(effects) == [Persist(AGENTS, "old-S2", None)]
+    unreachable = UnreachableAgent(recovered.agents["old-S2"], 150.0)
+    assert persists(effects) == [Persist(AGENTS, "old-S2", None), unreachable_entry("old-S2", unreachable)]
 
 
 def test_reservations_are_persisted_with_the_agent() -> None:

@@ -277,7 +277,8 @@ SCHEDULER_CALLS: dict[type, Any] = {
 }
 
 AGENT_TO_MASTER: dict[type, Any] = {
-    ag.RegisterAgent: ag.RegisterAgent(agent_info=AGENT, version="0.1.0", boot_id="boot-1"),
+    ag.RegisterAgent: ag.RegisterAgent(agent_info=AGENT, version="0.1.0", boot_id="boot-1",
+                                       previous_agent_id="agent-before-reboot"),
     ag.ReregisterAgent: ag.ReregisterAgent(
         agent_info=AGENT,
         version="0.1.0",
@@ -316,6 +317,8 @@ MASTER_TO_AGENT: dict[type, Any] = {
     ),
     ag.ShutdownAgent: ag.ShutdownAgent(message="agent removed by operator"),
     ag.DestroyVolumes: ag.DestroyVolumes(volumes=VOLUMES),
+    ag.ReconcileTasks: ag.ReconcileTasks(framework_id="fw-services", task_ids=["web.7f3c", "web.8a01"],
+                                         framework_info=FRAMEWORK),
 }
 
 SCHEDULER_EVENTS: dict[type, Any] = {

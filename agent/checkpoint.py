@@ -1,0 +1,280 @@
+"""The agent's checkpoint: what a restarted agent needs to take its tasks back, on disk.
+
+Layout under ``<work_dir>/meta`` (one file per thing that changes on its own, so a damaged
+file costs one task, not the agent)::
+
+    agent.json                      the agent: id, boot id, what it offered, its frameworks
+    executors.json                  custom executors: framework, info, sandbox, tasks
+    tasks/<run>/task.json           a task: its TaskInfo, state, kill request, unacked updates
+    tasks/<run>/pid                 written by the task's supervisor (``processes.py``) at start
+    tasks/<run>/exit                written by the supervisor when the task ends: its status
+
+``<run>`` is :func:`tepui.agent.cgroups.task_dir_name` of (framework id, task id): readable,
+bounded, and safe whatever the ids contain.
+
+Writes are atomic (temp file, fsync, rename, fsync of the directory) and happen before the agent
+acts on what they record (the shell performs the ``Checkpoint`` effect first in every batch), so
+a status update is on disk before it is forwarded and a task is on disk before it is launched.
+
+Reading back: a file that does not decode is *torn* (a disk that lost a write, a hand edit).
+Strict mode (the default, like Mesos ``--strict``) refuses to start and names the file; lenient
+mode discards the damaged part and recovers the rest. A leftover ``*.tmp`` is what a crash
+between write and rename leaves; the file it was meant to replace is intact, and nothing was
+acted on that only the temp file recorded — so both modes delete it, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tepui.agent.cgroups import task_dir_name
+from tepui.agent.executors import EXECUTOR_PREFIX
+from tepui.sdk.protocol.values import ExecutorInfo, FrameworkInfo, Resource, TaskInfo, TaskState, TaskStatus
+
+log = logging.getLogger("tepui.agent.checkpoint")
+
+FORMAT = 1
+
+
+class AgentCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    agent_id: str
+    boot_id: str | None
+    hostname: str
+    resources: list[Resource]  # what the agent offered (for the reconfiguration policy)
+    attributes: dict[str, str] = {}
+    frameworks: dict[str, FrameworkInfo] = {}
+    format: int = FORMAT
+
+
+class TaskCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    framework_id: str
+    info: TaskInfo
+    sandbox: str
+    state: TaskState
+    kind: str  # "process", "docker" or "executor" (runs inside a custom executor)
+    launched: bool = False  # the launch (or hand-over to the executor) was performed
+    terminal: bool = False  # ended; kept only for its unacknowledged updates
+    kill_requested: bool = False
+    kill_grace: float = 5.0
+    kill_reason: str | None = None
+    exit_code: int | None = None
+    group: str | None = None
+    gpus: tuple[int, ...] = ()
+    environment: dict[str, str] = {}
+    updates: list[TaskStatus] = []  # unacknowledged, oldest (in flight) first
+    format: int = FORMAT
+
+
+class ExecutorCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    framework_id: str
+    info: ExecutorInfo
+    sandbox: str
+    tasks: list[str] = []
+    shutting_down: bool = False
+
+
+class ExecutorsCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    executors: list[ExecutorCheckpoint] = []
+    format: int = FORMAT
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An effect: write these before doing anything else in the batch. ``tasks`` maps a task
+    key to its new record, or None when the task is finished and fully acknowledged."""
+
+    agent: AgentCheckpoint | None = None
+    tasks: dict[tuple[str, str], TaskCheckpoint | None] = field(default_factory=dict)
+    executors: ExecutorsCheckpoint | None = None
+
+
+@dataclass
+class Recovered:
+    agent: AgentCheckpoint | None
+    tasks: list[TaskCheckpoint]
+    executors: list[ExecutorCheckpoint]
+    discarded: list[str]  # what lenient mode threw away (paths, with why)
+
+
+class CheckpointError(Exception):
+    """A torn checkpoint in strict mode: the message names the file and the way out."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class CheckpointStore:
+    """Reads and writes ``<work_dir>/meta`` (shell side: files live here, not in the core)."""
+
+    def __init__(self, work_dir: str) -> None:
+        self.root = os.path.join(os.path.abspath(work_dir), "meta")
+        self.tasks_dir = os.path.join(self.root, "tasks")
+
+    def run_dir(self, framework_id: str, task_id: str) -> str:
+        return os.path.join(self.tasks_dir, task_dir_name(framework_id, task_id))
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def write(self, checkpoint: Checkpoint) -> None:
+        """Raises OSError if the disk refuses: the caller must not act on unrecorded state."""
+        touched: set[str] = set()
+        if checkpoint.agent is not None:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            _atomic_write(os.path.join(self.root, "agent.json"), _encoder.encode(checkpoint.agent), sync_dir=False)
+            touched.add(self.root)
+        if checkpoint.executors is not None:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            _atomic_write(os.path.join(self.root, "executors.json"), _encoder.encode(checkpoint.executors),
+                          sync_dir=False)
+            touched.add(self.root)
+        for (framework_id, task_id), task in checkpoint.tasks.items():
+            directory = self.run_dir(framework_id, task_id)
+            if task is None:
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            _atomic_write(os.path.join(directory, "task.json"), _encoder.encode(task), sync_dir=False)
+            touched.add(directory)
+        for directory in touched:
+            _fsync_dir(directory)
+        if checkpoint.tasks:
+            _fsync_dir(self.tasks_dir)
+
+    def archive(self, why: str) -> str | None:
+        """Moves the whole checkpoint aside (a reboot, or an operator's fresh start); returns
+        where it went."""
+        if not os.path.isdir(self.root):
+            return None
+        index = 1
+        while os.path.exists(f"{self.root}.{why}.{index}"):
+            index += 1
+        target = f"{self.root}.{why}.{index}"
+        os.rename(self.root, target)
+        return target
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def load(self, strict: bool = True) -> Recovered:
+        discarded: list[str] = []
+
+        def damaged(path: str, why: str) -> None:
+            if strict:
+                raise CheckpointError(
+                    f"the agent's checkpoint is damaged: {path}: {why}. Strict recovery (the default) refuses to "
+                    f"guess. Either restart with --no-strict to discard the damaged part and recover the rest, or "
+                    f"move {self.root} away to start as a new agent (its tasks are then lost to it).")
+            log.warning("event=checkpoint_part_discarded path=%s reason=%r", path, why)
+            discarded.append(f"{path}: {why}")
+
+        self._remove_temp_files()
+        agent = None
+        agent_path = os.path.join(self.root, "agent.json")
+        if os.path.exists(agent_path):
+            agent = _decode(agent_path, AgentCheckpoint, damaged)
+        executors: list[ExecutorCheckpoint] = []
+        executors_path = os.path.join(self.root, "executors.json")
+        if agent is not None and os.path.exists(executors_path):
+            decoded = _decode(executors_path, ExecutorsCheckpoint, damaged)
+            executors = list(decoded.executors) if decoded is not None else []
+        tasks: list[TaskCheckpoint] = []
+        if agent is None:
+            return Recovered(None, [], [], discarded)
+        executor_runs = {task_dir_name(e.framework_id, EXECUTOR_PREFIX + e.info.executor_id) for e in executors}
+        if os.path.isdir(self.tasks_dir):
+            for name in sorted(os.listdir(self.tasks_dir)):
+                path = os.path.join(self.tasks_dir, name, "task.json")
+                if not os.path.exists(path):
+                    # An executor's supervisor files, or those of a task whose record was
+                    # already removed (nothing to recover).
+                    if name not in executor_runs:
+                        shutil.rmtree(os.path.join(self.tasks_dir, name), ignore_errors=True)
+                    continue
+                task = _decode(path, TaskCheckpoint, damaged)
+                if task is None:
+                    continue
+                if task_dir_name(task.framework_id, task.info.task_id) != name:
+                    damaged(path, "the record does not belong to this directory")
+                    continue
+                tasks.append(task)
+        return Recovered(agent, tasks, executors, discarded)
+
+    def _remove_temp_files(self) -> None:
+        if not os.path.isdir(self.root):
+            return
+        for directory, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.endswith(".tmp"):
+                    path = os.path.join(directory, name)
+                    log.info("event=checkpoint_temp_removed path=%s reason=\"an interrupted write; the file it "
+                             "would have replaced is intact\"", path)
+                    os.unlink(path)
+
+    # --- what task supervisors leave ------------------------------------------------------
+
+    def supervisor_pid(self, framework_id: str, task_id: str) -> int | None:
+        return _read_int(os.path.join(self.run_dir(framework_id, task_id), "pid"))
+
+    def supervisor_exit(self, framework_id: str, task_id: str) -> int | None:
+        return _read_int(os.path.join(self.run_dir(framework_id, task_id), "exit"))
+
+
+def _decode(path: str, kind: type, damaged: Any) -> Any:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data:
+            damaged(path, "the file is empty")
+            return None
+        value = msgspec.json.decode(data, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        damaged(path, f"it does not decode ({exc}); the file is truncated or was altered")
+        return None
+    if getattr(value, "format", FORMAT) != FORMAT:
+        damaged(path, f"checkpoint format {value.format} is not the {FORMAT} this agent reads")
+        return None
+    return value
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _atomic_write(path: str, data: bytes, sync_dir: bool = True) -> None:
+    temp = path + ".tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    if sync_dir:
+        _fsync_dir(os.path.dirname(path))
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,201 @@
+"""The master core's failure detection and partitions (master/partitions.py): flags, the
+registry of unreachable and gone agents, re-admission, refusal, and reconciliation answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tepui.cli.main import cli
+from tepui.master.core import PING, MasterConfig, MasterCore
+from tepui.master.events import Received
+from tepui.master.partitions import GONE_TIMER, RemovalRate, parse_percent, parse_removal_rate
+from tepui.master.records import UnreachableAgent
+from tepui.master.registry import AGENTS, GONE, UNREACHABLE, Persist, Recovered, decode
+from tepui.sdk.effects import CancelTimer, ScheduleTimer, TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.values import AgentInfo, ReconcileTask, TaskState
+from tepui.sdk.resources import Resources
+
+from .test_core import AGENT, FW, AGENT_RES, launched, offer_cycle, register_agent, sends, subscribe, task
+from .test_registry import as_store, persists
+
+RESERVED = Resources.parse("cpus:3;mem:4096") + Resources.from_wire(Resources.parse("cpus(db):1").to_wire())
+
+
+def core_with(**overrides: Any) -> MasterCore:
+    core = MasterCore(MasterConfig(master_id="m", **overrides))
+    core.start(0.0)
+    return core
+
+
+# --- flags -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "rate"), [
+    ("1/20mins", RemovalRate(1, 1200.0)), ("5/1m", RemovalRate(5, 60.0)), ("1/30s", RemovalRate(1, 30.0)),
+    ("10/min", RemovalRate(10, 60.0)), ("2 / 1.5hrs", RemovalRate(2, 5400.0)), ("unlimited", None), ("", None),
+])
+def test_removal_rates_parse_like_mesos(text: str, rate: RemovalRate | None) -> None:
+    assert parse_removal_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "1/20parsecs", "0/1s", "1/0s", "-1/1s", "1/"])
+def test_bad_removal_rates_say_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match=r"agent removal rate"):
+        parse_removal_rate(text)
+
+
+def test_percentages() -> None:
+    assert parse_percent("100%") == 100.0 and parse_percent("12.5") == 12.5
+    for bad in ("lots", "120%", "-1"):
+        with pytest.raises(ValueError):
+            parse_percent(bad)
+
+
+def test_the_cli_refuses_a_bad_rate_or_percentage_with_a_clear_message() -> None:
+    result = CliRunner().invoke(cli, ["master", "--agent-removal-rate", "1/20parsecs"])
+    assert result.exit_code == 2 and "--agent-removal-rate" in result.output and "1/20mins" in result.output
+    result = CliRunner().invoke(cli, ["master", "--recovery-agent-removal-limit", "150%"])
+    assert result.exit_code == 2 and "between 0% and 100%" in result.output
+
+
+def test_the_defaults_detect_a_silent_agent_in_10_seconds() -> None:
+    config = MasterConfig(master_id="m")
+    assert config.agent_ping_interval * config.max_agent_ping_timeouts == 10.0
+    assert config.agent_removal_rate is None and config.recovery_agent_removal_limit == 100.0
+    assert config.agent_gone_timeout == 86400.0
+
+
+# --- the registry of unreachable and gone agents -----------------------------------------------
+
+
+def test_17_unreachable_agents_are_persisted_and_readmitted_with_their_reservations() -> None:
+    core = core_with()
+    core.handle(Received(AGENT, am.RegisterAgent(AgentInfo(hostname="a1", resources=RESERVED.to_wire()), "v")), 0.0)
+    writes = persists(core.handle(TimerFired(PING), 10.5))
+    assert [(w.ns, w.key, w.value is None) for w in writes] == [(AGENTS, "m-S0001", True),
+                                                                 (UNREACHABLE, "m-S0001", False)]
+    recovered = decode(as_store(writes))
+    assert recovered.unreachable["m-S0001"].since == 10.5
+    assert Resources.from_wire(recovered.unreachable["m-S0001"].info.resources) == RESERVED
+    # It comes back reporting only its flags' resources: the kept copy (with the reservation) wins.
+    flags_only = AgentInfo(hostname="a1", resources=Resources.parse("cpus:4;mem:4096").to_wire(), id="m-S0001")
+    effects = core.handle(Received(b"new-conn", am.ReregisterAgent(flags_only, "v")), 20.0)
+    assert core.agents["m-S0001"].total == RESERVED and core.unreachable == {}
+    assert Persist(UNREACHABLE, "m-S0001", None) in effects and CancelTimer((GONE_TIMER, "m-S0001")) in effects
+    assert [w.ns for w in persists(effects) if w.value is not None] == [AGENTS]
+
+
+def test_a_restarted_master_keeps_unreachable_and_gone_agents() -> None:
+    kept = AgentInfo(hostname="a1", resources=RESERVED.to_wire(), id="old-S1")
+    recovered = Recovered(unreachable={"old-S1": UnreachableAgent(kept, 100.0)}, gone={"old-S2": 50.0})
+    core = MasterCore(MasterConfig(master_id="new", agent_gone_timeout=1000.0))
+    effects = core.recover(recovered, 500.0)
+    assert ScheduleTimer(1100.0, (GONE_TIMER, "old-S1")) in effects
+    effects = core.handle(Received(b"a2", am.ReregisterAgent(AgentInfo(hostname="g", resources=[], id="old-S2"),
+                                                             "v")), 501.0)
+    [refusal] = sends(effects, b"a2")
+    assert isinstance(refusal, am.ShutdownAgent) and "may not re-register under this id" in refusal.message
+    assert "old-S2" not in core.agents
+    core.handle(Received(b"a1", am.ReregisterAgent(AgentInfo(hostname="a1", resources=[], id="old-S1"), "v")), 502.0)
+    assert core.agents["old-S1"].total == RESERVED
+
+
+def test_a_gone_timer_for_an_agent_that_came_back_or_went_unreachable_again_later_does_nothing() -> None:
+    core = core_with(agent_gone_timeout=100.0)
+    register_agent(core)
+    core.handle(TimerFired(PING), 10.5)
+    core.handle(Received(AGENT, am.ReregisterAgent(AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(),
+                                                             id="m-S0001"), "v")), 20.0)
+    assert core.handle(TimerFired((GONE_TIMER, "m-S0001")), 110.5) == []
+    core.handle(TimerFired(PING), 40.0)  # silent again: unreachable since 40
+    assert persists(core.handle(TimerFired((GONE_TIMER, "m-S0001")), 110.5)) == []
+    assert [w.ns for w in persists(core.handle(TimerFired((GONE_TIMER, "m-S0001")), 140.0))] == [UNREACHABLE, GONE]
+
+
+def test_the_registry_forgets_the_oldest_gone_agents_past_its_bound() -> None:
+    core = MasterCore(MasterConfig(master_id="m", max_gone_agents=2, agent_gone_timeout=1.0))
+    core.recover(Recovered(unreachable={f"S{i}": UnreachableAgent(AgentInfo(hostname="h", resources=[]), float(i))
+                                        for i in range(3)}), 0.0)
+    writes: list[Persist] = []
+    for i in range(3):
+        writes += persists(core.handle(TimerFired((GONE_TIMER, f"S{i}")), 10.0 + i))
+    assert list(core.gone) == ["S1", "S2"] and Persist(GONE, "S0", None) in writes
+    assert list(decode(as_store(writes)).gone) == ["S1", "S2"]
+
+
+# --- reconciliation ----------------------------------------------------------------------------
+
+
+def test_reconcile_answers_unreachable_gone_and_unknown_agents_mesos_style() -> None:
+    core = core_with(agent_gone_timeout=100.0)
+    register_agent(core)
+    register_agent(core, peer=b"a2", hostname="a2")
+    subscribe(core, capabilities=["PARTITION_AWARE"])
+    core.handle(Received(AGENT, am.Pong(1)), 9.0)
+    core.handle(TimerFired(PING), 10.5)  # a2 silent since it registered at 0: unreachable
+    assert list(core.agents) == ["m-S0001"] and list(core.unreachable) == ["m-S0002"]
+    wanted = [ReconcileTask("x", "m-S0002"), ReconcileTask("y", "m-S0001"), ReconcileTask("z", "nowhere")]
+    effects = core.handle(Received(FW, sm.Reconcile("m-F0001", wanted)), 21.0)
+    assert [(b.status.task_id, b.status.state) for b in sends(effects, FW)] == [
+        ("x", TaskState.UNREACHABLE), ("y", TaskState.UNKNOWN), ("z", TaskState.UNKNOWN)]
+    core.handle(TimerFired((GONE_TIMER, "m-S0002")), 111.0)
+    effects = core.handle(Received(FW, sm.Reconcile("m-F0001", wanted[:1])), 112.0)
+    assert [b.status.state for b in sends(effects, FW)] == [TaskState.GONE]
+
+
+def test_frameworks_that_are_not_partition_aware_hear_lost_for_unreachable_and_gone() -> None:
+    core = core_with()
+    register_agent(core)
+    subscribe(core)
+    core.handle(TimerFired(PING), 10.5)
+    effects = core.handle(Received(FW, sm.Reconcile("m-F0001", [ReconcileTask("x", "m-S0001")])), 11.0)
+    assert [b.status.state for b in sends(effects, FW)] == [TaskState.LOST]
+
+
+# --- scenario 2, the master's side -------------------------------------------------------------
+
+
+def test_2_a_task_the_reregistering_agent_did_not_report_is_reconciled_with_it_not_declared_lost() -> None:
+    core = core_with()
+    launched(core)
+    info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
+    effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v")), 2.0)
+    reconcile = [b for b in sends(effects, AGENT) if isinstance(b, am.ReconcileTasks)]
+    assert [(r.framework_id, r.task_ids) for r in reconcile] == [("m-F0001", ["t1"])]
+    assert reconcile[0].framework_info == core.frameworks["m-F0001"].info
+    assert not [b for b in sends(effects, FW) if isinstance(b, sm.Update)], "nothing declared lost"
+    assert "t1" in core.frameworks["m-F0001"].tasks
+    # Reported tasks are not questioned.
+    report = am.TaskReport("m-F0001", task("t1"), TaskState.RUNNING)
+    effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v", [report])), 3.0)
+    assert not [b for b in sends(effects, AGENT) if isinstance(b, am.ReconcileTasks)]
+
+
+def test_2_tasks_of_a_returning_unreachable_agent_it_does_not_report_are_reconciled_and_freed() -> None:
+    core = core_with(offer_timeout=None)
+    register_agent(core)
+    subscribe(core, capabilities=["PARTITION_AWARE"])
+    offer = offer_cycle(core, 1.0)[0].offers[0]
+    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
+    core.handle(TimerFired(PING), 11.5)
+    assert core.frameworks["m-F0001"].tasks["t1"].state == TaskState.UNREACHABLE
+    info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
+    effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v")), 20.0)
+    assert am.ReconcileTasks("m-F0001", ["t1"], core.frameworks["m-F0001"].info) in sends(effects, AGENT)
+    dropped = am.StatusUpdate("m-F0001", _status("t1", TaskState.DROPPED))
+    effects = core.handle(Received(AGENT, dropped), 21.0)
+    assert [b.status.state for b in sends(effects, FW) if isinstance(b, sm.Update)] == [TaskState.DROPPED]
+    assert "t1" not in core.frameworks["m-F0001"].tasks and core.counters["recover_mismatch"] == 0
+    assert core.allocator.available("m-S0001") == AGENT_RES
+
+
+def _status(task_id: str, state: TaskState) -> Any:
+    from tepui.sdk.protocol.values import TaskStatus
+
+    return TaskStatus(task_id=task_id, state=state, agent_id="m-S0001", uuid=b"u1")
+
