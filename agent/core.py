@@ -22,7 +22,6 @@ import msgspec
 from tepui.agent.events import (
     ExecutorReceived,
     RemoveVolumes,
-    Exit,
     HealthCheckResult,
     RunHealthCheck,
     FetchFailed,
@@ -30,6 +29,7 @@ from tepui.agent.events import (
     FetchURIs,
     LaunchContainer,
     LaunchProcess,
+    MasterReconnected,
     Received,
     SendToMaster,
     Shutdown,
@@ -44,6 +44,7 @@ from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorHandling, ExecutorRec
 from tepui.agent.groups import TaskGroups
 from tepui.agent.reconcile import TaskReconciliation
 from tepui.agent.recovery import Recovery
+from tepui.agent.stopping import STOP_DEADLINE, Stopping
 from tepui.agent.status_updates import StatusUpdateManager, _Pending
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -52,9 +53,7 @@ from tepui.sdk.protocol.values import (
     FrameworkInfo,
     TaskInfo,
     TaskReason,
-    TaskSource,
     TaskState,
-    TaskStatus,
     Volume,
 )
 from tepui.sdk.resources import Resources
@@ -63,8 +62,6 @@ Effect = Any
 
 SANDBOX_LABEL = "tepui.sandbox"
 REGISTER = ("register",)
-STOP_DEADLINE = ("stop_deadline",)
-STOP_SLACK = 3.0
 MASTER_CHECK = ("master_check",)
 MISSED_PINGS = 5  # silent for this many of the master's ping intervals → it is gone (Mesos)
 
@@ -115,7 +112,7 @@ class TaskRecord:
     kill_reason: str | None = None  # why the agent itself killed it
 
 
-class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, TaskReconciliation):
+class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, TaskReconciliation, Stopping):
     def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes]) -> None:
         self.config = config
         self._new_uuid = new_uuid
@@ -167,6 +164,11 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         elif isinstance(event, Start):
             self.last_master_contact = now
             self._register(now, out)
+        elif isinstance(event, MasterReconnected):
+            if self.registered and not self.stopping:
+                self.registered = False
+                out.append(Log("info", "master_reconnected", {"action": "re-registering"}))
+                self._register(now, out)
         elif isinstance(event, Shutdown):
             self._on_shutdown(now, out)
         else:
@@ -482,92 +484,11 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             return  # the framework is gone; nobody is left to acknowledge
         self._update(record, state, reason, message, now, out, exit_code=record.exit_code, healthy=healthy)
 
-    def _on_KillTask(self, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
-        record = self.tasks.get((msg.framework_id, msg.task_id))
-        if record is None:
-            framework = self.frameworks.get(msg.framework_id)
-            aware = framework is not None and "PARTITION_AWARE" in framework.capabilities
-            status = TaskStatus(
-                task_id=msg.task_id, state=TaskState.DROPPED if aware else TaskState.LOST,
-                message="cannot kill: the agent does not know this task", source=TaskSource.AGENT,
-                reason=TaskReason.TASK_UNKNOWN, agent_id=self.agent_id, timestamp=now,
-            )
-            self._enqueue(msg.framework_id, status, now, out)
-            return
-        if record.info.executor is not None:
-            self._kill_in_executor(record, msg, now, out)
-            return
-        if msg.kill_policy and msg.kill_policy.grace_period_seconds is not None:
-            record.kill_grace = max(0.0, msg.kill_policy.grace_period_seconds)
-        if record.kill_requested:
-            return
-        record.kill_requested = True
-        self._touch((msg.framework_id, msg.task_id))
-        framework = self.frameworks.get(record.framework_id)
-        if framework is not None and "TASK_KILLING_STATE" in framework.capabilities:
-            record.state = TaskState.KILLING
-            self._update(record, TaskState.KILLING, None, None, now, out)
-        if record.pid is not None:
-            self._signal(record, now, out)
-
-    def _signal(self, record: TaskRecord, now: float, out: list[Effect]) -> None:
-        """SIGTERM to the process group now, SIGKILL after the grace period."""
-        out.append(SignalProcess(record.framework_id, record.info.task_id, "TERM"))
-        out.append(ScheduleTimer(now + record.kill_grace, ("escalate", record.framework_id, record.info.task_id)))
-
-    def _on_ShutdownFramework(self, msg: am.ShutdownFramework, epoch: int, now: float, out: list[Effect]) -> None:
-        self.shutting_down_frameworks.add(msg.framework_id)
-        for key in [k for k in self.pending if k[0] == msg.framework_id]:
-            del self.pending[key]
-            self._touch(key)
-            out.append(CancelTimer(("retry",) + key))
-        for record in [r for r in self.tasks.values() if r.framework_id == msg.framework_id]:
-            record.kill_requested = True
-            self._touch((record.framework_id, record.info.task_id))
-            if record.pid is not None:
-                self._signal(record, now, out)
-            else:
-                self._terminal(record, TaskState.KILLED, None, "framework shut down", now, out)
-        for executor in list(self.executors.values()):
-            if executor.framework_id == msg.framework_id:
-                self._shutdown_executor(executor, now, out)
-        self._maybe_exit(now, out)  # a stopping agent waits for no acknowledgement from it
-
-    def _on_shutdown(self, now: float, out: list[Effect]) -> None:
-        """Ends every task, waits until their final updates are acknowledged (so frameworks
-        learn the real end, e.g. KILLED with the exit code, not LOST), then unregisters and
-        exits. ``stop_deadline`` bounds the wait: the longest grace period plus 3 s."""
-        if self.stopping:
-            return
-        self.stopping = True
-        grace = 0.0
-        for record in list(self.tasks.values()):
-            record.kill_requested = True
-            grace = max(grace, record.kill_grace)
-            if record.pid is not None:
-                self._signal(record, now, out)
-            else:
-                self._terminal(record, TaskState.KILLED, None, "agent shut down", now, out)
-        for executor in list(self.executors.values()):
-            self._shutdown_executor(executor, now, out)
-        out.append(ScheduleTimer(now + grace + STOP_SLACK, STOP_DEADLINE))
-        out.append(Log("info", "agent_stopping", {"tasks": len(self.tasks), "deadline_seconds": grace + STOP_SLACK}))
-        self._maybe_exit(now, out)
-
-    def _maybe_exit(self, now: float, out: list[Effect], force: bool = False) -> None:
-        if not self.stopping or (not force and (self.tasks or self.pending)):
-            return
-        if self.agent_id is not None and self.registered:
-            out.append(SendToMaster(am.UnregisterAgent(self.agent_id)))
-            self.registered = False
-        out.append(CancelTimer(STOP_DEADLINE))
-        out.append(Exit())
-
     # --- timers ---------------------------------------------------------------------------
 
     def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
         if key == REGISTER:
-            if not self.registered:
+            if not self.registered and not self.stopping:
                 self._register(now, out)
         elif key == STOP_DEADLINE:
             for record in self.tasks.values():

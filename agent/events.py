@@ -9,7 +9,7 @@ from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.values import CommandInfo, CommandURI, HealthCheck, TaskInfo
 
 __all__ = [
-    "Start", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
+    "Start", "MasterReconnected", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
     "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck", "ExecutorReceived", "SendToExecutor", "RemoveVolumes",
     "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
     "CancelTimer", "Log", "Exit",
@@ -22,6 +22,12 @@ __all__ = [
 @dataclass(frozen=True)
 class Start:
     """The agent process started: register (or re-register) with the master."""
+
+
+@dataclass(frozen=True)
+class MasterReconnected:
+    """The connection to the master came back after a loss. A master that restarted has
+    forgotten us: re-register now rather than after the silence limit."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from tepui.agent.events import (
     FetchURIs,
     LaunchContainer,
     LaunchProcess,
+    MasterReconnected,
     Received,
     SendToMaster,
     Shutdown,
@@ -69,7 +70,8 @@ class AgentShell:
         self._exited: defer.Deferred[None] = defer.Deferred()
         self._reactor_stopping = False
         self._draining = False
-        self.endpoint = DealerEndpoint(reactor, master, self._on_message)
+        self.endpoint = DealerEndpoint(reactor, master, self._on_message,
+                                       on_reconnect=lambda: self.handle(MasterReconnected()))
         self.executor_codec: Codec[Any] = Codec(AgentExecutorInbound)
         self.executor_socket: RouterEndpoint | None = None
         if core.config.executor_endpoint:

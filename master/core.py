@@ -164,6 +164,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
                 self._forget_rebooted(msg.previous_agent_id, now, out)
             agent_id = self._next_id("S")
             agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
+            agent.reported = agent.total
             out.append(agent_entry(agent))
             out.append(Log("info", "agent_registered", {"agent_id": agent_id, "hostname": agent.hostname}))
         out.append(
@@ -204,8 +205,10 @@ class MasterCore(OfferCycle, DurableState, Partitions):
             info = msg.agent_info
             kept, was_unreachable = self._kept_agent_info(agent_id, now, out)
             if kept is not None:
-                info = msgspec.structs.replace(info, resources=kept.resources)
+                info = msgspec.structs.replace(info, resources=self._readmitted_resources(kept, msg.agent_info))
             agent = self._admit_agent(agent_id, peer, info, msg.version, now)
+            agent.reported = Resources.from_wire(msg.agent_info.resources) if kept is None or \
+                not Resources.from_wire(kept.resources).has_reservations else None
             out.append(agent_entry(agent))
             out.append(Log("info", "agent_readmitted", {"agent_id": agent_id, "tasks": len(msg.tasks)}))
         else:
@@ -215,6 +218,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
                 self.peers[peer] = ("agent", agent_id)
             self._heard_from(agent, now, out)
             agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address
+            self._grow_agent(agent, Resources.from_wire(msg.agent_info.resources), out)
             self.allocator.activate_agent(agent_id)
             out.append(Log("info", "agent_reregistered", {"agent_id": agent_id}))
         reported = {(report.framework_id, report.task.task_id) for report in msg.tasks}
@@ -236,6 +240,14 @@ class MasterCore(OfferCycle, DurableState, Partitions):
                 # Mesos partition awareness: the task is back, with the state its agent reports.
                 out.append(self._update_to(framework, task.task_id, agent_id, report.state,
                                            TaskReason.AGENT_REREGISTERED, "its agent re-registered", now))
+            elif previous is None and not framework.partition_aware and any(
+                    t.task_id == task.task_id and t.agent_id == agent_id and t.state == TaskState.LOST
+                    for t in framework.completed):
+                # Mesos: the framework was told LOST and has likely replaced the task; a framework
+                # that is not partition aware cannot take it back, so it is killed (its KILLED
+                # update follows the LOST one).
+                out.append(Send(peer, am.KillTask(report.framework_id, task.task_id)))
+                out.append(Log("info", "task_killed_after_partition", {"task_id": task.task_id, "agent_id": agent_id}))
             if resources:
                 self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
         self._reconcile_unreported(agent, reported, was_unreachable, out)

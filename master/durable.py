@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 
 from tepui.master.events import OperatorError, UpdateQuota, UpdateWeights
-from tepui.master.records import FrameworkRecord
-from tepui.master.registry import Recovered, quota_entry, weight_entry
+from tepui.master.records import AgentRecord, FrameworkRecord
+from tepui.master.registry import Recovered, agent_entry, quota_entry, weight_entry
 from tepui.master.validation import roles_problem
 from tepui.offers.allocator import Allocator
 from tepui.offers.roles import Quota
 from tepui.sdk.effects import Log, ScheduleTimer
-from tepui.sdk.protocol.values import AgentInfo
-from tepui.sdk.resources import EMPTY
+from tepui.sdk.protocol.values import AgentInfo, Resource
+from tepui.sdk.resources import EMPTY, Resources
 
 if TYPE_CHECKING:
     from tepui.master.core import MasterConfig
@@ -96,3 +96,28 @@ class DurableState:
         out.append(quota_entry(event.role, self.allocator.quotas.get(event.role)))
         out.append(Log("info", "quota_updated", {"role": event.role, "guarantee": event.guarantee, "limit": event.limit}))
         self._request_allocation()
+
+    # --- an agent restarted with more (``--reconfiguration-policy additive``) ----------------
+
+    def _grow_agent(self, agent: AgentRecord, reported: Resources, out: list[Effect]) -> None:
+        """The agent re-registers offering more than before: the extra joins its total (and the
+        registry). Anything else (the same, or less, which the agent's own policy refuses
+        anyway) changes nothing: its total carries reservations and volumes the master made."""
+        if agent.reported is None or reported == agent.reported or not reported.contains(agent.reported):
+            return
+        extra = reported - agent.reported
+        agent.total = agent.total + extra
+        agent.reported = reported
+        self.allocator.grow_agent(agent.agent_id, extra)
+        out.append(agent_entry(agent))
+        out.append(Log("info", "agent_resources_grown", {"agent_id": agent.agent_id, "extra": str(extra)}))
+        self._request_allocation()
+
+    @staticmethod
+    def _readmitted_resources(kept: AgentInfo, reported: AgentInfo) -> list[Resource]:
+        """The registry's copy of a returning agent's resources wins (it carries reservations and
+        volumes), unless it holds none and the agent now offers a superset: then it grew."""
+        before, now = Resources.from_wire(kept.resources), Resources.from_wire(reported.resources)
+        if not before.has_reservations and now.contains(before):
+            return list(reported.resources)
+        return list(kept.resources)

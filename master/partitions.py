@@ -232,7 +232,15 @@ class Partitions:
         once (LOST for frameworks that are not PARTITION_AWARE), not after the detection time."""
         why = "its host rebooted and it registered as a new agent"
         old = self.agents.get(agent_id)
-        if old is not None:
+        if old is None and agent_id in self.recovered_agents:
+            # Known from the registry after a failover, never re-registered: gone now, not
+            # unreachable when the re-registration window closes.
+            del self.recovered_agents[agent_id]
+            out.append(Persist(AGENTS, agent_id, None))
+            self._add_gone(agent_id, now, out)
+            self.counters["agents_gone"] += 1
+            out.append(Log("warning", "agent_gone", {"agent_id": agent_id, "reason": why}))
+        elif old is not None:
             self._remove_agent(old, TaskState.GONE, TaskReason.AGENT_RESTARTED, f"agent {agent_id} is gone: {why}",
                                now, out)
             out.append(Persist(AGENTS, agent_id, None))

@@ -44,6 +44,7 @@ class AgentRecord:
     last_pong: float
     http_port: int | None = None
     address: str | None = None  # where its HTTP API is reached (AgentInfo.address)
+    reported: Resources | None = None  # what the agent itself says it has (its flags), when known
     tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)  # (fid, tid)
     offers: set[str] = field(default_factory=set)
 

@@ -138,6 +138,17 @@ class Allocator:
             framework.filters.pop(agent_id, None)
         self._dirty_agents.discard(agent_id)
 
+    def grow_agent(self, agent_id: str, extra: Resources) -> None:
+        """The agent restarted with more resources (``--reconfiguration-policy additive``)."""
+        agent = self.agents.get(agent_id)
+        if agent is None or not extra:
+            return
+        self._account_total(extra, +1)
+        _add_to(self._free_unreserved, extra.unreserved().fixed_totals())
+        agent.total = agent.total + extra
+        agent.available = agent.available + extra
+        self._dirty_agents.add(agent_id)
+
     def deactivate_agent(self, agent_id: str) -> None:
         if agent_id in self.agents:
             self.agents[agent_id].active = False

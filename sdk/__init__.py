@@ -28,7 +28,7 @@ from tepui.sdk.protocol.values import (
 )
 from tepui.sdk.resources import InsufficientResources, InvalidResources, Resources
 from tepui.sdk.runtime import install_reactor
-from tepui.sdk.scheduler import Scheduler, SchedulerDriver
+from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler, SchedulerDriver
 from tepui.sdk.executor import Executor, ExecutorDriver
 from tepui.sdk.store import SQLiteStore, Store, StoreError
 
@@ -39,5 +39,5 @@ __all__ = [
     "Filters", "FrameworkInfo", "HealthCheck", "InsufficientResources", "InvalidResources", "KillPolicy",
     "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
     "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",
-    "Executor", "ExecutorDriver", "SQLiteStore", "Store", "StoreError",
+    "Executor", "ExecutorDriver", "SQLiteStore", "Store", "StoreError", "LONG_RUNNING_FAILOVER_TIMEOUT",
 ]

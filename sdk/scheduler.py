@@ -2,7 +2,9 @@
 
 The names follow the Mesos/pymesos drivers so that porting a framework is mostly renaming.
 The driver owns the connection: it subscribes, re-subscribes with backoff when the master goes
-silent (no heartbeat for five intervals) or away, drops messages from an older master epoch,
+silent (no heartbeat for five intervals) or at once when the connection comes back after a loss
+(a restarted master has forgotten it), reconciles implicitly after every re-subscription, drops
+messages from an older master epoch,
 and acknowledges status updates after the callback returns (implicit acknowledgements, the
 default) — so an update is acknowledged only once the framework has seen it.
 """
@@ -36,6 +38,11 @@ from tepui.sdk.protocol.values import (
 )
 from tepui.sdk.resources import Resources
 from tepui.sdk.transport import DealerEndpoint, tcp_address
+
+# The failover timeout for long-running frameworks (services, schedulers of long jobs): a crashed
+# framework's tasks keep running a week for its next instance (FrameworkInfo's own default, 0,
+# is Mesos': tear the framework down as soon as it disconnects).
+LONG_RUNNING_FAILOVER_TIMEOUT = 7 * 24 * 3600.0
 
 log = logging.getLogger("tepui.sdk.scheduler")
 
@@ -109,6 +116,7 @@ class SchedulerDriver:
         self._watch_call: Any = None
         self._stopped = False
         self._stop_result: defer.Deferred[None] | None = None
+        self._ever_subscribed = False
 
     @property
     def framework_id(self) -> str | None:
@@ -118,7 +126,8 @@ class SchedulerDriver:
 
     def start(self) -> None:
         """Connects and subscribes; callbacks start arriving once the reactor runs."""
-        self._endpoint = DealerEndpoint(self.reactor, self.master_address, self._on_message)
+        self._endpoint = DealerEndpoint(self.reactor, self.master_address, self._on_message,
+                                        on_reconnect=self._reconnected)
         self._stopped = False
         self._subscribe()
 
@@ -170,6 +179,21 @@ class SchedulerDriver:
         delay = self._backoff * (0.5 + random.random() / 2)
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         self._subscribe_call = self.reactor.callLater(delay, self._subscribe)
+
+    def _reconnected(self) -> None:
+        """The connection to the master came back after a loss: a master that restarted has
+        forgotten this connection, so re-subscribe now rather than after the heartbeat
+        silence (a blip costs one harmless re-subscription)."""
+        if self._stopped or not self._ever_subscribed:
+            return
+        log.info("event=resubscribing reason=connection_restored")
+        if self.connected:
+            self.connected = False
+            self.scheduler.disconnected(self)
+        if self._subscribe_call is not None and self._subscribe_call.active():
+            self._subscribe_call.cancel()
+        self._backoff = 1.0
+        self._subscribe()
 
     def _watch(self) -> None:
         """Mesos HA guide: a scheduler that misses several heartbeats re-subscribes."""
@@ -236,6 +260,12 @@ class SchedulerDriver:
             self._watch_call = self.reactor.callLater(self._heartbeat_interval, self._watch)
         if not was_connected:
             self.scheduler.subscribed(self, body.framework_id, body.master_info)
+            if self._ever_subscribed and not self._stopped:
+                # Re-subscribed (master failover, lost link): learn what happened meanwhile.
+                # Implicit reconciliation; the scheduler may add explicit reconciliation of the
+                # tasks it tracks (Mesos' reconciliation guide).
+                self._send(sm.Reconcile(body.framework_id))
+            self._ever_subscribed = True
 
     # --- calls ----------------------------------------------------------------------------
 

@@ -250,6 +250,7 @@ class DealerEndpoint(_Endpoint):
         max_bytes: int = DEFAULT_MAX_BYTES,
         hwm: int = 10_000,
         context: zmq.Context | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         ctx = context or zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
@@ -260,8 +261,17 @@ class DealerEndpoint(_Endpoint):
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
         super().__init__(reactor, sock, on_batch_end)
         self._on_message = on_message
+        self._monitor: _ConnectionMonitor | None = None
+        if on_reconnect is not None:
+            self._monitor = _ConnectionMonitor(self._loop, sock, on_reconnect)
         sock.connect(connect)
         self._start_reading()
+
+    def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+        super().close()
 
     def _dispatch(self, frames: list[bytes]) -> None:
         if len(frames) != 1:
@@ -272,6 +282,59 @@ class DealerEndpoint(_Endpoint):
 
     def send(self, payload: bytes) -> None:
         self._send_frames([payload])
+
+
+class _ConnectionMonitor:
+    """Tells the owner of a DEALER when its connection comes back after a loss (ZeroMQ
+    reconnects on its own and says nothing; the socket monitor does). A peer that restarted
+    (a master after a crash) has forgotten us, so the owner re-subscribes or re-registers at
+    once instead of waiting for its silence timeout. Read like every ZeroMQ socket here: the
+    FD is edge-triggered, so each wake-up drains every event."""
+
+    def __init__(self, loop: Any, sock: zmq.Socket, on_reconnect: Callable[[], None]) -> None:
+        self._loop, self._sock, self._on_reconnect = loop, sock, on_reconnect
+        self._events = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._fd = self._events.getsockopt(zmq.FD)
+        self._lost = False
+        self._closed = False
+        loop.add_reader(self._fd, self._drain)
+        loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        while not self._closed:
+            try:
+                frames = self._events.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                self._lost = True
+                log.info("event=connection_lost")
+            elif event == zmq.EVENT_CONNECTED and self._lost:
+                self._lost = False
+                log.info("event=connection_restored")
+                try:
+                    self._on_reconnect()
+                except Exception:  # a handler bug must not kill the read loop
+                    log.exception("event=reconnect_handler_failed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.remove_reader(self._fd)
+        except Exception:
+            pass
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._events.close(linger=0)
 
 
 def tcp_address(host_port: str, default_port: int) -> str:

@@ -371,3 +371,16 @@ def test_custom_executor_is_started_once_gets_queued_tasks_and_its_updates_are_a
     states = {tid: agent.pending[("F1", tid)].queue[-1] for tid in ("t1", "t2")}
     assert {tid: s.state for tid, s in states.items()} == {"t1": TaskState.FAILED, "t2": TaskState.FAILED}
     assert states["t2"].reason == TaskReason.EXECUTOR_TERMINATED and "exited with status 1" in (states["t2"].message or "")
+
+
+def test_a_restored_connection_to_the_master_makes_a_registered_agent_reregister_at_once() -> None:
+    from tepui.agent.events import MasterReconnected
+
+    agent = core()
+    assert agent.handle(MasterReconnected(), 0.5) == [], "not registered yet: the registration retry covers it"
+    registered(agent)
+    run(agent, task())
+    effects = agent.handle(MasterReconnected(), 3.0)
+    [reregister] = to_master(effects)
+    assert isinstance(reregister, am.ReregisterAgent) and [r.task.task_id for r in reregister.tasks] == ["t1"]
+    assert not agent.registered

@@ -255,3 +255,17 @@ def blip(sim: Sim, name: str) -> None:
     agent = sim.agents[name]
     agent.registered = False
     sim._do(name, agent.handle(TimerFired(("register",)), sim.now))
+
+
+def test_17_a_task_reported_lost_to_a_framework_that_is_not_partition_aware_is_killed_when_its_agent_returns() -> None:
+    sim = Sim(partition_aware=False, agent_ping_interval=1.0, max_agent_ping_timeouts=3)
+    sim.launch(["t1"])
+    sim.run_until(2.0)
+    cut = sim.cut("agent-0")
+    sim.run_until(10.0)
+    assert sim.states("t1")[-1] == TaskState.LOST
+    sim.heal(cut)
+    sim.run_until(40.0)
+    assert sim.running == {}, "the framework was told LOST: the returning copy must not keep running"
+    assert sim.states("t1")[-2:] == [TaskState.LOST, TaskState.KILLED]
+    assert sim.launches == [("agent-0", "t1")]

@@ -187,7 +187,7 @@ def test_suppressed_framework_gets_no_offers() -> None:
     assert offer_cycle(core, 1.0) == []
 
 
-def test_invalid_task_ends_task_error_and_returns_its_resources() -> None:
+def test_31_invalid_tasks_end_task_error_and_return_their_resources() -> None:
     core = make_core()
     register_agent(core)
     subscribe(core)
@@ -231,7 +231,7 @@ def test_accept_with_an_unknown_offer_drops_its_tasks_and_keeps_the_valid_offer(
     assert core.offers == {}
 
 
-def test_same_offer_twice_is_rejected() -> None:
+def test_4_the_same_offer_twice_is_rejected_and_its_resources_recovered() -> None:
     core = make_core()
     register_agent(core)
     subscribe(core)
@@ -241,6 +241,23 @@ def test_same_offer_twice_is_rejected() -> None:
     [update] = sends(effects, FW)
     assert update.status.state == TaskState.LOST and "more than once" in (update.status.message or "")
     assert core.allocator.available("m-S0001") == AGENT_RES
+
+
+def test_4_offers_of_two_agents_in_one_accept_are_rejected_and_all_resources_recovered() -> None:
+    core = make_core()
+    register_agent(core)
+    register_agent(core, peer=b"agent-2", hostname="a2")
+    subscribe(core)
+    [offers] = offer_cycle(core, 1.0)
+    ids = [offer.id for offer in offers.offers]
+    assert len({offer.agent_id for offer in offers.offers}) == 2
+    effects = core.handle(Received(FW, sm.Accept("m-F0001", ids, [sm.Launch([task("t1")])])), 1.0)
+    [update] = sends(effects, FW)
+    assert update.status.state == TaskState.LOST and "different agents" in (update.status.message or "")
+    assert sends(effects, AGENT) == [] and sends(effects, b"agent-2") == []
+    assert core.allocator.available("m-S0001") == AGENT_RES
+    assert core.allocator.available("m-S0002") == AGENT_RES
+    assert core.offers == {}
 
 
 def test_calls_from_an_unsubscribed_or_other_connection_get_an_error() -> None:
@@ -254,7 +271,7 @@ def test_calls_from_an_unsubscribed_or_other_connection_get_an_error() -> None:
     assert "not subscribed" in error.message
 
 
-def test_offer_timeout_rescinds_and_reoffers() -> None:
+def test_6_an_offer_held_past_the_offer_timeout_is_rescinded_and_offered_again() -> None:
     core = make_core(offer_timeout=10.0)
     register_agent(core)
     subscribe(core)
@@ -320,7 +337,7 @@ def test_resubscribe_within_failover_keeps_tasks() -> None:
     assert "t1" in core.frameworks["m-F0001"].tasks
 
 
-def test_resubscribe_with_another_principal_is_refused() -> None:
+def test_30_resubscribing_with_another_principal_is_refused() -> None:
     core = make_core()
     subscribe(core, principal="alice")
     effects = subscribe(core, now=1.0, peer=b"other", id="m-F0001", principal="mallory")

@@ -199,3 +199,77 @@ def _status(task_id: str, state: TaskState) -> Any:
 
     return TaskStatus(task_id=task_id, state=state, agent_id="m-S0001", uuid=b"u1")
 
+
+
+# --- scenario 15: an agent whose host rebooted -------------------------------------------------
+
+
+def _registers_after_reboot(core: MasterCore, previous: str, now: float) -> list[Any]:
+    info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire())
+    return core.handle(Received(b"rebooted", am.RegisterAgent(info, "v", "boot-2", previous_agent_id=previous)), now)
+
+
+def test_15_a_rebooted_agent_registers_anew_and_its_old_tasks_are_gone_at_once() -> None:
+    core = core_with()
+    launched(core)
+    effects = _registers_after_reboot(core, "m-S0001", 5.0)
+    updates = [b.status for b in sends(effects, FW) if isinstance(b, sm.Update)]
+    # The framework is not PARTITION_AWARE: LOST (a PARTITION_AWARE one hears TASK_GONE).
+    assert [(u.task_id, u.state, u.reason.value if u.reason else None) for u in updates] == [
+        ("t1", TaskState.LOST, "REASON_AGENT_RESTARTED")]
+    assert "m-S0001" not in core.agents and "m-S0001" in core.gone
+    assert [(w.ns, w.key) for w in persists(effects) if w.key == "m-S0001"] == [(AGENTS, "m-S0001"),
+                                                                              (GONE, "m-S0001")]
+    [registered] = [b for b in sends(effects, b"rebooted") if isinstance(b, am.AgentRegistered)]
+    assert registered.agent_id == "m-S0002"
+
+
+def test_15_an_unreachable_or_recovered_old_id_is_gone_at_once_too() -> None:
+    core = core_with()
+    register_agent(core)
+    core.handle(TimerFired(PING), 10.5)  # silent: unreachable
+    assert "m-S0001" in core.unreachable
+    _registers_after_reboot(core, "m-S0001", 20.0)
+    assert "m-S0001" in core.gone and "m-S0001" not in core.unreachable
+    after_failover = MasterCore(MasterConfig(master_id="new"))
+    after_failover.recover(Recovered(agents={"old-S1": AgentInfo(hostname="a1", resources=[], id="old-S1")}), 0.0)
+    effects = _registers_after_reboot(after_failover, "old-S1", 1.0)
+    assert "old-S1" in after_failover.gone and "old-S1" not in after_failover.recovered_agents
+    assert Persist(AGENTS, "old-S1", None) in effects
+
+
+# --- scenario 16: an agent restarted with more (its additive reconfiguration policy) -----------
+
+MORE = Resources.parse("cpus:8;mem:8192;disk:1000;ports:[31000-32000]")
+
+
+def _reregisters_with(core: MasterCore, resources: Resources, agent_id: str = "m-S0001",
+                      now: float = 5.0) -> list[Any]:
+    info = AgentInfo(hostname="a1", resources=resources.to_wire(), id=agent_id)
+    return core.handle(Received(AGENT, am.ReregisterAgent(info, "v")), now)
+
+
+def test_16_an_agent_that_comes_back_with_more_offers_the_extra() -> None:
+    core = core_with()
+    register_agent(core)
+    assert persists(_reregisters_with(core, AGENT_RES)) == [], "the same resources change nothing"
+    effects = _reregisters_with(core, MORE)
+    assert core.agents["m-S0001"].total == MORE
+    assert core.allocator.available("m-S0001") == MORE
+    [entry] = persists(effects)
+    assert entry.ns == AGENTS and Resources.from_wire(decode(as_store([entry])).agents["m-S0001"].resources) == MORE
+    _reregisters_with(core, AGENT_RES)  # less: the agent's policy refuses it; the master keeps what it has
+    assert core.agents["m-S0001"].total == MORE
+
+
+def test_16_after_a_failover_growth_counts_unless_the_registry_holds_reservations() -> None:
+    plain = MasterCore(MasterConfig(master_id="new"))
+    plain.recover(Recovered(agents={"m-S0001": AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(),
+                                                         id="m-S0001")}), 0.0)
+    _reregisters_with(plain, MORE)
+    assert plain.agents["m-S0001"].total == MORE
+    reserved = MasterCore(MasterConfig(master_id="new"))
+    reserved.recover(Recovered(agents={"m-S0001": AgentInfo(hostname="a1", resources=RESERVED.to_wire(),
+                                                            id="m-S0001")}), 0.0)
+    _reregisters_with(reserved, MORE)
+    assert reserved.agents["m-S0001"].total == RESERVED

@@ -27,6 +27,17 @@ def test_drain_loop_delivers_everything_in_order_counts_bad_frames_and_reports_u
     assert result["unreachable"] == ["no-such-peer"]
 
 
+@pytest.mark.slow
+def test_a_dealer_hears_when_its_connection_comes_back_after_a_loss() -> None:
+    """What lets agents re-register and frameworks re-subscribe at once after a master restart."""
+    probe = os.path.join(os.path.dirname(__file__), "reconnect_probe.py")
+    done = subprocess.run([sys.executable, probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["reconnects"] == 1, result  # the first connection is not a reconnection
+    assert result["got"] == ["before", "after"]
+
+
 def test_tcp_address_parses_and_explains() -> None:
     assert tcp_address("10.0.0.1:5050", 5050) == "tcp://10.0.0.1:5050"
     assert tcp_address("master", 5050) == "tcp://master:5050"
