@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from typing import Any
 
@@ -62,7 +63,8 @@ class AgentShell:
         self.fetcher = fetcher or Fetcher(reactor, os.path.join(core.config.work_dir, "fetcher-cache"))
         self.core = core
         self.codec: Codec[Any] = Codec(AgentInbound)
-        self.incarnation = uuid.uuid4().hex
+        # Ordered by process start (the master fences off older ones), unique by the suffix.
+        self.incarnation = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
         self.timers = TimerBook(reactor, lambda key: self.handle(TimerFired(key)))
         self.launcher = ProcessLauncher(reactor, cgroups)
         self.malformed = 0

@@ -92,6 +92,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         self._ping_seq = 0
         self._allocation_pending = False
         self.recovered_agents: dict[str, AgentInfo] = {}
+        self._incarnation: str | None = None  # of the agent message being handled
         self._init_partitions()
         self.master_info = MasterInfo(
             id=config.master_id,
@@ -119,6 +120,8 @@ class MasterCore(OfferCycle, DurableState, Partitions):
                 self, "_on_" + type(event.body).__name__, None
             )
             self.counters["messages_" + type(event.body).__name__] += 1
+            if self._from_an_older_incarnation(event, out):
+                return out
             if handler is None:  # pragma: no cover - every inbound type has a handler
                 out.append(Log("warning", "unhandled_message", {"type": type(event.body).__name__}))
             else:
@@ -165,6 +168,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
             agent_id = self._next_id("S")
             agent = self._admit_agent(agent_id, peer, msg.agent_info, msg.version, now)
             agent.reported = agent.total
+            agent.incarnation = self._incarnation
             out.append(agent_entry(agent))
             out.append(Log("info", "agent_registered", {"agent_id": agent_id, "hostname": agent.hostname}))
         out.append(
@@ -207,6 +211,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
             if kept is not None:
                 info = msgspec.structs.replace(info, resources=self._readmitted_resources(kept, msg.agent_info))
             agent = self._admit_agent(agent_id, peer, info, msg.version, now)
+            agent.incarnation = self._incarnation
             agent.reported = Resources.from_wire(msg.agent_info.resources) if kept is None or \
                 not Resources.from_wire(kept.resources).has_reservations else None
             out.append(agent_entry(agent))
@@ -217,6 +222,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
                 agent.peer = peer
                 self.peers[peer] = ("agent", agent_id)
             self._heard_from(agent, now, out)
+            agent.incarnation = self._incarnation or agent.incarnation
             agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address
             self._grow_agent(agent, Resources.from_wire(msg.agent_info.resources), out)
             self.allocator.activate_agent(agent_id)
@@ -254,6 +260,22 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         out.append(
             Send(peer, am.AgentReregistered(agent_id, self.master_info, self.config.agent_ping_interval))
         )
+
+    def _from_an_older_incarnation(self, event: Received, out: list[Effect]) -> bool:
+        """Fencing (DESIGN §6): a re-registration queued by an agent process that has since been
+        replaced (ZeroMQ delivers what a dead process's socket had queued) must not take the
+        agent's route back to a dead connection. Incarnations start with the process's start
+        time, so they order; an older one is dropped and counted."""
+        self._incarnation = event.incarnation
+        if not isinstance(event.body, am.ReregisterAgent) or event.incarnation is None:
+            return False
+        agent = self.agents.get(event.body.agent_info.id or "")
+        if agent is None or agent.incarnation is None or event.incarnation >= agent.incarnation:
+            return False
+        self.counters["stale_incarnation_messages"] += 1
+        out.append(Log("warning", "stale_incarnation_dropped", {
+            "agent_id": agent.agent_id, "incarnation": event.incarnation, "current": agent.incarnation}))
+        return True
 
     def _placeholder_framework(self, framework_id: str, msg: am.ReregisterAgent, now: float) -> FrameworkRecord:
         """A framework known only from an agent's report waits, inactive, for its re-subscribe."""

@@ -189,10 +189,7 @@ class _Endpoint:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.remove_reader(self._fd)
-        except Exception:
-            pass
+        _stop_reading(self._loop, self._fd)
         self._sock.close()
 
 
@@ -326,15 +323,20 @@ class _ConnectionMonitor:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.remove_reader(self._fd)
-        except Exception:
-            pass
+        _stop_reading(self._loop, self._fd)
         try:
             self._sock.disable_monitor()
         except zmq.ZMQError:
             pass
         self._events.close(linger=0)
+
+
+def _stop_reading(loop: Any, fd: int) -> None:
+    """Closing twice, or after the loop went away, is not an error worth a traceback."""
+    try:
+        loop.remove_reader(fd)
+    except Exception:
+        pass
 
 
 def tcp_address(host_port: str, default_port: int) -> str:

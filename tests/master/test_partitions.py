@@ -273,3 +273,17 @@ def test_16_after_a_failover_growth_counts_unless_the_registry_holds_reservation
                                                             id="m-S0001")}), 0.0)
     _reregisters_with(reserved, MORE)
     assert reserved.agents["m-S0001"].total == RESERVED
+
+
+def test_a_reregistration_from_an_older_agent_incarnation_is_dropped_and_counted() -> None:
+    """Fencing: what a replaced agent process had queued must not route the agent back to it."""
+    core = core_with()
+    info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire())
+    core.handle(Received(b"proc-2", am.RegisterAgent(info, "v"), incarnation="00000000000000000002-b"), 0.0)
+    again = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
+    stale = core.handle(Received(b"proc-1", am.ReregisterAgent(again, "v"), incarnation="00000000000000000001-a"), 1.0)
+    assert sends(stale, b"proc-1") == [] and core.agents["m-S0001"].peer == b"proc-2"
+    assert core.counters["stale_incarnation_messages"] == 1
+    newer = core.handle(Received(b"proc-3", am.ReregisterAgent(again, "v"), incarnation="00000000000000000003-c"), 2.0)
+    assert [type(b).__name__ for b in sends(newer, b"proc-3")] == ["AgentReregistered"]
+    assert core.agents["m-S0001"].peer == b"proc-3" and core.agents["m-S0001"].incarnation == "00000000000000000003-c"
