@@ -12,9 +12,15 @@ file costs one task, not the agent)::
 ``<run>`` is :func:`tepui.agent.cgroups.task_dir_name` of (framework id, task id): readable,
 bounded, and safe whatever the ids contain.
 
-Writes are atomic (temp file, fsync, rename, fsync of the directory) and happen before the agent
-acts on what they record (the shell performs the ``Checkpoint`` effect first in every batch), so
-a status update is on disk before it is forwarded and a task is on disk before it is launched.
+Writes are atomic (temp file, then rename) and happen before the agent acts on what they record
+(the shell performs the ``Checkpoint`` effect first in every batch), so a status update is
+recorded before it is forwarded and a task before it is launched.
+
+Why no fsync: the checkpoint has to outlive the agent *process*, whose crash leaves the page
+cache intact, and never a host crash — a host that crashed reboots, its tasks died with it, and
+a checkpoint from an earlier boot is set aside unread (``boot_id``, written once per boot and
+synced, says which boot wrote the rest). Syncing each write (file, its directory, the tasks
+directory) cost 3.8 ms per write here, about 20 ms per task; a rename costs 0.2–0.6 ms.
 
 Reading back: a file that does not decode is *torn* (a disk that lost a write, a hand edit).
 Strict mode (the default, like Mesos ``--strict``) refuses to start and names the file; lenient
@@ -115,6 +121,7 @@ class CheckpointStore:
     def __init__(self, work_dir: str) -> None:
         self.root = os.path.join(os.path.abspath(work_dir), "meta")
         self.tasks_dir = os.path.join(self.root, "tasks")
+        self._boot_recorded: str | None = None
 
     def run_dir(self, framework_id: str, task_id: str) -> str:
         return os.path.join(self.tasks_dir, task_dir_name(framework_id, task_id))
@@ -123,28 +130,40 @@ class CheckpointStore:
 
     def write(self, checkpoint: Checkpoint) -> None:
         """Raises OSError if the disk refuses: the caller must not act on unrecorded state."""
-        touched: set[str] = set()
         if checkpoint.agent is not None:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
-            _atomic_write(os.path.join(self.root, "agent.json"), _encoder.encode(checkpoint.agent), sync_dir=False)
-            touched.add(self.root)
+            if checkpoint.agent.boot_id and checkpoint.agent.boot_id != self._boot_recorded:
+                _atomic_write(os.path.join(self.root, "boot_id"), checkpoint.agent.boot_id.encode(), sync=True)
+                self._boot_recorded = checkpoint.agent.boot_id
+            _atomic_write(os.path.join(self.root, "agent.json"), _encoder.encode(checkpoint.agent))
         if checkpoint.executors is not None:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
-            _atomic_write(os.path.join(self.root, "executors.json"), _encoder.encode(checkpoint.executors),
-                          sync_dir=False)
-            touched.add(self.root)
+            _atomic_write(os.path.join(self.root, "executors.json"), _encoder.encode(checkpoint.executors))
         for (framework_id, task_id), task in checkpoint.tasks.items():
             directory = self.run_dir(framework_id, task_id)
             if task is None:
                 shutil.rmtree(directory, ignore_errors=True)
                 continue
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            _atomic_write(os.path.join(directory, "task.json"), _encoder.encode(task), sync_dir=False)
-            touched.add(directory)
-        for directory in touched:
-            _fsync_dir(directory)
-        if checkpoint.tasks:
-            _fsync_dir(self.tasks_dir)
+            _atomic_write(os.path.join(directory, "task.json"), _encoder.encode(task))
+
+    def written_in_boot(self) -> str | None:
+        """The boot id of the host when this checkpoint was written (None: no checkpoint, or
+        one older than this file). Read before anything else: a checkpoint from an earlier
+        boot is set aside unread, whatever state a crash left it in."""
+        try:
+            with open(os.path.join(self.root, "boot_id")) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    def previous_agent_id(self) -> str | None:
+        """The agent id in ``agent.json``, if it can be read at all."""
+        try:
+            with open(os.path.join(self.root, "agent.json"), "rb") as f:
+                return msgspec.json.decode(f.read(), type=AgentCheckpoint).agent_id
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
 
     def archive(self, why: str) -> str | None:
         """Moves the whole checkpoint aside (a reboot, or an operator's fresh start); returns
@@ -253,7 +272,7 @@ def _read_int(path: str) -> int | None:
         return None
 
 
-def _atomic_write(path: str, data: bytes, sync_dir: bool = True) -> None:
+def _atomic_write(path: str, data: bytes, sync: bool = False) -> None:
     temp = path + ".tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -261,11 +280,12 @@ def _atomic_write(path: str, data: bytes, sync_dir: bool = True) -> None:
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temp, path)
-    if sync_dir:
+    if sync:
         _fsync_dir(os.path.dirname(path))
 
 

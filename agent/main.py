@@ -85,28 +85,27 @@ def run_agent(
                         blocked, task_user, task_user)
     offered = agent_resources(work_dir, resources)
     store = CheckpointStore(work_dir)
+    current_boot = boot_id()
+    previous_agent_id = None
+    written_in = store.written_in_boot()
+    if written_in and current_boot and written_in != current_boot:
+        # The host rebooted: every task of the old agent ended with it. Register anew, naming
+        # the old id if its record is readable (a crash may have left anything behind).
+        previous_agent_id = store.previous_agent_id()
+        moved = store.archive("before-reboot")
+        log.warning("event=host_rebooted previous_agent_id=%s checkpoint_moved_to=%s hint=\"registering as a new "
+                    "agent; the tasks of the old one ended with the reboot\"", previous_agent_id, moved)
     try:
         recovered: Recovered | None = store.load(strict)
     except CheckpointError as exc:
         raise SystemExit(str(exc)) from None
-    current_boot = boot_id()
-    previous_agent_id = None
     if recovered is not None and recovered.agent is None:
         recovered = None
     if recovered is not None and recovered.agent is not None:
-        saved = recovered.agent
-        if saved.boot_id and current_boot and saved.boot_id != current_boot:
-            # The host rebooted: every task of the old agent ended with it. Register anew.
-            moved = store.archive("before-reboot")
-            previous_agent_id = saved.agent_id
-            log.warning("event=host_rebooted previous_agent_id=%s checkpoint_moved_to=%s hint=\"registering as a new "
-                        "agent; the tasks of the old one ended with the reboot\"", saved.agent_id, moved)
-            recovered = None
-        else:
-            problem = reconfiguration_problem(saved, name, offered, parse_attributes(attributes),
-                                              reconfiguration_policy, store.root)
-            if problem:
-                raise SystemExit(problem)
+        problem = reconfiguration_problem(recovered.agent, name, offered, parse_attributes(attributes),
+                                          reconfiguration_policy, store.root)
+        if problem:
+            raise SystemExit(problem)
     gpus = gpu_ids()
     if int(offered.scalar("gpus")) > len(gpus):  # declared by --resources without nvidia-smi to list them
         gpus = tuple(range(int(offered.scalar("gpus"))))

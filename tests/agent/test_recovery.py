@@ -285,3 +285,12 @@ def test_16_additive_policy_lets_resources_and_attributes_grow_but_not_shrink(tm
     assert reconfiguration_problem(saved, "a1", more, {"rack": "r1"}, "additive", "/w/meta") is None
     less = reconfiguration_problem(saved, "a1", Resources.parse("cpus:1;mem:2048"), {}, "additive", "/w/meta")
     assert less is not None and "shrank" in less and "missing cpus:1" in less
+
+
+def test_the_boot_that_wrote_the_checkpoint_is_recorded_once_and_read_before_anything_else(tmp_path: Path) -> None:
+    started(tmp_path, task("a"))
+    store = CheckpointStore(str(tmp_path))
+    assert store.written_in_boot() == "boot-1"
+    assert store.previous_agent_id() == "S1"
+    (tmp_path / "meta" / "agent.json").write_bytes(b"{")  # what a crash may leave
+    assert store.written_in_boot() == "boot-1" and store.previous_agent_id() is None
