@@ -77,7 +77,7 @@ class AgentConfig:
     http_port: int | None = None
     kill_grace_period: float = 5.0  # Mesos --executor_shutdown_grace_period
     registration_backoff: float = 1.0  # Mesos --registration_backoff_factor
-    max_registration_backoff: float = 60.0
+    max_registration_backoff: float = 10.0  # Mesos caps at 60 s; a partition heals faster here
     update_retry_initial: float = 10.0  # Mesos: 10 s doubling ...
     update_retry_max: float = 600.0  # ... to 10 min
     master_silence_limit: float | None = None  # None: MISSED_PINGS × the ping interval the master announces
@@ -195,8 +195,11 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             out.append(SendToMaster(am.RegisterAgent(self.agent_info(), self.config.version, self.config.boot_id,
                                                      self.config.previous_agent_id)))
         else:
-            reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in self.tasks.values()]
-            frameworks = [f for fid, f in self.frameworks.items() if any(t.framework_id == fid for t in self.tasks.values())]
+            # Every task it runs, and every ended one whose final update is not acknowledged yet
+            # (Mesos): a restarted master learns the truth about both, not "unknown".
+            reported = list(self.tasks.values()) + self._ended_unacknowledged()
+            reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in reported]
+            frameworks = [f for fid, f in self.frameworks.items() if any(t.framework_id == fid for t in reported)]
             out.append(SendToMaster(am.ReregisterAgent(
                 self.agent_info(), self.config.version, reports, frameworks, self.config.boot_id)))
         out.append(ScheduleTimer(now + self._register_backoff, REGISTER))

@@ -192,6 +192,16 @@ class Recovery:
             "discarded": len(recovered.discarded)}))
         return out
 
+    def _ended_unacknowledged(self) -> list[TaskRecord]:
+        """Ended tasks whose updates still wait for an acknowledgement, newest record each."""
+        waiting = {key for key in self.pending if key not in self.tasks}
+        found: dict[tuple[str, str], TaskRecord] = {}
+        for record in reversed(self.completed):
+            key = (record.framework_id, record.info.task_id)
+            if key in waiting and key not in found:
+                found[key] = record
+        return list(found.values())
+
     def _executor_reregister_timer(self, framework_id: str, executor_id: str, now: float, out: list[Effect]) -> None:
         """Mesos ``--executor_reregistration_timeout``: an executor that did not reconnect to
         the restarted agent is shut down; its tasks end with its exit."""

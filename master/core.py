@@ -230,7 +230,10 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         reported = {(report.framework_id, report.task.task_id) for report in msg.tasks}
         for report in msg.tasks:
             key = (report.framework_id, report.task.task_id)
-            if key in agent.tasks or report.state.is_terminal:
+            if report.state.is_terminal:
+                self._ended_on_agent(agent, report, msg, now)
+                continue
+            if key in agent.tasks:
                 continue
             resources, _ = task_resources(report.task)
             framework = self.frameworks.get(report.framework_id)

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 
 from tepui.master.events import OperatorError, UpdateQuota, UpdateWeights
-from tepui.master.records import AgentRecord, FrameworkRecord
+from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
 from tepui.master.registry import Recovered, agent_entry, quota_entry, weight_entry
 from tepui.master.validation import roles_problem
 from tepui.offers.allocator import Allocator
 from tepui.offers.roles import Quota
 from tepui.sdk.effects import Log, ScheduleTimer
+from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo, Resource
 from tepui.sdk.resources import EMPTY, Resources
 
@@ -36,6 +37,8 @@ class DurableState:
 
     if TYPE_CHECKING:
         def _request_allocation(self) -> None: ...
+        def _finish_task(self, task: TaskRecord, state: Any, now: float) -> None: ...
+        def _placeholder_framework(self, framework_id: str, msg: am.ReregisterAgent, now: float) -> FrameworkRecord: ...
         def _recover_partitions(self, recovered: Recovered, now: float, out: list[Effect]) -> None: ...
 
     def recover(self, recovered: Recovered, now: float) -> list[Effect]:
@@ -121,3 +124,24 @@ class DurableState:
         if not before.has_reservations and now.contains(before):
             return list(reported.resources)
         return list(kept.resources)
+
+    # --- what a re-registering agent says ended -------------------------------------------
+
+    def _ended_on_agent(self, agent: AgentRecord, report: am.TaskReport, msg: am.ReregisterAgent, now: float) -> None:
+        """A task that ended on a re-registering agent whose final update is not acknowledged
+        yet (it is on its way): its resources return now, and a reconciliation answers its real
+        end rather than "unknown" (which the framework would take for a launch that was lost)."""
+        key = (report.framework_id, report.task.task_id)
+        task = agent.tasks.get(key)
+        if task is not None:
+            self._finish_task(task, report.state, now)
+            return
+        framework = self.frameworks.get(report.framework_id)
+        if framework is None:
+            framework = self._placeholder_framework(report.framework_id, msg, now)
+        if report.task.task_id in framework.tasks or any(t.task_id == report.task.task_id for t in framework.completed):
+            return
+        role = framework.info.roles[0] if framework.info.roles else "*"
+        ended = TaskRecord(report.framework_id, agent.agent_id, report.task, EMPTY, role, report.state)
+        ended.launched_at = now
+        framework.completed.append(ended)

@@ -152,6 +152,13 @@ class OfferCycle:
                 self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
             state = TaskState.DROPPED if framework.partition_aware else TaskState.LOST
             for task in _tasks_of(msg.operations):
+                if self._already_launched(framework, task.task_id):
+                    # The same ACCEPT again (a retry, or the network delivered it twice): the
+                    # task runs from the first copy; a DROPPED now would be a lie the framework
+                    # acts on (it would launch the work again).
+                    self.counters["duplicate_launches_ignored"] += 1
+                    out.append(Log("info", "duplicate_launch_ignored", {"task_id": task.task_id}))
+                    continue
                 out.append(self._update_to(framework, task.task_id, task.agent_id, state, TaskReason.INVALID_OFFERS, problem, now))
             self._request_allocation()
             return
@@ -165,6 +172,10 @@ class OfferCycle:
         refuse = msg.filters.refuse_seconds if msg.filters else 5.0
         self._recover(agent.agent_id, framework.framework_id, role, available, refuse, now)
         self._request_allocation()
+
+    @staticmethod
+    def _already_launched(framework: FrameworkRecord, task_id: str) -> bool:
+        return task_id in framework.tasks or any(t.task_id == task_id for t in framework.completed)
 
     def _apply(
         self, operation: Any, framework: FrameworkRecord, agent: AgentRecord, role: str,

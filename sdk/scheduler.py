@@ -222,8 +222,11 @@ class SchedulerDriver:
             log.info("event=stale_epoch_dropped epoch=%d current=%d", env.epoch, self._epoch)
             return
         self._epoch = env.epoch
-        self._last_event = self.reactor.seconds()
         body = env.body
+        if not isinstance(body, sm.Error):
+            # An ERROR is no proof of a subscription: a restarted master answers every call of
+            # a framework it does not know with one, and the silence check must still fire.
+            self._last_event = self.reactor.seconds()
         if isinstance(body, sm.Subscribed):
             self._on_subscribed(body)
         elif not self.connected and not isinstance(body, sm.Error):
