@@ -22,7 +22,8 @@ Mesos semantics kept here:
   driver re-subscribes); a message carrying a different agent *incarnation* than the one that
   subscribed us means the agent restarted (the driver re-subscribes at once).
 * Recovery timeout: an executor that has not been subscribed for ``recovery_timeout`` (default
-  15 s, Mesos ``--recovery_timeout``) calls :meth:`Executor.shutdown` and stops, as Mesos
+  15 min, Mesos ``--recovery_timeout``; the agent checkpoints its executors and a restarted one
+  takes them back) calls :meth:`Executor.shutdown` and stops, as Mesos
   executors without checkpointing exit when their agent is gone.
 * SHUTDOWN: the driver calls :meth:`Executor.shutdown` (kill your tasks there), waits until
   every launched task has a terminal update and every update is acknowledged, at most
@@ -60,7 +61,7 @@ from twisted.internet import defer
 
 log = logging.getLogger("tepui.sdk.executor")
 
-DEFAULT_RECOVERY_TIMEOUT = 15.0
+DEFAULT_RECOVERY_TIMEOUT = 900.0  # Mesos --recovery_timeout: an agent restart (an upgrade) is no reason to stop
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 DEFAULT_SHUTDOWN_GRACE_PERIOD = 5.0
 MISSED_HEARTBEATS = 3

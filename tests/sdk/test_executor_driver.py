@@ -71,7 +71,7 @@ def test_mesos_variables_are_fallbacks_and_arguments_win(monkeypatch: pytest.Mon
 
 def test_no_environment_needed_when_everything_is_passed() -> None:
     driver = ExecutorDriver(Executor(), reactor=Clock(), endpoint="ipc:///a", framework_id="f", executor_id="e")
-    assert driver.recovery_timeout == 15.0
+    assert driver.recovery_timeout == 900.0
 
 
 def test_bad_values_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
