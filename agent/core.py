@@ -56,7 +56,7 @@ from tepui.sdk.protocol.values import (
     TaskState,
     Volume,
 )
-from tepui.sdk.resources import Resources
+from tepui.sdk.resources import InvalidResources, Resources
 
 Effect = Any
 
@@ -188,6 +188,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             id=self.agent_id,
             http_port=self.config.http_port,
             address=self.config.address,
+            task_user=self.config.task_user,
         )
 
     def _register(self, now: float, out: list[Effect]) -> None:
@@ -258,7 +259,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             out.append(Log("warning", "duplicate_task_refused", {"task_id": task.task_id}))
             return
         record = self._new_record(framework_id, task)
-        problem = self._unsupported(task)
+        problem = self._unsupported(task, framework_id)
         if problem is not None:
             self._terminal(record, TaskState.ERROR, TaskReason.TASK_INVALID, problem, now, out)
             return
@@ -345,8 +346,14 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
                 for key in Resources.from_wire(task.resources).volumes() if key.volume]
 
     def _on_DestroyVolumes(self, msg: am.DestroyVolumes, epoch: int, now: float, out: list[Effect]) -> None:
-        paths = tuple(self._volume_dir(key.role, key.volume)
-                      for key in Resources.from_wire(msg.volumes).volumes() if key.volume)
+        try:
+            keys = [key for key in Resources.from_wire(msg.volumes).volumes() if key.volume]
+        except InvalidResources as exc:  # found by fuzzing: raised out of handle()
+            out.append(Log("warning", "destroy_volumes_refused", {"error": str(exc)}))
+            return
+        # Never a path outside <work_dir>/volumes, whatever the message says (fuzzing again).
+        paths = tuple(self._volume_dir(key.role, key.volume) for key in keys
+                      if not _unsafe_name(key.volume) and key.role not in ("", ".", ".."))
         if paths:
             out.append(RemoveVolumes(paths))
             out.append(Log("info", "volumes_destroyed", {"paths": ",".join(paths)}))
@@ -370,8 +377,18 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         requested = task.command.user if task.command else None
         return requested if requested is not None else self.config.task_user
 
-    def _unsupported(self, task: TaskInfo) -> str | None:
-        """Honest refusals for what this agent cannot run (yet)."""
+    def _unsupported(self, task: TaskInfo, framework_id: str | None = None) -> str | None:
+        """Honest refusals for what this agent cannot run (yet), and for what no master should
+        have sent: ids that would leave the sandbox directory, resources that do not parse
+        (the master validates both; the agent does not rely on it)."""
+        if _unsafe_name(task.task_id) or (framework_id is not None and _unsafe_name(framework_id)):
+            return f"task id {task.task_id!r} or framework id {framework_id!r} cannot name a sandbox directory"
+        try:
+            resources = Resources.from_wire(task.resources)
+        except InvalidResources as exc:
+            return f"the task's resources are invalid: {exc}"
+        if any(_unsafe_name(key.volume) for key in resources.volumes() if key.volume is not None):
+            return "a persistent volume id of the task cannot name a directory"
         requested = task.command.user if task.command else None
         if requested is not None and requested != self.config.task_user and requested not in self.config.allowed_users:
             return (f"task asks to run as user {requested!r}, which this agent does not allow "
@@ -525,3 +542,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             record = self.tasks.get((key[1], key[2]))
             if record is not None and not record.exited:
                 out.append(SignalProcess(record.framework_id, record.info.task_id, "KILL"))
+
+
+def _unsafe_name(value: str) -> bool:
+    """True for what cannot be one path component under the agent's work dir."""
+    return value in ("", ".", "..") or "/" in value or "\0" in value

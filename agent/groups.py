@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskInfo, TaskReason, TaskState
-from tepui.sdk.resources import Resources
+from tepui.sdk.resources import InvalidResources, Resources
 
 if TYPE_CHECKING:
     from tepui.agent.core import AgentConfig, TaskRecord
@@ -30,7 +30,7 @@ class TaskGroups:
     if TYPE_CHECKING:
         def _already_known(self, framework_id: str, task_id: str) -> bool: ...
         def _new_record(self, framework_id: str, task: TaskInfo) -> TaskRecord: ...
-        def _unsupported(self, task: TaskInfo) -> str | None: ...
+        def _unsupported(self, task: TaskInfo, framework_id: str | None = None) -> str | None: ...
         def _start(self, record: TaskRecord, now: float, out: list[Effect], shared: str | None = None,
                    envelope: tuple[str, float | None, float | None] | None = None) -> None: ...
         def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
@@ -52,8 +52,14 @@ class TaskGroups:
         problems = []
         if msg.executor.type != "DEFAULT":
             problems.append("task groups run under the DEFAULT executor; custom group executors are not supported yet")
+        if group in ("", ".", "..") or "/" in group or "\0" in group:  # it names the shared directory
+            problems.append(f"executor id {group!r} cannot name a directory")
+        try:
+            Resources.from_wire(msg.executor.resources)
+        except InvalidResources as exc:
+            problems.append(f"the executor's resources are invalid: {exc}")
         for task in tasks:
-            problem = self._unsupported(task)
+            problem = self._unsupported(task, framework_id)
             if problem is None and task.container is not None and task.container.type == "DOCKER":
                 problem = "task groups run process tasks; Docker tasks in groups are not supported yet"
             if problem is not None:

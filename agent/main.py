@@ -9,11 +9,14 @@ import signal
 import socket
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 from tepui.sdk.transport import tcp_address
+
+if TYPE_CHECKING:
+    from tepui.sdk.keys import ClientKeys
 
 log = logging.getLogger("tepui.agent")
 
@@ -41,10 +44,15 @@ def run_agent(
     sandbox_gc_delay: float = 604800.0,
     strict: bool = True,
     reconfiguration_policy: str = "equal",
+    http_token_file: str | None = None,
+    http_read_auth: str = "open",
+    keys_dir: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """``http_port`` None: the default 5051, or a free port (with a warning) if that is taken;
     0: a free port; any other: exactly that port or a clear exit."""
     configure_logging(log_level, "agent")
+    curve = agent_curve(keys_dir, insecure)
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
     from tepui.agent.cgroups import Cgroups
@@ -57,7 +65,6 @@ def run_agent(
     from tepui.agent.sandbox_gc import SandboxGC
     from tepui.agent.shell import AgentShell
     from twisted.internet import threads
-    from twisted.web import server
 
     address = tcp_address(master, 5050)
     name = hostname or socket.gethostname()
@@ -131,7 +138,10 @@ def run_agent(
                                   "memory_peak_bytes": measured.memory_peak_bytes})
         return {"tasks": tasks}
 
-    bound_port = listen_http(reactor, server.Site(build_root(work_dir, health, usage)), ip, http_port)
+    from tepui.sdk.http_security import GuardedSite, policy_from_flags
+
+    policy = policy_from_flags(http_token_file, http_read_auth, "agent")
+    bound_port = listen_http(reactor, GuardedSite(build_root(work_dir, health, usage), policy), ip, http_port)
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "", "::") else ip)
     endpoint_path = os.path.join(os.path.abspath(work_dir), "executors.sock")
     if len(endpoint_path) > 100:  # ipc:// paths are limited to about 107 bytes
@@ -158,7 +168,7 @@ def run_agent(
     docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
     fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024)
     core = AgentCore(config, lambda: uuid.uuid4().bytes)
-    shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher, store)
+    shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher, store, curve=curve)
     shell.recover(recovered)
     gc = SandboxGC(work_dir, sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
                    lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
@@ -169,11 +179,34 @@ def run_agent(
     reactor.addSystemEventTrigger("before", "shutdown", gc.stop)
     reactor.callWhenRunning(shell.start)
     reactor.callWhenRunning(gc.start, reactor)
-    log.info("event=agent_http_serving url=http://%s:%d bind=%s sandbox_gc_delay_s=%g", advertised, bound_port,
-             ip, sandbox_gc_delay)
+    log.info("event=agent_http_serving url=http://%s:%d bind=%s http_read_auth=%s sandbox_gc_delay_s=%g", advertised,
+             bound_port, ip, http_read_auth, sandbox_gc_delay)
     log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,
              config.resources, work_dir, cgroups.describe() if cgroups else "none", task_user or "(agent's own)")
     reactor.run()
+
+
+def agent_curve(keys_dir: str | None, insecure: bool) -> ClientKeys | None:
+    """Secure by default: the agent's key pair and the master's public key from ``--keys DIR``,
+    or a refusal to start that says how to get them; ``--insecure`` only with a warning."""
+    from tepui.sdk.keys import KeyStoreError, load_client_keys
+
+    if keys_dir is None:
+        if not insecure:
+            raise SystemExit("the agent needs CURVE keys: issue them on the master's key store with `tepui certs "
+                             "issue --agent NAME --out DIR` and start with --keys DIR (or use `tepui up`); "
+                             "--insecure talks plain text to a master started with --insecure, for tests only")
+        log.warning("event=insecure_mode hint=\"--insecure: the link to the master is plain text and "
+                    "unauthenticated; use --keys DIR outside tests\"")
+        return None
+    if insecure:
+        raise SystemExit("give either --keys DIR or --insecure, not both")
+    try:
+        keys = load_client_keys(keys_dir)
+    except KeyStoreError as exc:
+        raise SystemExit(str(exc)) from None
+    log.info("event=curve_enabled public_key=%s master_public_key=%s", keys.public.decode(), keys.server.decode())
+    return keys
 
 
 def listen_http(reactor: Any, site: Any, ip: str, port: int | None) -> int:

@@ -46,6 +46,7 @@ from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.envelope import AgentExecutorInbound, AgentInbound
 from tepui.sdk.shell import TimerBook, log_effect
+from tepui.sdk.keys import ClientKeys
 from tepui.sdk.transport import DealerEndpoint, RouterEndpoint
 
 log = logging.getLogger("tepui.agent")
@@ -54,7 +55,8 @@ log = logging.getLogger("tepui.agent")
 class AgentShell:
     def __init__(self, reactor: Any, core: AgentCore, master: str, cgroups: Cgroups | None = None,
                  pids_limit: int | None = None, docker: DockerContainerizer | None = None,
-                 fetcher: Fetcher | None = None, store: CheckpointStore | None = None) -> None:
+                 fetcher: Fetcher | None = None, store: CheckpointStore | None = None,
+                 curve: ClientKeys | None = None) -> None:
         self.reactor = reactor
         self.store = store or CheckpointStore(core.config.work_dir)
         self.pids_limit = pids_limit
@@ -73,7 +75,7 @@ class AgentShell:
         self._reactor_stopping = False
         self._draining = False
         self.endpoint = DealerEndpoint(reactor, master, self._on_message,
-                                       on_reconnect=lambda: self.handle(MasterReconnected()))
+                                       on_reconnect=lambda: self.handle(MasterReconnected()), curve=curve)
         self.executor_codec: Codec[Any] = Codec(AgentExecutorInbound)
         self.executor_socket: RouterEndpoint | None = None
         if core.config.executor_endpoint:
@@ -82,7 +84,12 @@ class AgentShell:
             if os.path.exists(path):
                 os.unlink(path)  # a socket file left by an earlier agent process
             self.executor_socket = RouterEndpoint(reactor, core.config.executor_endpoint, self._on_executor_payload)
-            os.chmod(path, 0o777)  # executors run as the task user; the socket file is not the gate
+            # Not 0700, deliberately: custom executors run as the task user (often not the agent's),
+            # and connecting to a Unix socket needs write permission on it. This link is local and
+            # not CURVE-protected; what guards it is the agent core, which accepts SUBSCRIBE only
+            # for an executor it launched and has not seen exit, and binds it to that connection.
+            # Another local user could still race an executor's SUBSCRIBE (docs/security.md).
+            os.chmod(path, 0o777)
 
     def recover(self, recovered: Recovered | None) -> None:
         """Before ``start``: takes back the tasks of an earlier agent process (adopting their

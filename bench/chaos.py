@@ -172,6 +172,7 @@ class Run:
 
 def build(run: Run) -> None:
     args, root = run.args, run.root
+    os.environ["TEPUI_CONFIG"] = os.devnull  # an --insecure cluster: no client keys (tepui up's) for its framework
     port, run.http_port, *proxy_ports = free_ports(2 + args.agents + 1)
     master_addr = f"127.0.0.1:{port}"
     py = sys.executable
@@ -180,7 +181,8 @@ def build(run: Run) -> None:
         "--http-port", str(run.http_port), "--work-dir", str(root / "master"),
         "--agent-ping-interval", str(PING_INTERVAL), "--max-agent-ping-timeouts", str(MAX_PING_TIMEOUTS),
         "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--offer-timeout", "10",
-        "--agent-reregister-timeout", "30", "--log-level", "info"], root / "master.log")
+        "--agent-reregister-timeout", "30", "--log-level", "info",
+        "--insecure"], root / "master.log")  # plain ZeroMQ: the fault proxies read and drop messages by type
     links = [f"agent-{i}" for i in range(args.agents)] + ["framework"]
     for i, (name, listen) in enumerate(zip(links, proxy_ports)):
         run.proxies.append(Proxy(f"proxy-{name}", [
@@ -194,7 +196,7 @@ def build(run: Run) -> None:
             py, "-m", "tepui.cli", "agent", "--master", f"127.0.0.1:{proxy_ports[i]}",
             "--work-dir", str(root / f"agent-{i}"), "--hostname", f"agent-{i}", "--http-port", "0",
             "--resources", resources, "--containerizers", "mesos", "--update-retry", "1",
-            "--log-level", "info"], root / f"agent-{i}.log"))
+            "--log-level", "info", "--insecure"], root / f"agent-{i}.log"))
     launch_window = args.duration * (0.5 if args.smoke else 0.6)
     run.framework = Proc("framework", [
         py, str(FRAMEWORK), "--master", f"127.0.0.1:{proxy_ports[-1]}", "--out", str(root / "framework.jsonl"),

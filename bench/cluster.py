@@ -44,11 +44,14 @@ class LocalCluster:
             return json.load(response)  # type: ignore[no-any-return]
 
     def __enter__(self) -> LocalCluster:
+        # An --insecure cluster: its clients (here and in children) must not pick up the keys
+        # of a `tepui up` cluster from ~/.config/tepui/config.yaml.
+        os.environ["TEPUI_CONFIG"] = os.devnull
         self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
-                               "--http-port", str(self.http_port), "--log-level", "warning"])
+                               "--http-port", str(self.http_port), "--log-level", "warning", "--insecure"])
         for i in range(self.agents):
             args = ["agent", "--master", self.master, "--work-dir", os.path.join(self.dir, f"agent-{i}"),
-                    "--hostname", f"agent-{i}", "--log-level", "warning"]
+                    "--hostname", f"agent-{i}", "--log-level", "warning", "--insecure"]
             if self.agent_resources:
                 args += ["--resources", self.agent_resources]
             self._spawn(f"agent-{i}", args)

@@ -15,10 +15,10 @@ import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import click
+from tepui.cli.http_client import open_url, unauthorized_hint
 from tepui.cli.state import DEFAULT_HTTP, fetch_state
 from tepui.sdk.protocol.values import TERMINAL_STATES
 
@@ -44,12 +44,15 @@ class TaskFiles:
             query["framework_id"] = self.framework_id
         url = f"{self.base}/tasks/{urllib.parse.quote(self.task_id, safe='')}/files/read?{urllib.parse.urlencode(query)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            with open_url(url, self.timeout) as response:
                 if self.framework_id is None:
                     # Pin the framework: a later read (or /state lookup) means this very task.
                     self.framework_id = response.headers.get("x-tepui-framework-id")
                 return json.load(response)  # type: ignore[no-any-return]
         except urllib.error.HTTPError as exc:
+            hint = unauthorized_hint(exc)
+            if hint:
+                raise click.ClickException(hint) from None
             raise self._refused(exc, path) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from tepui.cli.certs import certs_command
 from tepui.cli.logs import logs_command
 from tepui.cli.run import run_command
 from tepui.cli.state import state_command
@@ -70,19 +71,56 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--recovery-agent-removal-limit", default="100%", show_default=True, callback=_percent,
               help="After a restart, if more than this share of the registry's agents has not re-registered "
               "when --agent-reregister-timeout ends, the master exits instead of marking them unreachable.")
+@click.option("--http-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the bearer token that mutating HTTP calls (/weights, /quota) need, and that the "
+              "master sends to agents' files API. Without it those calls are refused (401). `tepui up` makes one.")
+@click.option("--http-read-auth", type=click.Choice(["open", "token"]), default="open", show_default=True,
+              help="Whether reads (/state, /metrics, /roles, GETs, task files) need the token too; /health is "
+              "always open.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="PEM certificate: serve the HTTP API over TLS only (with --tls-key).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="PEM private key for --tls-cert.")
+@click.option("--allow-host-volumes", is_flag=True, default=False,
+              help="Let tasks mount host paths outside their sandbox (container volumes with an absolute or '..' "
+              "host_path); refused with TASK_ERROR by default.")
+@click.option("--acls", "acls_path", type=click.Path(dir_okay=False), default=None,
+              help="ACL file (YAML): who may register in which roles, run tasks as which users, reserve, tear "
+              "down; what no rule allows is denied. Re-read on SIGHUP. Without it every principal may do "
+              "everything except run tasks as root. `tepui up` writes one.")
+@click.option("--framework-rate-limit", default="1000/s", show_default=True,
+              help="Calls per principal (per framework without one), e.g. 1000/s or 600/m, or 'unlimited'; "
+              "calls over it get an ERROR and are dropped.")
+@click.option("--framework-rate-burst", type=click.FloatRange(1), default=None,
+              help="Calls a principal may send at once before --framework-rate-limit applies (default: 5 s worth).")
+@click.option("--keys", type=click.Path(file_okay=False), default=None,
+              help="Key store from `tepui certs init DIR`: the master's CURVE key pair and the allow list of client "
+              "keys (re-read when it changes, or on SIGHUP). Required unless --insecure.")
+@click.option("--insecure", is_flag=True,
+              help="No CurveZMQ: plain-text ZeroMQ, any peer may connect and claim any identity. For tests only.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
            agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
            allocation_interval: float, offer_timeout: float, work_dir: str | None, agent_reregister_timeout: float,
            agent_removal_rate: Any, agent_gone_timeout: float, recovery_agent_removal_limit: float,
-           log_level: str) -> None:
+           http_token_file: str | None, http_read_auth: str, tls_cert: str | None, tls_key: str | None,
+           allow_host_volumes: bool, acls_path: str | None, framework_rate_limit: str, framework_rate_burst: float | None,
+           keys: str | None, insecure: bool, log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
+    from tepui.master.rate_limits import parse_rate_limit
+
+    try:
+        rate_limit = parse_rate_limit(framework_rate_limit, framework_rate_burst)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--framework-rate-limit") from None
 
     run_master(ip, port, http_port, advertise_ip, hostname, agent_ping_interval, max_agent_ping_timeouts,
                heartbeat_interval, allocation_interval, offer_timeout or None, log_level, work_dir,
                agent_reregister_timeout, agent_removal_rate=agent_removal_rate, agent_gone_timeout=agent_gone_timeout,
-               recovery_agent_removal_limit=recovery_agent_removal_limit)
+               recovery_agent_removal_limit=recovery_agent_removal_limit, http_token_file=http_token_file,
+               http_read_auth=http_read_auth, tls_cert=tls_cert, tls_key=tls_key,
+               allow_host_volumes=allow_host_volumes, acls_path=acls_path,
+               framework_rate_limit=rate_limit, keys_dir=keys, insecure=insecure)
 
 
 @cli.command()
@@ -119,12 +157,23 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 @click.option("--reconfiguration-policy", type=click.Choice(["equal", "additive"]), default="equal", show_default=True,
               help="On restart, whether resources and attributes may differ from the checkpoint: equal (not at all) "
               "or additive (they may grow) (Mesos --reconfiguration_policy).")
+@click.option("--http-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the cluster's HTTP bearer token (the master's --http-token-file): with "
+              "--http-read-auth token, the files API serves only callers that send it (the master's proxy does).")
+@click.option("--http-read-auth", type=click.Choice(["open", "token"]), default="open", show_default=True,
+              help="Whether the files API (/files/*, /usage) needs the token; /health is always open.")
+@click.option("--keys", type=click.Path(file_okay=False), default=None,
+              help="Client key directory from `tepui certs issue --agent NAME --out DIR`: the agent's CURVE key pair "
+              "(client.key_secret) and the master's public key (master.key). Required unless --insecure.")
+@click.option("--insecure", is_flag=True,
+              help="No CurveZMQ to the master (which must run with --insecure too). For tests only.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
           hostname: str | None, kill_grace_period: float, master_silence_limit: float | None, update_retry: float,
           isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, containerizers: str,
           docker_host: str | None, fetcher_cache_size: int, http_port: int | None, ip: str,
           advertise_ip: str | None, sandbox_gc_delay: float, strict: bool, reconfiguration_policy: str,
+          http_token_file: str | None, http_read_auth: str, keys: str | None, insecure: bool,
           log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
@@ -159,10 +208,12 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
               kill_grace_period, master_silence_limit, update_retry, log_level, isolation, task_user,
               tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None,
               tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size,
-              http_port, ip, advertise_ip, sandbox_gc_delay, strict, reconfiguration_policy)
+              http_port, ip, advertise_ip, sandbox_gc_delay, strict, reconfiguration_policy,
+              http_token_file=http_token_file, http_read_auth=http_read_auth, keys_dir=keys, insecure=insecure)
 
 
 cli.add_command(up_command)
+cli.add_command(certs_command)
 cli.add_command(state_command)
 cli.add_command(run_command)
 cli.add_command(logs_command)

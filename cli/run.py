@@ -132,14 +132,26 @@ class OneTask:
         driver.stop_and_exit()
 
     def check_subscribed(self, driver: Any, master: str) -> None:
-        if not driver.connected:
+        if driver.connected:
+            return
+        problem = driver.handshake_problem
+        if problem == "key_refused":
+            self._fail(driver, f"the master at {master} refused this client's key (unknown or revoked). Run "
+                               "`tepui up` again for a local cluster, or get a key with `tepui certs issue`.")
+        elif problem == "mechanism_mismatch":
+            self._fail(driver, f"the master at {master} and this client disagree about encryption: give the "
+                               "client the cluster's keys ($TEPUI_CONFIG, written by `tepui up`), or the master "
+                               "runs --insecure and the client has keys (unset $TEPUI_CONFIG).")
+        else:
             self._fail(driver, f"no answer from a master at {master} within {self.subscribe_timeout:g} s. "
-                               "Is a cluster running? Start one with `tepui up`, or pass --master HOST:PORT.")
+                               "Is a cluster running? Start one with `tepui up`, or pass --master HOST:PORT."
+                               + (f" (handshake: {problem})" if problem else ""))
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--master", default=lambda: os.environ.get("TEPUI_MASTER", "127.0.0.1:5050"),
-              show_default="127.0.0.1:5050 or $TEPUI_MASTER", help="Master HOST:PORT.")
+@click.option("--master", default=None,
+              show_default="$TEPUI_MASTER, else the client configuration of `tepui up`, else 127.0.0.1:5050",
+              help="Master HOST:PORT.")
 @click.option("--cpus", default=0.1, show_default=True, type=float, help="CPUs for the task.")
 @click.option("--mem", default=32.0, show_default=True, type=float, help="Memory for the task, MiB.")
 @click.option("--name", default="run", show_default=True, help="Prefix of the task id.")
@@ -150,7 +162,7 @@ class OneTask:
 @click.option("--image", default=None, help="Run in a Docker container from this (local) image.")
 @click.option("--uri", "uris", multiple=True, help="Fetch into the sandbox first (http(s)://, file://; archives are extracted).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str, ...], timeout: float,
+def run_command(master: str | None, cpus: float, mem: float, name: str, env: tuple[str, ...], timeout: float,
                 quiet_output: bool, user: str | None, image: str | None, uris: tuple[str, ...],
                 command: tuple[str, ...]) -> None:
     """Run one command as a task and exit with its exit code.
@@ -170,6 +182,7 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
         raise click.BadParameter("give the task some --cpus or --mem")
     reactor = install_reactor()
     from tepui.sdk import FrameworkInfo, SchedulerDriver
+    from tepui.sdk.config import ConfigError
 
     def echo(text: str, err: bool = True) -> None:
         # Tepui's own lines go to stderr, so stdout carries only the task's output (as with
@@ -184,6 +197,8 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
                                  master, reactor=reactor, demand=[job.resources])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--master") from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
     def interrupted(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -196,6 +211,6 @@ def run_command(master: str, cpus: float, mem: float, name: str, env: tuple[str,
         signal.signal(signal.SIGTERM, interrupted)
 
     reactor.callWhenRunning(install_handlers)
-    reactor.callLater(timeout, job.check_subscribed, driver, master)
+    reactor.callLater(timeout, job.check_subscribed, driver, driver.master_address.removeprefix("tcp://"))
     driver.run()
     sys.exit(job.exit_code if job.exit_code is not None else EXIT_TEPUI_ERROR)

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_HTTP = os.environ.get("TEPUI_MASTER_HTTP", "127.0.0.1:5080")
+from tepui.cli.http_client import open_url, unauthorized_hint
+
+def default_http() -> str:
+    """--http when not given: $TEPUI_MASTER_HTTP, else the client configuration (`tepui up`
+    writes it), else 127.0.0.1:5080. Called by click only when the flag is absent."""
+    from tepui.sdk.config import ClientConfig, ConfigError, load_client_config, resolve_master_http
+
+    try:
+        config = load_client_config()
+    except ConfigError:
+        config = ClientConfig()
+    return resolve_master_http(None, config)
+
+
+DEFAULT_HTTP = default_http
 
 
 def fetch_state(http: str, timeout: float = 5.0) -> dict[str, Any]:
     url = http if http.startswith("http") else f"http://{http}"
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/state", timeout=timeout) as response:
+        with open_url(f"{url.rstrip('/')}/state", timeout) as response:
             return json.load(response)  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(unauthorized_hint(exc) or f"the master at {url} answered HTTP {exc.code} "
+                                   "to /state; see its log") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise click.ClickException(

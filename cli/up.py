@@ -72,6 +72,7 @@ class Cluster:
         self.state_dir, self.agent_count, self.port, self.http_port = state_dir, agents, port, http_port
         self.console = console
         self.children: list[tuple[str, subprocess.Popen[bytes], str]] = []
+        self.security: Any = None  # cli/up_security.LocalSecurity: keys, token, client config
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log_path = os.path.join(self.state_dir, f"{name}.log")
@@ -86,13 +87,27 @@ class Cluster:
     def start(self, agent_resources: str | None) -> None:
         self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
                                "--http-port", str(self.http_port),
-                               "--work-dir", os.path.join(self.state_dir, "master")])
+                               "--work-dir", os.path.join(self.state_dir, "master"),
+                               "--acls", self._local_acls(),
+                               *(self.security.master_args if self.security else ["--insecure"])])
         for i in range(1, self.agent_count + 1):
             args = ["agent", "--master", f"127.0.0.1:{self.port}",
                     "--work-dir", os.path.join(self.state_dir, f"agent-{i}"), "--hostname", f"agent-{i}"]
             if agent_resources:
                 args += ["--resources", agent_resources]
+            args += self.security.agent_args(i) if self.security else ["--insecure"]
             self._spawn(f"agent-{i}", args)
+
+    def _local_acls(self) -> str:
+        """The local cluster's ACL file, written once so that an operator's edits survive
+        restarts: every local client may do everything except run tasks as root."""
+        from tepui.master.acls import LOCAL_CLUSTER_ACLS
+
+        path = os.path.join(self.state_dir, "acls.yaml")
+        if not os.path.exists(path):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(LOCAL_CLUSTER_ACLS)
+        return path
 
     def dead_child(self) -> tuple[str, int, str] | None:
         for name, process, log_path in self.children:
@@ -142,6 +157,12 @@ class Cluster:
                     process.wait()
 
 
+def default_state_dir(port: int) -> str:
+    """As root, tasks run as `nobody`, who must be able to reach the sandboxes: /root is 0700."""
+    base = "/var/lib" if os.geteuid() == 0 else os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state"))
+    return os.path.join(base, "tepui" if port == 5050 else f"tepui-{port}")
+
+
 @click.command("up")
 @click.option("--agents", default=2, show_default=True, help="How many agents to start.")
 @click.option("--state-dir", default=None,
@@ -160,9 +181,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     """
     console = Console()
     if state_dir is None:
-        # As root, tasks run as `nobody`, who must be able to reach the sandboxes: /root is 0700.
-        base = "/var/lib" if os.geteuid() == 0 else os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state"))
-        state_dir = os.path.join(base, "tepui" if port == 5050 else f"tepui-{port}")
+        state_dir = default_state_dir(port)
     if agents < 1:
         raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
     for what, number in (("--port", port), ("--http-port", http_port)):
@@ -173,6 +192,13 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     os.makedirs(state_dir, exist_ok=True)
     os.chmod(state_dir, 0o755)
     cluster = Cluster(state_dir, agents, port, http_port, console)
+    from tepui.cli.up_security import prepare
+
+    try:
+        cluster.security = prepare(state_dir, port, http_port, agents)
+    except Exception as exc:  # a key store or config file we cannot write: say which and why
+        raise click.ClickException(f"cannot set up the cluster's keys in {state_dir}/keys: {exc}. Fix the "
+                                   "permissions, or give another --state-dir") from None
     stopping = {"signal": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -186,13 +212,11 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
         console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
                       f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}",
                       soft_wrap=True)
-        master_flag = "" if port == 5050 else f" --master 127.0.0.1:{port}"
-        http_flag = "" if http_port == 5080 else f" --http 127.0.0.1:{http_port}"
-        if master_flag or http_flag:
-            console.print(f"  clients: export TEPUI_MASTER=127.0.0.1:{port} TEPUI_MASTER_HTTP=127.0.0.1:{http_port}",
-                          soft_wrap=True)
-        console.print(f"  try:  tepui run{master_flag} -- echo hello     tepui state{http_flag}     "
-                      f"python examples/hello_framework.py --master 127.0.0.1:{port} --tasks 10", soft_wrap=True)
+        # Clients find this cluster (address, keys, token) in the client configuration: no flags.
+        console.print("  try:  tepui run -- echo hello     tepui state     "
+                      "python examples/hello_framework.py --tasks 10", soft_wrap=True)
+        console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
+                      f"{cluster.security.config_path}", soft_wrap=True)
         console.print("  stop: Ctrl-C")
         while stopping["signal"] is None:
             dead = cluster.dead_child()

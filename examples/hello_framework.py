@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Hello, Tepui: a complete framework. Runs N tasks of `echo hello $i` and exits 0 printing
-`N tasks finished` once every one of them has finished.
+`N tasks finished` once every one of them has finished. The driver finds the cluster's
+address and CURVE keys in the client configuration `tepui up` writes.
 
     python examples/hello_framework.py --master 127.0.0.1:5050 --tasks 10
 """
@@ -58,7 +59,8 @@ class HelloScheduler(Scheduler):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--master", default="127.0.0.1:5050", help="master HOST:PORT")
+    parser.add_argument("--master", default=None,
+                        help="master HOST:PORT (default: the client configuration `tepui up` writes, with its keys)")
     parser.add_argument("--tasks", type=int, default=5, help="how many tasks to run")
     args = parser.parse_args()
     scheduler = HelloScheduler(args.tasks)

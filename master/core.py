@@ -21,15 +21,19 @@ from typing import Any, Callable
 
 import msgspec
 
+from tepui.master.acls import PERMISSIVE, Acls
+from tepui.master.admission import Admission, ReplaceAcls
 from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
+from tepui.master import identity
 from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
+from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
+from tepui.master.peer_checks import agent_refused
 from tepui.master.validation import demand_of, demand_problem, roles_problem, task_resources
 from tepui.offers.allocator import Allocator
-from tepui.offers.explain import explain
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
@@ -37,7 +41,6 @@ from tepui.sdk.protocol.values import (
     AgentInfo,
     FrameworkInfo,
     MasterInfo,
-    RoleExplanation,
     TaskReason,
     TaskSource,
     TaskState,
@@ -73,9 +76,12 @@ class MasterConfig:
     agent_gone_timeout: float = 86400.0  # unreachable for a day → gone, refused under its id
     recovery_agent_removal_limit: float = 100.0  # percent missing after a failover before exiting (Mesos)
     max_gone_agents: int = 10000  # gone agents the registry remembers (oldest forgotten first)
+    allow_host_volumes: bool = False  # container volumes with host paths outside the sandbox (issue 6)
+    acls: Acls = PERMISSIVE  # --acls FILE; see master/acls.py and docs/security.md
+    framework_rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT  # per principal; None: unlimited
 
 
-class MasterCore(OfferCycle, DurableState, Partitions):
+class MasterCore(OfferCycle, DurableState, Partitions, Admission):
     def __init__(self, config: MasterConfig, allocator: Allocator | None = None) -> None:
         self.config = config
         self.allocator = allocator or Allocator()
@@ -94,6 +100,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         self.recovered_agents: dict[str, AgentInfo] = {}
         self._incarnation: str | None = None  # of the agent message being handled
         self._init_partitions()
+        self._init_admission()
         self.master_info = MasterInfo(
             id=config.master_id,
             address=config.address,
@@ -120,12 +127,17 @@ class MasterCore(OfferCycle, DurableState, Partitions):
                 self, "_on_" + type(event.body).__name__, None
             )
             self.counters["messages_" + type(event.body).__name__] += 1
-            if self._from_an_older_incarnation(event, out):
+            checked = identity.checked(self, event, out)  # identity from the key (master/identity.py)
+            if checked is None:
+                return out
+            event = checked
+            if self._from_an_older_incarnation(event, out) or self._rate_limited(event, now, out):
                 return out
             if handler is None:  # pragma: no cover - every inbound type has a handler
                 out.append(Log("warning", "unhandled_message", {"type": type(event.body).__name__}))
             else:
                 handler(event.peer, event.body, now, out)
+                identity.bind(self, event)
         elif isinstance(event, TimerFired):
             self._on_timer(event.key, now, out)
         elif isinstance(event, PeerUnreachable):
@@ -134,6 +146,8 @@ class MasterCore(OfferCycle, DurableState, Partitions):
             self._on_update_weights(event, out)
         elif isinstance(event, UpdateQuota):
             self._on_update_quota(event, out)
+        elif isinstance(event, ReplaceAcls):
+            self._replace_acls(event, out)
         else:
             raise TypeError(f"unknown event {event!r}")
         if self._allocation_pending:
@@ -158,6 +172,8 @@ class MasterCore(OfferCycle, DurableState, Partitions):
     # --- agents ---------------------------------------------------------------------------
 
     def _on_RegisterAgent(self, peer: bytes, msg: am.RegisterAgent, now: float, out: list[Effect]) -> None:
+        if agent_refused(peer, msg.agent_info, False, self.counters, out):
+            return
         known = self.peers.get(peer)
         if known and known[0] == "agent" and known[1] in self.agents:
             # A retried registration from the same connection: answer again, change nothing.
@@ -188,6 +204,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
             last_pong=now,
             http_port=info.http_port,
             address=info.address,
+            task_user=info.task_user,
         )
         self.agents[agent_id] = agent
         self.peers[peer] = ("agent", agent_id)
@@ -196,6 +213,8 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         return agent
 
     def _on_ReregisterAgent(self, peer: bytes, msg: am.ReregisterAgent, now: float, out: list[Effect]) -> None:
+        if agent_refused(peer, msg.agent_info, True, self.counters, out):
+            return
         agent_id = msg.agent_info.id or ""
         if agent_id in self.gone:
             self._refuse_gone(peer, agent_id, now, out)
@@ -224,6 +243,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
             self._heard_from(agent, now, out)
             agent.incarnation = self._incarnation or agent.incarnation
             agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address
+            agent.task_user = msg.agent_info.task_user
             self._grow_agent(agent, Resources.from_wire(msg.agent_info.resources), out)
             self.allocator.activate_agent(agent_id)
             out.append(Log("info", "agent_reregistered", {"agent_id": agent_id}))
@@ -263,22 +283,6 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         out.append(
             Send(peer, am.AgentReregistered(agent_id, self.master_info, self.config.agent_ping_interval))
         )
-
-    def _from_an_older_incarnation(self, event: Received, out: list[Effect]) -> bool:
-        """Fencing (DESIGN §6): a re-registration queued by an agent process that has since been
-        replaced (ZeroMQ delivers what a dead process's socket had queued) must not take the
-        agent's route back to a dead connection. Incarnations start with the process's start
-        time, so they order; an older one is dropped and counted."""
-        self._incarnation = event.incarnation
-        if not isinstance(event.body, am.ReregisterAgent) or event.incarnation is None:
-            return False
-        agent = self.agents.get(event.body.agent_info.id or "")
-        if agent is None or agent.incarnation is None or event.incarnation >= agent.incarnation:
-            return False
-        self.counters["stale_incarnation_messages"] += 1
-        out.append(Log("warning", "stale_incarnation_dropped", {
-            "agent_id": agent.agent_id, "incarnation": event.incarnation, "current": agent.incarnation}))
-        return True
 
     def _placeholder_framework(self, framework_id: str, msg: am.ReregisterAgent, now: float) -> FrameworkRecord:
         """A framework known only from an agent's report waits, inactive, for its re-subscribe."""
@@ -330,6 +334,8 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         problem = roles_problem(info.roles) or demand_problem(msg.demand)
         if problem:
             out.append(Send(peer, sm.Error(f"SUBSCRIBE refused: {problem}")))
+            return
+        if not self._may_register(peer, info, "SUBSCRIBE", out):
             return
         demand = demand_of(msg.demand)
         known = self.peers.get(peer)
@@ -387,7 +393,7 @@ class MasterCore(OfferCycle, DurableState, Partitions):
 
     def _on_Teardown(self, peer: bytes, msg: sm.Teardown, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
-        if framework is not None:
+        if framework is not None and self._may_teardown(peer, framework.info.principal, framework, out):
             self._remove_framework(framework, "teardown requested", now, out)
 
     def _remove_framework(self, framework: FrameworkRecord, why: str, now: float, out: list[Effect]) -> None:
@@ -444,6 +450,8 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         problem = roles_problem(msg.framework_info.roles)
         if problem:
             out.append(Send(peer, sm.Error(f"UPDATE_FRAMEWORK refused: {problem}")))
+            return
+        if not self._may_register(peer, msg.framework_info, "UPDATE_FRAMEWORK", out):
             return
         framework.info = msg.framework_info
         self.allocator.update_framework(framework.framework_id, framework.info.roles, msg.suppressed_roles)
@@ -552,23 +560,6 @@ class MasterCore(OfferCycle, DurableState, Partitions):
         framework = self.frameworks.get(msg.framework_id)
         if self._agent_by_peer(peer) is not None and framework is not None and framework.peer is not None:
             out.append(Send(framework.peer, sm.FrameworkMessage(msg.agent_id, msg.executor_id, msg.data)))
-
-    def _on_DeclareDemand(self, peer: bytes, msg: sm.DeclareDemand, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
-        if framework is None:
-            return
-        problem = demand_problem(msg.demand)
-        if problem:
-            out.append(Send(peer, sm.Error(f"DECLARE_DEMAND refused: {problem}")))
-            return
-        self.allocator.declare_demand(framework.framework_id, demand_of(msg.demand))
-        self._request_allocation()
-
-    def _on_Explain(self, peer: bytes, msg: sm.Explain, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
-        if framework is not None:
-            roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self.allocator, framework.framework_id, now)]
-            out.append(Send(peer, sm.Explanation(roles)))
 
     # --- timers ---------------------------------------------------------------------------
 

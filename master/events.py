@@ -1,7 +1,8 @@
 """Inputs and outputs of the master's pure core.
 
-Peers are the transport's addresses for agents and frameworks (ZeroMQ routing ids today, the
-authenticated CURVE identity later); the core never learns how bytes travel.
+Peers are the transport's addresses for agents and frameworks (ZeroMQ routing ids); who a peer
+*is* comes with each message from the authenticated CURVE key (``Received.identity``,
+``Received.credential``), never from the routing id; the core never learns how bytes travel.
 """
 
 from __future__ import annotations
@@ -12,19 +13,33 @@ from typing import Any
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 
 __all__ = [
-    "Received", "PeerUnreachable", "TimerFired", "UpdateWeights", "UpdateQuota", "OperatorError",
+    "Credential", "Received", "PeerUnreachable", "TimerFired", "UpdateWeights", "UpdateQuota", "OperatorError",
     "Send", "ScheduleTimer", "CancelTimer", "Log", "Abort",
 ]
 
 
 @dataclass(frozen=True)
+class Credential:
+    """What the allow list says about the CURVE key a message was authenticated with."""
+
+    name: str
+    kind: str  # agent | framework | client
+    principal: str
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Received:
-    """A decoded message from a peer."""
+    """A decoded message from a peer. ``identity`` is the name of the CURVE key that
+    authenticated the connection (the message's ZeroMQ ``User-Id``) and ``credential`` what the
+    allow list says about it; both None in ``--insecure`` mode, where nothing is checked."""
 
     peer: bytes
     body: Any
     epoch: int = 0
     incarnation: str | None = None
+    identity: str | None = None
+    credential: Credential | None = None
 
 
 @dataclass(frozen=True)

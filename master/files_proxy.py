@@ -14,6 +14,11 @@ without an HTTP port) or ``AGENT_UNREACHABLE`` (it did not answer in time).
 
 Answers carry ``X-Tepui-Framework-Id``, ``X-Tepui-Agent-Id`` and ``X-Tepui-Task-State`` headers
 (the task as the master saw it when the request came), so a client knows which task it read.
+
+Authentication: whoever may read through the master (the master's own ``--http-read-auth``
+decides) may read the sandbox; the master calls the agent with the cluster token it holds
+(``token``, from its ``--http-token-file``), never with the client's header, so agents started
+with the same token file and ``--http-read-auth token`` serve only the master and token holders.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from tepui.master.http import json_response
+from tepui.sdk.http_security import auth_headers
 
 log = logging.getLogger("tepui.master.files")
 
@@ -67,11 +73,12 @@ def _args(request: Any) -> dict[str, str]:
 class TasksEndpoint(resource.Resource):
     """``/tasks/<task_id>/files/<read|browse>``."""
 
-    def __init__(self, reactor: Any, locate: Locate, http: Any = None) -> None:
+    def __init__(self, reactor: Any, locate: Locate, http: Any = None, token: str | None = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.locate = locate
         self.http = http or Agent(reactor, connectTimeout=CONNECT_TIMEOUT)
+        self.token = token
 
     def getChild(self, path: bytes, request: Any) -> resource.Resource:
         return _TaskFiles(self, path.decode(errors="replace"))
@@ -152,7 +159,8 @@ class _TaskFiles(resource.Resource):
                                  f"agent {task.agent_id} ({task.hostname}) at {task.url} did not answer: {reason}"))
             request.finish()
 
-        d = self.parent.http.request(b"GET", url.encode(), Headers({b"user-agent": [b"tepui-master"]}))
+        d = self.parent.http.request(b"GET", url.encode(), Headers({b"user-agent": [b"tepui-master"],
+                                                                     **auth_headers(self.parent.token)}))
         d.addCallback(read_all)
         d.addTimeout(ANSWER_TIMEOUT, self.parent.reactor)  # covers the body too: added after read_all
         d.addCallbacks(relay, failed)

@@ -98,6 +98,21 @@ class CoreCollector:
             yield family
 
 
+class HttpCollector:
+    """The HTTP guard's counters (refusals by status code, internal errors) as
+    ``tepui_master_http_<name>``: a rising ``internal_errors`` is a bug to report, a rising
+    ``refused_401`` a client with a wrong or missing token."""
+
+    def __init__(self, counters: Any) -> None:
+        self._counters = counters
+
+    def collect(self) -> Any:
+        for name in sorted(set(self._counters) | {"internal_errors", "refused_401", "refused_413"}):
+            family = CounterMetricFamily(f"tepui_master_http_{name}", f"Tepui master HTTP {name}")
+            family.add_metric([], self._counters.get(name, 0))
+            yield family
+
+
 def build_site_root(state: Callable[[], Any], health: Callable[[], Any], registry: CollectorRegistry,
                     extra: dict[str, resource.Resource] | None = None) -> Root:
     return Root({

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from tepui.master.acls import PERMISSIVE, AclError, Acls, load_acls
+from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 
 if TYPE_CHECKING:
+    from tepui.sdk.curve import CurveServer
     from tepui.master.partitions import RemovalRate
 
 log = logging.getLogger("tepui.master")
@@ -34,11 +38,24 @@ def run_master(
     agent_removal_rate: RemovalRate | None = None,
     agent_gone_timeout: float = 86400.0,
     recovery_agent_removal_limit: float = 100.0,
+    http_token_file: str | None = None,
+    http_read_auth: str = "open",
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    allow_host_volumes: bool = False,
+    acls_path: str | None = None,
+    framework_rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+    keys_dir: str | None = None,
+    insecure: bool = False,
 ) -> None:
     configure_logging(log_level, "master")
+    curve = master_curve(keys_dir, insecure)
+    acls = _initial_acls(acls_path)
     reactor = install_reactor()
     from tepui.master.core import MasterConfig, MasterCore
+    from tepui.master.http import HttpCollector
     from tepui.master.shell import MasterShell
+    from tepui.sdk.http_security import listen, policy_from_flags
 
     host = hostname or socket.gethostname()
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "*") else ip)
@@ -56,6 +73,9 @@ def run_master(
         agent_removal_rate=agent_removal_rate,
         agent_gone_timeout=agent_gone_timeout,
         recovery_agent_removal_limit=recovery_agent_removal_limit,
+        allow_host_volumes=allow_host_volumes,
+        acls=acls,
+        framework_rate_limit=framework_rate_limit,
     )
     store = None
     if work_dir:
@@ -69,17 +89,102 @@ def run_master(
     else:
         log.warning("event=registry_in_memory hint=\"give --work-dir to keep weights, quotas, reservations, "
                     "agents and frameworks across master restarts\"")
-    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store)
-    reactor.listenTCP(http_port, shell.site(), interface="" if ip in ("0.0.0.0", "*") else ip)
+    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve)
+    site = shell.site(policy_from_flags(http_token_file, http_read_auth, "master"))
+    shell.registry.register(HttpCollector(site.counters))
+    _serve_admission(reactor, shell, acls_path, framework_rate_limit)
+    _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
+    listen(reactor, http_port, site, "" if ip in ("0.0.0.0", "*") else ip, tls_cert, tls_key)
     shell.start()
     log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g agent_removal_rate=%s "
              "agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
              agent_ping_interval * max_agent_ping_timeouts, agent_ping_interval, agent_removal_rate or "unlimited",
              agent_gone_timeout, recovery_agent_removal_limit)
-    log.info("event=master_serving zmq=%s:%d http=%s:%d", ip, port, ip, http_port)
+    log.info("event=master_serving zmq=%s:%d http=%s://%s:%d http_read_auth=%s mutating_calls=%s", ip, port,
+             "https" if tls_cert else "http", ip, http_port, http_read_auth,
+             "token" if http_token_file else "refused (no --http-token-file)")
     reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
     reactor.run()
     if store is not None:
         store.close()
     if shell.failed:
         raise SystemExit(1)
+
+
+def _initial_acls(path: str | None) -> Acls:
+    """No --acls: the built-in permissive ACLs (root still denied), with a warning; a bad file
+    stops the master before it serves anyone (better than running with rules nobody wrote)."""
+    if path is None:
+        log.warning("event=acls_builtin hint=\"every principal may register in every role, reserve and tear "
+                    "down; tasks never run as root. Give --acls FILE to restrict (docs/security.md)\"")
+        return PERMISSIVE
+    try:
+        acls = load_acls(path)
+    except AclError as exc:
+        raise SystemExit(f"{exc}. Fix the file and start the master again.") from None
+    log.info("event=acls_loaded path=%s permissive=%s", path, acls.permissive)
+    return acls
+
+
+def _serve_admission(reactor: Any, shell: Any, acls_path: str | None, limit: RateLimit | None) -> None:
+    """Per-principal /metrics, and the ACL file read again on SIGHUP (a bad file keeps the old
+    rules and says why)."""
+    from tepui.master.admission import AdmissionCollector, ReplaceAcls
+
+    shell.registry.register(AdmissionCollector(shell.core))
+    log.info("event=framework_rate_limit limit=%s", limit or "unlimited")
+    if acls_path is None:
+        return
+
+    def reload() -> None:
+        try:
+            acls = load_acls(acls_path)
+        except AclError as exc:
+            log.error("event=acls_reload_failed error=%r action=kept_previous_acls", str(exc))
+            return
+        shell.operator_call(ReplaceAcls(acls))
+
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(reload))
+
+
+def master_curve(keys_dir: str | None, insecure: bool) -> CurveServer | None:
+    """Secure by default (DESIGN §7): CURVE keys from ``--keys DIR``, or a refusal to start
+    that says how to get them; ``--insecure`` only with a warning at start."""
+    from tepui.sdk.curve import CurveServer, KeyGate
+    from tepui.sdk.keys import KeyStoreError, load_server_keys
+
+    if keys_dir is None:
+        if not insecure:
+            raise SystemExit("the master needs CURVE keys: create a key store with `tepui certs init DIR` and start "
+                             "with --keys DIR (or use `tepui up`, which does both); --insecure runs without "
+                             "encryption or authentication, for tests only")
+        log.warning("event=insecure_mode hint=\"--insecure: ZeroMQ traffic is plain text and any peer may "
+                    "connect and claim any identity; use --keys DIR outside tests\"")
+        return None
+    if insecure:
+        raise SystemExit("give either --keys DIR or --insecure, not both")
+    try:
+        keys = load_server_keys(keys_dir)
+        gate = KeyGate(keys.allow_list_path)
+    except KeyStoreError as exc:
+        raise SystemExit(str(exc)) from None
+    active = sum(1 for entry in gate.allow.entries if not entry.revoked)
+    log.info("event=curve_enabled public_key=%s allow_list=%s active_keys=%d", keys.public.decode(),
+             keys.allow_list_path, active)
+    return CurveServer(keys.public, keys.secret, gate)
+
+
+def _watch_allow_list(reactor: Any, shell: Any) -> None:
+    """The allow list is re-read when its file changes (polled each second) and on SIGHUP; the
+    SIGHUP handler chains to any other (the ACL file is re-read on SIGHUP too)."""
+    if shell.curve is None:
+        return
+    shell.watch_allow_list()
+    previous = signal.getsignal(signal.SIGHUP)
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(shell.reload_allow_list)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGHUP, on_hup)

@@ -19,12 +19,13 @@ from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, Task
 from tepui.master.registry import agent_entry
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
-from tepui.master.validation import task_resources, validate_task
+from tepui.master.validation import demand_of, demand_problem, task_resources, validate_task
 from tepui.offers.allocator import Allocator
+from tepui.offers.explain import explain
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
-from tepui.sdk.protocol.values import Offer, TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sdk.protocol.values import Offer, RoleExplanation, TaskReason, TaskSource, TaskState, TaskStatus
 from tepui.sdk.resources import EMPTY, Resources
 
 Effect = Any
@@ -47,6 +48,14 @@ class OfferCycle:
         def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None: ...
         def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
                        reason: TaskReason, message: str, now: float) -> Effect: ...
+        # provided by master/admission.py
+        def _task_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, task: Any,
+                               executor: Any = None) -> str | None: ...
+        def _refuse_task(self, framework: FrameworkRecord, problem: str, out: list[Effect]) -> None: ...
+        def _group_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, tasks: list[Any],
+                                executor: Any, out: list[Effect]) -> str | None: ...
+        def _operation_unauthorized(self, operation: Any, framework: FrameworkRecord, role: str,
+                                    out: list[Effect]) -> str | None: ...
 
     def _allocate(self, now: float, out: list[Effect], incremental: bool = False) -> None:
         by_framework: dict[str, list[Offer]] = {}
@@ -183,11 +192,18 @@ class OfferCycle:
     ) -> Resources:
         if isinstance(operation, sm.Launch):
             for task_info in operation.task_infos:
-                problem = validate_task(task_info, agent.agent_id, available, set(framework.tasks))
+                problem = validate_task(task_info, agent.agent_id, available, set(framework.tasks),
+                                        self.config.allow_host_volumes)
                 if problem is not None:
                     self.counters["tasks_invalid"] += 1
                     out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                                TaskReason.TASK_INVALID, problem, now))
+                    continue
+                problem = self._task_unauthorized(framework, agent, task_info)
+                if problem is not None:
+                    self._refuse_task(framework, problem, out)
+                    out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                                               TaskReason.TASK_UNAUTHORIZED, problem, now))
                     continue
                 available = self._record_task(framework, agent, role, task_info, available, now)
                 out.append(Send(agent.peer, am.RunTask(framework.info, task_info)))
@@ -195,6 +211,10 @@ class OfferCycle:
         if isinstance(operation, sm.LaunchGroup):
             return self._launch_group(operation, framework, agent, role, available, now, out)
         if isinstance(operation, (sm.Reserve, sm.Unreserve, sm.Create, sm.Destroy)):
+            refusal = self._operation_unauthorized(operation, framework, role, out)
+            if refusal is not None:
+                out.append(Send(framework.peer or b"", sm.Error(refusal + "; the offer's resources were returned")))
+                return available
             if isinstance(operation, sm.Reserve):
                 plan = plan_reserve(operation.resources, role, framework.info.principal, available)
             elif isinstance(operation, sm.Unreserve):
@@ -249,6 +269,8 @@ class OfferCycle:
         problem = None if tasks else "LAUNCH_GROUP has no tasks"
         if problem is None and operation.executor.type != "DEFAULT":
             problem = "LAUNCH_GROUP needs an executor of type DEFAULT"
+        unauthorized = None if problem else self._group_unauthorized(framework, agent, tasks, operation.executor, out)
+        problem = problem or unauthorized
         remaining, seen = available, set(framework.tasks)
         for task_info in tasks:
             if problem is not None:
@@ -256,17 +278,18 @@ class OfferCycle:
             if task_info.executor is not None:
                 problem = f"task {task_info.task_id!r}: tasks of a group take no executor of their own"
                 break
-            problem = validate_task(task_info, agent.agent_id, remaining, seen)
+            problem = validate_task(task_info, agent.agent_id, remaining, seen, self.config.allow_host_volumes)
             if problem is None:
                 resources, _ = task_resources(task_info)
                 assert resources is not None
                 remaining = remaining - resources
                 seen.add(task_info.task_id)
         if problem is not None:
-            self.counters["tasks_invalid"] += len(tasks)
+            self.counters["tasks_invalid"] += 0 if unauthorized else len(tasks)
+            reason = TaskReason.TASK_GROUP_UNAUTHORIZED if unauthorized else TaskReason.TASK_GROUP_INVALID
             for task_info in tasks:
                 out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
-                                           TaskReason.TASK_GROUP_INVALID, f"task group refused: {problem}", now))
+                                           reason, f"task group refused: {problem}", now))
             return available
         for task_info in tasks:
             available = self._record_task(framework, agent, role, task_info, available, now)
@@ -283,6 +306,25 @@ class OfferCycle:
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is not None:
             self.allocator.suppress(framework.framework_id, msg.roles)
+
+    # --- declared demand and explanations ------------------------------------------------
+
+    def _on_DeclareDemand(self, peer: bytes, msg: sm.DeclareDemand, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is None:
+            return
+        problem = demand_problem(msg.demand)
+        if problem:
+            out.append(Send(peer, sm.Error(f"DECLARE_DEMAND refused: {problem}")))
+            return
+        self.allocator.declare_demand(framework.framework_id, demand_of(msg.demand))
+        self._request_allocation()
+
+    def _on_Explain(self, peer: bytes, msg: sm.Explain, now: float, out: list[Effect]) -> None:
+        framework = self._framework_for(peer, msg.framework_id, out)
+        if framework is not None:
+            roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self.allocator, framework.framework_id, now)]
+            out.append(Send(peer, sm.Explanation(roles)))
 
 
 def _tasks_of(operations: list[Any]) -> list[Any]:

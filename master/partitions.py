@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tepui.master.events import Abort, Send
+from tepui.master.events import Abort, Received, Send
 from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord, UnreachableAgent
 from tepui.master.registry import AGENTS, Persist, agent_info_of, gone_entry, unreachable_entry
 from tepui.offers.allocator import Allocator
@@ -387,6 +387,24 @@ class Partitions:
             out.append(Send(peer, sm.Update(TaskStatus(
                 task_id=wanted.task_id, state=state, source=TaskSource.MASTER, reason=TaskReason.RECONCILIATION,
                 agent_id=agent_id, timestamp=now, message=message))))
+
+    # --- fencing ------------------------------------------------------------------------
+
+    def _from_an_older_incarnation(self, event: Received, out: list[Effect]) -> bool:
+        """Fencing (DESIGN §6): a re-registration queued by an agent process that has since been
+        replaced (ZeroMQ delivers what a dead process's socket had queued) must not take the
+        agent's route back to a dead connection. Incarnations start with the process's start
+        time, so they order; an older one is dropped and counted."""
+        self._incarnation = event.incarnation
+        if not isinstance(event.body, am.ReregisterAgent) or event.incarnation is None:
+            return False
+        agent = self.agents.get(event.body.agent_info.id or "")
+        if agent is None or agent.incarnation is None or event.incarnation >= agent.incarnation:
+            return False
+        self.counters["stale_incarnation_messages"] += 1
+        out.append(Log("warning", "stale_incarnation_dropped", {
+            "agent_id": agent.agent_id, "incarnation": event.incarnation, "current": agent.incarnation}))
+        return True
 
 
 def _known(task: TaskRecord, now: float) -> TaskStatus:

@@ -46,6 +46,7 @@ class AgentRecord:
     address: str | None = None  # where its HTTP API is reached (AgentInfo.address)
     reported: Resources | None = None  # what the agent itself says it has (its flags), when known
     incarnation: str | None = None  # of the agent process that registered last (fencing)
+    task_user: str | None = None  # who its tasks without command.user run as (AgentInfo.task_user)
     tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)  # (fid, tid)
     offers: set[str] = field(default_factory=set)
 

@@ -7,28 +7,30 @@ import logging
 from typing import Any, Hashable
 
 from prometheus_client import CollectorRegistry
-from twisted.web import server
 
 from tepui.master.core import MasterCore
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
-from tepui.master.events import Abort, OperatorError, PeerUnreachable, Received, Send
+from tepui.master.events import Credential, Abort, OperatorError, PeerUnreachable, Received, Send
 from tepui.master.files_proxy import Located, TasksEndpoint
 from tepui.master.http import CoreCollector, build_site_root
 from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
 from tepui.master.state_view import agent_url, find_tasks, render_state
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.http_security import GuardedSite, HttpPolicy
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import MasterInbound
 from tepui.sdk.shell import TimerBook, log_effect
 from tepui.sdk.store import Store, StoreError
+from tepui.sdk.curve import CurveServer
 from tepui.sdk.transport import RouterEndpoint
 
 log = logging.getLogger("tepui.master")
 
 
 class MasterShell:
-    def __init__(self, reactor: Any, core: MasterCore, bind: str, store: Store | None = None) -> None:
+    def __init__(self, reactor: Any, core: MasterCore, bind: str, store: Store | None = None,
+                 curve: CurveServer | None = None) -> None:
         self.reactor = reactor
         self.core = core
         self.store = store
@@ -37,7 +39,12 @@ class MasterShell:
         self.timers = TimerBook(reactor, self._on_timer)
         self.malformed = 0
         self._msg_id = 0
-        self.endpoint = RouterEndpoint(reactor, bind, self._on_message, self._on_unreachable)
+        # With ``curve`` (keys + allow list) only allow-listed keys get through, and each message
+        # comes with the authenticated key's name (identity from the key, never the routing id).
+        self.curve = curve
+        self.endpoint = RouterEndpoint(reactor, bind, self._on_message, self._on_unreachable, curve=curve,
+                                       pass_identity=True)
+        self._allow_list_watch: Any = None
         self.registry = CollectorRegistry()
         self.registry.register(CoreCollector(self._metrics))
 
@@ -57,9 +64,13 @@ class MasterShell:
 
     def stop(self) -> None:
         self.timers.cancel_all()
+        if self._allow_list_watch is not None and self._allow_list_watch.running:
+            self._allow_list_watch.stop()
         self.endpoint.close()
 
-    def site(self) -> server.Site:
+    def site(self, policy: HttpPolicy | None = None) -> GuardedSite:
+        """The HTTP API; ``policy`` (tokens, read auth, body limit) is applied before any handler."""
+        policy = policy or HttpPolicy()
         allocator = self.core.allocator
         root = build_site_root(
             lambda: render_state(self.core, self.reactor.seconds()),
@@ -69,10 +80,10 @@ class MasterShell:
                 "weights": WeightsEndpoint(allocator, self.operator_call),
                 "quota": QuotaEndpoint(allocator, self.operator_call),
                 "roles": RolesEndpoint(allocator, self.operator_call),
-                "tasks": TasksEndpoint(self.reactor, self.locate_task),
+                "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token),
             },
         )
-        return server.Site(root)
+        return GuardedSite(root, policy)
 
     def locate_task(self, task_id: str, framework_id: str | None) -> list[Located]:
         """Each framework's task with this id, and where its agent serves sandbox files."""
@@ -92,7 +103,30 @@ class MasterShell:
 
     # --- inputs ---------------------------------------------------------------------------
 
-    def _on_message(self, peer: bytes, payload: bytes) -> None:
+    def watch_allow_list(self, interval: float = 1.0) -> None:
+        """Re-reads the allow list whenever its file changes (and on :meth:`reload_allow_list`,
+        which SIGHUP calls): ``tepui certs revoke`` takes effect within ``interval`` seconds,
+        without a restart; a revoked key's open connection is cut at its next message."""
+        from twisted.internet import task
+
+        if self.curve is not None:
+            self._allow_list_watch = task.LoopingCall(self.reload_allow_list)
+            self._allow_list_watch.clock = self.reactor
+            self._allow_list_watch.start(interval, now=False)
+
+    def reload_allow_list(self) -> None:
+        if self.curve is not None:
+            self.curve.gate.reload()
+
+    def _credential(self, identity: str | None) -> Credential | None:
+        if identity is None or self.curve is None:
+            return None
+        entry = self.curve.gate.current(identity)
+        if entry is None:  # pragma: no cover - the transport drops revoked keys' messages
+            return None
+        return Credential(entry.name, entry.kind, entry.principal, entry.roles)
+
+    def _on_message(self, peer: bytes, payload: bytes, identity: str | None = None) -> None:
         try:
             env = self.codec.decode(payload)
         except ProtocolError as exc:
@@ -102,7 +136,8 @@ class MasterShell:
             log.warning("event=malformed_message peer=%s error=%r", peer.hex()[:12], str(exc))
             self._send(peer, sm.Error(str(exc)))
             return
-        self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation), self.reactor.seconds()))
+        self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation, identity,
+                                                self._credential(identity)), self.reactor.seconds()))
 
     def _on_unreachable(self, peer: bytes) -> None:
         # Never re-enter the core from inside the perform loop that caused the failed send.
@@ -178,6 +213,9 @@ class MasterShell:
             "transport_bad_frames": stats.bad_frames,
             "transport_unreachable": stats.unreachable,
             "transport_overflow_dropped": stats.overflow_dropped,
+            "transport_disconnected_peers": stats.disconnected_peers,
+            "transport_refused_revoked": stats.refused_revoked,
+            "transport_handshake_failures": self.endpoint.handshake_failures,
         })
         gauges = {
             "agents": float(len(self.core.agents)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tepui.offers.allocator import Demand
 from tepui.offers.roles import InvalidRole, validate_role
+from tepui.master.task_checks import spec_problem
 from tepui.sdk.protocol.values import DemandShape, TaskInfo
 from tepui.sdk.resources import InvalidResources, Resources
 
@@ -42,8 +43,10 @@ def task_resources(task: TaskInfo) -> tuple[Resources | None, str | None]:
     return resources, None
 
 
-def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: set[str]) -> str | None:
-    """Everything checkable at the master before a task may launch."""
+def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: set[str],
+                  allow_host_volumes: bool = False) -> str | None:
+    """Everything checkable at the master before a task may launch (the spec's fields in
+    :mod:`tepui.master.task_checks`)."""
     problem = validate_id("task_id", task.task_id)
     if problem:
         return problem
@@ -62,6 +65,9 @@ def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_id
     if task.kill_policy and task.kill_policy.grace_period_seconds is not None:
         if task.kill_policy.grace_period_seconds < 0:
             return f"task {task.task_id!r}: kill_policy.grace_period_seconds must be >= 0"
+    problem = spec_problem(task, allow_host_volumes)
+    if problem:
+        return problem
     resources, problem = task_resources(task)
     if problem:
         return problem

@@ -31,6 +31,8 @@ from tepui.sdk.runtime import install_reactor
 from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler, SchedulerDriver
 from tepui.sdk.executor import Executor, ExecutorDriver
 from tepui.sdk.store import SQLiteStore, Store, StoreError
+from tepui.sdk.config import ClientConfig, ConfigError, load_client_config
+from tepui.sdk.keys import ClientKeys, KeyStoreError, load_client_keys
 
 __version__ = "0.1.0"
 
@@ -40,4 +42,5 @@ __all__ = [
     "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
     "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",
     "Executor", "ExecutorDriver", "SQLiteStore", "Store", "StoreError", "LONG_RUNNING_FAILOVER_TIMEOUT",
+    "ClientConfig", "ConfigError", "load_client_config", "ClientKeys", "KeyStoreError", "load_client_keys",
 ]

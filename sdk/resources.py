@@ -52,7 +52,7 @@ class ResourceKey:
 
 def to_fixed(value: float) -> int:
     """Rounds a scalar to thousandths, halves away from zero (Mesos: ``llround(v * 1000)``)."""
-    if not math.isfinite(value):
+    if not math.isfinite(value) or not math.isfinite(value * SCALE):  # 1e308 is finite, 1e308 * 1000 is not
         raise InvalidResources(f"scalar must be a finite number, got {value}")
     return int(math.copysign(math.floor(abs(value) * SCALE + 0.5), value))
 

@@ -37,6 +37,8 @@ from tepui.sdk.protocol.values import (
     TaskStatus,
 )
 from tepui.sdk.resources import Resources
+from tepui.sdk.config import DEFAULT_MASTER, load_client_config, resolve_master
+from tepui.sdk.keys import ClientKeys
 from tepui.sdk.transport import DealerEndpoint, tcp_address
 
 # The failover timeout for long-running frameworks (services, schedulers of long jobs): a crashed
@@ -89,18 +91,31 @@ class SchedulerDriver:
         self,
         scheduler: Scheduler,
         framework: FrameworkInfo,
-        master: str = "127.0.0.1:5050",
+        master: str | None = None,
         *,
         reactor: Any,
         implicit_acknowledgements: bool = True,
         demand: Iterable[tuple[Resources, int] | Resources] | None = None,
+        keys: ClientKeys | None = None,
+        insecure: bool = False,
     ) -> None:
         """``demand`` (optional) is declared with the subscription itself, so that not even the
-        first offers go where none of the shapes fits; see :meth:`declare_demand`."""
+        first offers go where none of the shapes fits; see :meth:`declare_demand`.
+
+        ``keys`` (CURVE: this client's key pair and the master's public key): without them the
+        driver reads the client configuration (``$TEPUI_CONFIG``, else
+        ``~/.config/tepui/config.yaml``, written by ``tepui up``), which also supplies the master
+        address when ``master`` is None; no configuration means a plain connection, which only a
+        master started with ``--insecure`` accepts. ``insecure`` skips the configuration."""
         self.scheduler = scheduler
         self._demand = _shapes(demand)
         self.framework = framework
-        self.master_address = tcp_address(master, 5050)
+        if keys is None and not insecure:
+            config = load_client_config()
+            keys = config.keys
+            master = resolve_master(master, config)
+        self.keys = keys
+        self.master_address = tcp_address(master or DEFAULT_MASTER, 5050)
         self.reactor = reactor
         self.implicit_acknowledgements = implicit_acknowledgements
         self.codec: Codec[Any] = Codec(FrameworkInbound)
@@ -122,12 +137,18 @@ class SchedulerDriver:
     def framework_id(self) -> str | None:
         return self.framework.id
 
+    @property
+    def handshake_problem(self) -> str | None:
+        """Why the master refused our connection's handshake (``key_refused``,
+        ``mechanism_mismatch``, ...), if it did: the socket still "sends" (trap 6)."""
+        return self._endpoint.handshakes.last_failure if self._endpoint is not None else None
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connects and subscribes; callbacks start arriving once the reactor runs."""
         self._endpoint = DealerEndpoint(self.reactor, self.master_address, self._on_message,
-                                        on_reconnect=self._reconnected)
+                                        on_reconnect=self._reconnected, curve=self.keys)
         self._stopped = False
         self._subscribe()
 

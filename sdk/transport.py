@@ -10,7 +10,12 @@
   logged, never silent. ``ROUTER_MANDATORY`` turns a send to a vanished peer into an error we
   report (``on_unreachable``) instead of a silent drop.
 * Frame counts are checked on receipt (ROUTER: identity + one payload; DEALER: one payload);
-  violators are counted and dropped. ``MAXMSGSIZE`` caps each frame before it reaches Python.
+  violators are counted and dropped, and a ROUTER peer is also disconnected (trap 4): frames are
+  read one at a time and the surplus discarded as it is read, so a flood never becomes a Python
+  list. ``MAXMSGSIZE`` caps each frame before it reaches Python (libzmq disconnects violators).
+* CurveZMQ (``curve=``): the ROUTER authenticates through a ZAP handler started before ``bind()``
+  and passes each message's authenticated identity on; a DEALER logs refused handshakes. See
+  :mod:`tepui.sdk.curve`.
 * Explicit HWMs, ``LINGER``, ZMTP heartbeats (they only prove the peer's I/O thread lives;
   cores ping at the application level too).
 
@@ -28,12 +33,25 @@ from typing import Any, Callable
 import zmq
 
 from tepui.sdk.codec import DEFAULT_MAX_BYTES
+from tepui.sdk.curve import (
+    CurveServer,
+    HandshakeLog,
+    ServerMonitor,
+    apply_client,
+    apply_server,
+    cut_connection,
+    source_fd,
+    start_authenticator,
+    user_id,
+)
+from tepui.sdk.keys import ClientKeys
 from tepui.sdk.runtime import event_loop
 
 log = logging.getLogger("tepui.transport")
 
 DRAIN_BATCH = 2000  # messages handled per wake-up before yielding to timers and HTTP
 PENDING_LIMIT = 100_000
+REFUSED_RETRY_SECONDS = 5.0  # a DEALER whose key the master refused tries again this often
 
 
 @dataclass
@@ -44,6 +62,8 @@ class TransportStats:
     queued: int = 0
     overflow_dropped: int = 0
     unreachable: int = 0
+    disconnected_peers: int = 0  # ROUTER: connections cut for breaking the frame limits
+    refused_revoked: int = 0  # ROUTER: messages from a key revoked since it connected
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -101,7 +121,7 @@ class _Endpoint:
         try:
             while handled < DRAIN_BATCH:
                 try:
-                    frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                    frames = self._recv()
                 except zmq.Again:
                     break
                 handled += 1
@@ -121,7 +141,10 @@ class _Endpoint:
         if handled >= DRAIN_BATCH:
             self._schedule_drain()  # more may be waiting; let timers and HTTP run first
 
-    def _dispatch(self, frames: list[bytes]) -> None:
+    def _recv(self) -> Any:
+        return self._sock.recv_multipart(zmq.NOBLOCK)
+
+    def _dispatch(self, frames: Any) -> None:
         raise NotImplementedError
 
     def _send_frames(self, frames: list[bytes]) -> None:
@@ -193,19 +216,35 @@ class _Endpoint:
         self._sock.close()
 
 
+class _Incoming:
+    """One message as the ROUTER read it: at most ``max_frames`` frames kept, the rest counted."""
+
+    __slots__ = ("frames", "extra", "identity", "props")
+
+    def __init__(self, frames: list[bytes], extra: int, identity: str | None, props: zmq.Frame | None) -> None:
+        self.frames, self.extra, self.identity, self.props = frames, extra, identity, props
+
+
 class RouterEndpoint(_Endpoint):
-    """The master's socket: many peers, each addressed by its routing id."""
+    """The master's socket: many peers, each addressed by its routing id.
+
+    With ``curve``, only allow-listed keys get through the handshake, and ``on_message`` is
+    called as ``on_message(peer, payload, identity)`` with the key's allow-list name (with
+    ``pass_identity`` and no ``curve``, identity is None: the insecure mode)."""
 
     def __init__(
         self,
         reactor: Any,
         bind: str,
-        on_message: Callable[[bytes, bytes], None],
+        on_message: Callable[..., None],
         on_unreachable: Callable[[bytes], None] | None = None,
         on_batch_end: Callable[[], None] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         hwm: int = 10_000,
         context: zmq.Context | None = None,
+        curve: CurveServer | None = None,
+        pass_identity: bool = False,
+        max_frames: int = 2,
     ) -> None:
         ctx = context or zmq.Context.instance()
         sock = ctx.socket(zmq.ROUTER)
@@ -215,16 +254,76 @@ class RouterEndpoint(_Endpoint):
         super().__init__(reactor, sock, on_batch_end)
         self._on_message = on_message
         self._on_unreachable_cb = on_unreachable
+        self._curve = curve
+        self._pass_identity = pass_identity or curve is not None
+        self._max_frames = max_frames
+        self._auth: Any = None
+        self._server_monitor: ServerMonitor | None = None
+        if curve is not None:
+            # Trap 5: the ZAP handler must be there before the first peer can connect.
+            self._auth = start_authenticator(ctx, curve.gate)
+            apply_server(sock, curve)
+            self._server_monitor = ServerMonitor(self._loop, sock)
         sock.bind(bind)
         self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._port = int(self.address.rsplit(":", 1)[1]) if self.address.startswith("tcp://") else None
         self._start_reading()
 
-    def _dispatch(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
+    @property
+    def handshake_failures(self) -> int:
+        return self._server_monitor.handshakes.failures if self._server_monitor is not None else 0
+
+    def _recv(self) -> _Incoming:
+        sock = self._sock
+        peer = sock.recv(zmq.NOBLOCK)
+        frames = [peer]
+        extra = 0
+        props: zmq.Frame | None = None
+        while sock.getsockopt(zmq.RCVMORE):
+            # The rest of a message is always there once its first frame is (libzmq delivers
+            # whole messages). Kept frames are copied out; surplus ones are dropped as read.
+            if len(frames) < self._max_frames:
+                if self._curve is None:  # no User-Id to read: the cheaper copying receive
+                    frames.append(sock.recv())
+                    continue
+                frame = sock.recv(copy=False)
+                props = props or frame
+                frames.append(frame.bytes)
+            else:
+                frame = sock.recv(copy=False)
+                props = props or frame
+                extra += 1
+        identity = user_id(props) if props is not None and self._curve is not None else None
+        return _Incoming(frames, extra, identity, props)
+
+    def _dispatch(self, message: _Incoming) -> None:
+        frames = message.frames
+        if message.extra or len(frames) != 2:
             self.stats.bad_frames += 1
-            log.warning("event=bad_frame_count frames=%d expected=2", len(frames))
+            log.warning("event=bad_frame_count frames=%d expected=2 identity=%s action=disconnect",
+                        len(frames) + message.extra, message.identity or "-")
+            self._disconnect(message)
             return
-        self._on_message(frames[0], frames[1])
+        if self._curve is not None:
+            if not message.identity or self._curve.gate.current(message.identity) is None:
+                # Revoked (or removed) since it connected: ZAP only runs at the handshake.
+                self.stats.refused_revoked += 1
+                log.warning("event=message_from_revoked_key identity=%s action=disconnect", message.identity or "-")
+                self._disconnect(message, block=False)
+                return
+        if self._pass_identity:
+            self._on_message(frames[0], frames[1], message.identity)
+        else:
+            self._on_message(frames[0], frames[1])
+
+    def _disconnect(self, message: _Incoming, block: bool = True) -> None:
+        """Cuts the connection a message came on (see :func:`tepui.sdk.curve.cut_connection`)
+        and refuses its key for a cool-down, so that ZeroMQ's automatic reconnect does not
+        simply resume the flood. The frames are already freed: libzmq dropped them as read."""
+        if block and message.identity and self._curve is not None:
+            self._curve.gate.block(message.identity)
+        if message.props is not None and cut_connection(source_fd(message.props), self._port):
+            self.stats.disconnected_peers += 1
 
     def send(self, peer: bytes, payload: bytes) -> None:
         self._send_frames([peer, payload])
@@ -233,10 +332,22 @@ class RouterEndpoint(_Endpoint):
         if self._on_unreachable_cb is not None:
             self._on_unreachable_cb(frames[0])
 
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._server_monitor is not None:
+            self._server_monitor.close()
+        super().close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
 
 class DealerEndpoint(_Endpoint):
     """An agent's or framework's socket to the master. The routing id is fixed per endpoint so
-    that a reconnect (after a network blip) keeps the master's route to us (``ROUTER_HANDOVER``)."""
+    that a reconnect (after a network blip) keeps the master's route to us (``ROUTER_HANDOVER``).
+    With ``curve`` (the client key pair and the master's public key) the link is encrypted and
+    the master authenticates us; a refused handshake is logged (the send itself never fails)."""
 
     def __init__(
         self,
@@ -248,6 +359,7 @@ class DealerEndpoint(_Endpoint):
         hwm: int = 10_000,
         context: zmq.Context | None = None,
         on_reconnect: Callable[[], None] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         ctx = context or zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
@@ -256,15 +368,41 @@ class DealerEndpoint(_Endpoint):
         sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        if curve is not None:
+            apply_client(sock, curve)
         super().__init__(reactor, sock, on_batch_end)
         self._on_message = on_message
-        self._monitor: _ConnectionMonitor | None = None
-        if on_reconnect is not None:
-            self._monitor = _ConnectionMonitor(self._loop, sock, on_reconnect)
+        self.handshakes = HandshakeLog("client")
+        self._connect_to = connect
+        self._monitor: _ConnectionMonitor | None = _ConnectionMonitor(
+            self._loop, sock, on_reconnect, self.handshakes, secure=curve is not None, on_refused=self._refused)
+        self._retry: Any = None
         sock.connect(connect)
         self._start_reading()
 
+    def _refused(self) -> None:
+        """The master refused our key. libzmq then ends the connection for good (a refusal is a
+        protocol error, not a network one, and is not retried), so try again now and then
+        ourselves: the key may be allow-listed in a moment (issued after the client started, or
+        a revocation undone), and this keeps the client's behaviour the same as for a master
+        that is down."""
+        if self._retry is None and not self._closed:
+            self._retry = self._loop.call_later(REFUSED_RETRY_SECONDS, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._retry = None
+        if self._closed:
+            return
+        try:
+            self._sock.disconnect(self._connect_to)
+        except zmq.ZMQError:
+            pass  # already gone with the refused session
+        self._sock.connect(self._connect_to)
+
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
@@ -285,12 +423,21 @@ class _ConnectionMonitor:
     """Tells the owner of a DEALER when its connection comes back after a loss (ZeroMQ
     reconnects on its own and says nothing; the socket monitor does). A peer that restarted
     (a master after a crash) has forgotten us, so the owner re-subscribes or re-registers at
-    once instead of waiting for its silence timeout. Read like every ZeroMQ socket here: the
-    FD is edge-triggered, so each wake-up drains every event."""
+    once instead of waiting for its silence timeout. Over CURVE the connection counts as back
+    only once the handshake succeeded (a refused key connects, fails and retries for ever; each
+    round must not look like a reconnect). Handshake failures go to ``handshakes`` (trap 6).
+    Read like every ZeroMQ socket here: the FD is edge-triggered, so each wake-up drains every event."""
 
-    def __init__(self, loop: Any, sock: zmq.Socket, on_reconnect: Callable[[], None]) -> None:
+    def __init__(self, loop: Any, sock: zmq.Socket, on_reconnect: Callable[[], None] | None,
+                 handshakes: HandshakeLog, secure: bool, on_refused: Callable[[], None] | None = None) -> None:
         self._loop, self._sock, self._on_reconnect = loop, sock, on_reconnect
-        self._events = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._on_refused = on_refused
+        self._handshakes = handshakes
+        self._up_event = zmq.EVENT_HANDSHAKE_SUCCEEDED if secure else zmq.EVENT_CONNECTED
+        self._events = sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self._fd = self._events.getsockopt(zmq.FD)
         self._lost = False
         self._closed = False
@@ -307,13 +454,22 @@ class _ConnectionMonitor:
                 return
             except zmq.ZMQError:
                 return
-            event = parse_monitor_message(frames)["event"]
-            if event == zmq.EVENT_DISCONNECTED:
+            message = parse_monitor_message(frames)
+            event = message["event"]
+            if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._handshakes.event(event, message["value"], message["endpoint"])
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._on_refused is not None:
+                    self._on_refused()
+            elif event == zmq.EVENT_DISCONNECTED:
+                if not self._lost:
+                    log.info("event=connection_lost")
                 self._lost = True
-                log.info("event=connection_lost")
-            elif event == zmq.EVENT_CONNECTED and self._lost:
+            elif event == self._up_event and self._lost:
                 self._lost = False
                 log.info("event=connection_restored")
+                if self._on_reconnect is None:
+                    continue
                 try:
                     self._on_reconnect()
                 except Exception:  # a handler bug must not kill the read loop

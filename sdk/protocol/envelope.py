@@ -3,9 +3,9 @@
 Fields (DESIGN §4): protocol version ``v``; message id ``id`` (per sender, increasing); the
 master's leader ``epoch`` (receivers drop messages from an older epoch, so a message queued in
 a socket across a failover is harmless); the agent's ``incarnation`` (new on every agent
-process start). The sender's identity is deliberately *not* a field: a receiver takes it from
-the transport (the ZeroMQ routing id today, the authenticated CURVE key once links are
-encrypted), never from anything the peer writes about itself.
+process start). The sender's identity is deliberately *not* a field: the master takes it from
+the transport (the allow-list name of the CURVE key that authenticated the connection, the
+message's ZeroMQ ``User-Id``), never from anything the peer writes about itself.
 """
 
 from __future__ import annotations

@@ -330,6 +330,9 @@ class AgentInfo(Value):
     id: str | None = None
     http_port: int | None = None
     address: str | None = None  # IP where http_port is reached (agent --advertise-ip)
+    # Who tasks without command.user run as (agent --task-user), so the master's run_tasks ACL
+    # judges the user a task really gets; None: the agent's own user (never root by default).
+    task_user: str | None = None
 
 
 class Offer(Value):

@@ -248,3 +248,24 @@ def test_a_symlink_swapped_in_after_the_check_is_still_refused(work_dir: Path,
     (box / "swapped").symlink_to(work_dir / "secret")
     monkeypatch.setattr(files, "confine", lambda sandbox, relative: os.path.join(sandbox, relative or ""))
     assert code_of(lambda: read(str(box), "swapped")) == (403, "PATH_ESCAPES")
+
+
+# --- behind the HTTP guard, as the agent serves it ------------------------------------------------
+
+
+def test_files_api_with_read_auth_token_needs_the_clusters_token_but_health_does_not(work_dir: Path) -> None:
+    from tepui.sdk.http_security import GuardedSite, HttpPolicy
+    from tests.http_wire import clock, exchange
+
+    token = "cluster-token-0123456789"
+    site = GuardedSite(build_root(str(work_dir), lambda: {"healthy": True}), HttpPolicy(token, "token", service="agent"),
+                       reactor=clock())
+    path = f"/files/read?framework_id={FID}&task_id={TID}&path=stdout"
+    refused = exchange(site, "GET", path)
+    assert refused.code == 401 and "agent's --http-token-file" in refused.json()["error"]
+    answer = exchange(site, "GET", path, token=token)
+    assert answer.code == 200 and answer.json()["data"] == "hello\nworld\n"
+    assert exchange(site, "GET", "/health").code == 200
+    assert exchange(site, "DELETE", path, token=token).code == 405  # nothing on the agent mutates
+    open_site = GuardedSite(build_root(str(work_dir), lambda: {"healthy": True}), HttpPolicy(), reactor=clock())
+    assert exchange(open_site, "GET", path).code == 200  # the default: open reads, bound to 127.0.0.1

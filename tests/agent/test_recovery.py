@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tepui.agent.checkpoint import Checkpoint, CheckpointError, CheckpointStore, TaskCheckpoint
+from tepui.agent.checkpoint import Checkpoint, CheckpointError, CheckpointStore
 from tepui.agent.core import AgentConfig, AgentCore
 from tepui.agent.events import (
     FetchURIs,

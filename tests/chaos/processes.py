@@ -70,7 +70,7 @@ class OneAgentCluster:
         with self._log(f"master-{self.master_runs}") as log:
             self.master = subprocess.Popen(
                 tepui_cmd("master", "--ip", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.http_port),
-                          *extra),
+                          "--insecure", *extra),  # not about security: plain ZeroMQ
                 stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
     def kill_master(self) -> None:
@@ -87,7 +87,7 @@ class OneAgentCluster:
             self.agent = subprocess.Popen(
                 tepui_cmd("agent", "--master", f"127.0.0.1:{self.port}", "--work-dir", str(self.work_dir),
                           "--hostname", "agent-r", "--http-port", "0", "--resources", "cpus:4;mem:2048",
-                          *self.agent_args, *extra),
+                          "--insecure", *self.agent_args, *extra),
                 stdout=log, stderr=subprocess.STDOUT, env=child_env())
         return self.agent
 

@@ -162,9 +162,12 @@ def test_16_a_restart_with_fewer_resources_is_refused_with_a_clear_message(
 def test_12_a_custom_executor_reconnects_to_its_restarted_agent_and_keeps_its_tasks(tmp_path: Path) -> None:
     # The executor is this repository's Python: the default task user (nobody) may not be able
     # to run this interpreter, so tasks run as the agent's user here.
+    # Running tasks as root needs a run_tasks rule naming root at the master.
     cluster = OneAgentCluster(tmp_path, agent_args=["--containerizers", "mesos", "--task-user", "root"])
+    (tmp_path / "acls.yaml").write_text("permissive: true\nrun_tasks:\n  - principals: ANY\n    users: [root]\n")
     try:
-        running_cluster(cluster, {"short": "sleep 2", "long": "sleep 600"}, "--executor")
+        running_cluster(cluster, {"short": "sleep 2", "long": "sleep 600"}, "--executor",
+                        master_args=("--acls", str(tmp_path / "acls.yaml")))
         cluster.kill_agent()
         time.sleep(2.5)  # "short" finishes while the agent is down: its executor holds the update
         cluster.start_agent()

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.keyring import TestKeys
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 HERE = Path(__file__).resolve().parent
@@ -59,6 +61,16 @@ def child_env() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("TEPUI_MASTER", None)
     return env
+
+
+def write_token(path: Path) -> str:
+    """A fresh HTTP bearer token in ``path`` (0600), returned."""
+    import secrets
+
+    token = secrets.token_urlsafe(24)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -199,11 +211,19 @@ class Cluster:
     """A real master and agents on free ports. ``master`` is what ``--master`` wants."""
 
     def __init__(self, root: Path, agents: int = 2, kill_grace_period: float = 3.0,
-                 agent_args: list[str] | None = None) -> None:
+                 agent_args: list[str] | None = None, master_args: list[str] | None = None) -> None:
         self.agent_args = list(agent_args or [])
+        self.master_args = list(master_args or [])
         self.root = root
         self.port, self.http_port = free_ports(2)
         self.master = f"127.0.0.1:{self.port}"
+        # The cluster's HTTP token, as `tepui up` makes one: mutating calls need it.
+        self.token = write_token(root / "http-token")
+        # CURVE keys, as `tepui up` makes them; clients started with child_env() while the
+        # cluster runs find them (and the token) through TEPUI_CONFIG. env_for(principal) gives
+        # a framework its own key when it subscribes under a principal of its own.
+        self.keys = TestKeys(root / "keys", agents, self.master, f"http://127.0.0.1:{self.http_port}", self.token)
+        self._previous_config: str | None = None
         self.agent_count = agents
         self.kill_grace_period = kill_grace_period
         # Agent work dirs must be traversable by the unprivileged task user (pytest's tmp dirs
@@ -227,10 +247,13 @@ class Cluster:
 
     def start(self) -> None:
         self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
-                               "--http-port", str(self.http_port)])
+                               "--http-port", str(self.http_port), "--http-token-file", str(self.root / "http-token"),
+                               "--keys", str(self.keys.store), *self.master_args])
+        self._previous_config = os.environ.get("TEPUI_CONFIG")
+        os.environ["TEPUI_CONFIG"] = str(self.keys.config)
         for i, work_dir in enumerate(self.work_dirs, start=1):
             self._spawn(f"agent-{i}", ["agent", "--master", self.master, "--work-dir", str(work_dir),
-                                       "--hostname", f"agent-{i}",
+                                       "--hostname", f"agent-{i}", "--keys", self.keys.agent_dir(i),
                                        "--kill-grace-period", str(self.kill_grace_period), *self.agent_args])
         deadline = time.monotonic() + READY_TIMEOUT
         state = None
@@ -245,6 +268,21 @@ class Cluster:
             time.sleep(0.1)
         raise RuntimeError(f"cluster not ready within {READY_TIMEOUT} s (last /state: "
                            f"{None if state is None else state['activated_slaves']} agents):\n{self.log_tails()}")
+
+    def env_for(self, principal: str) -> dict[str, str]:
+        """child_env() for a framework subscribing as ``principal`` (a key of its own: the
+        master binds a framework's principal to its key)."""
+        env = child_env()
+        new = not (self.keys.store / f"config-{principal}.yaml").exists()
+        env["TEPUI_CONFIG"] = str(self.keys.config_for(principal))
+        deadline = time.monotonic() + 5
+        while new and "master" in self.logs and time.monotonic() < deadline:
+            # The master re-reads its allow list within a second; a client refused before
+            # that would only retry 5 s later.
+            if f"added={principal}" in tail(self.logs["master"], 200):
+                break
+            time.sleep(0.05)
+        return env
 
     def state(self) -> dict[str, Any]:
         state = get_state(self.http_port)
@@ -277,6 +315,11 @@ class Cluster:
         if "master" in self.processes:
             stop_process(self.processes["master"], 10)
         shutil.rmtree(self.agents_root, ignore_errors=True)
+        if os.environ.get("TEPUI_CONFIG") == str(self.keys.config):
+            if self._previous_config is None:
+                os.environ.pop("TEPUI_CONFIG", None)
+            else:
+                os.environ["TEPUI_CONFIG"] = self._previous_config
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,12 @@ FRAMEWORK = Path(__file__).with_name("executor_framework.py")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # The executor is this repository's Python program; the default task user (nobody) may not
-    # be able to run this interpreter, so the agent runs tasks as its own user here.
-    instance = Cluster(tmp_path_factory.mktemp("executors"), agents=1, agent_args=["--task-user", "root"])
+    # be able to run this interpreter, so the agent runs tasks as its own user (root) here, which
+    # the master allows only with a run_tasks rule naming root.
+    root = tmp_path_factory.mktemp("executors")
+    (root / "acls.yaml").write_text("permissive: true\nrun_tasks:\n  - principals: ANY\n    users: [root]\n")
+    instance = Cluster(root, agents=1, agent_args=["--task-user", "root"],
+                       master_args=["--acls", str(root / "acls.yaml")])
     try:
         instance.start()
         yield instance

@@ -92,6 +92,11 @@ def test_tasks_run_unprivileged_and_other_users_need_permission(cluster: Cluster
     assert done.returncode == 0 and done.stdout.strip() == "nobody", done.stdout + done.stderr
     refused = run(cluster, "--user", "root", "--", "id", "-un")
     assert refused.returncode == 125, refused.stdout + refused.stderr
+    # The master refuses root before the agent sees it (no run_tasks rule names root).
+    assert "TASK_ERROR" in refused.stderr and "asks to run as user 'root'" in refused.stderr
+    # Another user passes the master's ACLs and is refused by the agent (not in --allowed-users).
+    refused = run(cluster, "--user", "daemon", "--", "id", "-un")
+    assert refused.returncode == 125, refused.stdout + refused.stderr
     assert "TASK_ERROR" in refused.stderr and "does not allow" in refused.stderr
 
 

@@ -12,14 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import child_env, free_ports, get_state, stop_agent, stop_process, tail, tepui_cmd
+from .conftest import child_env, free_ports, get_state, stop_agent, stop_process, tail, tepui_cmd, write_token
 
 pytestmark = pytest.mark.slow
 
 
+TOKEN_FILE: dict[int, Path] = {}  # http port → the master's --http-token-file
+
+
 def call(port: int, method: str, path: str, body: object | None = None) -> tuple[int, object]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    headers = {"authorization": f"Bearer {TOKEN_FILE[port].read_text().strip()}"} if port in TOKEN_FILE else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, json.loads(response.read())
 
@@ -36,8 +40,11 @@ def wait_for(predicate, what: str, timeout: float = 20.0) -> None:  # type: igno
 def test_master_restart_keeps_the_registry_and_the_agent_comes_back(tmp_path: Path) -> None:
     port, http_port = free_ports(2)
     master_dir, agent_dir = tmp_path / "master", tmp_path / "agent"
+    write_token(tmp_path / "http-token")
+    TOKEN_FILE[http_port] = tmp_path / "http-token"
     master_args = ["master", "--ip", "127.0.0.1", "--port", str(port), "--http-port", str(http_port),
-                   "--work-dir", str(master_dir)]
+                   "--work-dir", str(master_dir), "--http-token-file", str(tmp_path / "http-token"),
+                   "--insecure"]  # not about security: plain ZeroMQ
     logs = {name: open(tmp_path / f"{name}.log", "ab") for name in ("master-1", "master-2", "agent")}
 
     def start_master(name: str) -> subprocess.Popen[bytes]:
@@ -46,7 +53,8 @@ def test_master_restart_keeps_the_registry_and_the_agent_comes_back(tmp_path: Pa
 
     master = start_master("master-1")
     agent = subprocess.Popen(tepui_cmd("agent", "--master", f"127.0.0.1:{port}", "--work-dir", str(agent_dir),
-                                       "--hostname", "agent-a", "--http-port", "0", "--master-silence-limit", "2"),
+                                       "--hostname", "agent-a", "--http-port", "0", "--master-silence-limit", "2",
+                                       "--insecure"),
                              stdout=logs["agent"], stderr=subprocess.STDOUT, env=child_env())
     second = None
     try:
@@ -83,9 +91,12 @@ def test_28_a_master_that_cannot_write_its_registry_exits(tmp_path: Path) -> Non
     port, http_port = free_ports(2)
     master_dir = tmp_path / "master"
     log_path = tmp_path / "master.log"
+    write_token(tmp_path / "http-token")
+    TOKEN_FILE[http_port] = tmp_path / "http-token"
     with open(log_path, "ab") as log_file:
         master = subprocess.Popen(tepui_cmd("master", "--ip", "127.0.0.1", "--port", str(port), "--http-port",
-                                            str(http_port), "--work-dir", str(master_dir)),
+                                            str(http_port), "--work-dir", str(master_dir),
+                                            "--http-token-file", str(tmp_path / "http-token"), "--insecure"),
                                   stdout=log_file, stderr=subprocess.STDOUT, env=child_env())
     blocker = None
     try:
@@ -132,7 +143,7 @@ def test_25_a_master_missing_too_many_agents_after_a_restart_exits_with_a_messag
         master = subprocess.Popen(tepui_cmd("master", "--ip", "127.0.0.1", "--port", str(port), "--http-port",
                                             str(http_port), "--work-dir", str(master_dir),
                                             "--agent-reregister-timeout", "1", "--recovery-agent-removal-limit",
-                                            "50%"),
+                                            "50%", "--insecure"),
                                   stdout=log_file, stderr=subprocess.STDOUT, env=child_env())
     try:
         code = master.wait(30)

@@ -20,14 +20,39 @@ pytestmark = pytest.mark.slow
 DEMAND_FRAMEWORK = Path(__file__).with_name("demand_framework.py")
 
 
-def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+TOKEN: dict[int, str] = {}  # http port → the cluster's token (the master needs it for mutating calls)
+
+
+def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None,
+         token: str | None = "cluster") -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    headers = {}
+    if token is not None:
+        headers["authorization"] = f"Bearer {TOKEN[port] if token == 'cluster' else token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(autouse=True)
+def _token(cluster: Cluster) -> None:
+    TOKEN[cluster.http_port] = cluster.token
+
+
+def test_mutating_calls_need_the_token_reads_do_not(cluster: Cluster) -> None:
+    port = cluster.http_port
+    code, body = call(port, "PUT", "/weights", [{"role": "eng", "weight": 9}], token=None)
+    assert code == 401 and body["reason"] == "UNAUTHENTICATED"
+    code, body = call(port, "DELETE", "/quota/eng", token="not-the-token-at-all")
+    assert code == 401 and body["reason"] == "BAD_TOKEN"
+    assert call(port, "GET", "/weights", token=None) == (200, [])
+    code, body = call(port, "DELETE", "/weights")
+    assert code == 405 and body["reason"] == "METHOD_NOT_ALLOWED"
+    code, body = call(port, "GET", "/no/such/thing", token=None)
+    assert code == 404 and "/weights" in body["endpoints"]
 
 
 def test_weights_round_trip_and_validation(cluster: Cluster) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Cluster, child_env
+from .conftest import Cluster
 
 pytestmark = pytest.mark.slow
 FRAMEWORK = Path(__file__).with_name("volume_framework.py")
@@ -19,7 +19,7 @@ FRAMEWORK = Path(__file__).with_name("volume_framework.py")
 
 def test_volume_outlives_its_task_and_is_destroyed_on_request(cluster: Cluster) -> None:
     done = subprocess.run([sys.executable, str(FRAMEWORK), "--master", cluster.master], capture_output=True,
-                          text=True, timeout=60, env=child_env())
+                          text=True, timeout=60, env=cluster.env_for("db-team"))  # its principal's key
     assert done.returncode == 0, done.stdout + done.stderr + cluster.log_tails()
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     final = {e["task"]: e["state"] for e in events if e["event"] == "status"}

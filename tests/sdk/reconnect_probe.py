@@ -20,13 +20,11 @@ dealer = DealerEndpoint(reactor, address, lambda payload: None,
 
 
 def restart_router() -> None:
-    global router
     dealer.send(b"before")
     reactor.callLater(0.3, close_router)
 
 
 def close_router() -> None:
-    global router
     router.close()
     result["closed_at"] = reactor.seconds()
     reactor.callLater(0.5, reopen_router)

@@ -1,0 +1,122 @@
+"""``tepui certs``: the master's CURVE key store — create it, issue and revoke client keys, list them.
+
+The store is a directory (see :mod:`tepui.sdk.keys`): the master runs with ``--keys DIR``, and
+re-reads the allow list when it changes, so ``issue`` and ``revoke`` take effect on a running
+master within a second. The default store is the one ``tepui up`` uses.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tepui.sdk.keys import KINDS, KeyStoreError, init_store, issue, read_allow_list, revoke
+
+
+def default_store() -> str:
+    """``$TEPUI_KEYS``, else the key store of ``tepui up`` with its default state dir."""
+    explicit = os.environ.get("TEPUI_KEYS")
+    if explicit:
+        return explicit
+    from tepui.cli.up import default_state_dir
+
+    return os.path.join(default_state_dir(5050), "keys")
+
+
+_keys_option = click.option("--keys", "store", default=default_store, type=click.Path(file_okay=False),
+                            show_default="$TEPUI_KEYS, else the key store of `tepui up`",
+                            help="The key store directory (from `tepui certs init`).")
+
+
+@click.group("certs")
+def certs_command() -> None:
+    """CURVE keys: the master's key pair and the allow list of agents, frameworks and clients.
+
+    \b
+    tepui certs init /etc/tepui/keys
+    tepui certs issue --keys /etc/tepui/keys --agent node-7 --out node-7-keys
+    tepui certs issue --keys /etc/tepui/keys --framework etl --principal etl --roles batch
+    tepui certs revoke --keys /etc/tepui/keys node-7
+    """
+
+
+@certs_command.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+def init_command(directory: str) -> None:
+    """Create the master's key pair and an empty allow list in DIRECTORY (kept if present)."""
+    try:
+        keys = init_store(directory)
+    except (KeyStoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"key store in {directory}; master public key {keys.public.decode()}")
+    click.echo(f"start the master with --keys {directory}; issue client keys with "
+               f"`tepui certs issue --keys {directory} --agent NAME`")
+
+
+@certs_command.command("issue")
+@_keys_option
+@click.option("--agent", "agent", default=None, help="Issue an agent key with this name.")
+@click.option("--framework", "framework", default=None, help="Issue a framework key with this name.")
+@click.option("--client", "client", default=None, help="Issue a client key (CLI use: `tepui run`) with this name.")
+@click.option("--principal", default=None, help="Who the key speaks for (default: its name). Give the old key's "
+              "principal when rotating, so an agent keeps its id and a framework its principal.")
+@click.option("--roles", default="", help="Comma-separated roles a framework key may subscribe in (default or '*': any).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Where to write the client key directory (default: KEYS/issued/NAME).")
+def issue_command(store: str, agent: str | None, framework: str | None, client: str | None, principal: str | None,
+                  roles: str, out: str | None) -> None:
+    """Issue a client key pair and add its public key to the allow list."""
+    chosen = [(kind, name) for kind, name in (("agent", agent), ("framework", framework), ("client", client)) if name]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --agent NAME, --framework NAME, --client NAME")
+    kind, name = chosen[0]
+    role_list = tuple(r.strip() for r in roles.split(",") if r.strip())
+    if kind == "agent" and role_list:
+        raise click.BadParameter("roles are for framework and client keys", param_hint="--roles")
+    try:
+        entry, directory = issue(store, name, kind, principal, role_list, out)
+    except (KeyStoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"issued {kind} key {entry.name!r} (principal {entry.principal!r}) in {directory}")
+    if kind == "agent":
+        click.echo(f"start the agent with --keys {directory}")
+    else:
+        click.echo(f"frameworks use it through the SDK (SchedulerDriver(..., keys=tepui.sdk.load_client_keys({directory!r}))) "
+                   "or a client configuration (client_keys: DIR)")
+
+
+@certs_command.command("revoke")
+@_keys_option
+@click.argument("name")
+def revoke_command(store: str, name: str) -> None:
+    """Revoke the key NAME: a running master refuses it within a second (its connections are cut)."""
+    try:
+        entry = revoke(store, name)
+    except (KeyStoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {entry.kind} key {entry.name!r}")
+
+
+@certs_command.command("list")
+@_keys_option
+def list_command(store: str) -> None:
+    """The allow list as a table."""
+    try:
+        allow = read_allow_list(os.path.join(store, "allow.yaml"))
+    except KeyStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "KIND", "PRINCIPAL", "ROLES", "STATUS", "CREATED", "PUBLIC KEY"):
+        table.add_column(column, no_wrap=True)
+    for entry in sorted(allow.entries, key=lambda e: (KINDS.index(e.kind), e.name)):
+        # Z85 keys contain [ ] which rich would read as markup: every cell is escaped.
+        table.add_row(*(escape(cell) for cell in (
+            entry.name, entry.kind, entry.principal, ",".join(entry.roles) or "*",
+            "revoked" if entry.revoked else "active", entry.created or "-", entry.public_key)))
+    Console(width=250).print(table)
+    if not allow.entries:
+        click.echo("(no keys yet: `tepui certs issue --agent NAME`)")

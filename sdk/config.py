@@ -1,0 +1,129 @@
+"""The client configuration: where a cluster is and the keys to reach it (like kubeconfig).
+
+``tepui up`` writes it; ``tepui run``/``state``/``logs``, the SDK drivers and the examples read
+it, so that none of them needs a flag against a local cluster. Looked up in ``$TEPUI_CONFIG``,
+else ``~/.config/tepui/config.yaml`` (``$XDG_CONFIG_HOME`` respected). The file holds a secret
+key and a token, so it is written 0600. Format (YAML, every field optional)::
+
+    master: 127.0.0.1:5050              # ZeroMQ HOST:PORT of the master
+    master_http: http://127.0.0.1:5080  # the master's HTTP API
+    master_public_key: Z85...           # whom the client expects to talk to
+    client_public_key: Z85...           # the client's key pair, inline ...
+    client_secret_key: Z85...
+    client_keys: /path/to/dir           # ... or a client key directory (client.key_secret, master.key)
+    http_token: ...                     # bearer token for the master's mutating HTTP calls
+    http_ca: /path/ca.pem               # private CA for an https:// master_http
+
+No file means no keys: clients then connect without CURVE, which only a master started with
+``--insecure`` accepts (and a secure master refuses; the client logs why).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from tepui.sdk.keys import ClientKeys, KeyStoreError, write_atomic, load_client_keys, z85_key
+
+ENV = "TEPUI_CONFIG"
+DEFAULT_MASTER = "127.0.0.1:5050"
+DEFAULT_MASTER_HTTP = "127.0.0.1:5080"
+
+
+class ConfigError(Exception):
+    """The client configuration cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    path: str | None = None
+    master: str | None = None
+    master_http: str | None = None
+    keys: ClientKeys | None = None
+    http_token: str | None = None
+    http_ca: str | None = None  # PEM file of a private CA for an https:// master_http
+
+
+def default_config_path() -> str:
+    explicit = os.environ.get(ENV)
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return os.path.join(base, "tepui", "config.yaml")
+
+
+def load_client_config(path: str | None = None) -> ClientConfig:
+    """The configuration at ``path`` (default: :func:`default_config_path`); an empty one when
+    the file does not exist. A file that exists but is broken is an error, never ignored: a
+    client silently falling back to plain TCP would only confuse."""
+    path = path or default_config_path()
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        return ClientConfig()
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the client configuration {path}: {exc}; fix it, delete it, or point "
+                          f"${ENV} at another file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping (master:, master_public_key:, ...)")
+    try:
+        return ClientConfig(path=path, master=_text(data, "master"), master_http=_text(data, "master_http"),
+                            keys=_keys(data, path), http_token=_text(data, "http_token"),
+                            http_ca=_text(data, "http_ca"))
+    except KeyStoreError as exc:
+        raise ConfigError(f"{path}: {exc}; run `tepui up` again or fix the file") from None
+
+
+def resolve_master(explicit: str | None, config: ClientConfig) -> str:
+    """Which master a client talks to: the flag, else ``$TEPUI_MASTER``, else the configuration,
+    else the local default."""
+    return explicit or os.environ.get("TEPUI_MASTER") or config.master or DEFAULT_MASTER
+
+
+def resolve_master_http(explicit: str | None, config: ClientConfig) -> str:
+    """The master's HTTP API: the flag, else ``$TEPUI_MASTER_HTTP``, else the configuration,
+    else the local default."""
+    return explicit or os.environ.get("TEPUI_MASTER_HTTP") or config.master_http or DEFAULT_MASTER_HTTP
+
+
+def _text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else str(value)
+
+
+def _keys(data: dict[str, Any], path: str) -> ClientKeys | None:
+    directory = _text(data, "client_keys")
+    if directory:
+        keys = load_client_keys(os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(directory)))
+        if data.get("master_public_key"):
+            keys = ClientKeys(keys.public, keys.secret, z85_key(str(data["master_public_key"]), "master_public_key"))
+        return keys
+    present = [name for name in ("master_public_key", "client_public_key", "client_secret_key") if data.get(name)]
+    if not present:
+        return None
+    if len(present) < 3:
+        missing = sorted({"master_public_key", "client_public_key", "client_secret_key"} - set(present))
+        raise KeyStoreError(f"{', '.join(missing)} missing (give all three keys, or client_keys: DIR)")
+    return ClientKeys(z85_key(str(data["client_public_key"]), "client_public_key"),
+                      z85_key(str(data["client_secret_key"]), "client_secret_key"),
+                      z85_key(str(data["master_public_key"]), "master_public_key"))
+
+
+def write_client_config(config: ClientConfig, path: str | None = None) -> str:
+    """Writes ``config`` (0600, atomically) and returns the path written."""
+    path = path or config.path or default_config_path()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    data: dict[str, Any] = {"master": config.master, "master_http": config.master_http}
+    if config.keys is not None:
+        data.update(master_public_key=config.keys.server.decode("ascii"),
+                    client_public_key=config.keys.public.decode("ascii"),
+                    client_secret_key=config.keys.secret.decode("ascii"))
+    data["http_token"] = config.http_token
+    data["http_ca"] = config.http_ca
+    header = "# Tepui client configuration (written by `tepui up`); holds a secret key: keep it 0600.\n"
+    write_atomic(path, header + yaml.safe_dump({k: v for k, v in data.items() if v is not None}, sort_keys=False))
+    return path

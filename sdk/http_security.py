@@ -1,0 +1,285 @@
+"""What every Tepui HTTP API (the master's and the agents') does before a handler runs: bearer
+tokens, body limits, JSON errors for every refusal, and TLS (issue 6, docs/security.md "HTTP").
+
+Why one module for both processes: the same rules must hold on every port an operator exposes,
+and a rule written twice drifts. The decision itself is a pure function (:func:`decide`) so it
+is tested without sockets; :class:`GuardedSite` is the thin twisted.web skin that applies it.
+
+The rules:
+
+* A mutating call (any method but GET and HEAD) needs ``Authorization: Bearer <token>``, compared
+  in constant time (``hmac.compare_digest``). Without a configured token, mutating calls are
+  refused with a 401 that says how to configure one: secure by default.
+* Reads are open (``read_auth="open"``, the default, as in Mesos) or need the token too
+  (``"token"``). ``/health`` is always open so that load balancers and supervisors can probe it.
+* There is one token and so no 403: a request carries the cluster's token or it does not.
+* A body larger than ``body_limit`` is 413; what exceeds the limit is never stored.
+* A method a resource does not have is 405 naming the allowed ones; an unexpected exception is a
+  JSON 500 with no internals (the traceback goes to the log, and the ``internal_errors``
+  counter counts it). Handlers' own errors (400, 404, 422, ...) are theirs and pass unchanged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import stat
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web import resource, server
+from twisted.web.error import UnsupportedMethod
+
+log = logging.getLogger("tepui.http")
+
+READ_METHODS = frozenset({b"GET", b"HEAD"})
+ALWAYS_OPEN = frozenset({"/health"})
+READ_AUTH_MODES = ("open", "token")
+DEFAULT_BODY_LIMIT = 1024 * 1024  # operator documents are a few KiB; 1 MiB leaves room and bounds memory
+
+
+class TokenFileError(Exception):
+    """The token file cannot be used; the message says which file and what to do."""
+
+
+def load_token(path: str) -> str:
+    """The token in ``path`` (surrounding whitespace ignored). A file others may read is used,
+    with a warning: refusing would break a cluster over a chmod, while the warning says what to fix."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+        mode = os.stat(path).st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"--http-token-file {path}: cannot read it ({exc}); create it with e.g. "
+                             f"`head -c 32 /dev/urandom | base64 > {path} && chmod 600 {path}`") from None
+    if not token:
+        raise TokenFileError(f"--http-token-file {path} is empty; put one line of at least 16 random characters "
+                             "in it (e.g. `head -c 32 /dev/urandom | base64`)")
+    if any(ord(c) < 33 or ord(c) > 126 for c in token):
+        raise TokenFileError(f"--http-token-file {path}: the token must be one word of printable ASCII "
+                             "(it travels in an HTTP header)")
+    if len(token) < 16:
+        raise TokenFileError(f"--http-token-file {path}: the token has {len(token)} characters; use at least 16")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("event=http_token_file_readable path=%s mode=%o hint=\"chmod 600 %s: others on this host can "
+                    "read the token\"", path, stat.S_IMODE(mode), path)
+    return token
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    """What a site requires. ``token`` None: no token configured (mutating calls all refused)."""
+
+    token: str | None = None
+    read_auth: str = "open"
+    body_limit: int = DEFAULT_BODY_LIMIT
+    service: str = "master"  # names the process in hints ("start the master with ...")
+
+    def __post_init__(self) -> None:
+        if self.read_auth not in READ_AUTH_MODES:
+            raise ValueError(f"read_auth must be one of {', '.join(READ_AUTH_MODES)}, not {self.read_auth!r}")
+        if self.read_auth == "token" and self.token is None:
+            raise ValueError("--http-read-auth token needs --http-token-file (there is no token to check against)")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: int
+    reason: str
+    message: str
+
+    def document(self) -> dict[str, Any]:
+        return {"error": self.message, "reason": self.reason}
+
+
+def bearer(authorization: bytes | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | None,
+           body_too_large: bool = False) -> Refusal | None:
+    """None when the request may reach its handler, else why not (pure: no I/O)."""
+    mutating = method not in READ_METHODS
+    needs_token = mutating or (policy.read_auth == "token" and path.rstrip("/") not in ALWAYS_OPEN)
+    if needs_token:
+        if policy.token is None:
+            return Refusal(401, "NO_TOKEN_CONFIGURED",
+                           f"{method.decode(errors='replace')} {path} changes the cluster and needs a bearer token, "
+                           f"but this {policy.service} has none configured: start it with --http-token-file PATH "
+                           "(`tepui up` does this for you) and send `Authorization: Bearer <token>`")
+        given = bearer(authorization)
+        if given is None:
+            what = "changes the cluster" if mutating else "is token-protected (--http-read-auth token)"
+            return Refusal(401, "UNAUTHENTICATED",
+                           f"{method.decode(errors='replace')} {path} {what}: send `Authorization: Bearer <token>` "
+                           f"with the token in the {policy.service}'s --http-token-file (`tepui` commands read it "
+                           "from the client config or $TEPUI_HTTP_TOKEN)")
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), policy.token.encode()):
+            return Refusal(401, "BAD_TOKEN",
+                           f"the bearer token is not the {policy.service}'s: use the token in its --http-token-file")
+    if body_too_large:
+        return Refusal(413, "BODY_TOO_LARGE",
+                       f"the request body exceeds {policy.body_limit} bytes; send a smaller document")
+    return None
+
+
+def policy_from_flags(token_file: str | None, read_auth: str, service: str) -> HttpPolicy:
+    """The policy from ``--http-token-file`` and ``--http-read-auth``, or a clear exit: a bad
+    token file never starts a process that would then refuse every call."""
+    try:
+        token = load_token(token_file) if token_file else None
+        policy = HttpPolicy(token=token, read_auth=read_auth, service=service)
+    except (TokenFileError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
+    if token is None and service == "master":
+        log.warning("event=http_no_token hint=\"mutating HTTP calls (/weights, /quota) are refused with 401; start "
+                    "the master with --http-token-file PATH to allow them\"")
+    return policy
+
+
+# --- the twisted.web skin -----------------------------------------------------------------------
+
+
+def json_body(request: Any, code: int, document: Any) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+class _Refused(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__()
+        self.refusal = refusal
+
+    def render(self, request: Any) -> bytes:
+        if self.refusal.code == 401:
+            request.setHeader(b"www-authenticate", b'Bearer realm="tepui"')
+        return json_body(request, self.refusal.code, self.refusal.document())
+
+
+class GuardedRequest(server.Request):
+    """A request that stores at most the site's body limit, answers 405 and 500 in JSON."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.body_too_large = False
+        self._body_bytes = 0
+
+    def _limit(self) -> int:
+        site = getattr(self.channel, "site", None)
+        policy = getattr(site, "policy", None)
+        return policy.body_limit if policy is not None else DEFAULT_BODY_LIMIT
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit():
+            self.body_too_large = True
+            length = 0  # never a temporary file for a body we will refuse
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._body_bytes += len(data)
+        if self.body_too_large or self._body_bytes > self._limit():
+            self.body_too_large = True
+            return
+        super().handleContentChunk(data)
+
+    def render(self, resrc: Any) -> None:
+        try:
+            body = resrc.render(self)
+        except UnsupportedMethod as exc:
+            if self.method == b"HEAD" and b"GET" in exc.allowedMethods:
+                super().render(resrc)  # twisted fakes HEAD with GET
+                return
+            allowed = sorted(m.decode() for m in exc.allowedMethods)
+            self.setHeader(b"allow", ", ".join(allowed).encode())
+            body = json_body(self, 405, {
+                "error": f"{self.method.decode(errors='replace')} is not allowed on "
+                         f"{self.path.decode(errors='replace')}; use {' or '.join(allowed) or 'another endpoint'}",
+                "reason": "METHOD_NOT_ALLOWED", "allowed": allowed})
+        if body is server.NOT_DONE_YET:
+            return
+        if not isinstance(body, bytes):
+            raise TypeError(f"{type(resrc).__name__} rendered {type(body).__name__}, not bytes")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(b"" if self.method == b"HEAD" else body)
+        self.finish()
+
+    def processingFailed(self, reason: Any) -> Any:
+        """A bug: logged with its traceback, counted, answered without internals."""
+        site = getattr(self, "site", None) or getattr(self.channel, "site", None)
+        if isinstance(site, GuardedSite):
+            site.counters["internal_errors"] += 1
+        log.error("event=http_internal_error method=%s path=%s error=%r\n%s", self.method.decode(errors="replace"),
+                  self.path.decode(errors="replace"), reason.getErrorMessage(), reason.getTraceback())
+        if self.startedWriting:  # too late for a status code: cut the answer short
+            self.channel.loseConnection()
+            return reason
+        body = json_body(self, 500, {"error": "internal error while handling this request; the server logged the "
+                                              "details (look for event=http_internal_error)", "reason": "INTERNAL"})
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+        return reason
+
+
+class GuardedSite(server.Site):
+    """A Site that applies :func:`decide` before any resource is looked up."""
+
+    def __init__(self, root: resource.Resource, policy: HttpPolicy, **kwargs: Any) -> None:
+        super().__init__(root, requestFactory=GuardedRequest, **kwargs)
+        self.policy = policy
+        self.counters: Counter[str] = Counter()
+        self.displayTracebacks = False
+
+    def getResourceFor(self, request: Any) -> Any:
+        refusal = decide(self.policy, request.method, request.path.decode(errors="replace"),
+                         request.getHeader(b"authorization"), getattr(request, "body_too_large", False))
+        if refusal is not None:
+            self.counters[f"refused_{refusal.code}"] += 1
+            request.site = self
+            return _Refused(refusal)
+        return super().getResourceFor(request)
+
+
+def auth_headers(token: str | None) -> dict[bytes, list[bytes]]:
+    """Headers for a call this process makes to another Tepui HTTP API (the master's files proxy
+    calling an agent): the cluster token when there is one."""
+    return {b"authorization": [b"Bearer " + token.encode()]} if token else {}
+
+
+def listen(reactor: Any, port: int, site: server.Site, interface: str = "", tls_cert: str | None = None,
+           tls_key: str | None = None) -> Any:
+    """Serves ``site`` on ``port``: HTTPS only when a certificate and key are given (the plain
+    port is then not served at all, so no client falls back to cleartext), plain HTTP otherwise."""
+    if (tls_cert is None) != (tls_key is None):
+        raise SystemExit("give both --tls-cert and --tls-key (PEM files), or neither")
+    if tls_cert is None:
+        return reactor.listenTCP(port, site, interface=interface)
+    return reactor.listenSSL(port, site, tls_context(tls_cert, tls_key or ""), interface=interface)
+
+
+def tls_context(cert_path: str, key_path: str) -> Any:
+    """A server TLS context from PEM files, with a message naming the file when one is unusable."""
+    from twisted.internet import ssl
+
+    try:
+        with open(cert_path, "rb") as cert_file, open(key_path, "rb") as key_file:
+            cert, key = cert_file.read(), key_file.read()
+        return ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+    except OSError as exc:
+        raise SystemExit(f"--tls-cert/--tls-key: cannot read {exc.filename}: {exc.strerror}") from None
+    except Exception as exc:  # OpenSSL's errors are many and untyped
+        raise SystemExit(f"--tls-cert {cert_path} / --tls-key {key_path}: not a usable PEM certificate and "
+                         f"private key ({exc})") from None
