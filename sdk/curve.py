@@ -247,18 +247,22 @@ class HandshakeLog:
                   endpoint.decode(errors="replace"), reason, again, hint)
 
 
-class ServerMonitor:
-    """The binding socket's monitor: logs failed handshakes (who was refused, and why)."""
+class SocketMonitor:
+    """A socket's monitor events, read on the reactor's loop: subclasses say what an event means
+    (``on_event``). The monitor socket's FD is edge-triggered like every ZeroMQ FD, so each
+    wake-up drains every event."""
 
-    def __init__(self, loop: Any, sock: zmq.Socket) -> None:
+    def __init__(self, loop: Any, sock: zmq.Socket, events: int) -> None:
         self._loop = loop
-        self.handshakes = HandshakeLog("server")
-        self._events = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         self._sock = sock
+        self._events = sock.get_monitor_socket(events)
         self._fd = self._events.getsockopt(zmq.FD)
         self._closed = False
         loop.add_reader(self._fd, self._drain)
         loop.call_soon(self._drain)
+
+    def on_event(self, event: int, value: int, endpoint: bytes) -> None:
+        raise NotImplementedError
 
     def _drain(self) -> None:
         from zmq.utils.monitor import parse_monitor_message
@@ -268,7 +272,10 @@ class ServerMonitor:
                 message = parse_monitor_message(self._events.recv_multipart(zmq.NOBLOCK))
             except (zmq.Again, zmq.ZMQError):
                 return
-            self.handshakes.event(message["event"], message["value"], message["endpoint"])
+            try:
+                self.on_event(message["event"], message["value"], message["endpoint"])
+            except Exception:  # a handler bug must not kill the read loop
+                log.exception("event=monitor_handler_failed")
 
     def close(self) -> None:
         if self._closed:
@@ -283,6 +290,17 @@ class ServerMonitor:
         except zmq.ZMQError:
             pass
         self._events.close(linger=0)
+
+
+class ServerMonitor(SocketMonitor):
+    """The binding socket's monitor: logs failed handshakes (who was refused, and why)."""
+
+    def __init__(self, loop: Any, sock: zmq.Socket) -> None:
+        self.handshakes = HandshakeLog("server")
+        super().__init__(loop, sock, _HANDSHAKE_EVENTS)
+
+    def on_event(self, event: int, value: int, endpoint: bytes) -> None:
+        self.handshakes.event(event, value, endpoint)
 
 
 def user_id(frame: zmq.Frame) -> str | None:

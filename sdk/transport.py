@@ -37,6 +37,7 @@ from tepui.sdk.curve import (
     CurveServer,
     HandshakeLog,
     ServerMonitor,
+    SocketMonitor,
     apply_client,
     apply_server,
     cut_connection,
@@ -419,72 +420,40 @@ class DealerEndpoint(_Endpoint):
         self._send_frames([payload])
 
 
-class _ConnectionMonitor:
+class _ConnectionMonitor(SocketMonitor):
     """Tells the owner of a DEALER when its connection comes back after a loss (ZeroMQ
     reconnects on its own and says nothing; the socket monitor does). A peer that restarted
     (a master after a crash) has forgotten us, so the owner re-subscribes or re-registers at
     once instead of waiting for its silence timeout. Over CURVE the connection counts as back
     only once the handshake succeeded (a refused key connects, fails and retries for ever; each
-    round must not look like a reconnect). Handshake failures go to ``handshakes`` (trap 6).
-    Read like every ZeroMQ socket here: the FD is edge-triggered, so each wake-up drains every event."""
+    round must not look like a reconnect). Handshake failures go to ``handshakes`` (trap 6)."""
 
     def __init__(self, loop: Any, sock: zmq.Socket, on_reconnect: Callable[[], None] | None,
                  handshakes: HandshakeLog, secure: bool, on_refused: Callable[[], None] | None = None) -> None:
-        self._loop, self._sock, self._on_reconnect = loop, sock, on_reconnect
+        self._on_reconnect = on_reconnect
         self._on_refused = on_refused
         self._handshakes = handshakes
         self._up_event = zmq.EVENT_HANDSHAKE_SUCCEEDED if secure else zmq.EVENT_CONNECTED
-        self._events = sock.get_monitor_socket(
-            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
-            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        self._fd = self._events.getsockopt(zmq.FD)
         self._lost = False
-        self._closed = False
-        loop.add_reader(self._fd, self._drain)
-        loop.call_soon(self._drain)
+        super().__init__(loop, sock, zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                         | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
-    def _drain(self) -> None:
-        from zmq.utils.monitor import parse_monitor_message
-
-        while not self._closed:
-            try:
-                frames = self._events.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return
-            message = parse_monitor_message(frames)
-            event = message["event"]
-            if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
-                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-                self._handshakes.event(event, message["value"], message["endpoint"])
-                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._on_refused is not None:
-                    self._on_refused()
-            elif event == zmq.EVENT_DISCONNECTED:
-                if not self._lost:
-                    log.info("event=connection_lost")
-                self._lost = True
-            elif event == self._up_event and self._lost:
-                self._lost = False
-                log.info("event=connection_restored")
-                if self._on_reconnect is None:
-                    continue
-                try:
-                    self._on_reconnect()
-                except Exception:  # a handler bug must not kill the read loop
-                    log.exception("event=reconnect_handler_failed")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        _stop_reading(self._loop, self._fd)
-        try:
-            self._sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self._events.close(linger=0)
+    def on_event(self, event: int, value: int, endpoint: bytes) -> None:
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            self._handshakes.event(event, value, endpoint)
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._on_refused is not None:
+                self._on_refused()
+        elif event == zmq.EVENT_DISCONNECTED:
+            if not self._lost:
+                log.info("event=connection_lost")
+            self._lost = True
+        elif event == self._up_event and self._lost:
+            self._lost = False
+            log.info("event=connection_restored")
+            if self._on_reconnect is not None:
+                self._on_reconnect()
 
 
 def _stop_reading(loop: Any, fd: int) -> None:
