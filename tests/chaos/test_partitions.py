@@ -253,6 +253,16 @@ def assert_launched_once(run: Run, pids_before: dict[str, int]) -> None:
     assert sorted(p.name for p in sandboxes) == sorted(pids_before), f"sandboxes: {sandboxes}"
 
 
+def assert_unreachable_then_running_once(run: Any, pids: dict[str, Any]) -> None:
+    """Per task: RUNNING, then UNREACHABLE, then RUNNING, nothing else; no terminal update; each
+    task id launched exactly once."""
+    for task in pids:
+        seq = [e["state"] for e in run.statuses() if e["task_id"] == task and e["state"] != "TASK_STARTING"]
+        assert seq == ["TASK_RUNNING", "TASK_UNREACHABLE", "TASK_RUNNING"], (task, seq)
+    assert_no_terminal_update(run)
+    assert_launched_once(run, pids)
+
+
 def assert_no_terminal_update(run: Run) -> None:
     terminal = [e for e in run.statuses() if e["state"] not in ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING",
                                                                 "TASK_UNREACHABLE")]
@@ -330,11 +340,7 @@ def test_17_an_agent_cut_off_by_a_network_partition_is_unreachable_then_running_
         tasks = {t["id"]: t["state"] for f in state["frameworks"] for t in f["tasks"]}
         assert tasks == {task: "TASK_RUNNING" for task in pids}, tasks
 
-        for task in pids:  # per task: RUNNING, then UNREACHABLE, then RUNNING; nothing else
-            seq = [e["state"] for e in run.statuses() if e["task_id"] == task and e["state"] != "TASK_STARTING"]
-            assert seq == ["TASK_RUNNING", "TASK_UNREACHABLE", "TASK_RUNNING"], (task, seq)
-        assert_no_terminal_update(run)
-        assert_launched_once(run, pids)
+        assert_unreachable_then_running_once(run, pids)
         print(f"scenario 17: unreachable {detected:.2f} s after the cut, running again {recovered:.2f} s "
               f"after the restore")
     except BaseException:
@@ -433,11 +439,7 @@ def test_22_an_agent_whose_process_is_stopped_is_detected_by_pings(tmp_path: Pat
         assert is_alive(agent.pid, started), "the same agent process, not a restart"
         wait_for(lambda: (s := run.state()) and agent_view(s, agent_id) == "active" and s,
                          "the agent back in /state under its id", 10, run)
-        for task in pids:
-            seq = [e["state"] for e in run.statuses() if e["task_id"] == task and e["state"] != "TASK_STARTING"]
-            assert seq == ["TASK_RUNNING", "TASK_UNREACHABLE", "TASK_RUNNING"], (task, seq)
-        assert_no_terminal_update(run)
-        assert_launched_once(run, pids)
+        assert_unreachable_then_running_once(run, pids)
         print(f"scenario 22: unreachable {detected:.2f} s after SIGSTOP, running again {recovered:.2f} s "
               f"after SIGCONT")
     except BaseException:
