@@ -1,0 +1,1 @@
+"""Tests of Tepui's own frameworks."""
