@@ -15,6 +15,7 @@ The master runs with short failure detection (``--agent-ping-interval 0.5
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -253,6 +254,20 @@ def assert_launched_once(run: Run, pids_before: dict[str, int]) -> None:
     assert sorted(p.name for p in sandboxes) == sorted(pids_before), f"sandboxes: {sandboxes}"
 
 
+@contextlib.contextmanager
+def reported(run: Any) -> Iterator[None]:
+    """The body of a partition test: on failure the logs are printed; either way everything the
+    run started is stopped, and anything left running fails the test."""
+    try:
+        yield
+    except BaseException:
+        print(run.log_tails())
+        run.stop()
+        raise
+    finish_errors = run.stop()
+    assert not finish_errors, f"left running: {finish_errors}"
+
+
 def assert_unreachable_then_running_once(run: Any, pids: dict[str, Any]) -> None:
     """Per task: RUNNING, then UNREACHABLE, then RUNNING, nothing else; no terminal update; each
     task id launched exactly once."""
@@ -310,7 +325,7 @@ def test_17_an_agent_cut_off_by_a_network_partition_is_unreachable_then_running_
     for 2 s → re-registers) is readmitted under its id, each task is TASK_RUNNING again, and
     no task was ever launched a second time."""
     run = Run(tmp_path, netns)
-    try:
+    with reported(run):
         run.start_master()
         agent_id = run.start_agent(silence_limit=2.0, in_namespace=True)
         run.start_framework()
@@ -343,12 +358,6 @@ def test_17_an_agent_cut_off_by_a_network_partition_is_unreachable_then_running_
         assert_unreachable_then_running_once(run, pids)
         print(f"scenario 17: unreachable {detected:.2f} s after the cut, running again {recovered:.2f} s "
               f"after the restore")
-    except BaseException:
-        print(run.log_tails())
-        raise
-    finally:
-        finish_errors = run.stop()
-    assert not finish_errors, f"left running: {finish_errors}"
 
 
 @needs_netns
@@ -363,7 +372,7 @@ def test_19_a_one_way_cut_from_master_to_agent_makes_the_agent_reregister(tmp_pa
         pytest.skip(iptables_reason())
     run = Run(tmp_path, netns)
     agent_log = run.root / "agent.log"
-    try:
+    with reported(run):
         run.start_master(max_ping_timeouts=30)  # 15 s: the agent must be the one to notice
         agent_id = run.start_agent(silence_limit=1.5, in_namespace=True)
         run.start_framework()
@@ -392,12 +401,6 @@ def test_19_a_one_way_cut_from_master_to_agent_makes_the_agent_reregister(tmp_pa
         assert_launched_once(run, pids)
         print(f"scenario 19: agent noticed the one-way cut after {noticed:.2f} s, re-registered "
               f"{reregistered:.2f} s after it ended")
-    except BaseException:
-        print(run.log_tails())
-        raise
-    finally:
-        finish_errors = run.stop()
-    assert not finish_errors, f"left running: {finish_errors}"
 
 
 def test_22_an_agent_whose_process_is_stopped_is_detected_by_pings(tmp_path: Path) -> None:
@@ -410,7 +413,7 @@ def test_22_an_agent_whose_process_is_stopped_is_detected_by_pings(tmp_path: Pat
     SIGSTOP is the harder case for the socket and the same one for the pings.)
     After SIGCONT the agent re-registers, each task is TASK_RUNNING again, nothing twice."""
     run = Run(tmp_path)
-    try:
+    with reported(run):
         run.start_master()
         agent_id = run.start_agent(silence_limit=2.0, in_namespace=False)
         run.start_framework()
@@ -442,9 +445,3 @@ def test_22_an_agent_whose_process_is_stopped_is_detected_by_pings(tmp_path: Pat
         assert_unreachable_then_running_once(run, pids)
         print(f"scenario 22: unreachable {detected:.2f} s after SIGSTOP, running again {recovered:.2f} s "
               f"after SIGCONT")
-    except BaseException:
-        print(run.log_tails())
-        raise
-    finally:
-        finish_errors = run.stop()
-    assert not finish_errors, f"left running: {finish_errors}"
