@@ -8,9 +8,11 @@ from typing import Any
 
 import click
 
+from tepui.cli.apps import apps_command
 from tepui.cli.certs import certs_command
 from tepui.cli.logs import logs_command
 from tepui.cli.run import run_command
+from tepui.cli.services import services_command
 from tepui.cli.state import state_command
 from tepui.cli.up import up_command
 
@@ -217,6 +219,8 @@ cli.add_command(certs_command)
 cli.add_command(state_command)
 cli.add_command(run_command)
 cli.add_command(logs_command)
+cli.add_command(apps_command)
+cli.add_command(services_command)
 
 
 def main() -> None:

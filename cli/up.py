@@ -84,6 +84,9 @@ class Cluster:
             )
         self.children.append((name, process, log_path))
 
+    def services_port(self) -> int:
+        return self.http_port + 10
+
     def start(self, agent_resources: str | None) -> None:
         self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
                                "--http-port", str(self.http_port),
@@ -93,10 +96,25 @@ class Cluster:
         for i in range(1, self.agent_count + 1):
             args = ["agent", "--master", f"127.0.0.1:{self.port}",
                     "--work-dir", os.path.join(self.state_dir, f"agent-{i}"), "--hostname", f"agent-{i}"]
-            if agent_resources:
-                args += ["--resources", agent_resources]
+            resources = agent_resources or ""
+            if "ports" not in resources:
+                # The agents share this machine: disjoint port ranges, or two tasks on two
+                # "different" agents would be given the same host port.
+                resources = ";".join(filter(None, [resources, agent_ports(i, self.agent_count)]))
+            args += ["--resources", resources]
             args += self.security.agent_args(i) if self.security else ["--insecure"]
             self._spawn(f"agent-{i}", args)
+
+    def start_services(self) -> None:
+        """The services framework (`tepui apps ...`), with its store in the state dir so that a
+        restarted `tepui up` finds its apps again; the master proxies its API."""
+        args = ["services", "--master", f"127.0.0.1:{self.port}", "--http-port", str(self.services_port()),
+                "--store", os.path.join(self.state_dir, "services.sqlite")]
+        if self.security is not None:
+            args += ["--http-token-file", self.security.token_file]
+        else:
+            args += ["--insecure"]
+        self._spawn("services", args)
 
     def _local_acls(self) -> str:
         """The local cluster's ACL file, written once so that an operator's edits survive
@@ -122,6 +140,7 @@ class Cluster:
         with Progress(*columns, console=self.console, transient=True) as progress:
             master_task = progress.add_task("master answering", total=1)
             agents_task = progress.add_task("agents registered", total=self.agent_count)
+            services_task = progress.add_task("services framework subscribed", total=1)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 dead = self.dead_child()
@@ -133,17 +152,23 @@ class Cluster:
                 if state is not None:
                     progress.update(master_task, completed=1)
                     progress.update(agents_task, completed=state["activated_slaves"])
-                    if state["activated_slaves"] >= self.agent_count:
+                    services = any(f.get("name") == "services" and f.get("connected")
+                                   for f in state.get("frameworks", []))
+                    progress.update(services_task, completed=int(services))
+                    if state["activated_slaves"] >= self.agent_count and services:
                         return
                 time.sleep(0.1)
         raise click.ClickException(
             f"the cluster was not ready within {timeout:g} s; see the logs in {self.state_dir}")
 
     def stop(self) -> None:
-        """Agents first (SIGUSR1: they end their tasks), then the master; SIGKILL after a deadline."""
-        agents = [c for c in self.children if c[0] != "master"]
+        """The services framework (it fails over: its tasks stay), then agents (SIGUSR1: they end
+        their tasks), then the master; SIGKILL after a deadline."""
+        services = [c for c in self.children if c[0] == "services"]
+        agents = [c for c in self.children if c[0].startswith("agent")]
         masters = [c for c in self.children if c[0] == "master"]
-        for group, grace, sig in ((agents, 12.0, signal.SIGUSR1), (masters, 5.0, signal.SIGTERM)):
+        for group, grace, sig in ((services, 5.0, signal.SIGTERM), (agents, 12.0, signal.SIGUSR1),
+                                  (masters, 5.0, signal.SIGTERM)):
             for _name, process, _log in group:
                 if process.poll() is None:
                     process.send_signal(sig)
@@ -155,6 +180,14 @@ class Cluster:
                     self.console.print(f"[yellow]{name} did not stop in {grace:g} s; killing it[/yellow]")
                     process.kill()
                     process.wait()
+
+
+def agent_ports(index: int, count: int, first: int = 31000, last: int = 32000) -> str:
+    """Agent ``index`` (1-based) of ``count``'s share of the port range, as a resource."""
+    span = (last - first + 1) // count
+    low = first + (index - 1) * span
+    high = last if index == count else low + span - 1
+    return f"ports:[{low}-{high}]"
 
 
 def default_state_dir(port: int) -> str:
@@ -184,7 +217,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
         state_dir = default_state_dir(port)
     if agents < 1:
         raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
-    for what, number in (("--port", port), ("--http-port", http_port)):
+    for what, number in (("--port", port), ("--http-port", http_port),
+                         ("--http-port + 10, the services framework's API", http_port + 10)):
         if not _port_free("127.0.0.1", number):
             raise click.ClickException(
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? "
@@ -207,6 +241,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     cluster.start(agent_resources)
+    cluster.start_services()
     try:
         cluster.wait_ready(timeout)
         console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
@@ -215,6 +250,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
         # Clients find this cluster (address, keys, token) in the client configuration: no flags.
         console.print("  try:  tepui run -- echo hello     tepui state     "
                       "python examples/hello_framework.py --tasks 10", soft_wrap=True)
+        console.print(f"        tepui apps deploy examples/services/hello.yaml     tepui apps list   "
+                      f"(services API: http://127.0.0.1:{http_port}/frameworks/services/v1/apps)", soft_wrap=True)
         console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
                       f"{cluster.security.config_path}", soft_wrap=True)
         console.print("  stop: Ctrl-C")

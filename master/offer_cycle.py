@@ -78,6 +78,7 @@ class OfferCycle:
                 resources=allocation.resources.to_wire(),
                 attributes=dict(agent.attributes),
                 allocation_role=allocation.role,
+                address=agent.address,
             ))
             if self.config.offer_timeout is not None:
                 out.append(ScheduleTimer(now + self.config.offer_timeout, ("offer_timeout", offer_id)))

@@ -12,6 +12,7 @@ from tepui.master.core import MasterCore
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
 from tepui.master.events import Credential, Abort, OperatorError, PeerUnreachable, Received, Send
 from tepui.master.files_proxy import Located, TasksEndpoint
+from tepui.master.framework_proxy import FrameworksEndpoint, framework_apis
 from tepui.master.http import CoreCollector, build_site_root
 from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
 from tepui.master.state_view import agent_url, find_tasks, render_state
@@ -81,6 +82,7 @@ class MasterShell:
                 "quota": QuotaEndpoint(allocator, self.operator_call),
                 "roles": RolesEndpoint(allocator, self.operator_call),
                 "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token),
+                "frameworks": FrameworksEndpoint(self.reactor, lambda: framework_apis(self.core), token=policy.token),
             },
         )
         return GuardedSite(root, policy)

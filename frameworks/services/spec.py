@@ -375,6 +375,9 @@ def _validate(spec: AppSpec) -> None:
     for i, port in enumerate(spec.ports):
         _check_port(f"ports[{i}].port", port.port, allow_zero=True)
         _check_protocol(f"ports[{i}].protocol", port.protocol)
+    _no_repeated_ports("ports", "port", [p.port for p in spec.ports])
+    if spec.container is not None:
+        _no_repeated_ports("container.port_mappings", "host_port", [m.host_port for m in spec.container.port_mappings])
     for key in spec.env:
         if not key or "=" in key:
             _fail(f"env.{key}", "environment variable names must be non-empty and contain no '='")
@@ -386,6 +389,9 @@ def _validate(spec: AppSpec) -> None:
             _fail(f"uris[{i}]", "must not be empty")
     for i, check in enumerate(spec.health_checks):
         _validate_health_check(f"health_checks[{i}]", check, spec.port_count)
+    if len(spec.health_checks) > 1:
+        # Marathon runs several; Tepui's agent runs one check per task (Mesos' TaskInfo has one).
+        _fail("health_checks[1]", "one health check per app: the agent runs one check per task")
     if spec.readiness_check is not None:
         _validate_readiness(spec.readiness_check, spec.port_count)
     for i, constraint in enumerate(spec.constraints):
@@ -432,6 +438,14 @@ def _validate_container(container: Container) -> None:
         _check_port(f"{path}.container_port", mapping.container_port, allow_zero=False)
         _check_port(f"{path}.host_port", mapping.host_port, allow_zero=True)
         _check_protocol(f"{path}.protocol", mapping.protocol)
+
+
+def _no_repeated_ports(path: str, name: str, ports: list[int]) -> None:
+    seen: set[int] = set()
+    for i, port in enumerate(ports):
+        if port and port in seen:
+            _fail(f"{path}[{i}].{name}", f"port {port} is listed twice; a host port can be taken once")
+        seen.add(port)
 
 
 def _check_port(field: str, port: int, *, allow_zero: bool) -> None:

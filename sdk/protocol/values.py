@@ -346,6 +346,10 @@ class Offer(Value):
     attributes: dict[str, str] = {}
     executor_ids: list[str] = []
     allocation_role: str = "*"
+    # The IP where the agent (and the ports of its tasks) is reached (its AgentInfo.address):
+    # Mesos offers carry the agent's URL for the same reason — a framework probing its own
+    # tasks (readiness checks) cannot rely on the hostname resolving.
+    address: str | None = None
 
 
 class DemandShape(Value):

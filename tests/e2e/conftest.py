@@ -211,8 +211,12 @@ class Cluster:
     """A real master and agents on free ports. ``master`` is what ``--master`` wants."""
 
     def __init__(self, root: Path, agents: int = 2, kill_grace_period: float = 3.0,
-                 agent_args: list[str] | None = None, master_args: list[str] | None = None) -> None:
+                 agent_args: list[str] | None = None, master_args: list[str] | None = None,
+                 distinct_ports: bool = False) -> None:
         self.agent_args = list(agent_args or [])
+        # Agents on one machine share its ports: frameworks that take host ports from offers
+        # (services) need disjoint ranges, as `tepui up` gives them.
+        self.distinct_ports = distinct_ports
         self.master_args = list(master_args or [])
         self.root = root
         self.port, self.http_port = free_ports(2)
@@ -251,10 +255,8 @@ class Cluster:
                                "--keys", str(self.keys.store), *self.master_args])
         self._previous_config = os.environ.get("TEPUI_CONFIG")
         os.environ["TEPUI_CONFIG"] = str(self.keys.config)
-        for i, work_dir in enumerate(self.work_dirs, start=1):
-            self._spawn(f"agent-{i}", ["agent", "--master", self.master, "--work-dir", str(work_dir),
-                                       "--hostname", f"agent-{i}", "--keys", self.keys.agent_dir(i),
-                                       "--kill-grace-period", str(self.kill_grace_period), *self.agent_args])
+        for i in range(1, self.agent_count + 1):
+            self.start_agent(i)
         deadline = time.monotonic() + READY_TIMEOUT
         state = None
         while time.monotonic() < deadline:
@@ -268,6 +270,20 @@ class Cluster:
             time.sleep(0.1)
         raise RuntimeError(f"cluster not ready within {READY_TIMEOUT} s (last /state: "
                            f"{None if state is None else state['activated_slaves']} agents):\n{self.log_tails()}")
+
+    def start_agent(self, index: int) -> None:
+        """(Re)starts agent ``index`` (1-based) on its work dir: a restarted one recovers its tasks."""
+        self._spawn(f"agent-{index}", ["agent", "--master", self.master, "--work-dir", str(self.work_dirs[index - 1]),
+                                       "--hostname", f"agent-{index}", "--keys", self.keys.agent_dir(index),
+                                       "--kill-grace-period", str(self.kill_grace_period),
+                                       *self.agent_extra_args(index), *self.agent_args])
+
+    def agent_extra_args(self, index: int) -> list[str]:
+        if not self.distinct_ports:
+            return []
+        from tepui.cli.up import agent_ports
+
+        return ["--resources", agent_ports(index, self.agent_count)]
 
     def env_for(self, principal: str) -> dict[str, str]:
         """child_env() for a framework subscribing as ``principal`` (a key of its own: the

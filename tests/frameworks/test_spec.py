@@ -29,8 +29,6 @@ health_checks:
     grace_period_seconds: 30
     interval_seconds: 5
     timeout_seconds: 2
-  - protocol: COMMAND
-    command: "true"
 readiness_check:
   path: /ready
 constraints:
@@ -57,7 +55,7 @@ def test_full_yaml_spec() -> None:
     assert spec.labels["team"] == "travel"
     assert spec.health_checks[0].path == "/health"
     assert spec.health_checks[0].max_consecutive_failures == 3
-    assert spec.health_checks[1].command == "true"
+    assert len(spec.health_checks) == 1
     assert spec.readiness_check is not None and spec.readiness_check.http_status_codes_for_ready == [200]
     assert spec.constraints == [
         Constraint("hostname", "UNIQUE"),
@@ -183,6 +181,8 @@ BASE = "id: /a\ncommand: run\n"
         (BASE + "health_checks: [{protocol: TCP, port: 80, max_consecutive_failures: -1}]\n",
          "health_checks[0].max_consecutive_failures", "must be >= 0"),
         (BASE + "ports: [{}]\nhealth_checks: [{}, {path: health}]\n", "health_checks[1].path", "must start with '/'"),
+        (BASE + "ports: [{}]\nhealth_checks: [{}, {}]\n", "health_checks[1]", "one health check per app"),
+        (BASE + "ports: [{port: 8080}, {port: 8080}]\n", "ports[1].port", "listed twice"),
         (BASE + "readiness_check: {}\n", "readiness_check.port_index", "the app has 0 port(s)"),
         # documents
         ("- just\n- a list\n", "(document)", "must be a mapping"),

@@ -227,6 +227,7 @@ OFFER = Offer(
     attributes={"rack": "r1"},
     executor_ids=["web.executor"],
     allocation_role="eng",
+    address="10.0.0.7",
 )
 
 UUID = bytes(range(100, 116))
