@@ -18,9 +18,9 @@ FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED", "ROLLED_BACK")
 
 
 def console(stderr: bool = False) -> Console:
-    out = Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False, emoji=False)
     if not out.is_terminal:
-        out = Console(stderr=stderr, highlight=False, width=250)  # piped: never wrap or cut rows at 80 columns
+        out = Console(stderr=stderr, highlight=False, emoji=False, width=250)  # piped: never wrap or cut rows at 80 columns
     return out
 
 

@@ -113,10 +113,11 @@ def list_command(store: str) -> None:
     for column in ("NAME", "KIND", "PRINCIPAL", "ROLES", "STATUS", "CREATED", "PUBLIC KEY"):
         table.add_column(column, no_wrap=True)
     for entry in sorted(allow.entries, key=lambda e: (KINDS.index(e.kind), e.name)):
-        # Z85 keys contain [ ] which rich would read as markup: every cell is escaped.
+        # Z85 keys contain [ ] which rich would read as markup, and :x: which it would read as an
+        # emoji code: every cell is escaped, and the console prints no emoji.
         table.add_row(*(escape(cell) for cell in (
             entry.name, entry.kind, entry.principal, ",".join(entry.roles) or "*",
             "revoked" if entry.revoked else "active", entry.created or "-", entry.public_key)))
-    Console(width=250).print(table)
+    Console(width=250, emoji=False).print(table)
     if not allow.entries:
         click.echo("(no keys yet: `tepui certs issue --agent NAME`)")

@@ -13,6 +13,7 @@ from tepui.cli.certs import certs_command
 from tepui.cli.logs import logs_command
 from tepui.cli.run import run_command
 from tepui.cli.services import services_command
+from tepui.cli.sim import sim_command
 from tepui.cli.state import state_command
 from tepui.cli.up import up_command
 
@@ -99,6 +100,10 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
               "keys (re-read when it changes, or on SIGHUP). Required unless --insecure.")
 @click.option("--insecure", is_flag=True,
               help="No CurveZMQ: plain-text ZeroMQ, any peer may connect and claim any identity. For tests only.")
+@click.option("--zmq-heartbeat-interval", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Seconds between ZeroMQ heartbeats to each connected peer (a silent peer is dropped after "
+              "three); 0 turns them off. At ~10,000 agents libzmq's timer bookkeeping for them saturates its I/O "
+              "thread (bench/scale.py): raise it there; agents are still watched by the application pings.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
            agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
@@ -106,7 +111,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
            agent_removal_rate: Any, agent_gone_timeout: float, recovery_agent_removal_limit: float,
            http_token_file: str | None, http_read_auth: str, tls_cert: str | None, tls_key: str | None,
            allow_host_volumes: bool, acls_path: str | None, framework_rate_limit: str, framework_rate_burst: float | None,
-           keys: str | None, insecure: bool, log_level: str) -> None:
+           keys: str | None, insecure: bool, zmq_heartbeat_interval: float, log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
     from tepui.master.rate_limits import parse_rate_limit
@@ -122,7 +127,8 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
                recovery_agent_removal_limit=recovery_agent_removal_limit, http_token_file=http_token_file,
                http_read_auth=http_read_auth, tls_cert=tls_cert, tls_key=tls_key,
                allow_host_volumes=allow_host_volumes, acls_path=acls_path,
-               framework_rate_limit=rate_limit, keys_dir=keys, insecure=insecure)
+               framework_rate_limit=rate_limit, keys_dir=keys, insecure=insecure,
+               zmq_heartbeat_interval=zmq_heartbeat_interval)
 
 
 @cli.command()
@@ -221,6 +227,7 @@ cli.add_command(run_command)
 cli.add_command(logs_command)
 cli.add_command(apps_command)
 cli.add_command(services_command)
+cli.add_command(sim_command)
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def state_command(http: str, as_json: bool, completed: int) -> None:
     if as_json:
         click.echo(json.dumps(state, indent=2))
     else:
-        console = Console()
+        console = Console(emoji=False)  # ids and names are data: `:x:` is no emoji
         if not console.is_terminal:
-            console = Console(width=250)  # piped: never wrap or cut rows at 80 columns
+            console = Console(width=250, emoji=False)  # piped: never wrap or cut rows at 80 columns
         render(state, console, completed)

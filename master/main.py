@@ -47,6 +47,7 @@ def run_master(
     framework_rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     keys_dir: str | None = None,
     insecure: bool = False,
+    zmq_heartbeat_interval: float = 5.0,
 ) -> None:
     configure_logging(log_level, "master")
     curve = master_curve(keys_dir, insecure)
@@ -89,7 +90,8 @@ def run_master(
     else:
         log.warning("event=registry_in_memory hint=\"give --work-dir to keep weights, quotas, reservations, "
                     "agents and frameworks across master restarts\"")
-    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve)
+    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve,
+                        heartbeat_seconds=zmq_heartbeat_interval)
     site = shell.site(policy_from_flags(http_token_file, http_read_auth, "master"))
     shell.registry.register(HttpCollector(site.counters))
     _serve_admission(reactor, shell, acls_path, framework_rate_limit)

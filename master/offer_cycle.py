@@ -19,7 +19,7 @@ from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, Task
 from tepui.master.registry import agent_entry
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
-from tepui.master.validation import demand_of, demand_problem, task_resources, validate_task
+from tepui.master.validation import EitherOf, demand_of, demand_problem, task_resources, validate_task
 from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
@@ -193,7 +193,7 @@ class OfferCycle:
     ) -> Resources:
         if isinstance(operation, sm.Launch):
             for task_info in operation.task_infos:
-                problem = validate_task(task_info, agent.agent_id, available, set(framework.tasks),
+                problem = validate_task(task_info, agent.agent_id, available, framework.tasks,
                                         self.config.allow_host_volumes)
                 if problem is not None:
                     self.counters["tasks_invalid"] += 1
@@ -272,14 +272,15 @@ class OfferCycle:
             problem = "LAUNCH_GROUP needs an executor of type DEFAULT"
         unauthorized = None if problem else self._group_unauthorized(framework, agent, tasks, operation.executor, out)
         problem = problem or unauthorized
-        remaining, seen = available, set(framework.tasks)
+        remaining, seen = available, set[str]()
         for task_info in tasks:
             if problem is not None:
                 break
             if task_info.executor is not None:
                 problem = f"task {task_info.task_id!r}: tasks of a group take no executor of their own"
                 break
-            problem = validate_task(task_info, agent.agent_id, remaining, seen, self.config.allow_host_volumes)
+            problem = validate_task(task_info, agent.agent_id, remaining, EitherOf(framework.tasks, seen),
+                                    self.config.allow_host_volumes)
             if problem is None:
                 resources, _ = task_resources(task_info)
                 assert resources is not None

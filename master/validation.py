@@ -7,6 +7,8 @@ costs the framework its offer: the resources go back.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from tepui.offers.allocator import Demand
 from tepui.offers.roles import InvalidRole, validate_role
 from tepui.master.task_checks import spec_problem
@@ -43,10 +45,23 @@ def task_resources(task: TaskInfo) -> tuple[Resources | None, str | None]:
     return resources, None
 
 
-def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: set[str],
+class EitherOf(Container[str]):
+    """``x in EitherOf(a, b)``: in ``a`` or in ``b``, without copying either (a task group's ids
+    so far, beside the framework's tasks)."""
+
+    def __init__(self, *parts: Container[str]) -> None:
+        self.parts = parts
+
+    def __contains__(self, item: object) -> bool:
+        return any(item in part for part in self.parts)
+
+
+def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: Container[str],
                   allow_host_volumes: bool = False) -> str | None:
     """Everything checkable at the master before a task may launch (the spec's fields in
-    :mod:`tepui.master.task_checks`)."""
+    :mod:`tepui.master.task_checks`). ``active_ids`` is anything answering ``in`` — the
+    framework's task dict itself: copying it into a set per task made launching quadratic
+    (87% of the master's time at 100,000 tasks, bench/scale.py)."""
     problem = validate_id("task_id", task.task_id)
     if problem:
         return problem

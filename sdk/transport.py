@@ -68,14 +68,19 @@ class TransportStats:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
-def _common_options(sock: zmq.Socket, max_bytes: int, hwm: int, linger_ms: int) -> None:
+def _common_options(sock: zmq.Socket, max_bytes: int, hwm: int, linger_ms: int,
+                    heartbeat_seconds: float = 5.0) -> None:
+    """ZMTP heartbeats every ``heartbeat_seconds`` (a peer silent for three intervals is
+    dropped); 0 turns them off on this socket — the peers' own heartbeats are still answered."""
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes + 1024)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 5000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, 15000)
+    if heartbeat_seconds > 0:
+        interval_ms = max(1, int(heartbeat_seconds * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, interval_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * interval_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * interval_ms)
 
 
 class _Endpoint:
@@ -246,10 +251,11 @@ class RouterEndpoint(_Endpoint):
         curve: CurveServer | None = None,
         pass_identity: bool = False,
         max_frames: int = 2,
+        heartbeat_seconds: float = 5.0,
     ) -> None:
         ctx = context or zmq.Context.instance()
         sock = ctx.socket(zmq.ROUTER)
-        _common_options(sock, max_bytes, hwm, linger_ms=0)
+        _common_options(sock, max_bytes, hwm, linger_ms=0, heartbeat_seconds=heartbeat_seconds)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         super().__init__(reactor, sock, on_batch_end)

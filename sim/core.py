@@ -1,0 +1,489 @@
+"""The simulator's pure core: every simulated agent's state machine, in one object.
+
+``SimCore.handle(event, now)`` returns effects (send on agent i's connection, timers, rare
+logs), as the real agent's core does (DESIGN §2); the shell (:mod:`tepui.sim.shell`) owns the
+sockets. One core for all agents rather than one per agent, because at 10,000 agents the cost
+that matters is per message: an event names its agent by index and reaches it in O(1), and no
+handler scans more than the one agent's own tasks.
+
+What a simulated agent does, and why it matches the real one (``tepui.agent``) on the wire:
+
+* registration: REGISTER_AGENT with its own hostname, resources and attributes, retried with
+  doubling backoff until AGENT_REGISTERED; after it has an id, REREGISTER_AGENT with every task
+  it holds (live, or ended with its final update not acknowledged yet), as the real agent does
+  after a master failover. A master silent for 5 ping intervals (the real agent's rule) makes
+  it re-register; one sweep over all agents per half limit checks that, instead of one timer
+  per agent.
+* pings: PONG with the same ``seq``, while registered.
+* tasks run without processes: RUN_TASK → TASK_RUNNING at once, then TASK_FINISHED after the
+  task's duration (:func:`tepui.sim.events.task_duration`); KILL_TASK → TASK_KILLING (for
+  frameworks with that capability) then TASK_KILLED at once; duplicate task ids are refused
+  (at most once per task id, DESIGN §6). Task groups run the same way; SHUTDOWN_EXECUTOR ends
+  the group's tasks TASK_KILLED.
+* status updates (Mesos ``TaskStatusUpdateManager``, like ``agent/status_updates.py``): each
+  carries a fresh UUID; one in flight per task, retried with doubling backoff until the ack
+  with its UUID arrives; the next goes out only after that ack; stale acks change nothing.
+* SHUTDOWN_FRAMEWORK drops that framework's tasks and unacknowledged updates silently (nobody is
+  left to acknowledge); RECONCILE_TASKS answers TASK_DROPPED (TASK_LOST for frameworks that are
+  not PARTITION_AWARE) for ids it never saw, like ``agent/reconcile.py``; SHUTDOWN_AGENT ends
+  the agent's tasks, waits (at most ``stop_grace``) for their acks, unregisters and closes.
+
+Nothing here logs per message: rare events are logged the first time and counted always
+(``stats``), so that 10,000 agents that all see the same thing produce one line.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable
+
+import msgspec
+
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskInfo, TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sim.events import (
+    DURATION_LABEL,
+    CloseAgent,
+    Received,
+    SendToMaster,
+    SimConfig,
+    Start,
+    Stop,
+    expand_template,
+    parse_attributes,
+    task_duration,
+)
+
+Effect = Any
+Key = tuple[str, str]  # (framework id, task id)
+MASTER_CHECK = ("master_check",)
+MISSED_PINGS = 5  # the real agent's rule: silent for this many ping intervals → the master is gone
+
+
+class _Pending:
+    """Updates of one task waiting for acknowledgement; the head is in flight. A list, not a
+    deque: it almost always holds one update, and 100,000 deques cost 60 MB."""
+
+    __slots__ = ("queue", "attempts")
+
+    def __init__(self) -> None:
+        self.queue: list[TaskStatus] = []
+        self.attempts = 0
+
+
+class SimTask:
+    __slots__ = ("framework_id", "info", "state", "group")
+
+    def __init__(self, framework_id: str, info: TaskInfo, state: TaskState, group: str | None = None) -> None:
+        self.framework_id, self.info, self.state, self.group = framework_id, info, state, group
+
+
+class SimAgent:
+    """One simulated agent. ``tasks`` are live; ``ended`` hold ended tasks whose final update
+    waits for its ack (reported on re-registration, as the real agent does); ``completed``
+    remembers the last ended task ids, so a late duplicate RUN_TASK is refused."""
+
+    __slots__ = ("index", "hostname", "attributes", "agent_id", "registered", "stopping", "closed", "master_epoch",
+                 "last_contact", "backoff", "tasks", "ended", "completed", "pending", "groups", "shutting_down")
+
+    def __init__(self, index: int, hostname: str, attributes: dict[str, str], backoff: float) -> None:
+        self.index, self.hostname, self.attributes = index, hostname, attributes
+        self.agent_id: str | None = None
+        self.registered = False
+        self.stopping = False  # SHUTDOWN_AGENT: draining
+        self.closed = False  # done: no more messages either way
+        self.master_epoch = 0
+        self.last_contact = 0.0
+        self.backoff = backoff
+        self.tasks: dict[Key, SimTask] = {}
+        self.ended: dict[Key, SimTask] = {}
+        self.completed: dict[Key, None] = {}  # insertion-ordered, bounded
+        self.pending: dict[Key, _Pending] = {}
+        self.groups: dict[Key, list[str]] = {}  # (framework id, executor id) → its task ids
+        self.shutting_down: set[str] = set()  # frameworks told to shut down here
+
+
+class SimCore:
+    def __init__(self, config: SimConfig, new_uuid: Callable[[], bytes]) -> None:
+        self.config = config
+        self._new_uuid = new_uuid
+        self._resources = config.resources.to_wire()  # shared by every agent: values are immutable
+        self.agents = [
+            SimAgent(i, config.hostname(i), parse_attributes(expand_template(config.attributes, i + 1)),
+                     config.registration_backoff)
+            for i in range(config.agents)
+        ]
+        self.frameworks: dict[str, FrameworkInfo] = {}  # the latest info seen per framework, all agents
+        self.ping_interval = 15.0  # announced by the master at registration
+        self.registered = 0  # agents registered right now
+        self.running = 0  # live tasks, all agents
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._checking = False
+        self._handlers: dict[type, Callable[[SimAgent, Any, int, float, list[Effect]], None]] = {
+            am.Ping: self._on_ping,
+            am.StatusUpdateAck: self._on_ack,
+            am.RunTask: self._on_run_task,
+            am.RunTaskGroup: self._on_run_task_group,
+            am.KillTask: self._on_kill_task,
+            am.AgentRegistered: self._on_registered,
+            am.AgentReregistered: self._on_registered,
+            am.ShutdownFramework: self._on_shutdown_framework,
+            am.ShutdownExecutor: self._on_shutdown_executor,
+            am.ReconcileTasks: self._on_reconcile_tasks,
+            am.ShutdownAgent: self._on_shutdown_agent,
+        }
+
+    # --- entry point ----------------------------------------------------------------------
+
+    def handle(self, event: Any, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        kind = type(event)
+        if kind is Received:
+            agent = self.agents[event.index]
+            if agent.closed:
+                return out
+            if event.epoch < agent.master_epoch:
+                self._note("stale_master_message", {"epoch": event.epoch, "current": agent.master_epoch}, out)
+                return out
+            agent.last_contact = now
+            handler = self._handlers.get(type(event.body))
+            if handler is None:  # FRAMEWORK_TO_EXECUTOR, DESTROY_VOLUMES: nothing to simulate
+                self.stats["ignored_" + type(event.body).__name__] += 1
+            else:
+                handler(agent, event.body, event.epoch, now, out)
+        elif kind is TimerFired:
+            self._on_timer(event.key, now, out)
+        elif kind is Start:
+            agent = self.agents[event.index]
+            agent.last_contact = now
+            if not agent.registered and not agent.closed:
+                self._register(agent, now, out)
+        elif kind is Stop:
+            self._stop(event, out)
+        else:
+            raise TypeError(f"unknown event {event!r}")
+        return out
+
+    def _note(self, event: str, fields: dict[str, Any], out: list[Effect], level: str = "warning") -> None:
+        """Counts a rare event; logs it only the first time (10,000 agents, one line)."""
+        self.stats[event] += 1
+        if self.stats[event] == 1:
+            out.append(Log(level, event, {**fields, "note": "logged once; counted in the stats line"}))
+
+    # --- registration ---------------------------------------------------------------------
+
+    def _register(self, agent: SimAgent, now: float, out: list[Effect]) -> None:
+        info = AgentInfo(hostname=agent.hostname, resources=self._resources, attributes=agent.attributes,
+                         id=agent.agent_id)
+        if agent.agent_id is None:
+            out.append(SendToMaster(agent.index, am.RegisterAgent(info, self.config.version)))
+        else:
+            held = list(agent.tasks.values()) + list(agent.ended.values())
+            reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in held]
+            ids = sorted({t.framework_id for t in held})
+            frameworks = [self.frameworks[fid] for fid in ids if fid in self.frameworks]
+            out.append(SendToMaster(agent.index, am.ReregisterAgent(info, self.config.version, reports, frameworks)))
+            self.stats["reregistrations_sent"] += 1
+        out.append(ScheduleTimer(now + agent.backoff, ("register", agent.index)))
+        agent.backoff = min(agent.backoff * 2, self.config.max_registration_backoff)
+
+    def _on_registered(self, agent: SimAgent, msg: am.AgentRegistered | am.AgentReregistered, epoch: int,
+                       now: float, out: list[Effect]) -> None:
+        agent.agent_id = msg.agent_id
+        agent.master_epoch = max(agent.master_epoch, epoch, msg.master_info.epoch)
+        self.ping_interval = msg.ping_interval_seconds
+        if agent.registered or agent.stopping:
+            return
+        agent.registered = True
+        self.registered += 1
+        agent.backoff = self.config.registration_backoff
+        out.append(CancelTimer(("register", agent.index)))
+        for key in agent.pending:  # resend what the old connection may have lost
+            self._send_head(agent, key, now, out, fresh=True)
+        if not self._checking:
+            self._checking = True
+            out.append(ScheduleTimer(now + self._silence_limit() / 2, MASTER_CHECK))
+
+    def _unregistered(self, agent: SimAgent) -> None:
+        if agent.registered:
+            agent.registered = False
+            self.registered -= 1
+
+    def _silence_limit(self) -> float:
+        if self.config.master_silence_limit is not None:
+            return self.config.master_silence_limit
+        return self.ping_interval * MISSED_PINGS
+
+    def _check_master(self, now: float, out: list[Effect]) -> None:
+        """One sweep for all agents: those the master has not spoken to for too long (it died,
+        or forgot them) re-register, and the master learns their tasks again."""
+        limit = self._silence_limit()
+        silent = 0
+        for agent in self.agents:
+            if agent.registered and not agent.stopping and now - agent.last_contact > limit:
+                self._unregistered(agent)
+                self._register(agent, now, out)
+                silent += 1
+        if silent:
+            self.stats["master_silent"] += silent
+            out.append(Log("warning", "master_silent", {"agents": silent, "seconds": limit,
+                                                        "action": "re-registering"}))
+        out.append(ScheduleTimer(now + limit / 2, MASTER_CHECK))
+
+    def _on_ping(self, agent: SimAgent, msg: am.Ping, epoch: int, now: float, out: list[Effect]) -> None:
+        if agent.registered:
+            out.append(SendToMaster(agent.index, am.Pong(msg.seq)))
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def _known(self, agent: SimAgent, key: Key) -> bool:
+        return key in agent.tasks or key in agent.ended or key in agent.pending or key in agent.completed
+
+    def _on_run_task(self, agent: SimAgent, msg: am.RunTask, epoch: int, now: float, out: list[Effect]) -> None:
+        framework_id = msg.framework_info.id or ""
+        self.frameworks[framework_id] = msg.framework_info
+        agent.shutting_down.discard(framework_id)
+        if self._known(agent, (framework_id, msg.task.task_id)):
+            self._note("duplicate_task_refused", {"task_id": msg.task.task_id, "agent": agent.hostname}, out)
+            return
+        self._launch(agent, framework_id, msg.task, task_duration(msg.task), None, now, out)
+
+    def _on_run_task_group(self, agent: SimAgent, msg: am.RunTaskGroup, epoch: int, now: float,
+                           out: list[Effect]) -> None:
+        """All of the group or none of it, as the real agent starts a group."""
+        framework_id = msg.framework_info.id or ""
+        self.frameworks[framework_id] = msg.framework_info
+        agent.shutting_down.discard(framework_id)
+        tasks = msg.task_group.tasks
+        if any(self._known(agent, (framework_id, t.task_id)) for t in tasks):
+            self._note("duplicate_task_group_refused", {"executor_id": msg.executor.executor_id}, out)
+            return
+        group = msg.executor.executor_id
+        durations = [task_duration(t) for t in tasks]
+        invalid = None in durations
+        agent.groups[(framework_id, group)] = [t.task_id for t in tasks]
+        for task, duration in zip(tasks, durations):
+            self._launch(agent, framework_id, task, None if invalid else duration, group, now, out,
+                         reason=TaskReason.TASK_GROUP_INVALID if invalid else TaskReason.TASK_INVALID)
+
+    def _launch(self, agent: SimAgent, framework_id: str, task: TaskInfo, duration: float | None, group: str | None,
+                now: float, out: list[Effect], reason: TaskReason = TaskReason.TASK_INVALID) -> None:
+        key = (framework_id, task.task_id)
+        agent.tasks[key] = SimTask(framework_id, task, TaskState.RUNNING, group)
+        self.running += 1
+        self.stats["tasks_launched"] += 1
+        if duration is None:  # a duration label that is not a number: refused, as an unrunnable task is
+            message = f"label {DURATION_LABEL} must be a number of seconds"
+            self._terminal(agent, key, TaskState.ERROR, reason, message, now, out, timer=False)
+            return
+        self._update(agent, key, TaskState.RUNNING, None, None, now, out)
+        if duration <= 0:
+            self._terminal(agent, key, TaskState.FINISHED, None, "Command exited with status 0", now, out,
+                           exit_code=0, timer=False)
+        else:
+            out.append(ScheduleTimer(now + duration, ("finish", agent.index, framework_id, task.task_id)))
+
+    def _on_kill_task(self, agent: SimAgent, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
+        key = (msg.framework_id, msg.task_id)
+        if key not in agent.tasks:
+            self._enqueue(agent, msg.framework_id, TaskStatus(
+                task_id=msg.task_id, state=TaskState.DROPPED if self._aware(msg.framework_id) else TaskState.LOST,
+                message="cannot kill: the agent does not know this task", source=TaskSource.AGENT,
+                reason=TaskReason.TASK_UNKNOWN, agent_id=agent.agent_id, timestamp=now), now, out)
+            return
+        framework = self.frameworks.get(msg.framework_id)
+        if framework is not None and "TASK_KILLING_STATE" in framework.capabilities:
+            self._update(agent, key, TaskState.KILLING, None, None, now, out)
+        self._terminal(agent, key, TaskState.KILLED, None, "Killed on request (a simulated task: no process)", now, out)
+
+    def _aware(self, framework_id: str, info: FrameworkInfo | None = None) -> bool:
+        framework = self.frameworks.get(framework_id) or info
+        return framework is not None and "PARTITION_AWARE" in framework.capabilities
+
+    def _terminal(self, agent: SimAgent, key: Key, state: TaskState, reason: TaskReason | None, message: str,
+                  now: float, out: list[Effect], exit_code: int | None = None, timer: bool = True) -> None:
+        record = agent.tasks.pop(key, None)
+        if record is None:
+            return
+        self.running -= 1
+        self.stats["tasks_" + state.name.lower()] += 1
+        record.state = state
+        if timer:
+            out.append(CancelTimer(("finish", agent.index) + key))
+        if record.group is not None:
+            members = agent.groups.get((key[0], record.group))
+            if members is not None:
+                members.remove(key[1])
+                if not members:
+                    del agent.groups[(key[0], record.group)]
+        if key[0] in agent.shutting_down:
+            self._remember(agent, key)  # the framework is gone; nobody is left to acknowledge
+            return
+        agent.ended[key] = record
+        self._update(agent, key, state, reason, message, now, out, exit_code)
+
+    def _remember(self, agent: SimAgent, key: Key) -> None:
+        completed = agent.completed
+        completed[key] = None
+        if len(completed) > self.config.completed_limit:
+            del completed[next(iter(completed))]
+
+    # --- status updates -------------------------------------------------------------------
+
+    def _update(self, agent: SimAgent, key: Key, state: TaskState, reason: TaskReason | None, message: str | None,
+                now: float, out: list[Effect], exit_code: int | None = None) -> None:
+        self._enqueue(agent, key[0], TaskStatus(
+            task_id=key[1], state=state, message=message, source=TaskSource.AGENT, reason=reason,
+            agent_id=agent.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code), now, out)
+
+    def _enqueue(self, agent: SimAgent, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None:
+        if status.uuid is None:
+            status = msgspec.structs.replace(status, uuid=self._new_uuid())
+        key = (framework_id, status.task_id)
+        pending = agent.pending.get(key)
+        if pending is None:
+            pending = agent.pending[key] = _Pending()
+        pending.queue.append(status)
+        if len(pending.queue) == 1:
+            self._send_head(agent, key, now, out, fresh=True)
+
+    def _send_head(self, agent: SimAgent, key: Key, now: float, out: list[Effect], fresh: bool = False) -> None:
+        pending = agent.pending[key]
+        if fresh:
+            pending.attempts = 0
+        else:
+            self.stats["status_updates_retried"] += 1
+        delay = min(self.config.update_retry_initial * (2 ** pending.attempts), self.config.update_retry_max)
+        pending.attempts += 1
+        if agent.registered:
+            out.append(SendToMaster(agent.index, am.StatusUpdate(key[0], pending.queue[0])))
+        out.append(ScheduleTimer(now + delay, ("retry", agent.index) + key))
+
+    def _on_ack(self, agent: SimAgent, msg: am.StatusUpdateAck, epoch: int, now: float, out: list[Effect]) -> None:
+        key = (msg.framework_id, msg.task_id)
+        pending = agent.pending.get(key)
+        if pending is None or pending.queue[0].uuid != msg.uuid:
+            self.stats["stale_acks_ignored"] += 1
+            return
+        del pending.queue[0]
+        if pending.queue:
+            self._send_head(agent, key, now, out, fresh=True)
+            return
+        del agent.pending[key]
+        out.append(CancelTimer(("retry", agent.index) + key))
+        if agent.ended.pop(key, None) is not None:
+            self._remember(agent, key)
+        if agent.stopping:
+            self._maybe_close(agent, out)
+
+    # --- frameworks, executors, reconciliation ---------------------------------------------
+
+    def _on_shutdown_framework(self, agent: SimAgent, msg: am.ShutdownFramework, epoch: int, now: float,
+                               out: list[Effect]) -> None:
+        framework_id = msg.framework_id
+        agent.shutting_down.add(framework_id)
+        for key in [k for k in agent.pending if k[0] == framework_id]:
+            del agent.pending[key]
+            out.append(CancelTimer(("retry", agent.index) + key))
+        for key in [k for k in agent.tasks if k[0] == framework_id]:
+            self._terminal(agent, key, TaskState.KILLED, None, "framework shut down", now, out)
+        for key in [k for k in agent.ended if k[0] == framework_id]:
+            del agent.ended[key]
+            self._remember(agent, key)
+        self.stats["frameworks_shut_down"] += 1
+        if agent.stopping:
+            self._maybe_close(agent, out)
+
+    def _on_shutdown_executor(self, agent: SimAgent, msg: am.ShutdownExecutor, epoch: int, now: float,
+                              out: list[Effect]) -> None:
+        """Mesos: the executor ends, and its tasks with it."""
+        members = agent.groups.get((msg.framework_id, msg.executor_id))
+        if members is None:
+            self.stats["unknown_executor_shutdowns"] += 1
+            return
+        for task_id in list(members):
+            self._terminal(agent, (msg.framework_id, task_id), TaskState.KILLED, TaskReason.EXECUTOR_TERMINATED,
+                           f"its executor {msg.executor_id!r} was shut down", now, out)
+
+    def _on_reconcile_tasks(self, agent: SimAgent, msg: am.ReconcileTasks, epoch: int, now: float,
+                            out: list[Effect]) -> None:
+        """Ids the master placed here that the agent never saw were lost on the way: answered
+        TASK_DROPPED (TASK_LOST when not PARTITION_AWARE), and remembered as ended so a late
+        RUN_TASK for them is a refused duplicate (agent/reconcile.py)."""
+        if msg.framework_id in agent.shutting_down:
+            return
+        state = TaskState.DROPPED if self._aware(msg.framework_id, msg.framework_info) else TaskState.LOST
+        for task_id in msg.task_ids:
+            key = (msg.framework_id, task_id)
+            if self._known(agent, key):
+                continue
+            info = TaskInfo(name=task_id, task_id=task_id, agent_id=agent.agent_id or "", resources=[])
+            agent.ended[key] = SimTask(msg.framework_id, info, state)
+            self.stats["tasks_reconciled_unknown"] += 1
+            self._enqueue(agent, msg.framework_id, TaskStatus(
+                task_id=task_id, state=state, source=TaskSource.AGENT, reason=TaskReason.RECONCILIATION,
+                message="Reconciliation: task unknown to the agent (its launch never arrived)",
+                agent_id=agent.agent_id, timestamp=now), now, out)
+
+    # --- the end of agents ----------------------------------------------------------------
+
+    def _on_shutdown_agent(self, agent: SimAgent, msg: am.ShutdownAgent, epoch: int, now: float,
+                           out: list[Effect]) -> None:
+        """Like the real agent's drain: its tasks end KILLED, it waits for their acks (at most
+        ``stop_grace``), then unregisters and closes its connection."""
+        self._note("master_shut_down_agent", {"agent": agent.hostname, "message": msg.message}, out)
+        if agent.stopping:
+            return
+        agent.stopping = True
+        out.append(CancelTimer(("register", agent.index)))
+        for key in list(agent.tasks):
+            self._terminal(agent, key, TaskState.KILLED, None, "agent shut down", now, out)
+        out.append(ScheduleTimer(now + self.config.stop_grace, ("stop_deadline", agent.index)))
+        self._maybe_close(agent, out)
+
+    def _maybe_close(self, agent: SimAgent, out: list[Effect], force: bool = False) -> None:
+        if agent.closed or (agent.pending and not force):
+            return
+        if agent.registered and agent.agent_id is not None:
+            out.append(SendToMaster(agent.index, am.UnregisterAgent(agent.agent_id)))
+        self._unregistered(agent)
+        agent.closed = True
+        for key in agent.pending:
+            out.append(CancelTimer(("retry", agent.index) + key))
+        agent.pending.clear()
+        out.append(CancelTimer(("stop_deadline", agent.index)))
+        out.append(CloseAgent(agent.index))
+        self.stats["agents_closed"] += 1
+
+    def _stop(self, event: Stop, out: list[Effect]) -> None:
+        for agent in self.agents:
+            if agent.closed:
+                continue
+            if event.unregister and agent.registered and agent.agent_id is not None:
+                out.append(SendToMaster(agent.index, am.UnregisterAgent(agent.agent_id)))
+                self.stats["agents_unregistered"] += 1
+            self._unregistered(agent)
+            agent.closed = True
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
+        kind = key[0]
+        if kind == "retry":
+            agent = self.agents[key[1]]
+            task_key = (key[2], key[3])
+            if task_key in agent.pending and not agent.closed:
+                self._send_head(agent, task_key, now, out)
+        elif kind == "finish":
+            agent = self.agents[key[1]]
+            self._terminal(agent, (key[2], key[3]), TaskState.FINISHED, None, "Command exited with status 0", now,
+                           out, exit_code=0, timer=False)
+        elif kind == "register":
+            agent = self.agents[key[1]]
+            if not agent.registered and not agent.stopping and not agent.closed:
+                self._register(agent, now, out)
+        elif kind == "stop_deadline":
+            self._maybe_close(self.agents[key[1]], out, force=True)
+        elif key == MASTER_CHECK:
+            self._check_master(now, out)

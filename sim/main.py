@@ -1,0 +1,103 @@
+"""``tepui sim``: N simulated agents registered with a real (``--insecure``) master.
+
+The process prints progress on stderr while agents register, then exactly one line
+``ready agents=N`` on stdout (and writes ``--ready-file``, atomically) once all of them are
+registered. SIGTERM or SIGINT stops it: with ``--unregister`` every agent first says
+UNREGISTER_AGENT, otherwise the master finds them silent after its ping timeout, as it would
+find real agents that died.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tepui.sdk.codec import DEFAULT_MAX_BYTES
+from tepui.sdk.runtime import event_loop, install_reactor
+from tepui.sdk.shell import configure_logging
+from tepui.sdk.transport import tcp_address
+
+log = logging.getLogger("tepui.sim")
+
+UNREGISTER_FLUSH_SECONDS = 1.0  # time given to queued UNREGISTER_AGENTs before the sockets close
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    master: str
+    agents: int
+    resources: str
+    attributes: str = ""
+    hostname_prefix: str = "sim-"
+    wave: int = 250
+    transport: str = "auto"
+    ready_file: str | None = None
+    unregister: bool = False
+    stats_interval: float = 10.0
+    update_retry: float = 10.0
+    log_level: str = "warning"
+
+
+def run_sim(options: SimOptions) -> None:
+    configure_logging(options.log_level, "sim")
+    from tepui.sdk.resources import Resources
+    from tepui.sim.core import SimCore
+    from tepui.sim.events import SimConfig
+    from tepui.sim.links import choose_transport, make_links, raise_fd_limit
+    from tepui.sim.shell import SimShell
+
+    address = tcp_address(options.master, 5050)
+    fd_limit = raise_fd_limit()
+    try:
+        transport = choose_transport(options.transport, options.agents, fd_limit)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    config = SimConfig(agents=options.agents, resources=Resources.parse(options.resources),
+                       attributes=options.attributes, hostname_prefix=options.hostname_prefix,
+                       update_retry_initial=options.update_retry)
+    reactor = install_reactor()
+    loop = event_loop(reactor)
+    core = SimCore(config, lambda: uuid.uuid4().bytes)
+
+    def ready() -> None:
+        print(f"ready agents={options.agents}", flush=True)
+        if options.ready_file:
+            temporary = f"{options.ready_file}.tmp"
+            with open(temporary, "w") as handle:
+                handle.write(f"agents={options.agents}\n")
+            os.replace(temporary, options.ready_file)
+        # The agents' own structures live as long as the process: keep the collector off them.
+        gc.collect()
+        gc.freeze()
+
+    shell: SimShell | None = None
+
+    def links(on_message: Any) -> Any:
+        return make_links(transport, loop, address, shell_identity, on_message, DEFAULT_MAX_BYTES, options.agents)
+
+    def shell_identity(index: int) -> bytes:
+        assert shell is not None
+        return shell.identity(index)
+
+    shell = SimShell(reactor, core, links, wave=options.wave, stats_interval=options.stats_interval, on_ready=ready)
+
+    def on_shutdown() -> Any:
+        """SIGTERM, SIGINT: stop the agents, give UNREGISTER_AGENTs a moment, close."""
+        from twisted.internet import defer, task
+
+        assert shell is not None
+        shell.stop(options.unregister)
+        delay = UNREGISTER_FLUSH_SECONDS if options.unregister else 0.0
+        done: defer.Deferred[None] = task.deferLater(reactor, delay, shell.close)
+        return done
+
+    reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    reactor.callWhenRunning(shell.start)
+    print(f"sim: {options.agents} agents of {config.resources} for {address} over {transport} "
+          f"(descriptor limit {fd_limit}), {options.wave} per wave", file=sys.stderr, flush=True)
+    reactor.run()
