@@ -145,22 +145,17 @@ def cancel(core: ServicesCore, deployment_id: str, force: bool, now: float) -> A
         raise CommandError(409, "DEPLOYMENT_FINISHED",
                            f"deployment {deployment_id} already ended ({deployment.status}); nothing to cancel")
     out: list[Effect] = []
-    core.end_deployment(deployment, "CANCELLED", "cancelled by request", now, out)
-    finished_at = len(out) - 1
     app = core.state.apps.get(deployment.app)
     rollback_id = None
-    if app is not None and deployment.kind == "remove":
-        app.removing = False
-        core.state.save_app(app)
-    elif app is not None and not force and deployment.from_version is not None \
+    if app is not None and deployment.kind != "remove" and not force and deployment.from_version is not None \
             and (app.id, deployment.from_version) in core.state.versions:
-        spec = core.state.spec(app.id, deployment.from_version)
-        rollback_deployment = core.start_deployment(spec, "rollback", f"cancel of {deployment.id}", now, out,
-                                                    rollback_of=deployment.from_version)
-        rollback_id = rollback_deployment.id
-        deployment.rollback = rollback_id
-        core.state.save_deployment(deployment)
-        out[finished_at] = Publish("deployment_finished", deployment.view())  # with its rollback
+        rollback_id = core.end_with_rollback(deployment, "CANCELLED", "cancelled by request",
+                                             f"cancel of {deployment.id}", now, out).id
+    else:
+        core.end_deployment(deployment, "CANCELLED", "cancelled by request", now, out)
+        if app is not None and deployment.kind == "remove":
+            app.removing = False
+            core.state.save_app(app)
     if app is not None:
         core.converge(app.id, now, out)
     core.update_demand(now, out)

@@ -354,17 +354,28 @@ class ServicesCore:
         rollback_to = deployment.from_version
         if (deployment.auto_rollback and rollback_to is not None and spec is not None
                 and (deployment.app, rollback_to) in self.state.versions):
-            self.end_deployment(deployment, "FAILED", message, now, out)
-            finished_at = len(out) - 1
-            target = self.state.spec(deployment.app, rollback_to)
-            rollback = self.start_deployment(target, "rollback", f"automatic rollback of {deployment.version}",
-                                             now, out, rollback_of=rollback_to)
-            deployment.rollback = rollback.id
-            deployment.message = f"{message}; rolled back to version {rollback_to} (deployment {rollback.id})"
-            self.state.save_deployment(deployment)
-            out[finished_at] = Publish("deployment_finished", deployment.view())  # with its rollback
+            self.end_with_rollback(deployment, "FAILED", message, f"automatic rollback of {deployment.version}",
+                                   now, out, mention=True)
         else:
             self.end_deployment(deployment, "FAILED", message, now, out)
+
+    def end_with_rollback(self, deployment: DeploymentRecord, status: str, message: str, reason: str, now: float,
+                          out: list[Effect], mention: bool = False) -> DeploymentRecord:
+        """Ends ``deployment`` and returns its app to ``from_version`` as a new rollback
+        deployment (a failed deadline with ``auto_rollback``, a cancel). Its
+        ``deployment_finished`` event names the rollback, as its stored record does; with
+        ``mention`` the message says where it rolled back to."""
+        assert deployment.from_version is not None
+        self.end_deployment(deployment, status, message, now, out)
+        finished_at = len(out) - 1
+        target = self.state.spec(deployment.app, deployment.from_version)
+        rollback = self.start_deployment(target, "rollback", reason, now, out, rollback_of=deployment.from_version)
+        deployment.rollback = rollback.id
+        if mention:
+            deployment.message = f"{message}; rolled back to version {deployment.from_version} (deployment {rollback.id})"
+        self.state.save_deployment(deployment)
+        out[finished_at] = Publish("deployment_finished", deployment.view())
+        return rollback
 
     def start_deployment(self, spec: AppSpec, kind: str, reason: str, now: float, out: list[Effect],
                          rollback_of: str | None = None, restart: bool = False) -> DeploymentRecord:
