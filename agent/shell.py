@@ -167,21 +167,19 @@ class AgentShell:
             self.reactor.stop()
 
     def _on_executor_payload(self, peer: bytes, payload: bytes) -> None:
-        try:
-            env = self.executor_codec.decode(payload)
-        except ProtocolError as exc:
-            log.warning("event=malformed_executor_message error=%r", str(exc))
-            return
-        self.handle(ExecutorReceived(peer, env.body))
+        for env in self.executor_codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
+            if isinstance(env, ProtocolError):
+                log.warning("event=malformed_executor_message error=%r", str(env))
+                continue
+            self.handle(ExecutorReceived(peer, env.body))
 
     def _on_message(self, payload: bytes) -> None:
-        try:
-            env = self.codec.decode(payload)
-        except ProtocolError as exc:
-            self.malformed += 1
-            log.warning("event=malformed_message error=%r", str(exc))
-            return
-        self.handle(Received(env.body, env.epoch))
+        for env in self.codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
+            if isinstance(env, ProtocolError):
+                self.malformed += 1
+                log.warning("event=malformed_message error=%r", str(env))
+                continue
+            self.handle(Received(env.body, env.epoch))
 
     def _perform(self, effects: list[Any]) -> None:
         for effect in effects:

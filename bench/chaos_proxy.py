@@ -21,8 +21,9 @@ state is mirrored both ways, so that peers see what they would see without the p
 
 Production code has no hooks for any of this.
 
-Faults, per message and per direction, from a seeded RNG: with probability ``--fault-rate``
-the message is dropped; with probability ``--duplicate-rate`` (default: the same) it is
+Faults, per message and per direction, from a seeded RNG (a frame that batches several
+envelopes, ``tepui.sdk.batch``, is split and each envelope meets its own fault; the survivors go
+on as one frame): with probability ``--fault-rate`` the message is dropped; with probability ``--duplicate-rate`` (default: the same) it is
 forwarded twice, back to back. While the link is partitioned everything is dropped in both directions; the
 TCP connections stay up (like a cable cut with no RST: only application pings notice).
 
@@ -45,6 +46,8 @@ from typing import Any
 
 import msgspec
 import zmq
+
+from tepui.sdk.batch import BatchError, pack, split
 
 MAX_BYTES = 4 * 1024 * 1024 + 1024  # tepui.sdk.codec.DEFAULT_MAX_BYTES + 1024, as the transport sets it
 HWM = 10_000
@@ -188,6 +191,16 @@ class Proxy:
             record.update(describe(payload))
             self.fault_log.write(json.dumps(record) + "\n")
 
+    def _faulted(self, direction: str, frame: bytes) -> tuple[bytes | None, int]:
+        """The frame to forward after each of its envelopes met its fault (None: nothing is
+        left), and how many envelopes it holds."""
+        try:
+            parts = [bytes(part) for part in split(frame)]
+        except BatchError:
+            parts = [frame]  # not ours to judge: the receiver's codec does that
+        kept = [part for part in parts for _ in range(self._copies(direction, part))]
+        return (pack(kept) if kept else None), len(kept)
+
     def _copies(self, direction: str, payload: bytes) -> int:
         """How many times to forward this message: 0 (dropped), 1, or 2 (duplicated)."""
         if time.monotonic() < self.partitioned_until:
@@ -215,12 +228,14 @@ class Proxy:
                 continue  # a DEALER sends one payload frame; the master would refuse anything else
             identity, payload = frames
             sock = self._backend(identity)
-            for _ in range(self._copies("up", payload)):
-                try:
-                    sock.send(payload, zmq.NOBLOCK)
-                    self.stats["up_forwarded"] += 1
-                except zmq.Again:
-                    self.stats["up_hwm_dropped"] += 1
+            forward, count = self._faulted("up", payload)
+            if forward is None:
+                continue
+            try:
+                sock.send(forward, zmq.NOBLOCK)
+                self.stats["up_forwarded"] += count
+            except zmq.Again:
+                self.stats["up_hwm_dropped"] += count
 
     def _downstream(self, sock: zmq.Socket) -> None:
         identity = self.by_socket[sock]
@@ -233,19 +248,21 @@ class Proxy:
             if self.front is None:
                 self.stats["down_unreachable"] += 1  # the link is down: the peer cannot get it
                 continue
-            for _ in range(self._copies("down", payload)):
-                try:
-                    self.front.send_multipart([identity, payload], zmq.NOBLOCK)
-                    self.stats["down_forwarded"] += 1
-                except zmq.Again:
-                    self.stats["down_hwm_dropped"] += 1
-                except zmq.ZMQError as exc:
-                    if exc.errno != zmq.EHOSTUNREACH:
-                        raise
-                    # The downstream peer is gone (its process died): so is its upstream twin.
-                    self.stats["down_unreachable"] += 1
-                    self._close_backend(identity)
-                    return
+            forward, count = self._faulted("down", payload)
+            if forward is None:
+                continue
+            try:
+                self.front.send_multipart([identity, forward], zmq.NOBLOCK)
+                self.stats["down_forwarded"] += count
+            except zmq.Again:
+                self.stats["down_hwm_dropped"] += count
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                # The downstream peer is gone (its process died): so is its upstream twin.
+                self.stats["down_unreachable"] += count
+                self._close_backend(identity)
+                return
 
     def _command(self, line: str) -> None:
         words = line.split()

@@ -131,17 +131,17 @@ class MasterShell:
         return Credential(entry.name, entry.kind, entry.principal, entry.roles)
 
     def _on_message(self, peer: bytes, payload: bytes, identity: str | None = None) -> None:
-        try:
-            env = self.codec.decode(payload)
-        except ProtocolError as exc:
-            # Counted, answered so a developer sees what is wrong, and otherwise dropped: one
-            # bad peer never disturbs anyone else.
-            self.malformed += 1
-            log.warning("event=malformed_message peer=%s error=%r", peer.hex()[:12], str(exc))
-            self._send(peer, sm.Error(str(exc)))
-            return
-        self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation, identity,
-                                                self._credential(identity)), self.reactor.seconds()))
+        credential = self._credential(identity)
+        for env in self.codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
+            if isinstance(env, ProtocolError):
+                # Counted, answered so a developer sees what is wrong, and otherwise dropped:
+                # one bad peer (or one bad envelope of a batch) never disturbs anyone else.
+                self.malformed += 1
+                log.warning("event=malformed_message peer=%s error=%r", peer.hex()[:12], str(env))
+                self._send(peer, sm.Error(str(env)))
+                continue
+            self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation, identity,
+                                                    credential), self.reactor.seconds()))
 
     def _on_unreachable(self, peer: bytes) -> None:
         # Never re-enter the core from inside the perform loop that caused the failed send.
@@ -167,18 +167,21 @@ class MasterShell:
     # --- effects --------------------------------------------------------------------------
 
     def _perform(self, effects: list[Any]) -> None:
-        abort = next((effect for effect in effects if isinstance(effect, Abort)), None)
-        if abort is not None:
+        if not effects:
+            return
+        kinds = {type(effect) for effect in effects}
+        if Abort in kinds:
+            abort = next(effect for effect in effects if isinstance(effect, Abort))
             self._die(abort.reason, event="master_aborted")
             return  # nothing of a batch that ends the master is performed
-        writes = [effect for effect in effects if isinstance(effect, Persist)]
-        if writes and not self._persist(writes):
+        if Persist in kinds and not self._persist([effect for effect in effects if isinstance(effect, Persist)]):
             return  # never act on state the registry does not hold
         for effect in effects:
-            if isinstance(effect, Persist):
-                continue
-            if isinstance(effect, Send):
+            kind = type(effect)
+            if kind is Send:
                 self._send(effect.peer, effect.body)
+            elif kind is Persist:
+                continue
             elif isinstance(effect, ScheduleTimer):
                 self.timers.schedule(effect.at, effect.key)
             elif isinstance(effect, CancelTimer):

@@ -37,8 +37,11 @@ _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}\Z")
 HOST_VOLUME_HINT = "host paths outside the sandbox are refused unless the master runs with --allow-host-volumes"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def name_problem(task: TaskInfo) -> str | None:

@@ -28,6 +28,10 @@ def validate_id(kind: str, value: str) -> str | None:
         return f"{kind} {value!r} is not allowed"
     if "/" in value or "\\" in value:
         return f"{kind} {value!r} must not contain '/' or '\\'"
+    if value.isprintable() and " " not in value:
+        # Every whitespace and control character is "not printable" (Unicode Other or
+        # Separator; the space is the one printable exception): the common case in C.
+        return None
     if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
         return f"{kind} {value!r} must not contain whitespace or control characters"
     return None

@@ -10,7 +10,6 @@ error sentence.
 
 from __future__ import annotations
 
-import dataclasses
 
 from tepui.master.validation import validate_id
 from tepui.sdk.protocol.values import Resource
@@ -29,8 +28,8 @@ def _parse(what: str, volumes: list[Resource]) -> tuple[Resources | None, str | 
 
 def _plain(resources: Resources) -> Resources:
     """The same reserved disk without the volume marking."""
-    return Resources({dataclasses.replace(key, volume=None, volume_path=None, volume_principal=None,
-                                          volume_mode=None): amount for key, amount in resources})
+    return Resources({key._replace(volume=None, volume_path=None, volume_principal=None,
+                                   volume_mode=None): amount for key, amount in resources})
 
 
 def plan_create(volumes: list[Resource], role: str, available: Resources,

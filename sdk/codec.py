@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from tepui.sdk.batch import BatchError, split
 from tepui.sdk.protocol.envelope import PROTOCOL_VERSION, Envelope
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -69,6 +70,29 @@ class Codec(Generic[B]):
                 f"unsupported protocol version {envelope.v} at `$.v` (this side speaks {PROTOCOL_VERSION})"
             )
         return envelope
+
+    def envelopes(self, data: bytes | memoryview) -> list[Envelope[B] | ProtocolError]:
+        """Every envelope of one frame — a single envelope, or a batch (:mod:`tepui.sdk.batch`)
+        — each decoded on its own, in order; a bad one is its :class:`ProtocolError` in its place,
+        so that the caller counts and answers it and still handles the others."""
+        if len(data) > self.max_bytes:
+            return [ProtocolError(f"message of {len(data)} bytes exceeds the {self.max_bytes}-byte limit")]
+        try:
+            parts = split(data)
+        except BatchError as exc:
+            return [ProtocolError(str(exc))]
+        if len(parts) == 1:
+            try:
+                return [self.decode(parts[0])]  # type: ignore[arg-type]
+            except ProtocolError as exc:
+                return [exc]
+        out: list[Envelope[B] | ProtocolError] = []
+        for index, part in enumerate(parts):
+            try:
+                out.append(self.decode(part))  # type: ignore[arg-type]
+            except ProtocolError as exc:
+                out.append(ProtocolError(f"envelope {index} of a batch of {len(parts)}: {exc}"))
+        return out
 
 
 def envelope(body: Any, msg_id: int, epoch: int = 0, incarnation: str | None = None) -> Envelope[Any]:

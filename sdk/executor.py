@@ -384,13 +384,15 @@ class ExecutorDriver:
     # --- inbound --------------------------------------------------------------------------
 
     def _on_message(self, payload: bytes) -> None:
-        if self._stop_result is not None:
-            return
-        try:
-            env = self.codec.decode(payload)
-        except ProtocolError as exc:
-            log.warning("event=malformed_message error=%r", str(exc))
-            return
+        for env in self.codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
+            if self._stop_result is not None:
+                return
+            if isinstance(env, ProtocolError):
+                log.warning("event=malformed_message error=%r", str(env))
+                continue
+            self._on_envelope(env)
+
+    def _on_envelope(self, env: Any) -> None:
         body = env.body
         if isinstance(body, em.ExecutorSubscribed):
             self._on_subscribed(body, env.incarnation)

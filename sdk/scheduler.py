@@ -232,13 +232,15 @@ class SchedulerDriver:
     # --- inbound --------------------------------------------------------------------------
 
     def _on_message(self, payload: bytes) -> None:
-        if self._stop_result is not None:
-            return  # stopping: nothing new is delivered to the scheduler
-        try:
-            env = self.codec.decode(payload)
-        except ProtocolError as exc:
-            log.warning("event=malformed_message error=%r", str(exc))
-            return
+        for env in self.codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
+            if self._stop_result is not None:
+                return  # stopping: nothing new is delivered to the scheduler
+            if isinstance(env, ProtocolError):
+                log.warning("event=malformed_message error=%r", str(env))
+                continue
+            self._on_envelope(env)
+
+    def _on_envelope(self, env: Any) -> None:
         if env.epoch < self._epoch:
             log.info("event=stale_epoch_dropped epoch=%d current=%d", env.epoch, self._epoch)
             return

@@ -22,9 +22,12 @@ class TimerBook:
         self._calls: dict[Hashable, Any] = {}
 
     def schedule(self, at: float, key: Hashable) -> None:
+        now = self._reactor.seconds()
+        call = self._calls.get(key)
+        if call is not None and at <= now and call.active() and call.getTime() <= now:
+            return  # already due: it fires at the next turn either way (a core asking "now" per message)
         self.cancel(key)
-        delay = max(0.0, at - self._reactor.seconds())
-        self._calls[key] = self._reactor.callLater(delay, self._expire, key)
+        self._calls[key] = self._reactor.callLater(max(0.0, at - now), self._expire, key)
 
     def cancel(self, key: Hashable) -> None:
         call = self._calls.pop(key, None)

@@ -18,8 +18,13 @@
   :mod:`tepui.sdk.curve`.
 * Explicit HWMs, ``LINGER``, ZMTP heartbeats (they only prove the peer's I/O thread lives;
   cores ping at the application level too).
+* Batching (:mod:`tepui.sdk.batch`): ``send`` puts the payload in an outbox; what is queued for
+  one peer in one turn of the loop leaves as one frame, at the end of the turn, at the end of a
+  drain, or every ``FLUSH_EVERY`` messages of a long drain (so a busy peer's answers never wait
+  for 2,000 messages). Per peer, order is kept. ``close`` sends what is queued first.
 
-Payloads are bytes here; decoding with limits is the codec's job.
+Payloads are encoded MessagePack values (envelopes): batching packs several into one array.
+Decoding, with limits, is the codec's job (``Codec.envelopes`` splits a batch).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Callable
 
 import zmq
 
+from tepui.sdk.batch import Outbox
 from tepui.sdk.codec import DEFAULT_MAX_BYTES
 from tepui.sdk.curve import (
     CurveServer,
@@ -51,14 +57,16 @@ from tepui.sdk.runtime import event_loop
 log = logging.getLogger("tepui.transport")
 
 DRAIN_BATCH = 2000  # messages handled per wake-up before yielding to timers and HTTP
+FLUSH_EVERY = 128  # within a drain, the outbox is sent at least every this many messages
 PENDING_LIMIT = 100_000
 REFUSED_RETRY_SECONDS = 5.0  # a DEALER whose key the master refused tries again this often
 
 
 @dataclass
 class TransportStats:
-    received: int = 0
-    sent: int = 0
+    received: int = 0  # frames
+    sent: int = 0  # envelopes handed to ZeroMQ (a batch counts each of its envelopes)
+    frames_sent: int = 0
     bad_frames: int = 0
     queued: int = 0
     overflow_dropped: int = 0
@@ -86,14 +94,19 @@ def _common_options(sock: zmq.Socket, max_bytes: int, hwm: int, linger_ms: int,
 class _Endpoint:
     """Shared drain-and-queue machinery for ROUTER and DEALER endpoints."""
 
-    def __init__(self, reactor: Any, sock: zmq.Socket, on_batch_end: Callable[[], None] | None) -> None:
+    def __init__(self, reactor: Any, sock: zmq.Socket, on_batch_end: Callable[[], None] | None,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._reactor = reactor
         self._loop = event_loop(reactor)
         self._sock = sock
         self._fd = sock.getsockopt(zmq.FD)
-        self._pending: collections.deque[list[bytes]] = collections.deque()
+        # Frames ZeroMQ would not take yet (high-water mark), with the envelopes each holds.
+        self._pending: collections.deque[tuple[list[bytes], int]] = collections.deque()
         self._flush_scheduled = False
         self._drain_scheduled = False
+        self._outbox: Outbox[Any] = Outbox(max_bytes)
+        self._outbox_scheduled = False
+        self._draining = False
         self._closed = False
         self._on_batch_end = on_batch_end
         self.stats = TransportStats()
@@ -124,6 +137,7 @@ class _Endpoint:
         if self._closed:
             return
         handled = 0
+        self._draining = True
         try:
             while handled < DRAIN_BATCH:
                 try:
@@ -138,12 +152,17 @@ class _Endpoint:
                     log.exception("event=handler_failed")
                 if self._closed:  # the handler closed us: the socket is gone
                     return
+                if handled % FLUSH_EVERY == 0 and self._outbox:
+                    self._flush_outbox()
         finally:
             if handled and self._on_batch_end is not None and not self._closed:
                 try:
                     self._on_batch_end()
                 except Exception:
                     log.exception("event=batch_end_failed")
+            self._draining = False
+            if self._outbox:
+                self._flush_outbox()
         if handled >= DRAIN_BATCH:
             self._schedule_drain()  # more may be waiting; let timers and HTTP run first
 
@@ -153,24 +172,48 @@ class _Endpoint:
     def _dispatch(self, frames: Any) -> None:
         raise NotImplementedError
 
-    def _send_frames(self, frames: list[bytes]) -> None:
+    def _post(self, peer: Any, payload: bytes) -> None:
+        """Queues one encoded envelope for ``peer``; it leaves with the others of this turn."""
+        if self._closed:
+            return
+        self._outbox.add(peer, payload)
+        if not self._draining and not self._outbox_scheduled:
+            self._outbox_scheduled = True
+            self._loop.call_soon(self._scheduled_flush_outbox)
+
+    def _scheduled_flush_outbox(self) -> None:
+        self._outbox_scheduled = False
+        if self._outbox:
+            self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        if self._closed:
+            return
+        for peer, frame, count in self._outbox.take():
+            self._send_frames(self._frames_for(peer, frame), count)
+        self._check_readable()
+
+    def _frames_for(self, peer: Any, frame: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+    def _send_frames(self, frames: list[bytes], count: int = 1) -> None:
         if self._closed:
             return
         if self._pending:
-            self._enqueue(frames)
+            self._enqueue(frames, count)
             return
         try:
             self._sock.send_multipart(frames, zmq.NOBLOCK)
-            self.stats.sent += 1
+            self.stats.sent += count
+            self.stats.frames_sent += 1
         except zmq.Again:
-            self._enqueue(frames)
+            self._enqueue(frames, count)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 self.stats.unreachable += 1
                 self._unreachable(frames)
             else:
                 raise
-        self._check_readable()
 
     def _check_readable(self) -> None:
         # A send can swallow the FD's edge: look for input we would otherwise not be woken for.
@@ -180,12 +223,12 @@ class _Endpoint:
     def _unreachable(self, frames: list[bytes]) -> None:
         pass
 
-    def _enqueue(self, frames: list[bytes]) -> None:
+    def _enqueue(self, frames: list[bytes], count: int) -> None:
         if len(self._pending) >= PENDING_LIMIT:
-            self._pending.popleft()
-            self.stats.overflow_dropped += 1
-            log.warning("event=send_queue_overflow limit=%d dropped=oldest", PENDING_LIMIT)
-        self._pending.append(frames)
+            _, dropped = self._pending.popleft()
+            self.stats.overflow_dropped += dropped
+            log.warning("event=send_queue_overflow limit=%d dropped=oldest envelopes=%d", PENDING_LIMIT, dropped)
+        self._pending.append((frames, count))
         self.stats.queued += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -200,10 +243,11 @@ class _Endpoint:
 
     def _flush(self) -> None:
         while self._pending and not self._closed:
-            frames = self._pending[0]
+            frames, count = self._pending[0]
             try:
                 self._sock.send_multipart(frames, zmq.NOBLOCK)
-                self.stats.sent += 1
+                self.stats.sent += count
+                self.stats.frames_sent += 1
             except zmq.Again:
                 break
             except zmq.ZMQError as exc:
@@ -217,6 +261,8 @@ class _Endpoint:
     def close(self) -> None:
         if self._closed:
             return
+        if self._outbox:
+            self._flush_outbox()  # what was sent before close leaves (within LINGER)
         self._closed = True
         _stop_reading(self._loop, self._fd)
         self._sock.close()
@@ -258,7 +304,7 @@ class RouterEndpoint(_Endpoint):
         _common_options(sock, max_bytes, hwm, linger_ms=0, heartbeat_seconds=heartbeat_seconds)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        super().__init__(reactor, sock, on_batch_end)
+        super().__init__(reactor, sock, on_batch_end, max_bytes)
         self._on_message = on_message
         self._on_unreachable_cb = on_unreachable
         self._curve = curve
@@ -333,7 +379,10 @@ class RouterEndpoint(_Endpoint):
             self.stats.disconnected_peers += 1
 
     def send(self, peer: bytes, payload: bytes) -> None:
-        self._send_frames([peer, payload])
+        self._post(peer, payload)
+
+    def _frames_for(self, peer: Any, frame: bytes) -> list[bytes]:
+        return [peer, frame]
 
     def _unreachable(self, frames: list[bytes]) -> None:
         if self._on_unreachable_cb is not None:
@@ -377,7 +426,7 @@ class DealerEndpoint(_Endpoint):
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
         if curve is not None:
             apply_client(sock, curve)
-        super().__init__(reactor, sock, on_batch_end)
+        super().__init__(reactor, sock, on_batch_end, max_bytes)
         self._on_message = on_message
         self.handshakes = HandshakeLog("client")
         self._connect_to = connect
@@ -423,7 +472,10 @@ class DealerEndpoint(_Endpoint):
         self._on_message(frames[0])
 
     def send(self, payload: bytes) -> None:
-        self._send_frames([payload])
+        self._post(None, payload)
+
+    def _frames_for(self, peer: Any, frame: bytes) -> list[bytes]:
+        return [frame]
 
 
 class _ConnectionMonitor(SocketMonitor):

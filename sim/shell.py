@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any, Callable, Hashable
 
+from tepui.sdk.batch import Outbox
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.envelope import AgentInbound
@@ -104,6 +105,10 @@ class SimShell:
         self.core = core
         self.codec: Codec[Any] = Codec(AgentInbound)
         self.links = make_links(self._on_payload)
+        # What each agent sends in one turn of the loop leaves as one frame (tepui.sdk.batch),
+        # as from the real agent's transport.
+        self._outbox: Outbox[int] = Outbox(self.codec.max_bytes)
+        self._outbox_scheduled = False
         self.timers = TimerHeap(reactor, lambda key: self.handle(TimerFired(key)))
         self.wave = max(1, wave)
         self.wave_timeout = wave_timeout
@@ -205,6 +210,7 @@ class SimShell:
         self.timers.cancel_all()
 
     def close(self) -> None:
+        self._flush()
         self.links.close_all()
         self._progress("sim: stopped; " + self.summary())
 
@@ -214,15 +220,14 @@ class SimShell:
         self._perform(self.core.handle(event, self.reactor.seconds()))
 
     def _on_payload(self, index: int, payload: Any) -> None:
-        try:
-            env = self.codec.decode(payload)
-        except ProtocolError as exc:
-            self.malformed += 1
-            if self.malformed == 1:
-                log.warning("event=malformed_message agent_index=%d error=%r note=\"logged once; counted\"",
-                            index, str(exc))
-            return
-        self._perform(self.core.handle(Received(index, env.body, env.epoch), self.reactor.seconds()))
+        for env in self.codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
+            if isinstance(env, ProtocolError):
+                self.malformed += 1
+                if self.malformed == 1:
+                    log.warning("event=malformed_message agent_index=%d error=%r note=\"logged once; counted\"",
+                                index, str(env))
+                continue
+            self._perform(self.core.handle(Received(index, env.body, env.epoch), self.reactor.seconds()))
 
     def _perform(self, effects: list[Any]) -> None:
         timers = self.timers
@@ -237,6 +242,7 @@ class SimShell:
             elif kind is Log:
                 log_effect(log, effect)
             elif kind is CloseAgent:
+                self._flush()  # its last words (UNREGISTER_AGENT) first
                 self.links.close(effect.index)
             else:  # pragma: no cover
                 log.error("event=unknown_effect effect=%r", effect)
@@ -246,4 +252,12 @@ class SimShell:
         incarnation = f"{self._incarnation_prefix}sim{index:09d}"
         data = self.codec.encode(envelope(body, self._msg_ids[index], self.core.agents[index].master_epoch,
                                           incarnation))
-        self.links.send(index, data)
+        self._outbox.add(index, data)
+        if not self._outbox_scheduled:
+            self._outbox_scheduled = True
+            self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._outbox_scheduled = False
+        for index, frame, _ in self._outbox.take():
+            self.links.send(index, frame)

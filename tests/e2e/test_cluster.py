@@ -194,14 +194,25 @@ def _deep_nesting(depth: int) -> bytes:
     return b"\x91" * depth + b"\xc0"  # [[[[...[nil]...]]]] without recursing in Python
 
 
+def _expect_errors(dealer: zmq.Socket, what: str, count: int = 1) -> list[str]:
+    """The next ``count`` replies, each an ERROR; a frame is one envelope (a map) or a batch of
+    them (an array, docs/protocol.md "Frames"), as a framework in another language reads it."""
+    replies: list[Any] = []
+    while len(replies) < count:
+        assert dealer.poll(5000, zmq.POLLIN), f"no reply from the master to {what} (got {replies!r})"
+        frames = dealer.recv_multipart()
+        assert len(frames) == 1, f"{what}: expected a single-frame reply, got {len(frames)} frames"
+        reply = msgpack.unpackb(frames[0], raw=False)
+        replies.extend(reply if isinstance(reply, list) else [reply])
+    assert len(replies) == count, f"{what}: expected {count} replies, got {replies!r}"
+    for reply in replies:
+        assert isinstance(reply, dict) and isinstance(reply.get("body"), dict), f"{what}: odd reply {reply!r}"
+        assert reply["body"]["type"] == "ERROR", f"{what}: expected ERROR, got {reply!r}"
+    return [str(reply["body"]["message"]) for reply in replies]
+
+
 def _expect_error(dealer: zmq.Socket, what: str) -> str:
-    assert dealer.poll(5000, zmq.POLLIN), f"no reply from the master to {what}"
-    frames = dealer.recv_multipart()
-    assert len(frames) == 1, f"{what}: expected a single-frame reply, got {len(frames)} frames"
-    reply = msgpack.unpackb(frames[0], raw=False)
-    assert isinstance(reply, dict) and isinstance(reply.get("body"), dict), f"{what}: odd reply {reply!r}"
-    assert reply["body"]["type"] == "ERROR", f"{what}: expected ERROR, got {reply!r}"
-    return str(reply["body"]["message"])
+    return _expect_errors(dealer, what)[0]
 
 
 def test_garbage_never_disturbs_the_master(cluster: Cluster) -> None:
@@ -242,9 +253,14 @@ def test_garbage_never_disturbs_the_master(cluster: Cluster) -> None:
         dealer.send(b"\xc1\xc1 this is not msgpack \xc1")
         assert "MessagePack" in _expect_error(dealer, "non-msgpack garbage")
 
+        # An array is a batch of envelopes: each bad element gets its own ERROR, naming it.
         dealer.send(msgpack.packb([1, 2, 3]))
-        message = _expect_error(dealer, "an array instead of an envelope")
-        assert "Expected `object`" in message or "invalid message" in message, message
+        messages = _expect_errors(dealer, "an array of numbers instead of envelopes", count=3)
+        for index, message in enumerate(messages):
+            assert f"envelope {index} of a batch of 3" in message and "Expected `object`" in message, messages
+
+        dealer.send(msgpack.packb([]))
+        assert "empty batch" in _expect_error(dealer, "an empty batch")
 
         dealer.send(header({"type": "SUBSCRIBE", "framework_info": {"user": 7, "name": "x"}}))
         message = _expect_error(dealer, "a wrong field type")
@@ -256,7 +272,7 @@ def test_garbage_never_disturbs_the_master(cluster: Cluster) -> None:
 
         dealer.send(_deep_nesting(100_000))
         message = _expect_error(dealer, "100k levels of nesting")
-        assert "Expected `object`" in message, message
+        assert "malformed batch" in message and "recursion depth" in message, message
 
         deep_body = (b"\x83" + msgpack.packb("v") + msgpack.packb(1) + msgpack.packb("id") + msgpack.packb(1)
                      + msgpack.packb("body") + b"\x82" + msgpack.packb("type") + msgpack.packb("SUBSCRIBE")
@@ -289,7 +305,7 @@ def test_garbage_never_disturbs_the_master(cluster: Cluster) -> None:
     status, body = http_get(cluster.http_port, "/metrics")
     assert status == 200
     metrics = body.decode()
-    assert _metric(metrics, "tepui_master_malformed_messages_total") >= 6
+    assert _metric(metrics, "tepui_master_malformed_messages_total") >= 9
     assert _metric(metrics, "tepui_master_transport_bad_frames_total") >= 1
     assert _metric(metrics, "tepui_master_transport_disconnected_peers_total") >= 1
 

@@ -55,13 +55,14 @@ class Agent:
         self.router = RouterEndpoint(reactor, address, self.on_message)
 
     def on_message(self, peer: bytes, payload: bytes) -> None:
-        body = codec.decode(payload).body
-        self.peer = peer
-        if isinstance(body, em.ExecutorHeartbeat):
-            self.heartbeats += 1
-            self.send(em.ExecutorHeartbeatEvent())
-            return
-        self.inbox.append((peer, body))
+        for env in codec.envelopes(payload):  # the driver's transport may batch
+            assert not isinstance(env, Exception), env
+            self.peer = peer
+            if isinstance(env.body, em.ExecutorHeartbeat):
+                self.heartbeats += 1
+                self.send(em.ExecutorHeartbeatEvent())
+                continue
+            self.inbox.append((peer, env.body))
         self.wake()
 
     def wake(self) -> None:

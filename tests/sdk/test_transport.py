@@ -22,6 +22,11 @@ def test_drain_loop_delivers_everything_in_order_counts_bad_frames_and_reports_u
     assert result["router_got"] == 20_000 and result["in_order"]
     # Drained in batches, not one wake-up per message.
     assert result["batches"] < 20_000 / 2
+    # Sent in batches: what one turn queued for a peer leaves as few frames (tepui.sdk.batch),
+    # at most 10,000 envelopes each, and the receiver gets every envelope in order.
+    assert result["dealer_sent"] == 20_000 and result["dealer_frames_sent"] == 2
+    assert result["router_received"] == 3  # the two batches and the bad multi-frame message
+    assert result["dealer_frames"] == 1  # the three answers, in one frame
     assert result["router_bad_frames"] == 1
     assert result["dealer_got"] == [0, 1, 2]
     assert result["unreachable"] == ["no-such-peer"]

@@ -8,21 +8,32 @@ from tepui.sdk.runtime import install_reactor
 
 reactor = install_reactor()
 
+import msgspec  # noqa: E402
 import zmq  # noqa: E402
 
+from tepui.sdk.batch import split  # noqa: E402
 from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
 
 COUNT = 20_000
 result: dict = {"router_got": [], "dealer_got": [], "unreachable": [], "batches": 0}
 
 
+def encode(value: object) -> bytes:
+    return msgspec.msgpack.encode(value)  # payloads are MessagePack values: batching relies on it
+
+
+def values(payload: bytes) -> list:
+    return [msgspec.msgpack.decode(part) for part in split(payload)]
+
+
 def on_router(peer: bytes, payload: bytes) -> None:
-    result["router_got"].append(int(payload))
-    result["peer"] = peer.hex()
-    if int(payload) == COUNT - 1:
-        for i in range(3):
-            router.send(peer, str(i).encode())
-        router.send(b"no-such-peer", b"x")
+    for value in values(payload):
+        result["router_got"].append(value)
+        result["peer"] = peer.hex()
+        if value == COUNT - 1:
+            for i in range(3):
+                router.send(peer, encode(i))
+            router.send(b"no-such-peer", encode("x"))
 
 
 def on_batch() -> None:
@@ -30,14 +41,17 @@ def on_batch() -> None:
 
 
 def on_dealer(payload: bytes) -> None:
-    result["dealer_got"].append(int(payload))
+    result["dealer_got"].extend(values(payload))
+    result["dealer_frames"] = dealer.stats.received
     if len(result["dealer_got"]) == 3:
         reactor.callLater(0.2, finish)
 
 
 def finish() -> None:
     result["router_bad_frames"] = router.stats.bad_frames
-    result["router_received"] = router.stats.received
+    result["router_received"] = router.stats.received  # frames
+    result["dealer_sent"] = dealer.stats.sent  # envelopes
+    result["dealer_frames_sent"] = dealer.stats.frames_sent
     router.close()
     dealer.close()
     reactor.stop()
@@ -56,7 +70,7 @@ def start() -> None:
     raw.send_multipart([b"a", b"b", b"c"])
     result["raw"] = raw
     for i in range(COUNT):
-        dealer.send(str(i).encode())
+        dealer.send(encode(i))
 
 
 reactor.callWhenRunning(start)
