@@ -326,6 +326,12 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             launch = LaunchProcess(framework_id, task.task_id, sandbox, task.command, env, self._user_for(task),
                                    resources.scalar("cpus") or None, resources.scalar("mem") or None, shared,
                                    tuple(volumes), envelope)
+        record.state = TaskState.STARTING
+        # STARTING goes out before the launch work begins (the shell sends it before it spawns),
+        # so that its acknowledgement travels while the process starts and RUNNING can follow
+        # the spawn at once (one update in flight per task). Where the task's files are: local
+        # tools (``tepui run``) show stdout/stderr from it.
+        self._update(record, TaskState.STARTING, None, None, now, out, labels={SANDBOX_LABEL: sandbox})
         uris = list(task.command.uris) if task.command is not None else []
         if uris:
             # Mesos: the fetcher runs first; the container starts only once every URI is in.
@@ -333,9 +339,6 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             out.append(FetchURIs(framework_id, task.task_id, sandbox, uris))
         else:
             out.append(launch)
-        record.state = TaskState.STARTING
-        # Where the task's files are: local tools (``tepui run``) show stdout/stderr from it.
-        self._update(record, TaskState.STARTING, None, None, now, out, labels={SANDBOX_LABEL: sandbox})
 
     def _volume_dir(self, role: str, volume: str) -> str:
         return f"{self.config.work_dir}/volumes/{role.replace('/', '%2F')}/{volume}"

@@ -20,6 +20,11 @@ task; SIGKILL ends both. Exit statuses above 128 are read as "ended by signal st
 shell's own convention. Background jobs of a non-interactive shell start with SIGINT and
 SIGQUIT ignored (POSIX), so the task is started through ``env --default-signal`` to undo that.
 
+Spawning: the supervisor ``cd``s into the sandbox itself rather than being started there,
+because Twisted uses ``posix_spawnp`` (vfork-like: no copy of the agent's page tables) only when
+the child keeps the parent's working directory, and falls back to ``fork`` otherwise. A fork of
+the agent took about 5 ms, most of a launch; a spawn takes a fraction of it (docs/performance.md).
+
 stdout and stderr go straight to files in the sandbox (the child's fds are dup'ed from files
 we open), so output never passes through the agent's event loop.
 
@@ -111,7 +116,7 @@ class ProcessExit:
 # task lives (an interrupted wait reports 128+signal, not the task's status).
 SUPERVISE = (
     'for f in $TEPUI_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset TEPUI_CGROUP_PROCS; '
-    'd=$1; shift; echo $$ > "$d/pid"; '
+    'd=$1; cd "$2" || exit 125; shift 2; echo $$ > "$d/pid"; '
     "trap 'i=1' TERM INT HUP; "
     '"$@" & c=$!; '
     'while :; do i=0; wait $c; r=$?; [ $i = 1 ] && kill -0 $c 2>/dev/null || break; done; '
@@ -176,7 +181,7 @@ class ProcessLauncher:
         if user is not None and user.uid != os.geteuid():
             chain += [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--"]
             env["USER"] = env["LOGNAME"] = user.name
-        argv = [SETSID, "/bin/sh", "-c", SUPERVISE, SUPERVISOR_NAME, run_dir] + chain + command_argv(command)
+        argv = [SETSID, "/bin/sh", "-c", SUPERVISE, SUPERVISOR_NAME, run_dir, sandbox] + chain + command_argv(command)
         if self.cgroups is not None:
             group = self.cgroups.create(key[0], key[1], limits or Limits(), envelope)
             self.groups[key] = group
@@ -198,8 +203,8 @@ class ProcessLauncher:
 
             proto = _TaskProtocol(ended)
             self.pids[key] = -1  # placeholder: ended() may run inside spawnProcess
-            self._reactor.spawnProcess(
-                proto, argv[0], argv, env=env, path=sandbox,
+            self._reactor.spawnProcess(  # no ``path``: the supervisor cds (posix_spawnp, see above)
+                proto, argv[0], argv, env=env,
                 childFDs={0: devnull.fileno(), 1: out.fileno(), 2: err.fileno()},
             )
         assert proto.pid is not None

@@ -190,8 +190,10 @@ class AgentShell:
                 self.endpoint.send(self.codec.encode(envelope(
                     effect.body, self._msg_id, self.core.master_epoch, self.incarnation)))
             elif isinstance(effect, LaunchProcess):
+                self.endpoint.flush()  # TASK_STARTING leaves before the spawn's milliseconds
                 self._launch(effect)
             elif isinstance(effect, LaunchContainer):
+                self.endpoint.flush()
                 self._launch_container(effect)
             elif isinstance(effect, AdoptProcess):
                 self._adopt_process(effect)

@@ -14,9 +14,10 @@ of the agent. Samples are taken one at a time:
    the framework's ``status_update`` callback.
 
 So a sample covers: encoding and sending the ACCEPT; the master's validation, bookkeeping and
-RUN_TASK; the agent's checkpoint and process spawn (its supervisor and ``setsid``); the
-TASK_STARTING update to the framework and its acknowledgement back to the agent (the agent
-sends one update per task at a time); and TASK_RUNNING through the master to the framework. It
+RUN_TASK; the agent's checkpoint; TASK_STARTING, which the agent sends before it starts the
+process, to the framework and its acknowledgement back to the agent (the agent sends one update
+per task at a time), overlapping the agent's launch work (cgroup, process spawn: its supervisor
+and ``setsid``); and TASK_RUNNING through the master to the framework. It
 does not cover waiting for an offer (one is held) nor the task's own run time. The task is
 ``true`` (``--command``; a longer command such as ``sleep 1`` is killed once RUNNING is seen).
 
@@ -177,10 +178,11 @@ def main() -> int:
     if legs:
         medians = [statistics.median(leg[i] for leg in legs) * 1000 for i in range(4)]
         print("where it goes (medians; the agent stamps an update when it begins handling the event behind "
-              f"it): submit -> agent begins RUN_TASK {medians[0]:.2f} ms; its launch work (checkpoint, cgroup, "
-              f"spawn: STARTING leaves after it) and STARTING's trip to here {medians[1]:.2f} ms; agent handles "
-              f"the spawned process (stamps RUNNING) {medians[2]:+.2f} ms after STARTING is seen here; RUNNING "
-              f"(sent once STARTING's acknowledgement is back) seen here {medians[3]:.2f} ms after its stamp")
+              f"it): submit -> agent begins RUN_TASK {medians[0]:.2f} ms; its checkpoint and STARTING's trip to "
+              f"here (STARTING leaves before the launch work) {medians[1]:.2f} ms; agent handles the spawned "
+              f"process (launch work: cgroup, spawn; stamps RUNNING) {medians[2]:+.2f} ms after STARTING is seen "
+              f"here; RUNNING (sent once STARTING's acknowledgement is back) seen here {medians[3]:.2f} ms after "
+              f"its stamp")
     print(f"p50_ms={running['p50']:.2f} p99_ms={running['p99']:.2f}")
     return 0
 

@@ -181,6 +181,12 @@ class _Endpoint:
             self._outbox_scheduled = True
             self._loop.call_soon(self._scheduled_flush_outbox)
 
+    def flush(self) -> None:
+        """Sends what is queued now rather than at the end of this turn: before slow work
+        (an agent spawning a process) that must not hold back messages already decided."""
+        if self._outbox:
+            self._flush_outbox()
+
     def _scheduled_flush_outbox(self) -> None:
         self._outbox_scheduled = False
         if self._outbox:

@@ -96,7 +96,9 @@ def test_a_task_is_checkpointed_before_it_is_launched_and_an_update_before_it_is
     agent, disk = started(tmp_path)
     effects = disk.apply(agent.handle(Received(am.RunTask(FRAMEWORK, task()), epoch=1), 1.0))
     kinds = [type(e).__name__ for e in effects]
-    assert kinds.index("Checkpoint") < kinds.index("LaunchProcess") < kinds.index("SendToMaster")
+    # Recorded first; TASK_STARTING is sent before the launch, so its acknowledgement travels
+    # while the process starts (RUNNING waits for it: one update in flight per task).
+    assert kinds.index("Checkpoint") < kinds.index("SendToMaster") < kinds.index("LaunchProcess")
     [checkpoint] = [e for e in effects if isinstance(e, Checkpoint)]
     saved = checkpoint.tasks[("F1", "t1")]
     assert saved is not None and saved.launched and saved.kind == "process"
