@@ -6,7 +6,7 @@ scale framework (``bench/scale_framework.py``), which launches ``--tasks`` tasks
 as fast as offers allow. Once every task runs it reports:
 
 * the RSS of the master, the simulator and the framework (``VmRSS`` in /proc/<pid>/status);
-* ``/state``: the median of 5 GETs and the size of the document;
+* ``/state`` and ``/state-summary``: the median of 5 GETs each and the size of the document;
 * ``/metrics``: its time and which allocation figures it exposes;
 * the master's CPU use while nothing happens but pings and batch allocations (10 s window);
 * an allocation cycle over every agent as the framework sees it: REVIVE, then the time to the
@@ -174,13 +174,14 @@ class Bench:
             return None
 
     def _measure_http(self) -> None:
-        times, size = [], 0
-        for _ in range(5):
-            took, body = self.get("/state")
-            times.append(took)
-            size = len(body)
-        say(f"/state: median {statistics.median(times):.3f} s over 5 GETs (min {min(times):.3f}, "
-            f"max {max(times):.3f}), {size / 1e6:.1f} MB")
+        for path in ("/state", "/state-summary"):
+            times, size = [], 0
+            for _ in range(5):
+                took, body = self.get(path)
+                times.append(took)
+                size = len(body)
+            say(f"{path}: median {statistics.median(times):.3f} s over 5 GETs (min {min(times):.3f}, "
+                f"max {max(times):.3f}), {size / 1e6:.1f} MB")
         took, body = self.get("/metrics")
         values = {line.split()[0]: line.split()[1] for line in body.decode().splitlines()
                   if line and not line.startswith("#") and len(line.split()) == 2}

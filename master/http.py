@@ -6,10 +6,10 @@ endpoints that exist; a bug while rendering is a 500 that says so and is logged.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Callable
 
+import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.web import resource
@@ -20,7 +20,9 @@ log = logging.getLogger("tepui.master.http")
 def json_response(request: Any, code: int, document: Any) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(document, indent=None, separators=(",", ":"), default=str).encode()
+    # msgspec's encoder, not json.dumps: /state at 10,000 agents and 100,000 tasks is 45 MB,
+    # and the reactor thread waits for it (docs/performance.md).
+    return msgspec.json.encode(document, enc_hook=str)
 
 
 class JsonEndpoint(resource.Resource):

@@ -14,9 +14,9 @@ from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
 from tepui.master.events import Credential, Abort, OperatorError, PeerUnreachable, Received, Send
 from tepui.master.files_proxy import Located, TasksEndpoint
 from tepui.master.framework_proxy import FrameworksEndpoint, framework_apis
-from tepui.master.http import CoreCollector, build_site_root
+from tepui.master.http import CoreCollector, JsonEndpoint, build_site_root
 from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
-from tepui.master.state_view import agent_url, find_tasks, render_state
+from tepui.master.state_view import agent_url, find_tasks, render_state, render_state_summary
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.http_security import GuardedSite, HttpPolicy
@@ -85,6 +85,7 @@ class MasterShell:
                 "roles": RolesEndpoint(allocator, self.operator_call),
                 "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token),
                 "frameworks": FrameworksEndpoint(self.reactor, lambda: framework_apis(self.core), token=policy.token),
+                "state-summary": JsonEndpoint(lambda: render_state_summary(self.core, self.reactor.seconds())),
             },
         )
         return GuardedSite(root, policy)

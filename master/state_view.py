@@ -4,7 +4,7 @@ so that people and tools that know Mesos can read it. Pure: a function of the co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from tepui.master.core import MasterCore
 from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
@@ -79,6 +79,68 @@ def find_tasks(core: MasterCore, task_id: str, framework_id: str | None = None) 
         if task is not None:
             found[fid] = task
     return list(found.values())
+
+
+def _counts(tasks: Iterable[TaskRecord]) -> dict[str, int]:
+    counts = dict.fromkeys(_SUMMARY_STATES, 0)
+    for task in tasks:
+        counts[task.state.value] = counts.get(task.state.value, 0) + 1
+    return counts
+
+
+_SUMMARY_STATES = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED",
+                   "TASK_KILLED", "TASK_FAILED", "TASK_LOST", "TASK_ERROR", "TASK_UNREACHABLE")
+
+
+def render_state_summary(core: MasterCore, now: float) -> dict[str, Any]:
+    """Mesos's ``/state-summary``: agents and frameworks with their resources and task counts
+    by state, no tasks. What a dashboard polls: at 10,000 agents and 100,000 tasks ``/state``
+    is tens of megabytes and seconds of the reactor's time, this is a fraction of both."""
+    agents_of: dict[str, set[str]] = {}
+    slaves = []
+    for agent in core.agents.values():
+        used = EMPTY
+        for (framework_id, _), task in agent.tasks.items():
+            used = used + task.resources
+            agents_of.setdefault(framework_id, set()).add(agent.agent_id)
+        slaves.append({
+            "id": agent.agent_id,
+            "hostname": agent.hostname,
+            "resources": agent.total.to_json(),
+            "used_resources": used.to_json(),
+            "attributes": dict(agent.attributes),
+            "active": True,
+            "registered_time": agent.registered_at,
+            "framework_ids": sorted({framework_id for framework_id, _ in agent.tasks}),
+            **_counts(agent.tasks.values()),
+        })
+    frameworks = []
+    for framework in core.frameworks.values():
+        used = EMPTY
+        for task in framework.tasks.values():
+            used = used + task.resources
+        counts = _counts(framework.tasks.values())
+        for task in framework.completed:
+            counts[task.state.value] = counts.get(task.state.value, 0) + 1
+        frameworks.append({
+            "id": framework.framework_id,
+            "name": framework.info.name,
+            "active": framework.active,
+            "connected": framework.peer is not None,
+            "roles": list(framework.info.roles),
+            "used_resources": used.to_json(),
+            "slave_ids": sorted(agents_of.get(framework.framework_id, ())),
+            **counts,
+        })
+    return {
+        "hostname": core.config.hostname,
+        "id": core.config.master_id,
+        "now": now,
+        "slaves": slaves,
+        "frameworks": frameworks,
+        "unreachable_slaves": len(core.unreachable),
+        "outstanding_offers": len(core.offers),
+    }
 
 
 def render_state(core: MasterCore, now: float) -> dict[str, Any]:

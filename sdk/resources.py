@@ -128,7 +128,7 @@ class Resources:
     """An immutable bag of resources. Construct with :meth:`parse`, :meth:`of` or
     :meth:`from_wire`; combine with ``+`` and ``-``; test with :meth:`contains`."""
 
-    __slots__ = ("_items", "_hash", "_totals", "_reserved")
+    __slots__ = ("_items", "_hash", "_totals", "_reserved", "_json")
 
     def __init__(self, items: Mapping[ResourceKey, Amount] | None = None) -> None:
         clean: dict[ResourceKey, Amount] = {}
@@ -144,6 +144,7 @@ class Resources:
         self._hash: int | None = None
         self._totals: dict[str, int] | None = None
         self._reserved: bool | None = None
+        self._json: dict[str, object] | None = None
 
     # --- construction ---------------------------------------------------------------------
 
@@ -292,6 +293,7 @@ class Resources:
         made._hash = None
         made._totals = None
         made._reserved = None
+        made._json = None
         return made
 
     def __add__(self, other: Resources) -> Resources:
@@ -458,7 +460,14 @@ class Resources:
         return Resources(items) if changed else self
 
     def to_json(self) -> dict[str, object]:
-        """Mesos ``/state`` style: ``{"cpus": 2.0, "mem": 1024.0, "ports": "[31000-32000]"}``."""
+        """Mesos ``/state`` style: ``{"cpus": 2.0, "mem": 1024.0, "ports": "[31000-32000]"}``.
+        Computed once per value (``/state`` renders it for every task, and tasks of one shape
+        share one value); each caller gets its own copy."""
+        if self._json is None:
+            self._json = self._to_json()
+        return dict(self._json)
+
+    def _to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
         for name in sorted(self.names()):
             amounts = [a for k, a in self._items.items() if k.name == name]

@@ -29,4 +29,5 @@ def test_scale_smoke_reports_the_masters_rss() -> None:
                                                             f"{result.stderr[-3000:]}"
     assert int(lines[-1].split("=")[1]) > 0
     assert any(line.startswith("/state: median") for line in lines)
+    assert any(line.startswith("/state-summary: median") for line in lines)
     assert result.returncode == 0
