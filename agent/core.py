@@ -239,6 +239,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         return self.ping_interval * MISSED_PINGS
 
     def _on_Ping(self, msg: am.Ping, epoch: int, now: float, out: list[Effect]) -> None:
+        if msg.interval_seconds is not None and msg.interval_seconds > 0:
+            self.ping_interval = msg.interval_seconds  # a growing cluster pings less often
         if self.registered:
             out.append(SendToMaster(am.Pong(msg.seq)))
 

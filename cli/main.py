@@ -104,6 +104,10 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
               help="Seconds between ZeroMQ heartbeats to each connected peer (a silent peer is dropped after "
               "three); 0 turns them off. At ~10,000 agents libzmq's timer bookkeeping for them saturates its I/O "
               "thread (bench/scale.py): raise it there; agents are still watched by the application pings.")
+@click.option("--max-agent-pings-per-second", type=click.FloatRange(0), default=2000.0, show_default=True,
+              help="On a cluster so large that pings every --agent-ping-interval would pass this rate, the "
+              "interval grows to stay under it (2 s up to 4,000 agents, 5 s at 10,000; Nomad's "
+              "max_heartbeats_per_second); agents hear the interval in each ping. 0: never grows.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
            agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
@@ -111,7 +115,8 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
            agent_removal_rate: Any, agent_gone_timeout: float, recovery_agent_removal_limit: float,
            http_token_file: str | None, http_read_auth: str, tls_cert: str | None, tls_key: str | None,
            allow_host_volumes: bool, acls_path: str | None, framework_rate_limit: str, framework_rate_burst: float | None,
-           keys: str | None, insecure: bool, zmq_heartbeat_interval: float, log_level: str) -> None:
+           keys: str | None, insecure: bool, zmq_heartbeat_interval: float, max_agent_pings_per_second: float,
+           log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
     from tepui.master.rate_limits import parse_rate_limit
@@ -128,6 +133,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
                http_read_auth=http_read_auth, tls_cert=tls_cert, tls_key=tls_key,
                allow_host_volumes=allow_host_volumes, acls_path=acls_path,
                framework_rate_limit=rate_limit, keys_dir=keys, insecure=insecure,
+               max_agent_pings_per_second=max_agent_pings_per_second or None,
                zmq_heartbeat_interval=zmq_heartbeat_interval)
 
 

@@ -48,6 +48,7 @@ def run_master(
     keys_dir: str | None = None,
     insecure: bool = False,
     zmq_heartbeat_interval: float = 5.0,
+    max_agent_pings_per_second: float | None = 2000.0,
 ) -> None:
     configure_logging(log_level, "master")
     curve = master_curve(keys_dir, insecure)
@@ -67,6 +68,7 @@ def run_master(
         http_port=http_port,
         agent_ping_interval=agent_ping_interval,
         max_agent_ping_timeouts=max_agent_ping_timeouts,
+        max_agent_pings_per_second=max_agent_pings_per_second,
         heartbeat_interval=heartbeat_interval,
         allocation_interval=allocation_interval,
         offer_timeout=offer_timeout,
@@ -98,10 +100,11 @@ def run_master(
     _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
     listen(reactor, http_port, site, "" if ip in ("0.0.0.0", "*") else ip, tls_cert, tls_key)
     shell.start()
-    log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g agent_removal_rate=%s "
-             "agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
-             agent_ping_interval * max_agent_ping_timeouts, agent_ping_interval, agent_removal_rate or "unlimited",
-             agent_gone_timeout, recovery_agent_removal_limit)
+    log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g max_agent_pings_per_second=%s "
+             "agent_removal_rate=%s agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
+             agent_ping_interval * max_agent_ping_timeouts, agent_ping_interval,
+             f"{max_agent_pings_per_second:g}" if max_agent_pings_per_second else "unlimited",
+             agent_removal_rate or "unlimited", agent_gone_timeout, recovery_agent_removal_limit)
     log.info("event=master_serving zmq=%s:%d http=%s://%s:%d http_read_auth=%s mutating_calls=%s", ip, port,
              "https" if tls_cert else "http", ip, http_port, http_read_auth,
              "token" if http_token_file else "refused (no --http-token-file)")

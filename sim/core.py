@@ -232,6 +232,8 @@ class SimCore:
         out.append(ScheduleTimer(now + limit / 2, MASTER_CHECK))
 
     def _on_ping(self, agent: SimAgent, msg: am.Ping, epoch: int, now: float, out: list[Effect]) -> None:
+        if msg.interval_seconds is not None and msg.interval_seconds > 0:
+            self.ping_interval = msg.interval_seconds  # as the real agent: a growing cluster pings less often
         if agent.registered:
             out.append(SendToMaster(agent.index, am.Pong(msg.seq)))
 

@@ -130,7 +130,11 @@ class StatusUpdateAck(_Tagged, tag="STATUS_UPDATE_ACK"):
 
 
 class Ping(_Tagged, tag="PING"):
+    """``interval_seconds``: the master's ping interval now (it grows with the cluster, see
+    ``--max-agent-pings-per-second``), so that the agent judges the master's silence by it."""
+
     seq: int
+    interval_seconds: float | None = None
 
 
 class ShutdownFramework(_Tagged, tag="SHUTDOWN_FRAMEWORK"):

@@ -225,6 +225,18 @@ def test_silent_master_triggers_reregistration_with_running_tasks() -> None:
     assert statuses(effects) == [("t1", TaskState.STARTING, b"uuid-1")]
 
 
+def test_the_master_silence_limit_follows_the_ping_interval_each_ping_announces() -> None:
+    """A master whose cluster grew pings less often (every 5 s instead of 2): the agent must
+    not take the longer gaps for silence, or every agent would re-register for nothing."""
+    agent = core()
+    agent.handle(Start(), 0.0)
+    agent.handle(Received(am.AgentRegistered("S1", MASTER, 2.0), epoch=1), 0.0)
+    assert to_master(agent.handle(Received(am.Ping(1, 5.0), epoch=1), 1.0)) == [am.Pong(1)]
+    assert to_master(agent.handle(TimerFired(MASTER_CHECK), 20.0)) == []  # 19 s: under 5 x 5 s
+    [rereg] = to_master(agent.handle(TimerFired(MASTER_CHECK), 26.5))  # 25.5 s: gone
+    assert isinstance(rereg, am.ReregisterAgent)
+
+
 def test_shutdown_framework_kills_its_tasks_and_drops_their_updates() -> None:
     agent = core()
     registered(agent)

@@ -283,14 +283,38 @@ def test_6_an_offer_held_past_the_offer_timeout_is_rescinded_and_offered_again()
     assert len(offer_cycle(core, 11.0)) == 1
 
 
+def test_the_ping_interval_grows_with_the_cluster_to_stay_under_the_ping_rate() -> None:
+    """Nomad's max_heartbeats_per_second: 2 agents at 1 ping/s each allowed -> every 2 s (the
+    configured interval); 5 agents -> every 5 s, announced in each ping and at registration,
+    and the silence limit (5 intervals) follows."""
+    core = make_core(agent_ping_interval=2.0, max_agent_pings_per_second=1.0)
+    for i in range(2):
+        register_agent(core, peer=b"agent-%d" % i, hostname=f"a{i}")
+    effects = core.handle(TimerFired(PING), 2.0)
+    assert Send(b"agent-0", am.Ping(1, 2.0)) in effects and ScheduleTimer(4.0, PING) in effects
+    for i in range(2, 5):
+        registered = register_agent(core, now=3.0, peer=b"agent-%d" % i, hostname=f"a{i}")
+    assert Send(b"agent-4", am.AgentRegistered("m-S0005", core.master_info, 5.0)) in registered
+    effects = core.handle(TimerFired(PING), 4.0)
+    assert Send(b"agent-0", am.Ping(2, 5.0)) in effects and ScheduleTimer(9.0, PING) in effects
+    for i in range(5):
+        core.handle(Received(b"agent-%d" % i, am.Pong(2)), 4.0)
+    core.handle(TimerFired(PING), 28.9)  # 24.9 s of silence: under 5 x 5 s
+    assert len(core.agents) == 5
+    unlimited = make_core(agent_ping_interval=2.0, max_agent_pings_per_second=None)
+    for i in range(5):
+        register_agent(unlimited, peer=b"agent-%d" % i, hostname=f"a{i}")
+    assert unlimited.ping_interval == 2.0
+
+
 def test_silent_agent_is_removed_after_missed_pings_and_its_tasks_reported() -> None:
     core = make_core(agent_ping_interval=15.0, max_agent_ping_timeouts=5)
     launched(core)
     effects = core.handle(TimerFired(PING), 15.0)
-    assert Send(AGENT, am.Ping(1)) in effects
+    assert Send(AGENT, am.Ping(1, 15.0)) in effects
     core.handle(Received(AGENT, am.Pong(1)), 15.1)
     effects = core.handle(TimerFired(PING), 90.0)  # 74.9 s after the last pong: still fine
-    assert Send(AGENT, am.Ping(2)) in effects
+    assert Send(AGENT, am.Ping(2, 15.0)) in effects
     effects = core.handle(TimerFired(PING), 90.2)  # 75.1 s of silence: removed
     bodies = sends(effects, FW)
     assert [b.status.state for b in bodies if isinstance(b, sm.Update)] == [TaskState.LOST]

@@ -311,7 +311,7 @@ MASTER_TO_AGENT: dict[type, Any] = {
     ag.RunTaskGroup: ag.RunTaskGroup(framework_info=FRAMEWORK, executor=EXECUTOR, task_group=TASK_GROUP),
     ag.KillTask: ag.KillTask(framework_id="fw-services", task_id="web.7f3c", kill_policy=KILL),
     ag.StatusUpdateAck: ag.StatusUpdateAck(framework_id="fw-services", task_id="web.7f3c", uuid=UUID),
-    ag.Ping: ag.Ping(seq=12),
+    ag.Ping: ag.Ping(seq=12, interval_seconds=2.0),
     ag.ShutdownFramework: ag.ShutdownFramework(framework_id="fw-services"),
     ag.ShutdownExecutor: ag.ShutdownExecutor(framework_id="fw-services", executor_id="web.executor"),
     ag.FrameworkToExecutor: ag.FrameworkToExecutor(
