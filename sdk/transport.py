@@ -6,8 +6,9 @@
   uses internally; we register the FD with the loop ourselves to avoid a future per wake-up.
   A send can consume the edge too, so after sending we check ``EVENTS`` and drain if needed.
 * Sending never blocks the loop: a NOBLOCK send that meets the high-water mark goes to a
-  bounded queue of our own, flushed when the socket becomes writable; overflow is counted and
-  logged, never silent. ``ROUTER_MANDATORY`` turns a send to a vanished peer into an error we
+  bounded queue of our own, one per peer (a peer that stops reading holds back only its own
+  messages), flushed when the socket becomes writable; overflow is counted and logged, never
+  silent, and costs the peer whose queue is full its oldest messages. ``ROUTER_MANDATORY`` turns a send to a vanished peer into an error we
   report (``on_unreachable``) instead of a silent drop.
 * Frame counts are checked on receipt (ROUTER: identity + one payload; DEALER: one payload);
   violators are counted and dropped, and a ROUTER peer is also disconnected (trap 4): frames are
@@ -100,8 +101,10 @@ class _Endpoint:
         self._loop = event_loop(reactor)
         self._sock = sock
         self._fd = sock.getsockopt(zmq.FD)
-        # Frames ZeroMQ would not take yet (high-water mark), with the envelopes each holds.
-        self._pending: collections.deque[tuple[list[bytes], int]] = collections.deque()
+        # Frames ZeroMQ would not take yet (that peer's high-water mark), per peer, with the
+        # envelopes each holds; a peer with nothing queued has no entry.
+        self._pending: dict[Any, collections.deque[tuple[list[bytes], int]]] = {}
+        self._pending_frames = 0
         self._flush_scheduled = False
         self._drain_scheduled = False
         self._outbox: Outbox[Any] = Outbox(max_bytes)
@@ -196,24 +199,24 @@ class _Endpoint:
         if self._closed:
             return
         for peer, frame, count in self._outbox.take():
-            self._send_frames(self._frames_for(peer, frame), count)
+            self._send_frames(peer, self._frames_for(peer, frame), count)
         self._check_readable()
 
     def _frames_for(self, peer: Any, frame: bytes) -> list[bytes]:
         raise NotImplementedError
 
-    def _send_frames(self, frames: list[bytes], count: int = 1) -> None:
+    def _send_frames(self, peer: Any, frames: list[bytes], count: int = 1) -> None:
         if self._closed:
             return
-        if self._pending:
-            self._enqueue(frames, count)
+        if peer in self._pending:
+            self._enqueue(peer, frames, count)  # behind what already waits for this peer
             return
         try:
             self._sock.send_multipart(frames, zmq.NOBLOCK)
             self.stats.sent += count
             self.stats.frames_sent += 1
         except zmq.Again:
-            self._enqueue(frames, count)
+            self._enqueue(peer, frames, count)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 self.stats.unreachable += 1
@@ -229,12 +232,19 @@ class _Endpoint:
     def _unreachable(self, frames: list[bytes]) -> None:
         pass
 
-    def _enqueue(self, frames: list[bytes], count: int) -> None:
-        if len(self._pending) >= PENDING_LIMIT:
-            _, dropped = self._pending.popleft()
+    def _enqueue(self, peer: Any, frames: list[bytes], count: int) -> None:
+        queue = self._pending.get(peer)
+        if queue is None:
+            queue = self._pending[peer] = collections.deque()
+        if self._pending_frames >= PENDING_LIMIT:
+            # The peer whose queue this is pays (it is the one not reading), else the longest.
+            victim = queue if queue else max(self._pending.values(), key=len)
+            _, dropped = victim.popleft()
+            self._pending_frames -= 1
             self.stats.overflow_dropped += dropped
             log.warning("event=send_queue_overflow limit=%d dropped=oldest envelopes=%d", PENDING_LIMIT, dropped)
-        self._pending.append((frames, count))
+        queue.append((frames, count))
+        self._pending_frames += 1
         self.stats.queued += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -248,20 +258,27 @@ class _Endpoint:
             self._reactor.callLater(0.05, self._timed_flush)
 
     def _flush(self) -> None:
-        while self._pending and not self._closed:
-            frames, count = self._pending[0]
-            try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
-                self.stats.sent += count
-                self.stats.frames_sent += 1
-            except zmq.Again:
-                break
-            except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                self.stats.unreachable += 1
-                self._unreachable(frames)
-            self._pending.popleft()
+        for peer in list(self._pending):
+            queue = self._pending[peer]
+            while queue and not self._closed:
+                frames, count = queue[0]
+                try:
+                    self._sock.send_multipart(frames, zmq.NOBLOCK)
+                    self.stats.sent += count
+                    self.stats.frames_sent += 1
+                except zmq.Again:
+                    break  # this peer is still full; the others go on
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self.stats.unreachable += 1
+                    self._unreachable(frames)
+                queue.popleft()
+                self._pending_frames -= 1
+            if self._closed:
+                return
+            if not queue:
+                del self._pending[peer]
         self._check_readable()
 
     def close(self) -> None:

@@ -33,6 +33,19 @@ def test_drain_loop_delivers_everything_in_order_counts_bad_frames_and_reports_u
 
 
 @pytest.mark.slow
+def test_a_peer_that_stops_reading_holds_back_only_its_own_messages() -> None:
+    """Per-peer send queues: with one shared queue, the first frame a stalled peer could not
+    take held back every later message to everyone (an agent stuck in a long pause would delay
+    every other agent's pings and run-task messages)."""
+    probe = os.path.join(os.path.dirname(__file__), "queue_probe.py")
+    done = subprocess.run([sys.executable, probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["queued"] > 0 and result["peers_waiting"] == 1, result  # the stalled peer's queue
+    assert result["fast_got"] == 200 and result["in_order"], result
+
+
+@pytest.mark.slow
 def test_a_dealer_hears_when_its_connection_comes_back_after_a_loss() -> None:
     """What lets agents re-register and frameworks re-subscribe at once after a master restart."""
     probe = os.path.join(os.path.dirname(__file__), "reconnect_probe.py")
