@@ -23,6 +23,7 @@ The module does I/O (it writes control files); it lives in the agent's shell, ne
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -101,6 +102,7 @@ def _rmdir(path: str) -> None:
     log.warning("event=cgroup_not_removed path=%s", path)
 
 
+@functools.lru_cache(maxsize=4096)  # asked for at every checkpoint of a task
 def task_dir_name(framework_id: str, task_id: str) -> str:
     """Readable, bounded and unique: sanitized ids plus a hash of the exact pair."""
     digest = hashlib.sha1(f"{framework_id}/{task_id}".encode()).hexdigest()[:12]

@@ -142,10 +142,14 @@ class CheckpointStore:
         for (framework_id, task_id), task in checkpoint.tasks.items():
             directory = self.run_dir(framework_id, task_id)
             if task is None:
-                shutil.rmtree(directory, ignore_errors=True)
+                _remove_run_dir(directory)
                 continue
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            _atomic_write(os.path.join(directory, "task.json"), _encoder.encode(task))
+            path, data = os.path.join(directory, "task.json"), _encoder.encode(task)
+            try:
+                _atomic_write(path, data)
+            except FileNotFoundError:  # the task's first checkpoint: its directory is made once
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                _atomic_write(path, data)
 
     def written_in_boot(self) -> str | None:
         """The boot id of the host when this checkpoint was written (None: no checkpoint, or
@@ -270,6 +274,20 @@ def _read_int(path: str) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def _remove_run_dir(directory: str) -> None:
+    """A finished task's run directory holds a few plain files (task.json, pid, exit): removed
+    directly, which is several times cheaper than ``shutil.rmtree`` for so few; anything else
+    (a subdirectory, a race) falls back to it."""
+    try:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _atomic_write(path: str, data: bytes, sync: bool = False) -> None:
