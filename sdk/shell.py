@@ -44,7 +44,9 @@ class TimerBook:
 
 
 def log_effect(logger: logging.Logger, effect: Log) -> None:
-    logger.log(_LEVELS.get(effect.level, logging.INFO), effect.render())
+    level = _LEVELS.get(effect.level, logging.INFO)
+    if logger.isEnabledFor(level):  # rendered only when written: cores log per task and update
+        logger.log(level, effect.render())
 
 
 def configure_logging(level: str = "info", name: str = "tepui") -> None:
