@@ -171,7 +171,8 @@ class CgroupV1:
     def apply(self, limits: Limits) -> None:
         cpu = self.paths.get("cpu")
         if cpu and limits.cpus:
-            _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            if _read(os.path.join(cpu, "cpu.cfs_period_us")).strip() != str(CFS_PERIOD_US):
+                _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
             _write(os.path.join(cpu, "cpu.cfs_quota_us"), str(max(1000, int(limits.cpus * CFS_PERIOD_US))))
             _write(os.path.join(cpu, "cpu.shares"), str(max(2, int(limits.cpus * 1024))))
         memory = self.paths.get("memory")
@@ -192,7 +193,11 @@ class CgroupV1:
         return sorted(found)
 
     def kill_all(self) -> None:
-        """Freeze, SIGKILL every member, thaw: nothing forks away while we kill."""
+        """Freeze, SIGKILL every member, thaw: nothing forks away while we kill. An empty
+        cgroup (the task ended on its own: the usual case) stays empty, since only a member can
+        add one, so it needs neither."""
+        if not self.pids():
+            return
         freezer = self.paths.get("freezer")
         if freezer:
             _write(os.path.join(freezer, "freezer.state"), "FROZEN")

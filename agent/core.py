@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import msgspec
 
@@ -112,6 +112,39 @@ class TaskRecord:
     kill_reason: str | None = None  # why the agent itself killed it
 
 
+class CompletedTasks:
+    """The last ``limit`` finished tasks, oldest first, and which (framework, task) ids they
+    are: a RUN_TASK for a finished task is a duplicate, and asking the deque was a scan per
+    launch (6% of a busy agent's time)."""
+
+    def __init__(self, limit: int) -> None:
+        self._records: collections.deque[TaskRecord] = collections.deque()
+        self._keys: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.limit = limit
+
+    def append(self, record: TaskRecord) -> None:
+        if len(self._records) >= self.limit:
+            old = self._records.popleft()
+            key = (old.framework_id, old.info.task_id)
+            self._keys[key] -= 1
+            if not self._keys[key]:
+                del self._keys[key]
+        self._records.append(record)
+        self._keys[(record.framework_id, record.info.task_id)] += 1
+
+    def has(self, framework_id: str, task_id: str) -> bool:
+        return (framework_id, task_id) in self._keys
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return iter(self._records)
+
+    def __reversed__(self) -> Iterator[TaskRecord]:
+        return reversed(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, TaskReconciliation, Stopping):
     def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes]) -> None:
         self.config = config
@@ -124,7 +157,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         self.last_master_contact = 0.0
         self.frameworks: dict[str, FrameworkInfo] = {}
         self.tasks: dict[tuple[str, str], TaskRecord] = {}
-        self.completed: collections.deque[TaskRecord] = collections.deque(maxlen=1000)
+        self.completed = CompletedTasks(1000)
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.shutting_down_frameworks: set[str] = set()
         self.executors: dict[tuple[str, str], ExecutorRecord] = {}
@@ -269,8 +302,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
 
     def _already_known(self, framework_id: str, task_id: str) -> bool:
         key = (framework_id, task_id)
-        return key in self.tasks or key in self.pending or any(
-            r.framework_id == framework_id and r.info.task_id == task_id for r in self.completed)
+        return key in self.tasks or key in self.pending or self.completed.has(framework_id, task_id)
 
     def _new_record(self, framework_id: str, task: TaskInfo) -> TaskRecord:
         sandbox = f"{self.config.work_dir}/sandboxes/{framework_id}/{task.task_id}"

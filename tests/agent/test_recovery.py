@@ -220,6 +220,22 @@ def test_14_a_truncated_record_is_refused_in_strict_mode_and_discarded_otherwise
     assert len(lenient.discarded) == 1 and str(path) in lenient.discarded[0]
 
 
+def test_14_a_complete_write_whose_rename_was_interrupted_is_put_in_place(tmp_path: Path) -> None:
+    """The old record is unlinked before the temp file is renamed (no rename over a file: ext4
+    flushes on that); a crash between the two leaves only the complete temp file."""
+    agent, disk = started(tmp_path, task("a"), task("b"))
+    store = CheckpointStore(str(tmp_path))
+    complete = Path(store.run_dir("F1", "a")) / "task.json"
+    complete.rename(complete.parent / "task.json.tmp")
+    partial = Path(store.run_dir("F1", "b")) / "task.json"  # a first write, cut short: never acted on
+    (partial.parent / "task.json.tmp").write_bytes(partial.read_bytes()[:40])
+    partial.unlink()
+    recovered = store.load(strict=True)
+    assert [t.info.task_id for t in recovered.tasks] == ["a"]
+    assert complete.exists() and not (complete.parent / "task.json.tmp").exists()
+    assert not (partial.parent / "task.json.tmp").exists()
+
+
 def test_14_a_stray_temp_file_is_removed_and_the_previous_record_stands(tmp_path: Path) -> None:
     agent, disk = started(tmp_path, task("a"))
     store = CheckpointStore(str(tmp_path))
