@@ -261,7 +261,7 @@ class OfferCycle:
         framework.tasks[task.task_id] = task
         agent.tasks[(framework.framework_id, task.task_id)] = task
         self.counters["tasks_launched"] += 1
-        return available - resources
+        return available.subtract_contained(resources)  # validate_task checked that it fits
 
     def _launch_group(self, operation: sm.LaunchGroup, framework: FrameworkRecord, agent: AgentRecord, role: str,
                       available: Resources, now: float, out: list[Effect]) -> Resources:

@@ -307,7 +307,7 @@ class Allocator:
         if agent is not None and resources:
             held = agent.allocated.get((framework_id, role), EMPTY)
             if held.contains(resources):
-                self._credit(agent, framework_id, role, resources)
+                self._credit(agent, framework_id, role, resources, checked=True)
                 self._dirty_agents.add(agent_id)
             else:
                 recovered = False
@@ -348,9 +348,11 @@ class Allocator:
         agent.allocated[key] = resources if held is None else held + resources
         self._charge_books(framework_id, role, resources)
 
-    def _credit(self, agent: AgentState, framework_id: str, role: str, resources: Resources) -> None:
+    def _credit(self, agent: AgentState, framework_id: str, role: str, resources: Resources,
+                checked: bool = False) -> None:
         key = (framework_id, role)
-        remaining = agent.allocated[key] - resources
+        held = agent.allocated[key]
+        remaining = held.subtract_contained(resources) if checked else held - resources
         if remaining:
             agent.allocated[key] = remaining
         else:

@@ -321,6 +321,14 @@ class Resources:
             return self
         if not self.contains(other):
             raise InsufficientResources(f"cannot subtract {other} from {self}: missing {other.missing_from(self)}")
+        return self.subtract_contained(other)
+
+    def subtract_contained(self, other: Resources) -> Resources:
+        """``self - other`` for a caller that has just checked ``self.contains(other)`` (the
+        master validating a launch, the allocator recovering what a framework holds): the same
+        result without checking twice on the hot path. Unchecked: anything else is a bug."""
+        if not other._items:
+            return self
         items = dict(self._items)
         for key, amount in other._items.items():
             mine = items[key]
