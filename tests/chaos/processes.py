@@ -120,6 +120,19 @@ class OneAgentCluster:
     def task_processes(self, task_id: str) -> list[int]:
         return processes_under(self.work_dir / "sandboxes" / self.framework_id() / task_id)
 
+    def settled_task_processes(self, task_id: str, timeout: float = 5.0) -> list[int]:
+        """The task's processes once they stop changing. TASK_RUNNING is reported as soon as
+        the supervisor is spawned, which may be before it has changed into the sandbox (where
+        ``processes_under`` finds processes) and before the command has started."""
+        deadline = time.monotonic() + timeout
+        last: list[int] | None = None
+        while True:
+            current = sorted(self.task_processes(task_id))
+            if (current and current == last) or time.monotonic() > deadline:
+                return current
+            last = current
+            time.sleep(0.1)
+
     def framework_id(self) -> str:
         return next(e["framework_id"] for e in self.events() if e["event"] == "subscribed")
 

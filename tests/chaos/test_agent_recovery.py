@@ -39,7 +39,7 @@ def test_12_an_agent_killed_and_restarted_readopts_its_20_running_tasks(recovery
     cluster = recovery_cluster
     tasks = {f"long-{i}": 'echo started >> "$MESOS_SANDBOX/starts"; exec sleep 600' for i in range(20)}
     running_cluster(cluster, tasks)
-    before = {t: cluster.task_processes(t) for t in tasks}
+    before = {t: cluster.settled_task_processes(t) for t in tasks}
     assert all(before.values()), before
     agent_id = cluster.state()["slaves"][0]["id"]
 
@@ -96,7 +96,7 @@ def test_14_a_torn_checkpoint_is_refused_in_strict_mode_and_discarded_otherwise(
         recovery_cluster: OneAgentCluster) -> None:
     cluster = recovery_cluster
     running_cluster(cluster, {"kept": "exec sleep 600", "torn": "exec sleep 600"})
-    torn_pids = cluster.task_processes("torn")
+    torn_pids = cluster.settled_task_processes("torn")
     cluster.kill_agent()
     torn = next(p for p in _checkpoint_files(cluster) if p.parent.name.startswith("torn-"))
     data = torn.read_bytes()
@@ -117,7 +117,7 @@ def test_14_a_torn_checkpoint_is_refused_in_strict_mode_and_discarded_otherwise(
     assert not (cluster.work_dir / "meta" / "agent.json.tmp").exists()
     wait_for(lambda: cluster.state().get("activated_slaves") == 1, "re-registration", logs=cluster.tail_logs)
     # The intact task is back; the damaged one's leftovers (no record of it) are destroyed.
-    assert cluster.task_processes("kept")
+    assert cluster.settled_task_processes("kept")
     wait_for(lambda: not any(is_alive(pid) for pid in torn_pids), "the unaccounted task to be destroyed")
 
 
@@ -228,7 +228,7 @@ def test_an_agent_stopped_with_sigterm_leaves_its_tasks_to_its_next_start(recove
     """An upgrade: SIGTERM ends the agent process, not its tasks (Mesos); SIGUSR1 ends both."""
     cluster = recovery_cluster
     running_cluster(cluster, {"kept": "exec sleep 600"})
-    pids = cluster.task_processes("kept")
+    pids = cluster.settled_task_processes("kept")
     cluster.agent.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     assert cluster.agent.wait(15) == 0  # type: ignore[union-attr]
     assert "tasks_left_running=1" in (cluster.root / "agent-1.log").read_text()

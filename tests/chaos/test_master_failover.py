@@ -25,7 +25,7 @@ def test_23_a_master_killed_and_restarted_on_its_registry_gets_every_agent_frame
         before = cluster.state()
         agent_id = before["slaves"][0]["id"]
         framework_id = cluster.framework_id()
-        pids = {t: cluster.task_processes(t) for t in tasks}
+        pids = {t: cluster.settled_task_processes(t) for t in tasks}
 
         cluster.kill_master()
         killed_at = time.monotonic()
