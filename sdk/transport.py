@@ -8,8 +8,9 @@
 * Sending never blocks the loop: a NOBLOCK send that meets the high-water mark goes to a
   bounded queue of our own, one per peer (a peer that stops reading holds back only its own
   messages), flushed when the socket becomes writable; overflow is counted and logged, never
-  silent, and costs the peer whose queue is full its oldest messages. ``ROUTER_MANDATORY`` turns a send to a vanished peer into an error we
-  report (``on_unreachable``) instead of a silent drop.
+  silent, and costs the peer whose queue is full its oldest messages. ``ROUTER_MANDATORY``
+  turns a send to a vanished peer into an error we report (``on_unreachable``) instead of a
+  silent drop.
 * Frame counts are checked on receipt (ROUTER: identity + one payload; DEALER: one payload);
   violators are counted and dropped, and a ROUTER peer is also disconnected (trap 4): frames are
   read one at a time and the surplus discarded as it is read, so a flood never becomes a Python
@@ -192,8 +193,7 @@ class _Endpoint:
 
     def _scheduled_flush_outbox(self) -> None:
         self._outbox_scheduled = False
-        if self._outbox:
-            self._flush_outbox()
+        self.flush()
 
     def _flush_outbox(self) -> None:
         if self._closed:
