@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -102,6 +103,7 @@ def main() -> None:
     up = subprocess.Popen(tepui("up", "--agents", "2", "--state-dir", os.path.join(root, "state"), "--port", str(port),
                                 "--http-port", str(http_port)), env=env, stdout=log, stderr=subprocess.STDOUT)
     times = []
+    done = False
     try:
         wait_services(http_port, up)
         print(f"tepui up ready (state in {root}); deploying {args.instances} instances of the {args.app} app "
@@ -123,6 +125,7 @@ def main() -> None:
                                     env=env, capture_output=True, text=True, timeout=180)
             if remove.returncode != 0:
                 raise SystemExit(f"rm failed (exit {remove.returncode}):\n{remove.stdout[-2000:]}\n{remove.stderr[-2000:]}")
+        done = True
     finally:
         up.send_signal(signal.SIGTERM)
         try:
@@ -131,6 +134,10 @@ def main() -> None:
             up.kill()
             up.wait()
         log.close()
+        if done:
+            shutil.rmtree(root, ignore_errors=True)  # the cluster's files; kept (with up.log) when a run fails
+        else:
+            print(f"services_deploy: the cluster's files and up.log are kept in {root}", file=sys.stderr)
     median = statistics.median(times)
     print(f"median over {len(times)} round(s): {median:.2f} s (min {min(times):.2f}, max {max(times):.2f}); "
           f"machine: {os.cpu_count()} cores", flush=True)

@@ -15,6 +15,7 @@ STARTED = time.monotonic()
 import ctypes  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import traceback  # noqa: E402
@@ -259,5 +260,6 @@ def finish(deadline: bool = False) -> None:
 reactor.callWhenRunning(step1)
 reactor.callLater(max(0.0, DEADLINE - (time.monotonic() - STARTED)), finish, True)
 reactor.run()
+shutil.rmtree(store, ignore_errors=True)  # the probe's key store
 result.pop("got")
 json.dump(result, sys.stdout)
