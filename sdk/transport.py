@@ -156,8 +156,8 @@ class _Endpoint:
                     log.exception("event=handler_failed")
                 if self._closed:  # the handler closed us: the socket is gone
                     return
-                if handled % FLUSH_EVERY == 0 and self._outbox:
-                    self._flush_outbox()
+                if handled % FLUSH_EVERY == 0:
+                    self.flush()
         finally:
             if handled and self._on_batch_end is not None and not self._closed:
                 try:
@@ -165,8 +165,7 @@ class _Endpoint:
                 except Exception:
                     log.exception("event=batch_end_failed")
             self._draining = False
-            if self._outbox:
-                self._flush_outbox()
+            self.flush()
         if handled >= DRAIN_BATCH:
             self._schedule_drain()  # more may be waiting; let timers and HTTP run first
 
@@ -284,8 +283,7 @@ class _Endpoint:
     def close(self) -> None:
         if self._closed:
             return
-        if self._outbox:
-            self._flush_outbox()  # what was sent before close leaves (within LINGER)
+        self.flush()  # what was sent before close leaves (within LINGER)
         self._closed = True
         _stop_reading(self._loop, self._fd)
         self._sock.close()
