@@ -59,7 +59,7 @@ from tepui.sdk.runtime import event_loop
 log = logging.getLogger("tepui.transport")
 
 DRAIN_BATCH = 2000  # messages handled per wake-up before yielding to timers and HTTP
-FLUSH_EVERY = 128  # within a drain, the outbox is sent at least every this many messages
+FLUSH_EVERY = 32  # within a drain, the outbox is sent at least every this many messages (about 1 ms of work)
 PENDING_LIMIT = 100_000
 REFUSED_RETRY_SECONDS = 5.0  # a DEALER whose key the master refused tries again this often
 
