@@ -1,9 +1,8 @@
 """The master's proxy to framework APIs (``/frameworks/<name>/...``).
 
 Relaying is tested over real loopback sockets: a fake framework API (twisted.web) and the
-master's real site as ``MasterShell.site`` builds it, on a private reactor per test — a fresh,
-never-installed ``SelectReactor`` that runs until the scenario ends, so pytest's process keeps no
-running global reactor. The answers the proxy gives itself (404, 409, 502 before any connection,
+master's real site as ``MasterShell.site`` builds it, on a private reactor per test
+(tests/private_reactor.py). The answers the proxy gives itself (404, 409, 502 before any connection,
 401 from the site policy) are tested with real HTTP bytes and no sockets (tests/http_wire.py).
 """
 
@@ -18,7 +17,6 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet import defer, protocol
-from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.task import Clock, Cooperator
 from twisted.web import resource, server
 from twisted.web.client import Agent, FileBodyProducer
@@ -32,6 +30,7 @@ from tepui.master.shell import MasterShell
 from tepui.sdk.http_security import HttpPolicy
 from tepui.sdk.protocol.values import FrameworkInfo
 from tests.http_wire import exchange
+from tests.private_reactor import run
 
 TOKEN = "cluster-token-0123456789abcdef"
 T = TypeVar("T")
@@ -147,35 +146,6 @@ def test_mutating_calls_need_the_token_and_reach_no_framework_without_it() -> No
 
 
 # --- relaying over real sockets ----------------------------------------------------------------
-
-
-def run(scenario: Callable[[Any], Awaitable[T]], timeout: float = 10.0) -> T:
-    """Runs ``scenario(reactor)`` on a fresh private reactor; its result, or its exception."""
-    reactor = SelectReactor()
-    outcome: dict[str, Any] = {}
-
-    def go() -> None:
-        d = defer.ensureDeferred(scenario(reactor))  # type: ignore[arg-type]
-        d.addBoth(lambda result: (outcome.setdefault("result", result), reactor.running and reactor.stop()))
-
-    def watchdog() -> None:
-        outcome.setdefault("result", TimeoutError(f"the scenario did not end within {timeout:g} s"))
-        reactor.stop()
-
-    reactor.callWhenRunning(go)
-    guard = reactor.callLater(timeout, watchdog)
-    reactor.run(installSignalHandlers=False)
-    if guard.active():
-        guard.cancel()
-    for reader in list(getattr(reactor, "_internalReaders", ())):  # the waker's pipe
-        reactor.removeReader(reader)
-        reader.connectionLost(None)
-    result = outcome["result"]
-    if isinstance(result, BaseException):
-        raise result
-    if hasattr(result, "raiseException"):  # a Failure
-        result.raiseException()
-    return result  # type: ignore[no-any-return]
 
 
 class FakeFrameworkApi(resource.Resource):
