@@ -100,7 +100,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from chaos_processes import Proc, Proxy, free_ports, stop_all  # noqa: E402
-from chaos_report import FAULT_KINDS, MAX_PING_TIMEOUTS, PING_INTERVAL, analyse  # noqa: E402  (the accounting)
+from chaos_report import FAULT_KINDS, MAX_PING_TIMEOUTS, PING_INTERVAL, Tally, analyse  # noqa: E402  (the accounting)
+from chaos_seeds import hog_seconds, run_seeds  # noqa: E402
+from cpu_hog import CpuHog  # noqa: E402
 FRAMEWORK = HERE / "chaos_framework.py"
 PROXY = HERE / "chaos_proxy.py"
 
@@ -425,12 +427,16 @@ def progress(run: Run) -> None:
 # --- main ---------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=None, help="work items (default 2000; 60 with --smoke)")
     parser.add_argument("--duration", type=float, default=None, help="seconds of chaos (default 120; 20 with --smoke)")
     parser.add_argument("--agents", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="run N seeds in a row from --seed, one table row each, then the total")
+    parser.add_argument("--cpu-hog", type=int, default=0, metavar="K",
+                        help="K busy-looping processes for the whole run (bench/cpu_hog.py; default 0)")
     parser.add_argument("--fault-rate", type=float, default=0.05,
                         help="share of messages dropped per link and direction (default %(default)s)")
     parser.add_argument("--duplicate-rate", type=float, default=None,
@@ -442,23 +448,34 @@ def main() -> int:
                              "message drops and duplicates are --fault-rate and --duplicate-rate")
     parser.add_argument("--smoke", action="store_true", help="small and short, three faults: for tests")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs) even when all is well")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.duplicate_rate is None:
         args.duplicate_rate = args.fault_rate
     args.faults = [k.strip() for k in args.faults.split(",") if k.strip()]
     unknown = [k for k in args.faults if k not in FAULT_KINDS]
     if unknown:
         parser.error(f"--faults: unknown {', '.join(unknown)}; choose from {', '.join(FAULT_KINDS)}")
+    if args.seeds is not None and args.seeds < 1:
+        parser.error("--seeds: at least 1")
     args.tasks = args.tasks if args.tasks is not None else (60 if args.smoke else 2000)
     args.duration = args.duration if args.duration is not None else (20.0 if args.smoke else 120.0)
     args.settle = args.settle if args.settle is not None else (35.0 if args.smoke else 90.0)
+    return args
 
+
+def make_root() -> Path:
     root = Path(tempfile.mkdtemp(prefix="tepui-chaos-"))
     os.chmod(root, 0o711)  # tasks run as nobody: they must reach their sandboxes and the starts file
     (root / "starts").mkdir()
     os.chmod(root / "starts", 0o1777)
     (root / "starts" / "starts.log").touch()
     os.chmod(root / "starts" / "starts.log", 0o666)
+    return root
+
+
+def run_once(args: argparse.Namespace, root: Path) -> Tally:
+    """One chaos run of seed ``args.seed`` in ``root``: builds the cluster, runs the chaos, stops
+    everything, prints the summary and returns its counts (the caller keeps or removes ``root``)."""
     run = Run(args, root)
     build(run)
     proxy_stats: list[dict[str, Any]] = []
@@ -527,7 +544,23 @@ def main() -> int:
         leftovers = sweep_task_processes(root)
         if leftovers:
             print(f"note: {leftovers} task processes were still running after the agents stopped; killed by pid")
-    result = analyse(run, proxy_stats)
+    return analyse(run, proxy_stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    hog = CpuHog.start(args.cpu_hog, hog_seconds(args)) if args.cpu_hog > 0 else None
+    if hog is not None:
+        print(hog.describe(), flush=True)
+    try:
+        if args.seeds is not None:
+            return run_seeds(args, make_root, run_once, hog)
+        root = make_root()
+        tally = run_once(args, root)
+    finally:
+        if hog is not None and hog.stopped is None:  # run_seeds stops it before its last line
+            print(hog.stop(), flush=True)
+    result = tally.lost_or_duplicated
     if result or args.keep:
         print(f"\nrun directory kept: {root}")
     else:

@@ -1,12 +1,14 @@
 """The chaos benchmark's accounting (``bench/chaos.py``): from the framework's durable record,
 the tasks' own start marks and the proxies' counts, what was launched, started, finished,
 lost or duplicated, and how fast failures were detected. The definitions are in chaos.py's
-docstring; this module prints the summary table and returns ``lost_or_duplicated``."""
+docstring; this module prints the summary table and returns the counts (``Tally``) that
+``bench/chaos_seeds.py`` puts in its one-row-per-seed table."""
 
 from __future__ import annotations
 
 import collections
 import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 PING_INTERVAL, MAX_PING_TIMEOUTS = 0.5, 6  # the bench's master: silent for 3 s → unreachable
@@ -15,10 +17,30 @@ TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_L
             "TASK_GONE_BY_OPERATOR"}
 
 
+@dataclass
+class Tally:
+    """One run's counts, as printed in its summary (``problems``: its first detail lines)."""
+
+    tasks: int = 0
+    launched: int = 0
+    started: int = 0
+    launched_twice: int = 0
+    finished_twice: int = 0
+    lost: int = 0
+    actions: int = 0  # chaos actions taken (kills, stops, partitions)
+    dropped: int = 0  # messages the proxies dropped at random (partitions not included)
+    duplicated: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def lost_or_duplicated(self) -> int:
+        return self.lost + self.launched_twice + self.finished_twice
+
+
 # --- the analysis -----------------------------------------------------------------------------
 
 
-def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> int:
+def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> Tally:
     run.read_records()
     records = run.records
     launches = {r["task_id"]: r for r in records if r["event"] == "launch"}
@@ -115,7 +137,7 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> int:
     final = next((r for r in reversed(records) if r["event"] == "final"), None)
     resubscribe = [i["framework_back"] - i["killed"] for i in run.master_restarts if "framework_back" in i]
     agents_back = [i["agents_back"] - i["killed"] for i in run.master_restarts if "agents_back" in i]
-    lost, dup = len(lost_items), len(twice) + len(finished_twice)
+    lost = len(lost_items)
 
     def spread(values: list[float]) -> str:
         if not values:
@@ -176,4 +198,5 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> int:
         print("\ndetails:")
         for line in problems:
             print(f"  {line}")
-    return lost + dup
+    return Tally(run.args.tasks, len(launches), started, len(twice), len(finished_twice), lost, len(run.faults),
+                 dropped, duplicated, problems)
