@@ -1,10 +1,19 @@
 """``tepui up``: a whole local cluster — a master and N agents — as child processes.
 
 A supervisor, deliberately without Twisted: start the children, wait (with progress) until
-every agent has registered, then wait for Ctrl-C or SIGTERM. Stopping is ordered: agents first
-(SIGUSR1: each ends its tasks and unregisters — SIGTERM would leave the tasks running for the
-agent's next start), then the master. Children get ``PR_SET_PDEATHSIG`` (SIGUSR1 for agents) so
-that even a SIGKILLed ``tepui up`` leaves no orphan processes behind.
+every agent has registered, then keep them running until Ctrl-C or SIGTERM. A child that fails
+while the cluster runs is restarted on its own state, as systemd's ``Restart=on-failure`` would
+(the policy, pure, is ``cli/supervision.py``): an agent on its work dir, so it recovers its
+checkpointed tasks and re-registers under its id; the services framework on its store, so it
+fails over to its framework id and launches no duplicate; the master on its registry (what a
+supervised master gets: agents and frameworks re-register with it). Only a crash loop stops the
+cluster. Before the cluster is up, an exit is a configuration error and stops it at once:
+restarting would only delay the message by the whole backoff.
+
+Stopping is ordered: agents first (SIGUSR1: each ends its tasks and unregisters — SIGTERM would
+leave the tasks running for the agent's next start), then the master. Children get
+``PR_SET_PDEATHSIG`` (SIGUSR1 for agents) so that even a SIGKILLed ``tepui up`` leaves no orphan
+processes behind.
 """
 
 from __future__ import annotations
@@ -18,11 +27,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from tepui.cli.supervision import GiveUp, History, Restart, RestartPolicy, describe_exit
 
 PR_SET_PDEATHSIG = 1
 
@@ -67,22 +80,55 @@ def _tail(path: str, lines: int = 15) -> str:
         return ""
 
 
+@dataclass
+class Child:
+    """One supervised process: how to start it again, and where it stands."""
+
+    name: str
+    argv: list[str]
+    log_path: str
+    resumes_from: str  # what a restart reuses, in words ("its work dir"); "" for none
+    preexec: Callable[[], None]
+    process: subprocess.Popen[bytes]
+    history: History
+    pending: Restart | None = None  # a restart waiting for its time
+    stopped: bool = False  # exited cleanly, and left so
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why supervision ended before the user asked: what to print, and whether it is a failure."""
+
+    message: str
+    failed: bool
+
+
+def _popen(argv: list[str], log_path: str, preexec: Callable[[], None]) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                close_fds=True, preexec_fn=preexec)
+
+
 class Cluster:
-    def __init__(self, state_dir: str, agents: int, port: int, http_port: int, console: Console) -> None:
+    def __init__(self, state_dir: str, agents: int, port: int, http_port: int, console: Console,
+                 policy: RestartPolicy = RestartPolicy(), clock: Callable[[], float] = time.monotonic) -> None:
         self.state_dir, self.agent_count, self.port, self.http_port = state_dir, agents, port, http_port
-        self.console = console
-        self.children: list[tuple[str, subprocess.Popen[bytes], str]] = []
+        self.console, self.policy, self.clock = console, policy, clock
+        self.children: list[Child] = []
         self.security: Any = None  # cli/up_security.LocalSecurity: keys, token, client config
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], resumes_from: str) -> None:
+        preexec = _agent_dies_with_parent if name.startswith("agent") else _die_with_parent
+        self.add(name, [sys.executable, "-m", "tepui.cli", *args], resumes_from, preexec)
+
+    def add(self, name: str, argv: list[str], resumes_from: str = "",
+            preexec: Callable[[], None] = _die_with_parent) -> Child:
+        """Starts ``argv`` as the supervised child ``name``, its output in ``<state dir>/<name>.log``."""
         log_path = os.path.join(self.state_dir, f"{name}.log")
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tepui.cli", *args], stdin=subprocess.DEVNULL, stdout=log_file,
-                stderr=subprocess.STDOUT, close_fds=True,
-                preexec_fn=_agent_dies_with_parent if name.startswith("agent") else _die_with_parent,
-            )
-        self.children.append((name, process, log_path))
+        child = Child(name, argv, log_path, resumes_from, preexec, _popen(argv, log_path, preexec),
+                      History(self.clock()))
+        self.children.append(child)
+        return child
 
     def services_port(self) -> int:
         return self.http_port + 10
@@ -92,7 +138,8 @@ class Cluster:
                                "--http-port", str(self.http_port),
                                "--work-dir", os.path.join(self.state_dir, "master"),
                                "--acls", self._local_acls(),
-                               *(self.security.master_args if self.security else ["--insecure"])])
+                               *(self.security.master_args if self.security else ["--insecure"])],
+                    "its registry")
         for i in range(1, self.agent_count + 1):
             args = ["agent", "--master", f"127.0.0.1:{self.port}",
                     "--work-dir", os.path.join(self.state_dir, f"agent-{i}"), "--hostname", f"agent-{i}"]
@@ -103,7 +150,7 @@ class Cluster:
                 resources = ";".join(filter(None, [resources, agent_ports(i, self.agent_count)]))
             args += ["--resources", resources]
             args += self.security.agent_args(i) if self.security else ["--insecure"]
-            self._spawn(f"agent-{i}", args)
+            self._spawn(f"agent-{i}", args, "its work dir")
 
     def start_services(self) -> None:
         """The services framework (`tepui apps ...`), with its store in the state dir so that a
@@ -114,7 +161,7 @@ class Cluster:
             args += ["--http-token-file", self.security.token_file]
         else:
             args += ["--insecure"]
-        self._spawn("services", args)
+        self._spawn("services", args, "its store")
 
     def _local_acls(self) -> str:
         """The local cluster's ACL file, written once so that an operator's edits survive
@@ -128,10 +175,10 @@ class Cluster:
         return path
 
     def dead_child(self) -> tuple[str, int, str] | None:
-        for name, process, log_path in self.children:
-            code = process.poll()
+        for child in self.children:
+            code = child.process.poll()
             if code is not None:
-                return name, code, log_path
+                return child.name, code, child.log_path
         return None
 
     def wait_ready(self, timeout: float) -> None:
@@ -146,8 +193,8 @@ class Cluster:
                 dead = self.dead_child()
                 if dead:
                     name, code, log_path = dead
-                    raise click.ClickException(
-                        f"{name} exited with code {code} while starting. Last lines of {log_path}:\n{_tail(log_path)}")
+                    raise click.ClickException(f"{name} exited with {describe_exit(code)} while starting. "
+                                               f"Last lines of {log_path}:\n{_tail(log_path)}")
                 state = _state(self.http_port)
                 if state is not None:
                     progress.update(master_task, completed=1)
@@ -161,25 +208,78 @@ class Cluster:
         raise click.ClickException(
             f"the cluster was not ready within {timeout:g} s; see the logs in {self.state_dir}")
 
+    # --- supervision (the decisions are cli/supervision.py's) ---------------------------------
+
+    def supervise(self, stop_requested: Callable[[], bool], poll: float = 0.2) -> Ending | None:
+        """Keeps the children running until ``stop_requested()`` (then None), or until the
+        cluster must stop: a child in a crash loop, or the master stopped cleanly (an Ending)."""
+        while not stop_requested():
+            for child in self.children:
+                ending = self._tend(child, self.clock())
+                if ending is not None:
+                    return ending
+            time.sleep(poll)
+        return None
+
+    def _tend(self, child: Child, now: float) -> Ending | None:
+        if child.pending is not None:
+            if now >= child.pending.at:
+                self._restart(child)
+            return None
+        code = None if child.stopped else child.process.poll()
+        if code is None:
+            return None
+        decision = self.policy.decide(child.history, code, now)
+        if isinstance(decision, Restart):
+            child.pending = decision
+            self._say(self.policy.restart_line(child.name, code, decision, f"on {child.resumes_from}"
+                                               if child.resumes_from else ""))
+            return None
+        if isinstance(decision, GiveUp):
+            again = f", which starts {child.name} on {child.resumes_from} again" if child.resumes_from else ""
+            tasks = " (its tasks keep running until then, and it recovers them)" if child.name.startswith("agent") else ""
+            return Ending(f"{self.policy.give_up_line(child.name, code, decision)} and stopping the cluster. Its log "
+                          f"says why: fix that, then start `tepui up` again{again}{tasks}. "
+                          f"Last lines of {child.log_path}:\n{_tail(child.log_path)}", failed=True)
+        child.stopped = True
+        if child.name == "master":
+            return Ending(f"the master exited with {describe_exit(code)}: someone stopped it, so the cluster "
+                          "stops too", failed=False)
+        self._say(f"{child.name} exited with {describe_exit(code)}: a clean stop, not a failure, so it is not "
+                  "restarted; the cluster runs on without it (the next `tepui up` starts it again)")
+        return None
+
+    def _restart(self, child: Child) -> None:
+        assert child.pending is not None
+        with open(child.log_path, "ab") as log_file:
+            log_file.write(f"--- tepui up: restart {child.pending.count} of {child.name} ---\n".encode())
+        child.process = _popen(child.argv, child.log_path, child.preexec)
+        child.history, child.pending = child.pending.history, None
+        self._say(f"{child.name} restarted (pid {child.process.pid})")
+
+    def _say(self, line: str) -> None:
+        self.console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
     def stop(self) -> None:
         """The services framework (it fails over: its tasks stay), then agents (SIGUSR1: they end
-        their tasks), then the master; SIGKILL after a deadline."""
-        services = [c for c in self.children if c[0] == "services"]
-        agents = [c for c in self.children if c[0].startswith("agent")]
-        masters = [c for c in self.children if c[0] == "master"]
+        their tasks), then the master; SIGKILL after a deadline. A child waiting for its restart
+        stays down."""
+        services = [c for c in self.children if c.name == "services"]
+        agents = [c for c in self.children if c.name.startswith("agent")]
+        others = [c for c in self.children if c not in services and c not in agents]  # the master, last
         for group, grace, sig in ((services, 5.0, signal.SIGTERM), (agents, 12.0, signal.SIGUSR1),
-                                  (masters, 5.0, signal.SIGTERM)):
-            for _name, process, _log in group:
-                if process.poll() is None:
-                    process.send_signal(sig)
+                                  (others, 5.0, signal.SIGTERM)):
+            for child in group:
+                if child.process.poll() is None:
+                    child.process.send_signal(sig)
             deadline = time.monotonic() + grace
-            for name, process, _log in group:
+            for child in group:
                 try:
-                    process.wait(max(0.0, deadline - time.monotonic()))
+                    child.process.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    self.console.print(f"[yellow]{name} did not stop in {grace:g} s; killing it[/yellow]")
-                    process.kill()
-                    process.wait()
+                    self.console.print(f"[yellow]{child.name} did not stop in {grace:g} s; killing it[/yellow]")
+                    child.process.kill()
+                    child.process.wait()
 
 
 def agent_ports(index: int, count: int, first: int = 31000, last: int = 32000) -> str:
@@ -242,6 +342,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     signal.signal(signal.SIGTERM, on_signal)
     cluster.start(agent_resources)
     cluster.start_services()
+    ending: Ending | None = None
     try:
         cluster.wait_ready(timeout)
         console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
@@ -254,16 +355,16 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
                       f"(services API: http://127.0.0.1:{http_port}/frameworks/services/v1/apps)", soft_wrap=True)
         console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
                       f"{cluster.security.config_path}", soft_wrap=True)
-        console.print("  stop: Ctrl-C")
-        while stopping["signal"] is None:
-            dead = cluster.dead_child()
-            if dead:
-                name, code, log_path = dead
-                raise click.ClickException(
-                    f"{name} exited unexpectedly with code {code}; stopping the cluster. "
-                    f"Last lines of {log_path}:\n{_tail(log_path)}")
-            time.sleep(0.2)
+        console.print("  stop: Ctrl-C     (a part that fails is restarted on its own state; see docs/operations.md)",
+                      soft_wrap=True)
+        ending = cluster.supervise(lambda: stopping["signal"] is not None)
+        if ending is not None:
+            console.print(ending.message, style="red" if ending.failed else None, markup=False, highlight=False,
+                          soft_wrap=True)
         console.print("stopping: agents first (they end their tasks), then the master ...")
     finally:
         cluster.stop()
+    if ending is not None and ending.failed:
+        console.print("stopped, after giving up.")
+        raise click.exceptions.Exit(1)
     console.print("stopped.")
