@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from tepui.sdk.shell import configure_logging
 
 if TYPE_CHECKING:
     from tepui.sdk.curve import CurveServer
+    from tepui.sdk.store import Store
     from tepui.master.partitions import RemovalRate
 
 log = logging.getLogger("tepui.master")
@@ -61,8 +63,12 @@ def run_master(
 
     host = hostname or socket.gethostname()
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "*") else ip)
+    interface = "" if ip in ("0.0.0.0", "*") else ip
+    _refuse_ports_in_use(interface, port, http_port)  # before the registry is claimed (see there)
+    store, epoch = _open_registry(work_dir)
     config = MasterConfig(
         master_id=uuid.uuid4().hex[:12],
+        epoch=epoch,
         hostname=host,
         address=f"{advertised}:{port}",
         http_port=http_port,
@@ -80,25 +86,13 @@ def run_master(
         acls=acls,
         framework_rate_limit=framework_rate_limit,
     )
-    store = None
-    if work_dir:
-        from tepui.sdk.store import SQLiteStore, StoreError
-
-        try:
-            store = SQLiteStore(os.path.join(work_dir, "registry.db"))
-        except StoreError as exc:
-            raise SystemExit(f"cannot open the registry in {work_dir}: {exc}") from None
-        log.info("event=registry path=%s", os.path.join(work_dir, "registry.db"))
-    else:
-        log.warning("event=registry_in_memory hint=\"give --work-dir to keep weights, quotas, reservations, "
-                    "agents and frameworks across master restarts\"")
     shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve,
                         heartbeat_seconds=zmq_heartbeat_interval)
     site = shell.site(policy_from_flags(http_token_file, http_read_auth, "master"))
     shell.registry.register(HttpCollector(site.counters))
     _serve_admission(reactor, shell, acls_path, framework_rate_limit)
     _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
-    listen(reactor, http_port, site, "" if ip in ("0.0.0.0", "*") else ip, tls_cert, tls_key)
+    listen(reactor, http_port, site, interface, tls_cert, tls_key)
     shell.start()
     log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g max_agent_pings_per_second=%s "
              "agent_removal_rate=%s agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
@@ -114,6 +108,50 @@ def run_master(
         store.close()
     if shell.failed:
         raise SystemExit(1)
+
+
+def _refuse_ports_in_use(interface: str, *ports: int) -> None:
+    """Claiming the epoch supersedes whichever master serves the registry, so a second master
+    started by mistake on the same work dir and ports must fail *before* it claims, not after
+    (when its bind fails, having already made the serving master exit). A listener on the port
+    is what this catches; a port in TIME_WAIT is fine (SO_REUSEADDR, as ZeroMQ and Twisted bind)."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((interface, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:  # anything else: the real bind says what is wrong
+                    raise SystemExit(f"cannot listen on port {port}: it is in use. Is another master running? "
+                                     "Stop it, or choose another port") from None
+
+
+def _open_registry(work_dir: str | None) -> tuple[Store | None, int]:
+    """The registry (``registry.db`` in the work dir; in memory without one) and this master's
+    epoch, claimed and persisted before it serves anyone (master/epoch.py). A registry that
+    cannot be opened, or an epoch that cannot be written, stops the master here."""
+    from tepui.master.epoch import claim_epoch, clock_epoch
+    from tepui.sdk.store import SQLiteStore, StoreError
+
+    if not work_dir:
+        log.warning("event=registry_in_memory hint=\"give --work-dir to keep weights, quotas, reservations, "
+                    "agents and frameworks across master restarts\"")
+        epoch = clock_epoch()
+        log.info("event=master_epoch epoch=%d source=clock", epoch)
+        return None, epoch
+    path = os.path.join(work_dir, "registry.db")
+    try:
+        store = SQLiteStore(path)
+    except StoreError as exc:
+        raise SystemExit(f"cannot open the registry in {work_dir}: {exc}") from None
+    log.info("event=registry path=%s", path)
+    try:
+        epoch = claim_epoch(store, clock_epoch())
+    except StoreError as exc:
+        store.close()
+        raise SystemExit(f"cannot claim a master epoch in the registry {path}: {exc}") from None
+    log.info("event=master_epoch epoch=%d source=registry", epoch)
+    return store, epoch
 
 
 def _initial_acls(path: str | None) -> Acls:

@@ -10,6 +10,7 @@ from typing import Any, Hashable
 from prometheus_client import CollectorRegistry
 
 from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, MasterCore
+from tepui.master.epoch import CHECK_SECONDS, Superseded, check_epoch
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
 from tepui.master.events import Credential, Abort, OperatorError, PeerUnreachable, Received, Send
 from tepui.master.files_proxy import Located, TasksEndpoint
@@ -47,6 +48,7 @@ class MasterShell:
         self.endpoint = RouterEndpoint(reactor, bind, self._on_message, self._on_unreachable, curve=curve,
                                        pass_identity=True, heartbeat_seconds=heartbeat_seconds)
         self._allow_list_watch: Any = None
+        self._epoch_watch: Any = None
         self.allocation_seconds: dict[str, float] = {}
         self.registry = CollectorRegistry()
         self.registry.register(CoreCollector(self._metrics))
@@ -62,13 +64,16 @@ class MasterShell:
                 return
             if not recovered.empty:
                 self._perform(self.core.recover(recovered, self.reactor.seconds()))
+            self._watch_epoch()
         self._perform(self.core.start(self.reactor.seconds()))
-        log.info("event=master_started id=%s zmq=%s", self.core.config.master_id, self.endpoint.address)
+        log.info("event=master_started id=%s epoch=%d zmq=%s", self.core.config.master_id, self.core.config.epoch,
+                 self.endpoint.address)
 
     def stop(self) -> None:
         self.timers.cancel_all()
-        if self._allow_list_watch is not None and self._allow_list_watch.running:
-            self._allow_list_watch.stop()
+        for watch in (self._allow_list_watch, self._epoch_watch):
+            if watch is not None and watch.running:
+                watch.stop()
         self.endpoint.close()
 
     def site(self, policy: HttpPolicy | None = None) -> GuardedSite:
@@ -123,6 +128,25 @@ class MasterShell:
         if self.curve is not None:
             self.curve.gate.reload()
 
+    def _watch_epoch(self) -> None:
+        """Looks every second whether another master has claimed the registry (master/epoch.py):
+        a master resumed after a pause stops within a second even if it has nothing to write."""
+        from twisted.internet import task
+
+        self._epoch_watch = task.LoopingCall(self._check_epoch)
+        self._epoch_watch.clock = self.reactor
+        self._epoch_watch.start(CHECK_SECONDS, now=False)
+
+    def _check_epoch(self) -> None:
+        if self.store is None or self.failed:
+            return
+        try:
+            check_epoch(self.store, self.core.config.epoch)
+        except Superseded as exc:
+            self._die(str(exc), event="master_superseded")
+        except StoreError as exc:
+            self._die(f"cannot read the registry: {exc}")
+
     def _credential(self, identity: str | None) -> Credential | None:
         if identity is None or self.curve is None:
             return None
@@ -168,8 +192,8 @@ class MasterShell:
     # --- effects --------------------------------------------------------------------------
 
     def _perform(self, effects: list[Any]) -> None:
-        if not effects:
-            return
+        if not effects or self.failed:
+            return  # a master on its way out (registry failed, superseded) acts on nothing more
         kinds = {type(effect) for effect in effects}
         if Abort in kinds:
             abort = next(effect for effect in effects if isinstance(effect, Abort))
@@ -193,16 +217,22 @@ class MasterShell:
                 log.error("event=unknown_effect effect=%r", effect)
 
     def _persist(self, writes: list[Persist]) -> bool:
-        """One transaction per batch of effects (batched writes, fsync on commit)."""
+        """One transaction per batch of effects (batched writes, fsync on commit), which first
+        checks that the registry still holds this master's epoch: a superseded master writes
+        nothing and exits."""
         if self.store is None or self.failed:
             return not self.failed
         try:
             with self.store.transaction():
+                check_epoch(self.store, self.core.config.epoch)
                 for write in writes:
                     if write.value is None:
                         self.store.delete(write.ns, write.key)
                     else:
                         self.store.put(write.ns, write.key, write.value)
+        except Superseded as exc:
+            self._die(str(exc), event="master_superseded")
+            return False
         except StoreError as exc:
             self._die(f"a registry write failed: {exc}")
             return False
