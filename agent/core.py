@@ -152,6 +152,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         self.agent_id: str | None = None
         self.registered = False
         self.master_epoch = 0
+        self.stale_epoch_dropped = 0  # messages from a superseded master, dropped (the agent's /health shows it)
         self.master_info: Any = None
         self.ping_interval = 15.0
         self.last_master_contact = 0.0
@@ -173,9 +174,21 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
     def handle(self, event: Any, now: float) -> list[Effect]:
         out: list[Effect] = []
         if isinstance(event, Received):
+            # Epoch fencing (master/epoch.py): a master claims a larger epoch than every earlier
+            # one before it serves anyone, so a message from an older epoch comes from a master
+            # that has been superseded (paused, partitioned, or its bytes queued across the
+            # failover) and is dropped and counted — it must not kill, launch or ping-answer.
+            # A newer epoch on *any* message is adopted at once, not only on (re)registration:
+            # it proves a newer master exists (Mesos: the agent follows the leader its detector
+            # reports, not the one it registered with), and dropping the old master's messages
+            # before re-registering with the new one can only drop a superseded master's.
             if event.epoch < self.master_epoch:
-                out.append(Log("warning", "stale_master_message", {"epoch": event.epoch, "current": self.master_epoch}))
+                self.stale_epoch_dropped += 1
+                out.append(Log("warning", "stale_master_message", {"epoch": event.epoch, "current": self.master_epoch,
+                                                                   "type": type(event.body).__name__,
+                                                                   "dropped": self.stale_epoch_dropped}))
                 return out
+            self.master_epoch = event.epoch
             self.last_master_contact = now
             handler = getattr(self, "_on_" + type(event.body).__name__, None)
             if handler is not None:

@@ -124,7 +124,9 @@ def run_agent(
     def health() -> dict[str, object]:
         core = shell.core if shell is not None else None
         return {"healthy": True, "agent_id": core.agent_id if core else None,
-                "registered": bool(core and core.registered), "tasks": len(core.tasks) if core else 0}
+                "registered": bool(core and core.registered), "tasks": len(core.tasks) if core else 0,
+                "master_epoch": core.master_epoch if core else 0,
+                "stale_epoch_dropped": core.stale_epoch_dropped if core else 0}
 
     def usage() -> dict[str, object]:
         """Per-task usage from the task cgroups (cpu seconds, memory now and at peak)."""

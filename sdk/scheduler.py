@@ -4,7 +4,7 @@ The names follow the Mesos/pymesos drivers so that porting a framework is mostly
 The driver owns the connection: it subscribes, re-subscribes with backoff when the master goes
 silent (no heartbeat for five intervals) or at once when the connection comes back after a loss
 (a restarted master has forgotten it), reconciles implicitly after every re-subscription, drops
-messages from an older master epoch,
+(and counts, :attr:`SchedulerDriver.stale_epoch_dropped`) messages from an older master epoch,
 and acknowledges status updates after the callback returns (implicit acknowledgements, the
 default) — so an update is acknowledged only once the framework has seen it.
 """
@@ -123,6 +123,7 @@ class SchedulerDriver:
         self.master_info: MasterInfo | None = None
         self._endpoint: DealerEndpoint | None = None
         self._epoch = 0
+        self.stale_epoch_dropped = 0  # messages from a superseded master, dropped unseen by the scheduler
         self._msg_id = 0
         self._heartbeat_interval = 15.0
         self._last_event = 0.0
@@ -240,9 +241,21 @@ class SchedulerDriver:
                 continue
             self._on_envelope(env)
 
+    @property
+    def master_epoch(self) -> int:
+        """The newest master epoch seen (0 before the first message)."""
+        return self._epoch
+
     def _on_envelope(self, env: Any) -> None:
+        """Epoch fencing (tepui.master.epoch): every master claims a larger epoch than all before
+        it before serving anyone, so an older epoch is a superseded master's — a paused one, or
+        its bytes queued across a failover — and its offers, updates or errors never reach the
+        scheduler. A newer epoch is adopted from any message, not only SUBSCRIBED: it proves a
+        newer master exists (Mesos drivers follow the leader the detector reports)."""
         if env.epoch < self._epoch:
-            log.info("event=stale_epoch_dropped epoch=%d current=%d", env.epoch, self._epoch)
+            self.stale_epoch_dropped += 1
+            log.info("event=stale_epoch_dropped epoch=%d current=%d type=%s dropped=%d", env.epoch, self._epoch,
+                     type(env.body).__name__, self.stale_epoch_dropped)
             return
         self._epoch = env.epoch
         body = env.body

@@ -143,9 +143,10 @@ class SimCore:
             agent = self.agents[event.index]
             if agent.closed:
                 return out
-            if event.epoch < agent.master_epoch:
+            if event.epoch < agent.master_epoch:  # a superseded master's: dropped, counted (as the real agent)
                 self._note("stale_master_message", {"epoch": event.epoch, "current": agent.master_epoch}, out)
                 return out
+            agent.master_epoch = event.epoch  # a newer one is adopted on any message, as the real agent does
             agent.last_contact = now
             handler = self._handlers.get(type(event.body))
             if handler is None:  # FRAMEWORK_TO_EXECUTOR, DESTROY_VOLUMES: nothing to simulate

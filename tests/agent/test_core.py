@@ -210,6 +210,24 @@ def test_stale_epoch_messages_are_dropped() -> None:
     assert [type(e) for e in effects] == [Log]
 
 
+def test_a_superseded_masters_kill_is_dropped_counted_and_changes_nothing() -> None:
+    """RELIABILITY scenario 27: a newer epoch, seen on any message, fences the older master off."""
+    agent = core()
+    registered(agent)  # epoch 1
+    run(agent, task())
+    agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
+    assert [(type(b), b.seq) for b in to_master(agent.handle(Received(am.Ping(1), epoch=2), 2.0))] == [(am.Pong, 1)]
+    assert agent.master_epoch == 2, "adopted from a ping, before any re-registration"
+    effects = agent.handle(Received(am.KillTask("F1", "t1"), epoch=1), 3.0)
+    assert effects == [Log("warning", "stale_master_message", {"epoch": 1, "current": 2, "type": "KillTask",
+                                                               "dropped": 1})]
+    assert to_master(agent.handle(Received(am.Ping(2), epoch=1), 4.0)) == [], "no answer to its pings either"
+    assert agent.stale_epoch_dropped == 2
+    record = agent.tasks[("F1", "t1")]
+    assert (record.state, record.kill_requested) == (TaskState.RUNNING, False)
+    assert agent.last_master_contact == 2.0, "a superseded master's messages are no sign of the master's life"
+
+
 def test_silent_master_triggers_reregistration_with_running_tasks() -> None:
     agent = core(master_silence_limit=75.0)
     registered(agent)

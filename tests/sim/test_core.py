@@ -115,6 +115,17 @@ def test_messages_from_an_older_master_epoch_are_dropped() -> None:
     assert core.stats["stale_master_message"] == 2
 
 
+def test_a_newer_epoch_on_any_message_fences_the_older_master_off() -> None:
+    core = make()
+    registered(core)  # epoch 1
+    assert [(type(e.body), e.body.seq) for e in core.handle(Received(0, am.Ping(1), epoch=2), 1.0)] == [(am.Pong, 1)]
+    assert core.agents[0].master_epoch == 2
+    effects = core.handle(Received(0, am.Ping(2), epoch=1), 2.0)
+    assert [type(e) for e in effects] == [Log], "logged (the first time), and no pong"
+    assert core.stats["stale_master_message"] == 1
+    assert core.agents[0].last_contact == 1.0
+
+
 def test_agents_are_independent() -> None:
     core = make(agents=3)
     registered(core, 0)
