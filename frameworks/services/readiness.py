@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
-from twisted.web.client import Agent, readBody
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, PotentialDataLoss, ResponseDone
 
 from tepui.frameworks.services.effects import Probe
 
@@ -46,11 +47,9 @@ class ReadinessProber:
     def _probe(self, probe: Probe) -> Any:
         ready = False
         try:
-            request = self.agent.request(b"GET", probe.url.encode())
-            request.addTimeout(probe.timeout, self.reactor)
-            response = yield request
-            yield readBody(response)
-            ready = response.code in probe.statuses
+            answer = self._get(probe.url)
+            answer.addTimeout(probe.timeout, self.reactor)  # the status line *and* the body
+            ready = (yield answer) in probe.statuses
         except Exception as exc:  # refused, timed out, reset: not ready yet
             log.debug("event=readiness_probe_failed task=%s url=%s error=%s", probe.task_id, probe.url, exc)
         if probe.task_id not in self.probes:
@@ -60,3 +59,29 @@ class ReadinessProber:
         else:
             self.probes[probe.task_id] = self.reactor.callLater(probe.interval, self._probe, probe)
         self.report(probe.task_id, ready)
+
+    @defer.inlineCallbacks
+    def _get(self, url: str) -> Any:
+        """The status of a GET once its whole body has come (and been discarded): a server
+        stuck in the middle of its answer must time out like one that never answers, or its
+        probe would hang for ever and never be repeated."""
+        response = yield self.agent.request(b"GET", url.encode())
+        body = _Discard()
+        response.deliverBody(body)
+        yield body.done
+        return response.code
+
+
+class _Discard(protocol.Protocol):
+    """Reads a body to its end. Cancelling closes the connection — ``readBody``'s cancel cannot
+    here: the transport a response body gets has no ``abortConnection``."""
+
+    def __init__(self) -> None:
+        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.transport.stopProducing())
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802 (Twisted's)
+        if not self.done.called:
+            if reason.check(ResponseDone, PotentialDataLoss):
+                self.done.callback(None)
+            else:
+                self.done.errback(reason)
