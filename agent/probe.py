@@ -6,13 +6,17 @@ is smaller); disk of the work dir less 5 GiB or half; ports 31000–32000.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 
 from tepui.sdk.resources import Resources
 
+log = logging.getLogger("tepui.agent.probe")
+
 DEFAULT_PORTS = "[31000-32000]"
+NVIDIA_SMI_TIMEOUT = 10.0
 
 
 def _mem_total_mib() -> int:
@@ -27,18 +31,26 @@ def _mem_total_mib() -> int:
 
 
 def gpu_ids() -> tuple[int, ...]:
-    """GPU indices from ``nvidia-smi`` when it is installed and answers; none otherwise."""
+    """GPU indices from ``nvidia-smi`` when it is installed and answers the query (one index a
+    line); none otherwise. An answer that is not such a list (a driver's message, another
+    format, bytes that are not text) means none: digits picked out of prose would offer GPUs
+    that do not exist, and the agent must start either way."""
     tool = shutil.which("nvidia-smi")
     if tool is None:
         return ()
     try:
-        done = subprocess.run([tool, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True,
-                              timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
+        done = subprocess.run([tool, "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                              timeout=NVIDIA_SMI_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("event=gpus_not_detected tool=%s error=%r", tool, str(exc))
         return ()
     if done.returncode != 0:
         return ()
-    return tuple(int(line) for line in done.stdout.split() if line.strip().isdigit())
+    lines = [line.strip() for line in done.stdout.decode("ascii", "replace").splitlines() if line.strip()]
+    if not all(line.isdigit() for line in lines):  # ASCII only: a replaced byte is no digit
+        log.warning("event=gpus_not_detected tool=%s error=\"unexpected answer\" answer=%r", tool, done.stdout[:200])
+        return ()
+    return tuple(int(line) for line in lines)
 
 
 def detect(work_dir: str) -> Resources:
