@@ -244,9 +244,9 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         else:
             # Every task it runs, and every ended one whose final update is not acknowledged yet
             # (Mesos): a restarted master learns the truth about both, not "unknown".
-            reported = list(self.tasks.values()) + self._ended_unacknowledged()
-            reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in reported]
-            frameworks = [f for fid, f in self.frameworks.items() if any(t.framework_id == fid for t in reported)]
+            reports = self._task_reports()
+            reported = {report.framework_id for report in reports}
+            frameworks = [f for fid, f in self.frameworks.items() if fid in reported]
             out.append(SendToMaster(am.ReregisterAgent(
                 self.agent_info(), self.config.version, reports, frameworks, self.config.boot_id)))
         out.append(ScheduleTimer(now + self._register_backoff, REGISTER))
@@ -288,7 +288,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         if msg.interval_seconds is not None and msg.interval_seconds > 0:
             self.ping_interval = msg.interval_seconds  # a growing cluster pings less often
         if self.registered:
-            out.append(SendToMaster(am.Pong(msg.seq)))
+            held = self._held_for_master()
+            out.append(SendToMaster(am.Pong(msg.seq, len(held), am.task_set_digest(held))))
 
     def _on_ShutdownAgent(self, msg: am.ShutdownAgent, epoch: int, now: float, out: list[Effect]) -> None:
         out.append(Log("warning", "master_shut_down_agent", {"message": msg.message}))

@@ -22,6 +22,7 @@ from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState, TaskSta
 if TYPE_CHECKING:
     from tepui.agent.core import AgentConfig, TaskRecord
     from tepui.agent.executors import ExecutorRecord
+    from tepui.agent.core import CompletedTasks
     from tepui.agent.status_updates import _Pending
     from tepui.sdk.protocol.values import FrameworkInfo
 
@@ -40,6 +41,7 @@ class Stopping:
     pending: dict[tuple[str, str], _Pending]
     executors: dict[tuple[str, str], ExecutorRecord]
     shutting_down_frameworks: set[str]
+    completed: CompletedTasks
 
     if TYPE_CHECKING:
         def _terminal(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str,
@@ -54,6 +56,9 @@ class Stopping:
 
     def _on_KillTask(self, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
         record = self.tasks.get((msg.framework_id, msg.task_id))
+        if record is None and ((msg.framework_id, msg.task_id) in self.pending
+                               or self.completed.has(msg.framework_id, msg.task_id)):
+            return  # it ended: its final update is (or was) delivered; a kill sent again changes nothing
         if record is None:
             framework = self.frameworks.get(msg.framework_id)
             aware = framework is not None and "PARTITION_AWARE" in framework.capabilities

@@ -16,6 +16,7 @@ recovery in :mod:`tepui.master.durable`.
 from __future__ import annotations
 
 import collections
+import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
 from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
+from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
 from tepui.master.peer_checks import agent_refused
@@ -82,12 +84,15 @@ class MasterConfig:
     allow_host_volumes: bool = False  # container volumes with host paths outside the sandbox (issue 6)
     acls: Acls = PERMISSIVE  # --acls FILE; see master/acls.py and docs/security.md
     framework_rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT  # per principal; None: unlimited
+    # Seeds the allocator's shuffle of the agents of every cycle (Mesos shuffles them): the same
+    # seed and the same events give the same offers (tests on a fake clock, simulations).
+    allocation_seed: int = 0
 
 
 class MasterCore(OfferCycle, DurableState, Partitions, Admission):
     def __init__(self, config: MasterConfig, allocator: Allocator | None = None) -> None:
         self.config = config
-        self.allocator = allocator or Allocator()
+        self.allocator = allocator or Allocator(rng=random.Random(config.allocation_seed))
         self.agents: dict[str, AgentRecord] = {}
         self.frameworks: dict[str, FrameworkRecord] = {}
         self.completed_frameworks: collections.deque[FrameworkRecord] = collections.deque(
@@ -102,6 +107,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         self._allocation_pending = False
         self.recovered_agents: dict[str, AgentInfo] = {}
         self._incarnation: str | None = None  # of the agent message being handled
+        self.audits = TaskAudits(self.counters)  # anti-entropy with each agent (master/task_audit.py)
         self._init_partitions()
         self._init_admission()
         self.master_info = MasterInfo(
@@ -250,46 +256,15 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             self._grow_agent(agent, Resources.from_wire(msg.agent_info.resources), out)
             self.allocator.activate_agent(agent_id)
             out.append(Log("info", "agent_reregistered", {"agent_id": agent_id}))
-        reported = {(report.framework_id, report.task.task_id) for report in msg.tasks}
-        for report in msg.tasks:
-            key = (report.framework_id, report.task.task_id)
-            if report.state.is_terminal:
-                self._ended_on_agent(agent, report, msg, now)
-                continue
-            if key in agent.tasks:
-                continue
-            resources, _ = task_resources(report.task)
-            framework = self.frameworks.get(report.framework_id)
-            if framework is None:
-                framework = self._placeholder_framework(report.framework_id, msg, now)
-            role = framework.info.roles[0] if framework.info.roles else "*"
-            task = TaskRecord(report.framework_id, agent_id, report.task, resources or EMPTY, role, report.state)
-            task.launched_at = now
-            agent.tasks[key] = task
-            previous = framework.tasks.get(task.task_id)
-            framework.tasks[task.task_id] = task
-            if previous is not None and previous.state == TaskState.UNREACHABLE and framework.peer is not None:
-                # Mesos partition awareness: the task is back, with the state its agent reports.
-                out.append(self._update_to(framework, task.task_id, agent_id, report.state,
-                                           TaskReason.AGENT_REREGISTERED, "its agent re-registered", now))
-            elif previous is None and not framework.partition_aware and any(
-                    t.task_id == task.task_id and t.agent_id == agent_id and t.state == TaskState.LOST
-                    for t in framework.completed):
-                # Mesos: the framework was told LOST and has likely replaced the task; a framework
-                # that is not partition aware cannot take it back, so it is killed (its KILLED
-                # update follows the LOST one).
-                out.append(Send(peer, am.KillTask(report.framework_id, task.task_id)))
-                out.append(Log("info", "task_killed_after_partition", {"task_id": task.task_id, "agent_id": agent_id}))
-            if resources:
-                self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
-        self._reconcile_unreported(agent, reported, was_unreachable, out)
+        reported = self._adopt_reports(agent, msg.tasks, msg.frameworks, now, out)
+        self._reconcile_unreported(agent, reported, was_unreachable, now, out)
         out.append(
             Send(peer, am.AgentReregistered(agent_id, self.master_info, self.ping_interval))
         )
 
-    def _placeholder_framework(self, framework_id: str, msg: am.ReregisterAgent, now: float) -> FrameworkRecord:
+    def _placeholder_framework(self, framework_id: str, frameworks: list[FrameworkInfo], now: float) -> FrameworkRecord:
         """A framework known only from an agent's report waits, inactive, for its re-subscribe."""
-        info = next((f for f in msg.frameworks if f.id == framework_id), None)
+        info = next((f for f in frameworks if f.id == framework_id), None)
         if info is None:
             info = FrameworkInfo(user="", name="", id=framework_id)
         record = FrameworkRecord(framework_id, info, None, now, active=False, disconnected_at=now)
@@ -326,6 +301,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             if framework.active and framework.peer is not None:
                 out.append(Send(framework.peer, sm.Failure(agent_id=agent.agent_id)))
         self.allocator.remove_agent(agent.agent_id)
+        self.audits.forget_agent(agent.agent_id)
         self.agents.pop(agent.agent_id, None)
         self.peers.pop(agent.peer, None)
         out.append(Log(level, "agent_removed", {"agent_id": agent.agent_id, "reason": message}))
@@ -487,6 +463,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if task.state != state and (not task.history or task.history[-1][0] != state.value):
             task.record(state, now)
         task.state = state
+        self.audits.task_ended((task.framework_id, task.task_id))
         framework = self.frameworks.get(task.framework_id)
         agent = self.agents.get(task.agent_id)
         if agent is not None:
@@ -540,6 +517,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
                                        f"cannot kill task {msg.task_id!r}: the master does not know it", now))
             return
         out.append(Send(agent.peer, am.KillTask(framework.framework_id, msg.task_id, msg.kill_policy)))
+        self.audits.kill_sent((framework.framework_id, msg.task_id), agent.agent_id, msg.kill_policy, now)
 
     def _on_Message(self, peer: bytes, msg: sm.Message, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)

@@ -19,7 +19,7 @@ from tepui.offers.allocator import Allocator
 from tepui.offers.roles import Quota
 from tepui.sdk.effects import Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
-from tepui.sdk.protocol.values import AgentInfo, Resource
+from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, Resource
 from tepui.sdk.resources import EMPTY, Resources
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ class DurableState:
     if TYPE_CHECKING:
         def _request_allocation(self) -> None: ...
         def _finish_task(self, task: TaskRecord, state: Any, now: float) -> None: ...
-        def _placeholder_framework(self, framework_id: str, msg: am.ReregisterAgent, now: float) -> FrameworkRecord: ...
+        def _placeholder_framework(self, framework_id: str, frameworks: list[FrameworkInfo],
+                                   now: float) -> FrameworkRecord: ...
         def _recover_partitions(self, recovered: Recovered, now: float, out: list[Effect]) -> None: ...
 
     def recover(self, recovered: Recovered, now: float) -> list[Effect]:
@@ -127,7 +128,8 @@ class DurableState:
 
     # --- what a re-registering agent says ended -------------------------------------------
 
-    def _ended_on_agent(self, agent: AgentRecord, report: am.TaskReport, msg: am.ReregisterAgent, now: float) -> None:
+    def _ended_on_agent(self, agent: AgentRecord, report: am.TaskReport, frameworks: list[FrameworkInfo],
+                        now: float) -> None:
         """A task that ended on a re-registering agent whose final update is not acknowledged
         yet (it is on its way): its resources return now, and a reconciliation answers its real
         end rather than "unknown" (which the framework would take for a launch that was lost)."""
@@ -138,7 +140,7 @@ class DurableState:
             return
         framework = self.frameworks.get(report.framework_id)
         if framework is None:
-            framework = self._placeholder_framework(report.framework_id, msg, now)
+            framework = self._placeholder_framework(report.framework_id, frameworks, now)
         if report.task.task_id in framework.tasks or any(t.task_id == report.task.task_id for t in framework.completed):
             return
         role = framework.info.roles[0] if framework.info.roles else "*"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tepui.master.events import Send
+from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.registry import agent_entry
 from tepui.master.reservations import plan_reserve, plan_unreserve
@@ -39,6 +40,7 @@ class OfferCycle:
     offers: dict[str, OfferRecord]
     config: Any
     counters: Any
+    audits: TaskAudits
 
     if TYPE_CHECKING:  # provided by MasterCore
         def _next_id(self, kind: str) -> str: ...
@@ -256,7 +258,8 @@ class OfferCycle:
         """Mesos: the master records a task before forwarding it (at most once per task id)."""
         resources, _ = task_resources(task_info)
         assert resources is not None
-        task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now)
+        task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now,
+                          launch_mark=self.audits.launched())
         task.record(TaskState.STAGING, now)
         framework.tasks[task.task_id] = task
         agent.tasks[(framework.framework_id, task.task_id)] = task

@@ -31,12 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from tepui.master.events import Abort, Received, Send
 from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord, UnreachableAgent
+from tepui.master.validation import task_resources
+from tepui.sdk.resources import EMPTY
+from tepui.master.task_audit import TaskAudits
 from tepui.master.registry import AGENTS, Persist, agent_info_of, gone_entry, unreachable_entry
 from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
-from tepui.sdk.protocol.values import AgentInfo, TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskReason, TaskSource, TaskState, TaskStatus
 
 if TYPE_CHECKING:
     from tepui.master.core import MasterConfig
@@ -108,6 +111,8 @@ class Partitions:
     frameworks: dict[str, FrameworkRecord]
     recovered_agents: dict[str, AgentInfo]
     counters: Any
+    audits: TaskAudits
+    completed_frameworks: Any
     _ping_seq: int
 
     if TYPE_CHECKING:  # provided by MasterCore
@@ -117,6 +122,12 @@ class Partitions:
         def _master_update(self, task: TaskRecord, state: TaskState, reason: TaskReason, message: str,
                            now: float, out: list[Effect]) -> None: ...
         def _agent_by_peer(self, peer: bytes) -> AgentRecord | None: ...
+        def _ended_on_agent(self, agent: AgentRecord, report: am.TaskReport, frameworks: list[FrameworkInfo],
+                            now: float) -> None: ...
+        def _placeholder_framework(self, framework_id: str, frameworks: list[FrameworkInfo],
+                                   now: float) -> FrameworkRecord: ...
+        def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
+                       reason: TaskReason, message: str, now: float) -> Effect: ...
 
     def _init_partitions(self) -> None:
         self.unreachable: dict[str, UnreachableAgent] = {}
@@ -152,7 +163,9 @@ class Partitions:
                 self._removals[agent.agent_id] = now
                 self.counters["agent_unreachable_scheduled"] += 1
         self._remove_due(now, out)
+        self._retry_audits_and_kills(now, out)
         ping = am.Ping(self._ping_seq, self.ping_interval)
+        self.audits.pinged(self._ping_seq)
         for agent in self.agents.values():
             out.append(Send(agent.peer, ping))
 
@@ -160,6 +173,11 @@ class Partitions:
         agent = self._agent_by_peer(peer)
         if agent is not None:
             self._heard_from(agent, now, out)
+            if self.audits.pong_disagrees(agent.agent_id, msg, agent.tasks):
+                out.append(Log("info", "task_digest_mismatch", {
+                    "agent_id": agent.agent_id, "agent_tasks": msg.tasks, "master_tasks": len(agent.tasks),
+                    "action": "auditing the agent's tasks"}))
+                self._audit(agent, now, out)
 
     def _heard_from(self, agent: AgentRecord, now: float, out: list[Effect]) -> None:
         agent.last_pong = now
@@ -303,11 +321,12 @@ class Partitions:
         return unreachable.info, True
 
     def _reconcile_unreported(self, agent: AgentRecord, reported: set[tuple[str, str]], was_unreachable: bool,
-                              out: list[Effect]) -> None:
+                              now: float, out: list[Effect]) -> None:
         """Tasks the master placed on a re-registering agent that it did not report: a RUN_TASK
         lost on the way, or one still on its way (the agent re-registered before it arrived).
-        Declaring them lost here would be wrong in the second case, so the master asks the
-        agent (Mesos ``ReconcileTasksMessage``): messages to it arrive in order, so it answers
+        Declaring them lost here would be wrong in the second case, so the master audits the
+        agent (Mesos sends ``ReconcileTasksMessage`` once; here the audit is asked again until
+        answered, see master/task_audit.py): messages to it arrive in order, so it answers
         TASK_DROPPED only for a task it never received. Tasks of an agent that was unreachable
         are put back on it first, with their resources, so the answer frees them."""
         if was_unreachable:
@@ -323,12 +342,111 @@ class Partitions:
             if (framework_id, task_id) not in reported:
                 unreported.setdefault(framework_id, []).append(task_id)
         for framework_id, task_ids in unreported.items():
-            framework = self.frameworks.get(framework_id)
-            info = framework.info if framework is not None else None
-            out.append(Send(agent.peer, am.ReconcileTasks(framework_id, task_ids, info)))
             out.append(Log("warning", "tasks_unknown_to_agent", {
                 "agent_id": agent.agent_id, "framework_id": framework_id, "task_ids": ",".join(task_ids),
-                "action": "reconciling with the agent"}))
+                "action": "auditing the agent"}))
+        if unreported:
+            self._audit(agent, now, out)
+
+    # --- audits: anti-entropy with each agent (master/task_audit.py) ----------------------
+
+    def _audit(self, agent: AgentRecord, now: float, out: list[Effect]) -> None:
+        infos = {fid: framework.info for fid, framework in self.frameworks.items()}
+        out.append(Send(agent.peer, self.audits.ask(agent.agent_id, agent.tasks, infos, now)))
+
+    def _retry_audits_and_kills(self, now: float, out: list[Effect]) -> None:
+        """Every ping interval: audits still unanswered are asked again, kills of tasks that
+        have not ended are sent again (no decision hangs on one message)."""
+        for agent_id in self.audits.unanswered(now, self.ping_interval):
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                self.audits.forget_agent(agent_id)
+            else:
+                self._audit(agent, now, out)
+        for (framework_id, task_id), kill in self.audits.kills_due(now, self.ping_interval):
+            agent = self.agents.get(kill.agent_id)
+            if agent is None or (framework_id, task_id) not in agent.tasks:
+                self.audits.task_ended((framework_id, task_id))
+            else:
+                out.append(Send(agent.peer, am.KillTask(framework_id, task_id, kill.kill_policy)))
+
+    def _on_TaskAudit(self, peer: bytes, msg: am.TaskAudit, now: float, out: list[Effect]) -> None:
+        """The agent's answer to an audit: its tasks become the master's record (see
+        :meth:`_adopt_reports`); asked tasks that ended there long ago (their final update
+        acknowledged) end here too, and the framework hears that end again (a reconciliation
+        answer: it may have been told UNREACHABLE since)."""
+        agent = self._agent_by_peer(peer)
+        if agent is None:
+            self.counters["task_audit_answers_from_unknown_agents"] += 1
+            return
+        self.audits.answered(agent.agent_id, msg.seq)
+        self._adopt_reports(agent, msg.tasks, [], now, out, TaskReason.RECONCILIATION, "its agent reports it")
+        for report in msg.ended:
+            task = agent.tasks.get((report.framework_id, report.task.task_id))
+            if task is not None and report.state.is_terminal:
+                self.counters["tasks_ended_by_audit"] += 1
+                self._master_update(task, report.state, TaskReason.RECONCILIATION,
+                                    "the task ended on its agent and its final update was acknowledged", now, out)
+
+    def _adopt_reports(self, agent: AgentRecord, reports: list[am.TaskReport], frameworks: list[FrameworkInfo],
+                       now: float, out: list[Effect], reason: TaskReason = TaskReason.AGENT_REREGISTERED,
+                       why: str = "its agent re-registered") -> set[tuple[str, str]]:
+        """What an agent says it holds (re-registering, or answering an audit) becomes the
+        master's record; the agent is the source of truth for tasks (DESIGN §6). Ended tasks
+        whose final update is on its way return their resources now. A task the master held
+        as UNREACHABLE takes the reported state and its framework hears it. A task the master
+        did not hold is adopted, except one of a framework that was removed (its
+        SHUTDOWN_FRAMEWORK was lost: sent again) and, for a framework that is not
+        PARTITION_AWARE, one it was told was LOST (killed)."""
+        peer, agent_id = agent.peer, agent.agent_id
+        reported: set[tuple[str, str]] = set()
+        removed = {f.framework_id for f in self.completed_frameworks} - set(self.frameworks)
+        for report in reports:
+            key = (report.framework_id, report.task.task_id)
+            reported.add(key)
+            if report.framework_id in removed:
+                if report.framework_id not in {k[0] for k in reported if k != key}:
+                    self.counters["shutdown_framework_resent"] += 1
+                    out.append(Send(peer, am.ShutdownFramework(report.framework_id)))
+                    out.append(Log("warning", "tasks_of_removed_framework", {
+                        "agent_id": agent_id, "framework_id": report.framework_id, "action": "shutting it down"}))
+                continue
+            if report.state.is_terminal:
+                self._ended_on_agent(agent, report, frameworks, now)
+                continue
+            known = agent.tasks.get(key)
+            if known is not None:
+                if known.state == TaskState.UNREACHABLE:
+                    known.state = report.state
+                    known.record(report.state, now)
+                    framework = self.frameworks.get(report.framework_id)
+                    if framework is not None and framework.peer is not None:
+                        out.append(self._update_to(framework, known.task_id, agent_id, report.state, reason, why, now))
+                continue
+            resources, _ = task_resources(report.task)
+            framework = self.frameworks.get(report.framework_id)
+            if framework is None:
+                framework = self._placeholder_framework(report.framework_id, frameworks, now)
+            role = framework.info.roles[0] if framework.info.roles else "*"
+            task = TaskRecord(report.framework_id, agent_id, report.task, resources or EMPTY, role, report.state)
+            task.launched_at = now
+            agent.tasks[key] = task
+            previous = framework.tasks.get(task.task_id)
+            framework.tasks[task.task_id] = task
+            if previous is not None and previous.state == TaskState.UNREACHABLE and framework.peer is not None:
+                # Mesos partition awareness: the task is back, with the state its agent reports.
+                out.append(self._update_to(framework, task.task_id, agent_id, report.state, reason, why, now))
+            elif previous is None and not framework.partition_aware and any(
+                    t.task_id == task.task_id and t.agent_id == agent_id and t.state == TaskState.LOST
+                    for t in framework.completed):
+                # Mesos: the framework was told LOST and has likely replaced the task; a framework
+                # that is not partition aware cannot take it back, so it is killed (its KILLED
+                # update follows the LOST one).
+                out.append(Send(peer, am.KillTask(report.framework_id, task.task_id)))
+                out.append(Log("info", "task_killed_after_partition", {"task_id": task.task_id, "agent_id": agent_id}))
+            if resources:
+                self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
+        return reported
 
     # --- the end of the re-registration window --------------------------------------------
 

@@ -98,7 +98,7 @@ class SimAgent:
         self.backoff = backoff
         self.tasks: dict[Key, SimTask] = {}
         self.ended: dict[Key, SimTask] = {}
-        self.completed: dict[Key, None] = {}  # insertion-ordered, bounded
+        self.completed: dict[Key, TaskState | None] = {}  # insertion-ordered, bounded; how each ended
         self.pending: dict[Key, _Pending] = {}
         self.groups: dict[Key, list[str]] = {}  # (framework id, executor id) → its task ids
         self.shutting_down: set[str] = set()  # frameworks told to shut down here
@@ -131,6 +131,7 @@ class SimCore:
             am.ShutdownFramework: self._on_shutdown_framework,
             am.ShutdownExecutor: self._on_shutdown_executor,
             am.ReconcileTasks: self._on_reconcile_tasks,
+            am.AuditTasks: self._on_audit_tasks,
             am.ShutdownAgent: self._on_shutdown_agent,
         }
 
@@ -180,9 +181,8 @@ class SimCore:
         if agent.agent_id is None:
             out.append(SendToMaster(agent.index, am.RegisterAgent(info, self.config.version)))
         else:
-            held = list(agent.tasks.values()) + list(agent.ended.values())
-            reports = [am.TaskReport(t.framework_id, t.info, t.state) for t in held]
-            ids = sorted({t.framework_id for t in held})
+            reports = self._reports(agent)
+            ids = sorted({r.framework_id for r in reports})
             frameworks = [self.frameworks[fid] for fid in ids if fid in self.frameworks]
             out.append(SendToMaster(agent.index, am.ReregisterAgent(info, self.config.version, reports, frameworks)))
             self.stats["reregistrations_sent"] += 1
@@ -236,7 +236,7 @@ class SimCore:
         if msg.interval_seconds is not None and msg.interval_seconds > 0:
             self.ping_interval = msg.interval_seconds  # as the real agent: a growing cluster pings less often
         if agent.registered:
-            out.append(SendToMaster(agent.index, am.Pong(msg.seq)))
+            out.append(SendToMaster(agent.index, am.Pong(msg.seq, len(agent.tasks), am.task_set_digest(agent.tasks))))
 
     # --- tasks ----------------------------------------------------------------------------
 
@@ -326,9 +326,9 @@ class SimCore:
         agent.ended[key] = record
         self._update(agent, key, state, reason, message, now, out, exit_code)
 
-    def _remember(self, agent: SimAgent, key: Key) -> None:
+    def _remember(self, agent: SimAgent, key: Key, state: TaskState | None = None) -> None:
         completed = agent.completed
-        completed[key] = None
+        completed[key] = state
         if len(completed) > self.config.completed_limit:
             del completed[next(iter(completed))]
 
@@ -375,8 +375,9 @@ class SimCore:
             return
         del agent.pending[key]
         out.append(CancelTimer(("retry", agent.index) + key))
-        if agent.ended.pop(key, None) is not None:
-            self._remember(agent, key)
+        ended = agent.ended.pop(key, None)
+        if ended is not None:
+            self._remember(agent, key, ended.state)
         if agent.stopping:
             self._maybe_close(agent, out)
 
@@ -428,6 +429,34 @@ class SimCore:
                 task_id=task_id, state=state, source=TaskSource.AGENT, reason=TaskReason.RECONCILIATION,
                 message="Reconciliation: task unknown to the agent (its launch never arrived)",
                 agent_id=agent.agent_id, timestamp=now), now, out)
+
+    def _on_audit_tasks(self, agent: SimAgent, msg: am.AuditTasks, epoch: int, now: float, out: list[Effect]) -> None:
+        """As the real agent answers an audit (agent/reconcile.py): asked tasks' unacknowledged
+        updates again now, DROPPED for asked ids never seen, and every task it holds, with the
+        end of asked ones that ended with their final update acknowledged."""
+        infos = {info.id: info for info in msg.frameworks}
+        ended = []
+        for framework_id, task_ids in msg.tasks.items():
+            if framework_id in agent.shutting_down:
+                continue
+            for task_id in task_ids:
+                key = (framework_id, task_id)
+                state = agent.completed.get(key)
+                if key in agent.pending:
+                    self._send_head(agent, key, now, out)
+                elif key not in agent.tasks and state is not None:
+                    info = TaskInfo(name=task_id, task_id=task_id, agent_id=agent.agent_id or "", resources=[])
+                    ended.append(am.TaskReport(framework_id, info, state))
+            self._on_reconcile_tasks(agent, am.ReconcileTasks(framework_id, task_ids, infos.get(framework_id)),
+                                     epoch, now, out)
+        self.stats["task_audits_answered"] += 1
+        out.append(SendToMaster(agent.index, am.TaskAudit(msg.seq, self._reports(agent), ended)))
+
+    @staticmethod
+    def _reports(agent: SimAgent) -> list[am.TaskReport]:
+        """Live tasks and ended ones whose final update waits for its ack, as re-registration reports them."""
+        held = list(agent.tasks.values()) + list(agent.ended.values())
+        return [am.TaskReport(t.framework_id, t.info, t.state) for t in held]
 
     # --- the end of agents ----------------------------------------------------------------
 

@@ -6,7 +6,8 @@ master that lost its memory rebuilds it from the agents.
 
 from __future__ import annotations
 
-from typing import Union
+import zlib
+from typing import Iterable, Union
 
 import msgspec
 from tepui.sdk.protocol.values import (
@@ -64,7 +65,27 @@ class StatusUpdate(_Tagged, tag="STATUS_UPDATE"):
 
 
 class Pong(_Tagged, tag="PONG"):
+    """The answer to ``PING``. ``tasks`` and ``digest`` describe the tasks the agent holds that
+    the master should hold as not ended (:func:`task_set_digest`): the master compares them
+    with its own record and audits the agent when they disagree twice running. Both absent
+    (an older agent, the simulator's minimal mode): nothing is compared."""
+
     seq: int
+    tasks: int | None = None
+    digest: int | None = None
+
+
+class TaskAudit(_Tagged, tag="TASK_AUDIT"):
+    """The answer to ``AUDIT_TASKS`` ``seq``. ``tasks``: what a re-registration would report —
+    every task the agent holds that has not ended, and every ended one whose final update still
+    waits for an acknowledgement (sent again at once, same UUID, if it was asked about).
+    ``ended``: asked tasks that ended here with their final update acknowledged, with that end.
+    Asked ids it never saw are in neither: they are answered TASK_DROPPED (LOST for frameworks
+    that are not PARTITION_AWARE) through the reliable status updates, sent before this."""
+
+    seq: int
+    tasks: list[TaskReport] = []
+    ended: list[TaskReport] = []
 
 
 class ExecutorToFramework(_Tagged, tag="EXECUTOR_TO_FRAMEWORK"):
@@ -87,7 +108,8 @@ class ExecutorTerminated(_Tagged, tag="EXECUTOR_TERMINATED"):
 
 
 AgentToMaster = Union[
-    RegisterAgent, ReregisterAgent, StatusUpdate, Pong, ExecutorToFramework, UnregisterAgent, ExecutorTerminated
+    RegisterAgent, ReregisterAgent, StatusUpdate, Pong, ExecutorToFramework, UnregisterAgent, ExecutorTerminated,
+    TaskAudit,
 ]
 
 
@@ -175,6 +197,20 @@ class ReconcileTasks(_Tagged, tag="RECONCILE_TASKS"):
     framework_info: FrameworkInfo | None = None
 
 
+class AuditTasks(_Tagged, tag="AUDIT_TASKS"):
+    """Anti-entropy (issue 14): every task this master holds on the agent as not ended
+    (framework id → task ids), asked after a re-registration that left some unreported and
+    whenever the agent's ``PONG`` digest disagrees with the master's twice running; asked again
+    (with a new ``seq``) every ping interval until a ``TASK_AUDIT`` answers. Messages from the
+    master arrive in order, so every RUN_TASK sent before the question has been handled when the
+    agent answers: an asked id it never saw was lost on the way. ``frameworks`` tells an agent
+    that never ran a task of a framework whether it is PARTITION_AWARE (DROPPED, else LOST)."""
+
+    seq: int
+    tasks: dict[str, list[str]]
+    frameworks: list[FrameworkInfo] = []
+
+
 MasterToAgent = Union[
     AgentRegistered,
     AgentReregistered,
@@ -189,4 +225,16 @@ MasterToAgent = Union[
     ShutdownAgent,
     DestroyVolumes,
     ReconcileTasks,
+    AuditTasks,
 ]
+
+
+def task_set_digest(keys: Iterable[tuple[str, str]]) -> int:
+    """The digest of a set of (framework id, task id) pairs carried by ``PONG``: the sum, modulo
+    2**32, of the CRC-32 of ``framework_id + "\\0" + task_id`` in UTF-8. A sum is independent of
+    order, so both sides compute it from a dict without sorting; with the count beside it, two
+    sets that differ agree by chance once in about four billion audits."""
+    total = 0
+    for framework_id, task_id in keys:
+        total += zlib.crc32(f"{framework_id}\0{task_id}".encode())
+    return total & 0xFFFFFFFF

@@ -249,7 +249,7 @@ def test_the_master_silence_limit_follows_the_ping_interval_each_ping_announces(
     agent = core()
     agent.handle(Start(), 0.0)
     agent.handle(Received(am.AgentRegistered("S1", MASTER, 2.0), epoch=1), 0.0)
-    assert to_master(agent.handle(Received(am.Ping(1, 5.0), epoch=1), 1.0)) == [am.Pong(1)]
+    assert to_master(agent.handle(Received(am.Ping(1, 5.0), epoch=1), 1.0)) == [am.Pong(1, 0, 0)]
     assert to_master(agent.handle(TimerFired(MASTER_CHECK), 20.0)) == []  # 19 s: under 5 x 5 s
     [rereg] = to_master(agent.handle(TimerFired(MASTER_CHECK), 26.5))  # 25.5 s: gone
     assert isinstance(rereg, am.ReregisterAgent)

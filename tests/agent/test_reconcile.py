@@ -93,3 +93,81 @@ def test_the_master_silence_limit_follows_the_announced_ping_interval() -> None:
 def test_an_explicit_master_silence_limit_wins() -> None:
     agent = core(master_silence_limit=30.0)
     assert ScheduleTimer(30.0, MASTER_CHECK) in registered(agent, ping_interval=2.0)
+
+
+# --- audits (issue 14) -------------------------------------------------------------------------
+
+
+def audit_answer(effects: list[Any]) -> am.TaskAudit:
+    [answer] = [e.body for e in effects if isinstance(e, SendToMaster) and isinstance(e.body, am.TaskAudit)]
+    return answer
+
+
+def test_an_audit_is_answered_with_every_task_held_and_dropped_for_ids_never_seen() -> None:
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("running")), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", "running", 7), 1.0)
+    [starting, running] = [s for s in agent.pending[("F1", "running")].queue]
+    agent.handle(Received(am.StatusUpdateAck("F1", "running", starting.uuid), epoch=1), 1.1)
+    agent.handle(Received(am.StatusUpdateAck("F1", "running", running.uuid), epoch=1), 1.2)
+    effects = agent.handle(Received(am.AuditTasks(4, {"F1": ["running", "lost"]}, [AWARE]), epoch=1), 2.0)
+    [dropped] = updates(effects)
+    assert (dropped.task_id, dropped.state, dropped.reason) == ("lost", TaskState.DROPPED, TaskReason.RECONCILIATION)
+    answer = audit_answer(effects)
+    assert answer.seq == 4 and answer.ended == []
+    # The dropped one is reported too, as ended with its update on its way (as re-registration does).
+    assert [(r.framework_id, r.task.task_id, r.state) for r in answer.tasks] == [
+        ("F1", "running", TaskState.RUNNING), ("F1", "lost", TaskState.DROPPED)]
+    order = [type(e.body) for e in effects if isinstance(e, SendToMaster)]
+    assert order == [am.StatusUpdate, am.TaskAudit], "the DROPPED update reaches the master before the answer"
+
+
+def test_an_audit_resends_the_unacknowledged_final_update_of_an_asked_task_with_the_same_uuid() -> None:
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
+    effects = agent.handle(Received(am.AuditTasks(1, {"F1": ["t"]}, [AWARE]), epoch=1), 2.0)
+    [again] = updates(effects)
+    assert again.uuid == agent.pending[("F1", "t")].queue[0].uuid, "a retry, not a new update"
+    assert [r.task.task_id for r in audit_answer(effects).tasks] == ["t"]
+
+
+def test_an_audit_reports_the_end_of_an_asked_task_whose_final_update_was_acknowledged() -> None:
+    from tepui.agent.events import TaskExited
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
+    agent.handle(TaskExited("F1", "t", 0, None), 1.5)
+    while ("F1", "t") in agent.pending:
+        head = agent.pending[("F1", "t")].queue[0]
+        agent.handle(Received(am.StatusUpdateAck("F1", "t", head.uuid), epoch=1), 1.6)
+    effects = agent.handle(Received(am.AuditTasks(2, {"F1": ["t"]}, [AWARE]), epoch=1), 2.0)
+    assert updates(effects) == [], "known: no DROPPED, nothing to resend"
+    answer = audit_answer(effects)
+    assert answer.tasks == [] and [(r.task.task_id, r.state) for r in answer.ended] == [("t", TaskState.FINISHED)]
+
+
+def test_pongs_carry_the_count_and_digest_of_the_tasks_held() -> None:
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("a")), epoch=1), 1.0)
+    agent.handle(Received(am.RunTask(AWARE, task("b")), epoch=1), 1.0)
+    [pong] = [e.body for e in agent.handle(Received(am.Ping(3), epoch=1), 2.0) if isinstance(e, SendToMaster)]
+    assert pong == am.Pong(3, 2, am.task_set_digest([("F1", "a"), ("F1", "b")]))
+    agent.handle(Received(am.ShutdownFramework("F1"), epoch=1), 2.5)
+    [pong] = [e.body for e in agent.handle(Received(am.Ping(4), epoch=1), 3.0) if isinstance(e, SendToMaster)]
+    assert pong == am.Pong(4, 0, 0), "tasks being shut down are no longer the master's"
+
+
+def test_a_kill_sent_again_for_a_task_that_ended_changes_nothing() -> None:
+    from tepui.agent.events import TaskExited
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
+    agent.handle(TaskExited("F1", "t", 0, None), 1.5)
+    assert updates(agent.handle(Received(am.KillTask("F1", "t"), epoch=1), 2.0)) == [], \
+        "no DROPPED after FINISHED: the master sends kills again until the task ends"

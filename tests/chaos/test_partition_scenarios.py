@@ -243,8 +243,8 @@ def test_2_a_run_task_racing_a_reregistration_is_not_dropped() -> None:
     sim.launch(["t1"])  # the accept reaches the master first ...
     blip(sim, "agent-0")  # ... while the agent's re-registration, sent before RUN_TASK arrives, follows
     sim.run_until(5.0)
-    [question] = delivered(sim, am.ReconcileTasks)
-    assert question.task_ids == ["t1"], "the master asked instead of declaring t1 lost"
+    [question] = delivered(sim, am.AuditTasks)
+    assert question.tasks == {fid(sim): ["t1"]}, "the master asked instead of declaring t1 lost"
     assert not updates_of(sim, "t1", TaskState.DROPPED), "RUN_TASK came first (in order): no false DROPPED"
     assert sim.states("t1")[-1] == TaskState.RUNNING and sim.launches == [("agent-0", "t1")]
     assert sim.master.agents[offer.agent_id].tasks

@@ -165,15 +165,16 @@ def test_2_a_task_the_reregistering_agent_did_not_report_is_reconciled_with_it_n
     launched(core)
     info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
     effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v")), 2.0)
-    reconcile = [b for b in sends(effects, AGENT) if isinstance(b, am.ReconcileTasks)]
-    assert [(r.framework_id, r.task_ids) for r in reconcile] == [("m-F0001", ["t1"])]
-    assert reconcile[0].framework_info == core.frameworks["m-F0001"].info
+    audit = [b for b in sends(effects, AGENT) if isinstance(b, am.AuditTasks)]
+    assert [(a.tasks, a.frameworks) for a in audit] == [({"m-F0001": ["t1"]}, [core.frameworks["m-F0001"].info])]
     assert not [b for b in sends(effects, FW) if isinstance(b, sm.Update)], "nothing declared lost"
     assert "t1" in core.frameworks["m-F0001"].tasks
-    # Reported tasks are not questioned.
+    # Reported tasks are not questioned (the audit above is answered: nothing is asked again).
+    core.handle(Received(AGENT, am.TaskAudit(audit[0].seq, [am.TaskReport("m-F0001", task("t1"), TaskState.RUNNING)])),
+                2.5)
     report = am.TaskReport("m-F0001", task("t1"), TaskState.RUNNING)
     effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v", [report])), 3.0)
-    assert not [b for b in sends(effects, AGENT) if isinstance(b, am.ReconcileTasks)]
+    assert not [b for b in sends(effects, AGENT) if isinstance(b, am.AuditTasks)]
 
 
 def test_2_tasks_of_a_returning_unreachable_agent_it_does_not_report_are_reconciled_and_freed() -> None:
@@ -186,7 +187,8 @@ def test_2_tasks_of_a_returning_unreachable_agent_it_does_not_report_are_reconci
     assert core.frameworks["m-F0001"].tasks["t1"].state == TaskState.UNREACHABLE
     info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
     effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v")), 20.0)
-    assert am.ReconcileTasks("m-F0001", ["t1"], core.frameworks["m-F0001"].info) in sends(effects, AGENT)
+    [audit] = [b for b in sends(effects, AGENT) if isinstance(b, am.AuditTasks)]
+    assert audit.tasks == {"m-F0001": ["t1"]}
     dropped = am.StatusUpdate("m-F0001", _status("t1", TaskState.DROPPED))
     effects = core.handle(Received(AGENT, dropped), 21.0)
     assert [b.status.state for b in sends(effects, FW) if isinstance(b, sm.Update)] == [TaskState.DROPPED]

@@ -292,12 +292,15 @@ AGENT_TO_MASTER: dict[type, Any] = {
         boot_id="boot-1",
     ),
     ag.StatusUpdate: ag.StatusUpdate(framework_id="fw-services", status=STATUS),
-    ag.Pong: ag.Pong(seq=2**40),
+    ag.Pong: ag.Pong(seq=2**40, tasks=2, digest=2**32 - 1),
     ag.ExecutorToFramework: ag.ExecutorToFramework(
         framework_id="fw-services", executor_id="web.executor", agent_id="agent-0001", data=b"\xffdata"
     ),
     ag.UnregisterAgent: ag.UnregisterAgent(agent_id="agent-0001"),
     ag.ExecutorTerminated: ag.ExecutorTerminated(framework_id="fw-batch", executor_id="exec-1", status=137),
+    ag.TaskAudit: ag.TaskAudit(seq=3, tasks=[ag.TaskReport(framework_id="fw-services", task=TASK,
+                                                           state=TaskState.RUNNING)],
+                               ended=[ag.TaskReport(framework_id="fw-batch", task=TASK, state=TaskState.FINISHED)]),
 }
 
 MASTER_TO_AGENT: dict[type, Any] = {
@@ -321,6 +324,7 @@ MASTER_TO_AGENT: dict[type, Any] = {
     ag.DestroyVolumes: ag.DestroyVolumes(volumes=VOLUMES),
     ag.ReconcileTasks: ag.ReconcileTasks(framework_id="fw-services", task_ids=["web.7f3c", "web.8a01"],
                                          framework_info=FRAMEWORK),
+    ag.AuditTasks: ag.AuditTasks(seq=3, tasks={"fw-services": ["web.7f3c", "web.8a01"]}, frameworks=[FRAMEWORK]),
 }
 
 SCHEDULER_EVENTS: dict[type, Any] = {

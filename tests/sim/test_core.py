@@ -100,7 +100,7 @@ def test_pings_are_answered_with_their_seq_once_registered() -> None:
     core.handle(Start(0), 0.0)
     assert core.handle(Received(0, am.Ping(7), epoch=1), 1.0) == []  # not registered yet
     registered(core)
-    assert core.handle(Received(0, am.Ping(8), epoch=1), 1.0) == [SendToMaster(0, am.Pong(8))]
+    assert core.handle(Received(0, am.Ping(8), epoch=1), 1.0) == [SendToMaster(0, am.Pong(8, 0, 0))]
     # A growing cluster pings less often; the simulator judges the master's silence by it.
     core.handle(Received(0, am.Ping(9, 5.0), epoch=1), 1.0)
     assert core.ping_interval == 5.0

@@ -1,0 +1,137 @@
+"""The master's anti-entropy with its agents (master/task_audit.py, master/partitions.py): pong
+digests compared with launch marks, audits asked until answered, the answers applied, kills
+sent again. Exact effects on a fake clock."""
+
+from __future__ import annotations
+
+from tepui.master.core import PING, MasterCore
+from tepui.master.events import Received
+from tepui.sdk.effects import TimerFired
+from tepui.sdk.protocol import agent as am
+from tepui.sdk.protocol import scheduler as sm
+from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState
+
+from .test_core import AGENT, FW, launched, make_core, offer_cycle, sends, task
+
+T1 = ("m-F0001", "t1")
+
+
+def pong(seq: int, *keys: tuple[str, str]) -> am.Pong:
+    return am.Pong(seq, len(keys), am.task_set_digest(keys))
+
+
+def pinged(core: MasterCore, now: float) -> int:
+    """Fires the ping timer; returns the ping's seq."""
+    [ping] = [b for b in sends(core.handle(TimerFired(PING), now), AGENT) if isinstance(b, am.Ping)]
+    return ping.seq
+
+
+def audits(effects: list) -> list[am.AuditTasks]:
+    return [b for b in sends(effects, AGENT) if isinstance(b, am.AuditTasks)]
+
+
+def test_the_digest_is_the_sum_of_crc32s_and_ignores_order() -> None:
+    assert am.task_set_digest([]) == 0
+    assert am.task_set_digest([("f", "a"), ("f", "b")]) == am.task_set_digest([("f", "b"), ("f", "a")])
+    assert am.task_set_digest([("f", "a")]) != am.task_set_digest([("f", "b")])
+    # The protocol's definition, for clients in other languages: CRC-32 of b"f\0a" is 0x89ae3f4e;
+    # with b"f\0b" the sum wraps modulo 2**32.
+    assert am.task_set_digest([("f", "a")]) == 0x89AE3F4E
+    assert am.task_set_digest([("f", "a"), ("f", "b")]) == 0x9A55AE42
+
+
+def test_agreeing_pongs_start_no_audit() -> None:
+    core = make_core()
+    launched(core)
+    seq = pinged(core, 2.0)
+    assert audits(core.handle(Received(AGENT, pong(seq, T1)), 2.1)) == []
+    assert core.counters["task_digest_mismatches"] == 0
+
+
+def test_a_task_launched_after_the_ping_is_not_expected_in_its_pong() -> None:
+    """The RUN_TASK sent after the ping reaches the agent after it: its pong cannot count it."""
+    core = make_core()
+    from .test_core import register_agent, subscribe
+    register_agent(core)
+    subscribe(core)
+    seq = pinged(core, 0.9)
+    offer = offer_cycle(core, 1.0)[0].offers[0]
+    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
+    for now in (1.1, 1.2):
+        assert audits(core.handle(Received(AGENT, pong(seq)), now)) == []
+    assert core.counters["task_digest_mismatches"] == 0
+
+
+def test_two_disagreeing_pongs_in_a_row_start_one_audit_asked_again_until_answered() -> None:
+    core = make_core()
+    launched(core)
+    seq = pinged(core, 2.0)
+    assert audits(core.handle(Received(AGENT, pong(seq)), 2.1)) == [], "one disagreement may be an update on its way"
+    seq = pinged(core, 4.0)
+    [audit] = audits(core.handle(Received(AGENT, pong(seq)), 4.1))
+    assert audit == am.AuditTasks(audit.seq, {"m-F0001": ["t1"]}, [core.frameworks["m-F0001"].info])
+    seq = pinged(core, 6.0)
+    assert audits(core.handle(Received(AGENT, pong(seq)), 6.1)) == [], "one audit at a time"
+    effects = core.handle(TimerFired(PING), 8.0)
+    [again] = audits(effects)
+    assert again.seq > audit.seq and again.tasks == audit.tasks
+    assert core.counters["task_audits"] == 1 and core.counters["task_audits_retried"] == 1
+    core.handle(Received(AGENT, am.TaskAudit(again.seq, [])), 8.1)
+    assert audits(core.handle(TimerFired(PING), 10.0)) == [], "answered: not asked again"
+
+
+def test_an_audit_answer_brings_an_unreachable_task_back_and_tells_the_framework() -> None:
+    core = make_core()
+    launched(core)
+    core.agents["m-S0001"].tasks[T1].state = TaskState.UNREACHABLE
+    report = am.TaskReport("m-F0001", task("t1"), TaskState.RUNNING)
+    effects = core.handle(Received(AGENT, am.TaskAudit(1, [report])), 3.0)
+    [update] = sends(effects, FW)
+    assert (update.status.task_id, update.status.state, update.status.reason, update.status.source) == (
+        "t1", TaskState.RUNNING, TaskReason.RECONCILIATION, TaskSource.MASTER)
+    assert core.frameworks["m-F0001"].tasks["t1"].state == TaskState.RUNNING
+
+
+def test_an_audit_answer_ends_a_task_whose_final_update_was_acknowledged_long_ago() -> None:
+    core = make_core()
+    launched(core)
+    core.agents["m-S0001"].tasks[T1].state = TaskState.UNREACHABLE
+    ended = am.TaskReport("m-F0001", task("t1"), TaskState.FINISHED)
+    effects = core.handle(Received(AGENT, am.TaskAudit(1, [], [ended])), 3.0)
+    [update] = sends(effects, FW)
+    assert (update.status.state, update.status.reason, update.status.uuid) == (
+        TaskState.FINISHED, TaskReason.RECONCILIATION, None)
+    assert "t1" not in core.frameworks["m-F0001"].tasks and not core.agents["m-S0001"].tasks
+    assert core.counters["tasks_ended_by_audit"] == 1 and core.counters["recover_mismatch"] == 0
+
+
+def test_an_ended_task_whose_final_update_is_on_its_way_frees_its_resources_silently() -> None:
+    core = make_core()
+    launched(core)
+    waiting = am.TaskReport("m-F0001", task("t1"), TaskState.FINISHED)
+    effects = core.handle(Received(AGENT, am.TaskAudit(1, [waiting])), 3.0)
+    assert sends(effects, FW) == [], "the agent's reliable update tells the framework, once"
+    assert not core.agents["m-S0001"].tasks
+
+
+def test_tasks_of_a_removed_framework_the_agent_still_runs_get_a_second_shutdown() -> None:
+    core = make_core()
+    launched(core)
+    core.handle(Received(FW, sm.Teardown("m-F0001")), 2.0)
+    reports = [am.TaskReport("m-F0001", task(t), TaskState.RUNNING) for t in ("t1", "t2")]
+    effects = core.handle(Received(AGENT, am.TaskAudit(1, reports)), 3.0)
+    assert sends(effects, AGENT) == [am.ShutdownFramework("m-F0001")], "once, however many tasks"
+    assert "m-F0001" not in core.frameworks, "not brought back as a placeholder"
+
+
+def test_a_kill_is_sent_again_every_ping_interval_until_the_task_ends() -> None:
+    core = make_core()
+    launched(core)
+    core.handle(Received(FW, sm.Kill("m-F0001", "t1")), 1.5)
+    assert [b for b in sends(core.handle(TimerFired(PING), 2.0), AGENT) if isinstance(b, am.KillTask)] == []
+    resent = [b for b in sends(core.handle(TimerFired(PING), 4.0), AGENT) if isinstance(b, am.KillTask)]
+    assert resent == [am.KillTask("m-F0001", "t1")]
+    from tepui.sdk.protocol.values import TaskStatus
+    killed = TaskStatus(task_id="t1", state=TaskState.KILLED, agent_id="m-S0001", uuid=b"u")
+    core.handle(Received(AGENT, am.StatusUpdate("m-F0001", killed)), 4.5)
+    assert [b for b in sends(core.handle(TimerFired(PING), 8.0), AGENT) if isinstance(b, am.KillTask)] == []
