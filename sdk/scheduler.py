@@ -50,6 +50,11 @@ log = logging.getLogger("tepui.sdk.scheduler")
 
 MISSED_HEARTBEATS = 5
 MAX_BACKOFF = 15.0
+# A KILL is sent again after 5 s, doubling to 60 s, until the task's terminal update arrives:
+# Mesos leaves retrying kills to every framework (a KILL lost on the way to the master is never
+# seen by it); the master itself repeats KILL_TASK to the agent every ping interval.
+KILL_RETRY = 5.0
+MAX_KILL_RETRY = 60.0
 
 
 class Scheduler:
@@ -133,6 +138,7 @@ class SchedulerDriver:
         self._stopped = False
         self._stop_result: defer.Deferred[None] | None = None
         self._ever_subscribed = False
+        self._kills: dict[str, tuple[sm.Kill, Any]] = {}  # task id → the KILL and its repetition
 
     @property
     def framework_id(self) -> str | None:
@@ -161,6 +167,8 @@ class SchedulerDriver:
         for call in (self._subscribe_call, self._watch_call):
             if call is not None and call.active():
                 call.cancel()
+        for task_id in list(self._kills):
+            self._kill_done(task_id)
         done: defer.Deferred[None] = defer.Deferred()
         self._stop_result = done
 
@@ -270,6 +278,8 @@ class SchedulerDriver:
         elif isinstance(body, sm.Offers):
             self.scheduler.offers(self, list(body.offers))
         elif isinstance(body, sm.Update):
+            if body.status.state.is_terminal:
+                self._kill_done(body.status.task_id)
             self.scheduler.status_update(self, body.status)
             if self.implicit_acknowledgements and not self._stopped:
                 self.acknowledge(body.status)
@@ -349,8 +359,30 @@ class SchedulerDriver:
         self._send(sm.Suppress(self._fid(), list(roles)))
 
     def kill(self, task_id: str, agent_id: str | None = None, grace_period: float | None = None) -> None:
+        """Kills the task; the KILL is sent again (5 s, doubling to 60 s) until a terminal
+        update for the task arrives, so a lost one does not leave it running."""
         policy = KillPolicy(grace_period) if grace_period is not None else None
-        self._send(sm.Kill(self._fid(), task_id, agent_id, policy))
+        call = sm.Kill(self._fid(), task_id, agent_id, policy)
+        self._send(call)
+        self._kill_later(call, KILL_RETRY)
+
+    def _kill_later(self, call: sm.Kill, delay: float) -> None:
+        self._kill_done(call.task_id)
+        self._kills[call.task_id] = (call, self.reactor.callLater(delay, self._kill_again, call.task_id, delay))
+
+    def _kill_again(self, task_id: str, delay: float) -> None:
+        call, _ = self._kills.pop(task_id)
+        if self._stopped:
+            return
+        if self.connected:
+            log.info("event=kill_retried task_id=%s", task_id)
+            self._send(call)
+        self._kill_later(call, min(delay * 2, MAX_KILL_RETRY))
+
+    def _kill_done(self, task_id: str) -> None:
+        entry = self._kills.pop(task_id, None)
+        if entry is not None and entry[1].active():
+            entry[1].cancel()
 
     def acknowledge(self, status: TaskStatus) -> None:
         if status.uuid is not None and status.agent_id is not None:

@@ -322,3 +322,35 @@ def test_a_resubscription_declares_the_latest_demand(monkeypatch: pytest.MonkeyP
     assert ep.take() == [sm.DeclareDemand("F1", declared)]
     ep.on_reconnect()
     assert [call.demand for call in ep.take(sm.Subscribe)] == [declared]
+
+
+# --- kills are repeated until the task ends (issue 14) ------------------------------------------
+
+
+def test_a_kill_is_sent_again_with_backoff_until_a_terminal_update_for_the_task(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tepui.sdk.scheduler import KILL_RETRY, MAX_KILL_RETRY
+    driver, ep, clock, recorder = subscribed(monkeypatch)
+    driver.kill("t1", "A1")
+    assert ep.take(sm.Kill) == [sm.Kill("F1", "t1", "A1")]
+    clock.advance(KILL_RETRY)
+    assert ep.take(sm.Kill) == [sm.Kill("F1", "t1", "A1")], "the first KILL may have been lost"
+    clock.advance(KILL_RETRY)
+    assert ep.take(sm.Kill) == [], "then after 10 s (doubling)"
+    clock.advance(KILL_RETRY)
+    assert ep.take(sm.Kill) == [sm.Kill("F1", "t1", "A1")]
+    ep.deliver(sm.Update(TaskStatus(task_id="t1", state=TaskState.RUNNING, agent_id="A1", uuid=b"r")))
+    clock.advance(4 * KILL_RETRY)
+    assert ep.take(sm.Kill) == [sm.Kill("F1", "t1", "A1")], "a non-terminal update changes nothing"
+    ep.deliver(sm.Update(TaskStatus(task_id="t1", state=TaskState.KILLED, agent_id="A1", uuid=b"k")))
+    clock.advance(2 * MAX_KILL_RETRY)
+    assert ep.take(sm.Kill) == [], "the task ended: no more kills"
+
+
+def test_kills_stop_with_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tepui.sdk.scheduler import KILL_RETRY
+    driver, ep, clock, recorder = subscribed(monkeypatch)
+    driver.kill("t1")
+    driver.stop()
+    clock.advance(10 * KILL_RETRY)
+    assert [b for b in ep.take() if isinstance(b, sm.Kill)] == [sm.Kill("F1", "t1")]
