@@ -82,9 +82,15 @@ class TaskReconciliation:
 
     def _held_for_master(self) -> list[tuple[str, str]]:
         """The tasks the master should hold as not ended, for the pong's digest: those running
-        here (a task's final update leaves as it ends, so the master drops it at about the same
-        time), less those of frameworks being shut down (the master already dropped them)."""
-        return [key for key in self.tasks if key[0] not in self.shutting_down_frameworks]
+        here, and ended ones whose final update has not left yet (it waits behind an earlier
+        update of the task that is not acknowledged), less those of frameworks being shut down
+        (the master already dropped them). A final update leaves as it becomes the head of its
+        task's queue and reaches the master before any later pong, so only a lost one makes the
+        two disagree; counting only running tasks made busy agents disagree at every other pong."""
+        held = [key for key in self.tasks if key[0] not in self.shutting_down_frameworks]
+        held.extend(key for key, waiting in self.pending.items()
+                    if key not in self.tasks and not waiting.queue[0].state.is_terminal)
+        return held
 
     def _drop_unknown(self, framework_id: str, task_ids: list[str], info: FrameworkInfo | None, now: float,
                       out: list[Effect]) -> None:

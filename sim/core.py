@@ -236,7 +236,11 @@ class SimCore:
         if msg.interval_seconds is not None and msg.interval_seconds > 0:
             self.ping_interval = msg.interval_seconds  # as the real agent: a growing cluster pings less often
         if agent.registered:
-            out.append(SendToMaster(agent.index, am.Pong(msg.seq, len(agent.tasks), am.task_set_digest(agent.tasks))))
+            # As the real agent (agent/reconcile.py): live tasks, and ended ones whose final update waits.
+            held = list(agent.tasks)
+            held.extend(key for key in agent.ended if key in agent.pending
+                        and not agent.pending[key].queue[0].state.is_terminal)
+            out.append(SendToMaster(agent.index, am.Pong(msg.seq, len(held), am.task_set_digest(held))))
 
     # --- tasks ----------------------------------------------------------------------------
 

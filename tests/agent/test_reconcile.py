@@ -171,3 +171,21 @@ def test_a_kill_sent_again_for_a_task_that_ended_changes_nothing() -> None:
     agent.handle(TaskExited("F1", "t", 0, None), 1.5)
     assert updates(agent.handle(Received(am.KillTask("F1", "t"), epoch=1), 2.0)) == [], \
         "no DROPPED after FINISHED: the master sends kills again until the task ends"
+
+
+def test_a_pong_counts_an_ended_task_whose_final_update_waits_behind_an_unacknowledged_one() -> None:
+    """Its FINISHED has not left (RUNNING is not acknowledged yet), so the master still holds it:
+    counting it keeps the two digests equal on a busy agent."""
+    from tepui.agent.events import TaskExited
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
+    agent.handle(TaskExited("F1", "t", 0, None), 1.5)
+    [pong] = [e.body for e in agent.handle(Received(am.Ping(1), epoch=1), 2.0) if isinstance(e, SendToMaster)]
+    assert pong == am.Pong(1, 1, am.task_set_digest([("F1", "t")]))
+    while agent.pending[("F1", "t")].queue[0].state != TaskState.FINISHED:
+        head = agent.pending[("F1", "t")].queue[0]
+        agent.handle(Received(am.StatusUpdateAck("F1", "t", head.uuid), epoch=1), 2.5)
+    [pong] = [e.body for e in agent.handle(Received(am.Ping(2), epoch=1), 3.0) if isinstance(e, SendToMaster)]
+    assert pong == am.Pong(2, 0, 0), "FINISHED has left: the master drops the task when it reads it"
