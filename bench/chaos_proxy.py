@@ -27,8 +27,18 @@ on as one frame): with probability ``--fault-rate`` the message is dropped; with
 forwarded twice, back to back. While the link is partitioned everything is dropped in both directions; the
 TCP connections stay up (like a cable cut with no RST: only application pings notice).
 
+A master failover with the old master still alive (epoch fencing, tests/chaos/test_epoch_fencing.py):
+``master HOST:PORT`` points the link at a new master. The upstream DEALERs to the old one stay
+open and what it sends still reaches the peers (its stale-epoch messages must be dropped by
+them), new ones to the new master are opened as peers speak, and the downstream ROUTER is bound
+again so that every peer sees its connection drop and reconnects at once, as after its detector
+names a new leader. ``hold`` keeps back what the current master sends (it waits in the proxy as
+in a socket buffer) and ``release`` delivers it, so that messages of the old master queued
+across the failover reach peers that already follow the new one.
+
 Control: one command per line on stdin — ``partition SECONDS``, ``heal``, ``rate DROP [DUPLICATE]``,
-``stats``, ``quit`` (EOF on stdin also quits, so a proxy never outlives the bench). Answers and
+``hold``, ``release``, ``master HOST:PORT``, ``stats``, ``quit`` (EOF on stdin also quits, so a
+proxy never outlives the bench). Answers and
 ``{"event": "ready"}`` are JSON lines on stdout. Every dropped or duplicated message is logged
 (type, task ids where the message carries them) to ``--fault-log`` as JSON lines, so a lost or
 duplicated task can be traced to the exact message that was lost or duplicated.
@@ -92,7 +102,7 @@ def describe(payload: bytes) -> dict[str, Any]:
 class Proxy:
     def __init__(self, args: argparse.Namespace) -> None:
         self.name = args.name
-        self.master = args.master if args.master.startswith("tcp://") else f"tcp://{args.master}"
+        self.master = _tcp(args.master)
         self.rate = args.fault_rate
         self.dup_rate = args.fault_rate if args.duplicate_rate is None else args.duplicate_rate
         self.rng = random.Random(args.seed)
@@ -101,24 +111,21 @@ class Proxy:
         self.poller = zmq.Poller()
         self.front: zmq.Socket | None = None
         self._bind_front()
-        self.backs: dict[bytes, zmq.Socket] = {}
-        self.by_socket: dict[zmq.Socket, bytes] = {}
+        self.backs: dict[bytes, zmq.Socket] = {}  # to the current master, by peer
+        self.by_socket: dict[zmq.Socket, bytes] = {}  # every upstream DEALER (old masters' too) → its peer
+        self.generation: dict[zmq.Socket, int] = {}  # which master (0 first, +1 per ``master``) it reaches
+        self.master_generation = 0
+        self.held: list[tuple[zmq.Socket, bytes, bytes]] = []  # (from, peer, payload), kept back by ``hold``
+        self.holding: int | None = None  # the generation whose messages are held
         self.poller.register(sys.stdin.fileno(), zmq.POLLIN)
-        # The sentinel never sends: it only tells, through its monitor, whether the master is there.
-        self.sentinel = self.ctx.socket(zmq.DEALER)
-        _common(self.sentinel, 0)
-        self.sentinel.setsockopt(zmq.RECONNECT_IVL, 100)
-        self.sentinel.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        self.monitor = self.sentinel.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self.poller.register(self.monitor, zmq.POLLIN)
-        self.sentinel.connect(self.master)
-        self.master_lost = False
+        self._watch_master()
         self.partitioned_until = 0.0
         self.fault_log = open(args.fault_log, "a", buffering=1) if args.fault_log else None
         self.stats: dict[str, int] = {k: 0 for k in (
             "up_forwarded", "up_dropped", "up_duplicated", "up_partition_dropped", "up_hwm_dropped",
             "down_forwarded", "down_dropped", "down_duplicated", "down_partition_dropped", "down_hwm_dropped",
-            "down_unreachable", "peers_opened", "peers_closed", "master_connection_lost")}
+            "down_unreachable", "peers_opened", "peers_closed", "master_connection_lost",
+            "down_held", "down_from_old_master", "master_changes")}
         self.stdin_buffer = b""
         self.running = True
 
@@ -138,6 +145,35 @@ class Proxy:
             raise
         self.front = sock
         self.poller.register(sock, zmq.POLLIN)
+
+    def _watch_master(self) -> None:
+        """The sentinel never sends: it only tells, through its monitor, whether the master is there."""
+        self.sentinel = self.ctx.socket(zmq.DEALER)
+        _common(self.sentinel, 0)
+        self.sentinel.setsockopt(zmq.RECONNECT_IVL, 100)
+        self.sentinel.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        self.monitor = self.sentinel.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.poller.register(self.monitor, zmq.POLLIN)
+        self.sentinel.connect(self.master)
+        self.master_lost = False
+
+    def _unwatch_master(self) -> None:
+        self.poller.unregister(self.monitor)
+        self.sentinel.disable_monitor()
+        self.monitor.close(0)
+        self.sentinel.close(0)
+
+    def _change_master(self, master: str) -> None:
+        """Points the link at ``master`` (see the module docstring): the old master's DEALERs
+        stay open, the peers reconnect at once."""
+        self.master = _tcp(master)
+        self.master_generation += 1
+        self.backs = {}  # the next message of each peer opens its DEALER to the new master
+        self._unwatch_master()
+        self._watch_master()
+        self._close_front()  # bound again by the main loop
+        self.stats["master_changes"] += 1
+        self._say("master_changed", master=self.master)
 
     def _close_front(self) -> None:
         if self.front is not None:
@@ -173,17 +209,21 @@ class Proxy:
             sock.connect(self.master)
             self.backs[identity] = sock
             self.by_socket[sock] = identity
+            self.generation[sock] = self.master_generation
             self.poller.register(sock, zmq.POLLIN)
             self.stats["peers_opened"] += 1
         return sock
 
-    def _close_backend(self, identity: bytes) -> None:
-        sock = self.backs.pop(identity, None)
-        if sock is not None:
-            self.poller.unregister(sock)
-            del self.by_socket[sock]
-            sock.close(0)
-            self.stats["peers_closed"] += 1
+    def _close_backend(self, sock: zmq.Socket) -> None:
+        identity = self.by_socket.pop(sock, None)
+        if identity is None:
+            return  # closed already
+        if self.backs.get(identity) is sock:
+            del self.backs[identity]
+        del self.generation[sock]
+        self.poller.unregister(sock)
+        sock.close(0)
+        self.stats["peers_closed"] += 1
 
     def _log_fault(self, direction: str, fault: str, payload: bytes) -> None:
         if self.fault_log is not None:
@@ -244,25 +284,43 @@ class Proxy:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            payload = frames[-1]
-            if self.front is None:
-                self.stats["down_unreachable"] += 1  # the link is down: the peer cannot get it
+            if self.holding is not None and self.generation[sock] == self.holding:
+                self.held.append((sock, identity, frames[-1]))
+                self.stats["down_held"] += 1  # frames (a frame may batch several envelopes)
                 continue
-            forward, count = self._faulted("down", payload)
-            if forward is None:
-                continue
-            try:
-                self.front.send_multipart([identity, forward], zmq.NOBLOCK)
-                self.stats["down_forwarded"] += count
-            except zmq.Again:
-                self.stats["down_hwm_dropped"] += count
-            except zmq.ZMQError as exc:
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                # The downstream peer is gone (its process died): so is its upstream twin.
-                self.stats["down_unreachable"] += count
-                self._close_backend(identity)
+            if not self._to_peer(sock, identity, frames[-1], self.generation[sock]):
                 return
+
+    def _to_peer(self, sock: zmq.Socket, identity: bytes, payload: bytes, generation: int) -> bool:
+        """Forwards what a master (of ``generation``) sent to its peer; False when the peer is
+        gone (and so, now, is the DEALER ``sock`` that stood for it upstream)."""
+        if self.front is None:
+            self.stats["down_unreachable"] += 1  # the link is down: the peer cannot get it
+            return True
+        forward, count = self._faulted("down", payload)
+        if forward is None:
+            return True
+        try:
+            self.front.send_multipart([identity, forward], zmq.NOBLOCK)
+            self.stats["down_forwarded"] += count
+            if generation < self.master_generation:
+                self.stats["down_from_old_master"] += count
+        except zmq.Again:
+            self.stats["down_hwm_dropped"] += count
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            # The downstream peer is gone (its process died): so is its upstream twin.
+            self.stats["down_unreachable"] += count
+            self._close_backend(sock)
+            return False
+        return True
+
+    def _release(self) -> None:
+        held, generation, self.held, self.holding = self.held, self.holding, [], None
+        for sock, identity, payload in held:
+            self._to_peer(sock, identity, payload, generation or 0)
+        self._say("released", messages=len(held))
 
     def _command(self, line: str) -> None:
         words = line.split()
@@ -278,6 +336,13 @@ class Proxy:
             self.rate = float(words[1])
             self.dup_rate = float(words[2]) if len(words) > 2 else self.rate
             self._say("rate", rate=self.rate, duplicate_rate=self.dup_rate)
+        elif words[0] == "hold":
+            self.holding = self.master_generation
+            self._say("holding")
+        elif words[0] == "release":
+            self._release()
+        elif words[0] == "master":
+            self._change_master(words[1])
         elif words[0] == "stats":
             self._say("stats", **self.stats)
         elif words[0] == "quit":
@@ -313,13 +378,15 @@ class Proxy:
                 elif sock in self.by_socket:
                     self._downstream(sock)
         self._say("stats", **self.stats)
-        for identity in list(self.backs):
-            self._close_backend(identity)
+        for sock in list(self.by_socket):
+            self._close_backend(sock)
         self._close_front()
-        self.sentinel.disable_monitor()
-        self.monitor.close(0)
-        self.sentinel.close(0)
+        self._unwatch_master()
         self.ctx.term()
+
+
+def _tcp(address: str) -> str:
+    return address if address.startswith("tcp://") else f"tcp://{address}"
 
 
 def main() -> None:

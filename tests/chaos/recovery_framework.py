@@ -4,7 +4,9 @@ Launches the tasks given as ``--task ID=COMMAND`` (0.05 cpus, 16 MiB each; PARTI
 with ``--executor``, inside one custom executor (examples/echo_executor.py), with ``--image``, in
 Docker containers —
 then keeps running — acknowledging every update — until SIGTERM. Prints one JSON object per
-line: ``subscribed``, ``launch`` (per task), ``status`` (every update, with its uuid).
+line: ``subscribed``, ``launch`` (per task), ``status`` (every update, with its uuid), and
+``driver`` whenever the master epoch the driver follows or its count of stale-epoch messages
+dropped changes (tests/chaos/test_epoch_fencing.py).
 """
 
 import argparse
@@ -43,7 +45,7 @@ class RecoveryScheduler(Scheduler):
                                          resources=Resources.of(cpus=0.1, mem=128).to_wire())
 
     def subscribed(self, driver, framework_id, master_info):
-        emit("subscribed", framework_id=framework_id)
+        emit("subscribed", framework_id=framework_id, epoch=master_info.epoch)
 
     def offers(self, driver, offers):
         for offer in offers:
@@ -75,6 +77,13 @@ class RecoveryScheduler(Scheduler):
         emit("error", message=message)
 
 
+def report_epoch(driver, last=None):
+    now = (driver.master_epoch, driver.stale_epoch_dropped)
+    if now != last:
+        emit("driver", epoch=now[0], stale_epoch_dropped=now[1])
+    reactor.callLater(0.2, report_epoch, driver, now)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--master", required=True)
@@ -87,6 +96,7 @@ def main():
                          failover_timeout=3600.0)
     driver = SchedulerDriver(RecoveryScheduler(tasks, args.executor, args.image), info, args.master, reactor=reactor)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(driver.stop_and_exit))
+    reactor.callWhenRunning(report_epoch, driver)
     driver.run()
     return 0
 
