@@ -188,6 +188,21 @@ def run_load(cluster: Cluster, run: int, tasks: int, timeout: float) -> dict[str
     return result
 
 
+def audit_counters(cluster: Cluster) -> str:
+    """The master's anti-entropy counters (master/task_audit.py): a lossless run that audits its
+    agents is paying for false disagreements."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.http_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    wanted = ("task_digest_mismatches", "task_audits", "task_audits_retried")
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for key in wanted:
+            if name.endswith(f"_{key}_total"):
+                found[key] = int(float(value))
+    return " ".join(f"{key}={found.get(key, 0)}" for key in wanted)
+
+
 def measure(agents: int, args: argparse.Namespace) -> float:
     cluster = Cluster(agents, args.real_agents is not None, args.allocation_interval, args.sim_arg, args.master_arg)
     ok = False
@@ -202,6 +217,8 @@ def measure(agents: int, args: argparse.Namespace) -> float:
                   f"{result['launch_seconds']:.2f} s = {result['launches_per_second']:.0f} launches/s; all finished in "
                   f"{result['seconds']:.2f} s; ACCEPT->RUNNING p50 {latency['p50']:.0f} ms p90 {latency['p90']:.0f} ms "
                   f"p99 {latency['p99']:.0f} ms max {latency['max']:.0f} ms", flush=True)
+        print(f"agents={agents} anti-entropy: {audit_counters(cluster)} (nothing is lost here: audits should be 0)",
+              flush=True)
         ok = True
     finally:
         cluster.stop()
