@@ -15,6 +15,7 @@ and pids controllers here, so a cgroup2 mount has none of them to enable):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tepui.agent.cgroups import CgroupV2, Cgroups, Limits, Usage, task_dir_name
+from tepui.agent.cgroups import CgroupV2, Cgroups, Limits, TaskCgroup, Usage, task_dir_name
 
 CONTROLLERS = "+cpu +memory +pids"
 MiB = 1024 * 1024
@@ -54,12 +55,26 @@ def alive(pid: int) -> bool:
         return False
 
 
-def spawn_tree(procs_file: str) -> subprocess.Popen[bytes]:
-    """A task's process tree as the agent starts one: the first process writes its own pid into
-    ``procs_file`` before it execs, so a child and a grandchild in a new session (one that left
-    the task's process group) are born inside."""
+@contextlib.contextmanager
+def task_tree(group: TaskCgroup) -> Iterator[tuple[subprocess.Popen[bytes], list[int]]]:
+    """A task's process tree in ``group``, started as the agent starts one: the first process
+    writes its own pid into the group before it execs, so a child and a grandchild in a new
+    session (one that left the task's process group) are born inside. Yields the leader and the
+    three members once they are all in; the leader is reaped afterwards whatever happened."""
     script = 'echo $$ > "$1" || exit 125; sleep 60 & setsid sleep 60 & exec sleep 60'
-    return subprocess.Popen(["/bin/sh", "-c", script, "sh", procs_file], start_new_session=True)
+    leader = subprocess.Popen(["/bin/sh", "-c", script, "sh", group.procs_files[0]], start_new_session=True)
+    try:
+        wait_for(lambda: len(group.pids()) == 3, "the leader, its child and its grandchild in the group")
+        yield leader, group.pids()
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+        leader.wait()
+
+
+def ended_by_kill(leader: subprocess.Popen[bytes], members: list[int]) -> bool:
+    wait_for(lambda: not any(alive(pid) for pid in members), "every member of the tree dead")
+    return leader.wait(timeout=20) == -signal.SIGKILL
 
 
 # --- a real cgroup2 mount -----------------------------------------------------------------------
@@ -125,38 +140,22 @@ def test_a_task_tree_joins_its_group_and_cgroup_kill_ends_all_of_it(real_base: P
     path = real_base / task_dir_name("F1", "task 1")
     assert group.path == str(path) and path.is_dir()
     needs_kill_file(path)
-    leader = spawn_tree(group.procs_files[0])
-    try:
-        wait_for(lambda: len(group.pids()) == 3, "the leader, its child and its grandchild in the group")
-        members = group.pids()
+    with task_tree(group) as (leader, members):
         assert leader.pid in members
         group.kill_all()
-        assert leader.wait(timeout=20) == -signal.SIGKILL
-        wait_for(lambda: group.pids() == [] and not any(alive(pid) for pid in members), "every member dead")
+        assert ended_by_kill(leader, members) and group.pids() == []
         assert group.oom_kills() == 0  # no memory controller here, or no OOM: either way none
         group.destroy()
         assert not path.exists()
-    finally:
-        if leader.poll() is None:
-            leader.kill()
-            leader.wait()
 
 
 def test_destroy_kills_what_is_left_and_removes_the_group(real_base: Path) -> None:
     group = Cgroups(2, str(real_base)).create("F1", "t2", Limits())
     needs_kill_file(Path(group.path))  # type: ignore[attr-defined]
-    leader = spawn_tree(group.procs_files[0])
-    try:
-        wait_for(lambda: len(group.pids()) == 3, "the tree in the group")
-        members = group.pids()
+    with task_tree(group) as (leader, members):
         group.destroy()
         assert not os.path.exists(group.path)  # type: ignore[attr-defined]
-        assert leader.wait(timeout=20) == -signal.SIGKILL
-        wait_for(lambda: not any(alive(pid) for pid in members), "every member dead")
-    finally:
-        if leader.poll() is None:
-            leader.kill()
-            leader.wait()
+        assert ended_by_kill(leader, members)
 
 
 def test_adopt_sweep_and_release_on_a_real_hierarchy(real_base: Path) -> None:
@@ -171,10 +170,7 @@ def test_adopt_sweep_and_release_on_a_real_hierarchy(real_base: Path) -> None:
     member_parent = agent / task_dir_name("F1", "group-g1")
     member_parent.mkdir()  # a task group's envelope, its limits left out: none can be set here
     (member_parent / task_dir_name("F1", "member")).mkdir()
-    leader = spawn_tree(stray.procs_files[0])
-    try:
-        wait_for(lambda: len(stray.pids()) == 3, "the stray tree in its group")
-        members = stray.pids()
+    with task_tree(stray) as (leader, members):
         adopted = cgroups.adopt("F1", "kept")
         assert isinstance(adopted, CgroupV2) and adopted.path == kept.path  # type: ignore[attr-defined]
         member = cgroups.adopt("F1", "member", group_id="g1")
@@ -182,17 +178,12 @@ def test_adopt_sweep_and_release_on_a_real_hierarchy(real_base: Path) -> None:
         assert cgroups.adopt("F1", "unknown") is None
         assert cgroups.sweep([adopted]) == 3  # the stray, the member and its envelope
         assert sorted(p.name for p in agent.iterdir() if p.is_dir()) == [task_dir_name("F1", "kept")]
-        assert leader.wait(timeout=20) == -signal.SIGKILL
-        wait_for(lambda: not any(alive(pid) for pid in members), "the stray tree dead")
-        cgroups.release()
-        assert agent.exists()  # a task's group remains: the agent's is kept
-        adopted.destroy()
-        cgroups.release()
-        assert not agent.exists()
-    finally:
-        if leader.poll() is None:
-            leader.kill()
-            leader.wait()
+        assert ended_by_kill(leader, members)
+    cgroups.release()
+    assert agent.exists()  # a task's group remains: the agent's is kept
+    adopted.destroy()
+    cgroups.release()
+    assert not agent.exists()
 
 
 def test_limits_are_applied_on_a_real_hierarchy(real_base: Path) -> None:
@@ -283,7 +274,8 @@ def test_apply_values(tmp_path: Path, limits: Limits, expected: dict[str, str]) 
 
 def test_a_task_group_envelope_holds_its_members(tmp_path: Path) -> None:
     cgroups = Cgroups(2, str(tmp_path))
-    member = cgroups.create("F1", "a", Limits(cpus=0.25, mem_mib=32), envelope=("g1", Limits(cpus=1, mem_mib=96, pids=10)))
+    member = cgroups.create("F1", "a", Limits(cpus=0.25, mem_mib=32),
+                            envelope=("g1", Limits(cpus=1, mem_mib=96, pids=10)))
     envelope = tmp_path / task_dir_name("F1", "group-g1")
     assert files_in(envelope) == {
         "cpu.max": "100000 100000", "cpu.weight": "100", "memory.max": str(96 * MiB), "pids.max": "10",
