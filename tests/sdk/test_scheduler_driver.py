@@ -223,7 +223,7 @@ def test_envelopes_of_an_older_epoch_are_dropped_and_a_newer_epoch_is_followed(m
         ep.deliver(body, epoch=1)
     assert recorder.calls == []
     assert ep.take() == []  # in particular, the stale update is not acknowledged
-    assert driver.framework_id == "F1"
+    assert driver.framework_id == "F1" and driver.master_epoch == 2 and driver.stale_epoch_dropped == 5
     ep.deliver(sm.Rescind("o-new"), epoch=2)  # the current epoch still gets through
     assert recorder.calls == [("rescinded", "o-new")]
 
@@ -234,7 +234,7 @@ def test_a_batch_drops_only_its_stale_envelopes(monkeypatch: pytest.MonkeyPatch)
               for i, (body, epoch) in enumerate([(sm.Offers([offer("o1")]), 2), (sm.Offers([offer("o2")]), 1),
                                                  (sm.Offers([offer("o3")]), 2)])]
     ep.on_message(pack(frames))
-    assert recorder.calls == [("offers", ["o1"]), ("offers", ["o3"])]
+    assert recorder.calls == [("offers", ["o1"]), ("offers", ["o3"])] and driver.stale_epoch_dropped == 1
 
 
 # --- acknowledgements ---------------------------------------------------------------------------
