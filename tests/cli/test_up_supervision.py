@@ -74,7 +74,7 @@ def test_a_child_that_cannot_start_is_restarted_with_backoff_then_given_up_on(sh
     assert "then start `tepui up` again, which starts flaky on its state again. Last lines of" in ending.message, ending.message
     assert "flaky: cannot open its store" in ending.message, "the tail of its log"
     log = (shell.root / "flaky.log").read_text()
-    assert log.count("flaky: cannot open its store") == 4 and "--- tepui up: restart 3 of flaky ---" in log, log
+    assert log.count("flaky: cannot open its store") == 4 and "--- tepui up: restart 3 of flaky at " in log, log
 
 
 def test_a_killed_child_is_restarted_and_the_others_are_left_alone(shell: Shell) -> None:
