@@ -4,6 +4,7 @@ moment, and checked before every registry write."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import types
@@ -137,3 +138,20 @@ def test_a_superseded_master_with_nothing_to_write_exits_at_its_next_check(tmp_p
         claim_epoch(store, now_ms=0)
         MasterShell._check_epoch(old)
         assert [event for event, _ in old.died] == ["master_superseded"]
+
+
+def test_a_master_whose_port_is_taken_stops_before_it_claims_the_registry() -> None:
+    """Claiming supersedes the serving master, so a second master started by mistake on the same
+    work dir and port must fail before the claim, not at its bind after it."""
+    from tepui.master.main import _refuse_ports_in_use
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            free = other.getsockname()[1]
+        _refuse_ports_in_use("127.0.0.1", free)
+        with pytest.raises(SystemExit, match=f"port {taken}: it is in use"):
+            _refuse_ports_in_use("127.0.0.1", free, taken)
