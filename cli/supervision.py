@@ -16,13 +16,18 @@ failure"; it starts no process and reads no clock (``cli/up.py`` does both).
   the kill (measured on a 2-core machine at load average 5), a SIGKILLed master had both agents
   and the services framework back after 3.8 s. Doubling keeps a child that keeps crashing from
   hammering a machine that is probably short of something; 30 s caps it, as a supervisor silent
-  for minutes looks hung. The streak ends once a child has run for a whole ``interval``: the next failure
-  starts again at 1 s (Kubernetes forgets its CrashLoopBackOff the same way, after 10 minutes).
-- **Crash loop: give up after 5 restarts within 60 s.** systemd's StartLimitBurst=5, over 60 s
-  instead of its 10 s because our delays are longer than its 100 ms: five restarts of a child
-  that dies at once take 1+2+4+8+16 = 31 s, so a child that cannot start is given up on about
-  35 s after it first died (its sixth exit), while one that runs for a while between crashes is
-  never given up on — it is mostly up, which is what restarting on failure is for.
+  for minutes looks hung. The streak ends once a child has run for a whole ``interval`` (2
+  minutes): the next failure starts again at 1 s (Kubernetes forgets its CrashLoopBackOff the
+  same way, after 10 minutes).
+- **Crash loop: give up after 5 restarts within 120 s.** systemd's StartLimitBurst=5, over a
+  longer interval than its 10 s because our delays are longer than its 100 ms: the delays of five
+  restarts take 1+2+4+8+16 = 31 s, and the rest of the interval is how long the runs between
+  them may last for the child to count as looping. An agent that cannot start (a torn
+  checkpoint) fails 1 to 3 s after it is started on this 2-core machine at load average 7. With
+  60 s, runs of 6 s would already escape the limit and loop forever at 30 s intervals; 120 s
+  catches runs of up to 17 s. A child that fails 1 s after each start is given up on 37 s after
+  it first died (its sixth exit; 49 s at 3 s a run), while one that runs 18 s or more between
+  crashes never is: it is mostly up, which is what restarting on failure is for.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ class RestartPolicy:
     initial_delay: float = 1.0
     max_delay: float = 30.0
     burst: int = 5
-    interval: float = 60.0
+    interval: float = 120.0
 
     def decide(self, history: History, code: int, now: float) -> Decision:
         """What to do about a child with ``history`` that exited with ``code`` at ``now``."""

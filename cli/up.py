@@ -252,7 +252,8 @@ class Cluster:
     def _restart(self, child: Child) -> None:
         assert child.pending is not None
         with open(child.log_path, "ab") as log_file:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            now = time.time()
+            stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))},{int(now * 1000) % 1000:03d}"
             log_file.write(f"--- tepui up: restart {child.pending.count} of {child.name} at {stamp} ---\n".encode())
         child.process = _popen(child.argv, child.log_path, child.preexec)
         child.history, child.pending = child.pending.history, None

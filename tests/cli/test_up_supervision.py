@@ -117,6 +117,6 @@ def test_a_stop_requested_during_the_backoff_restarts_nothing(tmp_path: Path) ->
     shell = Shell(tmp_path, RestartPolicy(initial_delay=3600.0, max_delay=3600.0))
     shell.add("agent-1", "sys.exit(1)")
     assert shell.supervise_until(lambda: "restarting it" in shell.text()) is None
-    assert "restarting it on its state in 3600 s (restart 1 of 5 in 60 s)" in shell.text(), shell.text()
+    assert "restarting it on its state in 3600 s (restart 1 of 5 in 120 s)" in shell.text(), shell.text()
     shell.cluster.stop()  # the child is dead and waits for its restart: stop leaves it so
     assert shell.runs("agent-1") == 1 and "restarted (pid" not in shell.text()

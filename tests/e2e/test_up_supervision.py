@@ -167,7 +167,7 @@ def test_a_killed_agent_and_a_killed_services_framework_are_restarted_on_their_s
         agent_pid = up.child(f"--hostname {hostname} ")
         os.kill(agent_pid, signal.SIGKILL)
         up.wait(lambda: f"{hostname} exited with code -9 (killed); restarting it on its work dir in 1 s "
-                        f"(restart 1 of 5 in 60 s)" in up.output.text(), 30, "the restart line")
+                        f"(restart 1 of 5 in 120 s)" in up.output.text(), 30, "the restart line")
         new_pid = int(up.wait(lambda: re.search(rf"{hostname} restarted \(pid (\d+)\)", up.output.text()), 30,
                               "the restarted line").group(1))
         assert new_pid != agent_pid and new_pid in children_of(up.process.pid)
@@ -187,7 +187,6 @@ def test_a_killed_agent_and_a_killed_services_framework_are_restarted_on_their_s
         assert is_alive(task_pid, task_started), "the task's process did not survive its agent's restart"
         assert [p for p in processes_under(up.state_dir) if cmdline(p) == "sleep 300"] == [task_pid]
         assert sleeper.poll() is None, f"`tepui run` ended:\n{sleeper_log.read_text()}"
-        assert sleeper_log.read_text().count("TASK_RUNNING") == 1, sleeper_log.read_text()
 
         # 2. SIGKILL the services framework.
         services = framework(up.state(), "services")
@@ -195,7 +194,7 @@ def test_a_killed_agent_and_a_killed_services_framework_are_restarted_on_their_s
         launches = launched(up.http_port)
         os.kill(up.child(" tepui.cli services "), signal.SIGKILL)
         up.wait(lambda: "services exited with code -9 (killed); restarting it on its store in 1 s "
-                        "(restart 1 of 5 in 60 s)" in up.output.text(), 30, "the services restart line")
+                        "(restart 1 of 5 in 120 s)" in up.output.text(), 30, "the services restart line")
         up.wait(lambda: f"event=services_subscribed framework_id={services['id']} " in up.log_after_restart("services"),
                 HEAL_TIMEOUT, "the services framework re-subscribed under its id")
         assert f"apps=1 instances=1 framework_id={services['id']} " in up.log_after_restart("services"), \
@@ -244,11 +243,11 @@ def test_an_agent_that_can_no_longer_start_is_given_up_on_after_five_restarts(up
     up.output.wait_for("stopped, after giving up.", 30)  # the reader thread may lag behind the exit
     text = up.output.text()
     assert code == 1, text
-    assert "agent-1 exited with code -9 (killed); restarting it on its work dir in 1 s (restart 1 of 5 in 60 s)" in text
+    assert "agent-1 exited with code -9 (killed); restarting it on its work dir in 1 s (restart 1 of 5 in 120 s)" in text
     for count, delay in ((2, 2), (3, 4), (4, 8), (5, 16)):
         assert (f"agent-1 exited with code 1; restarting it on its work dir in {delay} s "
-                f"(restart {count} of 5 in 60 s)") in text, text
-    assert ("agent-1 exited with code 1 again: 5 restarts within 60 s did not help (a crash loop); giving up on it "
+                f"(restart {count} of 5 in 120 s)") in text, text
+    assert ("agent-1 exited with code 1 again: 5 restarts within 120 s did not help (a crash loop); giving up on it "
             "and stopping the cluster. Its log says why: fix that, then start `tepui up` again, which starts agent-1 "
             "on its work dir again") in text, text
     assert "the agent's checkpoint is damaged" in text.split("giving up on it", 1)[1], "the log's tail"
