@@ -9,6 +9,9 @@ per cycle for 10,000 agents x 1,000 frameworks; 3.2 s before (PERFORMANCE_ANCHOR
 ``--incremental``: after the rounds, one agent's resources are freed (one task ends) and one
 immediate, incremental cycle allocates them; timed over many repetitions.
 
+The allocator is built as the master builds it: agents shuffled every cycle by a generator
+seeded with ``--seed`` (the master's ``allocation_seed``, default 0).
+
     python bench/allocator.py --agents 10000 --frameworks 1000
     python bench/allocator.py --agents 10000 --frameworks 1000 --incremental
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import random
 import statistics
 import time
 
@@ -26,8 +30,8 @@ from tepui.sdk.resources import Resources
 AGENT = "cpus:24;mem:4096;disk:4096;ports:[31000-32000]"
 
 
-def build(agents: int, frameworks: int) -> Allocator:
-    allocator = Allocator()
+def build(agents: int, frameworks: int, seed: int) -> Allocator:
+    allocator = Allocator(rng=random.Random(seed))
     total = Resources.parse(AGENT)
     start = time.perf_counter()
     for i in range(frameworks):
@@ -47,8 +51,9 @@ def main() -> None:
     parser.add_argument("--frameworks", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--incremental", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the agents' shuffle (default 0, as the master)")
     args = parser.parse_args()
-    allocator = build(args.agents, args.frameworks)
+    allocator = build(args.agents, args.frameworks, args.seed)
     gc.collect()
     gc.freeze()  # the allocator's long-lived state need not be traversed by every collection
     now = 0.0

@@ -1,7 +1,9 @@
 """The allocator: hierarchical weighted DRF with quotas, reservations, filters and demand.
 
 Pure (DESIGN §2, §5): no I/O, no clock of its own — every time-dependent call takes ``now`` —
-and deterministic (agents in registration order; ties by allocation count, then registration).
+and deterministic: a cycle visits its agents in an order shuffled by the ``random.Random`` the
+allocator is given (the master seeds it from its configuration), or in registration order
+without one; equal weighted shares are exact ties, broken by allocation count, then registration.
 
 One cycle visits agents; each agent's available resources for a role go, whole, to the first
 eligible framework of that role, roles taken in hierarchical DRF order (``roles.RoleTree``) and
@@ -10,8 +12,12 @@ frameworks in DRF order within their role (``sorter.DRFSorter``). Mesos semantic
 * offered resources count as allocated until used, declined, rescinded or their task ends;
 * one offer per agent per framework per cycle;
 * reserved resources (static ``cpus(eng):4`` or dynamic) go only to their role;
-* decline filters per framework and agent (``refuse_seconds``, default 5 s, at most a year);
-* suppress / revive per role (revive also clears filters);
+* agents visited in a random order every cycle (Mesos shuffles them: in a fixed order, the
+  same framework can lose every new agent to the same rival);
+* decline filters per framework, role and agent (``refuse_seconds``, default 5 s, at most a
+  year) that refuse only offers *contained in* what was declined, so a bigger offer of the
+  agent (others' tasks ended, or an agent split between two roles whole again) gets through;
+* suppress / revive per role (revive also clears the role's filters);
 * a minimum allocatable size (cpus 0.01 or mem 32 MiB);
 * quota: roles below their guarantee are served first, enough unreserved resources stay free
   (headroom) for every unmet guarantee, and no role is offered beyond its limit.
@@ -23,13 +29,17 @@ Beyond Mesos:
   when the set of candidates changed (a framework arrived or revived);
 * **demand**: a framework that declares what it is waiting to launch is offered only agents
   where one of those shapes fits, and nothing while it declares nothing;
+* **exhausted agents last**: in each cycle's shuffled order, agents whose free resources have
+  run out of CPUs or memory come after the others (``visit_order``);
 * **explain**: why a framework got nothing (``explain.py``).
 """
 
 from __future__ import annotations
 
+import itertools
+import random
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from tepui.offers.quota import Caps, allocate_with_quota
 from tepui.offers.roles import DEFAULT_ROLE, Quota, RoleTree, is_within
@@ -64,6 +74,16 @@ class AgentState:
     available: Resources
     allocated: dict[tuple[str, str], Resources] = field(default_factory=dict)  # (fid, role) → res
     active: bool = True
+    seq: int = 0  # registration order
+
+
+class DeclineFilter(NamedTuple):
+    """Mesos's ``RefusedOfferFilter``: until ``expires``, offers of the agent in ``role`` that
+    ``declined`` contains are refused. (A tuple: a decline makes one, on the hot path.)"""
+
+    role: str
+    declined: Resources
+    expires: float
 
 
 @dataclass
@@ -72,7 +92,7 @@ class FrameworkState:
     roles: tuple[str, ...]
     active: bool = True
     suppressed: set[str] = field(default_factory=set)
-    filters: dict[str, float] = field(default_factory=dict)  # agent_id → expires at
+    filters: dict[str, list[DeclineFilter]] = field(default_factory=dict)  # agent_id → its filters
     demand: tuple[Demand, ...] | None = None  # None: not declared (plain Mesos behaviour)
     offered_cycle: dict[str, int] = field(default_factory=dict)  # role → last cycle offered
 
@@ -88,6 +108,10 @@ def fits_by_quantity(offered: Resources, shape: Resources) -> bool:
     return True
 
 
+def _registration(agent: AgentState) -> int:
+    return agent.seq
+
+
 def _add_to(target: dict[str, int], amounts: dict[str, int], sign: int = 1) -> None:
     for name, amount in amounts.items():
         target[name] = target.get(name, 0) + sign * amount
@@ -96,7 +120,10 @@ def _add_to(target: dict[str, int], amounts: dict[str, int], sign: int = 1) -> N
 class Allocator:
     """Decides which framework is offered which agent's resources."""
 
-    def __init__(self, min_allocatable: dict[str, float] | None = None) -> None:
+    def __init__(self, min_allocatable: dict[str, float] | None = None, rng: random.Random | None = None) -> None:
+        """``rng`` shuffles the agents of every cycle (Mesos); None visits them in registration
+        order (tests that pin exact offers). The master always passes one, seeded."""
+        self._rng = rng
         minimum = min_allocatable if min_allocatable is not None else {"cpus": 0.01, "mem": 32.0}
         self._min = [(name, to_fixed(value)) for name, value in minimum.items()]
         self.agents: dict[str, AgentState] = {}
@@ -108,7 +135,8 @@ class Allocator:
         self._reserved_total: dict[str, dict[str, int]] = {}  # role → reserved scalars (all agents)
         self._allocated_unreserved: dict[str, dict[str, int]] = {}  # role → unreserved allocated
         self._free_unreserved: dict[str, int] = {}  # unreserved scalars not allocated, all agents
-        self._dirty_agents: set[str] = set()
+        self._dirty_agents: dict[str, None] = {}  # an ordered set: insertion order, not hashes
+        self._agent_seq = itertools.count()
         self._all_dirty = True
         self.cycles = 0
 
@@ -117,13 +145,13 @@ class Allocator:
     def add_agent(self, agent_id: str, total: Resources,
                   used: dict[tuple[str, str], Resources] | None = None) -> None:
         """Adds an agent; ``used`` is what tasks found on it already hold, by (framework, role)."""
-        agent = AgentState(agent_id, total, total)
+        agent = AgentState(agent_id, total, total, seq=next(self._agent_seq))
         self.agents[agent_id] = agent
         self._account_total(total, +1)
         _add_to(self._free_unreserved, total.unreserved().fixed_totals())
         for (framework_id, role), resources in (used or {}).items():
             self._charge(agent, framework_id, role, resources)
-        self._dirty_agents.add(agent_id)
+        self._dirty_agents[agent_id] = None
 
     def remove_agent(self, agent_id: str) -> None:
         agent = self.agents.get(agent_id)
@@ -136,7 +164,7 @@ class Allocator:
         _add_to(self._free_unreserved, agent.total.unreserved().fixed_totals(), -1)
         for framework in self.frameworks.values():
             framework.filters.pop(agent_id, None)
-        self._dirty_agents.discard(agent_id)
+        self._dirty_agents.pop(agent_id, None)
 
     def grow_agent(self, agent_id: str, extra: Resources) -> None:
         """The agent restarted with more resources (``--reconfiguration-policy additive``)."""
@@ -147,7 +175,7 @@ class Allocator:
         _add_to(self._free_unreserved, extra.unreserved().fixed_totals())
         agent.total = agent.total + extra
         agent.available = agent.available + extra
-        self._dirty_agents.add(agent_id)
+        self._dirty_agents[agent_id] = None
 
     def deactivate_agent(self, agent_id: str) -> None:
         if agent_id in self.agents:
@@ -156,7 +184,7 @@ class Allocator:
     def activate_agent(self, agent_id: str) -> None:
         if agent_id in self.agents:
             self.agents[agent_id].active = True
-            self._dirty_agents.add(agent_id)
+            self._dirty_agents[agent_id] = None
 
     def _account_total(self, total: Resources, sign: int) -> None:
         _add_to(self._totals, total.fixed_totals(), sign)
@@ -253,10 +281,16 @@ class Allocator:
         framework.suppressed |= set(roles) or set(framework.roles)
 
     def revive(self, framework_id: str, roles: Iterable[str] = ()) -> None:
-        """Mesos: unsuppresses ``roles`` (all when empty) and clears every decline filter."""
+        """Mesos: unsuppresses ``roles`` (all when empty) and clears their decline filters."""
         framework = self.frameworks[framework_id]
-        framework.suppressed -= set(roles) or set(framework.roles)
-        framework.filters.clear()
+        revived = set(roles) or set(framework.roles)
+        framework.suppressed -= revived
+        for agent_id, filters in list(framework.filters.items()):
+            kept = [f for f in filters if f.role not in revived]
+            if kept:
+                framework.filters[agent_id] = kept
+            else:
+                del framework.filters[agent_id]
         self._all_dirty = True
 
     def declare_demand(self, framework_id: str, demand: Iterable[Demand] | None) -> None:
@@ -298,7 +332,8 @@ class Allocator:
     def recover(self, agent_id: str, framework_id: str, role: str, resources: Resources,
                 refuse_seconds: float | None = None, now: float = 0.0) -> bool:
         """Returns resources to the agent's pool; with ``refuse_seconds`` also installs a decline
-        filter (Mesos: negative means the default 5 s; capped at a year).
+        filter for them (Mesos: negative means the default 5 s; capped at a year; nothing
+        returned, nothing to filter).
 
         Returns False, changing nothing, when the framework does not hold ``resources`` there:
         recovering twice is a caller's bookkeeping bug, and honouring it would mint resources."""
@@ -308,7 +343,7 @@ class Allocator:
             held = agent.allocated.get((framework_id, role), EMPTY)
             if held.contains(resources):
                 self._credit(agent, framework_id, role, resources, checked=True)
-                self._dirty_agents.add(agent_id)
+                self._dirty_agents[agent_id] = None
             else:
                 recovered = False
         framework = self.frameworks.get(framework_id)
@@ -316,11 +351,26 @@ class Allocator:
             if refuse_seconds < 0:
                 refuse_seconds = DEFAULT_REFUSE_SECONDS
             refuse_seconds = min(refuse_seconds, MAX_REFUSE_SECONDS)
-            if refuse_seconds > 0:
-                # Mesos: every decline adds a filter and the agent stays filtered while any
-                # applies, so a shorter decline never shortens a longer one.
-                framework.filters[agent_id] = max(framework.filters.get(agent_id, 0.0), now + refuse_seconds)
+            if refuse_seconds > 0 and resources:
+                entry = DeclineFilter(role, resources, now + refuse_seconds)
+                filters = framework.filters.get(agent_id)
+                if filters is None:
+                    framework.filters[agent_id] = [entry]
+                else:
+                    self._add_filter(filters, entry)
         return recovered
+
+    @staticmethod
+    def _add_filter(filters: list[DeclineFilter], new: DeclineFilter) -> None:
+        """Mesos: every decline adds a filter and an offer is refused while any filter of its
+        role contains it, so a shorter decline never shortens a longer one. A filter that
+        another refuses everything of, at least as long, is dropped (the list stays short)."""
+        for old in filters:
+            if old.role == new.role and old.expires >= new.expires and old.declined.contains(new.declined):
+                return
+        filters[:] = [old for old in filters if not (
+            old.role == new.role and new.expires >= old.expires and new.declined.contains(old.declined))]
+        filters.append(new)
 
     def convert(self, agent_id: str, framework_id: str, role: str, consumed: Resources, converted: Resources) -> None:
         """Applies a RESERVE/UNRESERVE (and later CREATE/DESTROY) to resources the framework
@@ -383,8 +433,10 @@ class Allocator:
         self.cycles += 1
         if incremental and not self._all_dirty:
             agents = [self.agents[a] for a in self._dirty_agents if a in self.agents]
+            agents.sort(key=_registration)  # then shuffled: the same order whatever the hashes
         else:
             agents = list(self.agents.values())
+        agents = self.visit_order(agents)
         self._dirty_agents.clear()
         self._all_dirty = False
         result: list[Allocation] = []
@@ -394,6 +446,37 @@ class Allocator:
             for agent in agents:
                 self._visit(agent, now, result)
         return result
+
+    def visit_order(self, agents: list[AgentState]) -> list[AgentState]:
+        """The order a cycle visits ``agents`` in (shuffled in place first):
+
+        * Mesos randomises it every cycle (and again for the second quota stage); without a
+          generator, registration order stays;
+        * beyond Mesos, *exhausted* agents go last: those whose free resources have run out of
+          one of the minimum-allocatable resources that the agent has (every CPU or all the
+          memory taken). Their remainder is what frameworks are least likely to use, and
+          offering it first would lift whoever is lowest in DRF order just before the agents
+          they could use are visited (issue 14: three greedy frameworks ended 60 / 0 / 60, and
+          shuffling alone left them anywhere from 24 to 52 of 120 tasks)."""
+        if self._rng is not None and len(agents) > 1:
+            self._rng.shuffle(agents)
+        exhausted = []
+        kept = []
+        for agent in agents:
+            available = agent.available
+            if available is not agent.total and self._exhausted(agent.total, available):
+                exhausted.append(agent)
+            else:
+                kept.append(agent)
+        return kept + exhausted if exhausted else agents
+
+    def _exhausted(self, total: Resources, available: Resources) -> bool:
+        have = available.fixed_totals()
+        whole = total.fixed_totals()
+        for name, minimum in self._min:
+            if have.get(name, 0) < minimum <= whole.get(name, 0):
+                return True
+        return False
 
     def _visit(self, agent: AgentState, now: float, result: list[Allocation], caps: Caps | None = None,
                roles: list[str] | None = None, given: set[str] | None = None) -> None:
@@ -435,15 +518,43 @@ class Allocator:
             framework = frameworks[key[3]]
             if role in framework.suppressed or framework.framework_id in given:
                 continue
-            expires = framework.filters.get(agent_id)
-            if expires is not None:
-                if now < expires:
-                    continue
-                del framework.filters[agent_id]
+            filters = framework.filters.get(agent_id)
+            if filters is not None and self._filtered(framework, agent_id, filters, role, offered, now):
+                continue
             if framework.demand is not None and not self.demand_fits(framework, role, offered):
                 continue
             return framework
         return None
+
+    @staticmethod
+    def _filtered(framework: FrameworkState, agent_id: str, filters: list[DeclineFilter], role: str,
+                  offered: Resources, now: float) -> bool:
+        """Whether a live filter refuses ``offered``; drops the expired ones on the way."""
+        refused = False
+        expired = False
+        for entry in filters:
+            if now >= entry.expires:
+                expired = True
+            elif entry.role == role and (entry.declined is offered or entry.declined.contains(offered)):
+                refused = True
+                break
+        if expired:
+            kept = [entry for entry in filters if now < entry.expires]
+            if kept:
+                filters[:] = kept
+            else:
+                del framework.filters[agent_id]
+        return refused
+
+    @staticmethod
+    def filtered_until(framework: FrameworkState, agent_id: str, role: str, offered: Resources,
+                       now: float) -> float | None:
+        """When ``offered`` (of the agent, in the role) stops being refused; None if it is not."""
+        until = None
+        for entry in framework.filters.get(agent_id, ()):
+            if now < entry.expires and entry.role == role and entry.declined.contains(offered):
+                until = entry.expires if until is None else max(until, entry.expires)
+        return until
 
     @staticmethod
     def demand_fits(framework: FrameworkState, role: str, offered: Resources) -> bool:

@@ -67,9 +67,11 @@ def _explain_role(allocator: Allocator, framework_id: str, role: str, now: float
         minimum = " or ".join(f"{name} {amount / SCALE:g}" for name, amount in allocator._min)
         return Explanation(role, "NO_RESOURCES", f"no agent has free resources for role {role!r} "
                            f"(at least {minimum}); all are offered or in use")
-    unfiltered = [a for a in candidates if framework.filters.get(a.agent_id, 0.0) <= now]
+    until = {a.agent_id: allocator.filtered_until(framework, a.agent_id, role, a.available.allocatable_to(role), now)
+             for a in candidates}
+    unfiltered = [a for a in candidates if until[a.agent_id] is None]
     if not unfiltered:
-        soonest = min(framework.filters[a.agent_id] for a in candidates) - now
+        soonest = min(t for t in until.values() if t is not None) - now
         return Explanation(role, "FILTERED", f"all {len(candidates)} agents with free resources were declined by "
                            f"this framework; the first filter expires in {soonest:.1f} s (or REVIVE)")
     if framework.demand is not None:

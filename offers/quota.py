@@ -11,6 +11,10 @@ Two stages per cycle (Mesos's hierarchical allocator does the same):
    stay free for every *other* role's unmet guarantee — even a role with no framework at all
    keeps its guarantee available ("held back even when idle").
 
+When stage one served anyone, stage two visits the agents in a fresh order
+(``Allocator.visit_order``: shuffled again, as Mesos does, because stage one tends to take from
+the front of the list).
+
 Caps are per role and per scalar, in thousandths, and are recomputed after every allocation
 (``Caps.refresh``): quota roles are few, and correctness beats cleverness here.
 """
@@ -143,5 +147,7 @@ def allocate_with_quota(allocator: Allocator, agents: list[AgentState], now: flo
             allocator._visit(agent, now, result, first, roles=below, given=given[agent.agent_id])
     second = Caps(2)
     second.refresh(allocator)
+    if first.by_role:
+        agents = allocator.visit_order(list(agents))
     for agent in agents:
         allocator._visit(agent, now, result, second, given=given[agent.agent_id])

@@ -12,7 +12,11 @@ plus a memmove). A change of the pool's totals changes every share, so it only m
 dirty; the next read re-sorts once.
 
 Ties break by fewer allocations, then by registration order, so equal clients take turns and
-the order is deterministic. Pure: no I/O, no clock.
+the order is deterministic. A weighted share is one correctly rounded division of integers
+(``held * q / (total * p)`` for a weight of exactly ``p / q``), so shares that are equal are
+equal floats and tie, whatever their weights: dividing a rounded share by the weight would make
+7/20 at weight 3.5 (0.09999999999999999) come before 2/20 at weight 1 (0.1). Pure: no I/O, no
+clock.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class _Client:
     seq: int
     weight: float = 1.0
     active: bool = True
+    ratio: tuple[int, int] = (1, 1)  # the weight as an exact fraction p / q
     allocated: dict[str, int] = field(default_factory=dict)  # resource name → thousandths
     count: int = 0  # allocations made, for fair tie-breaking
     key: SortKey | None = None  # its key in the order, when in it
@@ -53,7 +58,7 @@ class DRFSorter:
     def add(self, name: str, weight: float = 1.0) -> None:
         if name in self._clients:
             return
-        client = _Client(name, next(self._seq), weight)
+        client = _Client(name, next(self._seq), weight, ratio=weight.as_integer_ratio())
         self._clients[name] = client
         self._insert(client)
 
@@ -87,6 +92,7 @@ class DRFSorter:
         client = self._clients[name]
         self._take_out(client)
         client.weight = weight
+        client.ratio = weight.as_integer_ratio()
         self._insert(client)
 
     # --- accounting -----------------------------------------------------------------------
@@ -137,8 +143,22 @@ class DRFSorter:
                     share = value
         return share
 
+    def _weighted(self, held: dict[str, int], ratio: tuple[int, int]) -> float:
+        """The dominant share divided by the weight ``p / q``, each candidate one division of
+        integers: correctly rounded, so exact ties stay ties and the order is never reversed."""
+        p, q = ratio
+        share = 0.0
+        for resource, total in self._totals.items():
+            if total > 0:
+                value = held.get(resource, 0) * q / (total * p)
+                if value > share:
+                    share = value
+        return share
+
     def _key(self, client: _Client) -> SortKey:
-        return (self._dominant(client.allocated) / client.weight, client.count, client.seq, client.name)
+        if client.ratio == (1, 1):
+            return (self._dominant(client.allocated), client.count, client.seq, client.name)
+        return (self._weighted(client.allocated, client.ratio), client.count, client.seq, client.name)
 
     def _insert(self, client: _Client) -> None:
         if not client.active:

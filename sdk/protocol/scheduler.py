@@ -92,7 +92,7 @@ class Decline(_Tagged, tag="DECLINE"):
 
 
 class Revive(_Tagged, tag="REVIVE"):
-    """Clears decline filters and unsuppresses ``roles`` (all roles when empty)."""
+    """Unsuppresses ``roles`` and clears their decline filters (all roles when empty)."""
 
     framework_id: str
     roles: list[str] = []

@@ -291,8 +291,9 @@ class TaskStatus(Value):
 
 
 class Filters(Value):
-    """Mesos semantics: the offered agent is not re-offered to this framework for
-    ``refuse_seconds`` (default 5 s; negative means the default; capped at one year)."""
+    """Mesos semantics: for ``refuse_seconds`` (default 5 s; negative means the default; capped
+    at one year) this framework is not offered, on that agent and in that role, anything the
+    declined resources contain; a bigger offer of the agent still comes."""
 
     refuse_seconds: float = 5.0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tepui.master.core import ALLOCATE_NOW, MasterConfig, MasterCore
+from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, MasterConfig, MasterCore
 from tepui.master.events import OperatorError, Received, Send, UpdateQuota, UpdateWeights
-from tepui.sdk.effects import TimerFired
+from tepui.sdk.effects import ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import (
@@ -174,3 +174,65 @@ def test_launch_group_is_all_or_nothing() -> None:
     [run_group] = [e.body for e in effects if isinstance(e, Send) and isinstance(e.body, am.RunTaskGroup)]
     assert [t.task_id for t in run_group.task_group.tasks] == ["a", "b"]
     assert set(core.frameworks["m-F0001"].tasks) == {"a", "b"}
+
+
+# --- fairness through the master (issue 14) -----------------------------------------------------
+
+def greedy_cluster(seed: int, agents: int) -> MasterCore:
+    core = MasterCore(MasterConfig(master_id="m", offer_timeout=None, allocation_seed=seed))
+    core.start(0.0)
+    for i in range(agents):
+        info = AgentInfo(hostname=f"h{i}", resources=Resources.parse("cpus:4;mem:4096").to_wire())
+        core.handle(Received(f"agent-{i}".encode(), am.RegisterAgent(info, "0.1")), 0.0)
+    return core
+
+
+def answer_greedily(core: MasterCore, effects: list[Any], now: float, launched: dict[bytes, int]) -> None:
+    """Frameworks launch every cpus:1;mem:1024 task that fits an offer and decline the rest
+    with a 5 s filter; the master's immediate cycles run as they are scheduled."""
+    task_shape = Resources.parse("cpus:1;mem:1024")
+    pending = list(effects)
+    while pending:
+        effect = pending.pop(0)
+        if isinstance(effect, Send) and isinstance(effect.body, sm.Offers):
+            for offer in effect.body.offers:
+                left, tasks = Resources.from_wire(offer.resources), []
+                while left.contains(task_shape):
+                    left = left - task_shape
+                    launched[effect.peer] = launched.get(effect.peer, 0) + 1
+                    task_id = f"{effect.peer.decode()}-{launched[effect.peer]}"
+                    tasks.append(TaskInfo(name=task_id, task_id=task_id, agent_id=offer.agent_id,
+                                          command=CommandInfo(value="true"), resources=task_shape.to_wire()))
+                call: Any = (sm.Accept(offer.framework_id, [offer.id], [sm.Launch(tasks)], Filters(5.0)) if tasks
+                             else sm.Decline(offer.framework_id, [offer.id], Filters(5.0)))
+                pending.extend(core.handle(Received(effect.peer, call), now))
+        elif isinstance(effect, ScheduleTimer) and effect.key == ALLOCATE_NOW:
+            pending.extend(core.handle(TimerFired(ALLOCATE_NOW), now))
+
+
+def test_a_role_at_its_quota_limit_does_not_starve_its_neighbour_through_the_master() -> None:
+    """Issue 14's case end to end: three agents of cpus:4;mem:4096, ``capped`` limited to 4
+    cpus, ``other`` unlimited, greedy frameworks declining leftovers for 5 s. ``other`` ends
+    with every task the agents ``capped`` does not use can run."""
+    for seed in range(5):
+        core = greedy_cluster(seed, agents=3)
+        core.handle(UpdateQuota("capped", None, Resources.parse("cpus:4")), 0.0)
+        subscribe(core, b"capped", ["capped"])
+        subscribe(core, b"other", ["other"])  # both before the first cycle
+        launched: dict[bytes, int] = {}
+        for t in range(1, 31):
+            answer_greedily(core, core.handle(TimerFired(ALLOCATE_BATCH), float(t)), float(t), launched)
+        assert launched == {b"capped": 4, b"other": 8}, (seed, launched)
+
+
+def test_the_allocation_seed_makes_the_agent_order_reproducible() -> None:
+    """The master shuffles the agents of each cycle (Mesos) with a generator seeded from its
+    configuration: the same seed and events give the same offers, other seeds other orders."""
+    def order(seed: int) -> list[str]:
+        core = greedy_cluster(seed, agents=8)
+        subscribe(core, b"f", ["*"])
+        return [offer.agent_id for offer in offers_to(core.handle(TimerFired(ALLOCATE_BATCH), 1.0), b"f")]
+
+    assert order(3) == order(3)
+    orders = {tuple(order(seed)) for seed in range(6)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(order(0)) for o in orders)

@@ -10,6 +10,7 @@ only moves forward.
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 
@@ -46,7 +47,9 @@ class FrameworkModel:
     suppressed: set[str] = field(default_factory=set)
     active: bool = True
     demand: tuple[Demand, ...] | None = None
-    filters: dict[str, float] = field(default_factory=dict)  # agent → filtered while now < this
+    # agent → (role, declined, expires): offers of the agent in the role that ``declined``
+    # contains are refused while now < expires (Mesos's RefusedOfferFilter)
+    filters: dict[str, list[tuple[str, Resources, float]]] = field(default_factory=dict)
 
 
 def fmt(thousandths: int) -> str:
@@ -145,8 +148,9 @@ class AllocatorMachine(RuleBasedStateMachine):
     * one offer per (framework, agent) per cycle; the cycle's offers on an agent are contained
       in what that agent had available before the cycle;
     * no allocation to a framework that is inactive, not in the role, suppressed for the role,
-      filtered for the agent at ``now`` (``now < expiry``), or whose declared demand has no
-      shape (count > 0, role None or the offer's role) contained in the offered resources;
+      refused by a live filter (one of the same agent and role, ``now < expiry``, whose declined
+      resources contain the offer), or whose declared demand has no shape (count > 0, role None
+      or the offer's role) contained in the offered resources;
     * every allocation is non-empty and meets the minimum (cpus >= 0.01 or mem >= 32).
     """
 
@@ -184,28 +188,32 @@ class AllocatorMachine(RuleBasedStateMachine):
         table[self.next_holding] = holding
         self.next_holding += 1
 
-    def install_filter(self, framework_id: str, agent_id: str, refuse: float | None) -> None:
-        """Mesos semantics: the agent stays filtered while any decline's filter applies (the
-        longest wins); negative means the default 5 s; capped at a year; 0 installs nothing."""
+    def install_filter(self, framework_id: str, agent_id: str, role: str, declined: Resources,
+                       refuse: float | None) -> None:
+        """Mesos semantics: every decline adds a filter of its role for what was declined, and an
+        offer stays refused while any filter contains it (the longest wins); negative means the
+        default 5 s; capped at a year; 0, or nothing declined, installs nothing."""
         if refuse is None:
             return
         if refuse < 0:
             refuse = 5.0
         refuse = min(refuse, MAX_REFUSE_SECONDS)
-        if refuse > 0:
-            filters = self.frameworks[framework_id].filters
-            filters[agent_id] = max(filters.get(agent_id, 0.0), self.now + refuse)
+        if refuse > 0 and declined:
+            self.frameworks[framework_id].filters.setdefault(agent_id, []).append((role, declined, self.now + refuse))
 
     def recover(self, holding: Holding, resources: Resources, refuse: float | None) -> None:
         assert self.allocator.recover(holding.agent_id, holding.framework_id, holding.role, resources,
                                       refuse_seconds=refuse, now=self.now)
-        self.install_filter(holding.framework_id, holding.agent_id, refuse)
+        self.install_filter(holding.framework_id, holding.agent_id, holding.role, resources, refuse)
 
     @initialize(totals=st.lists(agent_totals(), min_size=1, max_size=3),
                 roles=st.lists(st.lists(st.sampled_from(ROLES), min_size=1, max_size=2, unique=True),
-                               min_size=1, max_size=3))
-    def a_small_cluster(self, totals: list[Resources], roles: list[list[str]]) -> None:
-        """Starts with agents and plain frameworks, so that most steps act on live offers."""
+                               min_size=1, max_size=3),
+                seed=st.one_of(st.none(), st.integers(0, 2**32 - 1)))
+    def a_small_cluster(self, totals: list[Resources], roles: list[list[str]], seed: int | None) -> None:
+        """Starts with agents and plain frameworks, so that most steps act on live offers; the
+        agents of each cycle in registration order, or shuffled by a seeded generator."""
+        self.allocator = Allocator(rng=random.Random(seed) if seed is not None else None)
         for total in totals:
             self.add_agent(total)
         for framework_roles in roles:
@@ -288,8 +296,10 @@ class AllocatorMachine(RuleBasedStateMachine):
         framework = self.frameworks[framework_id]
         roles = data.draw(st.lists(st.sampled_from(framework.roles), unique=True))
         self.allocator.revive(framework_id, roles)
-        framework.suppressed -= set(roles) or set(framework.roles)
-        framework.filters.clear()
+        revived = set(roles) or set(framework.roles)
+        framework.suppressed -= revived
+        for agent_id in framework.filters:
+            framework.filters[agent_id] = [f for f in framework.filters[agent_id] if f[0] not in revived]
 
     @precondition(lambda self: self.frameworks)
     @rule(data=st.data(), demand=demand_lists())
@@ -382,8 +392,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert role in framework.roles, f"allocation in a role the framework is not in: {allocation}"
         assert framework.active, f"allocation to an inactive framework: {allocation}"
         assert role not in framework.suppressed, f"allocation in a suppressed role: {allocation}"
-        expires = framework.filters.get(allocation.agent_id)
-        assert expires is None or now >= expires, f"allocation through a filter until {expires} at {now}: {allocation}"
+        for filter_role, declined, expires in framework.filters.get(allocation.agent_id, ()):
+            assert not (filter_role == role and now < expires and declined.contains(resources)), (
+                f"allocation through a filter of {declined} in {filter_role!r} until {expires} at {now}: {allocation}")
         if framework.demand is not None:
             assert demand_fits(framework.demand, role, resources), (
                 f"allocation fits no declared shape {framework.demand}: {allocation}")
@@ -520,11 +531,17 @@ TestAllocatorStateful = AllocatorMachine.TestCase
 # --- found by the machine's semantics, pinned as examples ---------------------------------------
 
 def test_a_shorter_decline_does_not_shorten_a_longer_filter() -> None:
-    allocator = Allocator()
-    allocator.add_agent("a1", Resources.parse("cpus:2;mem:512;cpus(ads):2;mem(ads):512"))
-    allocator.add_framework("multi", ["*", "ads"])
-    [first] = allocator.allocate(0.0)
-    [second] = allocator.allocate(1.0)  # the same agent, the framework's other role
-    allocator.recover("a1", "multi", first.role, first.resources, refuse_seconds=3600, now=2.0)
-    allocator.recover("a1", "multi", second.role, second.resources, refuse_seconds=1, now=2.0)
-    assert allocator.allocate(12.0) == []  # declined for an hour at t=2
+    """The same resources declined for an hour, then (held again: a task found on the agent's
+    re-registration) for a second: still refused at t=12, whichever decline came first."""
+    whole = Resources.parse("cpus:2;mem:512")
+    for durations in ((3600, 1), (1, 3600)):
+        allocator = Allocator()
+        allocator.add_agent("a1", whole)
+        allocator.add_framework("f", ["*"])
+        [offer] = allocator.allocate(0.0)
+        allocator.recover("a1", "f", "*", offer.resources, refuse_seconds=durations[0], now=2.0)
+        allocator.allocate_used("a1", "f", "*", whole)
+        allocator.recover("a1", "f", "*", whole, refuse_seconds=durations[1], now=2.0)
+        assert allocator.allocate(12.0) == [], durations
+        assert len(allocator.frameworks["f"].filters["a1"]) == 1  # the shorter one is redundant
+        assert allocator.allocate(3602.0) == [Allocation("f", "a1", "*", whole)]
