@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tepui.master.core import MasterConfig
 
 Effect = Any
+RESUBSCRIBE_HEARTBEATS = 5  # the SDK driver's MISSED_HEARTBEATS
 REREGISTER_WINDOW = ("reregister_window",)
 
 
@@ -58,7 +59,7 @@ class DurableState:
             self.frameworks[framework_id] = record
             self.allocator.add_framework(framework_id, info.roles)
             self.allocator.deactivate_framework(framework_id)
-            out.append(ScheduleTimer(now + info.failover_timeout, ("failover", framework_id)))
+            out.append(ScheduleTimer(now + max(info.failover_timeout, self._resubscribe_grace), ("failover", framework_id)))
         self.recovered_agents = dict(recovered.agents)
         self._recover_partitions(recovered, now, out)
         if self.recovered_agents:
@@ -68,6 +69,15 @@ class DurableState:
             "gone_agents": len(recovered.gone), "frameworks": len(recovered.frameworks),
             "weights": len(recovered.weights), "quotas": len(recovered.quotas)}))
         return out
+
+    @property
+    def _resubscribe_grace(self) -> float:
+        """How long a framework recovered from the registry has at least to re-subscribe: a
+        master restart is not the framework's disconnect, and an SDK driver may need five
+        missed heartbeats to notice a silent master (it re-subscribes at once when its
+        connection comes back). Without it a framework with ``failover_timeout`` 0 (Mesos's
+        default, ``tepui run``'s) was removed — its tasks killed — the moment a master restarted."""
+        return RESUBSCRIBE_HEARTBEATS * self.config.heartbeat_interval
 
     # --- operator calls -------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from tepui.master.core import REREGISTER_WINDOW, MasterConfig, MasterCore
-from tepui.master.events import Received, Send, UpdateQuota, UpdateWeights
+from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
 from tepui.master.records import UnreachableAgent
 from tepui.master.registry import AGENTS, FRAMEWORKS, QUOTAS, WEIGHTS, Persist, Recovered, decode, unreachable_entry
 from tepui.offers.roles import Quota
@@ -62,13 +62,13 @@ def test_a_restarted_master_recovers_and_readmits_agents_with_the_kept_resources
     reserved_total = Resources.parse("cpus:3;mem:4096") + Resources.from_wire(
         Resources.parse("cpus(db):1").to_wire())
     kept = AgentInfo(hostname="h", resources=reserved_total.to_wire(), id="old-S1")
-    framework = FrameworkInfo(user="u", name="f", id="old-F1", failover_timeout=30.0, principal="p")
+    framework = FrameworkInfo(user="u", name="f", id="old-F1", failover_timeout=90.0, principal="p")
     recovered = Recovered(agents={"old-S1": kept, "old-S2": AgentInfo(hostname="g", resources=[], id="old-S2")},
                           frameworks={"old-F1": framework}, weights={"db": 2.0},
                           quotas={"db": Quota(limit={"cpus": 2000})})
     core = MasterCore(MasterConfig(master_id="new", agent_reregister_timeout=100.0))
     effects = core.recover(recovered, 50.0)
-    assert ScheduleTimer(80.0, ("failover", "old-F1")) in effects
+    assert ScheduleTimer(140.0, ("failover", "old-F1")) in effects
     assert ScheduleTimer(150.0, REREGISTER_WINDOW) in effects
     assert core.allocator.weights() == {"db": 2.0} and "db" in core.allocator.quotas
     assert not core.frameworks["old-F1"].active
@@ -85,6 +85,20 @@ def test_a_restarted_master_recovers_and_readmits_agents_with_the_kept_resources
     effects = core.handle(TimerFired(REREGISTER_WINDOW), 150.0)
     unreachable = UnreachableAgent(recovered.agents["old-S2"], 150.0)
     assert persists(effects) == [Persist(AGENTS, "old-S2", None), unreachable_entry("old-S2", unreachable)]
+
+
+def test_a_recovered_framework_has_at_least_five_heartbeats_to_resubscribe() -> None:
+    """A master restart is not the framework's disconnect: with failover_timeout 0 (tepui run's,
+    Mesos's default) it was removed, its tasks killed, the moment the master came back."""
+    framework = FrameworkInfo(user="u", name="run", id="old-F1", failover_timeout=0.0)
+    core = MasterCore(MasterConfig(master_id="new", heartbeat_interval=15.0))
+    effects = core.recover(Recovered(frameworks={"old-F1": framework}), 50.0)
+    assert ScheduleTimer(125.0, ("failover", "old-F1")) in effects
+    core.handle(Received(b"fw", sm.Subscribe(framework)), 60.0)
+    assert core.frameworks["old-F1"].active
+    # A framework that disconnects from a running master still gets only its own timeout.
+    effects = core.handle(PeerUnreachable(b"fw"), 70.0)
+    assert ScheduleTimer(70.0, ("failover", "old-F1")) in effects
 
 
 def test_reservations_are_persisted_with_the_agent() -> None:
