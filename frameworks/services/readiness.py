@@ -45,6 +45,10 @@ class ReadinessProber:
 
     @defer.inlineCallbacks
     def _probe(self, probe: Probe) -> Any:
+        # The call that ran this probe is its loop's identity: a task stopped and started again
+        # while this GET is in flight has a new loop, and this one must end without reporting
+        # (checking only that the task is still probed would keep both loops running).
+        loop = self.probes.get(probe.task_id)
         ready = False
         try:
             answer = self._get(probe.url)
@@ -52,7 +56,7 @@ class ReadinessProber:
             ready = (yield answer) in probe.statuses
         except Exception as exc:  # refused, timed out, reset: not ready yet
             log.debug("event=readiness_probe_failed task=%s url=%s error=%s", probe.task_id, probe.url, exc)
-        if probe.task_id not in self.probes:
+        if loop is None or self.probes.get(probe.task_id) is not loop:
             return
         if ready:
             del self.probes[probe.task_id]

@@ -218,6 +218,31 @@ def test_a_probe_stopped_while_in_flight_reports_nothing_and_is_not_repeated() -
     with_prober(scenario)
 
 
+def test_a_probe_stopped_and_restarted_while_in_flight_leaves_one_loop() -> None:
+    """The first loop's answer comes after its task was stopped and probed again: that loop is
+    over (it neither reports nor reschedules), and only the new one probes the task."""
+
+    async def scenario(reactor: Any, prober: Watched, serve: Callable[[Backend], str]) -> None:
+        backend = Backend([200], hold="headers")
+        url = serve(backend)
+        arrived = backend.next_request()
+        prober.start(probe(url))
+        old = await arrived
+        prober.stop("web.1")
+        arrived = backend.next_request()
+        prober.start(probe(url))
+        new = await arrived
+        for finished, (request, code) in enumerate(((old, 503), (new, 200)), 1):
+            backend.held.remove(request)
+            request.setResponseCode(code)
+            request.finish()
+            await prober.finished(finished)
+        assert prober.reports == [("web.1", True)]  # not the stopped loop's 503
+        assert prober.probes == {} and len(prober.runs) == 2 and len(backend.paths) == 2
+
+    with_prober(scenario)
+
+
 def test_starting_a_probed_task_again_adds_no_second_probe() -> None:
     async def scenario(reactor: Any, prober: Watched, serve: Callable[[Backend], str]) -> None:
         url = serve(Backend([503, 200]))
