@@ -90,16 +90,19 @@ def _pids_in(procs_file: str) -> list[int]:
         return []
 
 
-def _rmdir(path: str) -> None:
+def _rmdir(path: str) -> bool:
+    """Whether the directory is gone (removed, or already was): a failure is only logged, so
+    a caller that counts removals must ask."""
     for _ in range(50):  # a just-killed process may linger for a moment
         try:
             os.rmdir(path)
-            return
+            return True
         except FileNotFoundError:
-            return
+            return True
         except OSError:
             time.sleep(0.01)
     log.warning("event=cgroup_not_removed path=%s", path)
+    return False
 
 
 @functools.lru_cache(maxsize=4096)  # asked for at every checkpoint of a task
@@ -393,8 +396,8 @@ class Cgroups:
                     else:
                         for pid in _pids_in(os.path.join(directory, "cgroup.procs")):
                             _kill(pid)
-                    _rmdir(directory)
-                    removed += 1
+                    if _rmdir(directory):
+                        removed += 1
                 except OSError:
                     log.warning("event=stray_cgroup_not_removed path=%s", directory)
         return removed

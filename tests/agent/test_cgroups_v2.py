@@ -288,6 +288,21 @@ def test_a_task_group_envelope_holds_its_members(tmp_path: Path) -> None:
     assert cgroups.adopt("F1", "a") is None  # not where a lone task's group would be
 
 
+def test_sweep_counts_only_the_groups_it_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stray group that cannot be removed (here a plain file in it; on cgroupfs a member that
+    will not die) is logged and left, not counted: the count says what is gone."""
+    cgroups = Cgroups(2, str(tmp_path))
+    kept = tmp_path / task_dir_name("F1", "kept")
+    kept.mkdir()
+    (tmp_path / task_dir_name("F1", "gone")).mkdir()
+    stuck = tmp_path / task_dir_name("F1", "stuck")
+    stuck.mkdir()
+    (stuck / "left-over").write_text("")
+    assert cgroups.sweep([CgroupV2(str(kept))]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([kept.name, stuck.name])
+    assert f"event=cgroup_not_removed path={stuck}" in caplog.text
+
+
 def test_oom_kills_come_from_memory_events(tmp_path: Path) -> None:
     group = CgroupV2(str(tmp_path))
     assert group.oom_kills() == 0  # no memory.events (yet): none
