@@ -75,6 +75,15 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def _read_if_there(path: str) -> str:
+    """The file's text, or "" when it does not exist (a controller not enabled for the group,
+    an older kernel, the group gone): usage then reads as none rather than failing."""
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        return ""
+
+
 def _keyed(text: str, key: str) -> int | None:
     for line in text.splitlines():
         parts = line.split()
@@ -149,11 +158,10 @@ class CgroupV2:
             return 0
 
     def usage(self) -> Usage:
-        cpu = _keyed(_read(os.path.join(self.path, "cpu.stat")), "usage_usec") or 0
-        memory = int(_read(os.path.join(self.path, "memory.current")).strip() or 0)
-        peak_file = os.path.join(self.path, "memory.peak")
-        peak = int(_read(peak_file).strip()) if os.path.exists(peak_file) else None
-        return Usage(cpu / 1e6, memory, peak)
+        cpu = _keyed(_read_if_there(os.path.join(self.path, "cpu.stat")), "usage_usec") or 0
+        memory = int(_read_if_there(os.path.join(self.path, "memory.current")).strip() or 0)
+        peak_text = _read_if_there(os.path.join(self.path, "memory.peak")).strip()  # none before Linux 5.19
+        return Usage(cpu / 1e6, memory, int(peak_text) if peak_text else None)
 
     def destroy(self) -> None:
         self.kill_all()

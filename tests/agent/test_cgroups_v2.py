@@ -321,6 +321,18 @@ def test_usage_reads_cpu_stat_memory_current_and_peak(tmp_path: Path) -> None:
     assert group.usage() == Usage(cpu_seconds=2.5, memory_bytes=MiB, memory_peak_bytes=4 * MiB)
 
 
+def test_usage_without_cpu_stat_or_memory_current_is_zero_not_an_error(tmp_path: Path) -> None:
+    """A controller not enabled for the group (or the group gone) leaves its files out: usage
+    degrades to 0 for what cannot be read, as oom_kills does, and still reports the rest."""
+    group = CgroupV2(str(tmp_path))
+    assert group.usage() == Usage(cpu_seconds=0, memory_bytes=0, memory_peak_bytes=None)
+    (tmp_path / "cpu.stat").write_text("usage_usec 1500000\n")
+    assert group.usage() == Usage(cpu_seconds=1.5, memory_bytes=0, memory_peak_bytes=None)
+    (tmp_path / "cpu.stat").unlink()
+    (tmp_path / "memory.current").write_text("2097152\n")
+    assert group.usage() == Usage(cpu_seconds=0, memory_bytes=2 * MiB, memory_peak_bytes=None)
+
+
 def test_pids_are_read_from_cgroup_procs(tmp_path: Path) -> None:
     group = CgroupV2(str(tmp_path))
     assert group.pids() == []  # gone already
