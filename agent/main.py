@@ -90,7 +90,8 @@ def run_agent(
             log.warning("event=work_dir_not_traversable dir=%s task_user=%s hint=\"tasks run as %s cannot reach "
                         "their sandbox through it (getcwd fails); chmod o+x it or choose another --work-dir\"",
                         blocked, task_user, task_user)
-    offered = agent_resources(work_dir, resources)
+    gpus = gpu_ids()
+    offered = agent_resources(work_dir, resources, gpus)
     store = CheckpointStore(work_dir)
     current_boot = boot_id()
     previous_agent_id = None
@@ -113,7 +114,6 @@ def run_agent(
                                           reconfiguration_policy, store.root)
         if problem:
             raise SystemExit(problem)
-    gpus = gpu_ids()
     if int(offered.scalar("gpus")) > len(gpus):  # declared by --resources without nvidia-smi to list them
         gpus = tuple(range(int(offered.scalar("gpus"))))
     # The HTTP port is bound before the config is built: the agent registers with the port it

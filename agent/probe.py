@@ -53,21 +53,22 @@ def gpu_ids() -> tuple[int, ...]:
     return tuple(int(line) for line in lines)
 
 
-def detect(work_dir: str) -> Resources:
+def detect(work_dir: str, gpus: tuple[int, ...]) -> Resources:
+    """``gpus`` is ``gpu_ids()``, asked for once by the caller, which needs the indices too:
+    nvidia-smi can take seconds and warn, so it runs once per agent start."""
     cpus = os.cpu_count() or 1
     mem = _mem_total_mib()
     mem -= min(1024, mem // 2)
     os.makedirs(work_dir, exist_ok=True)
     disk = shutil.disk_usage(work_dir).total // (1024 * 1024)
     disk -= min(5 * 1024, disk // 2)
-    gpus = len(gpu_ids())
-    extra = f";gpus:{gpus}" if gpus else ""
+    extra = f";gpus:{len(gpus)}" if gpus else ""
     return Resources.parse(f"cpus:{cpus};mem:{mem};disk:{disk};ports:{DEFAULT_PORTS}{extra}")
 
 
-def agent_resources(work_dir: str, flag: str | None) -> Resources:
+def agent_resources(work_dir: str, flag: str | None, gpus: tuple[int, ...]) -> Resources:
     """Detected resources, with every resource named in ``flag`` replacing the detected one."""
-    detected = detect(work_dir)
+    detected = detect(work_dir, gpus)
     if not flag:
         return detected
     given = Resources.parse(flag)

@@ -3,12 +3,17 @@ script that answers the query the agent makes (``--query-gpu=index --format=csv,
 index a line, as the real tool prints) and refuses any other, the way the real one fails.
 
 The contract (``gpu_ids``): the indices the tool lists; none when it is missing, fails, hangs
-or answers something that is not a list of indices — the agent must still start (without GPUs).
+or answers something that is not a list of indices — the agent must still start (without GPUs);
+a starting agent runs the tool once (``detect`` takes the indices its caller already has).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,10 +24,12 @@ QUERY = "--query-gpu=index --format=csv,noheader"
 
 
 def fake_nvidia_smi(directory: Path, stdout: bytes = b"", exit_code: int = 0, hang: bool = False) -> None:
+    """Also appends a line to ``directory/runs`` each time it runs, so a test can count them."""
     (directory / "out").write_bytes(stdout)
     script = directory / "nvidia-smi"
     script.write_text(
         "#!/bin/sh\n"
+        f'echo run >> "{directory / "runs"}"\n'
         f'[ "$*" = "{QUERY}" ] || {{ echo "Invalid combination of input arguments." >&2; exit 2; }}\n'
         + ("exec sleep 60\n" if hang else "")
         + f'cat "{directory / "out"}"\n'
@@ -92,6 +99,38 @@ def test_a_hanging_nvidia_smi_is_abandoned(bin_dir: Path, monkeypatch: pytest.Mo
 
 def test_detected_gpus_are_offered(bin_dir: Path, tmp_path: Path) -> None:
     fake_nvidia_smi(bin_dir, b"0\n1\n")
-    assert probe.detect(str(tmp_path / "work")).scalar("gpus") == 2
+    assert probe.detect(str(tmp_path / "work"), probe.gpu_ids()).scalar("gpus") == 2
     fake_nvidia_smi(bin_dir, b"", exit_code=9)
-    assert probe.detect(str(tmp_path / "work")).scalar("gpus") == 0
+    assert probe.detect(str(tmp_path / "work"), probe.gpu_ids()).scalar("gpus") == 0
+
+
+def runs(directory: Path) -> int:
+    path = directory / "runs"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_an_agent_runs_nvidia_smi_once_at_start(bin_dir: Path, tmp_path: Path) -> None:
+    """A real ``tepui agent`` (no master answers: it only has to start) asks nvidia-smi once, so
+    a slow or failing tool costs its time and its warning once. ``event=agent_starting`` is
+    logged after resources and GPUs are settled."""
+    fake_nvidia_smi(bin_dir, b"0\n1\n")
+    log_path = tmp_path / "agent.log"
+    with open(log_path, "ab") as log_file:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "tepui.cli", "agent", "--master", "127.0.0.1:9", "--work-dir", str(tmp_path / "work"),
+             "--http-port", "0", "--isolation", "none", "--containerizers", "mesos", "--insecure"],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60  # bounds a broken start only: not a timing assertion
+        while "event=agent_starting" not in log_path.read_text(errors="replace"):
+            assert agent.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
+            time.sleep(0.05)
+        assert "gpus:2" in log_path.read_text() and runs(bin_dir) == 1
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
