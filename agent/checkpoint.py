@@ -196,8 +196,9 @@ class CheckpointStore:
             if strict:
                 raise CheckpointError(
                     f"the agent's checkpoint is damaged: {path}: {why}. Strict recovery (the default) refuses to "
-                    f"guess. Either restart with --no-strict to discard the damaged part and recover the rest, or "
-                    f"move {self.root} away to start as a new agent (its tasks are then lost to it).")
+                    f"guess. Either restart with --no-strict (under `tepui up`: `tepui up --agent-arg=--no-strict`) "
+                    f"to discard the damaged part and recover the rest, or move {self.root} away to start as a new "
+                    f"agent (its tasks are then lost to it).")
             log.warning("event=checkpoint_part_discarded path=%s reason=%r", path, why)
             discarded.append(f"{path}: {why}")
 

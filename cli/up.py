@@ -133,7 +133,10 @@ class Cluster:
     def services_port(self) -> int:
         return self.http_port + 10
 
-    def start(self, agent_resources: str | None) -> None:
+    def start(self, agent_resources: str | None, agent_args: tuple[str, ...] = ()) -> None:
+        """``agent_args`` go last on every agent's command line: a way to pass any agent flag
+        (``--no-strict`` to recover from a damaged checkpoint), and for a flag given once the
+        last one counts, so they override what is set here too."""
         self._spawn("master", ["master", "--ip", "127.0.0.1", "--port", str(self.port),
                                "--http-port", str(self.http_port),
                                "--work-dir", os.path.join(self.state_dir, "master"),
@@ -150,7 +153,7 @@ class Cluster:
                 resources = ";".join(filter(None, [resources, agent_ports(i, self.agent_count)]))
             args += ["--resources", resources]
             args += self.security.agent_args(i) if self.security else ["--insecure"]
-            self._spawn(f"agent-{i}", args, "its work dir")
+            self._spawn(f"agent-{i}", [*args, *agent_args], "its work dir")
 
     def start_services(self) -> None:
         """The services framework (`tepui apps ...`), with its store in the state dir so that a
@@ -306,9 +309,12 @@ def default_state_dir(port: int) -> str:
 @click.option("--port", default=5050, show_default=True, help="Master ZeroMQ port.")
 @click.option("--http-port", default=5080, show_default=True, help="Master HTTP port.")
 @click.option("--agent-resources", default=None, help="Resources each agent offers (default: detected).")
+@click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
+              help="Extra argument for every `tepui agent` (repeatable; after the others, so it overrides them), "
+                   "e.g. --agent-arg=--no-strict to recover from a damaged checkpoint.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the cluster to come up.")
 def up_command(agents: int, state_dir: str | None, port: int, http_port: int, agent_resources: str | None,
-               timeout: float) -> None:
+               agent_args: tuple[str, ...], timeout: float) -> None:
     """Start a local cluster (a master and agents) and keep it running until Ctrl-C.
 
     Each agent offers the whole machine unless --agent-resources says otherwise, so a local
@@ -342,7 +348,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    cluster.start(agent_resources)
+    cluster.start(agent_resources, agent_args)
     cluster.start_services()
     ending: Ending | None = None
     try:

@@ -215,6 +215,7 @@ def test_14_a_truncated_record_is_refused_in_strict_mode_and_discarded_otherwise
     with pytest.raises(CheckpointError) as refused:
         store.load(strict=True)
     assert str(path) in str(refused.value) and "--no-strict" in str(refused.value)
+    assert "tepui up --agent-arg=--no-strict" in str(refused.value)  # what its agents are started with
     lenient = store.load(strict=False)
     assert [t.info.task_id for t in lenient.tasks] == ["a"]
     assert len(lenient.discarded) == 1 and str(path) in lenient.discarded[0]

@@ -1,0 +1,63 @@
+"""`tepui up`'s command lines (cli/up.py): what each child is started with. The children are
+not started here (``Cluster._spawn`` records instead); supervision is test_up_supervision.py's."""
+
+from __future__ import annotations
+
+import io
+import signal
+import socket
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from tepui.cli import up, up_security
+from tepui.cli.main import cli
+
+
+def recording_cluster(state_dir: Path, agents: int, monkeypatch: pytest.MonkeyPatch) -> tuple[up.Cluster, dict[str, list[str]]]:
+    cluster = up.Cluster(str(state_dir), agents, 5050, 5080, Console(file=io.StringIO()))
+    spawned: dict[str, list[str]] = {}
+    monkeypatch.setattr(cluster, "_spawn", lambda name, args, resumes_from: spawned.__setitem__(name, args))
+    return cluster, spawned
+
+
+def test_agent_args_go_to_every_agent_and_only_to_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Last on the command line, so an --agent-arg also overrides what `tepui up` sets (for a
+    flag given once, the last one counts)."""
+    cluster, spawned = recording_cluster(tmp_path, 2, monkeypatch)
+    cluster.start(None, ("--no-strict", "--log-level=debug"))
+    assert sorted(spawned) == ["agent-1", "agent-2", "master"]
+    for name in ("agent-1", "agent-2"):
+        assert spawned[name][-3:] == ["--insecure", "--no-strict", "--log-level=debug"], spawned[name]
+    assert "--no-strict" not in spawned["master"]
+    cluster, spawned = recording_cluster(tmp_path, 1, monkeypatch)
+    cluster.start(None)
+    assert spawned["agent-1"][-1] == "--insecure"  # none given: nothing added
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_up_passes_each_agent_arg_to_the_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The option is repeatable and takes values that look like flags (``--agent-arg=--no-strict``
+    and ``--agent-arg --no-strict`` alike)."""
+    started: list[tuple[str, ...]] = []
+
+    def start(self: up.Cluster, agent_resources: str | None, agent_args: tuple[str, ...] = ()) -> None:
+        started.append(agent_args)
+        raise click.ClickException("not starting anything here")
+
+    monkeypatch.setattr(up.Cluster, "start", start)
+    monkeypatch.setattr(up_security, "prepare", lambda *args: None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # not the test process's handlers
+    result = CliRunner().invoke(cli, ["up", "--state-dir", str(tmp_path), "--port", str(free_port()),
+                                      "--http-port", str(free_port()), "--agent-arg=--no-strict",
+                                      "--agent-arg", "--log-level=debug"])
+    assert "not starting anything here" in result.output, result.output
+    assert started == [("--no-strict", "--log-level=debug")]
