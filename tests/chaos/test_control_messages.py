@@ -129,28 +129,16 @@ def audit_answer_lost(sim: Sim) -> float:
     return 2 * PING + 1
 
 
-def status_update_lost(sim: Sim) -> float:
-    drop_first(sim, am.StatusUpdate)
-    launched(sim, "t1")
-    return 10.0 + 1  # the agent's first retry
+def lost_while_launching(kind: type, bound: float) -> Callable[[Sim], float]:
+    """A scenario: the first ``kind`` is lost while a task starts; recovered within ``bound``."""
+    def scenario(sim: Sim) -> float:
+        drop_first(sim, kind)
+        launched(sim, "t1")
+        return bound
+    return scenario
 
 
-def update_to_framework_lost(sim: Sim) -> float:
-    drop_first(sim, sm.Update)
-    launched(sim, "t1")
-    return 10.0 + 1
-
-
-def acknowledge_lost(sim: Sim) -> float:
-    drop_first(sim, sm.Acknowledge)
-    launched(sim, "t1")
-    return 10.0 + 1
-
-
-def status_update_ack_lost(sim: Sim) -> float:
-    drop_first(sim, am.StatusUpdateAck)
-    launched(sim, "t1")
-    return 10.0 + 1
+RETRY = 10.0 + 1  # the agent's first status update retry (the harness's update_retry_initial)
 
 
 def reregistration_lost(sim: Sim) -> float:
@@ -185,10 +173,10 @@ SCENARIOS: dict[str, Callable[[Sim], float]] = {
     "SHUTDOWN_FRAMEWORK": shutdown_framework_lost,
     "AUDIT_TASKS": audit_lost,
     "TASK_AUDIT": audit_answer_lost,
-    "STATUS_UPDATE": status_update_lost,
-    "UPDATE": update_to_framework_lost,
-    "ACKNOWLEDGE": acknowledge_lost,
-    "STATUS_UPDATE_ACK": status_update_ack_lost,
+    "STATUS_UPDATE": lost_while_launching(am.StatusUpdate, RETRY),
+    "UPDATE": lost_while_launching(sm.Update, RETRY),
+    "ACKNOWLEDGE": lost_while_launching(sm.Acknowledge, RETRY),
+    "STATUS_UPDATE_ACK": lost_while_launching(am.StatusUpdateAck, RETRY),
     "REREGISTER_AGENT": reregistration_lost,
     "AGENT_REREGISTERED": reregistration_answer_lost,
     "PING": ping_lost,
