@@ -13,6 +13,9 @@ from typing import Any
 
 PING_INTERVAL, MAX_PING_TIMEOUTS = 0.5, 6  # the bench's master: silent for 3 s → unreachable
 FAULT_KINDS = ("agent_kill", "agent_stop", "agent_partition", "master_kill", "framework_partition")
+# States that, after TASK_FINISHED, contradict it (UNKNOWN does not: a master that failed over
+# has no record of tasks that ended before, and says so).
+DENIALS = ("TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_UNREACHABLE", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR")
 TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE",
             "TASK_GONE_BY_OPERATOR"}
 
@@ -30,6 +33,7 @@ class Tally:
     actions: int = 0  # chaos actions taken (kills, stops, partitions)
     dropped: int = 0  # messages the proxies dropped at random (partitions not included)
     duplicated: int = 0
+    wrong_reports: int = 0  # lost-type reports for tasks that ran, and denials after TASK_FINISHED
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -94,6 +98,7 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> Tally:
                 misreported.append(f"{task_id}: {s['state']} ({s['reason']}, {s['source']}) then "
                                    + "/".join(dict.fromkeys(x["state"] for x in seen[k + 1:])))
                 break
+    after_finish = finished_then_denied(statuses)
 
     # --- detection times
     hostname_to_id = {r["hostname"]: r["agent_id"] for r in launches.values()}
@@ -161,6 +166,7 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> Tally:
         ("relaunched (new id)", f"{len(relaunches)}" + (
             " (" + ", ".join(f"{k} {n}" for k, n in relaunch_why.most_common()) + ")" if relaunches else "")),
         ("reports proven wrong", f"{len(misreported)} (LOST/DROPPED/GONE/UNKNOWN, then RUNNING/FINISHED)"),
+        ("finished, then denied", f"{len(after_finish)} task ids (a LOST/DROPPED/GONE/UNREACHABLE/failure report after FINISHED)"),
         ("framework final view", "settled" if final and final.get("items_finished") == run.args.tasks else
          ("missing (framework did not finish)" if final is None else
           f"{final.get('items_finished')} items finished")),
@@ -191,6 +197,8 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> Tally:
                                 for s in statuses.get(t, [])) for t in items[item]))
     for line in misreported[:10]:
         problems.append(f"wrong report: {line}")
+    for line in after_finish[:10]:
+        problems.append(f"finished, then denied: {line}")
     if finished_no_start:
         problems.append(f"note: {len(finished_no_start)} finished task ids left no start mark (e.g. "
                         f"{', '.join(finished_no_start[:5])}): check the starts file's permissions")
@@ -198,5 +206,25 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> Tally:
         print("\ndetails:")
         for line in problems:
             print(f"  {line}")
-    return Tally(run.args.tasks, len(launches), started, len(twice), len(finished_twice), lost, len(run.faults),
-                 dropped, duplicated, problems)
+    return Tally(tasks=run.args.tasks, launched=len(launches), started=started, launched_twice=len(twice),
+                 finished_twice=len(finished_twice), lost=lost, actions=len(run.faults), dropped=dropped,
+                 duplicated=duplicated, wrong_reports=len(misreported) + len(after_finish), problems=problems)
+
+
+def finished_then_denied(statuses: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Task ids that, after TASK_FINISHED, were reported in a state that denies it (one line
+    each: the first such report). Harmless to this framework, which stops acting on an item
+    once it finished, but a framework that had not yet seen the FINISHED (still in the agent's
+    retry queue) would relaunch on the DROPPED or wait on the UNREACHABLE: the work would run
+    twice or never be confirmed. Stale RUNNING/STARTING (an agent's queued updates arriving
+    after a reconciliation answer) are not denials."""
+    lines: list[str] = []
+    for task_id, seen in statuses.items():
+        first = next((k for k, s in enumerate(seen) if s["state"] == "TASK_FINISHED"), None)
+        if first is None:
+            continue
+        denial = next((s for s in seen[first + 1:] if s["state"] in DENIALS), None)
+        if denial is not None:
+            lines.append(f"{task_id}: FINISHED, then {denial['state']} ({denial.get('reason')}, {denial.get('source')})"
+                         + (f": {denial['message']}" if denial.get("message") else ""))
+    return lines

@@ -30,8 +30,8 @@ from pathlib import Path
 from chaos_report import Tally
 from cpu_hog import CpuHog
 
-COLUMNS = ("seed", "tasks", "launched", "started", "launched 2x", "run 2x", "lost", "actions", "msgs dropped",
-           "msgs duplicated", "seconds", "load", "result")
+COLUMNS = ("seed", "tasks", "launched", "started", "launched 2x", "run 2x", "lost", "wrong reports", "actions",
+           "msgs dropped", "msgs duplicated", "seconds", "load", "result")
 DETAIL_LINES = 5
 
 
@@ -51,7 +51,7 @@ class SeedResult:
 
 def _cells(label: str, tally: Tally, seconds: float, load: float, result: str) -> list[str]:
     return [label, str(tally.tasks), str(tally.launched), str(tally.started), str(tally.launched_twice),
-            str(tally.finished_twice), str(tally.lost), str(tally.actions), str(tally.dropped),
+            str(tally.finished_twice), str(tally.lost), str(tally.wrong_reports), str(tally.actions), str(tally.dropped),
             str(tally.duplicated), f"{seconds:.1f}", f"{load:.2f}", result]
 
 
@@ -67,7 +67,7 @@ def header() -> str:
 
 def row(result: SeedResult) -> str:
     if result.tally is None:
-        return _line([str(result.seed)] + ["-"] * 9 + [f"{result.seconds:.1f}", f"{result.load:.2f}",
+        return _line([str(result.seed)] + ["-"] * 10 + [f"{result.seconds:.1f}", f"{result.load:.2f}",
                                                        f"ERROR {result.error}"])
     value = result.tally.lost_or_duplicated
     return _line(_cells(str(result.seed), result.tally, result.seconds, result.load,
@@ -77,9 +77,9 @@ def row(result: SeedResult) -> str:
 def total(results: Sequence[SeedResult]) -> str:
     """Sums over the seeds that ran to their summary; seconds summed; load: the highest seen."""
     ran = [r.tally for r in results if r.tally is not None]
-    summed = Tally(*(sum(getattr(t, name) for t in ran) for name in (
-        "tasks", "launched", "started", "launched_twice", "finished_twice", "lost", "actions", "dropped",
-        "duplicated")))
+    summed = Tally(**{name: sum(getattr(t, name) for t in ran) for name in (
+        "tasks", "launched", "started", "launched_twice", "finished_twice", "lost", "wrong_reports", "actions",
+        "dropped", "duplicated")})
     failed = sum(r.failed for r in results)
     verdict = f"{failed} of {len(results)} seeds failed" if failed else f"all {len(results)} seeds ok"
     return _line(_cells("total", summed, sum(r.seconds for r in results),

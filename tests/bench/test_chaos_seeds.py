@@ -34,8 +34,8 @@ def bench() -> Iterator[Any]:
 
 def _result(bench: Any, seed: int, lost: int = 0, twice: int = 0, error: str = "") -> Any:
     tally = None if error else bench.report.Tally(tasks=60, launched=64, started=61, launched_twice=twice,
-                                                   finished_twice=0, lost=lost, actions=3, dropped=40,
-                                                   duplicated=41)
+                                                   finished_twice=0, lost=lost, wrong_reports=seed, actions=3,
+                                                   dropped=40, duplicated=41)
     return bench.seeds.SeedResult(seed, tally, seconds=31.25, load=2.5 + seed, error=error)
 
 
@@ -51,7 +51,7 @@ def test_rows_are_aligned_under_the_header_and_the_total_sums_them(bench: Any) -
     assert lines[1].endswith("FAIL lost_or_duplicated=3")
     assert lines[2].split()[1] == "-" and lines[2].endswith("ERROR RuntimeError: x")
     total = lines[3].split()
-    assert total[:7] == ["total", "120", "128", "122", "2", "0", "1"] and total[10:12] == ["93.8", "5.50"]
+    assert total[:8] == ["total", "120", "128", "122", "2", "0", "1", "3"] and total[11:13] == ["93.8", "5.50"]
     assert lines[3].endswith("2 of 3 seeds failed")
     assert bench.seeds.lost_or_duplicated(results) == 3
     assert bench.seeds.total(results[:1]).endswith("all 1 seeds ok")
@@ -107,6 +107,6 @@ def test_two_smoke_seeds_print_two_rows_a_total_and_the_sum() -> None:
     assert [r[0] for r in rows] == ["5", "6"], result.stdout
     assert lines[0].startswith("CPU hog: 1 busy-looping processes (pids ")
     assert lines[-3].split()[0] == "total" and lines[-2].startswith("CPU hog: 1 processes ran ")
-    total = sum(int(r[4]) + int(r[5]) + int(r[6]) for r in rows)
+    total = sum(int(r[4]) + int(r[5]) + int(r[6]) for r in rows)  # launched 2x, run 2x, lost
     assert lines[-1] == f"lost_or_duplicated={total}", result.stdout
     assert (result.returncode == 0) == (total == 0) == all(r[-1] == "ok" for r in rows), result.stdout
