@@ -151,7 +151,16 @@ class DurableState:
         framework = self.frameworks.get(report.framework_id)
         if framework is None:
             framework = self._placeholder_framework(report.framework_id, frameworks, now)
-        if report.task.task_id in framework.tasks or any(t.task_id == report.task.task_id for t in framework.completed):
+        held = framework.tasks.get(report.task.task_id)
+        if held is not None:
+            if held.agent_id == agent.agent_id:
+                # Held (UNREACHABLE) while this agent was away, so on no agent record and holding
+                # no resources: it ended there. Left held, reconciliation answered UNREACHABLE
+                # for a FINISHED task, and the agent's next return put it back on the agent with
+                # its resources (overcommitting the agent) and had the agent answer DROPPED.
+                self._finish_task(held, report.state, now)
+            return
+        if any(t.task_id == report.task.task_id for t in framework.completed):
             return
         role = framework.info.roles[0] if framework.info.roles else "*"
         ended = TaskRecord(report.framework_id, agent.agent_id, report.task, EMPTY, role, report.state)
