@@ -17,8 +17,10 @@ The framework is PARTITION_AWARE with a failover timeout of an hour. It
   TASK_GONE, TASK_GONE_BY_OPERATOR, TASK_FAILED with a reason other than the command's own
   failure (``REASON_COMMAND_EXECUTOR_FAILED``), TASK_KILLED after the framework itself killed
   it (launch timeout, below), or TASK_UNKNOWN (a reconciliation answer: the master does not know
-  it) when no agent ever reported anything about the attempt (its launch was lost). An
-  UNREACHABLE attempt is waited for (it comes back RUNNING when its agent returns);
+  it) when no agent ever reported anything about the attempt (its launch was lost), judging an
+  attempt by its first terminal report (a reconciliation answer repeats the state with reason
+  RECONCILIATION). An UNREACHABLE attempt is waited for (it comes back RUNNING when its agent
+  returns);
 * reconciles explicitly (task id + agent id) every unfinished attempt after each
   re-subscription, every 5 s each attempt no agent has reported on yet (from 5 s after its
   launch), and every 20 s each unfinished attempt that has been silent that long; an attempt the master still reports STAGING 10 s after its launch, with nothing
@@ -188,6 +190,10 @@ class ChaosScheduler(Scheduler):
             self.emit("status_for_unknown_task", task_id=status.task_id)
             self.emit.sync()
             return
+        # Whether to relaunch is decided on an attempt's first terminal report (the agent's, with
+        # its reason); later copies (retries, reconciliation answers, whose reason is always
+        # RECONCILIATION) must not turn a FAILED the command caused into one to relaunch.
+        decided = attempt.state is not None and attempt.state.is_terminal
         attempt.state = status.state
         attempt.last_heard = now
         if status.source != TaskSource.MASTER:
@@ -197,7 +203,7 @@ class ChaosScheduler(Scheduler):
             if item.finished:
                 self.emit("item_finished_again", item=item.index, task_id=status.task_id)
             item.finished = True
-        elif not attempt.replaced and not item.finished and item.attempts[-1] == attempt.task_id \
+        elif not decided and not attempt.replaced and not item.finished and item.attempts[-1] == attempt.task_id \
                 and self._should_relaunch(attempt, status):
             attempt.replaced = True
             self.emit("relaunch", item=item.index, task_id=status.task_id, state=status.state.value,
