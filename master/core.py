@@ -511,6 +511,14 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             return
         task = framework.tasks.get(msg.task_id)
         agent = self.agents.get(task.agent_id) if task is not None else None
+        if task is None:
+            ended = next((t for t in reversed(framework.completed) if t.task_id == msg.task_id), None)
+            if ended is not None:
+                # Answered as reconciliation answers it: its end. "Unknown" made a framework
+                # relaunch work that had finished (a near miss in a chaos run).
+                out.append(self._update_to(framework, msg.task_id, ended.agent_id, ended.state,
+                                           TaskReason.RECONCILIATION, f"task {msg.task_id!r} has already ended", now))
+                return
         if task is None or agent is None:
             state = TaskState.UNKNOWN if framework.partition_aware else TaskState.LOST
             out.append(self._update_to(framework, msg.task_id, msg.agent_id, state, TaskReason.TASK_UNKNOWN,

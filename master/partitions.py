@@ -334,9 +334,7 @@ class Partitions:
                 for task in framework.tasks.values():
                     key = (task.framework_id, task.task_id)
                     if task.agent_id == agent.agent_id and key not in reported and key not in agent.tasks:
-                        agent.tasks[key] = task
-                        if task.resources:
-                            self.allocator.allocate_used(agent.agent_id, task.framework_id, task.role, task.resources)
+                        self._hold_on_agent(agent, key, task, out)
         unreported: dict[str, list[str]] = {}
         for framework_id, task_id in agent.tasks:
             if (framework_id, task_id) not in reported:
@@ -430,7 +428,6 @@ class Partitions:
             role = framework.info.roles[0] if framework.info.roles else "*"
             task = TaskRecord(report.framework_id, agent_id, report.task, resources or EMPTY, role, report.state)
             task.launched_at = now
-            agent.tasks[key] = task
             previous = framework.tasks.get(task.task_id)
             framework.tasks[task.task_id] = task
             if previous is not None and previous.state == TaskState.UNREACHABLE and framework.peer is not None:
@@ -444,9 +441,25 @@ class Partitions:
                 # update follows the LOST one).
                 out.append(Send(peer, am.KillTask(report.framework_id, task.task_id)))
                 out.append(Log("info", "task_killed_after_partition", {"task_id": task.task_id, "agent_id": agent_id}))
-            if resources:
-                self.allocator.allocate_used(agent_id, report.framework_id, role, resources)
+            self._hold_on_agent(agent, key, task, out)
         return reported
+
+    def _hold_on_agent(self, agent: AgentRecord, key: tuple[str, str], task: TaskRecord, out: list[Effect]) -> None:
+        """The task is on the agent again, holding its resources there — unless they no longer
+        fit (the agent came back smaller, or holds tasks the master thought ended): then it is
+        held without resources, counted, and its end returns nothing. A chaos run overcommitted
+        an agent this way and the handler raised half-way, leaving tasks UNREACHABLE for good."""
+        agent.tasks[key] = task
+        if not task.resources:
+            return
+        if self.allocator.available(agent.agent_id).contains(task.resources):
+            self.allocator.allocate_used(agent.agent_id, task.framework_id, task.role, task.resources)
+            return
+        self.counters["tasks_held_without_resources"] += 1
+        out.append(Log("warning", "task_held_without_resources", {
+            "agent_id": agent.agent_id, "framework_id": key[0], "task_id": key[1], "resources": str(task.resources),
+            "available": str(self.allocator.available(agent.agent_id))}))
+        task.resources = EMPTY
 
     # --- the end of the re-registration window --------------------------------------------
 

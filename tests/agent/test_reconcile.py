@@ -189,3 +189,21 @@ def test_a_pong_counts_an_ended_task_whose_final_update_waits_behind_an_unacknow
         agent.handle(Received(am.StatusUpdateAck("F1", "t", head.uuid), epoch=1), 2.5)
     [pong] = [e.body for e in agent.handle(Received(am.Ping(2), epoch=1), 3.0) if isinstance(e, SendToMaster)]
     assert pong == am.Pong(2, 0, 0), "FINISHED has left: the master drops the task when it reads it"
+
+
+def test_a_task_whose_end_nobody_saw_fails_for_an_agent_side_reason_not_the_commands() -> None:
+    """Issue 14's chaos hunt: an agent SIGKILLed just after a launch, its supervisor gone without
+    an exit record; FAILED/COMMAND_EXECUTOR_FAILED made the framework take it as final (lost)."""
+    from tepui.agent.events import TaskExited
+    agent = core()
+    registered(agent)
+    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
+    agent.handle(TaskExited("F1", "t", None, None), 2.0)
+    final = agent.pending[("F1", "t")].queue[-1]
+    assert (final.state, final.reason) == (TaskState.FAILED, TaskReason.EXECUTOR_TERMINATED)
+    agent.handle(Received(am.RunTask(AWARE, task("u")), epoch=1), 3.0)
+    agent.handle(TaskSpawned("F1", "u", 8), 3.0)
+    agent.handle(TaskExited("F1", "u", 3, None), 4.0)
+    final = agent.pending[("F1", "u")].queue[-1]
+    assert (final.state, final.reason, final.exit_code) == (TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, 3)

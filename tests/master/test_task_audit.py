@@ -135,3 +135,47 @@ def test_a_kill_is_sent_again_every_ping_interval_until_the_task_ends() -> None:
     killed = TaskStatus(task_id="t1", state=TaskState.KILLED, agent_id="m-S0001", uuid=b"u")
     core.handle(Received(AGENT, am.StatusUpdate("m-F0001", killed)), 4.5)
     assert [b for b in sends(core.handle(TimerFired(PING), 8.0), AGENT) if isinstance(b, am.KillTask)] == []
+
+
+def test_a_kill_of_a_task_that_ended_is_answered_with_its_end_not_unknown() -> None:
+    """A chaos run: a framework killed a task whose STARTING it never heard (launch timeout)
+    after the master had it FINISHED; "unknown" would have had it relaunch finished work."""
+    core = make_core()
+    launched(core)
+    from tepui.sdk.protocol.values import TaskStatus
+    finished = TaskStatus(task_id="t1", state=TaskState.FINISHED, agent_id="m-S0001", uuid=b"u")
+    core.handle(Received(AGENT, am.StatusUpdate("m-F0001", finished)), 2.0)
+    [answer] = sends(core.handle(Received(FW, sm.Kill("m-F0001", "t1")), 3.0), FW)
+    assert (answer.status.state, answer.status.reason, answer.status.uuid) == (
+        TaskState.FINISHED, TaskReason.RECONCILIATION, None)
+    [unknown] = sends(core.handle(Received(FW, sm.Kill("m-F0001", "never")), 3.0), FW)
+    assert unknown.status.state == TaskState.LOST, "a task it never had is still unknown (LOST: not PARTITION_AWARE)"
+
+
+def test_a_returning_agent_too_small_for_its_tasks_holds_them_without_resources_instead_of_raising() -> None:
+    """A chaos run overcommitted an agent when tasks came back from unreachable: allocate_used
+    raised half-way through the re-registration and tasks stayed UNREACHABLE for good."""
+    from tepui.sdk.protocol.values import AgentInfo
+    from .test_core import AGENT_RES, register_agent, subscribe
+    core = make_core(offer_timeout=None)
+    register_agent(core)
+    subscribe(core, capabilities=["PARTITION_AWARE"])
+    offer = offer_cycle(core, 1.0)[0].offers[0]
+    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
+    core.handle(TimerFired(PING), 11.5)  # silent: unreachable, t1 UNREACHABLE
+    framework = core.frameworks["m-F0001"]
+    assert framework.tasks["t1"].state == TaskState.UNREACHABLE
+    info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
+    # It comes back running a task that takes the whole agent, and does not report t1.
+    big = task("big", resources=AGENT_RES)
+    effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v", [
+        am.TaskReport("m-F0001", big, TaskState.RUNNING)])), 20.0)
+    assert any(isinstance(b, am.AgentReregistered) for b in sends(effects, AGENT)), "the handler completed"
+    assert core.counters["tasks_held_without_resources"] == 1
+    [audit] = audits(effects)
+    assert sorted(audit.tasks["m-F0001"]) == ["big", "t1"], "every task it holds there, t1 included"
+    # Its DROPPED answer ends it and returns nothing it did not hold.
+    from tepui.sdk.protocol.values import TaskStatus
+    dropped = TaskStatus(task_id="t1", state=TaskState.DROPPED, agent_id="m-S0001", uuid=b"d")
+    core.handle(Received(AGENT, am.StatusUpdate("m-F0001", dropped)), 21.0)
+    assert core.counters["recover_mismatch"] == 0 and "t1" not in framework.tasks
