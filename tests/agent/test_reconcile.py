@@ -103,6 +103,14 @@ def audit_answer(effects: list[Any]) -> am.TaskAudit:
     return answer
 
 
+def ran(agent: AgentCore, task_id: str, exit_code: int | None = 0, pid: int = 7) -> None:
+    """``task_id`` is launched, spawned, and ends with ``exit_code`` (None: nobody saw how)."""
+    from tepui.agent.events import TaskExited
+    agent.handle(Received(am.RunTask(AWARE, task(task_id)), epoch=1), 1.0)
+    agent.handle(TaskSpawned("F1", task_id, pid), 1.0)
+    agent.handle(TaskExited("F1", task_id, exit_code, None), 1.5)
+
+
 def test_an_audit_is_answered_with_every_task_held_and_dropped_for_ids_never_seen() -> None:
     agent = core()
     registered(agent)
@@ -135,12 +143,9 @@ def test_an_audit_resends_the_unacknowledged_final_update_of_an_asked_task_with_
 
 
 def test_an_audit_reports_the_end_of_an_asked_task_whose_final_update_was_acknowledged() -> None:
-    from tepui.agent.events import TaskExited
     agent = core()
     registered(agent)
-    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
-    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
-    agent.handle(TaskExited("F1", "t", 0, None), 1.5)
+    ran(agent, "t")
     while ("F1", "t") in agent.pending:
         head = agent.pending[("F1", "t")].queue[0]
         agent.handle(Received(am.StatusUpdateAck("F1", "t", head.uuid), epoch=1), 1.6)
@@ -163,12 +168,9 @@ def test_pongs_carry_the_count_and_digest_of_the_tasks_held() -> None:
 
 
 def test_a_kill_sent_again_for_a_task_that_ended_changes_nothing() -> None:
-    from tepui.agent.events import TaskExited
     agent = core()
     registered(agent)
-    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
-    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
-    agent.handle(TaskExited("F1", "t", 0, None), 1.5)
+    ran(agent, "t")
     assert updates(agent.handle(Received(am.KillTask("F1", "t"), epoch=1), 2.0)) == [], \
         "no DROPPED after FINISHED: the master sends kills again until the task ends"
 
@@ -176,12 +178,9 @@ def test_a_kill_sent_again_for_a_task_that_ended_changes_nothing() -> None:
 def test_a_pong_counts_an_ended_task_whose_final_update_waits_behind_an_unacknowledged_one() -> None:
     """Its FINISHED has not left (RUNNING is not acknowledged yet), so the master still holds it:
     counting it keeps the two digests equal on a busy agent."""
-    from tepui.agent.events import TaskExited
     agent = core()
     registered(agent)
-    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
-    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
-    agent.handle(TaskExited("F1", "t", 0, None), 1.5)
+    ran(agent, "t")
     [pong] = [e.body for e in agent.handle(Received(am.Ping(1), epoch=1), 2.0) if isinstance(e, SendToMaster)]
     assert pong == am.Pong(1, 1, am.task_set_digest([("F1", "t")]))
     while agent.pending[("F1", "t")].queue[0].state != TaskState.FINISHED:
@@ -194,16 +193,11 @@ def test_a_pong_counts_an_ended_task_whose_final_update_waits_behind_an_unacknow
 def test_a_task_whose_end_nobody_saw_fails_for_an_agent_side_reason_not_the_commands() -> None:
     """Issue 14's chaos hunt: an agent SIGKILLed just after a launch, its supervisor gone without
     an exit record; FAILED/COMMAND_EXECUTOR_FAILED made the framework take it as final (lost)."""
-    from tepui.agent.events import TaskExited
     agent = core()
     registered(agent)
-    agent.handle(Received(am.RunTask(AWARE, task("t")), epoch=1), 1.0)
-    agent.handle(TaskSpawned("F1", "t", 7), 1.0)
-    agent.handle(TaskExited("F1", "t", None, None), 2.0)
+    ran(agent, "t", exit_code=None)
     final = agent.pending[("F1", "t")].queue[-1]
     assert (final.state, final.reason) == (TaskState.FAILED, TaskReason.EXECUTOR_TERMINATED)
-    agent.handle(Received(am.RunTask(AWARE, task("u")), epoch=1), 3.0)
-    agent.handle(TaskSpawned("F1", "u", 8), 3.0)
-    agent.handle(TaskExited("F1", "u", 3, None), 4.0)
+    ran(agent, "u", exit_code=3, pid=8)
     final = agent.pending[("F1", "u")].queue[-1]
     assert (final.state, final.reason, final.exit_code) == (TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, 3)
