@@ -519,6 +519,18 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
                 out.append(self._update_to(framework, msg.task_id, ended.agent_id, ended.state,
                                            TaskReason.RECONCILIATION, f"task {msg.task_id!r} has already ended", now))
                 return
+            if (msg.agent_id in self.recovered_agents) if msg.agent_id else bool(self.recovered_agents):
+                # After a failover its agent may still re-register with it (as reconciliation
+                # does, no answer: the driver sends the kill again). "Unknown" here had a chaos
+                # run's framework relaunch a task that then ran: its work ran twice.
+                self.counters["kills_deferred"] += 1
+                return
+        elif agent is None:
+            # Held, on an agent that is unreachable: its state, not "unknown" (which says it never
+            # ran); the driver repeats the kill, which reaches the agent when it is back.
+            out.append(self._update_to(framework, msg.task_id, task.agent_id, task.state, TaskReason.RECONCILIATION,
+                                       f"cannot kill task {msg.task_id!r} now: its agent is unreachable", now))
+            return
         if task is None or agent is None:
             state = TaskState.UNKNOWN if framework.partition_aware else TaskState.LOST
             out.append(self._update_to(framework, msg.task_id, msg.agent_id, state, TaskReason.TASK_UNKNOWN,

@@ -179,3 +179,34 @@ def test_a_returning_agent_too_small_for_its_tasks_holds_them_without_resources_
     dropped = TaskStatus(task_id="t1", state=TaskState.DROPPED, agent_id="m-S0001", uuid=b"d")
     core.handle(Received(AGENT, am.StatusUpdate("m-F0001", dropped)), 21.0)
     assert core.counters["recover_mismatch"] == 0 and "t1" not in framework.tasks
+
+
+def test_a_kill_during_the_failover_window_waits_for_the_agent_instead_of_answering_unknown() -> None:
+    """A full-size chaos seed: after a master restart the framework killed a task whose agent had
+    not re-registered yet; "unknown" made it relaunch, and the task then ran: work ran twice."""
+    from tepui.master.core import MasterConfig
+    from tepui.master.registry import Recovered
+    from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo
+    framework = FrameworkInfo(user="u", name="f", id="F1", failover_timeout=60.0, capabilities=["PARTITION_AWARE"])
+    core = MasterCore(MasterConfig(master_id="m2"))
+    core.recover(Recovered(agents={"S1": AgentInfo(hostname="a", resources=[], id="S1")},
+                           frameworks={"F1": framework}), 0.0)
+    core.start(0.0)
+    core.handle(Received(FW, sm.Subscribe(framework)), 1.0)
+    assert sends(core.handle(Received(FW, sm.Kill("F1", "t1", "S1")), 2.0), FW) == []
+    assert sends(core.handle(Received(FW, sm.Kill("F1", "t1")), 2.0), FW) == []
+    assert core.counters["kills_deferred"] == 2
+    [answer] = sends(core.handle(Received(FW, sm.Kill("F1", "t1", "S9")), 2.0), FW)
+    assert answer.status.state == TaskState.UNKNOWN, "an agent the registry never knew: unknown"
+
+
+def test_a_kill_of_a_task_on_an_unreachable_agent_answers_unreachable_not_unknown() -> None:
+    from .test_core import register_agent, subscribe
+    core = make_core(offer_timeout=None)
+    register_agent(core)
+    subscribe(core, capabilities=["PARTITION_AWARE"])
+    offer = offer_cycle(core, 1.0)[0].offers[0]
+    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
+    core.handle(TimerFired(PING), 11.5)
+    [answer] = sends(core.handle(Received(FW, sm.Kill("m-F0001", "t1")), 12.0), FW)
+    assert (answer.status.state, answer.status.reason) == (TaskState.UNREACHABLE, TaskReason.RECONCILIATION)
