@@ -399,15 +399,19 @@ class Partitions:
         peer, agent_id = agent.peer, agent.agent_id
         reported: set[tuple[str, str]] = set()
         removed = {f.framework_id for f in self.completed_frameworks} - set(self.frameworks)
+        shut_down: set[str] = set()
         for report in reports:
             key = (report.framework_id, report.task.task_id)
             reported.add(key)
             if report.framework_id in removed:
-                if report.framework_id not in {k[0] for k in reported if k != key}:
-                    self.counters["shutdown_framework_resent"] += 1
-                    out.append(Send(peer, am.ShutdownFramework(report.framework_id)))
-                    out.append(Log("warning", "tasks_of_removed_framework", {
-                        "agent_id": agent_id, "framework_id": report.framework_id, "action": "shutting it down"}))
+                removed.discard(report.framework_id)  # told once, however many tasks it reports
+                shut_down.add(report.framework_id)
+                self.counters["shutdown_framework_resent"] += 1
+                out.append(Send(peer, am.ShutdownFramework(report.framework_id)))
+                out.append(Log("warning", "tasks_of_removed_framework", {
+                    "agent_id": agent_id, "framework_id": report.framework_id, "action": "shutting it down"}))
+                continue
+            if report.framework_id in shut_down:
                 continue
             if report.state.is_terminal:
                 self._ended_on_agent(agent, report, frameworks, now)
