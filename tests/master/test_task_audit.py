@@ -30,6 +30,18 @@ def audits(effects: list) -> list[am.AuditTasks]:
     return [b for b in sends(effects, AGENT) if isinstance(b, am.AuditTasks)]
 
 
+def unreachable_with_t1() -> MasterCore:
+    """A PARTITION_AWARE framework's t1 on an agent that went silent: t1 is UNREACHABLE."""
+    from .test_core import register_agent, subscribe
+    core = make_core(offer_timeout=None)
+    register_agent(core)
+    subscribe(core, capabilities=["PARTITION_AWARE"])
+    offer = offer_cycle(core, 1.0)[0].offers[0]
+    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
+    core.handle(TimerFired(PING), 11.5)
+    return core
+
+
 def test_the_digest_is_the_sum_of_crc32s_and_ignores_order() -> None:
     assert am.task_set_digest([]) == 0
     assert am.task_set_digest([("f", "a"), ("f", "b")]) == am.task_set_digest([("f", "b"), ("f", "a")])
@@ -156,13 +168,8 @@ def test_a_returning_agent_too_small_for_its_tasks_holds_them_without_resources_
     """A chaos run overcommitted an agent when tasks came back from unreachable: allocate_used
     raised half-way through the re-registration and tasks stayed UNREACHABLE for good."""
     from tepui.sdk.protocol.values import AgentInfo
-    from .test_core import AGENT_RES, register_agent, subscribe
-    core = make_core(offer_timeout=None)
-    register_agent(core)
-    subscribe(core, capabilities=["PARTITION_AWARE"])
-    offer = offer_cycle(core, 1.0)[0].offers[0]
-    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
-    core.handle(TimerFired(PING), 11.5)  # silent: unreachable, t1 UNREACHABLE
+    from .test_core import AGENT_RES
+    core = unreachable_with_t1()
     framework = core.frameworks["m-F0001"]
     assert framework.tasks["t1"].state == TaskState.UNREACHABLE
     info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
@@ -201,12 +208,6 @@ def test_a_kill_during_the_failover_window_waits_for_the_agent_instead_of_answer
 
 
 def test_a_kill_of_a_task_on_an_unreachable_agent_answers_unreachable_not_unknown() -> None:
-    from .test_core import register_agent, subscribe
-    core = make_core(offer_timeout=None)
-    register_agent(core)
-    subscribe(core, capabilities=["PARTITION_AWARE"])
-    offer = offer_cycle(core, 1.0)[0].offers[0]
-    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
-    core.handle(TimerFired(PING), 11.5)
+    core = unreachable_with_t1()
     [answer] = sends(core.handle(Received(FW, sm.Kill("m-F0001", "t1")), 12.0), FW)
     assert (answer.status.state, answer.status.reason) == (TaskState.UNREACHABLE, TaskReason.RECONCILIATION)
