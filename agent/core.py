@@ -535,12 +535,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             state, reason, message = TaskState.KILLED, None, record.kill_reason or f"Command {how} after a kill request"
         elif event.signal is None and event.exit_code == 0:
             state, reason, message = TaskState.FINISHED, None, "Command exited with status 0"
-        elif event.signal is None and event.exit_code is None:
-            # Nobody saw how it ended (its supervisor died with the agent before recording an
-            # exit, or before it even started the command): not the command's failure, which a
-            # framework would take as final. A chaos run lost items to exactly that.
-            state, reason, message = TaskState.FAILED, TaskReason.EXECUTOR_TERMINATED, \
-                "the task's supervisor ended without recording how the command ended"
+        elif event.signal is None and event.exit_code is None:  # nobody saw how: not the command's failure
+            state, reason, message = TaskState.FAILED, TaskReason.EXECUTOR_TERMINATED, "its supervisor ended unseen"
         else:
             state, reason, message = TaskState.FAILED, TaskReason.COMMAND_EXECUTOR_FAILED, f"Command {how}"
         if event.message and state != TaskState.FINISHED:
