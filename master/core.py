@@ -30,11 +30,13 @@ from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
 from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
+from tepui.master.refusals import correlate
 from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
 from tepui.master.peer_checks import agent_refused
-from tepui.master.validation import demand_of, demand_problem, roles_problem, task_resources
+from tepui.master.framework_checks import claimed_id_problem, framework_info_problem
+from tepui.master.validation import demand_of, demand_problem, grace_problem, task_resources
 from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -87,6 +89,10 @@ class MasterConfig:
     # Seeds the allocator's shuffle of the agents of every cycle (Mesos shuffles them): the same
     # seed and the same events give the same offers (tests on a fake clock, simulations).
     allocation_seed: int = 0
+    # The registry is kept on disk (--work-dir): every framework a previous master admitted and
+    # did not remove is recovered, so a SUBSCRIBE with an unknown id is refused (see
+    # master/framework_checks.py, claimed_id_problem).
+    durable_registry: bool = False
 
 
 class MasterCore(OfferCycle, DurableState, Partitions, Admission):
@@ -132,21 +138,8 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
     def handle(self, event: Any, now: float) -> list[Effect]:
         out: list[Effect] = []
         if isinstance(event, Received):
-            handler: Callable[[bytes, Any, float, list[Effect]], None] | None = getattr(
-                self, "_on_" + type(event.body).__name__, None
-            )
-            self.counters["messages_" + type(event.body).__name__] += 1
-            checked = identity.checked(self, event, out)  # identity from the key (master/identity.py)
-            if checked is None:
-                return out
-            event = checked
-            if self._from_an_older_incarnation(event, out) or self._rate_limited(event, now, out):
-                return out
-            if handler is None:  # pragma: no cover - every inbound type has a handler
-                out.append(Log("warning", "unhandled_message", {"type": type(event.body).__name__}))
-            else:
-                handler(event.peer, event.body, now, out)
-                identity.bind(self, event)
+            self._on_received(event, now, out)
+            correlate(event, out)  # every ERROR names the call it answers (master/refusals.py)
         elif isinstance(event, TimerFired):
             self._on_timer(event.key, now, out)
         elif isinstance(event, PeerUnreachable):
@@ -163,6 +156,23 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             self._allocation_pending = False
             out.append(ScheduleTimer(now, ALLOCATE_NOW))
         return out
+
+    def _on_received(self, event: Received, now: float, out: list[Effect]) -> None:
+        handler: Callable[[bytes, Any, float, list[Effect]], None] | None = getattr(
+            self, "_on_" + type(event.body).__name__, None
+        )
+        self.counters["messages_" + type(event.body).__name__] += 1
+        checked = identity.checked(self, event, out)  # identity from the key (master/identity.py)
+        if checked is None:
+            return
+        event = checked
+        if self._from_an_older_incarnation(event, out) or self._rate_limited(event, now, out):
+            return
+        if handler is None:  # pragma: no cover - every inbound type has a handler
+            out.append(Log("warning", "unhandled_message", {"type": type(event.body).__name__}))
+        else:
+            handler(event.peer, event.body, now, out)
+            identity.bind(self, event)
 
     def _next_id(self, kind: str) -> str:
         self._seq[kind] += 1
@@ -310,7 +320,14 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
 
     def _on_Subscribe(self, peer: bytes, msg: sm.Subscribe, now: float, out: list[Effect]) -> None:
         info = msg.framework_info
-        problem = roles_problem(info.roles) or demand_problem(msg.demand)
+        refused = framework_info_problem(info, msg.suppressed_roles)  # before anything is stored
+        if refused is None and info.id is not None and info.id not in self.frameworks:
+            refused = claimed_id_problem(info.id, self.config.master_id, self.config.durable_registry,
+                                         any(f.framework_id == info.id for f in self.completed_frameworks))
+        if refused is not None:
+            out.append(Send(peer, sm.Error(f"SUBSCRIBE refused: {refused[1]}", field=refused[0])))
+            return
+        problem = demand_problem(msg.demand)
         if problem:
             out.append(Send(peer, sm.Error(f"SUBSCRIBE refused: {problem}")))
             return
@@ -321,14 +338,6 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if info.id is None and known and known[0] == "framework" and known[1] in self.frameworks:
             # A retried first SUBSCRIBE on the same connection: the same framework, not a new one.
             info = msgspec.structs.replace(info, id=known[1])
-        if info.id and info.id not in self.frameworks and any(
-                f.framework_id == info.id for f in self.completed_frameworks):
-            # Mesos: a framework removed (torn down, or its failover timeout expired) cannot come
-            # back under its old id; its tasks are gone.
-            out.append(Send(peer, sm.Error(
-                f"framework {info.id} was removed (torn down or its failover timeout expired); "
-                "subscribe without an id to start a new framework")))
-            return
         if info.id and info.id in self.frameworks:
             framework = self.frameworks[info.id]
             if framework.info.principal and info.principal != framework.info.principal:
@@ -420,15 +429,15 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         }))
 
     def _on_UpdateFramework(self, peer: bytes, msg: sm.UpdateFramework, now: float, out: list[Effect]) -> None:
+        refused = framework_info_problem(msg.framework_info, msg.suppressed_roles)
+        if refused is not None:
+            out.append(Send(peer, sm.Error(f"UPDATE_FRAMEWORK refused: {refused[1]}", field=refused[0])))
+            return
         framework = self._framework_for(peer, msg.framework_info.id or "", out)
         if framework is None:
             return
         if framework.info.principal and msg.framework_info.principal != framework.info.principal:
             out.append(Send(peer, sm.Error("UPDATE_FRAMEWORK may not change the principal")))
-            return
-        problem = roles_problem(msg.framework_info.roles)
-        if problem:
-            out.append(Send(peer, sm.Error(f"UPDATE_FRAMEWORK refused: {problem}")))
             return
         if not self._may_register(peer, msg.framework_info, "UPDATE_FRAMEWORK", out):
             return
@@ -506,6 +515,10 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             out.append(Send(agent.peer, am.StatusUpdateAck(framework.framework_id, msg.task_id, msg.uuid)))
 
     def _on_Kill(self, peer: bytes, msg: sm.Kill, now: float, out: list[Effect]) -> None:
+        problem = grace_problem("", msg.kill_policy)
+        if problem:
+            out.append(Send(peer, sm.Error(f"KILL refused: {problem}", field="$.body.kill_policy.grace_period_seconds")))
+            return
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is None:
             return

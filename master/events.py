@@ -32,7 +32,8 @@ class Credential:
 class Received:
     """A decoded message from a peer. ``identity`` is the name of the CURVE key that
     authenticated the connection (the message's ZeroMQ ``User-Id``) and ``credential`` what the
-    allow list says about it; both None in ``--insecure`` mode, where nothing is checked."""
+    allow list says about it; both None in ``--insecure`` mode, where nothing is checked.
+    ``call_id`` is the envelope's, echoed in every ERROR the message causes."""
 
     peer: bytes
     body: Any
@@ -40,6 +41,7 @@ class Received:
     incarnation: str | None = None
     identity: str | None = None
     credential: Credential | None = None
+    call_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -163,10 +163,10 @@ class MasterShell:
                 # one bad peer (or one bad envelope of a batch) never disturbs anyone else.
                 self.malformed += 1
                 log.warning("event=malformed_message peer=%s error=%r", peer.hex()[:12], str(env))
-                self._send(peer, sm.Error(str(env)))
+                self._send(peer, sm.Error(str(env), env.call_id, env.call_type, env.field))
                 continue
             self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation, identity,
-                                                    credential), self.reactor.seconds()))
+                                                    credential, env.call_id), self.reactor.seconds()))
 
     def _on_unreachable(self, peer: bytes) -> None:
         # Never re-enter the core from inside the perform loop that caused the failed send.

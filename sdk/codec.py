@@ -17,12 +17,13 @@ anything else for bad bytes.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from tepui.sdk.batch import BatchError, split
-from tepui.sdk.protocol.envelope import PROTOCOL_VERSION, Envelope
+from tepui.sdk.protocol.envelope import MAX_CALL_ID, PROTOCOL_VERSION, Envelope
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 
@@ -30,7 +31,63 @@ B = TypeVar("B")
 
 
 class ProtocolError(ValueError):
-    """Bytes that are not a valid message for this endpoint; the text says what and where."""
+    """Bytes that are not a valid message for this endpoint; the text says what and where.
+
+    ``field`` is the JSON path the decoder blamed (``$.body.filters.refuse_seconds``), and
+    ``call_id`` and ``call_type`` the envelope's ``call_id`` and the body's ``type`` when they
+    could still be read: the receiver's ERROR echoes them, so a client learns which of its calls
+    failed even when the call could not be decoded."""
+
+    def __init__(self, message: str, *, field: str | None = None, call_id: str | None = None,
+                 call_type: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.call_id = call_id
+        self.call_type = call_type
+
+
+class _Readable(msgspec.Struct):
+    """What a lenient second look at an undecodable envelope may still recover."""
+
+    call_id: Any = None
+    body: msgspec.Raw = msgspec.Raw(b"\xc0")  # nil when absent
+
+
+class _Tag(msgspec.Struct):
+    type: Any = None
+
+
+_READABLE = msgspec.msgpack.Decoder(_Readable)
+_TAG = msgspec.msgpack.Decoder(_Tag)
+_AT = re.compile(r" - at `(\$[^`]*)`$")
+# "Object contains unknown field `x` - at `$.body`": the field at fault is `$.body.x`.
+_NAMED = re.compile(r"Object (?:contains unknown|missing required) field `([A-Za-z_][A-Za-z0-9_]*)`")
+
+
+def _explained(message: str, data: bytes | memoryview) -> ProtocolError:
+    """A ProtocolError for ``data`` with whatever can be told about the failed call: the field
+    the decoder named, and the envelope's ``call_id`` and body ``type`` read leniently (only
+    when they are well-formed: a ``call_id`` over its bound is the fault, not an id to echo)."""
+    at, named = _AT.search(message), _NAMED.search(message)
+    field = at.group(1) if at else "$" if named else None
+    if field is not None and named is not None:
+        field += f".{named.group(1)}"
+    readable = _lenient(_READABLE, data)
+    call_id = readable.call_id if readable is not None and _short_str(readable.call_id) else None
+    tag = _lenient(_TAG, readable.body) if readable is not None else None
+    call_type = tag.type if tag is not None and _short_str(tag.type) else None
+    return ProtocolError(message, field=field, call_id=call_id, call_type=call_type)
+
+
+def _lenient(decoder: Any, data: Any) -> Any:
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError, MemoryError):
+        return None  # not even a map with readable fields: nothing to echo
+
+
+def _short_str(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_CALL_ID
 
 
 class Codec(Generic[B]):
@@ -56,18 +113,19 @@ class Codec(Generic[B]):
         try:
             envelope = self._decoder.decode(data)
         except msgspec.ValidationError as exc:
-            raise ProtocolError(f"invalid message: {exc}") from None
+            raise _explained(f"invalid message: {exc}", data) from None
         except msgspec.DecodeError as exc:
-            raise ProtocolError(f"malformed MessagePack: {exc}") from None
+            raise _explained(f"malformed MessagePack: {exc}", data) from None
         except UnicodeDecodeError as exc:
-            raise ProtocolError(f"malformed MessagePack: a string is not valid UTF-8 ({exc.reason})") from None
+            raise _explained(f"malformed MessagePack: a string is not valid UTF-8 ({exc.reason})", data) from None
         except RecursionError:
             raise ProtocolError("message rejected: nested too deeply before any typed field") from None
         except MemoryError:
             raise ProtocolError("message rejected: too large to decode") from None
         if envelope.v != PROTOCOL_VERSION:
             raise ProtocolError(
-                f"unsupported protocol version {envelope.v} at `$.v` (this side speaks {PROTOCOL_VERSION})"
+                f"unsupported protocol version {envelope.v} at `$.v` (this side speaks {PROTOCOL_VERSION})",
+                field="$.v", call_id=envelope.call_id, call_type=_type_of(envelope.body),
             )
         return envelope
 
@@ -91,10 +149,17 @@ class Codec(Generic[B]):
             try:
                 out.append(self.decode(part))  # type: ignore[arg-type]
             except ProtocolError as exc:
-                out.append(ProtocolError(f"envelope {index} of a batch of {len(parts)}: {exc}"))
+                out.append(ProtocolError(f"envelope {index} of a batch of {len(parts)}: {exc}", field=exc.field,
+                                         call_id=exc.call_id, call_type=exc.call_type))
         return out
 
 
-def envelope(body: Any, msg_id: int, epoch: int = 0, incarnation: str | None = None) -> Envelope[Any]:
+def envelope(body: Any, msg_id: int, epoch: int = 0, incarnation: str | None = None,
+             call_id: str | None = None) -> Envelope[Any]:
     """Wraps a message body for sending."""
-    return Envelope(v=PROTOCOL_VERSION, id=msg_id, body=body, epoch=epoch, incarnation=incarnation)
+    return Envelope(v=PROTOCOL_VERSION, id=msg_id, body=body, epoch=epoch, incarnation=incarnation, call_id=call_id)
+
+
+def _type_of(body: Any) -> str | None:
+    tag = type(body).__struct_config__.tag if isinstance(body, msgspec.Struct) else None
+    return tag if isinstance(tag, str) else None

@@ -214,7 +214,16 @@ class Failure(_Tagged, tag="FAILURE"):
 
 
 class Error(_Tagged, tag="ERROR"):
+    """The master refused a call, or part of one, or could not decode it (``message`` says
+    what was wrong and what to do next). ``call_id`` echoes the call envelope's ``call_id`` (when it had one and it could be read),
+    ``call_type`` is the call's ``type`` (when known) and ``field`` the JSON path of the one
+    field at fault (``$.body.filters.refuse_seconds``), as the decoder names it. Not fatal: a
+    framework logs it and carries on."""
+
     message: str
+    call_id: str | None = None
+    call_type: str | None = None
+    field: str | None = None
 
 
 class Heartbeat(_Tagged, tag="HEARTBEAT"):

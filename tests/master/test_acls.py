@@ -191,7 +191,7 @@ def test_subscribe_in_a_role_the_principal_may_not_use_is_refused_naming_both() 
     assert quiet(effects) == [Send(FW, sm.Error(
         "SUBSCRIBE refused: principal 'analytics' may not register in role 'ads' (no register_frameworks rule "
         "in acls.yaml matches, and what no rule allows is denied). Subscribe in a role you are allowed, or ask "
-        "the operator for a register_frameworks rule"))]
+        "the operator for a register_frameworks rule", call_type="SUBSCRIBE"))]
     assert core.frameworks == {}
     assert core.counters["unauthorized"] == 1
     assert core.unauthorized_by == {"register_frameworks analytics": 1}
@@ -302,7 +302,8 @@ def test_reserve_needs_a_rule_for_the_role() -> None:
     assert quiet(effects) == [
         Send(FW, sm.Error("RESERVE refused: principal 'analytics' may not reserve for role 'analytics' (no "
                           "reserve_resources rule in acls.yaml matches, and what no rule allows is denied); ask the "
-                          "operator for a reserve_resources rule; the offer's resources were returned")),
+                          "operator for a reserve_resources rule; the offer's resources were returned",
+                          call_type="ACCEPT")),
         ScheduleTimer(1.0, ALLOCATE_NOW),
     ]
     assert core.agents["m-S0001"].total == AGENT_RES
@@ -324,7 +325,7 @@ def test_teardown_needs_a_rule_and_a_refused_one_leaves_the_framework_running() 
     assert quiet(effects) == [Send(FW, sm.Error(
         "TEARDOWN of framework m-F0001 refused: principal 'analytics' may not tear down frameworks of principal "
         "'analytics' (no teardown_frameworks rule in acls.yaml matches, and what no rule allows is denied); the "
-        "framework keeps running. Ask the operator for a teardown_frameworks rule"))]
+        "framework keeps running. Ask the operator for a teardown_frameworks rule", call_type="TEARDOWN"))]
     assert "m-F0001" in core.frameworks
     subscribe(core, "ops", ("ops",), peer=b"ops")
     core.handle(Received(b"ops", sm.Teardown("m-F0002")), 1.0)

@@ -112,10 +112,10 @@ def test_37_a_framework_sending_10x_its_allowance_is_throttled_while_another_is_
 def test_a_dropped_call_gets_exactly_an_error_and_the_first_one_a_log() -> None:
     core = make_core(RateLimit(1.0, 1.0))
     framework_id = subscribe(core, b"f", "p")  # the SUBSCRIBE took the one token
-    effects = core.handle(Received(b"f", sm.Teardown(framework_id)), 0.5)
+    effects = core.handle(Received(b"f", sm.Teardown(framework_id), call_id="t-1"), 0.5)
     error = sm.Error("rate limited: p sent more than 1/s (burst 1) calls; this TEARDOWN was dropped, not processed. "
                      "Slow down (the next call is accepted in 0.500 s); the operator sets the limit with "
-                     "--framework-rate-limit")
+                     "--framework-rate-limit", call_id="t-1", call_type="TEARDOWN")
     assert effects == [Log("warning", "framework_rate_limited", {"key": "p", "limit": "1/s (burst 1)", "call": "TEARDOWN"}),
                        Send(b"f", error)]
     assert framework_id in core.frameworks  # not processed

@@ -338,7 +338,8 @@ SCHEDULER_EVENTS: dict[type, Any] = {
         agent_id="agent-0001", executor_id="web.executor", data=b"\x00\x00"
     ),
     sc.Failure: sc.Failure(agent_id="agent-0001", executor_id="web.executor", status=137),
-    sc.Error: sc.Error(message="framework has been removed"),
+    sc.Error: sc.Error(message="framework has been removed", call_id="c-7", call_type="DECLINE",
+                       field="$.body.filters.refuse_seconds"),
     sc.Heartbeat: sc.Heartbeat(),
     sc.Explanation: sc.Explanation(roles=[RoleExplanation(role="eng", reason="FILTERED", message="all declined")]),
 }
@@ -465,7 +466,7 @@ def test_round_trip(link: str, cls: type) -> None:
     if cls not in samples:
         pytest.fail(f"no sample instance for {link} member {cls.__name__}: add one to the samples")
     body = samples[cls]
-    original = envelope(body, 2**53 + 7, epoch=42, incarnation="inc-6f1b")
+    original = envelope(body, 2**53 + 7, epoch=42, incarnation="inc-6f1b", call_id="call-1")
     data = Codec(sender_body).encode(original)
     decoded = Codec(receiver_body).decode(data)
     assert isinstance(decoded, Envelope)
@@ -712,6 +713,59 @@ def test_protocol_error_is_a_value_error_and_hides_the_msgspec_cause() -> None:
 def test_wrong_version_names_both_versions() -> None:
     with pytest.raises(ProtocolError, match=r"version 2 at `\$\.v`.*speaks 1"):
         MASTER_CODEC.decode(_packed({**_subscribe_dict(), "v": 2}))
+
+
+def _decline(**envelope_fields: Any) -> dict[str, Any]:
+    body = {"type": "DECLINE", "framework_id": "f", "offer_ids": ["o1"]}
+    return {"v": 1, "id": 1, "body": body, **envelope_fields}
+
+
+def test_call_id_travels_in_the_envelope_and_is_left_off_when_absent() -> None:
+    assert MASTER_CODEC.decode(_packed(_decline(call_id="d-1"))).call_id == "d-1"
+    assert b"call_id" not in Codec(FrameworkInbound).encode(envelope(sc.Decline("f", ["o1"]), 1))
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"offer_ids": [7]}, "$.body.offer_ids[0]"),
+    ({"filters": {"refuse_seconds": "soon"}}, "$.body.filters.refuse_seconds"),
+    ({"colour": "red"}, "$.body.colour"),  # unknown field: the path ends at it, not its parent
+    ({"framework_id": None}, "$.body.framework_id"),
+])
+def test_an_undecodable_call_still_names_its_call_id_type_and_field(body: dict[str, Any], field: str) -> None:
+    message = _decline(call_id="d-2")
+    message["body"] = {**message["body"], **body}
+    with pytest.raises(ProtocolError) as info:
+        MASTER_CODEC.decode(_packed(message))
+    assert (info.value.call_id, info.value.call_type, info.value.field) == ("d-2", "DECLINE", field)
+
+
+def test_a_missing_required_field_is_named_by_its_path() -> None:
+    message = _decline()
+    del message["body"]["framework_id"]
+    with pytest.raises(ProtocolError) as info:
+        MASTER_CODEC.decode(_packed(message))
+    assert (info.value.call_id, info.value.field) == (None, "$.body.framework_id")
+
+
+def test_a_call_id_over_128_characters_is_refused_and_not_echoed() -> None:
+    with pytest.raises(ProtocolError, match=r"length <= 128 - at `\$\.call_id`") as info:
+        MASTER_CODEC.decode(_packed(_decline(call_id="x" * 129)))
+    assert (info.value.call_id, info.value.call_type, info.value.field) == (None, "DECLINE", "$.call_id")
+    assert MASTER_CODEC.decode(_packed(_decline(call_id="x" * 128))).call_id == "x" * 128
+
+
+def test_a_bad_envelope_of_a_batch_keeps_its_call_id() -> None:
+    frame = msgpack.packb([_decline(call_id="ok"), {**_decline(call_id="bad"), "id": "one"}])
+    good, bad = MASTER_CODEC.envelopes(frame)
+    assert not isinstance(good, ProtocolError) and good.call_id == "ok"
+    assert isinstance(bad, ProtocolError) and (bad.call_id, bad.field) == ("bad", "$.id")
+    assert str(bad).startswith("envelope 1 of a batch of 2: ")
+
+
+def test_unreadable_bytes_have_nothing_to_echo() -> None:
+    with pytest.raises(ProtocolError) as info:
+        MASTER_CODEC.decode(b"\x81\xa1")
+    assert (info.value.call_id, info.value.call_type, info.value.field) == (None, None, None)
 
 
 def test_message_over_max_bytes_is_refused_on_decode() -> None:
