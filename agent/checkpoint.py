@@ -4,7 +4,7 @@ Layout under ``<work_dir>/meta`` (one file per thing that changes on its own, so
 file costs one task, not the agent)::
 
     agent.json                      the agent: id, boot id, what it offered, its frameworks
-    executors.json                  custom executors: framework, info, sandbox, tasks
+    executors.json                  custom executors: framework, info, sandbox, tasks, secret
     tasks/<run>/task.json           a task: its TaskInfo, state, kill request, unacked updates
     tasks/<run>/pid                 written by the task's supervisor (``processes.py``) at start
     tasks/<run>/exit                written by the supervisor when the task ends: its status
@@ -89,6 +89,7 @@ class ExecutorCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     sandbox: str
     tasks: list[str] = []
     shutting_down: bool = False
+    secret: str | None = None  # what its SUBSCRIBE must carry (the file is 0600 in a 0700 directory)
 
 
 class ExecutorsCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

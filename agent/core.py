@@ -14,6 +14,7 @@ task's states in order and a terminal state exactly once per ack.
 from __future__ import annotations
 
 import collections
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -146,9 +147,11 @@ class CompletedTasks:
 
 
 class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, TaskReconciliation, Stopping):
-    def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes]) -> None:
+    def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes],
+                 new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> None:
         self.config = config
         self._new_uuid = new_uuid
+        self._new_secret = new_secret  # one per executor launch (executors.py); tests pass their own
         self.agent_id: str | None = None
         self.registered = False
         self.master_epoch = 0
@@ -163,6 +166,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         self.shutting_down_frameworks: set[str] = set()
         self.executors: dict[tuple[str, str], ExecutorRecord] = {}
         self.executor_peers: dict[bytes, tuple[str, str]] = {}
+        self.executor_subscribe_refused = 0
         self.stopping = False
         self._register_backoff = config.registration_backoff
         self._dirty_tasks: set[tuple[str, str]] = set()

@@ -10,13 +10,23 @@ the executor re-sends on re-subscribing are taken only once (by UUID). When the 
 process ends, its unfinished tasks end FAILED (``REASON_EXECUTOR_TERMINATED``) and the master
 tells the framework (FAILURE with the executor id).
 
+Who may subscribe (Mesos's executor tokens): the socket is local but not private (executors run
+as task users, so it is world-writable), so each launch of an executor gets a fresh random
+secret, given to the executor only through its environment (``TEPUI_EXECUTOR_SECRET``, set
+after the framework's own variables so that none can replace it) and checkpointed with the
+executor (0600, so a restarted agent still accepts it). A SUBSCRIBE is accepted only with that
+secret for that (framework, executor), compared in constant time; a missing or wrong one gets
+an ERROR, is counted and logged (never the secret), and changes nothing — in particular it
+does not take the connection of a subscribed executor over.
+
 A mixin of :class:`tepui.agent.core.AgentCore`, whose state it shares.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 
@@ -33,6 +43,7 @@ if TYPE_CHECKING:
 
 Effect = Any
 EXECUTOR_PREFIX = "executor/"  # launcher keys of executor processes; task ids cannot contain '/'
+ENV_SECRET = "TEPUI_EXECUTOR_SECRET"
 
 
 @dataclass
@@ -45,6 +56,7 @@ class ExecutorRecord:
     tasks: set[str] = field(default_factory=set)
     exited: bool = False
     shutting_down: bool = False
+    secret: str | None = None  # None only for one recovered from a checkpoint written before secrets
 
 
 class ExecutorHandling:
@@ -54,6 +66,8 @@ class ExecutorHandling:
     frameworks: dict[str, FrameworkInfo]
     executors: dict[tuple[str, str], ExecutorRecord]
     executor_peers: dict[bytes, tuple[str, str]]
+    executor_subscribe_refused: int  # SUBSCRIBEs without the right secret (the agent's /health shows it)
+    _new_secret: Callable[[], str]
     _executors_dirty: bool
 
     if TYPE_CHECKING:
@@ -83,7 +97,7 @@ class ExecutorHandling:
     def _start_executor(self, record: TaskRecord, info: ExecutorInfo, out: list[Effect]) -> ExecutorRecord:
         fid, eid = record.framework_id, info.executor_id
         sandbox = f"{self.config.work_dir}/executors/{fid}/{eid}"
-        executor = ExecutorRecord(fid, info, sandbox)
+        executor = ExecutorRecord(fid, info, sandbox, secret=self._new_secret())
         self.executors[(fid, eid)] = executor
         grace = max(1.0, self.config.kill_grace_period - 1.0)
         env = {
@@ -97,6 +111,8 @@ class ExecutorHandling:
         }
         assert info.command is not None
         env.update(info.command.environment)
+        assert executor.secret is not None
+        env[ENV_SECRET] = executor.secret  # after the framework's variables: none of them replaces it
         resources = Resources.from_wire(info.resources) if info.resources else Resources.from_wire(record.info.resources)
         out.append(LaunchProcess(fid, EXECUTOR_PREFIX + eid, sandbox, info.command, env, self._user_for(record.info),
                                  resources.scalar("cpus") or None, resources.scalar("mem") or None))
@@ -129,6 +145,21 @@ class ExecutorHandling:
             out.append(SendToExecutor(peer, ex.ExecutorError(
                 f"executor {msg.executor_id!r} of framework {msg.framework_id!r} is unknown to this agent")))
             return
+        problem = _secret_problem(executor, msg.secret)
+        if problem is not None:
+            self.executor_subscribe_refused += 1
+            out.append(Log("warning", "executor_subscribe_refused", {
+                "framework_id": msg.framework_id, "executor_id": msg.executor_id, "reason": problem[0],
+                "refused_total": self.executor_subscribe_refused}))
+            out.append(SendToExecutor(peer, ex.ExecutorError(
+                f"SUBSCRIBE refused: executor {msg.executor_id!r} of framework {msg.framework_id!r} {problem[1]}. "
+                f"Only the process this agent started as that executor can subscribe as it: it finds the secret "
+                f"in its environment ({ENV_SECRET}), which tepui.sdk.ExecutorDriver sends")))
+            return
+        if executor.secret is None:
+            out.append(Log("warning", "executor_subscribed_without_secret", {
+                "framework_id": msg.framework_id, "executor_id": msg.executor_id,
+                "reason": "started by an agent version without executor secrets; recovered from its checkpoint"}))
         if executor.peer is not None and executor.peer != peer:
             self.executor_peers.pop(executor.peer, None)
         executor.peer = peer
@@ -240,3 +271,15 @@ class ExecutorHandling:
         out.append(Log("info", "executor_exited", {"framework_id": framework_id, "executor_id": executor_id,
                                                    "how": how}))
         self._maybe_exit(now, out)
+
+
+def _secret_problem(executor: ExecutorRecord, offered: str | None) -> tuple[str, str] | None:
+    """(reason, what is wrong) when ``offered`` is not the executor's secret, else None.
+    Constant time in the secret's content (``hmac.compare_digest``)."""
+    if executor.secret is None:
+        return None  # launched before secrets existed: it cannot have one (see the module's docstring)
+    if not offered:
+        return "missing_secret", "sent no secret"
+    if not hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), executor.secret.encode()):
+        return "wrong_secret", "sent a secret that is not the one this agent gave it"
+    return None

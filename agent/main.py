@@ -126,7 +126,8 @@ def run_agent(
         return {"healthy": True, "agent_id": core.agent_id if core else None,
                 "registered": bool(core and core.registered), "tasks": len(core.tasks) if core else 0,
                 "master_epoch": core.master_epoch if core else 0,
-                "stale_epoch_dropped": core.stale_epoch_dropped if core else 0}
+                "stale_epoch_dropped": core.stale_epoch_dropped if core else 0,
+                "executor_subscribe_refused": core.executor_subscribe_refused if core else 0}
 
     def usage() -> dict[str, object]:
         """Per-task usage from the task cgroups (cpu seconds, memory now and at peak)."""

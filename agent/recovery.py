@@ -9,7 +9,7 @@ its frameworks, its tasks and their unacknowledged updates. Each task that was l
 *adopted* (``AdoptProcess`` / ``AdoptContainer``): the shell watches the supervisor or container
 that survived the agent and reports its real end as an ordinary ``TaskExited``, so a task that
 ended while the agent was down gets its real terminal state. Custom executors reconnect on
-their own; one that has not re-subscribed within ``executor_reregister_timeout`` is shut down.
+their own, with the secret their checkpoint keeps (``executors.py``); one that has not re-subscribed within ``executor_reregister_timeout`` is shut down.
 Then the agent re-registers under its id, reporting what it runs.
 
 A mixin of :class:`tepui.agent.core.AgentCore`, whose state it shares.
@@ -107,7 +107,7 @@ class Recovery:
         executors = None
         if self._executors_dirty:
             executors = ExecutorsCheckpoint([
-                ExecutorCheckpoint(e.framework_id, e.info, e.sandbox, sorted(e.tasks), e.shutting_down)
+                ExecutorCheckpoint(e.framework_id, e.info, e.sandbox, sorted(e.tasks), e.shutting_down, e.secret)
                 for e in self.executors.values() if not e.exited])
         tasks = {key: self._task_checkpoint(key) for key in sorted(self._dirty_tasks)}
         self._dirty_tasks.clear()
@@ -181,7 +181,8 @@ class Recovery:
         for saved_executor in recovered.executors:
             executor_key = (saved_executor.framework_id, saved_executor.info.executor_id)
             executor = ExecutorRecord(saved_executor.framework_id, saved_executor.info, saved_executor.sandbox,
-                                      tasks=set(saved_executor.tasks), shutting_down=saved_executor.shutting_down)
+                                      tasks=set(saved_executor.tasks), shutting_down=saved_executor.shutting_down,
+                                      secret=saved_executor.secret)
             self.executors[executor_key] = executor
             out.append(AdoptProcess(saved_executor.framework_id, EXECUTOR_PREFIX + saved_executor.info.executor_id))
             out.append(ScheduleTimer(now + self.config.executor_reregister_timeout,

@@ -87,8 +87,8 @@ class AgentShell:
             # Not 0700, deliberately: custom executors run as the task user (often not the agent's),
             # and connecting to a Unix socket needs write permission on it. This link is local and
             # not CURVE-protected; what guards it is the agent core, which accepts SUBSCRIBE only
-            # for an executor it launched and has not seen exit, and binds it to that connection.
-            # Another local user could still race an executor's SUBSCRIBE (docs/security.md).
+            # for an executor it launched and has not seen exit, with the secret it gave that
+            # executor in its environment, and binds it to that connection (docs/security.md).
             os.chmod(path, 0o777)
 
     def recover(self, recovered: Recovered | None) -> None:

@@ -7,6 +7,10 @@ messages of :mod:`tepui.sdk.protocol.executor`.
 
 Mesos semantics kept here:
 
+* Subscription: SUBSCRIBE carries the secret the agent put in the executor's environment
+  (``TEPUI_EXECUTOR_SECRET``; the agent refuses a SUBSCRIBE without it). The driver takes it
+  out of ``os.environ`` when it reads it, so the tasks an executor starts do not inherit it,
+  and never logs it.
 * Subscription: SUBSCRIBE is re-sent with capped, jittered backoff until SUBSCRIBED arrives.
   A re-subscription carries every status update the agent has not ACKNOWLEDGED yet and every
   launched task none of whose updates has been acknowledged yet (``Call.Subscribe``'s
@@ -76,6 +80,7 @@ ENV_EXECUTOR_ID = ("TEPUI_EXECUTOR_ID", "MESOS_EXECUTOR_ID")
 ENV_RECOVERY_TIMEOUT = ("TEPUI_RECOVERY_TIMEOUT", "MESOS_RECOVERY_TIMEOUT")
 ENV_SHUTDOWN_GRACE_PERIOD = ("TEPUI_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD")
 ENV_HEARTBEAT_INTERVAL = ("TEPUI_EXECUTOR_HEARTBEAT_INTERVAL",)
+ENV_SECRET = ("TEPUI_EXECUTOR_SECRET",)
 
 
 class Executor:
@@ -173,6 +178,7 @@ class ExecutorDriver:
         heartbeat_interval: float | None = None,
         shutdown_grace_period: float | None = None,
         endpoint_factory: EndpointFactory | None = None,
+        secret: str | None = None,
     ) -> None:
         """Arguments left ``None`` come from the environment the agent sets for a custom
         executor (``TEPUI_*``, or the ``MESOS_*`` names as fallbacks); a missing coordinate is
@@ -188,6 +194,9 @@ class ExecutorDriver:
             )
         self.framework_id = _env(ENV_FRAMEWORK_ID, "the id of the framework this executor belongs to", framework_id)
         self.executor_id = _env(ENV_EXECUTOR_ID, "this executor's id", executor_id)
+        self._secret = _env(ENV_SECRET, "the secret it generated for this executor", secret)
+        if secret is None:
+            os.environ.pop(ENV_SECRET[0], None)  # tasks this executor starts must not inherit it
         self.recovery_timeout = _duration(ENV_RECOVERY_TIMEOUT, recovery_timeout, DEFAULT_RECOVERY_TIMEOUT)
         self.heartbeat_interval = _duration(ENV_HEARTBEAT_INTERVAL, heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL)
         self.shutdown_grace_period = _duration(
@@ -352,6 +361,7 @@ class ExecutorDriver:
                 unacknowledged_updates=[
                     em.UnacknowledgedUpdate(self.framework_id, s) for s in self._unacked_updates.values()
                 ],
+                secret=self._secret,
             )
         )
         delay = self._backoff * (0.5 + random.random() / 2)

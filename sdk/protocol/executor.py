@@ -30,10 +30,21 @@ class UnacknowledgedUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
 
 
 class ExecutorSubscribe(_Tagged, tag="SUBSCRIBE"):
+    """``secret``: the one the agent put in this executor's environment when it started it
+    (``TEPUI_EXECUTOR_SECRET``, Mesos's executor token); the agent refuses a SUBSCRIBE without
+    it, so another local process cannot pose as an executor the agent launched."""
+
     framework_id: str
     executor_id: str
     unacknowledged_tasks: list[TaskInfo] = []
     unacknowledged_updates: list[UnacknowledgedUpdate] = []
+    secret: str | None = None
+
+    def __repr__(self) -> str:  # a logged or printed SUBSCRIBE must not show the secret
+        shown = "None" if self.secret is None else "'<redacted>'"
+        return (f"ExecutorSubscribe(framework_id={self.framework_id!r}, executor_id={self.executor_id!r}, "
+                f"unacknowledged_tasks=<{len(self.unacknowledged_tasks)}>, "
+                f"unacknowledged_updates=<{len(self.unacknowledged_updates)}>, secret={shown})")
 
 
 class ExecutorUpdate(_Tagged, tag="UPDATE"):

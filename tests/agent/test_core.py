@@ -365,26 +365,35 @@ def test_an_invalid_member_means_no_task_of_the_group_starts() -> None:
     assert "task 'x'" in (states["a"].message or "") and states["a"].reason == TaskReason.TASK_GROUP_INVALID
 
 
+EXECUTOR_INFO = ExecutorInfo(executor_id="e1", type="CUSTOM", command=CommandInfo(value="run-executor"))
+
+
+def executor_agent() -> AgentCore:
+    """A registered agent that runs custom executors; its secrets are secret-1, secret-2, ..."""
+    uuids, secrets = itertools.count(1), itertools.count(1)
+    agent = AgentCore(AgentConfig(hostname="a1", resources=Resources.parse("cpus:2;mem:1024"), work_dir="/w",
+                                  executor_endpoint="ipc:///w/executors.sock"), lambda: f"uuid-{next(uuids)}".encode(),
+                      lambda: f"secret-{next(secrets)}")
+    registered(agent)
+    return agent
+
+
+def with_executor(task_id: str, info: ExecutorInfo = EXECUTOR_INFO) -> TaskInfo:
+    return TaskInfo(name=task_id, task_id=task_id, agent_id="S1", resources=Resources.of(cpus=0.1).to_wire(),
+                    executor=info, data=b"echo hi")
+
+
 def test_custom_executor_is_started_once_gets_queued_tasks_and_its_updates_are_acked() -> None:
     from tepui.agent.events import ExecutorReceived, SendToExecutor
     from tepui.sdk.protocol import executor as ex
     from tepui.sdk.protocol.values import ExecutorInfo, TaskStatus
 
-    counter = itertools.count(1)
-    agent = AgentCore(AgentConfig(hostname="a1", resources=Resources.parse("cpus:2;mem:1024"), work_dir="/w",
-                                  executor_endpoint="ipc:///w/executors.sock"), lambda: f"uuid-{next(counter)}".encode())
-    registered(agent)
-    info = ExecutorInfo(executor_id="e1", type="CUSTOM", command=CommandInfo(value="run-executor"))
-
-    def with_executor(task_id: str) -> TaskInfo:
-        return TaskInfo(name=task_id, task_id=task_id, agent_id="S1", resources=Resources.of(cpus=0.1).to_wire(),
-                        executor=info, data=b"echo hi")
-
+    agent = executor_agent()
     effects = run(agent, with_executor("t1"))
     [launch] = [e for e in effects if isinstance(e, LaunchProcess)]
     assert launch.task_id == "executor/e1" and launch.environment["TEPUI_AGENT_ENDPOINT"] == "ipc:///w/executors.sock"
     assert not any(isinstance(e, LaunchProcess) for e in run(agent, with_executor("t2"), now=1.5))
-    effects = agent.handle(ExecutorReceived(b"exec-peer", ex.ExecutorSubscribe("F1", "e1")), 2.0)
+    effects = agent.handle(ExecutorReceived(b"exec-peer", ex.ExecutorSubscribe("F1", "e1", secret="secret-1")), 2.0)
     sent = [e.body for e in effects if isinstance(e, SendToExecutor)]
     assert isinstance(sent[0], ex.ExecutorSubscribed)
     assert [b.task.task_id for b in sent[1:]] == ["t1", "t2"]
@@ -414,3 +423,63 @@ def test_a_restored_connection_to_the_master_makes_a_registered_agent_reregister
     [reregister] = to_master(effects)
     assert isinstance(reregister, am.ReregisterAgent) and [r.task.task_id for r in reregister.tasks] == ["t1"]
     assert not agent.registered
+
+
+# --- executor secrets (Mesos's executor tokens) ---------------------------------------------------
+
+
+def test_an_executor_is_started_with_a_fresh_secret_that_the_framework_cannot_replace() -> None:
+    from tepui.agent.events import ExecutorReceived
+    from tepui.sdk.protocol import executor as ex
+
+    agent = executor_agent()
+    info = ExecutorInfo(executor_id="e1", type="CUSTOM",
+                        command=CommandInfo(value="run-executor", environment={"TEPUI_EXECUTOR_SECRET": "mine"}))
+    [launch] = [e for e in run(agent, with_executor("t1", info)) if isinstance(e, LaunchProcess)]
+    assert launch.environment["TEPUI_EXECUTOR_SECRET"] == "secret-1"
+    # It exits; the next launch of the same executor id gets a new secret, and the old one is void.
+    agent.handle(TaskExited("F1", "executor/e1", 0), 2.0)
+    [relaunch] = [e for e in run(agent, with_executor("t2", info), now=3.0) if isinstance(e, LaunchProcess)]
+    assert relaunch.environment["TEPUI_EXECUTOR_SECRET"] == "secret-2"
+    effects = agent.handle(ExecutorReceived(b"old", ex.ExecutorSubscribe("F1", "e1", secret="secret-1")), 4.0)
+    assert isinstance(effects[-1].body, ex.ExecutorError)
+
+
+def test_a_subscribe_with_the_right_secret_is_accepted() -> None:
+    from tepui.agent.events import ExecutorReceived, SendToExecutor
+    from tepui.sdk.protocol import executor as ex
+
+    agent = executor_agent()
+    run(agent, with_executor("t1"))
+    effects = agent.handle(ExecutorReceived(b"exec", ex.ExecutorSubscribe("F1", "e1", secret="secret-1")), 2.0)
+    assert [type(e.body) for e in effects if isinstance(e, SendToExecutor)] == [ex.ExecutorSubscribed, ex.LaunchTask]
+    assert agent.executor_peers == {b"exec": ("F1", "e1")} and agent.executor_subscribe_refused == 0
+
+
+def test_a_subscribe_with_a_missing_or_wrong_secret_gets_an_error_is_counted_and_changes_nothing() -> None:
+    from tepui.agent.events import ExecutorReceived, SendToExecutor
+    from tepui.sdk.protocol import executor as ex
+
+    agent = executor_agent()
+    run(agent, with_executor("t1"))
+    missing = agent.handle(ExecutorReceived(b"intruder", ex.ExecutorSubscribe("F1", "e1")), 2.0)
+    assert missing == [
+        Log("warning", "executor_subscribe_refused",
+            {"framework_id": "F1", "executor_id": "e1", "reason": "missing_secret", "refused_total": 1}),
+        SendToExecutor(b"intruder", ex.ExecutorError(
+            "SUBSCRIBE refused: executor 'e1' of framework 'F1' sent no secret. Only the process this agent started "
+            "as that executor can subscribe as it: it finds the secret in its environment (TEPUI_EXECUTOR_SECRET), "
+            "which tepui.sdk.ExecutorDriver sends")),
+    ]
+    wrong = agent.handle(ExecutorReceived(b"intruder", ex.ExecutorSubscribe("F1", "e1", secret="secret-x")), 2.1)
+    assert wrong[0] == Log("warning", "executor_subscribe_refused",
+                           {"framework_id": "F1", "executor_id": "e1", "reason": "wrong_secret", "refused_total": 2})
+    assert isinstance(wrong[1].body, ex.ExecutorError) and "not the one this agent gave it" in wrong[1].body.message
+    assert "secret-1" not in repr(missing + wrong)
+    assert agent.executor_peers == {} and agent.executor_subscribe_refused == 2
+    # Still refused after subscribing: the intruder cannot take the real executor's connection over.
+    agent.handle(ExecutorReceived(b"exec", ex.ExecutorSubscribe("F1", "e1", secret="secret-1")), 3.0)
+    agent.handle(ExecutorReceived(b"intruder", ex.ExecutorSubscribe("F1", "e1", secret="")), 3.1)
+    assert agent.executor_peers == {b"exec": ("F1", "e1")}
+    effects = agent.handle(ExecutorReceived(b"intruder", ex.ExecutorHeartbeat()), 3.2)
+    assert effects == [SendToExecutor(b"intruder", ex.ExecutorError("not subscribed: send SUBSCRIBE first"))]

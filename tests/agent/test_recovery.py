@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,50 @@ def test_a_custom_executor_is_shut_down_if_it_does_not_reconnect_in_time(tmp_pat
     assert ("F1", "x1") in new.tasks, "its tasks wait for it"
     out = new.handle(TimerFired(("executor_reregister", "F1", "e1")), 40.0)
     assert SignalProcess("F1", "executor/e1", "TERM") in out
+
+
+def test_a_recovered_agent_accepts_its_executor_with_the_checkpointed_secret_and_no_other(tmp_path: Path) -> None:
+    from tepui.agent.events import ExecutorReceived, SendToExecutor
+    from tepui.sdk.protocol import executor as ex
+    from tepui.sdk.protocol.values import ExecutorInfo
+
+    executor = ExecutorInfo(executor_id="e1", type="CUSTOM", command=CommandInfo(value="run-executor"))
+    agent, disk = core(str(tmp_path), executor_endpoint="ipc:///tmp/x.sock"), Disk(tmp_path)
+    disk.apply(agent.handle(Start(), 0.0))
+    disk.apply(agent.handle(Received(am.AgentRegistered("S1", MASTER, 2.0), epoch=1), 0.0))
+    effects = disk.apply(agent.handle(Received(am.RunTask(FRAMEWORK, task("x1", executor=executor)), epoch=1), 1.0))
+    [launch] = [e for e in effects if isinstance(e, LaunchProcess)]
+    secret = launch.environment["TEPUI_EXECUTOR_SECRET"]
+    assert len(secret) >= 32, "the agent's default: secrets.token_urlsafe(32)"
+    path = tmp_path / "meta" / "executors.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert secret in path.read_text()
+    new, _ = restarted(tmp_path, now=30.0, executor_endpoint="ipc:///tmp/x.sock")
+    refused = new.handle(ExecutorReceived(b"p1", ex.ExecutorSubscribe("F1", "e1", secret="guess")), 31.0)
+    assert [type(e.body) for e in refused if isinstance(e, SendToExecutor)] == [ex.ExecutorError]
+    accepted = new.handle(ExecutorReceived(b"p2", ex.ExecutorSubscribe("F1", "e1", secret=secret)), 31.5)
+    assert [type(e.body) for e in accepted if isinstance(e, SendToExecutor)] == [ex.ExecutorSubscribed]
+    assert new.handle(TimerFired(("executor_reregister", "F1", "e1")), 40.0) == [], "it re-subscribed in time"
+
+
+def test_an_executor_launched_before_secrets_existed_is_still_taken_back(tmp_path: Path) -> None:
+    """An agent upgraded under a running executor: its checkpoint has no secret, and the executor
+    none to send. Refusing it would kill its tasks at the upgrade; it is accepted, with a warning."""
+    from tepui.agent.events import ExecutorReceived, SendToExecutor
+    from tepui.sdk.effects import Log
+    from tepui.sdk.protocol import executor as ex
+    from tepui.sdk.protocol.values import ExecutorInfo
+
+    executor = ExecutorInfo(executor_id="e1", type="CUSTOM", command=CommandInfo(value="run-executor"))
+    started(tmp_path, task("x1", executor=executor), executor_endpoint="ipc:///tmp/x.sock")
+    path = tmp_path / "meta" / "executors.json"
+    saved = json.loads(path.read_text())
+    del saved["executors"][0]["secret"]
+    path.write_text(json.dumps(saved))
+    new, _ = restarted(tmp_path, now=30.0, executor_endpoint="ipc:///tmp/x.sock")
+    effects = new.handle(ExecutorReceived(b"p", ex.ExecutorSubscribe("F1", "e1")), 31.0)
+    assert [type(e.body) for e in effects if isinstance(e, SendToExecutor)] == [ex.ExecutorSubscribed]
+    assert any(isinstance(e, Log) and e.event == "executor_subscribed_without_secret" for e in effects)
 
 
 # --- the files ------------------------------------------------------------------------------------

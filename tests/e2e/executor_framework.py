@@ -23,7 +23,8 @@ def say(**fields: object) -> None:
 
 
 class UsesExecutor(Scheduler):
-    def __init__(self) -> None:
+    def __init__(self, command: str) -> None:
+        self.command = command
         self.launched = False
         self.finished: set[str] = set()
         self.echoes: list[str] = []
@@ -36,7 +37,7 @@ class UsesExecutor(Scheduler):
                 continue
             self.launched, self.agent_id = True, offer.agent_id
             executor = ExecutorInfo(executor_id="echo", type="CUSTOM", name="echo executor",
-                                    command=CommandInfo(value=f"{sys.executable} {os.path.abspath(EXECUTOR)}"),
+                                    command=CommandInfo(value=self.command),
                                     resources=SHAPE.to_wire())
             tasks = [TaskInfo(name=f"t{i}", task_id=f"t{i}", agent_id=offer.agent_id, resources=SHAPE.to_wire(),
                               executor=executor, data=f"echo task {i}".encode()) for i in range(5)]
@@ -67,8 +68,10 @@ class UsesExecutor(Scheduler):
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--master", required=True)
+parser.add_argument("--executor-command", default=f"{sys.executable} {os.path.abspath(EXECUTOR)}",
+                    help="The executor's shell command (default: examples/echo_executor.py)")
 args = parser.parse_args()
-driver = SchedulerDriver(UsesExecutor(), FrameworkInfo(user="test", name="uses-executor"), args.master,
+driver = SchedulerDriver(UsesExecutor(args.executor_command), FrameworkInfo(user="test", name="uses-executor"), args.master,
                          reactor=reactor)
 reactor.callLater(45, driver.stop_and_exit)
 driver.run()

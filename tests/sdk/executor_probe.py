@@ -126,7 +126,7 @@ class ExecutorProcess(protocol.ProcessProtocol):
 def spawn_executor(address: str, executor_id: str, **extra_env: str) -> ExecutorProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEPUI_", "MESOS_"))}
     env.update(TEPUI_AGENT_ENDPOINT=address, TEPUI_FRAMEWORK_ID="fw-1", TEPUI_EXECUTOR_ID=executor_id,
-               TEPUI_EXECUTOR_HEARTBEAT_INTERVAL="0.2", **extra_env)
+               TEPUI_EXECUTOR_HEARTBEAT_INTERVAL="0.2", TEPUI_EXECUTOR_SECRET=f"secret-of-{executor_id}", **extra_env)
     proc = ExecutorProcess()
     reactor.spawnProcess(proc, sys.executable, [sys.executable, EXAMPLE], env=env)
     return proc
@@ -180,11 +180,12 @@ def lifecycle(workdir: str, result: dict[str, Any]):  # type: ignore[no-untyped-
     result["proc"] = proc
 
     sub = yield agent.wait_for(is_(em.ExecutorSubscribe), what="SUBSCRIBE")
-    result["subscribe"] = {"framework_id": sub.framework_id, "executor_id": sub.executor_id,
+    result["subscribe"] = {"framework_id": sub.framework_id, "executor_id": sub.executor_id, "secret": sub.secret,
                            "tasks": len(sub.unacknowledged_tasks), "updates": len(sub.unacknowledged_updates)}
     agent.subscribed("ex-1")
 
-    commands = {f"t{i}": "echo hi" for i in range(5)}
+    # The driver takes the secret out of the environment: the tasks print "hi" and nothing more.
+    commands = {f"t{i}": "echo hi$TEPUI_EXECUTOR_SECRET" for i in range(5)}
     commands["t3"] = "exit 3"
     for task_id, command in commands.items():
         agent.send(em.LaunchTask(task(task_id, command)))

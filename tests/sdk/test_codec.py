@@ -350,6 +350,7 @@ EXECUTOR_CALLS: dict[type, Any] = {
         executor_id="web.executor",
         unacknowledged_tasks=[TASK],
         unacknowledged_updates=[ex.UnacknowledgedUpdate(framework_id="fw-services", status=STATUS)],
+        secret="Xq3v-executor-secret",
     ),
     ex.ExecutorUpdate: ex.ExecutorUpdate(status=STATUS),
     ex.ExecutorMessage: ex.ExecutorMessage(data=b"to the framework"),

@@ -31,7 +31,8 @@ PROBE = os.path.join(os.path.dirname(__file__), "executor_probe.py")
 AGENT_CODEC: Codec[Any] = Codec(AgentExecutorInbound)
 ENV_NAMES = [
     f"{p}_{n}" for p in ("TEPUI", "MESOS") for n in ("AGENT_ENDPOINT", "FRAMEWORK_ID", "EXECUTOR_ID", "RECOVERY_TIMEOUT")
-] + ["TEPUI_EXECUTOR_HEARTBEAT_INTERVAL", "TEPUI_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD"]
+] + ["TEPUI_EXECUTOR_HEARTBEAT_INTERVAL", "TEPUI_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD",
+      "TEPUI_EXECUTOR_SECRET"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,13 +48,15 @@ def agent_env(monkeypatch: pytest.MonkeyPatch, prefix: str = "TEPUI") -> None:
     monkeypatch.setenv(f"{prefix}_AGENT_ENDPOINT", "ipc:///tmp/agent.sock")
     monkeypatch.setenv(f"{prefix}_FRAMEWORK_ID", "fw-1")
     monkeypatch.setenv(f"{prefix}_EXECUTOR_ID", "ex-1")
+    monkeypatch.setenv("TEPUI_EXECUTOR_SECRET", "s3cret")
 
 
-@pytest.mark.parametrize("missing", ["TEPUI_AGENT_ENDPOINT", "TEPUI_FRAMEWORK_ID", "TEPUI_EXECUTOR_ID"])
+@pytest.mark.parametrize("missing", ["TEPUI_AGENT_ENDPOINT", "TEPUI_FRAMEWORK_ID", "TEPUI_EXECUTOR_ID",
+                                     "TEPUI_EXECUTOR_SECRET"])
 def test_a_missing_variable_is_named_and_explained(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     agent_env(monkeypatch)
     monkeypatch.delenv(missing)
-    with pytest.raises(ValueError, match=f"{missing} is not set .*must be started by an agent"):
+    with pytest.raises(ValueError, match=f"{missing} is not set.*must be started by an agent"):
         ExecutorDriver(Executor(), reactor=Clock())
 
 
@@ -64,14 +67,28 @@ def test_mesos_variables_are_fallbacks_and_arguments_win(monkeypatch: pytest.Mon
     assert (driver.endpoint, driver.framework_id, driver.executor_id) == ("ipc:///tmp/agent.sock", "fw-1", "ex-1")
     assert driver.recovery_timeout == 60.0
     monkeypatch.setenv("TEPUI_EXECUTOR_ID", "ex-tepui")
-    assert ExecutorDriver(Executor(), reactor=Clock()).executor_id == "ex-tepui"
-    driver = ExecutorDriver(Executor(), reactor=Clock(), endpoint="ipc:///x", executor_id="mine", recovery_timeout=3)
+    assert ExecutorDriver(Executor(), reactor=Clock(), secret="s").executor_id == "ex-tepui"  # (the first took it)
+    driver = ExecutorDriver(Executor(), reactor=Clock(), endpoint="ipc:///x", executor_id="mine", recovery_timeout=3,
+                            secret="s")
     assert (driver.endpoint, driver.executor_id, driver.recovery_timeout) == ("ipc:///x", "mine", 3.0)
 
 
 def test_no_environment_needed_when_everything_is_passed() -> None:
-    driver = ExecutorDriver(Executor(), reactor=Clock(), endpoint="ipc:///a", framework_id="f", executor_id="e")
+    driver = ExecutorDriver(Executor(), reactor=Clock(), endpoint="ipc:///a", framework_id="f", executor_id="e",
+                            secret="s")
     assert driver.recovery_timeout == 900.0
+
+
+def test_the_secret_is_taken_out_of_the_environment_so_that_tasks_do_not_inherit_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    agent_env(monkeypatch)
+    endpoints: list[FakeEndpoint] = []
+    driver = ExecutorDriver(Executor(), reactor=Clock(),
+                            endpoint_factory=lambda r, a, m: endpoints.append(FakeEndpoint(r, a, m)) or endpoints[-1])
+    assert "TEPUI_EXECUTOR_SECRET" not in os.environ
+    driver.start()
+    (subscribe,) = endpoints[0].take(em.ExecutorSubscribe)
+    assert subscribe.secret == "s3cret" and "s3cret" not in repr(subscribe)
 
 
 def test_bad_values_are_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +152,7 @@ def make(executor: Executor | None = None, **kwargs: Any) -> tuple[ExecutorDrive
     endpoints: list[FakeEndpoint] = []
     executor = executor or Recorder()
     driver = ExecutorDriver(
-        executor, reactor=clock, endpoint="ipc:///tmp/a.sock", framework_id="fw-1", executor_id="ex-1",
+        executor, reactor=clock, endpoint="ipc:///tmp/a.sock", framework_id="fw-1", executor_id="ex-1", secret="s",
         endpoint_factory=lambda r, a, m: endpoints.append(FakeEndpoint(r, a, m)) or endpoints[-1], **kwargs,
     )
     driver.start()
@@ -159,7 +176,7 @@ def test_subscribes_with_backoff_until_subscribed_then_heartbeats() -> None:
         clock.advance(2.0)
     subscribes = ep.take(em.ExecutorSubscribe)
     assert 4 <= len(subscribes) <= 8  # 0.25 s doubling to 2 s, jittered: not a storm, not silence
-    assert subscribes[0] == em.ExecutorSubscribe("fw-1", "ex-1", [], [])
+    assert subscribes[0] == em.ExecutorSubscribe("fw-1", "ex-1", [], [], secret="s")
     ep.take()
     ep.deliver(em.LaunchTask(task("early")))  # nothing but SUBSCRIBED counts before subscribing
     ep.deliver(SUBSCRIBED)
@@ -309,7 +326,8 @@ def run_probe(scenario: str) -> dict[str, Any]:
 @pytest.mark.slow
 def test_echo_executor_against_an_agent_over_ipc() -> None:
     r = run_probe("lifecycle")
-    assert r["subscribe"] == {"framework_id": "fw-1", "executor_id": "ex-1", "tasks": 0, "updates": 0}
+    assert r["subscribe"] == {"framework_id": "fw-1", "executor_id": "ex-1", "secret": "secret-of-ex-1",
+                              "tasks": 0, "updates": 0}
     for task_id, updates in r["updates"].items():
         running, final = updates
         assert running["state"] == "TASK_RUNNING"
@@ -318,7 +336,8 @@ def test_echo_executor_against_an_agent_over_ipc() -> None:
             assert (final["state"], final["message"], final["exit_code"]) == ("TASK_FAILED", "exit code 3", 3)
         else:
             assert (final["state"], final["message"], final["exit_code"]) == ("TASK_FINISHED", "exit code 0", 0)
-    assert r["executor_stdout"] == "hi\n" * 4  # tasks write to the executor's own stdout (the sandbox)
+    # Tasks write to the executor's own stdout (the sandbox), without the executor's secret.
+    assert r["executor_stdout"] == "hi\n" * 4
     assert r["echo"] == "echo: ping"
     # After the agent restarted: exactly the unacknowledged updates come back, none acknowledged.
     resub = r["resubscribe"]
