@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 Effect = Any
 FRAMEWORK_CALLS = typing.get_args(sm.SchedulerCall)
 MAX_LABELS = 1000  # distinct principals counted by name in /metrics; the rest as "(other)"
+MAX_KEY = 265  # a rate-limit key: "framework:" and an id (at most 255 characters), or a principal
 _OPERATION_ACTIONS = {sm.Reserve: "reserve_resources", sm.Unreserve: "unreserve_resources",
                       sm.Create: "create_volumes", sm.Destroy: "destroy_volumes"}
 
@@ -95,9 +96,12 @@ class Admission:
             framework = self.frameworks[known[1]]
             return framework.info.principal or f"framework:{framework.framework_id}"
         if isinstance(event.body, sm.Subscribe):
+            # Not validated yet (the limit comes first): a key over an id's length would let
+            # fresh megabyte ids fill the limiter's 10,000 buckets; such a call is limited by peer.
             info = event.body.framework_info
-            if info.principal or info.id:
-                return info.principal or f"framework:{info.id}"
+            key = info.principal or (f"framework:{info.id}" if info.id else None)
+            if key is not None and len(key) <= MAX_KEY:
+                return key
         return f"peer:{event.peer.hex()[:16]}"
 
     def _rate_limited(self, event: Received, now: float, out: list[Effect]) -> bool:

@@ -85,6 +85,7 @@ def run_master(
         allow_host_volumes=allow_host_volumes,
         acls=acls,
         framework_rate_limit=framework_rate_limit,
+        durable_registry=store is not None,
     )
     shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve,
                         heartbeat_seconds=zmq_heartbeat_interval)

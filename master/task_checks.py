@@ -183,10 +183,6 @@ def spec_problem(task: TaskInfo, allow_host_volumes: bool = False) -> str | None
             problem = container_problem(f"{owner} executor", executor.container, allow_host_volumes)
     if problem is None and task.health_check is not None:
         problem = health_check_problem(owner, task)
-    if problem is None and task.kill_policy is not None:
-        grace = task.kill_policy.grace_period_seconds
-        if grace is not None and not math.isfinite(grace):
-            problem = f"{owner}: kill_policy.grace_period_seconds must be a finite number of seconds"
     return problem
 
 

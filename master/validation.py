@@ -7,15 +7,17 @@ costs the framework its offer: the resources go back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container
 
 from tepui.offers.allocator import Demand
 from tepui.offers.roles import InvalidRole, validate_role
 from tepui.master.task_checks import spec_problem
-from tepui.sdk.protocol.values import DemandShape, TaskInfo
+from tepui.sdk.protocol.values import DemandShape, KillPolicy, TaskInfo
 from tepui.sdk.resources import InvalidResources, Resources
 
 MAX_ID_LENGTH = 255
+MAX_GRACE_SECONDS = 86400.0
 
 
 def validate_id(kind: str, value: str) -> str | None:
@@ -32,8 +34,19 @@ def validate_id(kind: str, value: str) -> str | None:
         # Every whitespace and control character is "not printable" (Unicode Other or
         # Separator; the space is the one printable exception): the common case in C.
         return None
-    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 or c.isspace() for c in value):  # C0, DEL, C1
         return f"{kind} {value!r} must not contain whitespace or control characters"
+    return None
+
+
+def grace_problem(where: str, policy: KillPolicy | None) -> str | None:
+    """A kill policy's grace period: finite, from 0 to a day. NaN and infinity would reach the
+    agent's timers (and an agent's drain waits for its longest grace period); a negative one
+    means nothing."""
+    grace = policy.grace_period_seconds if policy is not None else None
+    if grace is not None and not (math.isfinite(grace) and 0 <= grace <= MAX_GRACE_SECONDS):
+        return (f"{where}kill_policy.grace_period_seconds must be a number of seconds from 0 to "
+                f"{MAX_GRACE_SECONDS:.0f} (a day), got {grace!r}")
     return None
 
 
@@ -81,9 +94,9 @@ def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_id
             return f"task {task.task_id!r}: a shell command needs `command.value`"
         if not command.shell and not (command.value or command.arguments):
             return f"task {task.task_id!r}: an argv command needs `command.arguments`"
-    if task.kill_policy and task.kill_policy.grace_period_seconds is not None:
-        if task.kill_policy.grace_period_seconds < 0:
-            return f"task {task.task_id!r}: kill_policy.grace_period_seconds must be >= 0"
+    problem = grace_problem(f"task {task.task_id!r}: ", task.kill_policy)
+    if problem:
+        return problem
     problem = spec_problem(task, allow_host_volumes)
     if problem:
         return problem

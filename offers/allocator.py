@@ -44,10 +44,10 @@ from typing import Iterable, NamedTuple
 from tepui.offers.quota import Caps, allocate_with_quota
 from tepui.offers.roles import DEFAULT_ROLE, Quota, RoleTree, is_within
 from tepui.offers.sorter import DRFSorter
+from tepui.sdk.protocol.values import MAX_REFUSE_SECONDS  # the wire refuses more; kept for direct callers
 from tepui.sdk.resources import EMPTY, Resources, to_fixed
 
 DEFAULT_REFUSE_SECONDS = 5.0
-MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -277,8 +277,10 @@ class Allocator:
                 self._framework_sorters[role].deactivate(framework_id)
 
     def suppress(self, framework_id: str, roles: Iterable[str] = ()) -> None:
+        """Only the framework's own roles: a SUPPRESS naming others (any number, any length,
+        call after call) must not grow what the allocator keeps per framework."""
         framework = self.frameworks[framework_id]
-        framework.suppressed |= set(roles) or set(framework.roles)
+        framework.suppressed |= (set(roles) or set(framework.roles)) & set(framework.roles)
 
     def revive(self, framework_id: str, roles: Iterable[str] = ()) -> None:
         """Mesos: unsuppresses ``roles`` (all when empty) and clears their decline filters."""

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any, Callable, Hashable
 
-from tepui.sdk.effects import Log
+from tepui.sdk.effects import Log, escape_controls
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -49,10 +49,31 @@ def log_effect(logger: logging.Logger, effect: Log) -> None:
         logger.log(level, effect.render())
 
 
+MAX_LINE = 16384
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped and a message over
+    :data:`MAX_LINE` characters is cut — also for values formatted in with ``%s``, outside
+    :meth:`Log.render <tepui.sdk.effects.Log.render>` — and every line of a traceback is
+    indented. So a line that starts at column 0 is always a record's own: no value a client
+    chose (a framework's name, an id, a decoder's error quoting the bad value) can forge one."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        if len(text) > MAX_LINE:
+            text = f"{text[:MAX_LINE]}...[{len(text) - MAX_LINE} more characters]"
+        return escape_controls(text)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The message is one line by now; what follows it is a traceback or a stack (which
+        # another handler's formatter may have rendered and cached on the record).
+        line, more, rest = super().format(record).partition("\n")
+        return line + "".join("\n  " + escape_controls(part) for part in rest.split("\n")) if more else line
+
+
 def configure_logging(level: str = "info", name: str = "tepui") -> None:
-    """One event per line: ``time level logger event=... key=value``."""
-    logging.basicConfig(
-        level=_LEVELS.get(level, logging.INFO),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s {name} %(name)s %(message)s",
-    )
+    """One event per line: ``time level logger event=... key=value`` (:class:`OneLineFormatter`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(f"%(asctime)s %(levelname)s {name} %(name)s %(message)s"))
+    logging.basicConfig(level=_LEVELS.get(level, logging.INFO), handlers=[handler])

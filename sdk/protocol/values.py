@@ -12,6 +12,7 @@ Mesos-compatible gateway stays a thin translation. Identifiers are plain strings
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 import msgspec
 
@@ -290,12 +291,17 @@ class TaskStatus(Value):
     exit_code: int | None = None
 
 
-class Filters(Value):
-    """Mesos semantics: for ``refuse_seconds`` (default 5 s; negative means the default; capped
-    at one year) this framework is not offered, on that agent and in that role, anything the
-    declined resources contain; a bigger offer of the agent still comes."""
+MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 
-    refuse_seconds: float = 5.0
+
+class Filters(Value):
+    """Mesos semantics: for ``refuse_seconds`` (default 5 s) this framework is not offered, on
+    that agent and in that role, anything the declined resources contain; a bigger offer of the
+    agent still comes. From 0 to a year: the decoder refuses NaN, infinity, negative values and
+    more than a year naming the field, where Mesos silently uses 5 s or a year instead — a
+    client learns that its filter was not the one it asked for (issue 15)."""
+
+    refuse_seconds: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_REFUSE_SECONDS)] = 5.0
 
 
 class FrameworkInfo(Value):

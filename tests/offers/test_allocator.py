@@ -70,6 +70,16 @@ def test_suppress_and_revive() -> None:
     assert len(allocator.allocate(0.0)) == 1
 
 
+def test_suppressing_roles_the_framework_does_not_have_keeps_nothing() -> None:
+    """A SUPPRESS is a client's call: roles it names that are not the framework's (any number,
+    call after call) must not grow what the allocator keeps (issue 15)."""
+    allocator = Allocator()
+    allocator.add_framework("f1", ["a"])
+    allocator.suppress("f1", ["x" * 1000, "y"])
+    allocator.suppress("f1", ["a", "z"])
+    assert allocator.frameworks["f1"].suppressed == {"a"}
+
+
 def test_reserved_resources_go_only_to_their_role() -> None:
     allocator = Allocator()
     total = Resources.parse("cpus:2;mem:512;cpus(eng):2;mem(eng):512")
