@@ -32,7 +32,7 @@ from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, Remova
 from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 from tepui.master.refusals import correlate
 from tepui.master.task_audit import TaskAudits
-from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord, kept_status
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
 from tepui.master.peer_checks import agent_refused
 from tepui.master.framework_checks import claimed_id_problem, framework_info_problem
@@ -495,7 +495,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         framework = self.frameworks.get(msg.framework_id)
         task = agent.tasks.get((msg.framework_id, status.task_id))
         if task is not None:
-            task.status = status
+            task.status = kept_status(status)
             if task.state != status.state:
                 task.record(status.state, status.timestamp if status.timestamp is not None else now)
             if status.state.is_terminal:

@@ -6,8 +6,27 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskInfo, TaskState, TaskStatus
 from tepui.sdk.resources import Resources
+
+
+MAX_KEPT_MESSAGE = 1024
+
+
+def kept_status(status: TaskStatus) -> TaskStatus:
+    """What the master keeps of a task's latest status: ``/state`` shows its message and exit
+    code, nothing reads its data or labels. A custom executor (a framework's code) writes all
+    three; kept whole, a megabyte message for each of the 1,000 completed tasks a framework
+    keeps was a gigabyte of memory and of ``/state`` (issue 15). The framework still gets the
+    whole update."""
+    if status.data is None and not status.labels and len(status.message or "") <= MAX_KEPT_MESSAGE:
+        return status
+    message = status.message
+    if message is not None and len(message) > MAX_KEPT_MESSAGE:
+        message = f"{message[:MAX_KEPT_MESSAGE]}...[{len(message) - MAX_KEPT_MESSAGE} more characters]"
+    return msgspec.structs.replace(status, message=message, data=None, labels={})
 
 
 @dataclass

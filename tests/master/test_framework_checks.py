@@ -14,11 +14,13 @@ import pytest
 from tepui.master.core import MasterCore
 from tepui.master.events import Received, Send
 from tepui.master.registry import Recovered
+from tepui.master.state_view import render_state
 from tepui.sdk.codec import Codec, ProtocolError, envelope
+from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import MasterInbound
-from tepui.sdk.protocol.values import Filters, FrameworkInfo, KillPolicy
-from tests.master.test_core import FW, launched, make_core, sends, subscribe
+from tepui.sdk.protocol.values import Filters, FrameworkInfo, KillPolicy, TaskState, TaskStatus
+from tests.master.test_core import AGENT, FW, launched, make_core, sends, subscribe
 
 HOSTILE = b"hostile-peer"
 NEWCOMER = b"newcomer-peer"
@@ -191,3 +193,22 @@ def test_decline_filters_that_are_not_finite_and_bounded_are_refused_by_the_deco
     with pytest.raises(ProtocolError) as caught:
         codec.decode(data)
     assert caught.value.field == "$.body.filters.refuse_seconds"
+
+
+# --- what a custom executor writes, kept by the master -------------------------------------------
+
+
+def test_a_huge_status_message_from_an_executor_reaches_the_framework_but_is_cut_in_state() -> None:
+    """A custom executor is the framework's code: a 3 MB message (and data) kept with each of
+    the 1,000 completed tasks a framework keeps was gigabytes of memory and of /state."""
+    core = make_core()
+    launched(core)
+    status = TaskStatus(task_id="t1", state=TaskState.FAILED, message="m" * 3_000_000, data=b"d" * 1_000_000,
+                        labels={"k": "v"}, agent_id="m-S0001", uuid=b"u1")
+    effects = core.handle(Received(AGENT, am.StatusUpdate("m-F0001", status)), 2.0)
+    assert sm.Update(status) in sends(effects, FW)
+    [kept] = [t for t in core.frameworks["m-F0001"].completed if t.task_id == "t1"]
+    assert kept.status is not None and kept.status.data is None and kept.status.labels == {}
+    assert len(kept.status.message or "") < 1100 and kept.status.state == TaskState.FAILED
+    [state_task] = render_state(core, 3.0)["frameworks"][0]["completed_tasks"]
+    assert len(state_task["message"]) < 1100
