@@ -388,7 +388,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         if uris:
             # Mesos: the fetcher runs first; the container starts only once every URI is in.
             record.launch = launch
-            out.append(FetchURIs(framework_id, task.task_id, sandbox, uris))
+            out.append(FetchURIs(framework_id, task.task_id, sandbox, uris, self._user_for(task)))
         else:
             out.append(launch)
 

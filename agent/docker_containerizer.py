@@ -79,6 +79,7 @@ from tepui.agent.docker_spec import (  # noqa: F401  (re-exported: the container
     container_name,
     container_spec,
 )
+from tepui.agent.processes import open_output
 from tepui.sdk.protocol.values import TaskInfo
 
 log = logging.getLogger("tepui.agent.docker")
@@ -471,7 +472,7 @@ class _LogFollower:
     def _recopy(self, api: docker.APIClient) -> None:
         for (path, start), which in zip(zip(self._paths, self._starts), ("stdout", "stderr")):
             try:
-                with open(path, "ab") as out:
+                with open_output(path) as out:  # never through a link the container put there
                     out.truncate(start)
                     chunks: Iterable[bytes] = api.logs(self._id, stdout=which == "stdout", stderr=which == "stderr",
                                                        stream=True, follow=False)
@@ -487,7 +488,8 @@ class _LogFollower:
             log.warning("event=log_stream_failed container=%s error=%r", self._name, _describe(exc))
             return
         try:
-            with open(self._paths[0], "ab") as out, open(self._paths[1], "ab") as err:
+            # Never through a link the container (root inside, the sandbox mounted) put there.
+            with open_output(self._paths[0]) as out, open_output(self._paths[1]) as err:
                 url = f"{client.base_url}/v{self._version}/containers/{self._id}/logs"
                 params = {"stdout": 1, "stderr": 1, "follow": 1}
                 if self._since is not None:

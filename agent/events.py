@@ -139,6 +139,7 @@ class FetchURIs:
     task_id: str
     sandbox: str
     uris: list[CommandURI]
+    user: str | None = None  # whose privileges the fetch runs with (the task's); None: the agent's own
 
 
 @dataclass(frozen=True)

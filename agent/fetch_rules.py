@@ -94,6 +94,31 @@ def local_path(value: str) -> str:
     return path
 
 
+ALLOW_FLAG = "--fetcher-allowed-dir"
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both already real paths)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def local_file_problem(shown: str, path: str, real: str, allowed: Sequence[str]) -> str | None:
+    """Why the local file ``path`` (``real`` once links and ``..`` are resolved) may not be
+    fetched, as the task's failure message, or None. Local files come only from the directories
+    the operator allows (``allowed``, real paths): without the rule a task could copy anything the
+    fetcher can read, from the agent's keys to other tasks' sandboxes."""
+    if not allowed:
+        return (f"cannot fetch {shown!r}: this agent fetches no local files (file:// URIs and absolute paths are "
+                f"refused unless the operator allows a directory: `tepui agent {ALLOW_FLAG} DIR`, or "
+                f"`tepui up {ALLOW_FLAG} DIR`)")
+    if any(inside(real, root) for root in allowed):
+        return None
+    where = "it is" if real == path else f"it resolves to {real!r}, which is"
+    return (f"cannot fetch {shown!r}: {where} outside the directories this agent fetches local files from "
+            f"({', '.join(allowed)}); use a file there, or an operator can allow another directory with "
+            f"`tepui agent {ALLOW_FLAG} DIR`")
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a file name directly inside the sandbox, or None."""
     if not name:

@@ -4,6 +4,10 @@ Mesos semantics (``docs/fetcher.md``, ``src/launcher/fetcher.cpp``):
 
 - Schemes: ``http://``, ``https://`` (redirects followed), ``file://`` and plain absolute paths
   (copied). Anything else is refused with the scheme named.
+- Who fetches (Mesos runs its fetcher as the task's user): an agent running as root fetches a
+  task's URIs in a child process that becomes the task's user before it reads or writes anything
+  (``fetch_as_user.py``), into a sandbox handed to that user; so a task can fetch only what its
+  user may read, and a file only root may read fails with "permission denied".
 - The file is saved as ``output_file`` when given, else as the basename of the URI's path.
 - ``extract`` (the default) unpacks ``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``
   and ``.zip`` into the sandbox directory itself and keeps the archive; ``executable`` makes the
@@ -15,7 +19,15 @@ Mesos semantics (``docs/fetcher.md``, ``src/launcher/fetcher.cpp``):
   Entries are evicted least-recently-used first to stay under ``cache_limit_bytes``; an item
   larger than the whole limit is fetched but not cached. One agent owns one cache directory.
 
-Beyond Mesos, because a sandbox must never be a door out of itself: archive members with
+Beyond Mesos, because a task must not read the agent's host through its URIs: local files
+(``file://`` and absolute paths) come only from the directories the operator allows
+(``allowed_dirs``, ``tepui agent --fetcher-allowed-dir DIR``; none by default, so no local file at
+all). The path is resolved (links, ``..``) and checked, opened without following a last link,
+and the file really opened (``/proc/self/fd``) is checked again, so a link swapped in between
+cannot lead elsewhere. The cache is per user (``<cache_dir>/users/<uid>``, 0700, owned by that
+user; the limit applies to each), so one user's fetches are never served to another.
+
+And because a sandbox must never be a door out of itself: archive members with
 absolute paths, ``..`` components, links leading outside the sandbox, or device files are
 refused before anything is written (and tar extraction also runs through ``tarfile``'s
 ``data`` filter, which checks real paths member by member); a download or an extraction larger
@@ -31,6 +43,7 @@ whole download, the way curl's ``--connect-timeout``/``--speed-time`` pair does.
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import http.client
 import logging
@@ -54,6 +67,8 @@ from typing import Any, BinaryIO
 
 from twisted.internet import defer, threads
 
+from tepui.agent.fetch_as_user import fetch_as, must_switch
+from tepui.agent.processes import TaskUser
 from tepui.sdk.protocol.values import CommandURI
 
 __all__ = [
@@ -77,7 +92,9 @@ from tepui.agent.fetch_rules import (  # noqa: F401  (the fetcher's vocabulary, 
     _zip_mode,
     archive_kind,
     cache_key,
+    inside,
     link_problem,
+    local_file_problem,
     local_path,
     member_problem,
     name_problem,
@@ -127,9 +144,15 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
 class Fetcher:
     def __init__(self, reactor: Any, cache_dir: str, cache_limit_bytes: int = 2 * 1024**3,
-                 max_download_bytes: int = 10 * 1024**3, timeout: float = 60.0) -> None:
+                 max_download_bytes: int = 10 * 1024**3, timeout: float = 60.0,
+                 allowed_dirs: Sequence[str] = (), user_name: str | None = None) -> None:
+        """``allowed_dirs``: where local files may come from (none: no local file at all).
+        ``user_name``: whose privileges this fetcher runs with, when that is a task's user (for
+        messages)."""
         self._reactor = reactor
         self.cache_dir = cache_dir
+        self.allowed_dirs = tuple(allowed_dirs)
+        self.user_name = user_name
         self.cache_limit_bytes = cache_limit_bytes
         self.max_download_bytes = max_download_bytes
         self.timeout = timeout
@@ -139,10 +162,14 @@ class Fetcher:
 
     # -- entry points --
 
-    def fetch(self, uris: Sequence[CommandURI], sandbox: str) -> defer.Deferred[list[FetchResult]]:
-        """Fetches in the reactor's thread pool; fires on the reactor thread with the results in
-        the order of ``uris``, or errbacks with the first FetchError."""
+    def fetch(self, uris: Sequence[CommandURI], sandbox: str,
+              user: TaskUser | None = None) -> defer.Deferred[list[FetchResult]]:
+        """Fetches in the reactor's thread pool, as ``user`` (the task's; None: the agent's own)
+        when the agent can and must switch to it; fires on the reactor thread with the results
+        in the order of ``uris``, or errbacks with the first FetchError."""
         pool = self._reactor.getThreadPool()
+        if user is not None and must_switch(user):
+            return threads.deferToThreadPool(self._reactor, pool, fetch_as, self, list(uris), sandbox, user)
         return threads.deferToThreadPool(self._reactor, pool, self.fetch_blocking, list(uris), sandbox)
 
     def fetch_blocking(self, uris: Sequence[CommandURI], sandbox: str) -> list[FetchResult]:
@@ -175,6 +202,8 @@ class Fetcher:
         scheme = uri_scheme(uri.value)
         name = output_name(uri)
         final = os.path.join(sandbox, name)
+        if scheme == "file":
+            self._allowed_local(uri.value, shown)  # before the cache: a hit must not bypass the rule
         from_cache = False
         if uri.cache:
             tmp, size, from_cache = self._through_cache(uri.value, shown, scheme, sandbox)
@@ -209,21 +238,42 @@ class Fetcher:
             _unlink(tmp)
             raise
 
-    def _copy_local(self, value: str, shown: str, out: BinaryIO) -> int:
+    def _allowed_local(self, value: str, shown: str, real: str | None = None) -> str:
+        """The real path of a local file the rule allows (``real``: where it really is, when
+        known); FetchError naming the rule otherwise."""
         path = local_path(value)
+        real = real or os.path.realpath(path)
+        problem = local_file_problem(shown, path, real, [os.path.realpath(d) for d in self.allowed_dirs])
+        if problem is not None:
+            raise FetchError(problem)
+        return real
+
+    def _copy_local(self, value: str, shown: str, out: BinaryIO) -> int:
+        real = self._allowed_local(value, shown)
         try:
-            st = os.stat(path)
+            # Not through a last link, and without blocking on a FIFO; then what was really
+            # opened is checked against the rule again (a link swapped in since realpath).
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except FileNotFoundError:
+            raise FetchError(f"cannot fetch {shown!r}: no such file") from None
+        except PermissionError:
+            whose = f" (the fetcher runs as the task's user {self.user_name!r})" if self.user_name else ""
+            raise FetchError(f"cannot fetch {shown!r}: permission denied{whose}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise FetchError(f"cannot fetch {shown!r}: it changed into a link while it was being opened") from None
+            raise
+        with os.fdopen(fd, "rb") as src:
+            opened = os.readlink(f"/proc/self/fd/{fd}")
+            if opened != real:
+                self._allowed_local(value, shown, opened)
+            st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise FetchError(f"cannot fetch {shown!r}: it is a directory, not a file")
             if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
                 raise FetchError(f"cannot fetch {shown!r}: it is not a regular file")
             self._check_size(st.st_size, shown)
-            src = open(path, "rb")  # noqa: SIM115 (closed below; only opening names the source)
-        except FileNotFoundError:
-            raise FetchError(f"cannot fetch {shown!r}: no such file") from None
-        except PermissionError:
-            raise FetchError(f"cannot fetch {shown!r}: permission denied") from None
-        with src:
+            os.set_blocking(fd, True)
             return self._pump(src, out, shown, None)
 
     def _download(self, value: str, shown: str, out: BinaryIO) -> int:
@@ -335,11 +385,11 @@ class Fetcher:
                     dest = os.path.join(root, info.filename)
                     # Real-path check at write time: an earlier symlink member may lead elsewhere.
                     parent = os.path.realpath(os.path.dirname(dest.rstrip("/")))
-                    if not _inside(parent, root):
+                    if not inside(parent, root):
                         raise refuse(info.filename, "would be written through a link outside the sandbox")
                     mode = _zip_mode(info)
                     if info.is_dir():
-                        if not _inside(os.path.realpath(dest), root):
+                        if not inside(os.path.realpath(dest), root):
                             raise refuse(info.filename, "would be written through a link outside the sandbox")
                         os.makedirs(dest, exist_ok=True)
                         continue
@@ -348,7 +398,7 @@ class Fetcher:
                         os.unlink(dest)  # replace, never write through an existing link
                     if info.filename in links:
                         target = links[info.filename]
-                        if not _inside(os.path.realpath(os.path.join(parent, target)), root):
+                        if not inside(os.path.realpath(os.path.join(parent, target)), root):
                             raise refuse(info.filename, f"links to {target!r}, outside the sandbox")
                         os.symlink(target, dest)
                         continue
@@ -484,10 +534,6 @@ def _flock(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _unlink(path: str) -> None:

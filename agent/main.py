@@ -46,6 +46,7 @@ def run_agent(
     reconfiguration_policy: str = "equal",
     http_token_file: str | None = None,
     http_read_auth: str = "open",
+    fetcher_allowed_dirs: tuple[str, ...] = (),  # where local files may be fetched from (none: nowhere)
     keys_dir: str | None = None,
     insecure: bool = False,
 ) -> None:
@@ -169,7 +170,9 @@ def run_agent(
         address=advertised,
     )
     docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
-    fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024)
+    fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024,
+                      allowed_dirs=tuple(os.path.abspath(d) for d in fetcher_allowed_dirs))
+    log.info("event=fetcher_local_files allowed_dirs=%s", ",".join(fetcher.allowed_dirs) or "none")
     core = AgentCore(config, lambda: uuid.uuid4().bytes)
     shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher, store, curve=curve)
     shell.recover(recovered)

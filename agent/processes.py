@@ -31,16 +31,21 @@ we open), so output never passes through the agent's event loop.
 Isolation (``cgroups.py``): when the host allows it, each task gets its own cgroup, joined by
 the task's first process before it execs anything. Identity: an agent running as root drops to
 the task's user with util-linux ``setpriv`` (after joining the cgroup, which needs root), and
-hands the sandbox to that user.
+hands the sandbox to that user. The sandbox may already be that user's (the fetcher wrote in it
+as the user), so whatever a process of that user could have put there is never followed: the
+output files are opened without following links (:func:`open_output`) and only the sandbox and
+its top-level entries are chowned, each without following a link.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -186,16 +191,16 @@ class ProcessLauncher:
             group = self.cgroups.create(key[0], key[1], limits or Limits(), envelope)
             self.groups[key] = group
             env["TEPUI_CGROUP_PROCS"] = " ".join(group.procs_files)
-        with open(os.path.join(sandbox, "stdout"), "ab") as out, open(os.path.join(sandbox, "stderr"), "ab") as err, \
+        with open_output(os.path.join(sandbox, "stdout")) as out, open_output(os.path.join(sandbox, "stderr")) as err, \
                 open(os.devnull, "rb") as devnull:
             if user is not None and os.geteuid() == 0:
-                # The sandbox (with whatever the fetcher put there) belongs to the task's user.
-                for directory, dirs, files in os.walk(sandbox):
-                    if directory == run_dir:
-                        continue
-                    for name in [directory] + [os.path.join(directory, n) for n in dirs + files]:
-                        if name != run_dir:
-                            os.chown(name, user.uid, user.gid, follow_symlinks=False)
+                # The sandbox belongs to the task's user: the directory and what the agent put at
+                # its top (output files, links to volumes). Not recursively: what lies deeper was
+                # written by the fetcher as that user already, and a recursive walk as root could
+                # be led out of the sandbox by a directory swapped for a link while it runs.
+                for name in [sandbox] + [os.path.join(sandbox, n) for n in os.listdir(sandbox)]:
+                    if name != run_dir:
+                        os.chown(name, user.uid, user.gid, follow_symlinks=False)
 
             def ended(code: int | None, sig: int | None) -> None:
                 code, sig = exit_from_status(code, sig)
@@ -285,6 +290,29 @@ class ProcessLauncher:
             return group.usage() if group is not None else None
         except OSError:
             return None
+
+
+def open_output(path: str) -> Any:
+    """Opens a task's output file in its sandbox for appending, as the agent (often root) in a
+    directory the task's user may write: never through a link (a ``stdout`` linked to
+    ``/etc/shadow`` would get the task's output appended), never a FIFO or device (it would block
+    or write elsewhere), never a file with other hard links. Raises OSError saying which."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    name = os.path.basename(path)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a link; a FIFO nobody reads
+            raise OSError(exc.errno, f"{name} in the sandbox is a link or a FIFO; the agent writes a task's "
+                          "output only to a plain file", path) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{name} in the sandbox is not a plain file (a FIFO, device or hard link); "
+                      "the agent writes a task's output only to a plain file", path)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
 
 
 def supervisor_alive(pid: int, run_dir: str) -> bool:

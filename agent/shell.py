@@ -335,8 +335,13 @@ class AgentShell:
 
     def _fetch(self, effect: FetchURIs) -> None:
         fid, tid = effect.framework_id, effect.task_id
+        try:
+            user = resolve_user(effect.user) if effect.user else None
+        except LookupError as exc:  # the launch would fail the same way: say it now
+            self.reactor.callLater(0, self.handle, FetchFailed(fid, tid, f"cannot fetch the task's URIs: {exc}"))
+            return
         os.makedirs(effect.sandbox, exist_ok=True)
-        fetched = self.fetcher.fetch(effect.uris, effect.sandbox)
+        fetched = self.fetcher.fetch(effect.uris, effect.sandbox, user)
         fetched.addCallbacks(lambda _: self.handle(FetchSucceeded(fid, tid)),
                              lambda failure: self.handle(FetchFailed(fid, tid, str(failure.value))))
 
@@ -354,12 +359,9 @@ class AgentShell:
 def _link_shared(shared: str, sandbox: str, user: TaskUser | None) -> None:
     """A task group's shared volume: one directory, linked into every member's sandbox."""
     os.makedirs(shared, exist_ok=True)
-    os.makedirs(sandbox, exist_ok=True)
     if user is not None and os.geteuid() == 0:
         os.chown(shared, user.uid, user.gid)
-    link = os.path.join(sandbox, "shared")
-    if not os.path.lexists(link):
-        os.symlink(shared, link)
+    _link_in_sandbox(sandbox, "shared", shared, user)
 
 
 def _link_volume(directory: str, sandbox: str, path: str, user: TaskUser | None) -> None:
@@ -368,10 +370,38 @@ def _link_volume(directory: str, sandbox: str, path: str, user: TaskUser | None)
     os.makedirs(directory, exist_ok=True)
     if user is not None and os.geteuid() == 0:
         os.chown(directory, user.uid, user.gid)
-    link = os.path.join(sandbox, path)
-    os.makedirs(os.path.dirname(link), exist_ok=True)
-    if not os.path.lexists(link):
-        os.symlink(directory, link)
+    _link_in_sandbox(sandbox, path, directory, user)
+
+
+def _link_in_sandbox(sandbox: str, path: str, target: str, user: TaskUser | None) -> None:
+    """Makes ``<sandbox>/<path>`` a link to ``target`` (unless something is there), creating the
+    directories on the way as the task's user's. Step by step from an open directory and never
+    through a link: the sandbox may already be that user's (the fetcher wrote in it as the user),
+    and the agent, often root, must not be led out of it by a link a process of theirs put there."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise OSError(f"{path!r} cannot name a place inside the sandbox")
+    chown = user is not None and os.geteuid() == 0
+    os.makedirs(sandbox, exist_ok=True)  # before the launch, when nothing was fetched
+    fd = os.open(sandbox, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                if chown:
+                    assert user is not None
+                    os.chown(part, user.uid, user.gid, dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                pass
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        try:
+            os.symlink(target, parts[-1], dir_fd=fd)
+        except FileExistsError:
+            pass
+    finally:
+        os.close(fd)
 
 
 def default_work_dir() -> str:

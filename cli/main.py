@@ -157,7 +157,11 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 @click.option("--containerizers", default="mesos,docker", show_default=True,
               help="Which containerizers to offer: mesos (processes) and/or docker.")
 @click.option("--docker-host", default=None, help="Docker engine address (default: $DOCKER_HOST or the local socket).")
-@click.option("--fetcher-cache-size", default=2048, show_default=True, help="Fetcher cache size, MiB.")
+@click.option("--fetcher-cache-size", default=2048, show_default=True, help="Fetcher cache size, MiB (per task user).")
+@click.option("--fetcher-allowed-dir", "fetcher_allowed_dirs", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True),
+              help="A directory tasks may fetch local files (file:// URIs, absolute paths) from; repeatable. "
+              "Default: none, so no local file at all. Tasks still read only what their user may.")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=None,
               show_default="5051, or a free port if 5051 is taken", help="HTTP port (sandbox files API); 0: any free port.")
 @click.option("--ip", default="127.0.0.1", show_default=True, help="Address the HTTP API binds (0.0.0.0: all).")
@@ -185,7 +189,8 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 def agent(master_address: str, work_dir: str | None, resources: str | None, attributes: str | None,
           hostname: str | None, kill_grace_period: float, master_silence_limit: float | None, update_retry: float,
           isolation: str, task_user: str | None, allowed_users: str, task_pids_max: int, containerizers: str,
-          docker_host: str | None, fetcher_cache_size: int, http_port: int | None, ip: str,
+          docker_host: str | None, fetcher_cache_size: int, fetcher_allowed_dirs: tuple[str, ...],
+          http_port: int | None, ip: str,
           advertise_ip: str | None, sandbox_gc_delay: float, strict: bool, reconfiguration_policy: str,
           http_token_file: str | None, http_read_auth: str, keys: str | None, insecure: bool,
           log_level: str) -> None:
@@ -223,6 +228,7 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
               tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None,
               tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size,
               http_port, ip, advertise_ip, sandbox_gc_delay, strict, reconfiguration_policy,
+              fetcher_allowed_dirs=fetcher_allowed_dirs,
               http_token_file=http_token_file, http_read_auth=http_read_auth, keys_dir=keys, insecure=insecure)
 
 

@@ -312,9 +312,13 @@ def default_state_dir(port: int) -> str:
 @click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
               help="Extra argument for every `tepui agent` (repeatable; after the others, so it overrides them), "
                    "e.g. --agent-arg=--no-strict to recover from a damaged checkpoint.")
+@click.option("--fetcher-allowed-dir", "fetcher_allowed_dirs", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True),
+              help="A directory tasks may fetch local files (file:// URIs) from, passed to every agent "
+                   "(repeatable; default: none, as for `tepui agent`).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the cluster to come up.")
 def up_command(agents: int, state_dir: str | None, port: int, http_port: int, agent_resources: str | None,
-               agent_args: tuple[str, ...], timeout: float) -> None:
+               agent_args: tuple[str, ...], timeout: float, fetcher_allowed_dirs: tuple[str, ...] = ()) -> None:
     """Start a local cluster (a master and agents) and keep it running until Ctrl-C.
 
     Each agent offers the whole machine unless --agent-resources says otherwise, so a local
@@ -348,7 +352,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    cluster.start(agent_resources, agent_args)
+    allowed = tuple(f"--fetcher-allowed-dir={os.path.abspath(d)}" for d in fetcher_allowed_dirs)
+    cluster.start(agent_resources, allowed + agent_args)
     cluster.start_services()
     ending: Ending | None = None
     try:

@@ -483,3 +483,27 @@ def test_a_subscribe_with_a_missing_or_wrong_secret_gets_an_error_is_counted_and
     assert agent.executor_peers == {b"exec": ("F1", "e1")}
     effects = agent.handle(ExecutorReceived(b"intruder", ex.ExecutorHeartbeat()), 3.2)
     assert effects == [SendToExecutor(b"intruder", ex.ExecutorError("not subscribed: send SUBSCRIBE first"))]
+
+
+# --- fetching -----------------------------------------------------------------------------------
+
+
+def test_uris_are_fetched_as_the_task_user_and_a_refused_one_fails_the_task_naming_it() -> None:
+    from tepui.agent.events import FetchFailed, FetchURIs
+    from tepui.sdk.protocol.values import CommandURI
+
+    agent = core(task_user="nobody")
+    registered(agent)
+    uri = CommandURI(value="file:///etc/shadow")
+    info = TaskInfo(name="t1", task_id="t1", agent_id="S1", resources=Resources.of(cpus=1).to_wire(),
+                    command=CommandInfo(value="cat shadow", uris=[uri]))
+    effects = run(agent, info)
+    assert FetchURIs("F1", "t1", "/w/sandboxes/F1/t1", [uri], "nobody") in effects
+    assert not any(isinstance(e, LaunchProcess) for e in effects), "nothing runs before its URIs are in"
+    message = "cannot fetch 'file:///etc/shadow': this agent fetches no local files (...)"
+    ack(agent, "t1", statuses(effects)[0][2] or b"", 1.5)  # TASK_STARTING
+    effects = agent.handle(FetchFailed("F1", "t1", message), 2.0)
+    [update] = [b for b in to_master(effects) if isinstance(b, am.StatusUpdate)]
+    assert (update.status.state, update.status.reason, update.status.message) == (
+        TaskState.FAILED, TaskReason.FETCH_FAILED, message)
+    assert not any(isinstance(e, LaunchProcess) for e in effects)

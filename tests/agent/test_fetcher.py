@@ -94,7 +94,7 @@ def tree(root: Path) -> set[str]:
 
 @pytest.fixture
 def fetcher(tmp_path: Path) -> Fetcher:
-    return Fetcher(None, str(tmp_path / "cache"), timeout=5.0)
+    return Fetcher(None, str(tmp_path / "cache"), timeout=5.0, allowed_dirs=[str(tmp_path)])
 
 
 @pytest.fixture
@@ -203,12 +203,13 @@ def test_executable_sets_mode_0755_and_is_never_extracted(fetcher: Fetcher, sand
 
 
 def test_missing_file_directory_and_special_files_fail_clearly(fetcher: Fetcher, sandbox: Path, tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match=r"'file:///nope/x\.txt': no such file"):
-        fetcher.fetch_blocking([CommandURI(value="file:///nope/x.txt")], str(sandbox))
+    with pytest.raises(FetchError, match=rf"'file://{tmp_path}/nope/x\.txt': no such file"):
+        fetcher.fetch_blocking([CommandURI(value=f"file://{tmp_path}/nope/x.txt")], str(sandbox))
     with pytest.raises(FetchError, match=r"is a directory"):
         fetcher.fetch_blocking([CommandURI(value=str(tmp_path), output_file="d")], str(sandbox))
+    os.mkfifo(tmp_path / "fifo")  # nobody writes to it: opening it must not block
     with pytest.raises(FetchError, match=r"not a regular file"):
-        fetcher.fetch_blocking([CommandURI(value="/dev/zero")], str(sandbox))
+        fetcher.fetch_blocking([CommandURI(value=str(tmp_path / "fifo"))], str(sandbox))
     with pytest.raises(FetchError, match=r"local file .* not one on host 'elsewhere'"):
         fetcher.fetch_blocking([CommandURI(value="file://elsewhere/x.txt")], str(sandbox))
     assert tree(sandbox) == set()
@@ -319,7 +320,7 @@ def test_a_corrupt_archive_is_a_clear_error(fetcher: Fetcher, sandbox: Path, tmp
 
 
 def test_oversized_copy_and_oversized_extraction_fail(tmp_path: Path, sandbox: Path) -> None:
-    small = Fetcher(None, str(tmp_path / "cache"), max_download_bytes=1000)
+    small = Fetcher(None, str(tmp_path / "cache"), max_download_bytes=1000, allowed_dirs=[str(tmp_path)])
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * 1001)
     with pytest.raises(FetchError, match=r"big\.bin'.*more than the limit of 1000 bytes"):
@@ -342,6 +343,170 @@ def test_connection_refused_is_a_fetch_error(fetcher: Fetcher, sandbox: Path) ->
     assert tree(sandbox) == set()
 
 
+# --- local files: only from allowed directories, only what the task's user may read -------------
+
+
+@pytest.fixture
+def areas(tmp_path: Path) -> tuple[Path, Path]:
+    """(allowed, outside): a directory the fetcher may read from, and a file's worth beside it."""
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "ok.txt").write_bytes(b"ok\n")
+    (outside / "secret.txt").write_bytes(b"secret\n")
+    return allowed, outside
+
+
+def only_from(tmp_path: Path, *dirs: Path) -> Fetcher:
+    return Fetcher(None, str(tmp_path / "cache"), timeout=5.0, allowed_dirs=[str(d) for d in dirs])
+
+
+def test_without_allowed_directories_no_local_file_is_fetched(tmp_path: Path, sandbox: Path,
+                                                              areas: tuple[Path, Path]) -> None:
+    allowed, _ = areas
+    for value in (f"file://{allowed}/ok.txt", f"{allowed}/ok.txt"):
+        with pytest.raises(FetchError) as refused:
+            only_from(tmp_path).fetch_blocking([CommandURI(value=value)], str(sandbox))
+        assert str(refused.value) == (
+            f"cannot fetch {value!r}: this agent fetches no local files (file:// URIs and absolute paths are refused "
+            "unless the operator allows a directory: `tepui agent --fetcher-allowed-dir DIR`, or "
+            "`tepui up --fetcher-allowed-dir DIR`)")
+    assert tree(sandbox) == set()
+
+
+def test_a_file_outside_the_allowed_directories_is_refused_naming_the_rule(
+        tmp_path: Path, sandbox: Path, areas: tuple[Path, Path]) -> None:
+    allowed, outside = areas
+    fetcher = only_from(tmp_path, allowed)
+    for value in (f"file://{outside}/secret.txt", "/etc/hostname"):
+        with pytest.raises(FetchError) as refused:
+            fetcher.fetch_blocking([CommandURI(value=value)], str(sandbox))
+        assert str(refused.value) == (
+            f"cannot fetch {value!r}: it is outside the directories this agent fetches local files from "
+            f"({allowed}); use a file there, or an operator can allow another directory with "
+            "`tepui agent --fetcher-allowed-dir DIR`")
+    # '..' is resolved before the check, as are links.
+    dotdot = f"{allowed}/../outside/secret.txt"
+    with pytest.raises(FetchError, match=rf"resolves to '{outside}/secret.txt', which is outside"):
+        fetcher.fetch_blocking([CommandURI(value=dotdot)], str(sandbox))
+    assert fetcher.fetch_blocking([CommandURI(value=f"file://{allowed}/ok.txt")], str(sandbox))[0].bytes == 3
+    assert tree(sandbox) == {"ok.txt"}
+
+
+def test_a_link_inside_an_allowed_directory_that_leads_outside_is_refused(
+        tmp_path: Path, sandbox: Path, areas: tuple[Path, Path]) -> None:
+    allowed, outside = areas
+    (allowed / "escape.txt").symlink_to(outside / "secret.txt")
+    (allowed / "escape-dir").symlink_to(outside)
+    (allowed / "fine.txt").symlink_to("ok.txt")  # a link that stays inside is fine
+    fetcher = only_from(tmp_path, allowed)
+    for value in (f"file://{allowed}/escape.txt", f"{allowed}/escape-dir/secret.txt"):
+        with pytest.raises(FetchError, match=rf"resolves to '{outside}/secret.txt', which is outside the "
+                                             rf"directories this agent fetches local files from \({allowed}\)"):
+            fetcher.fetch_blocking([CommandURI(value=value)], str(sandbox))
+    fetcher.fetch_blocking([CommandURI(value=f"{allowed}/fine.txt")], str(sandbox))
+    assert (sandbox / "fine.txt").read_bytes() == b"ok\n" and tree(sandbox) == {"fine.txt"}
+
+
+def test_the_file_really_opened_is_checked_again(tmp_path: Path, sandbox: Path, areas: tuple[Path, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link swapped in between the check and the open: played by a realpath that misses links."""
+    allowed, outside = areas
+    (allowed / "sub").symlink_to(outside)
+    (allowed / "last").symlink_to(outside / "secret.txt")
+    fetcher = only_from(tmp_path, allowed)
+    monkeypatch.setattr(os.path, "realpath", lambda path, **_: os.path.normpath(path))
+    with pytest.raises(FetchError, match=rf"'{outside}/secret.txt', which is outside"):  # found through /proc/self/fd
+        fetcher.fetch_blocking([CommandURI(value=f"{allowed}/sub/secret.txt")], str(sandbox))
+    with pytest.raises(FetchError, match=r"it changed into a link while it was being opened"):  # O_NOFOLLOW
+        fetcher.fetch_blocking([CommandURI(value=f"{allowed}/last")], str(sandbox))
+    assert tree(sandbox) == set()
+
+
+# --- fetching as the task's user (an agent running as root) ---------------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to the task's user needs an agent running as root")
+
+
+@pytest.fixture
+def public_area() -> Iterator[Path]:
+    """A directory the task user (nobody) can reach: pytest's tmp dirs are 0700."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="tepui-fetch-"))
+    os.chmod(root, 0o711)
+    (root / "allowed").mkdir(mode=0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def nobody() -> Any:
+    from tepui.agent.processes import resolve_user
+
+    return resolve_user("nobody")
+
+
+@as_root
+def test_as_root_a_file_the_task_user_cannot_read_is_refused_even_in_an_allowed_directory(public_area: Path) -> None:
+    from tepui.agent.fetch_as_user import fetch_as
+
+    allowed = public_area / "allowed"
+    private = allowed / "root-only.txt"
+    private.write_bytes(b"root's\n")
+    os.chmod(private, 0o600)
+    fetcher = Fetcher(None, str(public_area / "cache"), timeout=5.0, allowed_dirs=[str(allowed)])
+    sandbox = public_area / "sandboxes" / "F1" / "t1"
+    with pytest.raises(FetchError) as refused:
+        fetch_as(fetcher, [CommandURI(value=f"file://{private}")], str(sandbox), nobody())
+    assert str(refused.value) == (f"cannot fetch 'file://{private}': permission denied "
+                                  "(the fetcher runs as the task's user 'nobody')")
+    assert tree(sandbox) == set()
+    # The agent itself (root) could have read it: the refusal is the user's, not the rule's.
+    assert fetcher.fetch_blocking([CommandURI(value=str(private))], str(public_area / "root-box"))[0].bytes == 7
+
+
+@as_root
+def test_as_root_an_allowed_file_is_fetched_by_and_for_the_task_user(public_area: Path) -> None:
+    from tepui.agent.fetch_as_user import fetch_as
+
+    allowed = public_area / "allowed"
+    make_tar(allowed / "app.tgz", [("app/run.sh", b"#!/bin/sh\n"), ("app/data", None)])
+    (allowed / "notes.txt").write_bytes(b"notes\n")
+    fetcher = Fetcher(None, str(public_area / "cache"), timeout=5.0, allowed_dirs=[str(allowed)])
+    sandbox = public_area / "sandboxes" / "F1" / "t1"
+    user = nobody()
+    results = fetch_as(fetcher, [CommandURI(value=f"file://{allowed}/notes.txt"),
+                                 CommandURI(value=str(allowed / "app.tgz"), cache=True)], str(sandbox), user)
+    assert [(r.path, r.bytes, r.from_cache) for r in results] == [
+        (str(sandbox / "notes.txt"), 6, False), (str(sandbox / "app"), (allowed / "app.tgz").stat().st_size, False)]
+    owners = {str(p.relative_to(sandbox)): (p.lstat().st_uid, p.lstat().st_gid) for p in [sandbox, *sandbox.rglob("*")]}
+    assert set(owners.values()) == {(user.uid, user.gid)}, owners
+    assert (sandbox / "notes.txt").read_bytes() == b"notes\n" and (sandbox / "app" / "run.sh").exists()
+    # Its cache entry is its own: in users/<uid>, 0700, owned by the user; not the agent's, not another user's.
+    mine = public_area / "cache" / "users" / str(user.uid)
+    assert (mine.stat().st_uid, stat.S_IMODE(mine.stat().st_mode)) == (user.uid, 0o700)
+    assert stat.S_IMODE(mine.parent.stat().st_mode) == 0o711
+    assert [p.name for p in mine.iterdir() if p.name != "locks"] == [cache_key(str(allowed / "app.tgz"))]
+    assert fetcher.cache_entries() == []
+    again = fetch_as(fetcher, [CommandURI(value=str(allowed / "app.tgz"), cache=True)],
+                     str(public_area / "sandboxes" / "F1" / "t2"), user)
+    assert again[0].from_cache
+    assert not fetcher.fetch_blocking([CommandURI(value=str(allowed / "app.tgz"), cache=True)],
+                                      str(public_area / "root-box"))[0].from_cache
+
+
+@as_root
+def test_as_root_the_allowed_directories_still_apply_to_the_task_user(public_area: Path) -> None:
+    from tepui.agent.fetch_as_user import fetch_as
+
+    fetcher = Fetcher(None, str(public_area / "cache"), timeout=5.0, allowed_dirs=[str(public_area / "allowed")])
+    with pytest.raises(FetchError, match=r"cannot fetch '/etc/passwd': it is outside the directories"):
+        fetch_as(fetcher, [CommandURI(value="/etc/passwd")], str(public_area / "sandboxes" / "F1" / "t1"), nobody())
+
+
 # --- cache ------------------------------------------------------------------------------------
 
 
@@ -362,7 +527,7 @@ def test_cache_serves_a_second_fetch_without_the_origin(fetcher: Fetcher, tmp_pa
 
 
 def test_cache_evicts_least_recently_used_and_skips_items_larger_than_the_limit(tmp_path: Path) -> None:
-    fetcher = Fetcher(None, str(tmp_path / "cache"), cache_limit_bytes=250)
+    fetcher = Fetcher(None, str(tmp_path / "cache"), cache_limit_bytes=250, allowed_dirs=[str(tmp_path)])
     uris = {}
     for name, size in (("a", 100), ("b", 100), ("c", 100), ("huge", 300)):
         (tmp_path / name).write_bytes(name[0].encode() * size)
@@ -465,6 +630,30 @@ def test_http_downloads_extracts_and_marks_executable(fetcher: Fetcher, sandbox:
     assert subprocess.run([str(sandbox / "run.sh")], capture_output=True, check=False).stdout == b"ran\n"
     assert (sandbox / "redirected.txt").read_bytes() == b"hello world\n"
     assert {"site.tar.gz", "lib.zip"} <= tree(sandbox)
+
+
+@pytest.mark.slow
+@as_root
+def test_as_root_http_downloads_and_every_archive_kind_work_as_the_task_user(
+        server: Server, public_area: Path, tmp_path: Path) -> None:
+    """The child is the task's user before it fetches: whatever it needs later (compressions, the
+    IDNA codec, HTTP parsing) must already be loaded, as the interpreter may be out of reach."""
+    from tepui.agent.fetch_as_user import fetch_as
+
+    for name, mode in (("b.tar.bz2", "w:bz2"), ("x.tar.xz", "w:xz")):
+        server.routes[f"/files/{name}"] = (200, make_tar(tmp_path / name, [(f"{name[0]}/f", b"1")], mode).read_bytes(), {})
+    fetcher = Fetcher(None, str(public_area / "cache"), timeout=5.0)
+    sandbox = public_area / "sandboxes" / "F1" / "t1"
+    named = server.url("/files/hello.txt").replace("127.0.0.1", "localhost")  # a host name, through IDNA
+    fetch_as(fetcher, [CommandURI(value=named), CommandURI(value=server.url("/files/site.tar.gz"), cache=True),
+                       CommandURI(value=server.url("/files/lib.zip")), CommandURI(value=server.url("/files/b.tar.bz2")),
+                       CommandURI(value=server.url("/files/x.tar.xz")),
+                       CommandURI(value=server.url("/old/hello.txt"), output_file="redirected.txt")],
+             str(sandbox), nobody())
+    assert {"hello.txt", "site/index.html", "lib/x.py", "b/f", "x/f", "redirected.txt"} <= tree(sandbox)
+    assert {p.lstat().st_uid for p in sandbox.rglob("*")} == {nobody().uid}
+    with pytest.raises(FetchError, match=r"the server answered HTTP 404"):
+        fetch_as(fetcher, [CommandURI(value=server.url("/files/missing.tgz"))], str(sandbox), nobody())
 
 
 @pytest.mark.slow

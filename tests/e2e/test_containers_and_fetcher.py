@@ -7,12 +7,16 @@ import functools
 import http.server
 import io
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -34,8 +38,23 @@ def docker_ready() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    instance = Cluster(tmp_path_factory.mktemp("containers"), agents=1)
+def local_files() -> Iterator[Path]:
+    """The directory the agent allows local files from (reachable by the task user, nobody)."""
+    root = Path(tempfile.mkdtemp(prefix="tepui-e2e-files-"))
+    os.chmod(root, 0o755)
+    (root / "data.txt").write_bytes(b"local payload\n")
+    (root / "root-only.txt").write_bytes(b"not for tasks\n")
+    os.chmod(root / "root-only.txt", 0o600)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, local_files: Path) -> Iterator[Cluster]:
+    instance = Cluster(tmp_path_factory.mktemp("containers"), agents=1,
+                       agent_args=["--fetcher-allowed-dir", str(local_files)])
     try:
         instance.start()
         yield instance
@@ -77,6 +96,27 @@ def test_a_failed_fetch_fails_the_task_with_the_reason(cluster: Cluster, files: 
     done = run(cluster, "--uri", f"{files}/missing.tgz", "--", "true")
     assert done.returncode != 0
     assert "TASK_FAILED" in done.stderr and "404" in done.stderr and "missing.tgz" in done.stderr
+
+
+def test_a_local_file_is_fetched_as_the_task_user(cluster: Cluster, local_files: Path) -> None:
+    done = run(cluster, "--uri", f"file://{local_files}/data.txt", "--", "sh", "-c", "cat data.txt; stat -c %U data.txt")
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected_owner = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    assert done.stdout == f"local payload\n{expected_owner}\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the agent switches to the task's user only as root")
+def test_a_local_file_the_task_user_may_not_read_fails_the_task(cluster: Cluster, local_files: Path) -> None:
+    done = run(cluster, "--uri", f"file://{local_files}/root-only.txt", "--", "cat", "root-only.txt")
+    assert done.returncode != 0 and "TASK_FAILED" in done.stderr, done.stdout + done.stderr
+    assert "permission denied (the fetcher runs as the task's user 'nobody')" in done.stderr, done.stderr
+
+
+def test_a_local_file_outside_the_allowed_directories_fails_the_task_naming_the_rule(cluster: Cluster) -> None:
+    done = run(cluster, "--uri", "file:///etc/hostname", "--", "cat", "hostname")
+    assert done.returncode != 0
+    assert "TASK_FAILED" in done.stderr and "file:///etc/hostname" in done.stderr, done.stderr
+    assert "--fetcher-allowed-dir" in done.stderr, done.stderr
 
 
 def test_docker_task_output_and_exit_code(cluster: Cluster) -> None:
