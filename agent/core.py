@@ -87,6 +87,7 @@ class AgentConfig:
     gpu_ids: tuple[int, ...] = ()  # the GPUs this agent offers, by index
     executor_endpoint: str = ""  # the ipc:// address custom executors connect to
     address: str | None = None  # where this agent's HTTP API (sandbox files) is reached
+    http_tls: bool = False  # that API is HTTPS only (--tls-cert): the master must call it with https://
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
     checkpoint: bool = False  # emit Checkpoint effects (the agent process turns this on; see recovery.py)
     executor_reregister_timeout: float = 10.0  # after a restart (Mesos: 2 s)
@@ -238,6 +239,7 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
             id=self.agent_id,
             http_port=self.config.http_port,
             address=self.config.address,
+            http_tls=self.config.http_tls,
             task_user=self.config.task_user,
         )
 

@@ -14,6 +14,14 @@ checked on the open descriptor (``/proc/self/fd``), so a task cannot swap a chec
 symlink between the check and the open. FIFOs and devices are refused (a FIFO would block the
 agent). Errors are JSON ``{"error", "reason"}``, never a traceback.
 
+Access, secure by default like the master's API (issue 15; ``files_policy``): every read but
+``/health`` needs the cluster's bearer token (``--http-token-file``, the master's; the master's
+files proxy sends it). An agent started without a token file serves no sandbox file to anyone
+(401 ``NO_TOKEN_CONFIGURED``, saying how to give one) rather than to everyone; ``--http-read-auth
+open`` opens it on purpose, and ``--insecure`` (tests) leaves it open by default. With
+``--tls-cert/--tls-key`` the API is served over HTTPS only and the agent says so in its
+registration (``AgentInfo.http_tls``), so the master calls it with ``https://``.
+
 The logic is in pure functions (``sandbox_dir``, ``confine``, ``browse``, ``read``) raising
 ``FilesError``; the Resources are a thin HTTP skin over them. Reads are bounded (``MAX_READ``),
 so serving them on the reactor thread is a short, bounded stall.
@@ -30,6 +38,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.web import resource
+
+from tepui.sdk.http_security import HttpPolicy, policy_from_flags
 
 log = logging.getLogger("tepui.agent.files")
 
@@ -201,6 +211,24 @@ def read(sandbox: str, relative: str | None, offset: int = 0, length: int = MAX_
 
 
 # --- HTTP skin ----------------------------------------------------------------------------------
+
+
+def files_policy(token_file: str | None, read_auth: str | None, insecure: bool) -> HttpPolicy:
+    """Who may read sandbox files. ``read_auth`` None: ``token``, or ``open`` under ``--insecure``.
+    Token mode without a token file closes the API (an explicit ``--http-read-auth token``
+    without a file is a configuration error instead: the operator asked for something that
+    cannot work)."""
+    mode = read_auth or ("open" if insecure else "token")
+    if mode == "token" and not token_file and read_auth is None:
+        log.warning("event=files_api_closed hint=\"no --http-token-file: the sandbox files API refuses every "
+                    "read (401), so `tepui logs` cannot read this agent's tasks; start it with the cluster's "
+                    "token file (the master's --http-token-file)\"")
+        return HttpPolicy(read_auth="token", service="agent")
+    if mode == "open":
+        log.warning("event=files_api_open hint=\"sandbox files (which may hold secrets a task printed) are served "
+                    "to anyone who reaches the HTTP port; give --http-token-file outside tests\"")
+    return policy_from_flags(token_file, mode, "agent")
+
 
 
 def json_response(request: Any, code: int, document: Any) -> bytes:

@@ -45,10 +45,12 @@ def run_agent(
     strict: bool = True,
     reconfiguration_policy: str = "equal",
     http_token_file: str | None = None,
-    http_read_auth: str = "open",
+    http_read_auth: str | None = None,  # None: token (open with --insecure); agent/files_http.files_policy
     fetcher_allowed_dirs: tuple[str, ...] = (),  # where local files may be fetched from (none: nowhere)
     keys_dir: str | None = None,
     insecure: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     """``http_port`` None: the default 5051, or a free port (with a warning) if that is taken;
     0: a free port; any other: exactly that port or a clear exit."""
@@ -142,10 +144,12 @@ def run_agent(
                                   "memory_peak_bytes": measured.memory_peak_bytes})
         return {"tasks": tasks}
 
-    from tepui.sdk.http_security import GuardedSite, policy_from_flags
+    from tepui.agent.files_http import files_policy
+    from tepui.sdk.http_security import GuardedSite, tls_from_flags
 
-    policy = policy_from_flags(http_token_file, http_read_auth, "agent")
-    bound_port = listen_http(reactor, GuardedSite(build_root(work_dir, health, usage), policy), ip, http_port)
+    policy = files_policy(http_token_file, http_read_auth, insecure)
+    tls = tls_from_flags(tls_cert, tls_key)
+    bound_port = listen_http(reactor, GuardedSite(build_root(work_dir, health, usage), policy), ip, http_port, tls)
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "", "::") else ip)
     endpoint_path = os.path.join(os.path.abspath(work_dir), "executors.sock")
     if len(endpoint_path) > 100:  # ipc:// paths are limited to about 107 bytes
@@ -168,6 +172,7 @@ def run_agent(
         executor_endpoint=f"ipc://{endpoint_path}",
         http_port=bound_port,
         address=advertised,
+        http_tls=tls is not None,
     )
     docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
     fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024,
@@ -185,8 +190,9 @@ def run_agent(
     reactor.addSystemEventTrigger("before", "shutdown", gc.stop)
     reactor.callWhenRunning(shell.start)
     reactor.callWhenRunning(gc.start, reactor)
-    log.info("event=agent_http_serving url=http://%s:%d bind=%s http_read_auth=%s sandbox_gc_delay_s=%g", advertised,
-             bound_port, ip, http_read_auth, sandbox_gc_delay)
+    log.info("event=agent_http_serving url=%s://%s:%d bind=%s http_read_auth=%s token=%s sandbox_gc_delay_s=%g",
+             "https" if tls else "http", advertised, bound_port, ip, policy.read_auth,
+             "yes" if policy.token else "none", sandbox_gc_delay)
     log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,
              config.resources, work_dir, cgroups.describe() if cgroups else "none", task_user or "(agent's own)")
     reactor.run()
@@ -215,20 +221,25 @@ def agent_curve(keys_dir: str | None, insecure: bool) -> ClientKeys | None:
     return keys
 
 
-def listen_http(reactor: Any, site: Any, ip: str, port: int | None) -> int:
-    """Binds the agent's HTTP API; returns the port really bound."""
+def listen_http(reactor: Any, site: Any, ip: str, port: int | None, tls: Any = None) -> int:
+    """Binds the agent's HTTP API (HTTPS only with a ``tls`` context); returns the port really bound."""
     from twisted.internet.error import CannotListenError
 
     from tepui.agent.files_http import DEFAULT_HTTP_PORT
 
+    def bind(number: int) -> Any:
+        if tls is not None:
+            return reactor.listenSSL(number, site, tls, interface=ip)
+        return reactor.listenTCP(number, site, interface=ip)
+
     try:
-        listening = reactor.listenTCP(DEFAULT_HTTP_PORT if port is None else port, site, interface=ip)
+        listening = bind(DEFAULT_HTTP_PORT if port is None else port)
     except CannotListenError as exc:
         if port is not None:
             raise SystemExit(f"--http-port {port}: cannot listen on {ip}:{port}: {exc.socketError}; "
                              "choose another port, or 0 for any free one") from None
         # Several agents on one machine (`tepui up`): the first has 5051, the others any port.
-        listening = reactor.listenTCP(0, site, interface=ip)
+        listening = bind(0)
         log.warning("event=http_port_taken port=%d bound=%d hint=\"another process (another agent?) has %d; "
                     "this agent serves its HTTP API on %d and tells the master so\"", DEFAULT_HTTP_PORT,
                     listening.getHost().port, DEFAULT_HTTP_PORT, listening.getHost().port)

@@ -38,6 +38,15 @@ def _removal_rate(ctx: click.Context, param: click.Parameter, value: str) -> Any
         raise click.BadParameter(str(exc)) from None
 
 
+def _proxy_allow(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+    from tepui.master.relay_guard import parse_allow
+
+    try:
+        return tuple(parse_allow(entry) for entry in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
     from tepui.master.partitions import parse_percent
 
@@ -83,6 +92,13 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
               help="PEM certificate: serve the HTTP API over TLS only (with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="PEM private key for --tls-cert.")
+@click.option("--agent-ca", type=click.Path(dir_okay=False), default=None,
+              help="PEM CA certificate(s) that agents serving their files API over TLS (agent --tls-cert) are "
+              "verified against (default: the system's trust store).")
+@click.option("--proxy-allow", multiple=True, callback=_proxy_allow, metavar="ADDRESS[/PREFIX][:PORT]",
+              help="Let /frameworks/<name>/ relay to a loopback, link-local or this host's own address, refused "
+              "by default (e.g. 127.0.0.1:5090, 10.0.0.0/8, [::1]:5090; repeatable). The master's own ports are "
+              "never relayed to. `tepui up` allows its services framework.")
 @click.option("--allow-host-volumes", is_flag=True, default=False,
               help="Let tasks mount host paths outside their sandbox (container volumes with an absolute or '..' "
               "host_path); refused with TASK_ERROR by default.")
@@ -116,7 +132,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
            http_token_file: str | None, http_read_auth: str, tls_cert: str | None, tls_key: str | None,
            allow_host_volumes: bool, acls_path: str | None, framework_rate_limit: str, framework_rate_burst: float | None,
            keys: str | None, insecure: bool, zmq_heartbeat_interval: float, max_agent_pings_per_second: float,
-           log_level: str) -> None:
+           agent_ca: str | None, proxy_allow: Any, log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
     from tepui.master.rate_limits import parse_rate_limit
@@ -134,7 +150,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
                allow_host_volumes=allow_host_volumes, acls_path=acls_path,
                framework_rate_limit=rate_limit, keys_dir=keys, insecure=insecure,
                max_agent_pings_per_second=max_agent_pings_per_second or None,
-               zmq_heartbeat_interval=zmq_heartbeat_interval)
+               zmq_heartbeat_interval=zmq_heartbeat_interval, proxy_allow=proxy_allow, agent_ca=agent_ca)
 
 
 @cli.command()
@@ -176,10 +192,16 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
               help="On restart, whether resources and attributes may differ from the checkpoint: equal (not at all) "
               "or additive (they may grow) (Mesos --reconfiguration_policy).")
 @click.option("--http-token-file", type=click.Path(dir_okay=False), default=None,
-              help="File holding the cluster's HTTP bearer token (the master's --http-token-file): with "
-              "--http-read-auth token, the files API serves only callers that send it (the master's proxy does).")
-@click.option("--http-read-auth", type=click.Choice(["open", "token"]), default="open", show_default=True,
+              help="File holding the cluster's HTTP bearer token (the master's --http-token-file): the files API "
+              "serves only callers that send it (the master's proxy does). Without it the files API refuses "
+              "every read. `tepui up` gives it.")
+@click.option("--http-read-auth", type=click.Choice(["open", "token"]), default=None,
+              show_default="token; open with --insecure",
               help="Whether the files API (/files/*, /usage) needs the token; /health is always open.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="PEM certificate: serve the files API over TLS only (with --tls-key); the master then calls "
+              "it with https:// and verifies it against its --agent-ca.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, help="PEM private key for --tls-cert.")
 @click.option("--keys", type=click.Path(file_okay=False), default=None,
               help="Client key directory from `tepui certs issue --agent NAME --out DIR`: the agent's CURVE key pair "
               "(client.key_secret) and the master's public key (master.key). Required unless --insecure.")
@@ -192,8 +214,8 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
           docker_host: str | None, fetcher_cache_size: int, fetcher_allowed_dirs: tuple[str, ...],
           http_port: int | None, ip: str,
           advertise_ip: str | None, sandbox_gc_delay: float, strict: bool, reconfiguration_policy: str,
-          http_token_file: str | None, http_read_auth: str, keys: str | None, insecure: bool,
-          log_level: str) -> None:
+          http_token_file: str | None, http_read_auth: str | None, tls_cert: str | None, tls_key: str | None,
+          keys: str | None, insecure: bool, log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
     from tepui.agent.probe import parse_attributes
@@ -229,7 +251,8 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
               tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size,
               http_port, ip, advertise_ip, sandbox_gc_delay, strict, reconfiguration_policy,
               fetcher_allowed_dirs=fetcher_allowed_dirs,
-              http_token_file=http_token_file, http_read_auth=http_read_auth, keys_dir=keys, insecure=insecure)
+              http_token_file=http_token_file, http_read_auth=http_read_auth, keys_dir=keys, insecure=insecure,
+              tls_cert=tls_cert, tls_key=tls_key)
 
 
 cli.add_command(up_command)

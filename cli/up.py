@@ -141,6 +141,9 @@ class Cluster:
                                "--http-port", str(self.http_port),
                                "--work-dir", os.path.join(self.state_dir, "master"),
                                "--acls", self._local_acls(),
+                               # the services framework's API is on loopback, which the proxy
+                               # relays to only where allowed (issue 15: relay loops)
+                               "--proxy-allow", f"127.0.0.1:{self.services_port()}",
                                *(self.security.master_args if self.security else ["--insecure"])],
                     "its registry")
         for i in range(1, self.agent_count + 1):

@@ -29,7 +29,9 @@ class LocalSecurity:
     agent_dirs: dict[int, str] = field(default_factory=dict)
 
     def agent_args(self, index: int) -> list[str]:
-        return ["--keys", self.agent_dirs[index]]
+        # The token too: an agent's files API serves sandbox files only to token holders
+        # (the master's files proxy, so `tepui logs` works), and to no one without a token file.
+        return ["--keys", self.agent_dirs[index], "--http-token-file", self.token_file]
 
 
 def _client_dir(keys_dir: str, name: str, kind: str, principal: str, roles: tuple[str, ...]) -> str:

@@ -223,6 +223,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             last_pong=now,
             http_port=info.http_port,
             address=info.address,
+            http_tls=info.http_tls,
             task_user=info.task_user,
         )
         self.agents[agent_id] = agent
@@ -262,6 +263,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             self._heard_from(agent, now, out)
             agent.incarnation = self._incarnation or agent.incarnation
             agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address
+            agent.http_tls = msg.agent_info.http_tls
             agent.task_user = msg.agent_info.task_user
             self._grow_agent(agent, Resources.from_wire(msg.agent_info.resources), out)
             self.allocator.activate_agent(agent_id)

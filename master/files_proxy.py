@@ -17,8 +17,11 @@ Answers carry ``X-Tepui-Framework-Id``, ``X-Tepui-Agent-Id`` and ``X-Tepui-Task-
 
 Authentication: whoever may read through the master (the master's own ``--http-read-auth``
 decides) may read the sandbox; the master calls the agent with the cluster token it holds
-(``token``, from its ``--http-token-file``), never with the client's header, so agents started
-with the same token file and ``--http-read-auth token`` serve only the master and token holders.
+(``token``, from its ``--http-token-file``), never with the client's header, and agents (whose
+files API needs that token by default) serve only the master and token holders. An agent that
+registered with ``http_tls`` is called over ``https://`` (``state_view.agent_url``), its
+certificate verified against the master's ``--agent-ca`` (``tls``; else the system's trust
+store) and its address: the token never travels in clear text to an agent that offers TLS.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from urllib.parse import urlencode
 
 from twisted.internet import defer
 from twisted.web import resource, server
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
 from twisted.web.http_headers import Headers
 
 from tepui.master.http import json_response
@@ -73,11 +76,12 @@ def _args(request: Any) -> dict[str, str]:
 class TasksEndpoint(resource.Resource):
     """``/tasks/<task_id>/files/<read|browse>``."""
 
-    def __init__(self, reactor: Any, locate: Locate, http: Any = None, token: str | None = None) -> None:
+    def __init__(self, reactor: Any, locate: Locate, http: Any = None, token: str | None = None,
+                 tls: Any = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.locate = locate
-        self.http = http or Agent(reactor, connectTimeout=CONNECT_TIMEOUT)
+        self.http = http or Agent(reactor, tls or BrowserLikePolicyForHTTPS(), connectTimeout=CONNECT_TIMEOUT)
         self.token = token
 
     def getChild(self, path: bytes, request: Any) -> resource.Resource:

@@ -21,11 +21,22 @@ that sent no answer by then is a 504, one that is still sending its body has the
 (the status line is already out). A stream — the client asked with ``Accept: text/event-stream``,
 or the answer is one — has no limit after the connection.
 
+Where it may connect (issue 15, bug 4: a ``webui_url`` naming the master itself made one GET loop
+through it without end): master/relay_guard.py checks the address really connected to — never
+the master's own ports, loopback, link-local and this host's addresses only with
+``--proxy-allow``. Each relayed call carries ``X-Tepui-Relay: <hops>``, and a call that arrives
+already relayed (``MAX_HOPS``) is refused, so a loop the address check cannot see (the master
+behind another name, a port forward, a framework relaying back) ends after one hop. Concurrent
+relays are capped per framework and in all (``RelayPolicy.max_per_framework``, ``max_total``), so
+neither one framework's callers nor a loop can take every file descriptor the master has.
+
 Errors of its own are JSON ``{"error", "reason"}``: 404 ``UNKNOWN_FRAMEWORK`` (listing the names
 that exist), 409 ``AMBIGUOUS_FRAMEWORK`` (several frameworks of that name, none or several of them
 connected), 502 ``FRAMEWORK_NO_API`` (no ``webui_url``), ``FRAMEWORK_BAD_URL`` (not http(s)://),
-``FRAMEWORK_UNREACHABLE`` (refused, connect timeout, connection dropped before an answer), 504
-``FRAMEWORK_TIMEOUT``. Answers carry ``X-Tepui-Framework-Id``.
+``FRAMEWORK_URL_REFUSED`` (an address the master may not relay to), ``FRAMEWORK_UNREACHABLE``
+(refused, connect timeout, connection dropped before an answer), 504 ``FRAMEWORK_TIMEOUT``, 508
+``RELAY_LOOP`` (the call was relayed already), 503 ``RELAY_LIMIT`` (too many relays at once, with
+``Retry-After``). Answers carry ``X-Tepui-Framework-Id``.
 
 Authentication: the master's site policy (sdk/http_security.py) runs before this resource, so
 mutating calls need the cluster token, reads follow ``--http-read-auth``, bodies are capped at
@@ -37,6 +48,7 @@ trusts the master and token holders only.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +63,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from tepui.master.http import json_response
+from tepui.master.relay_guard import GuardedEndpoints, RelayPolicy, RelayRefused, Resolve, resolve
 from tepui.sdk.http_security import auth_headers
 
 log = logging.getLogger("tepui.master.frameworks")
@@ -61,6 +74,8 @@ EVENT_STREAM = b"text/event-stream"
 FORWARDED_REQUEST_HEADERS = (b"content-type", b"accept", b"last-event-id")
 RELAYED_RESPONSE_HEADERS = (b"content-type", b"cache-control", b"retry-after", b"etag", b"last-modified", b"allow")
 NO_BODY_CODES = frozenset({204, 304})
+RELAY_HEADER = b"x-tepui-relay"  # how many times this call was relayed by a master
+MAX_HOPS = 1  # a call may be relayed once: a call that arrives relayed is a loop (or a chain) and refused
 
 
 @dataclass(frozen=True)
@@ -133,12 +148,33 @@ class _Body:
 class FrameworksEndpoint(resource.Resource):
     """``/frameworks/<name>/...``."""
 
-    def __init__(self, reactor: Any, frameworks: Frameworks, http: Any = None, token: str | None = None) -> None:
+    def __init__(self, reactor: Any, frameworks: Frameworks, http: Any = None, token: str | None = None,
+                 relay: RelayPolicy | None = None, resolver: Resolve = resolve) -> None:
         super().__init__()
         self.reactor = reactor
         self.frameworks = frameworks
-        self.http = http or Agent(reactor, connectTimeout=CONNECT_TIMEOUT)
+        self.relay = relay or RelayPolicy()
+        self.http = http or Agent.usingEndpointFactory(
+            reactor, GuardedEndpoints(reactor, lambda: self.relay, CONNECT_TIMEOUT, resolver))
         self.token = token
+        self.relaying: Counter[str] = Counter()  # framework id -> relays in progress
+
+    def limit_reached(self, framework_id: str) -> str | None:
+        """Why one more relay to this framework must wait, or None."""
+        if self.relaying[framework_id] >= self.relay.max_per_framework:
+            return f"{self.relaying[framework_id]} calls to this framework are being relayed already (the limit)"
+        total = sum(self.relaying.values())
+        if total >= self.relay.max_total:
+            return f"{total} calls to frameworks are being relayed already (the master's limit)"
+        return None
+
+    def relay_started(self, framework_id: str) -> None:
+        self.relaying[framework_id] += 1
+
+    def relay_ended(self, framework_id: str) -> None:
+        self.relaying[framework_id] -= 1
+        if self.relaying[framework_id] <= 0:
+            del self.relaying[framework_id]
 
     def getChild(self, path: bytes, request: Any) -> resource.Resource:
         return _FrameworkApi(self, path.decode(errors="replace"))
@@ -164,6 +200,13 @@ class _FrameworkApi(resource.Resource):
     def _forward(self, request: Any) -> Any:
         if not self.name:
             return self.parent.no_name(request)
+        hops = request.getHeader(RELAY_HEADER)
+        if hops is not None:
+            return _error(request, 508, "RELAY_LOOP",
+                          f"this call was already relayed by a master ({RELAY_HEADER.decode()}: "
+                          f"{hops.decode(errors='replace')[:20]}) and is not relayed again (at most {MAX_HOPS} hop): "
+                          f"framework {self.name!r}'s webui_url, or something behind it, leads back to a master; "
+                          "point webui_url at the framework's own API")
         apis = self.parent.frameworks()
         chosen = choose(apis, self.name)
         if not chosen:
@@ -199,6 +242,12 @@ class _FrameworkApi(resource.Resource):
         if any(byte < 0x21 or byte > 0x7E for byte in tail + query):
             return _error(request, 400, "BAD_PATH", "the path and query must be printable ASCII: percent-encode "
                                                     "other characters (e.g. %C3%A9 for é)")
+        busy = self.parent.limit_reached(api.framework_id)
+        if busy is not None:
+            request.setHeader(b"retry-after", b"1")
+            return _error(request, 503, "RELAY_LIMIT",
+                          f"not relayed to framework {self.name!r} ({api.framework_id}): {busy}; retry in a "
+                          "moment, and close event streams you no longer read")
         url = upstream_url(api.webui_url, tail, query)
         _Exchange(self.parent, request, api, url, prefix).start()
         return server.NOT_DONE_YET
@@ -238,10 +287,14 @@ class _Exchange:
         self.settled = False  # the framework answered (status line) or the call failed
         self.done = False  # the client's request is finished (or cut): write nothing more
         self.timed_out = False
+        self.counted = False  # holds one of the endpoint's relay slots
 
     def start(self) -> None:
         request = self.request
-        headers = Headers({b"user-agent": [b"tepui-master"], **auth_headers(self.endpoint.token)})
+        self.endpoint.relay_started(self.api.framework_id)
+        self.counted = True
+        headers = Headers({b"user-agent": [b"tepui-master"], RELAY_HEADER: [b"1"],
+                           **auth_headers(self.endpoint.token)})
         for name in FORWARDED_REQUEST_HEADERS:
             values = request.requestHeaders.getRawHeaders(name)
             if values:
@@ -306,6 +359,7 @@ class _Exchange:
 
     def body_done(self, reason: Any) -> None:
         self._cancel_deadline()
+        self._release()
         if self.done:
             return
         self.done = True
@@ -322,11 +376,22 @@ class _Exchange:
     def _failed(self, failure: Any) -> None:
         self.settled = True
         self._cancel_deadline()
+        self._release()
         if self.done:
             return
         self.done = True
         request = self.request
-        if self.timed_out:
+        if failure.check(RelayRefused):
+            refused = failure.value
+            log.warning("event=framework_api_refused framework=%s url=%s address=%s:%d", self.api.name, self.url,
+                        refused.address, refused.port)
+            request.write(_error(request, 502, "FRAMEWORK_URL_REFUSED",
+                                 f"framework {self.api.name!r} ({self.api.framework_id}) announced webui_url "
+                                 f"{self.api.webui_url}, and {refused}; have the framework announce the address "
+                                 "of its own API" + (", or, if the master should relay there, start it with "
+                                                     f"--proxy-allow {_allow_hint(refused.address, refused.port)}"
+                                                     if refused.allowable else "")))
+        elif self.timed_out:
             log.warning("event=framework_api_timeout framework=%s url=%s", self.api.name, self.url)
             request.write(_error(request, 504, "FRAMEWORK_TIMEOUT",
                                  f"framework {self.api.name!r} ({self.api.framework_id}) at {self.api.webui_url} "
@@ -353,6 +418,7 @@ class _Exchange:
             # Too late for a 504: the status line is out. Cut both sides.
             log.warning("event=framework_api_timeout framework=%s url=%s while=body", self.api.name, self.url)
             self.done = True
+            self._release()
             self.request.unregisterProducer()
             self.upstream.stopProducing()
             self.request.loseConnection()
@@ -362,12 +428,18 @@ class _Exchange:
         already = self.done
         self.done = True
         self._cancel_deadline()
+        self._release()
         if not self.settled and self.pending is not None:
             self.pending.cancel()
         if self.upstream is not None:
             self.upstream.stopProducing()
         if not already:
             log.info("event=framework_api_client_left framework=%s url=%s", self.api.name, self.url)
+
+    def _release(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.endpoint.relay_ended(self.api.framework_id)
 
     def _cancel_deadline(self) -> None:
         if self.deadline is not None and self.deadline.active():
@@ -377,9 +449,16 @@ class _Exchange:
     def _bug(self, failure: Any) -> None:
         log.error("event=framework_proxy_error url=%s error=%r\n%s", self.url, failure.getErrorMessage(),
                   failure.getTraceback())
+        self._release()
         if not self.done:
             self.done = True
             self.request.loseConnection()
+
+
+def _allow_hint(address: str, port: int) -> str:
+    """The ``--proxy-allow`` entry for one address (``address`` may read "name (ip)")."""
+    ip = address.rpartition("(")[2].rstrip(")") if "(" in address else address
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _why(failure: Any) -> str:

@@ -16,6 +16,7 @@ from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 
 if TYPE_CHECKING:
+    from tepui.master.relay_guard import AllowRule
     from tepui.sdk.curve import CurveServer
     from tepui.sdk.store import Store
     from tepui.master.partitions import RemovalRate
@@ -51,6 +52,8 @@ def run_master(
     insecure: bool = False,
     zmq_heartbeat_interval: float = 5.0,
     max_agent_pings_per_second: float | None = 2000.0,
+    proxy_allow: tuple[AllowRule, ...] = (),
+    agent_ca: str | None = None,
 ) -> None:
     configure_logging(log_level, "master")
     curve = master_curve(keys_dir, insecure)
@@ -59,7 +62,8 @@ def run_master(
     from tepui.master.core import MasterConfig, MasterCore
     from tepui.master.http import HttpCollector
     from tepui.master.shell import MasterShell
-    from tepui.sdk.http_security import listen, policy_from_flags
+    from tepui.master.relay_guard import RelayPolicy
+    from tepui.sdk.http_security import client_tls, listen, policy_from_flags
 
     host = hostname or socket.gethostname()
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "*") else ip)
@@ -89,7 +93,12 @@ def run_master(
     )
     shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve,
                         heartbeat_seconds=zmq_heartbeat_interval)
-    site = shell.site(policy_from_flags(http_token_file, http_read_auth, "master"))
+    # The framework proxy never relays to the master's own ports (issue 15: a relay loop).
+    relay = RelayPolicy(allow=proxy_allow, own_ports=frozenset({port, http_port}))
+    site = shell.site(policy_from_flags(http_token_file, http_read_auth, "master"), relay,
+                      client_tls(agent_ca, "--agent-ca"))
+    log.info("event=framework_proxy proxy_allow=%s agent_ca=%s", ",".join(map(str, proxy_allow)) or "none",
+             agent_ca or "system")
     shell.registry.register(HttpCollector(site.counters))
     _serve_admission(reactor, shell, acls_path, framework_rate_limit)
     _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it

@@ -64,6 +64,7 @@ class AgentRecord:
     last_pong: float
     http_port: int | None = None
     address: str | None = None  # where its HTTP API is reached (AgentInfo.address)
+    http_tls: bool = False  # that API is HTTPS only (AgentInfo.http_tls)
     reported: Resources | None = None  # what the agent itself says it has (its flags), when known
     incarnation: str | None = None  # of the agent process that registered last (fencing)
     task_user: str | None = None  # who its tasks without command.user run as (AgentInfo.task_user)

@@ -57,7 +57,7 @@ _encoder = msgspec.json.Encoder()
 def agent_info_of(agent: AgentRecord) -> AgentInfo:
     """The agent as the registry keeps it: its current total carries reservations and volumes."""
     return AgentInfo(hostname=agent.hostname, resources=agent.total.to_wire(), attributes=dict(agent.attributes),
-                     id=agent.agent_id, http_port=agent.http_port, address=agent.address)
+                     id=agent.agent_id, http_port=agent.http_port, address=agent.address, http_tls=agent.http_tls)
 
 
 def agent_entry(agent: AgentRecord) -> Persist:

@@ -17,6 +17,7 @@ from tepui.master.files_proxy import Located, TasksEndpoint
 from tepui.master.framework_proxy import FrameworksEndpoint, framework_apis
 from tepui.master.http import CoreCollector, JsonEndpoint, build_site_root
 from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
+from tepui.master.relay_guard import RelayPolicy
 from tepui.master.state_view import agent_url, find_tasks, render_state, render_state_summary
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
@@ -76,8 +77,11 @@ class MasterShell:
                 watch.stop()
         self.endpoint.close()
 
-    def site(self, policy: HttpPolicy | None = None) -> GuardedSite:
-        """The HTTP API; ``policy`` (tokens, read auth, body limit) is applied before any handler."""
+    def site(self, policy: HttpPolicy | None = None, relay: RelayPolicy | None = None,
+             agent_tls: Any = None) -> GuardedSite:
+        """The HTTP API; ``policy`` (tokens, read auth, body limit) is applied before any handler;
+        ``relay``: where the framework proxy may connect; ``agent_tls``: how the files proxy
+        verifies agents that serve HTTPS (``--agent-ca``)."""
         policy = policy or HttpPolicy()
         allocator = self.core.allocator
         root = build_site_root(
@@ -88,8 +92,9 @@ class MasterShell:
                 "weights": WeightsEndpoint(allocator, self.operator_call),
                 "quota": QuotaEndpoint(allocator, self.operator_call),
                 "roles": RolesEndpoint(allocator, self.operator_call),
-                "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token),
-                "frameworks": FrameworksEndpoint(self.reactor, lambda: framework_apis(self.core), token=policy.token),
+                "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token, tls=agent_tls),
+                "frameworks": FrameworksEndpoint(self.reactor, lambda: framework_apis(self.core), token=policy.token,
+                                                 relay=relay),
                 "state-summary": JsonEndpoint(lambda: render_state_summary(self.core, self.reactor.seconds())),
             },
         )

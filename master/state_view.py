@@ -58,11 +58,13 @@ def _framework_json(framework: FrameworkRecord, offered: Resources, allocation: 
 
 def agent_url(agent: AgentRecord) -> str | None:
     """Where the agent's HTTP API (sandbox files) is reached: its advertised address, or
-    127.0.0.1 when it advertised none (every agent of a local cluster); None without a port."""
+    127.0.0.1 when it advertised none (every agent of a local cluster), over https:// when the
+    agent serves it with TLS; None without a port."""
     if agent.http_port is None:
         return None
     host = agent.address or "127.0.0.1"
-    return f"http://[{host}]:{agent.http_port}" if ":" in host else f"http://{host}:{agent.http_port}"
+    scheme = "https" if agent.http_tls else "http"
+    return f"{scheme}://[{host}]:{agent.http_port}" if ":" in host else f"{scheme}://{host}:{agent.http_port}"
 
 
 def find_tasks(core: MasterCore, task_id: str, framework_id: str | None = None) -> list[TaskRecord]:

@@ -71,7 +71,9 @@ def load_token(path: str) -> str:
 
 @dataclass(frozen=True)
 class HttpPolicy:
-    """What a site requires. ``token`` None: no token configured (mutating calls all refused)."""
+    """What a site requires. ``token`` None: no token configured (mutating calls all refused, and
+    with ``read_auth="token"`` every read but ``/health`` too: an agent's files API started
+    without a token file is closed, not open)."""
 
     token: str | None = None
     read_auth: str = "open"
@@ -81,8 +83,6 @@ class HttpPolicy:
     def __post_init__(self) -> None:
         if self.read_auth not in READ_AUTH_MODES:
             raise ValueError(f"read_auth must be one of {', '.join(READ_AUTH_MODES)}, not {self.read_auth!r}")
-        if self.read_auth == "token" and self.token is None:
-            raise ValueError("--http-read-auth token needs --http-token-file (there is no token to check against)")
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,9 @@ def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | 
     needs_token = mutating or (policy.read_auth == "token" and path.rstrip("/") not in ALWAYS_OPEN)
     if needs_token:
         if policy.token is None:
+            what = "changes the cluster" if mutating else "is token-protected"
             return Refusal(401, "NO_TOKEN_CONFIGURED",
-                           f"{method.decode(errors='replace')} {path} changes the cluster and needs a bearer token, "
+                           f"{method.decode(errors='replace')} {path} {what} and needs a bearer token, "
                            f"but this {policy.service} has none configured: start it with --http-token-file PATH "
                            "(`tepui up` does this for you) and send `Authorization: Bearer <token>`")
         given = bearer(authorization)
@@ -135,6 +136,8 @@ def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | 
 def policy_from_flags(token_file: str | None, read_auth: str, service: str) -> HttpPolicy:
     """The policy from ``--http-token-file`` and ``--http-read-auth``, or a clear exit: a bad
     token file never starts a process that would then refuse every call."""
+    if read_auth == "token" and not token_file:
+        raise SystemExit("--http-read-auth token needs --http-token-file (there is no token to check against)")
     try:
         token = load_token(token_file) if token_file else None
         policy = HttpPolicy(token=token, read_auth=read_auth, service=service)
@@ -259,15 +262,47 @@ def auth_headers(token: str | None) -> dict[bytes, list[bytes]]:
     return {b"authorization": [b"Bearer " + token.encode()]} if token else {}
 
 
+def client_tls(ca_path: str | None, flag: str) -> Any:
+    """The TLS policy for this process's calls to other Tepui HTTPS APIs (the master's files proxy
+    calling agents): certificates verified against the CA certificates in ``ca_path`` (PEM, one or
+    more), else against the system's trust store, and the name (or IP address) in the URL checked
+    against the certificate, as a browser does. A file that is unusable stops the process here."""
+    import re
+
+    from twisted.internet import ssl
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+
+    if ca_path is None:
+        return BrowserLikePolicyForHTTPS()
+    try:
+        with open(ca_path, "rb") as handle:
+            pem = handle.read()
+        blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
+        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+    except OSError as exc:
+        raise SystemExit(f"{flag} {ca_path}: cannot read it: {exc.strerror}") from None
+    except Exception as exc:  # OpenSSL's errors are many and untyped
+        raise SystemExit(f"{flag} {ca_path}: not a usable PEM certificate ({exc})") from None
+    if not certificates:
+        raise SystemExit(f"{flag} {ca_path}: no PEM certificate in it (-----BEGIN CERTIFICATE----- ...)")
+    return BrowserLikePolicyForHTTPS(trustRoot=ssl.trustRootFromCertificates(certificates))
+
+
 def listen(reactor: Any, port: int, site: server.Site, interface: str = "", tls_cert: str | None = None,
            tls_key: str | None = None) -> Any:
     """Serves ``site`` on ``port``: HTTPS only when a certificate and key are given (the plain
     port is then not served at all, so no client falls back to cleartext), plain HTTP otherwise."""
+    tls = tls_from_flags(tls_cert, tls_key)
+    if tls is None:
+        return reactor.listenTCP(port, site, interface=interface)
+    return reactor.listenSSL(port, site, tls, interface=interface)
+
+
+def tls_from_flags(tls_cert: str | None, tls_key: str | None) -> Any:
+    """The server TLS context of ``--tls-cert/--tls-key``, None without them, or a clear exit."""
     if (tls_cert is None) != (tls_key is None):
         raise SystemExit("give both --tls-cert and --tls-key (PEM files), or neither")
-    if tls_cert is None:
-        return reactor.listenTCP(port, site, interface=interface)
-    return reactor.listenSSL(port, site, tls_context(tls_cert, tls_key or ""), interface=interface)
+    return tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
 
 
 def tls_context(cert_path: str, key_path: str) -> Any:

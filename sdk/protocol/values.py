@@ -337,6 +337,9 @@ class AgentInfo(Value):
     id: str | None = None
     http_port: int | None = None
     address: str | None = None  # IP where http_port is reached (agent --advertise-ip)
+    # The files API on http_port is HTTPS only (agent --tls-cert): the master calls it with
+    # https://. Left off the wire when False, so a master that predates it still decodes it.
+    http_tls: bool = False
     # Who tasks without command.user run as (agent --task-user), so the master's run_tasks ACL
     # judges the user a task really gets; None: the agent's own user (never root by default).
     task_user: str | None = None

@@ -275,6 +275,7 @@ class Cluster:
         """(Re)starts agent ``index`` (1-based) on its work dir: a restarted one recovers its tasks."""
         self._spawn(f"agent-{index}", ["agent", "--master", self.master, "--work-dir", str(self.work_dirs[index - 1]),
                                        "--hostname", f"agent-{index}", "--keys", self.keys.agent_dir(index),
+                                       "--http-token-file", str(self.root / "http-token"),  # as `tepui up`
                                        "--kill-grace-period", str(self.kill_grace_period),
                                        *self.agent_extra_args(index), *self.agent_args])
 

@@ -26,6 +26,8 @@ class Services:
         self.cluster, self.root = cluster, root
         self.store = root / "services.sqlite"
         self.api_port = free_ports(1)[0]
+        # The master relays to a loopback API only where allowed (as `tepui up` allows its own).
+        cluster.master_args += ["--proxy-allow", f"127.0.0.1:{self.api_port}"]
         self.process: subprocess.Popen[bytes] | None = None
         self.log = root / "services.log"
         self.base = f"http://127.0.0.1:{cluster.http_port}/frameworks/services/v1"

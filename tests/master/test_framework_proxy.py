@@ -26,6 +26,7 @@ from tepui.master import framework_proxy
 from tepui.master.core import MasterConfig, MasterCore
 from tepui.master.framework_proxy import FrameworkApi, choose, framework_apis, upstream_url
 from tepui.master.records import FrameworkRecord
+from tepui.master.relay_guard import RelayPolicy, parse_allow
 from tepui.master.shell import MasterShell
 from tepui.sdk.http_security import HttpPolicy
 from tepui.sdk.protocol.values import FrameworkInfo
@@ -203,7 +204,9 @@ class FakeFrameworkApi(resource.Resource):
 
 
 class Cluster:
-    """A fake framework API and the master's site, both listening on loopback."""
+    """A fake framework API and the master's site, both listening on loopback. The proxy may
+    relay to the fake API's port only (as `tepui up` allows its services framework's), and
+    knows the master's own port."""
 
     def __init__(self, reactor: Any, policy: HttpPolicy) -> None:
         self.reactor = reactor
@@ -211,6 +214,9 @@ class Cluster:
         self.upstream = reactor.listenTCP(0, server.Site(self.api, reactor=reactor), interface="127.0.0.1")
         self.site, self.core = master_site(policy, reactor)
         self.master = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.proxy = self.site.resource.children[b"frameworks"]
+        self.proxy.relay = RelayPolicy(allow=(parse_allow(f"127.0.0.1:{self.upstream.getHost().port}"),),
+                                       own_ports=frozenset({self.master.getHost().port}))
         add_framework(self.core, "F1", "services", f"http://127.0.0.1:{self.upstream.getHost().port}")
         self.client = Agent(reactor)
 

@@ -215,6 +215,7 @@ AGENT = AgentInfo(
     id="agent-0001",
     http_port=5051,
     address="10.0.0.2",
+    http_tls=True,
     task_user="nobody",
 )
 

@@ -65,9 +65,17 @@ def test_read_auth_token_protects_reads_but_never_health() -> None:
     assert decide(policy, b"GET", "/health/", None) is None
 
 
-def test_read_auth_token_without_a_token_and_unknown_modes_are_configuration_errors() -> None:
-    with pytest.raises(ValueError, match="--http-token-file"):
-        HttpPolicy(read_auth="token")
+def test_read_auth_token_without_a_token_refuses_every_read_but_health() -> None:
+    """An agent's files API started without a token file is closed, not open (issue 15)."""
+    policy = HttpPolicy(read_auth="token", service="agent")
+    refusal = decide(policy, b"GET", "/files/read", b"Bearer anything")
+    assert refusal is not None and (refusal.code, refusal.reason) == (401, "NO_TOKEN_CONFIGURED")
+    assert "is token-protected" in refusal.message and "--http-token-file" in refusal.message
+    assert "this agent has none configured" in refusal.message
+    assert decide(policy, b"GET", "/health", None) is None
+
+
+def test_read_auth_token_flag_without_a_token_file_and_unknown_modes_are_configuration_errors() -> None:
     with pytest.raises(ValueError, match="open, token"):
         HttpPolicy(token=TOKEN, read_auth="sometimes")
     with pytest.raises(SystemExit, match="--http-token-file"):
