@@ -11,7 +11,7 @@ from tepui.sim.events import DEFAULT_RESOURCES
 
 @click.command("sim")
 @click.option("--master", "master_address", default=lambda: os.environ.get("TEPUI_MASTER", "127.0.0.1:5050"),
-              show_default="$TEPUI_MASTER or 127.0.0.1:5050", help="Master HOST:PORT (a master started with --insecure).")
+              show_default="$TEPUI_MASTER or 127.0.0.1:5050", help="Master HOST:PORT.")
 @click.option("--agents", type=click.IntRange(1), default=100, show_default=True, help="How many agents to simulate.")
 @click.option("--resources", default=DEFAULT_RESOURCES, show_default=True, help="What each agent offers.")
 @click.option("--attributes", default="", help="Each agent's attributes; {i}, {i%N} and {i//N} are replaced by the "
@@ -32,14 +32,17 @@ from tepui.sim.events import DEFAULT_RESOURCES
               help="Seconds between stats lines on stderr once ready (0: none).")
 @click.option("--update-retry", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
               help="First retry interval for unacknowledged status updates (doubling, up to 10 min).")
+@click.option("--keys", type=click.Path(file_okay=False), default=None,
+              help="An agent key directory, as `tepui agent --keys` takes (`tepui certs issue --agent NAME --out DIR`; "
+              "`tepui up` has one per agent in STATE_DIR/keys/issued/agent-N): every simulated agent uses it over "
+              "CURVE, each registering its own agent id under the key's principal. Required unless --insecure.")
 @click.option("--insecure", is_flag=True,
-              help="Required: simulated agents speak plain-text ZeroMQ to a master started with --insecure. (CURVE "
-              "would need one allow-listed key per simulated agent; not supported.)")
+              help="Plain-text ZeroMQ to a master started with --insecure.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def sim_command(master_address: str, agents: int, resources: str, attributes: str, hostname_prefix: str, wave: int,
                 transport: str, ready_file: str | None, unregister: bool, stats_interval: float, update_retry: float,
-                insecure: bool, log_level: str) -> None:
+                keys: str | None, insecure: bool, log_level: str) -> None:
     """Simulate --agents agents against a real master: each has its own connection, hostname,
     resources and attributes, answers pings, and "runs" tasks without processes: TASK_RUNNING
     at once, TASK_FINISHED after the task's label tepui.sim/duration (seconds), else the N of a
@@ -49,9 +52,19 @@ def sim_command(master_address: str, agents: int, resources: str, attributes: st
     from tepui.sim.events import check_template
     from tepui.sim.main import SimOptions, run_sim
 
-    if not insecure:
-        raise click.UsageError("tepui sim talks only to a master started with --insecure (CURVE would need one "
-                               "allow-listed key per simulated agent): pass --insecure")
+    from tepui.agent.main import agent_curve
+
+    try:
+        curve = agent_curve(keys, insecure)
+    except SystemExit as exc:
+        raise click.UsageError(str(exc)) from None
+    if curve is not None and transport == "zmtp":
+        from tepui.sim.curve import CurveError, sodium
+
+        try:
+            sodium()
+        except CurveError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         tcp_address(master_address, 5050)
         Resources.parse(resources)
@@ -61,4 +74,4 @@ def sim_command(master_address: str, agents: int, resources: str, attributes: st
     run_sim(SimOptions(master=master_address, agents=agents, resources=resources, attributes=attributes,
                        hostname_prefix=hostname_prefix, wave=wave, transport=transport, ready_file=ready_file,
                        unregister=unregister, stats_interval=stats_interval, update_retry=update_retry,
-                       log_level=log_level))
+                       log_level=log_level, keys=curve))

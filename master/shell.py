@@ -268,6 +268,7 @@ class MasterShell:
             "transport_unreachable": stats.unreachable,
             "transport_overflow_dropped": stats.overflow_dropped,
             "transport_disconnected_peers": stats.disconnected_peers,
+            "transport_cut_undelivered": stats.cut_undelivered,
             "transport_refused_revoked": stats.refused_revoked,
             "transport_handshake_failures": self.endpoint.handshake_failures,
         })

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -173,12 +173,12 @@ def apply_client(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
 
 
-def cut_connection(fd: int, bound_port: int | None) -> bool:
+def cut_connection(fd: int, bound_ports: Collection[int]) -> bool:
     """Shuts down the TCP connection behind ``fd`` (a message's ``SRCFD``), if it still is one
-    of ours: a connected TCP socket whose local port is the port we bound. (The fd could have
+    of ours: a connected TCP socket whose local port is a port we bound. (The fd could have
     been closed and reused between the message and now; the port check keeps us from touching
     anything but one of our own peers, and a wrongly cut peer merely reconnects.)"""
-    if fd < 0 or bound_port is None:
+    if fd < 0 or not bound_ports:
         return False
     try:
         dup = os.dup(fd)
@@ -188,7 +188,7 @@ def cut_connection(fd: int, bound_port: int | None) -> bool:
         with socket.socket(fileno=dup) as sock:
             if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
                 return False
-            if sock.getsockname()[1] != bound_port:
+            if sock.getsockname()[1] not in bound_ports:
                 return False
             sock.shutdown(socket.SHUT_RDWR)
             return True
@@ -293,14 +293,25 @@ class SocketMonitor:
 
 
 class ServerMonitor(SocketMonitor):
-    """The binding socket's monitor: logs failed handshakes (who was refused, and why)."""
+    """The binding socket's monitor: logs failed handshakes (who was refused, and why), and
+    says which connections come and go (``on_accepted(fd)``, ``on_disconnected(fd)``: the
+    monitor events' value is the connection's descriptor), for the undelivered-bytes bound."""
 
-    def __init__(self, loop: Any, sock: zmq.Socket) -> None:
+    def __init__(self, loop: Any, sock: zmq.Socket, on_accepted: Callable[[int], None] | None = None,
+                 on_disconnected: Callable[[int], None] | None = None) -> None:
         self.handshakes = HandshakeLog("server")
-        super().__init__(loop, sock, _HANDSHAKE_EVENTS)
+        self._on_accepted, self._on_disconnected = on_accepted, on_disconnected
+        super().__init__(loop, sock, _HANDSHAKE_EVENTS | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
 
     def on_event(self, event: int, value: int, endpoint: bytes) -> None:
-        self.handshakes.event(event, value, endpoint)
+        if event == zmq.EVENT_ACCEPTED:
+            if self._on_accepted is not None:
+                self._on_accepted(value)
+        elif event == zmq.EVENT_DISCONNECTED:
+            if self._on_disconnected is not None:
+                self._on_disconnected(value)
+        else:
+            self.handshakes.event(event, value, endpoint)
 
 
 def user_id(frame: zmq.Frame) -> str | None:

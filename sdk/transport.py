@@ -55,6 +55,7 @@ from tepui.sdk.curve import (
 )
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.runtime import event_loop
+from tepui.sdk.undelivered import Limits, Undelivered, curve_wire_size, tcp_bytes_received
 
 log = logging.getLogger("tepui.transport")
 
@@ -62,6 +63,13 @@ DRAIN_BATCH = 2000  # messages handled per wake-up before yielding to timers and
 FLUSH_EVERY = 32  # within a drain, the outbox is sent at least every this many messages (about 1 ms of work)
 PENDING_LIMIT = 100_000
 REFUSED_RETRY_SECONDS = 5.0  # a DEALER whose key the master refused tries again this often
+# The undelivered-bytes bound (tepui.sdk.undelivered): the master's resident memory is looked at
+# this often, and every connection is checked when it grew by WATCH_GROWTH or every CHECK_EVERY.
+# A stream is thus cut within about WATCH_EVERY of growing the process by WATCH_GROWTH, at the
+# cost of one small read 50 times a second (the per-connection check costs ~1 µs a connection).
+WATCH_EVERY = 0.02
+WATCH_GROWTH = 4 << 20
+CHECK_EVERY = 0.25
 
 
 @dataclass
@@ -74,6 +82,7 @@ class TransportStats:
     overflow_dropped: int = 0
     unreachable: int = 0
     disconnected_peers: int = 0  # ROUTER: connections cut for breaking the frame limits
+    cut_undelivered: int = 0  # ROUTER: connections cut for holding too many undelivered bytes
     refused_revoked: int = 0  # ROUTER: messages from a key revoked since it connected
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -333,15 +342,25 @@ class RouterEndpoint(_Endpoint):
         self._max_frames = max_frames
         self._auth: Any = None
         self._server_monitor: ServerMonitor | None = None
+        self.undelivered: Undelivered | None = None
+        self._watch: Any = None
         if curve is not None:
             # Trap 5: the ZAP handler must be there before the first peer can connect.
             self._auth = start_authenticator(ctx, curve.gate)
             apply_server(sock, curve)
-            self._server_monitor = ServerMonitor(self._loop, sock)
+            self.undelivered = Undelivered(Limits.for_message_size(max_bytes))
+            self._server_monitor = ServerMonitor(self._loop, sock, self._accepted, self.undelivered.closed)
         sock.bind(bind)
         self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._port = int(self.address.rsplit(":", 1)[1]) if self.address.startswith("tcp://") else None
+        self._ports: set[int] = set()
+        if self.address.startswith("tcp://"):
+            self._ports.add(int(self.address.rsplit(":", 1)[1]))
         self._start_reading()
+        if self.undelivered is not None:
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            self._rss_low = self._rss()
+            self._checked_at = self._loop.time()
+            self._watch = self._loop.call_later(WATCH_EVERY, self._watch_memory)
 
     @property
     def handshake_failures(self) -> int:
@@ -352,6 +371,7 @@ class RouterEndpoint(_Endpoint):
         peer = sock.recv(zmq.NOBLOCK)
         frames = [peer]
         extra = 0
+        wire = 0
         props: zmq.Frame | None = None
         while sock.getsockopt(zmq.RCVMORE):
             # The rest of a message is always there once its first frame is (libzmq delivers
@@ -363,12 +383,71 @@ class RouterEndpoint(_Endpoint):
                 frame = sock.recv(copy=False)
                 props = props or frame
                 frames.append(frame.bytes)
+                wire += curve_wire_size(len(frames[-1]))
             else:
                 frame = sock.recv(copy=False)
                 props = props or frame
                 extra += 1
+                wire += curve_wire_size(len(frame))
         identity = user_id(props) if props is not None and self._curve is not None else None
+        if self.undelivered is not None and props is not None:
+            self.undelivered.delivered(source_fd(props), wire, identity)
         return _Incoming(frames, extra, identity, props)
+
+    # --- the undelivered-bytes bound (tepui.sdk.undelivered) ------------------------------
+
+    def _accepted(self, fd: int) -> None:
+        if self.undelivered is not None:
+            self.undelivered.accepted(fd, self._loop.time())
+
+    def _rss(self) -> int:
+        return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
+
+    def _watch_memory(self) -> None:
+        """Every WATCH_EVERY: the connections are checked if memory grew by WATCH_GROWTH since
+        its lowest point since the last check (memory freed after a cut and taken again counts:
+        the growth is measured from the low), or CHECK_EVERY passed. A timer of the loop: a busy
+        master checks late, but it also reads nothing then."""
+        if self._closed:
+            return
+        try:
+            now = self._loop.time()
+            rss = self._rss()
+            self._rss_low = min(self._rss_low, rss)
+            if now - self._checked_at >= CHECK_EVERY or rss - self._rss_low >= WATCH_GROWTH:
+                self.check_undelivered()
+        except Exception:  # a bug here must not end the watch
+            log.exception("event=undelivered_check_failed")
+        self._watch = self._loop.call_later(WATCH_EVERY, self._watch_memory)
+
+    def check_undelivered(self) -> None:
+        """Reads what is waiting (whole messages are never counted against their sender), then
+        cuts each connection holding more than its bound of undelivered bytes."""
+        assert self.undelivered is not None and self._curve is not None
+        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._drain()
+            if self._closed:
+                return
+        drained = not self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        received = {}
+        for fd in self.undelivered.connections:
+            count = tcp_bytes_received(fd)
+            if count is not None:
+                received[fd] = count
+        now = self._loop.time()
+        for cut in self.undelivered.check(received, now, drained):
+            if not cut_connection(cut.fd, self._ports):
+                continue
+            self.stats.cut_undelivered += 1
+            if cut.block and cut.identity:
+                self._curve.gate.block(cut.identity)
+            log.warning("event=undelivered_over_limit identity=%s undelivered_bytes=%d limit=%d key_refused_s=%s "
+                        "action=disconnect hint=\"a peer sent this much of a message that has not ended (a multipart "
+                        "message that never ends, or one far over the message size limit)\"", cut.identity or "-",
+                        cut.undelivered, self.undelivered.limits.per_connection if drained
+                        else self.undelivered.limits.ceiling, "30" if cut.block and cut.identity else "0")
+        self._checked_at = now
+        self._rss_low = self._rss()
 
     def _dispatch(self, message: _Incoming) -> None:
         frames = message.frames
@@ -396,7 +475,7 @@ class RouterEndpoint(_Endpoint):
         simply resume the flood. The frames are already freed: libzmq dropped them as read."""
         if block and message.identity and self._curve is not None:
             self._curve.gate.block(message.identity)
-        if message.props is not None and cut_connection(source_fd(message.props), self._port):
+        if message.props is not None and cut_connection(source_fd(message.props), self._ports):
             self.stats.disconnected_peers += 1
 
     def send(self, peer: bytes, payload: bytes) -> None:
@@ -414,6 +493,10 @@ class RouterEndpoint(_Endpoint):
             return
         if self._server_monitor is not None:
             self._server_monitor.close()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+            os.close(self._statm)
         super().close()
         if self._auth is not None:
             self._auth.stop()
@@ -533,6 +616,9 @@ class _ConnectionMonitor(SocketMonitor):
             log.info("event=connection_restored")
             if self._on_reconnect is not None:
                 self._on_reconnect()
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _stop_reading(loop: Any, fd: int) -> None:

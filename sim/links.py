@@ -7,6 +7,7 @@
   agent: what lets 10,000 agents fit under a 20,000-descriptor limit.
 
 ``choose_transport`` picks ``zmq`` when the descriptor limit allows it and ``zmtp`` otherwise.
+Both speak CURVE when given keys (``keys``: the agent key every simulated agent uses).
 No ZMTP heartbeats are set on these DEALERs: the master's application pings prove liveness,
 and 10,000 heartbeat timers would only add load.
 """
@@ -21,7 +22,9 @@ from typing import Any, Callable, Protocol
 
 import zmq
 
-from tepui.sim.zmtp import ZmtpLinks
+from tepui.sdk.curve import apply_client
+from tepui.sdk.keys import ClientKeys
+from tepui.sim.zmtp import CurveKeys, ZmtpLinks
 
 log = logging.getLogger("tepui.sim.links")
 
@@ -71,8 +74,10 @@ def choose_transport(requested: str, agents: int, fd_limit: int) -> str:
 
 class ZmqLinks:
     def __init__(self, loop: asyncio.AbstractEventLoop, address: str, identities: Callable[[int], bytes],
-                 on_message: Callable[[int, Any], None], max_bytes: int, agents: int) -> None:
+                 on_message: Callable[[int, Any], None], max_bytes: int, agents: int,
+                 keys: ClientKeys | None = None) -> None:
         self._loop = loop
+        self._keys = keys
         self._address = address
         self._identities = identities
         self._on_message = on_message
@@ -94,6 +99,8 @@ class ZmqLinks:
         sock.setsockopt(zmq.ROUTING_ID, self._identities(index))
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        if self._keys is not None:
+            apply_client(sock, self._keys)
         sock.connect(self._address)
         self._sockets[index] = sock
         fd = self._fds[index] = int(sock.getsockopt(zmq.FD))
@@ -190,7 +197,13 @@ class ZmqLinks:
 
 
 def make_links(transport: str, loop: asyncio.AbstractEventLoop, address: str, identities: Callable[[int], bytes],
-               on_message: Callable[[int, Any], None], max_bytes: int, agents: int) -> Links:
+               on_message: Callable[[int, Any], None], max_bytes: int, agents: int,
+               keys: ClientKeys | None = None) -> Links:
     if transport == "zmq":
-        return ZmqLinks(loop, address, identities, on_message, max_bytes, agents)
-    return ZmtpLinks(loop, address, identities, on_message, max_bytes)
+        return ZmqLinks(loop, address, identities, on_message, max_bytes, agents, keys)
+    curve = None
+    if keys is not None:
+        from tepui.sim.curve import z85_key
+
+        curve = CurveKeys(z85_key(keys.server), z85_key(keys.public), z85_key(keys.secret))
+    return ZmtpLinks(loop, address, identities, on_message, max_bytes, curve)

@@ -1,4 +1,5 @@
-"""``tepui sim``: N simulated agents registered with a real (``--insecure``) master.
+"""``tepui sim``: N simulated agents registered with a real master (with one agent key, over
+CURVE, or plain text to an ``--insecure`` one).
 
 The process prints progress on stderr while agents register, then exactly one line
 ``ready agents=N`` on stdout (and writes ``--ready-file``, atomically) once all of them are
@@ -15,12 +16,15 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tepui.sdk.codec import DEFAULT_MAX_BYTES
 from tepui.sdk.runtime import event_loop, install_reactor
 from tepui.sdk.shell import configure_logging
 from tepui.sdk.transport import tcp_address
+
+if TYPE_CHECKING:
+    from tepui.sdk.keys import ClientKeys
 
 log = logging.getLogger("tepui.sim")
 
@@ -41,6 +45,7 @@ class SimOptions:
     stats_interval: float = 10.0
     update_retry: float = 10.0
     log_level: str = "warning"
+    keys: ClientKeys | None = None  # one agent key for every simulated agent; None: plain text
 
 
 def run_sim(options: SimOptions) -> None:
@@ -80,7 +85,8 @@ def run_sim(options: SimOptions) -> None:
     shell: SimShell | None = None
 
     def links(on_message: Any) -> Any:
-        return make_links(transport, loop, address, shell_identity, on_message, DEFAULT_MAX_BYTES, options.agents)
+        return make_links(transport, loop, address, shell_identity, on_message, DEFAULT_MAX_BYTES, options.agents,
+                          options.keys)
 
     def shell_identity(index: int) -> bytes:
         assert shell is not None
@@ -101,5 +107,6 @@ def run_sim(options: SimOptions) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
     reactor.callWhenRunning(shell.start)
     print(f"sim: {options.agents} agents of {config.resources} for {address} over {transport} "
+          f"({'CURVE' if options.keys is not None else 'plain text'}) "
           f"(descriptor limit {fd_limit}), {options.wave} per wave", file=sys.stderr, flush=True)
     reactor.run()

@@ -8,10 +8,10 @@ sees an ordinary DEALER: the same greeting, a READY with ``Socket-Type: DEALER``
 ``Identity`` (its routing id, so ``ROUTER_HANDOVER`` keeps its route across reconnects), the
 same single-frame messages, and PONGs to the ROUTER's ZMTP heartbeats.
 
-Scope, on purpose: NULL mechanism only. CURVE would need a CurveZMQ handshake per connection
-and one allow-listed key per simulated agent (the master binds identity to the key), so
-``tepui sim`` talks only to masters started with ``--insecure``. A master that proposes another
-mechanism is reported and refused.
+Mechanisms: NULL (a master started with ``--insecure``) and CURVE (:mod:`tepui.sim.curve`: the
+handshake and every frame boxed with libsodium). Every simulated agent uses the same agent key:
+the master binds each agent id to the key's principal, and one principal may register many
+agents. A master that proposes the other mechanism is reported and refused.
 
 Wire reference: ZMTP 3.1 (rfc.zeromq.org/spec/37): a 64-byte greeting, then frames of
 ``flags`` (bit 0 MORE, bit 1 LONG, bit 2 COMMAND), a 1- or 8-byte big-endian size, and the body.
@@ -22,12 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from dataclasses import dataclass
 from typing import Any, Callable
+
+from tepui.sim.curve import FLAG_COMMAND, FLAG_MORE, CurveClient, CurveError
 
 log = logging.getLogger("tepui.sim.zmtp")
 
 SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
 GREETING = SIGNATURE + b"\x03\x01" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+CURVE_GREETING = SIGNATURE + b"\x03\x01" + b"CURVE".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
 MORE, LONG, COMMAND = 0x01, 0x02, 0x04
 QUEUE_LIMIT = 1000  # messages kept while disconnected, like a DEALER's send HWM
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0  # the real transport's RECONNECT_IVL and RECONNECT_IVL_MAX
@@ -141,6 +145,15 @@ class ZmtpParser:
         return out
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """Raw 32-byte keys: the master's public key and the simulated agents' key pair."""
+
+    server: bytes
+    public: bytes
+    secret: bytes
+
+
 class _Link(asyncio.Protocol):
     """One agent's connection, reused across reconnects."""
 
@@ -151,6 +164,8 @@ class _Link(asyncio.Protocol):
         self.queue: list[bytes] = []
         self.up = False  # the handshake is done: messages may go
         self.closed = False
+        self.curve: CurveClient | None = None  # per connection: a fresh short-term key each time
+        self._more = False  # inside a multi-frame message of the master's (CURVE: flags are boxed)
         self.backoff = RECONNECT_MIN
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -159,10 +174,16 @@ class _Link(asyncio.Protocol):
             transport.close()
             return
         self.transport = transport
-        self.parser = ZmtpParser(self.links.max_bytes)
+        self.parser = ZmtpParser(self.links.max_bytes + 1024)  # as the real transport's MAXMSGSIZE
         self.backoff = RECONNECT_MIN
         self.up = False
-        transport.write(GREETING + ready(self.identity))
+        keys = self.links.curve
+        if keys is None:
+            transport.write(GREETING + ready(self.identity))
+            return
+        self.curve = CurveClient(keys.server, keys.public, keys.secret,
+                                 {"Socket-Type": b"DEALER", "Identity": self.identity})
+        transport.write(CURVE_GREETING + frame(self.curve.hello(), COMMAND))
 
     def _peer_ready(self) -> None:
         """libzmq takes no message before its own READY has gone out (a message frame during the
@@ -170,13 +191,18 @@ class _Link(asyncio.Protocol):
         assert self.transport is not None
         self.up = True
         if self.queue:
-            self.transport.write(b"".join(frame(payload) for payload in self.queue))
+            self.transport.write(b"".join(self._frame(payload) for payload in self.queue))
             self.queue.clear()
+
+    def _frame(self, payload: bytes, flags: int = 0) -> bytes:
+        if self.curve is None:
+            return frame(payload)
+        return frame(self.curve.encrypt(payload, flags))
 
     def send(self, payload: bytes) -> None:
         if self.up:
             assert self.transport is not None
-            self.transport.write(frame(payload))
+            self.transport.write(self._frame(payload))
         elif not self.closed:
             if len(self.queue) >= QUEUE_LIMIT:
                 del self.queue[0]
@@ -191,24 +217,54 @@ class _Link(asyncio.Protocol):
             self.links.protocol_error(self, str(exc))
             return
         deliver = self.links.on_message
-        for kind, first, second in events:
-            if kind == "message":
-                deliver(self.index, first)
-            elif kind == "command":
-                self._command(first, second)
-            elif kind == "greeting":
-                if first != "NULL":
-                    self.links.protocol_error(self, f"the master uses the {first} mechanism; tepui sim talks only to "
-                                                    "masters started with --insecure (NULL)")
-                    return
-            elif kind == "bad_frames":
+        try:
+            for kind, first, second in events:
+                if kind == "message":
+                    if self.curve is None:
+                        deliver(self.index, first)
+                    else:
+                        self._boxed(first)
+                elif kind == "command":
+                    self._command(first, second)
+                elif kind == "greeting":
+                    wanted = "NULL" if self.links.curve is None else "CURVE"
+                    if first != wanted:
+                        hint = ("give tepui sim the agent keys of a secure master (--keys DIR)" if first == "CURVE"
+                                else "this master runs with --insecure: drop --keys")
+                        self.links.protocol_error(self, f"the master uses the {first} mechanism: {hint}")
+                        return
+                elif kind == "bad_frames":
+                    self.links.stats["bad_frames"] += 1
+                if self.transport is None or self.transport.is_closing():
+                    return  # a protocol error ended the connection
+        except CurveError as exc:
+            self.links.protocol_error(self, f"CURVE: {exc}")
+
+    def _boxed(self, message: Any) -> None:
+        """A MESSAGE of a CURVE connection: a frame of the master's, or a heartbeat command."""
+        assert self.curve is not None
+        flags, body = self.curve.decrypt(message)
+        if flags & FLAG_COMMAND:
+            length = body[0] if body else 0
+            self._command(body[1:1 + length], body[1 + length:])
+        elif flags & FLAG_MORE or self._more:
+            self._more = bool(flags & FLAG_MORE)
+            if not self._more:
                 self.links.stats["bad_frames"] += 1
+        else:
+            self.links.on_message(self.index, body)
 
     def _command(self, name: bytes, data: Any) -> None:
         if name == b"PING":  # ZMTP 3.1 heartbeat: TTL (2 bytes), then a context to echo
             assert self.transport is not None
-            self.transport.write(command(b"PONG", bytes(data[2:])))
+            pong = bytes((4,)) + b"PONG" + bytes(data[2:])
+            self.transport.write(command(b"PONG", bytes(data[2:])) if self.curve is None
+                                 else self._frame(pong, FLAG_COMMAND))
+        elif name == b"WELCOME" and self.curve is not None:
+            assert self.transport is not None
+            self.transport.write(frame(self.curve.welcome(bytes(data)), COMMAND))
         elif name == b"READY":
+            data = self.curve.ready(bytes(data)) if self.curve is not None else data
             socket_type = properties(bytes(data)).get("Socket-Type")
             if socket_type != b"ROUTER":
                 self.links.protocol_error(self, f"the peer is a {socket_type!r} socket, not the master's ROUTER")
@@ -221,6 +277,8 @@ class _Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.parser = None
+        self.curve = None
+        self._more = False
         self.up = False
         if not self.closed:
             self.links.stats["connections_lost"] += 1
@@ -233,7 +291,7 @@ class ZmtpLinks:
     while disconnected), ``on_message(i, payload)`` receives."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, address: str, identities: Callable[[int], bytes],
-                 on_message: Callable[[int, Any], None], max_bytes: int) -> None:
+                 on_message: Callable[[int, Any], None], max_bytes: int, curve: CurveKeys | None = None) -> None:
         host, _, port = address[len("tcp://"):].rpartition(":")
         # Resolved once: 10,000 connections must not each ask the resolver (a thread each).
         resolved = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4]
@@ -242,6 +300,7 @@ class ZmtpLinks:
         self._identities = identities
         self.on_message = on_message
         self.max_bytes = max_bytes
+        self.curve = curve
         self._links: dict[int, _Link] = {}
         self.stats: dict[str, int] = {"bad_frames": 0, "connections_lost": 0, "protocol_errors": 0,
                                       "queue_overflow_dropped": 0}
