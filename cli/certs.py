@@ -41,6 +41,7 @@ def certs_command() -> None:
     tepui certs issue --keys /etc/tepui/keys --agent node-7 --out node-7-keys
     tepui certs issue --keys /etc/tepui/keys --framework etl --principal etl --roles batch
     tepui certs revoke --keys /etc/tepui/keys node-7
+    tepui certs rotate-master --keys /etc/tepui/keys --port 5052    (then --finish)
     """
 
 
@@ -121,3 +122,39 @@ def list_command(store: str) -> None:
     Console(width=250, emoji=False).print(table)
     if not allow.entries:
         click.echo("(no keys yet: `tepui certs issue --agent NAME`)")
+
+
+@certs_command.command("rotate-master")
+@_keys_option
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Start a rotation: the master serves the next key on this TCP port (same host) until --finish.")
+@click.option("--finish", is_flag=True, help="Finish the rotation: the next key becomes the master's key, served on "
+              "its own port; clients that know only the old key are refused from then on.")
+def rotate_master_command(store: str, port: int | None, finish: bool) -> None:
+    """Rotate the master's key pair without downtime (docs/security.md "Key rotation").
+
+    \b
+    1. tepui certs rotate-master --keys DIR --port 5052
+       a running master serves the next key on :5052 within a second; every client
+       directory under DIR/issued now holds both master keys and the port
+    2. give each client a directory holding both keys (re-issue it, or copy the updated
+       one) and restart it, one at a time: it keeps working before and after step 3
+    3. tepui certs rotate-master --keys DIR --finish
+    """
+    from tepui.sdk import rotation
+
+    if finish == (port is not None):
+        raise click.UsageError("give either --port PORT (start a rotation) or --finish")
+    try:
+        keys = rotation.finish(store) if finish else rotation.start(store, port)  # type: ignore[arg-type]
+    except (KeyStoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if finish:
+        click.echo(f"rotation finished: the master key is now {keys.public.decode()} (the old pair is in "
+                   f"{os.path.join(store, 'retired')}); a running master serves it on its own port within a second")
+        return
+    assert keys.next_public is not None
+    click.echo(f"rotation started: the next master key {keys.next_public.decode()} is served on port {port} "
+               "within a second; the current key keeps being served on the master's port")
+    click.echo(f"client directories under {os.path.join(store, 'issued')} now hold both keys; give every client "
+               f"one of them, then `tepui certs rotate-master --keys {store} --finish`")

@@ -57,6 +57,11 @@ class KeyGate:
         self._blocked: dict[str, float] = {}  # name → refused until (clock)
         self._lock = threading.Lock()
         self.allow = AllowList()
+        # The master's own key pairs (tepui.sdk.rotation), watched with the allow list: whoever
+        # serves them (the ROUTER) sets on_master_keys and is told when they change.
+        self.store = os.path.dirname(os.path.abspath(allow_list_path))
+        self.on_master_keys: Callable[[Any], None] | None = None
+        self._keys_stamp: Any = None
         self.reload(force=True)
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
@@ -66,9 +71,32 @@ class KeyGate:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
+    def check_master_keys(self) -> None:
+        """Tells ``on_master_keys`` what the master should serve, if the store's master key
+        files changed since the last call (a rotation started or finished)."""
+        from tepui.sdk import rotation
+
+        if self.on_master_keys is None:
+            return
+        stamp = rotation.stamp(self.store)
+        if stamp == self._keys_stamp:
+            return
+        try:
+            keys = rotation.served(self.store)
+        except KeyStoreError as exc:
+            log.error("event=master_keys_reload_failed error=%r action=\"serving the keys as before\"", str(exc))
+            return
+        self._keys_stamp = stamp
+        self.on_master_keys(keys)
+
     def reload(self, force: bool = False) -> bool:
         """Reads the allow list again if its file changed; True if it did. A broken file keeps
-        the previous list (and says so): a typo must not lock every agent out, nor let anyone in."""
+        the previous list (and says so): a typo must not lock every agent out, nor let anyone in.
+        The master's key pairs are looked at too (:meth:`check_master_keys`)."""
+        try:
+            self.check_master_keys()
+        except Exception:  # a bug here must not stop the allow list from being read
+            log.exception("event=master_keys_reload_failed")
         stamp = self._file_stamp()
         if not force and stamp == self._stamp:
             return False

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
@@ -93,11 +92,15 @@ class ServerKeys:
 
 @dataclass(frozen=True)
 class ClientKeys:
-    """What an agent, framework or CLI needs: its key pair and the master's public key."""
+    """What an agent, framework or CLI needs: its key pair and the master's public key. During
+    a master key rotation (:mod:`tepui.sdk.rotation`) also the other master key it accepts
+    (``fallback``) and the port the master serves the next key on (``rotation_port``)."""
 
     public: bytes
     secret: bytes
     server: bytes
+    fallback: tuple[bytes, ...] = ()
+    rotation_port: int | None = None
 
 
 def check_name(name: str) -> str:
@@ -237,7 +240,9 @@ def issue(directory: str, name: str, kind: str, principal: str | None = None, ro
     if os.path.exists(os.path.join(target, f"{CLIENT_CERT}.key_secret")):
         raise KeyStoreError(f"{target} holds a client key already; give another --out")
     public, _ = _certificates(target, CLIENT_CERT)
-    shutil.copyfile(os.path.join(directory, f"{MASTER_CERT}.key"), os.path.join(target, f"{MASTER_CERT}.key"))
+    from tepui.sdk.rotation import equip_client_dir
+
+    equip_client_dir(directory, target)  # master.key, and both keys during a rotation
     entry = KeyEntry(name=name, kind=kind, public_key=public.decode("ascii"), principal=principal or name,
                      roles=tuple(r for r in roles if r), created=_now())
     write_allow_list(server.allow_list_path, AllowList.of(allow.entries + (entry,)))
@@ -267,7 +272,13 @@ def load_client_keys(directory: str) -> ClientKeys:
     public, secret = _load(secret_file, want_secret=True)
     server, _ = _load(master_file, want_secret=False)
     assert secret is not None
-    return ClientKeys(public, secret, server)
+    from tepui.sdk.rotation import NEXT_CERT, read_rotation_port
+
+    next_file = os.path.join(directory, f"{NEXT_CERT}.key")
+    if not os.path.exists(next_file):
+        return ClientKeys(public, secret, server)
+    next_server, _ = _load(next_file, want_secret=False)
+    return ClientKeys(public, secret, server, (next_server,), read_rotation_port(directory))
 
 
 def z85_key(text: str, what: str) -> bytes:

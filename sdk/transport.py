@@ -54,6 +54,7 @@ from tepui.sdk.curve import (
     user_id,
 )
 from tepui.sdk.keys import ClientKeys
+from tepui.sdk.rotation import MasterKeys
 from tepui.sdk.runtime import event_loop
 from tepui.sdk.undelivered import Limits, Undelivered, curve_wire_size, tcp_bytes_received
 
@@ -63,6 +64,7 @@ DRAIN_BATCH = 2000  # messages handled per wake-up before yielding to timers and
 FLUSH_EVERY = 32  # within a drain, the outbox is sent at least every this many messages (about 1 ms of work)
 PENDING_LIMIT = 100_000
 REFUSED_RETRY_SECONDS = 5.0  # a DEALER whose key the master refused tries again this often
+SWITCH_SETTLE = 0.05  # seconds after trying another master endpoint/key in which failures are stale
 # The undelivered-bytes bound (tepui.sdk.undelivered): the master's resident memory is looked at
 # this often, and every connection is checked when it grew by WATCH_GROWTH or every CHECK_EVERY.
 # A stream is thus cut within about WATCH_EVERY of growing the process by WATCH_GROWTH, at the
@@ -355,6 +357,11 @@ class RouterEndpoint(_Endpoint):
         self._ports: set[int] = set()
         if self.address.startswith("tcp://"):
             self._ports.add(int(self.address.rsplit(":", 1)[1]))
+        self._served_key = curve.public if curve is not None else None  # on self.address
+        self._rotation: tuple[str, bytes] | None = None  # (endpoint, public key) of a rotation
+        if curve is not None:
+            curve.gate.on_master_keys = self.serve_master_keys
+            curve.gate.check_master_keys()
         self._start_reading()
         if self.undelivered is not None:
             self._statm = os.open("/proc/self/statm", os.O_RDONLY)
@@ -481,6 +488,69 @@ class RouterEndpoint(_Endpoint):
     def send(self, peer: bytes, payload: bytes) -> None:
         self._post(peer, payload)
 
+    # --- master key rotation (tepui.sdk.rotation) -----------------------------------------
+
+    def serve_master_keys(self, keys: MasterKeys) -> None:
+        """Serves ``keys``: the current pair on our address (rebound on the same listening
+        socket when it changed: a rotation finished), and a rotation's next pair on its port.
+        Each ``bind()`` copies the socket's CURVE options, so one socket serves both pairs."""
+        if self._closed or not self.address.startswith("tcp://"):
+            return
+        if keys.public != self._served_key:
+            self._rebind_main(keys.public, keys.secret)
+        wanted = None
+        if keys.rotation_port is not None and keys.next_public is not None:
+            wanted = (f"{self.address.rsplit(':', 1)[0]}:{keys.rotation_port}", keys.next_public)
+        if self._rotation is not None and self._rotation != wanted:
+            endpoint = self._rotation[0]
+            self._rotation = None
+            try:
+                self._sock.unbind(endpoint)
+            except zmq.ZMQError:
+                pass
+            self._ports.discard(int(endpoint.rsplit(":", 1)[1]))
+            log.info("event=master_rotation_port_closed endpoint=%s", endpoint)
+        if wanted is not None and self._rotation is None:
+            assert keys.next_secret is not None
+            self._set_server_keys(keys.next_public, keys.next_secret)  # type: ignore[arg-type]
+            try:
+                self._sock.bind(wanted[0])
+            except zmq.ZMQError as exc:
+                log.error("event=master_rotation_port_unavailable endpoint=%s error=%r hint=\"clients given only the "
+                          "next key cannot connect until the port is free (or until the rotation is finished)\"",
+                          wanted[0], str(exc))
+            else:
+                self._rotation = wanted
+                self._ports.add(keys.rotation_port)  # type: ignore[arg-type]
+                log.info("event=master_rotation_port_open endpoint=%s next_public_key=%s", wanted[0],
+                         keys.next_public.decode())  # type: ignore[union-attr]
+            finally:
+                self._set_server_keys(keys.public, keys.secret)
+
+    def _set_server_keys(self, public: bytes, secret: bytes) -> None:
+        self._sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        self._sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+    def _rebind_main(self, public: bytes, secret: bytes) -> None:
+        """The new key on our own address. The listening socket is kept (a duplicate of its
+        descriptor is handed to the new listener, ``ZMQ_USE_FD``), so a client connecting at
+        that moment waits in the kernel's backlog instead of being refused; the connections the
+        old listener accepted end with it (their clients reconnect, with the new key)."""
+        port = int(self.address.rsplit(":", 1)[1])
+        listening = _listening_fd(port)
+        kept = os.dup(listening) if listening is not None else None  # before unbind closes it
+        self._set_server_keys(public, secret)
+        self._sock.unbind(self.address)
+        if kept is not None:
+            self._sock.setsockopt(zmq.USE_FD, kept)
+        try:
+            self._sock.bind(self.address)
+        finally:
+            self._sock.setsockopt(zmq.USE_FD, -1)
+        self._served_key = public
+        log.warning("event=master_key_rotated endpoint=%s public_key=%s same_socket=%s", self.address,
+                    public.decode(), listening is not None)
+
     def _frames_for(self, peer: Any, frame: bytes) -> list[bytes]:
         return [peer, frame]
 
@@ -534,11 +604,41 @@ class DealerEndpoint(_Endpoint):
         self._on_message = on_message
         self.handshakes = HandshakeLog("client")
         self._connect_to = connect
+        # During a master key rotation: (endpoint, master key) pairs to try in turn.
+        self._candidates = master_candidates(connect, curve)
+        self._candidate = 0
+        self._switched_at = float("-inf")
         self._monitor: _ConnectionMonitor | None = _ConnectionMonitor(
-            self._loop, sock, on_reconnect, self.handshakes, secure=curve is not None, on_refused=self._refused)
+            self._loop, sock, on_reconnect, self.handshakes, secure=curve is not None, on_refused=self._refused,
+            on_failed_attempt=self._next_candidate if len(self._candidates) > 1 else None)
         self._retry: Any = None
         sock.connect(connect)
         self._start_reading()
+
+    @property
+    def master(self) -> tuple[str, bytes | None]:
+        """The endpoint and master key this socket uses now."""
+        return self._candidates[self._candidate] if self._candidates else (self._connect_to, None)
+
+    def _next_candidate(self, endpoint: bytes) -> None:
+        """A handshake failed (this master key is not served there) or the endpoint does not
+        answer (a rotation port closed): try the next endpoint and key. Events about an
+        attempt we already left (still queued in the monitor, maybe for the same endpoint with
+        another key) are ignored: those of another endpoint, and all within SWITCH_SETTLE of a
+        switch (a real failure of the new attempt comes again at libzmq's next retry)."""
+        now = self._loop.time()
+        if (self._closed or endpoint.decode(errors="replace") != self._connect_to
+                or now - self._switched_at < SWITCH_SETTLE):
+            return
+        self._switched_at = now
+        try:
+            self._sock.disconnect(self._connect_to)
+        except zmq.ZMQError:
+            pass
+        self._candidate = (self._candidate + 1) % len(self._candidates)
+        self._connect_to, server = self._candidates[self._candidate]
+        self._sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+        self._sock.connect(self._connect_to)
 
     def _refused(self) -> None:
         """The master refused our key. libzmq then ends the connection for good (a refusal is a
@@ -591,15 +691,17 @@ class _ConnectionMonitor(SocketMonitor):
     round must not look like a reconnect). Handshake failures go to ``handshakes`` (trap 6)."""
 
     def __init__(self, loop: Any, sock: zmq.Socket, on_reconnect: Callable[[], None] | None,
-                 handshakes: HandshakeLog, secure: bool, on_refused: Callable[[], None] | None = None) -> None:
+                 handshakes: HandshakeLog, secure: bool, on_refused: Callable[[], None] | None = None,
+                 on_failed_attempt: Callable[[bytes], None] | None = None) -> None:
         self._on_reconnect = on_reconnect
         self._on_refused = on_refused
+        self._on_failed_attempt = on_failed_attempt
         self._handshakes = handshakes
         self._up_event = zmq.EVENT_HANDSHAKE_SUCCEEDED if secure else zmq.EVENT_CONNECTED
         self._lost = False
         super().__init__(loop, sock, zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
                          | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED)
 
     def on_event(self, event: int, value: int, endpoint: bytes) -> None:
         if event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -607,6 +709,11 @@ class _ConnectionMonitor(SocketMonitor):
             self._handshakes.event(event, value, endpoint)
             if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._on_refused is not None:
                 self._on_refused()
+            elif event != zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._on_failed_attempt is not None:
+                self._on_failed_attempt(endpoint)  # our key was fine; the master key was not this endpoint's
+        elif event == zmq.EVENT_CONNECT_RETRIED:
+            if self._on_failed_attempt is not None:
+                self._on_failed_attempt(endpoint)
         elif event == zmq.EVENT_DISCONNECTED:
             if not self._lost:
                 log.info("event=connection_lost")
@@ -619,6 +726,43 @@ class _ConnectionMonitor(SocketMonitor):
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _listening_fd(port: int) -> int | None:
+    """This process's listening TCP socket on ``port`` (libzmq's, found by scanning our
+    descriptors: libzmq does not say which it is). Only read at a key rotation."""
+    import socket
+
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if (sock.type == socket.SOCK_STREAM and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                        and sock.getsockname()[1] == port):
+                    return fd
+            except OSError:
+                continue
+    return None
+
+
+def master_candidates(connect: str, keys: ClientKeys | None) -> list[tuple[str, bytes]]:
+    """Where to look for the master, in order: our endpoint with each master key we accept, then
+    (during a rotation) the rotation port with each. Without a rotation: one candidate."""
+    if keys is None:
+        return []
+    servers = (keys.server, *keys.fallback)
+    endpoints = [connect]
+    if keys.rotation_port is not None and connect.startswith("tcp://"):
+        rotation = f"{connect.rsplit(':', 1)[0]}:{keys.rotation_port}"
+        if rotation != connect:
+            endpoints.append(rotation)
+    return [(endpoint, server) for endpoint in endpoints for server in servers]
 
 
 def _stop_reading(loop: Any, fd: int) -> None:
