@@ -48,7 +48,7 @@ from tepui.sdk import install_reactor  # noqa: E402
 reactor = install_reactor()
 
 from tepui.sdk import (  # noqa: E402
-    CommandInfo, Filters, FrameworkInfo, Resources, Scheduler, SchedulerDriver, TaskInfo, TaskState,
+    CallError, CommandInfo, Filters, FrameworkInfo, Resources, Scheduler, SchedulerDriver, TaskInfo, TaskState,
 )
 
 TASK = Resources.of(cpus=0.1, mem=32)
@@ -137,9 +137,13 @@ class Sampler(Scheduler):
             else:
                 self._maybe_next()
 
-    def error(self, driver: SchedulerDriver, message: str) -> None:
-        self.failures.append(f"error from master: {message}")
-        driver.stop_and_exit()
+    def error(self, driver: SchedulerDriver, message: CallError) -> None:
+        # A refused launch ends its sample through the task's own update (a failure); only a
+        # refused SUBSCRIBE ends the run at once: nothing would ever come.
+        print(f"error from master ({message.call_type}): {message}", file=sys.stderr, flush=True)
+        if message.call_type == "SUBSCRIBE":
+            self.failures.append(f"error from master: {message}")
+            driver.stop_and_exit()
 
 
 def main() -> int:

@@ -57,8 +57,14 @@ class OneTask:
             def explanation(self, driver: Any, roles: list[Any]) -> None:
                 outer._on_explanation(driver, roles)
 
-            def error(self, driver: Any, message: str) -> None:
-                outer._fail(driver, f"the master refused a call: {message}")
+            def error(self, driver: Any, message: Any) -> None:
+                # Only a refused SUBSCRIBE ends the run (nothing would ever come); any other
+                # refusal is told and the run goes on (a DECLINE that crossed a RESCIND is
+                # refused as a matter of course; a refused launch ends the task, reported).
+                if message.call_type == "SUBSCRIBE":
+                    outer._fail(driver, f"the master refused the subscription: {message}")
+                else:
+                    outer.echo(f"the master refused a {message.call_type or 'call'}: {message}")
 
         self.scheduler = _Scheduler()
 

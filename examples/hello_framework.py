@@ -53,8 +53,11 @@ class HelloScheduler(Scheduler):
             driver.stop_and_exit()
 
     def error(self, driver, message):
-        print(f"error from master: {message}", file=sys.stderr)
-        driver.stop_and_exit()
+        # Not the end of the framework (a DECLINE that crossed a RESCIND is refused as a matter
+        # of course), unless its SUBSCRIBE was refused: then nothing would ever come.
+        print(f"error from master ({message.call_type}): {message}", file=sys.stderr)
+        if message.call_type == "SUBSCRIBE":
+            driver.stop_and_exit()
 
 
 def main() -> int:

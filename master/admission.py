@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tepui.master.acls import REGISTER, RUN_TASKS, TEARDOWN, Acls
 from tepui.master.events import Received, Send
 from tepui.master.rate_limits import RateLimiter
+from tepui.master.refusals import call_type
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import ExecutorInfo, FrameworkInfo, TaskInfo
@@ -114,7 +115,7 @@ class Admission:
             return False
         self.counters["rate_limited"] += 1
         self.rate_limited_by.count(key)
-        call = type(event.body).__name__.upper()
+        call = call_type(event.body)
         if key not in self._throttled and len(self._throttled) < MAX_LABELS:
             self._throttled.add(key)
             out.append(Log("warning", "framework_rate_limited", {

@@ -30,7 +30,7 @@ from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
 from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
-from tepui.master.refusals import correlate
+from tepui.master.refusals import agent_missing, correlate, executor_agent, shown
 from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord, kept_status
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
@@ -368,15 +368,17 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         out.append(Send(peer, sm.Subscribed(framework.framework_id, self.config.heartbeat_interval, self.master_info)))
         self._request_allocation()
 
-    def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None:
+    def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect],
+                       field: str = "$.body.framework_id") -> FrameworkRecord | None:
         """The caller must be the connection the framework subscribed on."""
         framework = self.frameworks.get(framework_id)
         if framework is None:
-            out.append(Send(peer, sm.Error(f"framework {framework_id!r} is not subscribed; send SUBSCRIBE first")))
+            out.append(Send(peer, sm.Error(f"framework {shown(framework_id)} is not subscribed; send SUBSCRIBE first",
+                                           field=field)))
             return None
         if framework.peer != peer:
             out.append(Send(peer, sm.Error(
-                f"framework {framework_id!r} is subscribed on another connection; re-subscribe to take over"
+                f"framework {shown(framework_id)} is subscribed on another connection; re-subscribe to take over"
             )))
             return None
         return framework
@@ -435,7 +437,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if refused is not None:
             out.append(Send(peer, sm.Error(f"UPDATE_FRAMEWORK refused: {refused[1]}", field=refused[0])))
             return
-        framework = self._framework_for(peer, msg.framework_info.id or "", out)
+        framework = self._framework_for(peer, msg.framework_info.id or "", out, field="$.body.framework_info.id")
         if framework is None:
             return
         if framework.info.principal and msg.framework_info.principal != framework.info.principal:
@@ -513,8 +515,19 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if framework is None:
             return
         agent = self.agents.get(msg.agent_id)
-        if agent is not None:
+        if agent is not None and msg.uuid:
+            # Passed on whatever task it names: the agent holds the pending updates and ignores
+            # an ack that matches none (the master does not track them; one it dropped here
+            # would leave an agent sending its update forever — docs/protocol.md, "Flows").
             out.append(Send(agent.peer, am.StatusUpdateAck(framework.framework_id, msg.task_id, msg.uuid)))
+        elif agent is not None:
+            out.append(Send(peer, sm.Error("ACKNOWLEDGE names no status update: its uuid is empty; copy the "
+                                           "update's uuid", field="$.body.uuid")))
+        elif msg.agent_id in self.unreachable or msg.agent_id in self.recovered_agents:
+            self.counters["acknowledgements_deferred"] += 1  # the agent sends the update again when back
+        else:
+            out.append(Send(peer, sm.Error(f"ACKNOWLEDGE: {agent_missing(self, msg.agent_id)}; it holds no "
+                                           "update to acknowledge", field="$.body.agent_id")))
 
     def _on_Kill(self, peer: bytes, msg: sm.Kill, now: float, out: list[Effect]) -> None:
         problem = grace_problem("", msg.kill_policy)
@@ -556,13 +569,13 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
 
     def _on_Message(self, peer: bytes, msg: sm.Message, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
-        agent = self.agents.get(msg.agent_id)
+        agent = executor_agent(self, peer, framework, msg, out)
         if framework is not None and agent is not None:
             out.append(Send(agent.peer, am.FrameworkToExecutor(framework.framework_id, msg.executor_id, msg.data)))
 
     def _on_Shutdown(self, peer: bytes, msg: sm.Shutdown, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
-        agent = self.agents.get(msg.agent_id)
+        agent = executor_agent(self, peer, framework, msg, out)
         if framework is not None and agent is not None:
             out.append(Send(agent.peer, am.ShutdownExecutor(framework.framework_id, msg.executor_id)))
 

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from tepui.master.events import Credential, Received, Send
+from tepui.master.refusals import call_type
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
@@ -54,8 +55,10 @@ def checked(core: Any, event: Received, out: list[Any]) -> Received | None:
     out.append(Log("warning", "identity_mismatch", {
         "key": credential.name, "kind": credential.kind, "principal": credential.principal,
         "message": type(event.body).__name__, "problem": problem}))
-    if isinstance(event.body, SCHEDULER_CALLS):
-        out.append(Send(event.peer, sm.Error(f"{type(event.body).__name__.upper()} refused: {problem}")))
+    if isinstance(event.body, SCHEDULER_CALLS) or credential.kind in FRAMEWORK_KINDS:
+        # A framework key's connection reads scheduler events, so it hears the refusal even of
+        # an agent message (an agent key's could not decode an ERROR: it is only logged).
+        out.append(Send(event.peer, sm.Error(f"{call_type(event.body)} refused: {problem}")))
     return None
 
 

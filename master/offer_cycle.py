@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tepui.master.accept_salvage import LeftOut, PartialAccept
 from tepui.master.events import Send
 from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
+from tepui.master.refusals import shown
 from tepui.master.registry import agent_entry
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
 from tepui.master.validation import EitherOf, demand_of, demand_problem, task_resources, validate_task
 from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
+from tepui.offers.roles import DEFAULT_ROLE
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
@@ -121,38 +124,55 @@ class OfferCycle:
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is None:
             return
+        if not msg.offer_ids:
+            out.append(Send(peer, sm.Error("DECLINE names no offer; nothing was declined", field="$.body.offer_ids")))
+            return
         refuse = msg.filters.refuse_seconds if msg.filters else 5.0
-        for offer_id in msg.offer_ids:
+        unknown: list[int] = []
+        for index, offer_id in enumerate(msg.offer_ids):
             offer = self.offers.get(offer_id)
             if offer is None or offer.framework_id != framework.framework_id:
-                continue  # Mesos: declining an unknown offer is ignored
+                unknown.append(index)  # Mesos ignores it; here the framework hears it (below)
+                continue
             self._take_offer(offer_id)
             self._cancel_offer_timer(offer_id, out)
             self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources, refuse, now)
+        if unknown:
+            rest = "; the others were declined" if len(unknown) < len(msg.offer_ids) else ""
+            out.append(Send(peer, sm.Error(
+                f"DECLINE: {_not_outstanding([msg.offer_ids[i] for i in unknown])}{rest}",
+                field=f"$.body.offer_ids[{unknown[0]}]" if len(unknown) == 1 else None)))
         self._request_allocation()
 
     def _on_Accept(self, peer: bytes, msg: sm.Accept, now: float, out: list[Effect]) -> None:
+        left_out = msg.left_out if isinstance(msg, PartialAccept) else []
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is None:
             # Mesos: a launch from a framework that is not (or no longer) subscribed here is
             # dropped; the sender hears it for each task.
-            for task in _tasks_of(msg.operations):
-                status = TaskStatus(task_id=task.task_id, state=TaskState.DROPPED, source=TaskSource.MASTER,
-                                    reason=TaskReason.INVALID_FRAMEWORKID, agent_id=task.agent_id, timestamp=now,
+            tasks = [(t.task_id, t.agent_id) for t in _tasks_of(msg.operations)]
+            for task_id, agent_id in tasks + [(left.task_id, None) for left in left_out if left.task_id]:
+                status = TaskStatus(task_id=task_id, state=TaskState.DROPPED, source=TaskSource.MASTER,
+                                    reason=TaskReason.INVALID_FRAMEWORKID, agent_id=agent_id, timestamp=now,
                                     message="the framework is not subscribed on this connection; nothing was launched")
                 out.append(Send(peer, sm.Update(status)))
             return
-        offers, problem = [], None
+        if left_out:
+            self._answer_left_out(framework, msg, left_out, now, out)
+        offers, problem, field, unknown = [], None, None, []
         if not msg.offer_ids:
-            problem = "ACCEPT names no offer"
+            problem, field = "ACCEPT names no offer", "$.body.offer_ids"
         elif len(set(msg.offer_ids)) != len(msg.offer_ids):
             problem = "ACCEPT names the same offer more than once"
-        for offer_id in msg.offer_ids:
+        for index, offer_id in enumerate(msg.offer_ids):
             offer = self.offers.get(offer_id)
             if offer is None or offer.framework_id != framework.framework_id:
-                problem = problem or f"offer {offer_id!r} is not valid (rescinded, used or never made to this framework)"
+                unknown.append(index)
             else:
                 offers.append(offer)
+        if unknown and problem is None:
+            problem = _not_outstanding([msg.offer_ids[i] for i in unknown])
+            field = f"$.body.offer_ids[{unknown[0]}]" if len(unknown) == 1 else None
         if offers and len({o.agent_id for o in offers}) > 1:
             problem = problem or "ACCEPT combines offers of different agents"
         for offer in offers:
@@ -160,6 +180,10 @@ class OfferCycle:
             self._cancel_offer_timer(offer.offer_id, out)
         if problem is not None:
             # Mesos: every task in the call is dropped, and every valid offer's resources return.
+            out.append(Send(peer, sm.Error(
+                f"ACCEPT refused: {problem}. Nothing in it was done: each of its tasks is answered TASK_DROPPED "
+                "(TASK_LOST without PARTITION_AWARE), and the resources of its other offers were returned",
+                field=field)))
             for offer in offers:
                 self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
             state = TaskState.DROPPED if framework.partition_aware else TaskState.LOST
@@ -184,6 +208,21 @@ class OfferCycle:
         refuse = msg.filters.refuse_seconds if msg.filters else 5.0
         self._recover(agent.agent_id, framework.framework_id, role, available, refuse, now)
         self._request_allocation()
+
+    _on_PartialAccept = _on_Accept  # what could be read of an ACCEPT that failed to decode whole
+
+    def _answer_left_out(self, framework: FrameworkRecord, msg: sm.Accept, left_out: list[LeftOut], now: float,
+                         out: list[Effect]) -> None:
+        """Mesos per operation: a task that could not be read is answered TASK_ERROR (the rest
+        of the call goes on); a part no task names, with an ERROR (master/accept_salvage.py)."""
+        agent_id = next((self.offers[o].agent_id for o in msg.offer_ids if o in self.offers), None)
+        for left in left_out:
+            if left.task_id is None:
+                out.append(Send(framework.peer or b"", sm.Error(left.problem, field=left.field)))
+                continue
+            self.counters["tasks_invalid"] += 1
+            reason = TaskReason.TASK_GROUP_INVALID if left.group else TaskReason.TASK_INVALID
+            out.append(self._update_to(framework, left.task_id, agent_id, TaskState.ERROR, reason, left.problem, now))
 
     @staticmethod
     def _already_launched(framework: FrameworkRecord, task_id: str) -> bool:
@@ -305,12 +344,14 @@ class OfferCycle:
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is not None:
             self.allocator.revive(framework.framework_id, msg.roles)
+            _refuse_foreign_roles(peer, framework, msg.roles, "REVIVE", out)
             self._request_allocation()
 
     def _on_Suppress(self, peer: bytes, msg: sm.Suppress, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is not None:
             self.allocator.suppress(framework.framework_id, msg.roles)
+            _refuse_foreign_roles(peer, framework, msg.roles, "SUPPRESS", out)
 
     # --- declared demand and explanations ------------------------------------------------
 
@@ -330,6 +371,29 @@ class OfferCycle:
         if framework is not None:
             roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self.allocator, framework.framework_id, now)]
             out.append(Send(peer, sm.Explanation(roles)))
+
+
+def _refuse_foreign_roles(peer: bytes, framework: FrameworkRecord, roles: list[str], call: str,
+                          out: list[Effect]) -> None:
+    """REVIVE and SUPPRESS act on the framework's own roles only (the allocator ignores the
+    rest); the others are named back, so a typo is not silently a no-op."""
+    own = set(framework.info.roles or [DEFAULT_ROLE])
+    foreign = [index for index, role in enumerate(roles) if role not in own]
+    if foreign:
+        names = ", ".join(shown(roles[i]) for i in foreign[:10]) + (", ..." if len(foreign) > 10 else "")
+        out.append(Send(peer, sm.Error(
+            f"{call}: not a role of framework {framework.framework_id} (it has {', '.join(sorted(own))}): {names}; "
+            "ignored. Add a role with UPDATE_FRAMEWORK first", field=f"$.body.roles[{foreign[0]}]"
+            if len(foreign) == 1 else None)))
+
+
+def _not_outstanding(offer_ids: list[str]) -> str:
+    """Why an offer id names no outstanding offer, said so that the usual cause — the call
+    crossed a RESCIND (or the offer timeout) on the way — reads as the harmless race it is."""
+    names = ", ".join(shown(offer_id) for offer_id in offer_ids[:10]) + (", ..." if len(offer_ids) > 10 else "")
+    many = len(offer_ids) > 1
+    return (f"offer{'s' if many else ''} {names} {'are' if many else 'is'} not valid: rescinded or timed out (a "
+            "normal race with RESCIND: nothing to do), used or declined already, or never made to this framework")
 
 
 def _tasks_of(operations: list[Any]) -> list[Any]:

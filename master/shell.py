@@ -9,6 +9,7 @@ from typing import Any, Hashable
 
 from prometheus_client import CollectorRegistry
 
+from tepui.master.accept_salvage import salvage
 from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, MasterCore
 from tepui.master.epoch import CHECK_SECONDS, Superseded, check_epoch
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
@@ -39,7 +40,7 @@ class MasterShell:
         self.core = core
         self.store = store
         self.failed = False  # a registry write failed: the master is on its way out
-        self.codec: Codec[Any] = Codec(MasterInbound)
+        self.codec: Codec[Any] = Codec(MasterInbound, salvage=salvage)  # an ACCEPT with one bad task: the rest runs
         self.timers = TimerBook(reactor, self._on_timer)
         self.malformed = 0
         self._msg_id = 0

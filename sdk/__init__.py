@@ -28,7 +28,7 @@ from tepui.sdk.protocol.values import (
 )
 from tepui.sdk.resources import InsufficientResources, InvalidResources, Resources
 from tepui.sdk.runtime import install_reactor
-from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler, SchedulerDriver
+from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, CallError, Scheduler, SchedulerDriver
 from tepui.sdk.executor import Executor, ExecutorDriver
 from tepui.sdk.store import SQLiteStore, Store, StoreError
 from tepui.sdk.config import ClientConfig, ConfigError, load_client_config
@@ -37,7 +37,7 @@ from tepui.sdk.keys import ClientKeys, KeyStoreError, load_client_keys
 __version__ = "0.1.0"
 
 __all__ = [
-    "AgentInfo", "Codec", "CommandInfo", "CommandURI", "ContainerInfo", "DemandShape", "RoleExplanation", "DockerInfo", "ExecutorInfo",
+    "AgentInfo", "CallError", "Codec", "CommandInfo", "CommandURI", "ContainerInfo", "DemandShape", "RoleExplanation", "DockerInfo", "ExecutorInfo",
     "Filters", "FrameworkInfo", "HealthCheck", "InsufficientResources", "InvalidResources", "KillPolicy",
     "MasterInfo", "Offer", "ProtocolError", "Resource", "Resources", "Scheduler", "SchedulerDriver",
     "TaskInfo", "TaskReason", "TaskSource", "TaskState", "TaskStatus", "install_reactor", "__version__",

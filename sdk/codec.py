@@ -18,7 +18,7 @@ anything else for bad bytes.
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import msgspec
 
@@ -68,15 +68,30 @@ def _explained(message: str, data: bytes | memoryview) -> ProtocolError:
     """A ProtocolError for ``data`` with whatever can be told about the failed call: the field
     the decoder named, and the envelope's ``call_id`` and body ``type`` read leniently (only
     when they are well-formed: a ``call_id`` over its bound is the fault, not an id to echo)."""
-    at, named = _AT.search(message), _NAMED.search(message)
-    field = at.group(1) if at else "$" if named else None
-    if field is not None and named is not None:
-        field += f".{named.group(1)}"
+    field = error_field(message)
     readable = _lenient(_READABLE, data)
     call_id = readable.call_id if readable is not None and _short_str(readable.call_id) else None
     tag = _lenient(_TAG, readable.body) if readable is not None else None
     call_type = tag.type if tag is not None and _short_str(tag.type) else None
     return ProtocolError(message, field=field, call_id=call_id, call_type=call_type)
+
+
+def error_field(message: str) -> str | None:
+    """The JSON path of the field a decoder's message blames (``$.body.offer_ids[0]``), down to
+    the field itself when an object misses it or has it unknown; None when none is named."""
+    at, named = _AT.search(message), _NAMED.search(message)
+    field = at.group(1) if at else "$" if named else None
+    if field is not None and named is not None:
+        field += f".{named.group(1)}"
+    return field
+
+
+def rooted(message: str, root: str) -> str:
+    """A decoder's message about a part decoded on its own (paths from its ``$``), with its
+    paths from ``root`` instead — where the part sits in the whole message."""
+    if _AT.search(message) is None:
+        return f"{message} - at `{root}`"
+    return message.replace(" - at `$", f" - at `{root}")
 
 
 def _lenient(decoder: Any, data: Any) -> Any:
@@ -93,8 +108,12 @@ def _short_str(value: Any) -> bool:
 class Codec(Generic[B]):
     """Encodes any envelope; decodes envelopes whose body is one of ``body_type``'s members."""
 
-    def __init__(self, body_type: Any, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, body_type: Any, max_bytes: int = DEFAULT_MAX_BYTES,
+                 salvage: Callable[[bytes | memoryview, ProtocolError], Envelope[Any] | None] | None = None) -> None:
+        """``salvage`` is asked for what can still be done with a message that fails validation
+        (the master's: an ACCEPT with one invalid task launches the others); None: nothing."""
         self.max_bytes = max_bytes
+        self._salvage = salvage
         self._decoder = msgspec.msgpack.Decoder(Envelope[body_type])  # type: ignore[valid-type]
         self._encoder = msgspec.msgpack.Encoder()
 
@@ -113,7 +132,11 @@ class Codec(Generic[B]):
         try:
             envelope = self._decoder.decode(data)
         except msgspec.ValidationError as exc:
-            raise _explained(f"invalid message: {exc}", data) from None
+            error = _explained(f"invalid message: {exc}", data)
+            salvaged = self._salvage(data, error) if self._salvage is not None else None
+            if salvaged is None:
+                raise error from None
+            return salvaged  # type: ignore[return-value]
         except msgspec.DecodeError as exc:
             raise _explained(f"malformed MessagePack: {exc}", data) from None
         except UnicodeDecodeError as exc:

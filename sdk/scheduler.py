@@ -7,6 +7,12 @@ silent (no heartbeat for five intervals) or at once when the connection comes ba
 (and counts, :attr:`SchedulerDriver.stale_epoch_dropped`) messages from an older master epoch,
 and acknowledges status updates after the callback returns (implicit acknowledgements, the
 default) — so an update is acknowledged only once the framework has seen it.
+
+Every call goes out with a ``call_id`` (the caller's, or the envelope's id): each call method
+returns it, and an ERROR the call causes comes back to :meth:`Scheduler.error` as a
+:class:`CallError` carrying it, the call's type and the field at fault. An ERROR is never fatal:
+the driver goes on, and so should the scheduler (log it; a DECLINE that crossed a RESCIND is
+refused as a matter of course).
 """
 
 from __future__ import annotations
@@ -57,6 +63,22 @@ KILL_RETRY = 5.0
 MAX_KILL_RETRY = 60.0
 
 
+class CallError(str):
+    """The text of a master's ERROR, with the call it answers: ``call_id`` (as the call method
+    returned it), ``call_type`` (``"DECLINE"``) and ``field`` (``"$.body.offer_ids[0]"``), each
+    None when the master did not say. A ``str``, so that ``error(driver, message)`` callbacks
+    written before these fields keep working."""
+
+    call_id: str | None
+    call_type: str | None
+    field: str | None
+
+    def __new__(cls, error: sm.Error) -> CallError:
+        self = super().__new__(cls, error.message)
+        self.call_id, self.call_type, self.field = error.call_id, error.call_type, error.field
+        return self
+
+
 class Scheduler:
     """Framework callbacks; override what you need. Each receives the driver first."""
 
@@ -81,8 +103,12 @@ class Scheduler:
     def executor_lost(self, driver: SchedulerDriver, executor_id: str, agent_id: str, status: int | None) -> None:
         """A custom executor ended."""
 
-    def error(self, driver: SchedulerDriver, message: str) -> None:
-        """The master refused something this framework sent; the message says what."""
+    def error(self, driver: SchedulerDriver, message: CallError) -> None:
+        """The master refused a call of this framework (or part of one); ``message`` says what
+        and what to do next, and names the call (:class:`CallError`). Not fatal: log it and go
+        on — a DECLINE or ACCEPT that crossed a RESCIND is refused in the normal course."""
+        log.warning("event=call_refused call_type=%s call_id=%s field=%s message=%r", message.call_type,
+                    message.call_id, message.field, str(message))
 
     def disconnected(self, driver: SchedulerDriver) -> None:
         """The master went silent; the driver is re-subscribing."""
@@ -293,7 +319,7 @@ class SchedulerDriver:
             else:
                 self.scheduler.executor_lost(self, body.executor_id, body.agent_id or "", body.status)
         elif isinstance(body, sm.Error):
-            self.scheduler.error(self, body.message)
+            self.scheduler.error(self, CallError(body))
         elif isinstance(body, sm.Explanation):
             self.scheduler.explanation(self, list(body.roles))
 
@@ -318,100 +344,118 @@ class SchedulerDriver:
 
     # --- calls ----------------------------------------------------------------------------
 
-    def _send(self, body: Any) -> None:
+    def _send(self, body: Any, call_id: str | None = None) -> str:
+        """Sends ``body`` with ``call_id`` (by default the envelope's id, as a string) and returns it."""
         if self._endpoint is None:
             raise RuntimeError("the driver is not started; call start() (or run()) first")
+        self._msg_id += 1
+        call_id = call_id if call_id is not None else str(self._msg_id)
         if self._stopped:
             log.debug("event=call_after_stop_dropped type=%s", type(body).__name__)
-            return
-        self._msg_id += 1
-        self._endpoint.send(self.codec.encode(envelope(body, self._msg_id, self._epoch)))
+            return call_id
+        self._endpoint.send(self.codec.encode(envelope(body, self._msg_id, self._epoch, call_id=call_id)))
+        return call_id
 
     def _fid(self) -> str:
         if self.framework.id is None:
             raise RuntimeError("not subscribed yet: wait for the subscribed() callback")
         return self.framework.id
 
-    def launch(self, offer_ids: str | Sequence[str], tasks: Iterable[TaskInfo], filters: Filters | None = None) -> None:
+    def launch(self, offer_ids: str | Sequence[str], tasks: Iterable[TaskInfo], filters: Filters | None = None, *,
+               call_id: str | None = None) -> str:
         ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
-        self.accept(ids, [sm.Launch(list(tasks))], filters)
+        return self.accept(ids, [sm.Launch(list(tasks))], filters, call_id=call_id)
 
     def launch_group(self, offer_ids: str | Sequence[str], tasks: Sequence[TaskInfo], executor_id: str | None = None,
-                     filters: Filters | None = None) -> None:
+                     filters: Filters | None = None, *, call_id: str | None = None) -> str:
         """Launches ``tasks`` together on one agent (a pod): all or none start, they share a volume
         (``$TEPUI_SHARED``, linked as ``./shared``), and one failing kills the others."""
         ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
         executor = ExecutorInfo(executor_id=executor_id or f"group-{tasks[0].task_id}", type="DEFAULT",
                                 framework_id=self._fid())
-        self.accept(ids, [sm.LaunchGroup(executor, TaskGroupInfo(list(tasks)))], filters)
+        return self.accept(ids, [sm.LaunchGroup(executor, TaskGroupInfo(list(tasks)))], filters, call_id=call_id)
 
-    def accept(self, offer_ids: Sequence[str], operations: Sequence[Any], filters: Filters | None = None) -> None:
-        self._send(sm.Accept(self._fid(), list(offer_ids), list(operations), filters))
+    # Each call below returns the call id it was sent with (``call_id``, else the driver's own),
+    # which an ERROR it causes carries back (``CallError.call_id``).
 
-    def decline(self, offer_ids: str | Sequence[str], filters: Filters | None = None) -> None:
+    def accept(self, offer_ids: Sequence[str], operations: Sequence[Any], filters: Filters | None = None, *,
+               call_id: str | None = None) -> str:
+        return self._send(sm.Accept(self._fid(), list(offer_ids), list(operations), filters), call_id)
+
+    def decline(self, offer_ids: str | Sequence[str], filters: Filters | None = None, *,
+                call_id: str | None = None) -> str:
         ids = [offer_ids] if isinstance(offer_ids, str) else list(offer_ids)
-        self._send(sm.Decline(self._fid(), ids, filters))
+        return self._send(sm.Decline(self._fid(), ids, filters), call_id)
 
-    def revive(self, roles: Sequence[str] = ()) -> None:
-        self._send(sm.Revive(self._fid(), list(roles)))
+    def revive(self, roles: Sequence[str] = (), *, call_id: str | None = None) -> str:
+        return self._send(sm.Revive(self._fid(), list(roles)), call_id)
 
-    def suppress(self, roles: Sequence[str] = ()) -> None:
-        self._send(sm.Suppress(self._fid(), list(roles)))
+    def suppress(self, roles: Sequence[str] = (), *, call_id: str | None = None) -> str:
+        return self._send(sm.Suppress(self._fid(), list(roles)), call_id)
 
-    def kill(self, task_id: str, agent_id: str | None = None, grace_period: float | None = None) -> None:
+    def kill(self, task_id: str, agent_id: str | None = None, grace_period: float | None = None, *,
+             call_id: str | None = None) -> str:
         """Kills the task; the KILL is sent again (5 s, doubling to 60 s) until a terminal
-        update for the task arrives, so a lost one does not leave it running."""
+        update for the task arrives, so a lost one does not leave it running (each repetition
+        with ``call_id`` when one was given, else with an id of its own)."""
         policy = KillPolicy(grace_period) if grace_period is not None else None
         call = sm.Kill(self._fid(), task_id, agent_id, policy)
-        self._send(call)
-        self._kill_later(call, KILL_RETRY)
+        sent = self._send(call, call_id)
+        self._kill_later(call, KILL_RETRY, call_id)
+        return sent
 
-    def _kill_later(self, call: sm.Kill, delay: float) -> None:
+    def _kill_later(self, call: sm.Kill, delay: float, call_id: str | None) -> None:
         self._kill_done(call.task_id)
-        self._kills[call.task_id] = (call, self.reactor.callLater(delay, self._kill_again, call.task_id, delay))
+        self._kills[call.task_id] = (call, self.reactor.callLater(delay, self._kill_again, call.task_id, delay,
+                                                                  call_id))
 
-    def _kill_again(self, task_id: str, delay: float) -> None:
+    def _kill_again(self, task_id: str, delay: float, call_id: str | None) -> None:
         call, _ = self._kills.pop(task_id)
         if self._stopped:
             return
         if self.connected:
             log.info("event=kill_retried task_id=%s", task_id)
-            self._send(call)
-        self._kill_later(call, min(delay * 2, MAX_KILL_RETRY))
+            self._send(call, call_id)
+        self._kill_later(call, min(delay * 2, MAX_KILL_RETRY), call_id)
 
     def _kill_done(self, task_id: str) -> None:
         entry = self._kills.pop(task_id, None)
         if entry is not None and entry[1].active():
             entry[1].cancel()
 
-    def acknowledge(self, status: TaskStatus) -> None:
+    def acknowledge(self, status: TaskStatus, *, call_id: str | None = None) -> str | None:
+        """None (nothing sent) for an update that takes no acknowledgement (no uuid: the master's own)."""
         if status.uuid is not None and status.agent_id is not None:
-            self._send(sm.Acknowledge(self._fid(), status.agent_id, status.task_id, status.uuid))
+            return self._send(sm.Acknowledge(self._fid(), status.agent_id, status.task_id, status.uuid), call_id)
+        return None
 
-    def reconcile(self, tasks: Iterable[tuple[str, str | None]] = ()) -> None:
+    def reconcile(self, tasks: Iterable[tuple[str, str | None]] = (), *, call_id: str | None = None) -> str:
         """Explicit with ``(task_id, agent_id)`` pairs; implicit (all tasks) when empty."""
-        self._send(sm.Reconcile(self._fid(), [ReconcileTask(t, a) for t, a in tasks]))
+        return self._send(sm.Reconcile(self._fid(), [ReconcileTask(t, a) for t, a in tasks]), call_id)
 
-    def send_framework_message(self, agent_id: str, executor_id: str, data: bytes) -> None:
-        self._send(sm.Message(self._fid(), agent_id, executor_id, data))
+    def send_framework_message(self, agent_id: str, executor_id: str, data: bytes, *,
+                               call_id: str | None = None) -> str:
+        return self._send(sm.Message(self._fid(), agent_id, executor_id, data), call_id)
 
-    def shutdown_executor(self, agent_id: str, executor_id: str) -> None:
-        self._send(sm.Shutdown(self._fid(), executor_id, agent_id))
+    def shutdown_executor(self, agent_id: str, executor_id: str, *, call_id: str | None = None) -> str:
+        return self._send(sm.Shutdown(self._fid(), executor_id, agent_id), call_id)
 
-    def declare_demand(self, shapes: Iterable[tuple[Resources, int] | Resources] | None, role: str | None = None) -> None:
+    def declare_demand(self, shapes: Iterable[tuple[Resources, int] | Resources] | None, role: str | None = None,
+                       *, call_id: str | None = None) -> str:
         """Tells the allocator what this framework waits to launch: offers then come only from
         agents where one shape fits, and none at all for an empty list. ``None`` returns to
         plain Mesos behaviour. Each item is ``Resources`` or ``(Resources, count)``."""
         self._demand = _shapes(shapes, role)  # a re-subscription re-declares it
-        self._send(sm.DeclareDemand(self._fid(), self._demand))
+        return self._send(sm.DeclareDemand(self._fid(), self._demand), call_id)
 
-    def explain(self) -> None:
+    def explain(self, *, call_id: str | None = None) -> str:
         """Asks the master why offers do (not) come; answered through ``Scheduler.explanation``."""
-        self._send(sm.Explain(self._fid()))
+        return self._send(sm.Explain(self._fid()), call_id)
 
-    def update_framework(self, framework: FrameworkInfo, suppressed_roles: Sequence[str] = ()) -> None:
+    def update_framework(self, framework: FrameworkInfo, suppressed_roles: Sequence[str] = (), *,
+                         call_id: str | None = None) -> str:
         self.framework = msgspec.structs.replace(framework, id=self._fid())
-        self._send(sm.UpdateFramework(self.framework, list(suppressed_roles)))
+        return self._send(sm.UpdateFramework(self.framework, list(suppressed_roles)), call_id)
 
 
 def _shapes(shapes: Iterable[tuple[Resources, int] | Resources] | None, role: str | None = None) -> list[DemandShape] | None:

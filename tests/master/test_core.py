@@ -224,7 +224,12 @@ def test_accept_with_an_unknown_offer_drops_its_tasks_and_keeps_the_valid_offer(
     [offers] = offer_cycle(core, 1.0)
     call = sm.Accept("m-F0001", [offers.offers[0].id, "bogus"], [sm.Launch([task("t1")])])
     effects = core.handle(Received(FW, call), 1.0)
-    [update] = sends(effects, FW)
+    [error, update] = sends(effects, FW)
+    assert error == sm.Error(
+        "ACCEPT refused: offer 'bogus' is not valid: rescinded or timed out (a normal race with RESCIND: nothing to "
+        "do), used or declined already, or never made to this framework. Nothing in it was done: each of its tasks "
+        "is answered TASK_DROPPED (TASK_LOST without PARTITION_AWARE), and the resources of its other offers were "
+        "returned", call_type="ACCEPT", field="$.body.offer_ids[1]")
     assert (update.status.state, update.status.reason) == (TaskState.DROPPED, TaskReason.INVALID_OFFERS)
     assert sends(effects, AGENT) == []
     assert core.allocator.available("m-S0001") == AGENT_RES
@@ -238,7 +243,8 @@ def test_4_the_same_offer_twice_is_rejected_and_its_resources_recovered() -> Non
     [offers] = offer_cycle(core, 1.0)
     oid = offers.offers[0].id
     effects = core.handle(Received(FW, sm.Accept("m-F0001", [oid, oid], [sm.Launch([task("t1")])])), 1.0)
-    [update] = sends(effects, FW)
+    [error, update] = sends(effects, FW)
+    assert "more than once" in error.message and error.field is None
     assert update.status.state == TaskState.LOST and "more than once" in (update.status.message or "")
     assert core.allocator.available("m-S0001") == AGENT_RES
 
@@ -252,7 +258,8 @@ def test_4_offers_of_two_agents_in_one_accept_are_rejected_and_all_resources_rec
     ids = [offer.id for offer in offers.offers]
     assert len({offer.agent_id for offer in offers.offers}) == 2
     effects = core.handle(Received(FW, sm.Accept("m-F0001", ids, [sm.Launch([task("t1")])])), 1.0)
-    [update] = sends(effects, FW)
+    [error, update] = sends(effects, FW)
+    assert error.message.startswith("ACCEPT refused: ACCEPT combines offers of different agents")
     assert update.status.state == TaskState.LOST and "different agents" in (update.status.message or "")
     assert sends(effects, AGENT) == [] and sends(effects, b"agent-2") == []
     assert core.allocator.available("m-S0001") == AGENT_RES

@@ -69,7 +69,9 @@ def test_35_a_routing_id_taken_over_by_another_key_gets_nothing_through() -> Non
 def test_a_framework_key_cannot_register_an_agent_and_an_agent_key_cannot_subscribe() -> None:
     core = make_core()
     effects = core.handle(received(b"fw", am.RegisterAgent(info(), "0.1.0"), ETL), 0.0)
-    assert not sends(effects) and not core.agents
+    [refused] = sends(effects, b"fw")  # a framework's connection reads ERRORs: it hears why (issue 15)
+    assert refused == sm.Error("REGISTER_AGENT refused: key 'etl' is a framework key; only agent keys may send "
+                               "agent messages", call_type="REGISTER_AGENT") and not core.agents
     effects = core.handle(received(b"ag", sm.Subscribe(FrameworkInfo(user="u", name="x")), AGENT_A), 0.0)
     [error] = sends(effects, b"ag")
     assert isinstance(error, sm.Error) and "agent key" in error.message and not core.frameworks

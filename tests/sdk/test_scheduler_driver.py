@@ -43,11 +43,13 @@ class FakeEndpoint:
                  curve: Any = None) -> None:
         self.address, self.on_message, self.on_reconnect = address, on_message, on_reconnect
         self.sent: list[tuple[int, Any]] = []  # (envelope epoch, body)
+        self.call_ids: list[str | None] = []  # each envelope's call_id, in order (not forgotten by take)
         self.closed = False
 
     def send(self, payload: bytes) -> None:
         env = MASTER_CODEC.decode(payload)
         self.sent.append((env.epoch, env.body))
+        self.call_ids.append(env.call_id)
 
     def close(self) -> None:
         self.closed = True
@@ -354,3 +356,47 @@ def test_kills_stop_with_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     driver.stop()
     clock.advance(10 * KILL_RETRY)
     assert [b for b in ep.take() if isinstance(b, sm.Kill)] == [sm.Kill("F1", "t1")]
+
+
+# --- ERROR correlation (issue 15) ---------------------------------------------------------------
+
+
+def test_every_call_carries_a_call_id_which_the_call_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    driver, ep, clock, recorder = subscribed(monkeypatch)
+    ep.call_ids.clear()
+    assert driver.decline("o1", call_id="decline-o1") == "decline-o1"
+    own = driver.revive()
+    assert ep.call_ids == ["decline-o1", own] and own != "decline-o1"
+    assert driver.acknowledge(TaskStatus(task_id="t", state=TaskState.LOST)) is None, "nothing to acknowledge"
+
+
+def test_an_error_reaches_the_scheduler_with_the_call_it_answers_and_the_driver_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tepui.sdk.scheduler import CallError
+    driver, ep, clock, recorder = subscribed(monkeypatch)
+    call_id = driver.decline("o1")
+    ep.deliver(sm.Error("DECLINE: offer 'o1' is not valid", call_id=call_id, call_type="DECLINE",
+                        field="$.body.offer_ids[0]"))
+    [(name, message)] = recorder.calls
+    assert name == "error" and isinstance(message, CallError) and message == "DECLINE: offer 'o1' is not valid"
+    assert (message.call_id, message.call_type, message.field) == (call_id, "DECLINE", "$.body.offer_ids[0]")
+    ep.deliver(sm.Offers([offer("o2")]))
+    assert recorder.calls[-1] == ("offers", ["o2"]) and driver.connected
+
+
+def test_the_default_error_callback_logs_the_call(monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(Recorder, "error", Scheduler.error)
+    driver, ep, clock, recorder = subscribed(monkeypatch)
+    with caplog.at_level("WARNING", logger="tepui.sdk.scheduler"):
+        ep.deliver(sm.Error("KILL refused", call_id="k-1", call_type="KILL"))
+    assert "event=call_refused call_type=KILL call_id=k-1 field=None message='KILL refused'" in caplog.text
+
+
+def test_a_repeated_kill_keeps_the_call_id_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tepui.sdk.scheduler import KILL_RETRY
+    driver, ep, clock, recorder = subscribed(monkeypatch)
+    ep.call_ids.clear()
+    driver.kill("t1", call_id="kill-t1")
+    clock.advance(KILL_RETRY)
+    assert ep.take(sm.Kill) == [sm.Kill("F1", "t1")] * 2 and ep.call_ids == ["kill-t1", "kill-t1"]
