@@ -40,9 +40,14 @@ connected), 502 ``FRAMEWORK_NO_API`` (no ``webui_url``), ``FRAMEWORK_BAD_URL`` (
 
 Authentication: the master's site policy (sdk/http_security.py) runs before this resource, so
 mutating calls need the cluster token, reads follow ``--http-read-auth``, bodies are capped at
-1 MiB. The client's ``Authorization`` header is never forwarded: the master calls the framework
-with the cluster token it holds (``token``), so a framework started with the same token file
-trusts the master and token holders only.
+1 MiB. The client's ``Authorization`` header is never forwarded, and neither is the cluster token
+(``token``): issue 15 found that anyone holding a framework key could announce a ``webui_url`` of
+their own and receive it with one open GET. The master sends ``Authorization: Bearer <relay
+token>`` instead (sdk/http_security.py ``relay_token``): an HMAC of the cluster token, the chosen
+framework's id and ``read`` (GET, HEAD) or ``write`` (any other method, relayed only after the
+master checked the caller's cluster token). A framework holding the token file derives the same
+values and accepts them (``GuardedSite(..., relay_scope=)``); a hostile one learns a token that
+is good only for calls to itself, and from reads only a read token.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ from zope.interface import implementer
 
 from tepui.master.http import json_response
 from tepui.master.relay_guard import GuardedEndpoints, RelayPolicy, RelayRefused, Resolve, resolve
-from tepui.sdk.http_security import auth_headers
+from tepui.sdk.http_security import relay_headers
 
 log = logging.getLogger("tepui.master.frameworks")
 
@@ -294,7 +299,7 @@ class _Exchange:
         self.endpoint.relay_started(self.api.framework_id)
         self.counted = True
         headers = Headers({b"user-agent": [b"tepui-master"], RELAY_HEADER: [b"1"],
-                           **auth_headers(self.endpoint.token)})
+                           **relay_headers(self.endpoint.token, self.api.framework_id, request.method)})
         for name in FORWARDED_REQUEST_HEADERS:
             values = request.requestHeaders.getRawHeaders(name)
             if values:

@@ -12,7 +12,12 @@ The rules:
   refused with a 401 that says how to configure one: secure by default.
 * Reads are open (``read_auth="open"``, the default, as in Mesos) or need the token too
   (``"token"``). ``/health`` is always open so that load balancers and supervisors can probe it.
-* There is one token and so no 403: a request carries the cluster's token or it does not.
+* There is one cluster token. The master's framework proxy never sends it to a framework: it
+  sends a *relay token* derived from it (:func:`relay_token`), scoped to the framework it relays
+  to and to reads or writes. A framework's site that knows its framework id (``relay_scope``)
+  accepts the relay tokens for that id as the master vouching for a caller it authenticated; the
+  read one only for reads (403 for a mutating call). The master and agents have no relay scope
+  and refuse every relay token, so a framework that learns one can use it nowhere but at itself.
 * A body larger than ``body_limit`` is 413; what exceeds the limit is never stored.
 * A method a resource does not have is 405 naming the allowed ones; an unexpected exception is a
   JSON 500 with no internals (the traceback goes to the log, and the ``internal_errors``
@@ -21,12 +26,14 @@ The rules:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import os
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,9 +112,48 @@ def bearer(authorization: bytes | None) -> str | None:
     return value.strip()
 
 
+RELAY_ACCESS = ("read", "write")
+
+
+def relay_access(method: bytes) -> str:
+    """Which relay token a call with ``method`` carries: ``read`` for GET and HEAD, else ``write``."""
+    return "read" if method in READ_METHODS else "write"
+
+
+def relay_token(cluster_token: str, framework_id: str, access: str) -> str:
+    """The token the master's framework proxy sends instead of the cluster token (issue 15: the
+    cluster token went to any ``webui_url`` a framework key holder announced):
+    ``hex(HMAC-SHA256(key=cluster_token, "tepui-relay\\0" + framework_id + "\\0" + access))``,
+    all UTF-8. Scoped by framework id, not name: names are not unique (a framework may subscribe
+    under another's name while that one fails over), ids are the master's to issue. Split into
+    ``read`` and ``write`` so that a framework that only ever received reads (open by default)
+    holds no token for a mutating call. One-way, so no relay token reveals the cluster token."""
+    if access not in RELAY_ACCESS:
+        raise ValueError(f"access must be one of {', '.join(RELAY_ACCESS)}, not {access!r}")
+    message = b"tepui-relay\0" + framework_id.encode() + b"\0" + access.encode()
+    return hmac.new(cluster_token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def relay_headers(cluster_token: str | None, framework_id: str, method: bytes) -> dict[bytes, list[bytes]]:
+    """The ``Authorization`` of the master's relay of a ``method`` call to ``framework_id``'s API:
+    the relay token for reads or for writes, none without a cluster token."""
+    return auth_headers(relay_token(cluster_token, framework_id, relay_access(method)) if cluster_token else None)
+
+
+def _relayed(policy: HttpPolicy, given: str, relay_scope: str | None) -> str | None:
+    """Which relay token ``given`` is (``read``/``write``) for this site's framework, or None."""
+    if relay_scope is None or policy.token is None:
+        return None
+    matches = [access for access in RELAY_ACCESS
+               if hmac.compare_digest(given.encode("utf-8", "replace"),
+                                      relay_token(policy.token, relay_scope, access).encode())]
+    return matches[0] if matches else None
+
+
 def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | None,
-           body_too_large: bool = False) -> Refusal | None:
-    """None when the request may reach its handler, else why not (pure: no I/O)."""
+           body_too_large: bool = False, relay_scope: str | None = None) -> Refusal | None:
+    """None when the request may reach its handler, else why not (pure: no I/O). ``relay_scope``:
+    the framework id whose relay tokens this site accepts (a framework's own API), else None."""
     mutating = method not in READ_METHODS
     needs_token = mutating or (policy.read_auth == "token" and path.rstrip("/") not in ALWAYS_OPEN)
     if needs_token:
@@ -125,8 +171,17 @@ def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | 
                            f"with the token in the {policy.service}'s --http-token-file (`tepui` commands read it "
                            "from the client config or $TEPUI_HTTP_TOKEN)")
         if not hmac.compare_digest(given.encode("utf-8", "replace"), policy.token.encode()):
-            return Refusal(401, "BAD_TOKEN",
-                           f"the bearer token is not the {policy.service}'s: use the token in its --http-token-file")
+            relayed = _relayed(policy, given, relay_scope)
+            if relayed is None:
+                return Refusal(401, "BAD_TOKEN",
+                               f"the bearer token is not the {policy.service}'s: use the token in its "
+                               "--http-token-file")
+            if mutating and relayed == "read":
+                return Refusal(403, "READ_RELAY_TOKEN",
+                               f"{method.decode(errors='replace')} {path} changes state, and the bearer token is the "
+                               "master's relay token for reads: the master relays a mutating call with its write "
+                               "relay token only; call through the master's /frameworks/<name>/ with the cluster "
+                               "token")
     if body_too_large:
         return Refusal(413, "BODY_TOO_LARGE",
                        f"the request body exceeds {policy.body_limit} bytes; send a smaller document")
@@ -240,15 +295,20 @@ class GuardedRequest(server.Request):
 class GuardedSite(server.Site):
     """A Site that applies :func:`decide` before any resource is looked up."""
 
-    def __init__(self, root: resource.Resource, policy: HttpPolicy, **kwargs: Any) -> None:
+    def __init__(self, root: resource.Resource, policy: HttpPolicy,
+                 relay_scope: Callable[[], str | None] | None = None, **kwargs: Any) -> None:
+        """``relay_scope``: for a framework's API, its framework id now (None before the master
+        issued one), so that calls the master relays with that id's relay tokens are accepted."""
         super().__init__(root, requestFactory=GuardedRequest, **kwargs)
         self.policy = policy
+        self.relay_scope = relay_scope
         self.counters: Counter[str] = Counter()
         self.displayTracebacks = False
 
     def getResourceFor(self, request: Any) -> Any:
         refusal = decide(self.policy, request.method, request.path.decode(errors="replace"),
-                         request.getHeader(b"authorization"), getattr(request, "body_too_large", False))
+                         request.getHeader(b"authorization"), getattr(request, "body_too_large", False),
+                         self.relay_scope() if self.relay_scope is not None else None)
         if refusal is not None:
             self.counters[f"refused_{refusal.code}"] += 1
             request.site = self
@@ -258,7 +318,8 @@ class GuardedSite(server.Site):
 
 def auth_headers(token: str | None) -> dict[bytes, list[bytes]]:
     """Headers for a call this process makes to another Tepui HTTP API (the master's files proxy
-    calling an agent): the cluster token when there is one."""
+    calling an agent): ``token`` when there is one. Never the cluster token to a framework: see
+    :func:`relay_headers`."""
     return {b"authorization": [b"Bearer " + token.encode()]} if token else {}
 
 

@@ -189,7 +189,10 @@ def run(options: ServicesOptions, reactor: Any) -> int:
     shell.driver = driver
     api = ServicesApi(core, shell.run_command, hub, shell.now,
                       lambda: {"subscribed": driver.connected, "framework_id": driver.framework_id})
-    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, "services"))
+    # The master relays /frameworks/<name>/ calls with relay tokens for our framework id, never
+    # with the cluster token (issue 15); before the first SUBSCRIBED we have no id and accept none.
+    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, "services"),
+                       relay_scope=lambda: driver.framework_id)
     listen(reactor, options.http_port, site, options.http_ip)
     ticker = task.LoopingCall(shell.tick)
     ticker.clock = reactor

@@ -28,7 +28,7 @@ from tepui.master.framework_proxy import FrameworkApi, choose, framework_apis, u
 from tepui.master.records import FrameworkRecord
 from tepui.master.relay_guard import RelayPolicy, parse_allow
 from tepui.master.shell import MasterShell
-from tepui.sdk.http_security import HttpPolicy
+from tepui.sdk.http_security import HttpPolicy, relay_token
 from tepui.sdk.protocol.values import FrameworkInfo
 from tests.http_wire import exchange
 from tests.private_reactor import run
@@ -167,6 +167,8 @@ class FakeFrameworkApi(resource.Resource):
     def render(self, request: Any) -> Any:
         seen = {"method": request.method.decode(), "uri": request.uri.decode(),
                 "authorization": (request.getHeader(b"authorization") or b"").decode(),
+                "headers": {name.decode().lower(): [v.decode() for v in values]
+                            for name, values in request.requestHeaders.getAllRawHeaders()},
                 "content_type": (request.getHeader(b"content-type") or b"").decode(),
                 "body": request.content.read().decode()}
         self.seen.append(seen)
@@ -250,7 +252,7 @@ def with_cluster(scenario: Callable[[Cluster], Awaitable[T]], policy: HttpPolicy
     return run(main)
 
 
-def test_get_with_query_is_relayed_with_the_masters_token_not_the_clients() -> None:
+def test_get_with_query_is_relayed_with_the_masters_read_relay_token_not_the_clients() -> None:
     async def scenario(cluster: Cluster) -> None:
         response, body = await cluster.call("GET", "/frameworks/services/v1/apps?label=a=b,c",
                                             headers={b"authorization": [b"Bearer the-clients-own"]})
@@ -259,7 +261,7 @@ def test_get_with_query_is_relayed_with_the_masters_token_not_the_clients() -> N
         assert response.headers.getRawHeaders(b"x-tepui-framework-id") == [b"F1"]
         got = json.loads(body)["got"]
         assert got["uri"] == "/v1/apps?label=a=b,c" and got["method"] == "GET"
-        assert got["authorization"] == f"Bearer {TOKEN}"
+        assert got["authorization"] == f"Bearer {relay_token(TOKEN, 'F1', 'read')}"  # tests/master/test_relay_tokens.py
 
     with_cluster(scenario)
 

@@ -18,6 +18,8 @@ from tepui.sdk.http_security import (
     decide,
     load_token,
     policy_from_flags,
+    relay_headers,
+    relay_token,
 )
 from tests.http_wire import clock, exchange
 
@@ -107,6 +109,76 @@ def test_the_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls == [(b"nope", TOKEN.encode())]
 
 
+# --- relay tokens (the master's framework proxy; issue 15) --------------------------------------
+
+READ_F1 = "01f8d036093fc4d21a80ce1937e15d66df0176a45d3f0bd88e1cc1e4a15ab6b8"
+WRITE_F1 = "661cb8135981cd08b662af3f70521d8cc177d2c08e46acb67d72a900c75a11a4"
+
+
+def test_relay_tokens_are_the_documented_hmac_of_the_cluster_token_framework_id_and_access() -> None:
+    """The vector docs/security.md gives framework authors in other languages (and the openssl
+    one-liner there computes): HMAC-SHA256(token, "tepui-relay\\0F1\\0read"), hex."""
+    assert relay_token(TOKEN, "F1", "read") == READ_F1
+    assert relay_token(TOKEN, "F1", "write") == WRITE_F1
+    assert relay_token(TOKEN, "F2", "write") != WRITE_F1
+    with pytest.raises(ValueError, match="read, write"):
+        relay_token(TOKEN, "F1", "admin")
+
+
+def test_the_master_relays_reads_with_the_read_token_and_everything_else_with_the_write_token() -> None:
+    assert relay_headers(TOKEN, "F1", b"GET") == {b"authorization": [f"Bearer {READ_F1}".encode()]}
+    assert relay_headers(TOKEN, "F1", b"HEAD") == {b"authorization": [f"Bearer {READ_F1}".encode()]}
+    for method in (b"POST", b"PUT", b"PATCH", b"DELETE"):
+        assert relay_headers(TOKEN, "F1", method) == {b"authorization": [f"Bearer {WRITE_F1}".encode()]}
+    assert relay_headers(None, "F1", b"POST") == {}
+
+
+def test_a_frameworks_site_takes_its_write_relay_token_as_the_masters_authenticated_caller() -> None:
+    policy = HttpPolicy(token=TOKEN, read_auth="token", service="services")
+    for method in (b"POST", b"PUT", b"DELETE", b"GET"):
+        assert decide(policy, method, "/v1/apps", f"Bearer {WRITE_F1}".encode(), relay_scope="F1") is None
+    assert decide(policy, b"GET", "/v1/apps", f"Bearer {READ_F1}".encode(), relay_scope="F1") is None
+    assert decide(policy, b"POST", "/v1/apps", f"Bearer {TOKEN}".encode(), relay_scope="F1") is None
+
+
+def test_a_read_relay_token_is_refused_for_a_mutating_call() -> None:
+    """Reads are relayed open by default, so any framework receives its read token: it must not
+    be able to replay it as a write."""
+    refusal = decide(HttpPolicy(token=TOKEN), b"POST", "/v1/apps", f"Bearer {READ_F1}".encode(), relay_scope="F1")
+    assert refusal is not None and (refusal.code, refusal.reason) == (403, "READ_RELAY_TOKEN")
+    assert "write relay token" in refusal.message
+
+
+def test_relay_tokens_of_another_framework_and_relay_tokens_at_the_master_are_refused() -> None:
+    policy = HttpPolicy(token=TOKEN, read_auth="token")
+    other = relay_token(TOKEN, "F2", "write")
+    for method in (b"POST", b"GET"):
+        refusal = decide(policy, method, "/v1/apps", f"Bearer {other}".encode(), relay_scope="F1")
+        assert refusal is not None and (refusal.code, refusal.reason) == (401, "BAD_TOKEN")
+        for given in (READ_F1, WRITE_F1):  # a site without a relay scope: the master, an agent
+            refused = decide(policy, method, "/weights", f"Bearer {given}".encode())
+            assert refused is not None and (refused.code, refused.reason) == (401, "BAD_TOKEN")
+    # A framework that has no id yet (before its first SUBSCRIBED) accepts no relay token.
+    assert decide(policy, b"POST", "/v1/apps", f"Bearer {WRITE_F1}".encode(), relay_scope=None) is not None
+
+
+def test_relay_tokens_are_compared_in_constant_time_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    import tepui.sdk.http_security as guard
+
+    compared: list[bytes] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(guard.hmac, "compare_digest", spy)
+    assert decide(HttpPolicy(token=TOKEN), b"PUT", "/v1/apps", b"Bearer nope", relay_scope="F1") is not None
+    assert compared == [TOKEN.encode(), READ_F1.encode(), WRITE_F1.encode()]
+
+
 # --- the token file -----------------------------------------------------------------------------
 
 
@@ -156,12 +228,12 @@ class _Broken(resource.Resource):
         raise RuntimeError("secret internals /etc/shadow")
 
 
-def _site(**policy: Any) -> GuardedSite:
+def _site(relay_scope: Any = None, **policy: Any) -> GuardedSite:
     root = resource.Resource()
     root.putChild(b"echo", _Echo())
     root.putChild(b"broken", _Broken())
     root.putChild(b"health", _Echo())
-    return GuardedSite(root, HttpPolicy(**policy), reactor=clock())
+    return GuardedSite(root, HttpPolicy(**policy), relay_scope=relay_scope, reactor=clock())
 
 
 def test_http_token_missing_wrong_and_right() -> None:
@@ -211,3 +283,15 @@ def test_http_a_bug_is_a_json_500_without_internals_logged_and_counted(caplog: p
     assert answer.json()["reason"] == "INTERNAL" and b"shadow" not in answer.body and b"Traceback" not in answer.body
     assert "event=http_internal_error" in caplog.text and "Traceback" in caplog.text and "shadow" in caplog.text
     assert site.counters["internal_errors"] == 1
+
+
+def test_http_a_framework_site_follows_its_framework_id_for_relay_tokens() -> None:
+    framework_id: list[str | None] = [None]
+    site = _site(relay_scope=lambda: framework_id[0], token=TOKEN)
+    assert exchange(site, "PUT", "/echo", b"{}", token=WRITE_F1).code == 401  # no id yet
+    framework_id[0] = "F1"
+    assert exchange(site, "PUT", "/echo", b"{}", token=WRITE_F1).json() == {"stored": 2}
+    read = exchange(site, "PUT", "/echo", b"{}", token=READ_F1)
+    assert read.code == 403 and read.json()["reason"] == "READ_RELAY_TOKEN"
+    assert exchange(site, "PUT", "/echo", b"{}", token=relay_token(TOKEN, "F2", "write")).code == 401
+    assert site.counters["refused_403"] == 1 and site.counters["refused_401"] == 2
