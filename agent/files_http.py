@@ -15,8 +15,13 @@ symlink between the check and the open. FIFOs and devices are refused (a FIFO wo
 agent). Errors are JSON ``{"error", "reason"}``, never a traceback.
 
 Access, secure by default like the master's API (issue 15; ``files_policy``): every read but
-``/health`` needs the cluster's bearer token (``--http-token-file``, the master's; the master's
-files proxy sends it). An agent started without a token file serves no sandbox file to anyone
+``/health`` needs the cluster's bearer token (``--http-token-file``, the master's; operators and
+``tepui logs`` straight to an agent send it) or this agent's own read relay token, which is what
+the master's files proxy sends (``files_site``; never the cluster token, which a hostile agent
+key holder would learn by registering an address of their own). Before the agent knows its id
+(registration, or recovery from its checkpoint) it accepts the cluster token only; it never
+accepts another agent's token, a framework's relay token or any write token. An agent started
+without a token file serves no sandbox file to anyone
 (401 ``NO_TOKEN_CONFIGURED``, saying how to give one) rather than to everyone; ``--http-read-auth
 open`` opens it on purpose, and ``--insecure`` (tests) leaves it open by default. With
 ``--tls-cert/--tls-key`` the API is served over HTTPS only and the agent says so in its
@@ -39,7 +44,7 @@ from typing import Any
 
 from twisted.web import resource
 
-from tepui.sdk.http_security import HttpPolicy, policy_from_flags
+from tepui.sdk.http_security import GuardedSite, HttpPolicy, policy_from_flags
 
 log = logging.getLogger("tepui.agent.files")
 
@@ -230,7 +235,6 @@ def files_policy(token_file: str | None, read_auth: str | None, insecure: bool) 
     return policy_from_flags(token_file, mode, "agent")
 
 
-
 def json_response(request: Any, code: int, document: Any) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -314,3 +318,10 @@ def build_root(work_dir: str, health: Callable[[], dict[str, Any]],
     root.putChild(b"files", files)
     root.putChild(b"health", _Health(health))
     return root
+
+
+def files_site(root: resource.Resource, policy: HttpPolicy, agent_id: Callable[[], str | None],
+               **kwargs: Any) -> GuardedSite:
+    """The files API's site: ``policy``, plus the master's files-proxy token for ``agent_id()`` —
+    this agent's id now, None until it registered or recovered one (then the cluster token only)."""
+    return GuardedSite(root, policy, relay_scope=agent_id, relay_kind="agent", **kwargs)

@@ -144,12 +144,14 @@ def run_agent(
                                   "memory_peak_bytes": measured.memory_peak_bytes})
         return {"tasks": tasks}
 
-    from tepui.agent.files_http import files_policy
-    from tepui.sdk.http_security import GuardedSite, tls_from_flags
+    from tepui.agent.files_http import files_policy, files_site
+    from tepui.sdk.http_security import tls_from_flags
 
     policy = files_policy(http_token_file, http_read_auth, insecure)
     tls = tls_from_flags(tls_cert, tls_key)
-    bound_port = listen_http(reactor, GuardedSite(build_root(work_dir, health, usage), policy), ip, http_port, tls)
+    site = files_site(build_root(work_dir, health, usage), policy,
+                      lambda: shell.core.agent_id if shell is not None else None)
+    bound_port = listen_http(reactor, site, ip, http_port, tls)
     advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "", "::") else ip)
     endpoint_path = os.path.join(os.path.abspath(work_dir), "executors.sock")
     if len(endpoint_path) > 100:  # ipc:// paths are limited to about 107 bytes

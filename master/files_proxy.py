@@ -16,12 +16,17 @@ Answers carry ``X-Tepui-Framework-Id``, ``X-Tepui-Agent-Id`` and ``X-Tepui-Task-
 (the task as the master saw it when the request came), so a client knows which task it read.
 
 Authentication: whoever may read through the master (the master's own ``--http-read-auth``
-decides) may read the sandbox; the master calls the agent with the cluster token it holds
-(``token``, from its ``--http-token-file``), never with the client's header, and agents (whose
-files API needs that token by default) serve only the master and token holders. An agent that
-registered with ``http_tls`` is called over ``https://`` (``state_view.agent_url``), its
-certificate verified against the master's ``--agent-ca`` (``tls``; else the system's trust
-store) and its address: the token never travels in clear text to an agent that offers TLS.
+decides) may read the sandbox; the master calls the agent never with the client's header and
+never with the cluster token (``token``, from its ``--http-token-file``), but with that agent's
+read relay token derived from it (``agent_relay_headers``; issue 15: the address is whatever the
+agent registered, so anyone holding an agent key could register an address of their own, read a
+task's file through the master — open by default — and receive the cluster token). The token a
+hostile agent receives opens its own files API and nothing else: no other agent, no framework, not
+the master, and no write. Agents (whose files API needs the cluster token or their own relay token
+by default) serve only the master and token holders. An agent that registered with ``http_tls``
+is called over ``https://`` (``state_view.agent_url``), its certificate verified against the
+master's ``--agent-ca`` (``tls``; else the system's trust store) and its address: the token never
+travels in clear text to an agent that offers TLS.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
 from twisted.web.http_headers import Headers
 
 from tepui.master.http import json_response
-from tepui.sdk.http_security import auth_headers
+from tepui.sdk.http_security import agent_relay_headers
 
 log = logging.getLogger("tepui.master.files")
 
@@ -163,8 +168,8 @@ class _TaskFiles(resource.Resource):
                                  f"agent {task.agent_id} ({task.hostname}) at {task.url} did not answer: {reason}"))
             request.finish()
 
-        d = self.parent.http.request(b"GET", url.encode(), Headers({b"user-agent": [b"tepui-master"],
-                                                                     **auth_headers(self.parent.token)}))
+        headers = Headers({b"user-agent": [b"tepui-master"], **agent_relay_headers(self.parent.token, task.agent_id)})
+        d = self.parent.http.request(b"GET", url.encode(), headers)
         d.addCallback(read_all)
         d.addTimeout(ANSWER_TIMEOUT, self.parent.reactor)  # covers the body too: added after read_all
         d.addCallbacks(relay, failed)

@@ -16,8 +16,10 @@ The rules:
   sends a *relay token* derived from it (:func:`relay_token`), scoped to the framework it relays
   to and to reads or writes. A framework's site that knows its framework id (``relay_scope``)
   accepts the relay tokens for that id as the master vouching for a caller it authenticated; the
-  read one only for reads (403 for a mutating call). The master and agents have no relay scope
-  and refuse every relay token, so a framework that learns one can use it nowhere but at itself.
+  read one only for reads (403 for a mutating call). The master's files proxy likewise sends an
+  agent a read token of the agent kind, scoped to that agent's id, which only that agent's files
+  API accepts. The master has no relay scope and refuses every relay token, so a framework or an
+  agent that learns one can use it nowhere but at itself.
 * A body larger than ``body_limit`` is 413; what exceeds the limit is never stored.
 * A method a resource does not have is 405 naming the allowed ones; an unexpected exception is a
   JSON 500 with no internals (the traceback goes to the log, and the ``internal_errors``
@@ -113,6 +115,13 @@ def bearer(authorization: bytes | None) -> str | None:
 
 
 RELAY_ACCESS = ("read", "write")
+# Who a relay token is for: the HMAC's domain string, and which accesses that kind's site accepts.
+# A distinct domain per kind, so no framework id can ever name an agent's token (ids may hold
+# ':' and anything else printable). Agents take reads only: the files proxy relays nothing else.
+RELAY_KINDS: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "framework": (b"tepui-relay", RELAY_ACCESS),
+    "agent": (b"tepui-agent-relay", ("read",)),
+}
 
 
 def relay_access(method: bytes) -> str:
@@ -120,17 +129,21 @@ def relay_access(method: bytes) -> str:
     return "read" if method in READ_METHODS else "write"
 
 
-def relay_token(cluster_token: str, framework_id: str, access: str) -> str:
-    """The token the master's framework proxy sends instead of the cluster token (issue 15: the
-    cluster token went to any ``webui_url`` a framework key holder announced):
-    ``hex(HMAC-SHA256(key=cluster_token, "tepui-relay\\0" + framework_id + "\\0" + access))``,
-    all UTF-8. Scoped by framework id, not name: names are not unique (a framework may subscribe
-    under another's name while that one fails over), ids are the master's to issue. Split into
-    ``read`` and ``write`` so that a framework that only ever received reads (open by default)
-    holds no token for a mutating call. One-way, so no relay token reveals the cluster token."""
+def relay_token(cluster_token: str, scope: str, access: str, kind: str = "framework") -> str:
+    """The token the master's proxies send instead of the cluster token (issue 15: the cluster
+    token went to any ``webui_url`` a framework key holder announced, and to any files-API address
+    an agent key holder registered): ``hex(HMAC-SHA256(key=cluster_token, domain + "\\0" + scope
+    + "\\0" + access))``, all UTF-8, where ``domain`` is ``tepui-relay`` for a framework (``scope``
+    its framework id) and ``tepui-agent-relay`` for an agent (``scope`` its agent id). Scoped by
+    id, not name: names are not unique (a framework may subscribe under another's name while that
+    one fails over), ids are the master's to issue. Split into ``read`` and ``write`` so that a
+    framework that only ever received reads (open by default) holds no token for a mutating call.
+    One-way, so no relay token reveals the cluster token."""
     if access not in RELAY_ACCESS:
         raise ValueError(f"access must be one of {', '.join(RELAY_ACCESS)}, not {access!r}")
-    message = b"tepui-relay\0" + framework_id.encode() + b"\0" + access.encode()
+    if kind not in RELAY_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(RELAY_KINDS)}, not {kind!r}")
+    message = RELAY_KINDS[kind][0] + b"\0" + scope.encode() + b"\0" + access.encode()
     return hmac.new(cluster_token.encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -140,20 +153,28 @@ def relay_headers(cluster_token: str | None, framework_id: str, method: bytes) -
     return auth_headers(relay_token(cluster_token, framework_id, relay_access(method)) if cluster_token else None)
 
 
-def _relayed(policy: HttpPolicy, given: str, relay_scope: str | None) -> str | None:
-    """Which relay token ``given`` is (``read``/``write``) for this site's framework, or None."""
+def agent_relay_headers(cluster_token: str | None, agent_id: str) -> dict[bytes, list[bytes]]:
+    """The ``Authorization`` of the master's files proxy reading ``agent_id``'s sandbox files: that
+    agent's read relay token (the proxy relays GETs only), none without a cluster token."""
+    return auth_headers(relay_token(cluster_token, agent_id, "read", "agent") if cluster_token else None)
+
+
+def _relayed(policy: HttpPolicy, given: str, relay_scope: str | None, relay_kind: str) -> str | None:
+    """Which relay token ``given`` is (``read``/``write``) of those this site accepts, or None."""
     if relay_scope is None or policy.token is None:
         return None
-    matches = [access for access in RELAY_ACCESS
+    matches = [access for access in RELAY_KINDS[relay_kind][1]
                if hmac.compare_digest(given.encode("utf-8", "replace"),
-                                      relay_token(policy.token, relay_scope, access).encode())]
+                                      relay_token(policy.token, relay_scope, access, relay_kind).encode())]
     return matches[0] if matches else None
 
 
 def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | None,
-           body_too_large: bool = False, relay_scope: str | None = None) -> Refusal | None:
+           body_too_large: bool = False, relay_scope: str | None = None,
+           relay_kind: str = "framework") -> Refusal | None:
     """None when the request may reach its handler, else why not (pure: no I/O). ``relay_scope``:
-    the framework id whose relay tokens this site accepts (a framework's own API), else None."""
+    the id whose relay tokens of ``relay_kind`` this site accepts (a framework's own API: its
+    framework id; an agent's files API: its agent id, reads only), else None."""
     mutating = method not in READ_METHODS
     needs_token = mutating or (policy.read_auth == "token" and path.rstrip("/") not in ALWAYS_OPEN)
     if needs_token:
@@ -171,17 +192,18 @@ def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | 
                            f"with the token in the {policy.service}'s --http-token-file (`tepui` commands read it "
                            "from the client config or $TEPUI_HTTP_TOKEN)")
         if not hmac.compare_digest(given.encode("utf-8", "replace"), policy.token.encode()):
-            relayed = _relayed(policy, given, relay_scope)
+            relayed = _relayed(policy, given, relay_scope, relay_kind)
             if relayed is None:
                 return Refusal(401, "BAD_TOKEN",
                                f"the bearer token is not the {policy.service}'s: use the token in its "
                                "--http-token-file")
             if mutating and relayed == "read":
+                instead = ("the master relays a mutating call with its write relay token only; call through the "
+                           "master's /frameworks/<name>/ with the cluster token" if relay_kind == "framework" else
+                           "the master's files proxy only reads; send the cluster token")
                 return Refusal(403, "READ_RELAY_TOKEN",
                                f"{method.decode(errors='replace')} {path} changes state, and the bearer token is the "
-                               "master's relay token for reads: the master relays a mutating call with its write "
-                               "relay token only; call through the master's /frameworks/<name>/ with the cluster "
-                               "token")
+                               f"master's relay token for reads: {instead}")
     if body_too_large:
         return Refusal(413, "BODY_TOO_LARGE",
                        f"the request body exceeds {policy.body_limit} bytes; send a smaller document")
@@ -296,19 +318,24 @@ class GuardedSite(server.Site):
     """A Site that applies :func:`decide` before any resource is looked up."""
 
     def __init__(self, root: resource.Resource, policy: HttpPolicy,
-                 relay_scope: Callable[[], str | None] | None = None, **kwargs: Any) -> None:
+                 relay_scope: Callable[[], str | None] | None = None, relay_kind: str = "framework",
+                 **kwargs: Any) -> None:
         """``relay_scope``: for a framework's API, its framework id now (None before the master
-        issued one), so that calls the master relays with that id's relay tokens are accepted."""
+        issued one), so that calls the master relays with that id's relay tokens are accepted;
+        for an agent's files API (``relay_kind="agent"``), its agent id now."""
+        if relay_kind not in RELAY_KINDS:
+            raise ValueError(f"relay_kind must be one of {', '.join(RELAY_KINDS)}, not {relay_kind!r}")
         super().__init__(root, requestFactory=GuardedRequest, **kwargs)
         self.policy = policy
         self.relay_scope = relay_scope
+        self.relay_kind = relay_kind
         self.counters: Counter[str] = Counter()
         self.displayTracebacks = False
 
     def getResourceFor(self, request: Any) -> Any:
         refusal = decide(self.policy, request.method, request.path.decode(errors="replace"),
                          request.getHeader(b"authorization"), getattr(request, "body_too_large", False),
-                         self.relay_scope() if self.relay_scope is not None else None)
+                         self.relay_scope() if self.relay_scope is not None else None, self.relay_kind)
         if refusal is not None:
             self.counters[f"refused_{refusal.code}"] += 1
             request.site = self
@@ -317,9 +344,9 @@ class GuardedSite(server.Site):
 
 
 def auth_headers(token: str | None) -> dict[bytes, list[bytes]]:
-    """Headers for a call this process makes to another Tepui HTTP API (the master's files proxy
-    calling an agent): ``token`` when there is one. Never the cluster token to a framework: see
-    :func:`relay_headers`."""
+    """Headers for a call this process makes to another Tepui HTTP API: ``token`` when there is
+    one. Never the cluster token to a framework or an agent: see :func:`relay_headers` and
+    :func:`agent_relay_headers`."""
     return {b"authorization": [b"Bearer " + token.encode()]} if token else {}
 
 

@@ -19,7 +19,7 @@ from tepui.master.events import OperatorError
 from tepui.master.files_proxy import Located
 from tepui.master.http import HttpCollector
 from tepui.master.shell import MasterShell
-from tepui.sdk.http_security import HttpPolicy
+from tepui.sdk.http_security import HttpPolicy, relay_token
 from tests.http_wire import exchange
 
 TOKEN = "cluster-token-0123456789abcdef"
@@ -144,14 +144,16 @@ def test_500_is_json_without_a_traceback_and_counted_in_metrics(monkeypatch: pyt
     assert b"tepui_master_http_internal_errors_total 1.0" in generate_latest(fake.registry)
 
 
-def test_the_files_proxy_sends_the_masters_token_to_the_agent() -> None:
+def test_the_files_proxy_sends_the_agent_its_read_relay_token_not_the_masters_token() -> None:
+    """Never the cluster token: the agent's address is whatever it registered (issue 15;
+    tests/agent/test_files_api_security.py has it over real sockets)."""
     site, _, _ = master_site(HttpPolicy(token=TOKEN))
     http = FakeHttp()
     site.resource.children[b"tasks"].http = http
     exchange(site, "GET", "/tasks/t1/files/read?path=stdout")
     [(url, headers)] = http.calls
     assert url.startswith("http://127.0.0.1:5051/files/read?")
-    assert headers.getRawHeaders(b"authorization") == [f"Bearer {TOKEN}".encode()]
+    assert headers.getRawHeaders(b"authorization") == [f"Bearer {relay_token(TOKEN, 'S1', 'read', 'agent')}".encode()]
     unauthenticated_site, _, _ = master_site(HttpPolicy())
     unauthenticated_site.resource.children[b"tasks"].http = http
     exchange(unauthenticated_site, "GET", "/tasks/t1/files/read?path=stdout")

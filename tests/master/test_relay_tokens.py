@@ -135,3 +135,20 @@ def test_relay_tokens_a_hostile_framework_received_open_nothing_but_itself() -> 
             await guarded.close()
 
     with_cluster(scenario)
+
+
+def test_an_agents_relay_token_opens_nothing_at_the_masters_api() -> None:
+    """The files proxy sends an agent its read relay token (tests/agent/test_files_api_security.py);
+    an agent key holder who registered an address of their own and replays it gets nowhere here."""
+
+    async def scenario(cluster: Cluster) -> None:
+        for access in ("read", "write"):
+            token = relay_token(TOKEN, "S1", access, "agent")
+            code, document = await _call(cluster, cluster.url("/state").decode(), "GET", token)
+            assert (code, document["reason"]) == (401, "BAD_TOKEN")
+            code, document = await _call(cluster, cluster.url("/weights").decode(), "PUT", token,
+                                         b'[{"role": "a", "weight": 9}]')
+            assert (code, document["reason"]) == (401, "BAD_TOKEN")
+        assert (await _call(cluster, cluster.url("/state").decode(), "GET", TOKEN))[0] == 200
+
+    with_cluster(scenario, HttpPolicy(token=TOKEN, read_auth="token"))

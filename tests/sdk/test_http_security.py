@@ -14,6 +14,7 @@ from tepui.sdk.http_security import (
     GuardedSite,
     HttpPolicy,
     TokenFileError,
+    agent_relay_headers,
     bearer,
     decide,
     load_token,
@@ -177,6 +178,56 @@ def test_relay_tokens_are_compared_in_constant_time_too(monkeypatch: pytest.Monk
     monkeypatch.setattr(guard.hmac, "compare_digest", spy)
     assert decide(HttpPolicy(token=TOKEN), b"PUT", "/v1/apps", b"Bearer nope", relay_scope="F1") is not None
     assert compared == [TOKEN.encode(), READ_F1.encode(), WRITE_F1.encode()]
+
+
+# --- agent relay tokens (the master's files proxy; issue 15) ------------------------------------
+
+READ_S1 = "a020c342033f3dc05d562688fafe09a0b9c7bfeb5649083b8437b1792c775d80"
+WRITE_S1 = "3e9d5c4a11044826141e03de8543bc9731c13a32ee3afb52b3dc8aead8eefda4"  # never sent, never accepted
+
+
+def test_agent_relay_tokens_are_the_documented_hmac_in_their_own_domain() -> None:
+    """docs/security.md's vector: HMAC-SHA256(token, "tepui-agent-relay\\0S1\\0read"), hex. Its
+    own domain string, so no framework id — ``agent:S1``, or ``S1`` itself — names an agent's token."""
+    assert relay_token(TOKEN, "S1", "read", "agent") == READ_S1
+    assert relay_token(TOKEN, "S1", "write", "agent") == WRITE_S1
+    framework_tokens = {relay_token(TOKEN, fid, access) for fid in ("S1", "agent:S1", "agent\0S1")
+                        for access in ("read", "write")}
+    assert not framework_tokens & {READ_S1, WRITE_S1}
+    assert agent_relay_headers(TOKEN, "S1") == {b"authorization": [f"Bearer {READ_S1}".encode()]}
+    assert agent_relay_headers(None, "S1") == {}
+    with pytest.raises(ValueError, match="framework, agent"):
+        relay_token(TOKEN, "S1", "read", "executor")
+
+
+def test_an_agents_files_api_takes_its_own_read_token_and_no_other_relay_token() -> None:
+    policy = HttpPolicy(token=TOKEN, read_auth="token", service="agent")
+
+    def refused(method: bytes, token: str, scope: str | None) -> tuple[int, str] | None:
+        refusal = decide(policy, method, "/files/read", f"Bearer {token}".encode(), relay_scope=scope,
+                         relay_kind="agent")
+        return None if refusal is None else (refusal.code, refusal.reason)
+
+    assert refused(b"GET", READ_S1, "S1") is None
+    assert refused(b"GET", TOKEN, "S1") is None and refused(b"GET", TOKEN, None) is None
+    others = [relay_token(TOKEN, "S2", "read", "agent"),  # another agent's
+              WRITE_S1,  # a write token, even its own: the files proxy relays reads only
+              relay_token(TOKEN, "S1", "read"), relay_token(TOKEN, "S1", "write"),  # a framework's named S1
+              relay_token(TOKEN, "agent:S1", "read")]
+    for token in others:
+        for method in (b"GET", b"POST"):
+            assert refused(method, token, "S1") == (401, "BAD_TOKEN"), (token, method)
+    assert refused(b"GET", READ_S1, None) == (401, "BAD_TOKEN")  # no id yet (not registered or recovered)
+    assert refused(b"POST", READ_S1, "S1") == (403, "READ_RELAY_TOKEN")
+    # And a framework's site or the master's (no scope) refuses the agent's token.
+    for scope in ("S1", None):
+        refusal = decide(policy, b"GET", "/v1/apps", f"Bearer {READ_S1}".encode(), relay_scope=scope)
+        assert refusal is not None and refusal.reason == "BAD_TOKEN"
+
+
+def test_a_site_with_an_unknown_relay_kind_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="relay_kind must be one of framework, agent"):
+        GuardedSite(resource.Resource(), HttpPolicy(token=TOKEN), relay_scope=lambda: "S1", relay_kind="agents")
 
 
 # --- the token file -----------------------------------------------------------------------------
