@@ -16,6 +16,14 @@ invariants are checked (the allocator's books balance; it still serves a newcome
 Progress goes to stdout every 10%; the last line is ``crashes=<n>`` (0 is the only good answer;
 the exit status is 1 otherwise), and the first crashes are printed with their tracebacks and the
 seed that reproduces them.
+
+``--live`` (issue 15) fuzzes a real master instead: a master with CURVE keys and two agents on
+this machine, a well-behaved framework that must keep being served, and ``--clients``
+authenticated hostile clients living whole framework lives with a mutation at every step
+(bench/fuzz_live.py, bench/fuzz_hostile.py, bench/fuzz_cases.py)::
+
+    python bench/fuzz.py --live --count 100000
+    python bench/fuzz.py --live --replay 123456789   # one hostile life, by the seed a finding printed
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.fuzz_harness
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/, for fuzz_live
 
 from tests.fuzz_harness import TARGETS, Tally, run_session  # noqa: E402
 
@@ -39,7 +48,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="random seed (the same seed replays the same run)")
     parser.add_argument("--session", type=int, default=20, help="messages per fresh core (default 20)")
     parser.add_argument("--targets", default="master,agent", help="comma-separated: master, agent")
+    live = parser.add_argument_group("live mode (a real master, agents and hostile clients)")
+    live.add_argument("--live", action="store_true", help="fuzz a real cluster (bench/fuzz_live.py)")
+    live.add_argument("--clients", type=int, default=3, help="hostile clients, each a process (default 3)")
+    live.add_argument("--stall-seconds", type=float, default=30.0,
+                      help="no task of the well-behaved framework finished for this long is a stall (default 30)")
+    live.add_argument("--rate-limit", default="unlimited",
+                      help="the master's --framework-rate-limit (default unlimited: every call reaches a handler)")
+    live.add_argument("--big-share", type=float, default=0.003,
+                      help="share of steps carrying a 3 MB string (default 0.003)")
+    live.add_argument("--relay-every", type=float, default=60.0,
+                      help="seconds between a client's relay-loop GETs through the master's proxy (default 60)")
+    live.add_argument("--window-timeout", type=float, default=20.0,
+                      help="seconds a step's barrier may take before the step counts as timed out (default 20)")
+    live.add_argument("--replay", type=lambda text: [int(s) for s in text.split(",")], default=None,
+                      help="life seeds (comma-separated) to live again, from a finding; implies --live")
+    live.add_argument("--keep", action="store_true", help="keep the run directory (logs, journals)")
     args = parser.parse_args(argv)
+    if args.live or args.replay:
+        if args.clients < 1 or args.count < 1:
+            parser.error("--clients and --count: at least 1")
+        if args.replay:
+            args.clients = 1
+        from fuzz_live import run as run_live
+
+        return run_live(args)
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     unknown = [n for n in names if n not in TARGETS]
     if unknown or not names or args.count < 1 or args.session < 1:
