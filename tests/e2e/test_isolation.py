@@ -124,7 +124,8 @@ def test_agent_reports_per_task_usage_from_the_cgroup(cluster: Cluster) -> None:
         best: dict[str, tuple[int, float]] = {}
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{url}/usage", timeout=5) as response:
+            request = urllib.request.Request(f"{url}/usage", headers={"Authorization": f"Bearer {cluster.token}"})
+            with urllib.request.urlopen(request, timeout=5) as response:
                 for task in json.loads(response.read())["tasks"]:
                     memory, cpu = best.get(task["task_id"], (0, 0.0))
                     best[task["task_id"]] = (max(memory, task["memory_bytes"]), max(cpu, task["cpu_seconds"]))
