@@ -428,17 +428,24 @@ def emit(doc: dict[str, Any]) -> None:
     print(json.dumps(doc), flush=True)
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT: stop now and report what was counted."""
+
+
 def main(argv: list[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     client = Client(config)
 
     def stop(_signum: int, _frame: Any) -> None:
         client.stopping = True
+        raise Stopped  # at once: a window may be waiting 20 s for a master that is gone
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         client.run()
+    except Stopped:
+        pass
     finally:
         client.progress(final=True)
         emit(client.report())
