@@ -53,15 +53,17 @@ SPARE_COOLDOWN = 35.0  # seconds before a spare key that sent a multi-frame mess
 class CaseTally:
     sent: int = 0
     errors: int = 0  # ERRORs that answered calls of the case
+    id_errors: int = 0  # ... of calls that carried a call id (so the ERROR could echo it)
+    echoed: int = 0  # ... that echoed it
+    field_named: int = 0  # ... that named the field at fault
     must: int = 0
     replied: int = 0
-    echoed: int = 0
-    field_named: int = 0
     no_reply: int = 0
     accepted: int = 0
     timeouts: int = 0
     examples: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)  # ERRORs for calls that need not be refused
+    unechoed: list[str] = field(default_factory=list)  # ERRORs that did not echo the call's id
 
     def example(self, text: str) -> None:
         if len(self.examples) < EXAMPLES:
@@ -205,11 +207,12 @@ class Client:
         """A valid call's bytes, damaged: an undecodable one must be answered."""
         item = pick(life)[0]
         data = mutate(life.rng, pack(self.doc(item)))  # its call id may survive: an echo still matches
-        return [Item(Call("mutated", "error" if not decodes(data) else None, item.call.call_id), raw=data)]
+        call = Call("mutated", "error" if not decodes(data) else None, item.call.call_id, detail=shown(data))
+        return [Item(call, raw=data)]
 
     def raw(self, life: Life) -> list[Item]:
         data = life.rng.randbytes(life.rng.choice([0, 1, 5, 64, 1000]))
-        return [Item(Call("raw", "error" if not decodes(data) else None, None), raw=data)]
+        return [Item(Call("raw", "error" if not decodes(data) else None, None, detail=shown(data)), raw=data)]
 
     def batch(self, life: Life) -> list[Item]:
         rng = life.rng
@@ -334,6 +337,12 @@ class Client:
                 tally.example(f"life {life.seed}: no barrier within {self.config['window_timeout']} s")
                 continue
             tally.errors += bool(call.error)
+            tally.echoed += call.echoed
+            tally.field_named += call.field_named
+            if call.error and call.call_id is not None:
+                tally.id_errors += 1
+                if not call.echoed and len(tally.unechoed) < 2:
+                    tally.unechoed.append(f"life {life.seed}: {call.error}")
             if call.error and not call.must_answer and len(tally.refusals) < 2:
                 tally.refusals.append(f"life {life.seed}: {call.error}")
             if call.accepted:
@@ -344,11 +353,9 @@ class Client:
             tally.must += 1
             if call.replied:
                 tally.replied += 1
-                tally.echoed += call.echoed
-                tally.field_named += call.field_named
             else:
                 tally.no_reply += 1
-                tally.example(f"life {life.seed}: no answer (call_id {call.call_id})")
+                tally.example(f"life {life.seed}: no answer (call_id {call.call_id}){call.detail}")
         self.unattributed_count += len(window.unattributed_errors)
         for text in window.unattributed_errors:
             if len(self.unattributed) < 5:
@@ -422,6 +429,11 @@ def decodes(data: bytes) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure is "does not decode"
         return False
+
+
+def shown(data: bytes) -> str:
+    """A frame as a silent call's example shows it: its size and its first bytes in hex."""
+    return f"; frame of {len(data)} bytes: {data[:400].hex()}"
 
 
 def emit(doc: dict[str, Any]) -> None:

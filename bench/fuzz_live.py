@@ -395,20 +395,28 @@ def report(live: Run, seconds: float, start_state: int, end_state: int, finished
     must = sum(g["must"] for g in groups.values())
     silent = sum(g["no_reply"] for g in groups.values())
     echoed = sum(g["echoed"] for g in groups.values())
-    print(f"refused calls: {must}; answered {must - silent} ({100 * (must - silent) / max(must, 1):.1f}%), "
-          f"with the call id echoed {echoed} ({100 * echoed / max(must, 1):.1f}%); no answer at all "
-          f"{silent} ({100 * silent / max(must, 1):.2f}%)")
+    id_errors = sum(g["id_errors"] for g in groups.values())
+    print(f"refused calls: {must}; answered {must - silent} ({100 * (must - silent) / max(must, 1):.1f}%: an ERROR, "
+          f"or an UPDATE, SUBSCRIBED or EXPLANATION where one answers); no answer at all {silent} "
+          f"({100 * silent / max(must, 1):.2f}%). ERRORs answering a call that carried a call id: {id_errors}, "
+          f"echoing it {echoed} ({100 * echoed / max(id_errors, 1):.1f}%)")
     problems = {n: c for n, c in cases.items() if c["no_reply"] or c["accepted"] or c["timeouts"]}
     if problems:
         print("cases with refused calls unanswered, accepted or timed out (case: silent/refused, accepted, timeouts):")
         for name, c in sorted(problems.items()):
             print(f"  {name}: {c['no_reply']}/{c['must']}, accepted {c['accepted']}, timeouts {c['timeouts']}; "
-                  f"e.g. {'; '.join(c['examples'][:2])}")
+                  f"e.g. {' | '.join(c['examples'][:2])}")
     refused = {n: c for n, c in cases.items() if c.get("refusals")}
     if refused:
         print("cases whose calls could have been accepted and got ERRORs:")
         for name, c in sorted(refused.items()):
             print(f"  {name}: {c['errors']} ERRORs for {c['sent']} calls, e.g. {c['refusals'][0][:240]}")
+    # A damaged frame often loses its call id with the damage: only whole calls are held to it.
+    unechoed = {n: c for n, c in cases.items() if c["id_errors"] > c["echoed"] and n not in ("mutated", "raw")}
+    if unechoed:
+        print("ERRORs that did not echo the call's id (case: not echoed/ERRORs, e.g.):")
+        for name, c in sorted(unechoed.items()):
+            print(f"  {name}: {c['id_errors'] - c['echoed']}/{c['id_errors']}, e.g. {c['unechoed'][0][:240]}")
     unattributed = sum(int(t["unattributed"]) for t in tallies)
     if unattributed:
         examples = [e for t in tallies for e in t["unattributed_examples"]][:3]

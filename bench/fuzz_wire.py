@@ -62,6 +62,7 @@ class Call:
     field_named: bool = False
     accepted: bool = False  # SUBSCRIBED for a SUBSCRIBE that had to be refused
     error: str = ""  # the ERROR that answered it
+    detail: str = ""  # what to show of it when it goes unanswered (a damaged frame's bytes)
 
     @property
     def must_answer(self) -> bool:
