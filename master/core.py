@@ -31,6 +31,7 @@ from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
 from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 from tepui.master.refusals import agent_missing, correlate, executor_agent, shown
+from tepui.master.pending_acks import PendingAcks
 from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord, kept_status
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
@@ -114,6 +115,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         self.recovered_agents: dict[str, AgentInfo] = {}
         self._incarnation: str | None = None  # of the agent message being handled
         self.audits = TaskAudits(self.counters)  # anti-entropy with each agent (master/task_audit.py)
+        self.pending_acks = PendingAcks()  # the update each task waits to have acknowledged
         self._init_partitions()
         self._init_admission()
         self.master_info = MasterInfo(
@@ -314,6 +316,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
                 out.append(Send(framework.peer, sm.Failure(agent_id=agent.agent_id)))
         self.allocator.remove_agent(agent.agent_id)
         self.audits.forget_agent(agent.agent_id)
+        self.pending_acks.forget_agent(agent.agent_id)
         self.agents.pop(agent.agent_id, None)
         self.peers.pop(agent.peer, None)
         out.append(Log(level, "agent_removed", {"agent_id": agent.agent_id, "reason": message}))
@@ -399,6 +402,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             if agent is not None:
                 out.append(Send(agent.peer, am.ShutdownFramework(framework.framework_id)))
         self.allocator.remove_framework(framework.framework_id)
+        self.pending_acks.forget_framework(framework.framework_id)
         self.frameworks.pop(framework.framework_id, None)
         if framework.peer is not None:
             self.peers.pop(framework.peer, None)
@@ -507,6 +511,8 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             else:
                 task.state = status.state
         self.counters["status_updates"] += 1
+        if status.uuid:
+            self.pending_acks.forwarded(agent.agent_id, (msg.framework_id, status.task_id), status.uuid)
         if framework is not None and framework.peer is not None:
             out.append(Send(framework.peer, sm.Update(status)))
 
@@ -515,11 +521,18 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if framework is None:
             return
         agent = self.agents.get(msg.agent_id)
-        if agent is not None and msg.uuid:
-            # Passed on whatever task it names: the agent holds the pending updates and ignores
-            # an ack that matches none (the master does not track them; one it dropped here
-            # would leave an agent sending its update forever — docs/protocol.md, "Flows").
+        task = (framework.framework_id, msg.task_id)
+        if agent is not None and msg.uuid and self.pending_acks.acknowledged(agent.agent_id, task, msg.uuid):
             out.append(Send(agent.peer, am.StatusUpdateAck(framework.framework_id, msg.task_id, msg.uuid)))
+        elif agent is not None and msg.uuid:
+            # Not passed on: safe, because an agent sends an unacknowledged update again and that
+            # copy is recorded here (master/pending_acks.py).
+            self.counters["acknowledgements_refused"] += 1
+            out.append(Send(peer, sm.Error(
+                f"ACKNOWLEDGE of no pending update: task {msg.task_id!r} on agent {agent.agent_id} has no update "
+                f"with uuid {msg.uuid.hex()} waiting for an acknowledgement (never sent, or an earlier update of "
+                "the task); nothing to do — after a master failover the agent sends its update again: acknowledge that copy",
+                field="$.body.uuid")))
         elif agent is not None:
             out.append(Send(peer, sm.Error("ACKNOWLEDGE names no status update: its uuid is empty; copy the "
                                            "update's uuid", field="$.body.uuid")))

@@ -124,12 +124,69 @@ def test_an_acknowledgement_with_an_empty_uuid_is_answered_and_not_passed_on() -
         field="$.body.uuid"))]
 
 
-def test_an_acknowledgement_a_registered_agent_may_hold_is_passed_on_whatever_task_it_names() -> None:
-    """The master does not track pending updates: after a failover the agent sends again what
-    the framework acknowledged late, for tasks the new master may not list (a refused ack would
-    leave the agent sending its update forever). The agent ignores an ack that matches none."""
-    passed_on = Send(AGENT, am.StatusUpdateAck("m-F0001", "not-a-task", b"u9"))
-    assert acknowledge("m-S0001", b"u9", "not-a-task") == [passed_on]
+def running_update(core: MasterCore, uuid: bytes, at: float = 11.0) -> TaskStatus:
+    """t1's agent reports it RUNNING with ``uuid``; the master forwards it to the framework."""
+    status = TaskStatus(task_id="t1", state=TaskState.RUNNING, source=TaskSource.AGENT, agent_id="m-S0001",
+                        uuid=uuid, timestamp=at)
+    assert core.handle(Received(AGENT, am.StatusUpdate("m-F0001", status)), at) == [Send(FW, sm.Update(status))]
+    return status
+
+
+def refused_ack(task_id: str, uuid: bytes) -> Send:
+    return Send(FW, sm.Error(
+        f"ACKNOWLEDGE of no pending update: task {task_id!r} on agent m-S0001 has no update with uuid {uuid.hex()} "
+        "waiting for an acknowledgement (never sent, or an earlier update of the task); nothing to do — after a "
+        "master failover the agent sends its update again: acknowledge that copy", call_type="ACKNOWLEDGE",
+        field="$.body.uuid"))
+
+
+def test_an_acknowledgement_of_the_forwarded_update_is_passed_on_and_a_repeat_is_idempotent() -> None:
+    """A framework acknowledges each copy of an update the agent resent: not an error."""
+    core = make_core()
+    launched(core)
+    running_update(core, b"u1")
+    passed_on = [Send(AGENT, am.StatusUpdateAck("m-F0001", "t1", b"u1"))]
+    assert acknowledge("m-S0001", b"u1", core=core) == passed_on
+    assert acknowledge("m-S0001", b"u1", core=core) == passed_on
+    running_update(core, b"u2", at=12.0)  # the next update: u1 is no longer one to acknowledge
+    assert acknowledge("m-S0001", b"u1", core=core) == [refused_ack("t1", b"u1")]
+    assert core.counters["acknowledgements_refused"] == 1
+
+
+def test_an_acknowledgement_of_an_update_that_does_not_exist_is_refused_and_not_passed_on() -> None:
+    """Fuzz-found (issue 15 bug 6): a made-up uuid, or a task that does not exist, used to be
+    passed on to the agent and dropped there in silence."""
+    core = make_core()
+    launched(core)
+    running_update(core, b"u1")
+    assert acknowledge("m-S0001", b"made-up", core=core) == [refused_ack("t1", b"made-up")]
+    assert acknowledge("m-S0001", b"u1", "not-a-task", core=core) == [refused_ack("not-a-task", b"u1")]
+    # The real update still waits for its acknowledgement.
+    assert acknowledge("m-S0001", b"u1", core=core) == [Send(AGENT, am.StatusUpdateAck("m-F0001", "t1", b"u1"))]
+
+
+def test_a_refused_acknowledgement_after_a_failover_heals_when_the_agent_sends_its_update_again() -> None:
+    """A new master has not seen the update its predecessor forwarded, so the framework's late
+    ack is refused; the agent sends the unacknowledged update again (same uuid), and the ack
+    of that copy is passed on: a refusal costs one retry, never an update sent forever."""
+    core = make_core()
+    launched(core)
+    assert acknowledge("m-S0001", b"old", core=core) == [refused_ack("t1", b"old")]
+    running_update(core, b"old", at=20.0)
+    assert acknowledge("m-S0001", b"old", core=core) == [Send(AGENT, am.StatusUpdateAck("m-F0001", "t1", b"old"))]
+
+
+def test_pending_acknowledgements_are_bounded_and_forgotten_with_their_agent_or_framework() -> None:
+    from tepui.master.pending_acks import PendingAcks
+    pending = PendingAcks(limit=2)
+    for n in range(3):
+        pending.forwarded("a1", ("f1", f"t{n}"), b"u")
+    assert len(pending) == 2 and not pending.acknowledged("a1", ("f1", "t0"), b"u")  # the oldest went
+    pending.forwarded("a2", ("f2", "t9"), b"u")
+    pending.forget_agent("a1")
+    assert len(pending) == 1
+    pending.forget_framework("f2")
+    assert len(pending) == 0
 
 
 def test_an_acknowledgement_for_an_unreachable_agent_waits_for_its_return_without_an_error() -> None:
