@@ -47,7 +47,8 @@ from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.envelope import AgentExecutorInbound, AgentInbound
 from tepui.sdk.shell import TimerBook, log_effect
 from tepui.sdk.keys import ClientKeys
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint
+from tepui.sdk.dealer import DealerEndpoint
+from tepui.sdk.router import RouterEndpoint
 
 log = logging.getLogger("tepui.agent")
 

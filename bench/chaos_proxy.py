@@ -6,9 +6,10 @@ between its DEALER and the master's ROUTER, that drops, duplicates or cuts messa
 
 Each downstream peer (whatever connects to ``--listen``) gets its own upstream DEALER whose
 routing id is the peer's own, so the master sees the same identities it would see without the
-proxy (``ROUTER_HANDOVER`` included). Socket options mirror ``tepui.sdk.transport``
-(``ROUTER_MANDATORY``, HWMs, ``MAXMSGSIZE``, ZMTP heartbeats, reconnect intervals). Connection
-state is mirrored both ways, so that peers see what they would see without the proxy:
+proxy (``ROUTER_HANDOVER`` included). Socket options mirror ``tepui.sdk.transport``,
+``.router`` and ``.dealer`` (``ROUTER_MANDATORY``, HWMs, ``MAXMSGSIZE``, ZMTP heartbeats,
+reconnect intervals). Connection state is mirrored both ways, so that peers see what they would
+see without the proxy:
 
 * a downstream peer that vanished (``EHOSTUNREACH`` on the ROUTER, e.g. a SIGKILLed agent)
   gets its upstream DEALER closed, so the master's ROUTER sees it disappear;

@@ -28,7 +28,7 @@ from tepui.sdk.protocol.envelope import MasterInbound
 from tepui.sdk.shell import TimerBook, log_effect
 from tepui.sdk.store import Store, StoreError
 from tepui.sdk.curve import CurveServer
-from tepui.sdk.transport import RouterEndpoint
+from tepui.sdk.router import RouterEndpoint
 
 log = logging.getLogger("tepui.master")
 

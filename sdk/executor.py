@@ -60,7 +60,7 @@ from tepui.sdk.protocol.values import (
     TaskState,
     TaskStatus,
 )
-from tepui.sdk.transport import DealerEndpoint
+from tepui.sdk.dealer import DealerEndpoint
 from twisted.internet import defer
 
 log = logging.getLogger("tepui.sdk.executor")

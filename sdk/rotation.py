@@ -18,7 +18,8 @@ rotation the master serves its current key on its port and the next key on a rot
    rotation port. Clients that knew only the old key are refused from then on; the others
    reconnect with the new key.
 
-This module holds the store's side (files) and what the master should serve (:func:`served`).
+This module holds the store's side (files), what the master should serve (:func:`served`) and
+where a client looks for the master (:func:`master_candidates`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Iterator
 import yaml
 import zmq.auth
 
-from tepui.sdk.keys import MASTER_CERT, KeyStoreError, _certificates, write_atomic
+from tepui.sdk.keys import MASTER_CERT, ClientKeys, KeyStoreError, _certificates, write_atomic
 
 NEXT_CERT = "master-next"
 ROTATION = "rotation.yaml"
@@ -154,3 +155,17 @@ def finish(directory: str) -> MasterKeys:
     for client_dir in _client_dirs(directory):
         equip_client_dir(directory, client_dir)
     return served(directory)
+
+
+def master_candidates(connect: str, keys: ClientKeys | None) -> list[tuple[str, bytes]]:
+    """Where to look for the master, in order: our endpoint with each master key we accept, then
+    (during a rotation) the rotation port with each. Without a rotation: one candidate."""
+    if keys is None:
+        return []
+    servers = (keys.server, *keys.fallback)
+    endpoints = [connect]
+    if keys.rotation_port is not None and connect.startswith("tcp://"):
+        rotation = f"{connect.rsplit(':', 1)[0]}:{keys.rotation_port}"
+        if rotation != connect:
+            endpoints.append(rotation)
+    return [(endpoint, server) for endpoint in endpoints for server in servers]

@@ -45,7 +45,8 @@ from tepui.sdk.protocol.values import (
 from tepui.sdk.resources import Resources
 from tepui.sdk.config import DEFAULT_MASTER, load_client_config, resolve_master
 from tepui.sdk.keys import ClientKeys
-from tepui.sdk.transport import DealerEndpoint, tcp_address
+from tepui.sdk.dealer import DealerEndpoint
+from tepui.sdk.transport import tcp_address
 
 # The failover timeout for long-running frameworks (services, schedulers of long jobs): a crashed
 # framework's tasks keep running a week for its next instance (FrameworkInfo's own default, 0,

@@ -31,7 +31,8 @@ from zmq.utils.monitor import recv_monitor_message  # noqa: E402
 from tepui.sdk.curve import CurveServer, KeyGate  # noqa: E402
 from tepui.sdk.keys import init_store, issue, load_client_keys, revoke  # noqa: E402
 from tepui.sdk.keys import ClientKeys  # noqa: E402
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
+from tepui.sdk.dealer import DealerEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 FLOODERS = 8
 FLOOD_FRAMES = 100_000

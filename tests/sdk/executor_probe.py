@@ -34,7 +34,7 @@ from tepui.sdk.protocol.values import (  # noqa: E402
     KillPolicy,
     TaskInfo,
 )
-from tepui.sdk.transport import RouterEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 from twisted.internet import defer, protocol  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 

@@ -12,7 +12,8 @@ import msgspec  # noqa: E402
 import zmq  # noqa: E402
 
 from tepui.sdk.batch import split  # noqa: E402
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
+from tepui.sdk.dealer import DealerEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 TURNS = 200
 BIG = msgspec.msgpack.encode(b"x" * 256 * 1024)  # fills the stalled peer's pipe and TCP buffers fast

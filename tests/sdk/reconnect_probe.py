@@ -9,7 +9,8 @@ from tepui.sdk.runtime import install_reactor
 
 reactor = install_reactor()
 
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
+from tepui.sdk.dealer import DealerEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 result: dict = {"reconnects": [], "got": []}
 router = RouterEndpoint(reactor, "tcp://127.0.0.1:*", lambda peer, payload: result["got"].append(payload.decode()),

@@ -29,7 +29,8 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from tepui.sdk import rotation  # noqa: E402
 from tepui.sdk.curve import CurveServer, KeyGate  # noqa: E402
 from tepui.sdk.keys import ClientKeys, init_store, issue, load_client_keys  # noqa: E402
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
+from tepui.sdk.dealer import DealerEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 store = tempfile.mkdtemp(prefix="tepui-rotation-probe-")
 server = init_store(store)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from tepui.cli.certs import certs_command
 from tepui.sdk import rotation
 from tepui.sdk.keys import ClientKeys, KeyStoreError, init_store, issue, load_client_keys
-from tepui.sdk.transport import master_candidates
+from tepui.sdk.rotation import master_candidates
 
 
 def test_a_rotation_serves_the_next_key_on_its_port_and_finishing_makes_it_the_masters(tmp_path: Path) -> None:

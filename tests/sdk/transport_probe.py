@@ -12,7 +12,8 @@ import msgspec  # noqa: E402
 import zmq  # noqa: E402
 
 from tepui.sdk.batch import split  # noqa: E402
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
+from tepui.sdk.dealer import DealerEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 COUNT = 20_000
 result: dict = {"router_got": [], "dealer_got": [], "unreachable": [], "batches": 0}

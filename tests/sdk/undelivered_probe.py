@@ -26,7 +26,8 @@ reactor = install_reactor()
 
 from tepui.sdk.curve import CurveServer, KeyGate  # noqa: E402
 from tepui.sdk.keys import init_store, issue, load_client_keys  # noqa: E402
-from tepui.sdk.transport import DealerEndpoint, RouterEndpoint  # noqa: E402
+from tepui.sdk.dealer import DealerEndpoint  # noqa: E402
+from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 STREAMER = os.path.join(os.path.dirname(__file__), "multipart_streamer.py")
 TOTAL = 1 << 30  # bytes of frames the first streamer sends, over as many connections as it takes
