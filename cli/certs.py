@@ -14,21 +14,44 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tepui.sdk.config import ClientConfig, ConfigError, load_client_config
 from tepui.sdk.keys import KINDS, KeyStoreError, init_store, issue, read_allow_list, revoke
 
 
-def default_store() -> str:
-    """``$TEPUI_KEYS``, else the key store of ``tepui up`` with its default state dir."""
+def default_store() -> tuple[str, str]:
+    """The key store to use without ``--keys`` and where that choice came from: ``$TEPUI_KEYS``,
+    else the ``keys_dir`` of the client configuration (``tepui up`` writes its own store there,
+    whatever its --state-dir), else the store of ``tepui up`` with its default state dir."""
     explicit = os.environ.get("TEPUI_KEYS")
     if explicit:
-        return explicit
+        return explicit, "$TEPUI_KEYS"
+    try:
+        config = load_client_config()
+    except ConfigError:
+        config = ClientConfig()  # a broken configuration is reported by the commands that need it
+    if config.keys_dir:
+        return config.keys_dir, f"keys_dir in the client configuration {config.path}"
     from tepui.cli.up import default_state_dir
 
-    return os.path.join(default_state_dir(5050), "keys")
+    return os.path.join(default_state_dir(5050), "keys"), "the default store of `tepui up`"
 
 
-_keys_option = click.option("--keys", "store", default=default_store, type=click.Path(file_okay=False),
-                            show_default="$TEPUI_KEYS, else the key store of `tepui up`",
+def _resolve_store(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """``--keys``, else :func:`default_store`, which must then hold a key store: a user whose
+    cluster runs elsewhere is told which store was tried and how to name the right one."""
+    if value:
+        return value
+    store, source = default_store()
+    if not os.path.exists(os.path.join(store, "allow.yaml")):
+        raise click.ClickException(
+            f"no key store at {store} ({source}); pass --keys <state-dir>/keys with the --state-dir of your "
+            "`tepui up` (or set $TEPUI_KEYS); a new store is made with `tepui certs init DIR`")
+    return store
+
+
+_keys_option = click.option("--keys", "store", default=None, callback=_resolve_store, type=click.Path(file_okay=False),
+                            show_default="$TEPUI_KEYS, else keys_dir of the client configuration (written by "
+                            "`tepui up`), else the key store of `tepui up`",
                             help="The key store directory (from `tepui certs init`).")
 
 

@@ -73,5 +73,6 @@ def prepare(state_dir: str, port: int, http_port: int, agents: int) -> LocalSecu
         security.agent_dirs[i] = _client_dir(keys_dir, f"agent-{i}", "agent", f"agent-{i}", ())
     client = load_client_keys(_client_dir(keys_dir, LOCAL_CLIENT, "client", LOCAL_CLIENT, ("*",)))
     write_client_config(ClientConfig(master=f"127.0.0.1:{port}", master_http=f"http://127.0.0.1:{http_port}",
-                                     keys=client, http_token=token), security.config_path)
+                                     keys=client, http_token=token, keys_dir=os.path.abspath(keys_dir)),
+                        security.config_path)
     return security

@@ -13,6 +13,7 @@ key and a token, so it is written 0600. Format (YAML, every field optional)::
     client_keys: /path/to/dir           # ... or a client key directory (client.key_secret, master.key)
     http_token: ...                     # bearer token for the master's mutating HTTP calls
     http_ca: /path/ca.pem               # private CA for an https:// master_http
+    keys_dir: /path/state/keys          # the master's key store (`tepui certs` uses it without --keys)
 
 No file means no keys: clients then connect without CURVE, which only a master started with
 ``--insecure`` accepts (and a secure master refuses; the client logs why).
@@ -45,6 +46,9 @@ class ClientConfig:
     keys: ClientKeys | None = None
     http_token: str | None = None
     http_ca: str | None = None  # PEM file of a private CA for an https:// master_http
+    # The key store of the cluster (written by ``tepui up``): ``tepui certs`` finds it there when
+    # the cluster runs with another --state-dir than the default.
+    keys_dir: str | None = None
 
 
 def default_config_path() -> str:
@@ -73,7 +77,7 @@ def load_client_config(path: str | None = None) -> ClientConfig:
     try:
         return ClientConfig(path=path, master=_text(data, "master"), master_http=_text(data, "master_http"),
                             keys=_keys(data, path), http_token=_text(data, "http_token"),
-                            http_ca=_text(data, "http_ca"))
+                            http_ca=_text(data, "http_ca"), keys_dir=_keys_dir(data, path))
     except KeyStoreError as exc:
         raise ConfigError(f"{path}: {exc}; run `tepui up` again or fix the file") from None
 
@@ -95,10 +99,20 @@ def _text(data: dict[str, Any], name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _beside(path: str, directory: str) -> str:
+    """A directory named in the configuration at ``path``: a relative one is read from there."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(directory))
+
+
+def _keys_dir(data: dict[str, Any], path: str) -> str | None:
+    directory = _text(data, "keys_dir")
+    return _beside(path, directory) if directory else None
+
+
 def _keys(data: dict[str, Any], path: str) -> ClientKeys | None:
     directory = _text(data, "client_keys")
     if directory:
-        keys = load_client_keys(os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(directory)))
+        keys = load_client_keys(_beside(path, directory))
         if data.get("master_public_key"):
             keys = ClientKeys(keys.public, keys.secret, z85_key(str(data["master_public_key"]), "master_public_key"))
         return keys
@@ -124,6 +138,7 @@ def write_client_config(config: ClientConfig, path: str | None = None) -> str:
                     client_secret_key=config.keys.secret.decode("ascii"))
     data["http_token"] = config.http_token
     data["http_ca"] = config.http_ca
+    data["keys_dir"] = config.keys_dir
     header = "# Tepui client configuration (written by `tepui up`); holds a secret key: keep it 0600.\n"
     write_atomic(path, header + yaml.safe_dump({k: v for k, v in data.items() if v is not None}, sort_keys=False))
     return path

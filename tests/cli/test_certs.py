@@ -100,3 +100,30 @@ def test_master_and_agent_refuse_to_start_without_keys(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "tepui certs issue --agent" in str(result.exception or result.output)
     result = CliRunner().invoke(cli, ["agent", "--work-dir", str(tmp_path / "w"), "--keys", str(tmp_path / "none")])
     assert result.exit_code != 0 and "client.key_secret" in str(result.exception or result.output)
+
+
+def test_certs_without_keys_finds_the_store_of_tepui_up_with_another_state_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tepui.cli.up_security import prepare
+
+    monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.delenv("TEPUI_KEYS", raising=False)
+    prepare(str(tmp_path / "state"), 5050, 5080, agents=1)  # what `tepui up --state-dir .../state` does
+    assert load_client_config().keys_dir == str(tmp_path / "state" / "keys")
+    names = [line.split()[0] for line in run("certs", "list").splitlines()[1:]]
+    assert names == ["agent-1", "local"]
+
+
+def test_certs_without_a_store_names_what_it_tried_and_how_to_name_the_right_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"master": "127.0.0.1:5050", "keys_dir": "gone/keys"}))
+    monkeypatch.setenv("TEPUI_CONFIG", str(config))
+    monkeypatch.delenv("TEPUI_KEYS", raising=False)
+    result = CliRunner().invoke(cli, ["certs", "list"])
+    assert result.exit_code == 1
+    assert (f"no key store at {tmp_path / 'gone' / 'keys'} (keys_dir in the client configuration {config}); "
+            "pass --keys <state-dir>/keys") in result.output
+    monkeypatch.setenv("TEPUI_KEYS", str(tmp_path / "elsewhere"))  # the environment comes before the configuration
+    result = CliRunner().invoke(cli, ["certs", "revoke", "node-1"])
+    assert result.exit_code == 1 and f"no key store at {tmp_path / 'elsewhere'} ($TEPUI_KEYS)" in result.output
