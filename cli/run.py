@@ -148,6 +148,16 @@ class OneTask:
             self._fail(driver, f"the master at {master} and this client disagree about encryption: give the "
                                "client the cluster's keys ($TEPUI_CONFIG, written by `tepui up`), or the master "
                                "runs --insecure and the client has keys (unset $TEPUI_CONFIG).")
+        elif problem == "handshake_aborted":
+            # The master was there and ended the CURVE handshake: the client expects another master
+            # key. Asking whether a cluster runs would send the user looking in the wrong place.
+            from tepui.sdk.config import default_config_path
+
+            self._fail(driver, f"the master at {master} ended the handshake: the master's key in the client "
+                               f"configuration ({default_config_path()}, from $TEPUI_CONFIG or "
+                               "~/.config/tepui/config.yaml) is probably stale, after `tepui certs rotate-master "
+                               "--finish` or a new key store. Run `tepui up` again for a local cluster (it rewrites "
+                               "the configuration), or re-copy the client configuration from the cluster.")
         else:
             self._fail(driver, f"no answer from a master at {master} within {self.subscribe_timeout:g} s. "
                                "Is a cluster running? Start one with `tepui up`, or pass --master HOST:PORT."
