@@ -40,10 +40,21 @@ class ProtocolError(ValueError):
 
     def __init__(self, message: str, *, field: str | None = None, call_id: str | None = None,
                  call_type: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(_cut(message, ERROR_TEXT_LIMIT))
+        self.field = None if field is None else _cut(field, FIELD_LIMIT)
         self.call_id = call_id
-        self.call_type = call_type
+        self.call_type = None if call_type is None else _cut(call_type, FIELD_LIMIT)
+
+
+ERROR_TEXT_LIMIT = 2048
+"""Characters of a decoding error kept: the decoder quotes the bad value (``Invalid value
+'<the client's 3 MB type>'``), and the text goes back to the sender in an ERROR and into the
+log — a megabyte value must not come back as a megabyte ERROR (issue 15)."""
+FIELD_LIMIT = 256  # a path may hold a client's map key; a type is the client's string
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class _Readable(msgspec.Struct):

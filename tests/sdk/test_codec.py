@@ -1104,3 +1104,17 @@ def test_fuzz_mutated_valid_messages(data: bytes, draw: st.DataObject) -> None:
         elif kind == "truncate":
             del mutated[pos:]
     _decode_or_protocol_error(bytes(mutated))
+
+
+def test_a_decoding_error_quoting_a_huge_value_is_cut_and_says_how_long_it_was() -> None:
+    """A 3 MB unknown ``type`` is quoted by the decoder; the ERROR sent back must stay small."""
+    from tepui.sdk.codec import ERROR_TEXT_LIMIT, FIELD_LIMIT
+    from tepui.sdk.protocol.envelope import MasterInbound
+
+    huge = "X" * 3_000_000
+    data = msgpack.packb({"v": 1, "id": 1, "epoch": 0, "call_id": "c-1", "body": {"type": huge}})
+    [error] = Codec(MasterInbound).envelopes(data)
+    assert isinstance(error, ProtocolError)
+    assert len(str(error)) <= ERROR_TEXT_LIMIT + 40 and str(error).endswith("characters)")
+    assert error.call_id == "c-1"
+    assert error.call_type is None or len(error.call_type) <= FIELD_LIMIT + 40
