@@ -167,6 +167,10 @@ class ServicesShell(Scheduler):
             raise
 
 
+# How the HTTP refusals name this process ("the token in the services framework's --http-token-file").
+HTTP_SERVICE = "services framework"
+
+
 def run(options: ServicesOptions, reactor: Any) -> int:
     """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
     from tepui.sdk.http_security import GuardedSite, listen, policy_from_flags
@@ -191,7 +195,7 @@ def run(options: ServicesOptions, reactor: Any) -> int:
                       lambda: {"subscribed": driver.connected, "framework_id": driver.framework_id})
     # The master relays /frameworks/<name>/ calls with relay tokens for our framework id, never
     # with the cluster token (issue 15); before the first SUBSCRIBED we have no id and accept none.
-    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, "services"),
+    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, HTTP_SERVICE),
                        relay_scope=lambda: driver.framework_id)
     listen(reactor, options.http_port, site, options.http_ip)
     ticker = task.LoopingCall(shell.tick)

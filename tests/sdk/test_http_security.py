@@ -346,3 +346,14 @@ def test_http_a_framework_site_follows_its_framework_id_for_relay_tokens() -> No
     assert read.code == 403 and read.json()["reason"] == "READ_RELAY_TOKEN"
     assert exchange(site, "PUT", "/echo", b"{}", token=relay_token(TOKEN, "F2", "write")).code == 401
     assert site.counters["refused_403"] == 1 and site.counters["refused_401"] == 2
+
+
+def test_the_services_frameworks_refusals_name_it_in_plain_words() -> None:
+    from tepui.frameworks.services.main import HTTP_SERVICE
+
+    refusal = decide(HttpPolicy(token=TOKEN, service=HTTP_SERVICE), b"POST", "/v1/apps", None)
+    assert refusal is not None and (refusal.code, refusal.reason) == (401, "UNAUTHENTICATED")
+    assert "send `Authorization: Bearer <token>` with the token in the services framework's --http-token-file" \
+        in refusal.message
+    refusal = decide(HttpPolicy(service=HTTP_SERVICE), b"POST", "/v1/apps", None)
+    assert refusal is not None and "but this services framework has none configured" in refusal.message
