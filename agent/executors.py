@@ -263,14 +263,28 @@ class ExecutorHandling:
             record = self.tasks.get((framework_id, task_id))
             if record is not None:
                 state = TaskState.KILLED if record.kill_requested else TaskState.FAILED
-                self._terminal(record, state, TaskReason.EXECUTOR_TERMINATED, f"its executor {executor_id!r} {how}",
-                               now, out)
+                message = f"its executor {executor_id!r} {how}"
+                if executor.peer is None:
+                    message += _unsubscribed_hint(executor, exit_code, self._user_for(record.info))
+                self._terminal(record, state, TaskReason.EXECUTOR_TERMINATED, message, now, out)
         executor.tasks.clear()
         status = exit_code if signal is None else 128 + signal
         out.append(SendToMaster(am.ExecutorTerminated(framework_id, executor_id, status)))
         out.append(Log("info", "executor_exited", {"framework_id": framework_id, "executor_id": executor_id,
                                                    "how": how}))
         self._maybe_exit(now, out)
+
+
+def _unsubscribed_hint(executor: ExecutorRecord, exit_code: int | None, user: str | None) -> str:
+    """Why an executor that never subscribed is worth a look at its stderr: what went wrong was
+    said there (by the shell, the interpreter or the executor), not to the agent. 126 and 127
+    are the shell's "cannot execute" and "not found", typically an interpreter the task user
+    may not run (a virtualenv under /root for ``nobody``)."""
+    hint = f" before subscribing; see its stderr, {executor.sandbox}/stderr"
+    if exit_code in (126, 127):
+        who = f"the task user {user!r}" if user else "the agent's user"
+        hint += f" (status {exit_code}: its command, or the interpreter it names, is missing or not runnable by {who})"
+    return hint
 
 
 def _secret_problem(executor: ExecutorRecord, offered: str | None) -> tuple[str, str] | None:

@@ -412,6 +412,29 @@ def test_custom_executor_is_started_once_gets_queued_tasks_and_its_updates_are_a
     assert states["t2"].reason == TaskReason.EXECUTOR_TERMINATED and "exited with status 1" in (states["t2"].message or "")
 
 
+def test_an_executor_that_exits_127_before_subscribing_fails_its_tasks_pointing_at_its_stderr() -> None:
+    agent = executor_agent()
+    run(agent, with_executor("t1"))
+    effects = agent.handle(TaskExited("F1", "executor/e1", 127), 2.0)
+    assert am.ExecutorTerminated("F1", "e1", 127) in to_master(effects)
+    failed = agent.pending[("F1", "t1")].queue[-1]
+    assert (failed.state, failed.reason, failed.message) == (
+        TaskState.FAILED, TaskReason.EXECUTOR_TERMINATED,
+        "its executor 'e1' exited with status 127 before subscribing; see its stderr, /w/executors/F1/e1/stderr "
+        "(status 127: its command, or the interpreter it names, is missing or not runnable by the agent's user)")
+
+
+def test_an_executor_that_subscribed_and_then_failed_gets_no_stderr_hint() -> None:
+    from tepui.agent.events import ExecutorReceived
+    from tepui.sdk.protocol import executor as ex
+
+    agent = executor_agent()
+    run(agent, with_executor("t1"))
+    agent.handle(ExecutorReceived(b"exec", ex.ExecutorSubscribe("F1", "e1", secret="secret-1")), 2.0)
+    agent.handle(TaskExited("F1", "executor/e1", 127), 3.0)
+    assert agent.pending[("F1", "t1")].queue[-1].message == "its executor 'e1' exited with status 127"
+
+
 def test_a_restored_connection_to_the_master_makes_a_registered_agent_reregister_at_once() -> None:
     from tepui.agent.events import MasterReconnected
 
