@@ -23,6 +23,8 @@ The module does I/O (it writes control files); it lives in the agent's shell, ne
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import hashlib
 import logging
@@ -38,6 +40,12 @@ log = logging.getLogger("tepui.agent.cgroups")
 ROOT = "/sys/fs/cgroup"
 CFS_PERIOD_US = 100_000
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer")
+LOCK_CONTROLLER = "memory"  # v1: the hierarchy whose agent directory carries the agent's flock
+CLAIM_SECONDS = 10.0  # how long a start waits for an agent directory another process holds
+
+
+class CgroupInUse(Exception):
+    """Another live agent process holds this agent's cgroup directory (same name, same work dir)."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,33 @@ class CgroupV1:
                     pass
 
 
+def _claim(path: str) -> int:
+    """Creates the agent's directory and flocks it: the mark of a live agent that
+    ``sweep_siblings`` honours. A sweeper may remove the directory between ``makedirs`` and
+    the lock; the lock then sits on a removed directory and the claim starts over."""
+    deadline = time.monotonic() + CLAIM_SECONDS
+    while True:
+        os.makedirs(path, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if time.monotonic() > deadline:
+                raise CgroupInUse(f"another live agent process holds the cgroup {path}: one agent per work dir "
+                                  "and hostname; stop the other one or use another --work-dir") from None
+            time.sleep(0.05)  # a sweeper holds it for a moment; an agent exiting, a little longer
+            continue
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # swept away under us: claim the new one
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -269,9 +304,21 @@ def _kill(pid: int) -> None:
 class Cgroups:
     """Creates task cgroups under ``tepui/<agent>`` in whichever hierarchy this host offers."""
 
-    def __init__(self, version: int, base: dict[str, str] | str) -> None:
+    def __init__(self, version: int, base: dict[str, str] | str, lock: int | None = None) -> None:
         self.version = version
         self.base = base
+        self._lock = lock  # an open fd on the agent's own directory, flocked while the agent lives
+
+    def _lock_dir(self) -> str:
+        return self.base if isinstance(self.base, str) else self.base[LOCK_CONTROLLER]
+
+    def _own_dirs(self) -> list[str]:
+        """Every hierarchy's agent directory, the one carrying the lock last: removed last, so a
+        directory half removed is still found by the next sweep."""
+        if isinstance(self.base, str):
+            return [self.base]
+        lock_dir = self._lock_dir()
+        return [p for p in dict.fromkeys(self.base.values()) if p != lock_dir] + [lock_dir]
 
     @staticmethod
     def usable(root: str = ROOT) -> bool:
@@ -298,12 +345,12 @@ class Cgroups:
                     _write(os.path.join(root, "cgroup.subtree_control"), "+cpu +memory +pids")
                     _write(os.path.join(base, "cgroup.subtree_control"), "+cpu +memory +pids")
                     path = os.path.join(base, agent)
-                    os.makedirs(path, exist_ok=True)
+                    lock = _claim(path)
                     _write(os.path.join(path, "cgroup.subtree_control"), "+cpu +memory +pids")
                 except OSError as exc:
                     log.warning("event=cgroup_v2_unusable error=%r", str(exc))
                     return None
-                return cls(2, path)
+                return cls(2, path, lock)
         paths = {}
         for controller in V1_CONTROLLERS:
             hierarchy = os.path.join(root, controller)
@@ -312,24 +359,78 @@ class Cgroups:
         if not {"cpu", "memory", "pids"} <= set(paths):
             return None
         try:
-            for path in dict.fromkeys(paths.values()):
-                os.makedirs(path, exist_ok=True)
+            lock = _claim(paths[LOCK_CONTROLLER])  # first: a sweeper only looks where the lock lives
         except OSError as exc:
             log.warning("event=cgroup_v1_unusable error=%r", str(exc))
             return None
-        return cls(1, paths)
+        try:
+            for path in dict.fromkeys(paths.values()):
+                os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            os.close(lock)
+            log.warning("event=cgroup_v1_unusable error=%r", str(exc))
+            return None
+        return cls(1, paths, lock)
 
     def describe(self) -> str:
         return f"cgroup v{self.version}"
 
     def release(self) -> None:
-        """Removes the agent's own directories once its tasks' cgroups are gone."""
-        paths = [self.base] if isinstance(self.base, str) else list(dict.fromkeys(self.base.values()))
-        for path in paths:
+        """The agent is stopping: removes its own directories if no task cgroup is left in them
+        (the kernel refuses to remove a cgroup with children or members, EBUSY: tasks left
+        running for the next agent keep theirs), then lets go of its lock."""
+        for path in self._own_dirs():
             try:
                 os.rmdir(path)
             except OSError:
                 pass  # tasks remain (or it is gone already)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def sweep_siblings(self) -> int:
+        """Removes the directories other agents on this host left behind, as long as the
+        kernel and their lock allow: a sibling whose flock is free has no agent process (a live
+        one holds it from ``detect`` until it exits), and ``rmdir`` removes only a cgroup with
+        no member and no child. A sibling with task cgroups is left whole, even when they are
+        empty: its agent, started again on its work dir, adopts them (and reads an OOM kill
+        from them) or removes them itself. Returns how many were removed."""
+        own = self._lock_dir()
+        parent = os.path.dirname(own)
+        bases = [os.path.dirname(p) for p in self._own_dirs()]
+        try:
+            names = sorted(os.listdir(parent))
+        except OSError:
+            return 0
+        removed = 0
+        for name in names:
+            path = os.path.join(parent, name)
+            if path == own or not os.path.isdir(path):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue  # gone meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live agent's
+            try:
+                gone = True
+                for base in bases:  # the lock's own hierarchy last, as in _own_dirs
+                    try:
+                        os.rmdir(os.path.join(base, name))
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        gone = False  # task cgroups (or members) in it: kept
+                        break
+                if gone:
+                    removed += 1
+            finally:
+                os.close(fd)
+        return removed
 
     def create(self, framework_id: str, task_id: str, limits: Limits,
                envelope: tuple[str, Limits] | None = None) -> TaskCgroup:

@@ -58,7 +58,7 @@ def run_agent(
     curve = agent_curve(keys_dir, insecure)
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
-    from tepui.agent.cgroups import Cgroups
+    from tepui.agent.cgroups import CgroupInUse, Cgroups
     from tepui.agent.checkpoint import CheckpointError, CheckpointStore, Recovered
     from tepui.agent.recovery import reconfiguration_problem
     from tepui.agent.docker_containerizer import DockerContainerizer
@@ -74,7 +74,15 @@ def run_agent(
     cgroups = None
     if isolation != "none":
         agent_name = f"{name}-{hashlib.sha1(os.path.abspath(work_dir).encode()).hexdigest()[:8]}"
-        cgroups = Cgroups.detect(agent_name)
+        try:
+            cgroups = Cgroups.detect(agent_name)
+        except CgroupInUse as exc:
+            raise SystemExit(str(exc)) from None
+        if cgroups is not None:
+            swept = cgroups.sweep_siblings()
+            if swept:
+                log.info("event=stale_agent_cgroups_removed count=%d reason=\"empty, left by agents no longer "
+                         "running\"", swept)
         if cgroups is None:
             if isolation == "cgroups":
                 raise SystemExit("--isolation cgroups: no usable cgroup hierarchy here (the agent must run as root "

@@ -145,6 +145,8 @@ class AgentShell:
         self.endpoint.close()
         if self.executor_socket is not None:
             self.executor_socket.close()
+        if self.launcher.cgroups is not None:
+            self.launcher.cgroups.release()  # removed only if no task's cgroup is left in it
         running = len(self.core.tasks)
         log.info("event=agent_exiting tasks_left_running=%d hint=\"start the agent again on %s to take them back; "
                  "send SIGUSR1 instead of SIGTERM to stop them with the agent\"", running, self.core.config.work_dir)
