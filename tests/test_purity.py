@@ -1,0 +1,67 @@
+"""The pure cores load no I/O (issue 16, "purity enforced"): each module below is imported in a
+fresh interpreter, which must not have loaded Twisted, ZeroMQ, sqlite3, sockets or
+subprocesses. Purity was a convention: ``tepui.sdk/__init__`` imported the driver, the store and
+the keys, so ``import tepui.offers.allocator`` loaded all five (now lazy, PEP 562).
+
+A module that needs one of these is a shell: put it with the shells (and out of this list), or
+move the I/O out of it. Shells are listed in docs/architecture.md beside the pure modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+FORBIDDEN = ("twisted", "zmq", "sqlite3", "socket", "subprocess")
+
+PURE = [
+    # the wire kernel every core uses
+    "tepui.sdk.protocol.values", "tepui.sdk.protocol.scheduler", "tepui.sdk.protocol.agent",
+    "tepui.sdk.protocol.executor", "tepui.sdk.protocol.envelope", "tepui.sdk.codec", "tepui.sdk.batch",
+    "tepui.sdk.effects", "tepui.sdk.resources",
+    # the allocator
+    "tepui.offers.allocator", "tepui.offers.sorter", "tepui.offers.quota", "tepui.offers.explain",
+    "tepui.offers.roles",
+    # the master's core and its parts
+    "tepui.master.core", "tepui.master.offer_cycle", "tepui.master.durable", "tepui.master.partitions",
+    "tepui.master.task_audit", "tepui.master.pending_acks", "tepui.master.admission", "tepui.master.identity",
+    "tepui.master.acls", "tepui.master.rate_limits", "tepui.master.refusals", "tepui.master.accept_salvage",
+    "tepui.master.framework_checks", "tepui.master.peer_checks", "tepui.master.task_checks",
+    "tepui.master.validation", "tepui.master.reservations", "tepui.master.volumes", "tepui.master.records",
+    "tepui.master.registry", "tepui.master.state_view", "tepui.master.events",
+    # the agent's core and its parts
+    "tepui.agent.core", "tepui.agent.status_updates", "tepui.agent.executors", "tepui.agent.groups",
+    "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
+    "tepui.agent.fetch_rules", "tepui.agent.events",
+    # the simulator's core, the services framework's core
+    "tepui.sim.core", "tepui.sim.events",
+    "tepui.frameworks.services.core", "tepui.frameworks.services.deployment", "tepui.frameworks.services.tasks",
+    "tepui.frameworks.services.spec", "tepui.frameworks.services.constraints", "tepui.frameworks.services.effects",
+    "tepui.frameworks.services.state", "tepui.frameworks.services.views", "tepui.frameworks.services.why",
+]
+
+PROBE = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+print(" ".join(name for name in sys.argv[2:] if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_a_pure_module_loads_no_io(module: str) -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE, module, *FORBIDDEN], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert loaded == [], f"importing {module} loaded {', '.join(loaded)}: find who imports it with " \
+                         f"`python -X importtime -c 'import {module}' 2>&1 | grep -E '{'|'.join(loaded)}'`"
+
+
+def test_the_public_sdk_still_offers_every_name_it_lists() -> None:
+    import tepui.sdk as sdk
+
+    for name in sdk.__all__:
+        assert getattr(sdk, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        getattr(sdk, "Nope")
