@@ -20,8 +20,9 @@ from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import AgentInfo, ReconcileTask, TaskState
 from tepui.sdk.resources import Resources
 
-from .test_core import AGENT, FW, AGENT_RES, launched, offer_cycle, register_agent, sends, subscribe, task
+from .test_core import AGENT, FW, AGENT_RES, launched, register_agent, sends, subscribe, task
 from .test_registry import as_store, persists
+from .test_task_audit import unreachable_with_t1
 
 RESERVED = Resources.parse("cpus:3;mem:4096") + Resources.from_wire(Resources.parse("cpus(db):1").to_wire())
 
@@ -178,12 +179,7 @@ def test_2_a_task_the_reregistering_agent_did_not_report_is_reconciled_with_it_n
 
 
 def test_2_tasks_of_a_returning_unreachable_agent_it_does_not_report_are_reconciled_and_freed() -> None:
-    core = core_with(offer_timeout=None)
-    register_agent(core)
-    subscribe(core, capabilities=["PARTITION_AWARE"])
-    offer = offer_cycle(core, 1.0)[0].offers[0]
-    core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
-    core.handle(TimerFired(PING), 11.5)
+    core = unreachable_with_t1()
     assert core.frameworks["m-F0001"].tasks["t1"].state == TaskState.UNREACHABLE
     info = AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(), id="m-S0001")
     effects = core.handle(Received(AGENT, am.ReregisterAgent(info, "v")), 20.0)
