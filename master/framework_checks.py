@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 
+from tepui.master.refusals import shown
 from tepui.master.validation import roles_problem, validate_id
 from tepui.sdk.effects import CONTROL
 from tepui.sdk.protocol.values import FrameworkInfo
@@ -44,20 +45,15 @@ INFO = "$.body.framework_info"
 _CAPABILITY = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
 
 
-def _shown(value: str) -> str:
-    """A client value quoted in an error: short, whatever its length."""
-    return repr(value[:40] + "...") if len(value) > 40 else repr(value)
-
-
 def text_problem(field: str, value: str, limit: int, *, spaces: bool = True) -> str | None:
     """``value`` at most ``limit`` characters, without control characters (nor whitespace
     unless ``spaces``)."""
     if len(value) > limit:
         return f"{field} is {len(value)} characters long; the limit is {limit}"
     if CONTROL.search(value):
-        return f"{field} {_shown(value)} must not contain control characters"
+        return f"{field} {shown(value)} must not contain control characters"
     if not spaces and any(c.isspace() for c in value):
-        return f"{field} {_shown(value)} must not contain whitespace"
+        return f"{field} {shown(value)} must not contain whitespace"
     return None
 
 
@@ -134,7 +130,7 @@ def _roles_problem(roles: list[str], suppressed_roles: list[str]) -> Problem | N
     for i, role in enumerate(suppressed_roles):
         if role not in roles:
             return (f"$.body.suppressed_roles[{i}]",
-                    f"suppressed role {_shown(role)} is not one of framework_info.roles; "
+                    f"suppressed role {shown(role)} is not one of framework_info.roles; "
                     "suppress only roles the framework subscribes in")
     return None
 
@@ -146,7 +142,7 @@ def _capabilities_problem(capabilities: list[str]) -> Problem | None:
     for i, capability in enumerate(capabilities):
         if not _CAPABILITY.match(capability):
             return (f"{INFO}.capabilities[{i}]",
-                    f"capability {_shown(capability)} must be 1 to 64 letters, digits or '_' "
+                    f"capability {shown(capability)} must be 1 to 64 letters, digits or '_' "
                     "(the Mesos names, e.g. PARTITION_AWARE)")
     return None
 
@@ -157,7 +153,7 @@ def _labels_problem(labels: dict[str, str]) -> Problem | None:
     for key, value in labels.items():
         message = (("a framework_info.labels key must not be empty" if not key else None)
                    or text_problem("a framework_info.labels key", key, MAX_LABEL_KEY)
-                   or text_problem(f"framework_info.labels[{_shown(key)}]", value, MAX_LABEL_VALUE))
+                   or text_problem(f"framework_info.labels[{shown(key)}]", value, MAX_LABEL_VALUE))
         if message:
             return f"{INFO}.labels", message
     return None
