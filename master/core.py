@@ -529,9 +529,10 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             # copy is recorded here (master/pending_acks.py).
             self.counters["acknowledgements_refused"] += 1
             out.append(Send(peer, sm.Error(
-                f"ACKNOWLEDGE of no pending update: task {msg.task_id!r} on agent {agent.agent_id} has no update "
-                f"with uuid {msg.uuid.hex()} waiting for an acknowledgement (never sent, or an earlier update of "
-                "the task); nothing to do — after a master failover the agent sends its update again: acknowledge that copy",
+                f"ACKNOWLEDGE of no pending update: task {shown(msg.task_id)} on agent {agent.agent_id} has no "
+                f"update with uuid {msg.uuid[:32].hex()}{'...' if len(msg.uuid) > 32 else ''} waiting for an "
+                "acknowledgement (never sent, or an earlier update of the task); nothing to do — after a master "
+                "failover the agent sends its update again: acknowledge that copy",
                 field="$.body.uuid")))
         elif agent is not None:
             out.append(Send(peer, sm.Error("ACKNOWLEDGE names no status update: its uuid is empty; copy the "
@@ -545,7 +546,8 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
     def _on_Kill(self, peer: bytes, msg: sm.Kill, now: float, out: list[Effect]) -> None:
         problem = grace_problem("", msg.kill_policy)
         if problem:
-            out.append(Send(peer, sm.Error(f"KILL refused: {problem}", field="$.body.kill_policy.grace_period_seconds")))
+            out.append(Send(peer, sm.Error(f"KILL refused: {problem}",
+                                           field="$.body.kill_policy.grace_period_seconds")))
             return
         framework = self._framework_for(peer, msg.framework_id, out)
         if framework is None:
