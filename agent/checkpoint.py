@@ -9,7 +9,7 @@ file costs one task, not the agent)::
     tasks/<run>/pid                 written by the task's supervisor (``processes.py``) at start
     tasks/<run>/exit                written by the supervisor when the task ends: its status
 
-``<run>`` is :func:`tepui.agent.cgroups.task_dir_name` of (framework id, task id): readable,
+``<run>`` is :func:`tepui.agent.containerizers.cgroups.task_dir_name` of (framework id, task id): readable,
 bounded, and safe whatever the ids contain.
 
 Writes are atomic (a complete temp file, then a rename) and happen before the agent acts on
@@ -45,7 +45,7 @@ from typing import Any
 
 import msgspec
 
-from tepui.agent.cgroups import task_dir_name
+from tepui.agent.containerizers.cgroups import task_dir_name
 from tepui.agent.executors import EXECUTOR_PREFIX
 from tepui.sdk.protocol.values import ExecutorInfo, FrameworkInfo, Resource, TaskInfo, TaskState, TaskStatus
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol, threads
 
-from tepui.agent.processes import BASE_PATH, SETPRIV, TaskUser
+from tepui.agent.containerizers.processes import BASE_PATH, SETPRIV, TaskUser
 from tepui.sdk.protocol.values import HealthCheck
 
 Result = tuple[bool, str]

@@ -58,12 +58,12 @@ def run_agent(
     curve = agent_curve(keys_dir, insecure)
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
-    from tepui.agent.cgroups import CgroupInUse, Cgroups
+    from tepui.agent.containerizers.cgroups import CgroupInUse, Cgroups
     from tepui.agent.checkpoint import CheckpointError, CheckpointStore, Recovered
     from tepui.agent.recovery import reconfiguration_problem
-    from tepui.agent.docker_containerizer import DockerContainerizer
-    from tepui.agent.fetcher import Fetcher
-    from tepui.agent.processes import resolve_user
+    from tepui.agent.containerizers.docker_containerizer import DockerContainerizer
+    from tepui.agent.fetching.fetcher import Fetcher
+    from tepui.agent.containerizers.processes import resolve_user
     from tepui.agent.files_http import build_root
     from tepui.agent.sandbox_gc import SandboxGC
     from tepui.agent.shell import AgentShell

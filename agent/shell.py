@@ -35,13 +35,13 @@ from tepui.agent.events import (
     TaskLaunchFailed,
     TaskSpawned,
 )
-from tepui.agent.cgroups import Cgroups, Limits
+from tepui.agent.containerizers.cgroups import Cgroups, Limits
 from tepui.agent.checkpoint import Checkpoint, CheckpointStore, Recovered
 from tepui.agent.executors import EXECUTOR_PREFIX
 from tepui.agent.recovery import AdoptContainer, AdoptProcess
-from tepui.agent.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError
-from tepui.agent.fetcher import Fetcher
-from tepui.agent.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user
+from tepui.agent.containerizers.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError
+from tepui.agent.fetching.fetcher import Fetcher
+from tepui.agent.containerizers.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.envelope import AgentExecutorInbound, AgentInbound

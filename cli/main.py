@@ -39,7 +39,7 @@ def _removal_rate(ctx: click.Context, param: click.Parameter, value: str) -> Any
 
 
 def _proxy_allow(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
-    from tepui.master.relay_guard import parse_allow
+    from tepui.master.http.relay_guard import parse_allow
 
     try:
         return tuple(parse_allow(entry) for entry in value)
@@ -135,7 +135,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
            agent_ca: str | None, proxy_allow: Any, log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
-    from tepui.master.rate_limits import parse_rate_limit
+    from tepui.master.admission.rate_limits import parse_rate_limit
 
     try:
         rate_limit = parse_rate_limit(framework_rate_limit, framework_rate_burst)

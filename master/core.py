@@ -22,22 +22,22 @@ from typing import Any, Callable
 
 import msgspec
 
-from tepui.master.acls import PERMISSIVE, Acls
-from tepui.master.admission import Admission, ReplaceAcls
+from tepui.master.admission.acls import PERMISSIVE, Acls
+from tepui.master.admission.gatekeeper import Admission, ReplaceAcls
 from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
-from tepui.master import identity
+from tepui.master.admission import identity
 from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
-from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
+from tepui.master.admission.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 from tepui.master.refusals import agent_missing, correlate, executor_agent, shown
 from tepui.master.pending_acks import PendingAcks
 from tepui.master.task_audit import TaskAudits
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord, kept_status
 from tepui.master.registry import AGENTS, FRAMEWORKS, Persist, agent_entry, framework_entry
-from tepui.master.peer_checks import agent_refused
-from tepui.master.framework_checks import claimed_id_problem, framework_info_problem
-from tepui.master.validation import demand_of, demand_problem, grace_problem, task_resources
+from tepui.master.admission.peer_checks import agent_refused
+from tepui.master.admission.framework_checks import claimed_id_problem, framework_info_problem
+from tepui.master.admission.validation import demand_of, demand_problem, grace_problem, task_resources
 from tepui.offers.allocator import Allocator
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -85,14 +85,14 @@ class MasterConfig:
     recovery_agent_removal_limit: float = 100.0  # percent missing after a failover before exiting (Mesos)
     max_gone_agents: int = 10000  # gone agents the registry remembers (oldest forgotten first)
     allow_host_volumes: bool = False  # container volumes with host paths outside the sandbox (issue 6)
-    acls: Acls = PERMISSIVE  # --acls FILE; see master/acls.py and docs/security.md
+    acls: Acls = PERMISSIVE  # --acls FILE; see master/admission/acls.py and docs/security.md
     framework_rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT  # per principal; None: unlimited
     # Seeds the allocator's shuffle of the agents of every cycle (Mesos shuffles them): the same
     # seed and the same events give the same offers (tests on a fake clock, simulations).
     allocation_seed: int = 0
     # The registry is kept on disk (--work-dir): every framework a previous master admitted and
     # did not remove is recovered, so a SUBSCRIBE with an unknown id is refused (see
-    # master/framework_checks.py, claimed_id_problem).
+    # master/admission/framework_checks.py, claimed_id_problem).
     durable_registry: bool = False
 
 
@@ -164,7 +164,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             self, "_on_" + type(event.body).__name__, None
         )
         self.counters["messages_" + type(event.body).__name__] += 1
-        checked = identity.checked(self, event, out)  # identity from the key (master/identity.py)
+        checked = identity.checked(self, event, out)  # identity from the key (master/admission/identity.py)
         if checked is None:
             return
         event = checked

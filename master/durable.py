@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tepui.master.events import OperatorError, UpdateQuota, UpdateWeights
 from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
 from tepui.master.registry import Recovered, agent_entry, quota_entry, weight_entry
-from tepui.master.validation import roles_problem
+from tepui.master.admission.validation import roles_problem
 from tepui.offers.allocator import Allocator
 from tepui.offers.roles import Quota
 from tepui.sdk.effects import Log, ScheduleTimer

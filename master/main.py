@@ -10,13 +10,13 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tepui.master.acls import PERMISSIVE, AclError, Acls, load_acls
-from tepui.master.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
+from tepui.master.admission.acls import PERMISSIVE, AclError, Acls, load_acls
+from tepui.master.admission.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 
 if TYPE_CHECKING:
-    from tepui.master.relay_guard import AllowRule
+    from tepui.master.http.relay_guard import AllowRule
     from tepui.sdk.curve import CurveServer
     from tepui.sdk.store import Store
     from tepui.master.partitions import RemovalRate
@@ -60,9 +60,9 @@ def run_master(
     acls = _initial_acls(acls_path)
     reactor = install_reactor()
     from tepui.master.core import MasterConfig, MasterCore
-    from tepui.master.http import HttpCollector
+    from tepui.master.http.api import HttpCollector
     from tepui.master.shell import MasterShell
-    from tepui.master.relay_guard import RelayPolicy
+    from tepui.master.http.relay_guard import RelayPolicy
     from tepui.sdk.http_security import client_tls, listen, policy_from_flags
 
     host = hostname or socket.gethostname()
@@ -182,7 +182,7 @@ def _initial_acls(path: str | None) -> Acls:
 def _serve_admission(reactor: Any, shell: Any, acls_path: str | None, limit: RateLimit | None) -> None:
     """Per-principal /metrics, and the ACL file read again on SIGHUP (a bad file keeps the old
     rules and says why)."""
-    from tepui.master.admission import AdmissionCollector, ReplaceAcls
+    from tepui.master.admission.gatekeeper import AdmissionCollector, ReplaceAcls
 
     shell.registry.register(AdmissionCollector(shell.core))
     log.info("event=framework_rate_limit limit=%s", limit or "unlimited")

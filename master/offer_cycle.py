@@ -22,7 +22,7 @@ from tepui.master.refusals import shown
 from tepui.master.registry import agent_entry
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
-from tepui.master.validation import EitherOf, demand_of, demand_problem, task_resources, validate_task
+from tepui.master.admission.validation import EitherOf, demand_of, demand_problem, task_resources, validate_task
 from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
 from tepui.offers.roles import DEFAULT_ROLE
@@ -53,7 +53,7 @@ class OfferCycle:
         def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None: ...
         def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
                        reason: TaskReason, message: str, now: float) -> Effect: ...
-        # provided by master/admission.py
+        # provided by master/admission/gatekeeper.py
         def _task_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, task: Any,
                                executor: Any = None) -> str | None: ...
         def _refuse_task(self, framework: FrameworkRecord, problem: str, out: list[Effect]) -> None: ...

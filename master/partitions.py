@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tepui.master.events import Abort, Received, Send
 from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord, UnreachableAgent
-from tepui.master.validation import task_resources
+from tepui.master.admission.validation import task_resources
 from tepui.sdk.resources import EMPTY
 from tepui.master.task_audit import TaskAudits
 from tepui.master.registry import AGENTS, Persist, agent_info_of, gone_entry, unreachable_entry

@@ -14,12 +14,12 @@ from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, MasterCore
 from tepui.master.epoch import CHECK_SECONDS, Superseded, check_epoch
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
 from tepui.master.events import Credential, Abort, OperatorError, PeerUnreachable, Received, Send
-from tepui.master.files_proxy import Located, TasksEndpoint
-from tepui.master.framework_proxy import FrameworksEndpoint, framework_apis
-from tepui.master.http import CoreCollector, JsonEndpoint, build_site_root
-from tepui.master.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
-from tepui.master.relay_guard import RelayPolicy
-from tepui.master.state_view import agent_url, find_tasks, render_state, render_state_summary
+from tepui.master.http.files_proxy import Located, TasksEndpoint
+from tepui.master.http.framework_proxy import FrameworksEndpoint, framework_apis
+from tepui.master.http.api import CoreCollector, JsonEndpoint, build_site_root
+from tepui.master.http.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
+from tepui.master.http.relay_guard import RelayPolicy
+from tepui.master.http.state_view import agent_url, find_tasks, render_state, render_state_summary
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.http_security import GuardedSite, HttpPolicy

@@ -25,15 +25,15 @@ PURE = [
     "tepui.offers.roles",
     # the master's core and its parts
     "tepui.master.core", "tepui.master.offer_cycle", "tepui.master.durable", "tepui.master.partitions",
-    "tepui.master.task_audit", "tepui.master.pending_acks", "tepui.master.admission", "tepui.master.identity",
-    "tepui.master.acls", "tepui.master.rate_limits", "tepui.master.refusals", "tepui.master.accept_salvage",
-    "tepui.master.framework_checks", "tepui.master.peer_checks", "tepui.master.task_checks",
-    "tepui.master.validation", "tepui.master.reservations", "tepui.master.volumes", "tepui.master.records",
-    "tepui.master.registry", "tepui.master.state_view", "tepui.master.events",
+    "tepui.master.task_audit", "tepui.master.pending_acks", "tepui.master.admission.gatekeeper", "tepui.master.admission.identity",
+    "tepui.master.admission.acls", "tepui.master.admission.rate_limits", "tepui.master.refusals", "tepui.master.accept_salvage",
+    "tepui.master.admission.framework_checks", "tepui.master.admission.peer_checks", "tepui.master.admission.task_checks",
+    "tepui.master.admission.validation", "tepui.master.reservations", "tepui.master.volumes", "tepui.master.records",
+    "tepui.master.registry", "tepui.master.http.state_view", "tepui.master.events",
     # the agent's core and its parts
     "tepui.agent.core", "tepui.agent.status_updates", "tepui.agent.executors", "tepui.agent.groups",
     "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
-    "tepui.agent.fetch_rules", "tepui.agent.events",
+    "tepui.agent.fetching.fetch_rules", "tepui.agent.events",
     # the simulator's core, the services framework's core
     "tepui.sim.core", "tepui.sim.events",
     "tepui.frameworks.services.core", "tepui.frameworks.services.deployment", "tepui.frameworks.services.tasks",

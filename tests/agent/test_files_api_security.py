@@ -27,8 +27,8 @@ from tepui.agent.files_http import build_root, files_policy, files_site
 from tepui.agent.main import listen_http
 from tepui.master.core import MasterConfig, MasterCore
 from tepui.master.events import Received
-from tepui.master.files_proxy import Located, TasksEndpoint
-from tepui.master.state_view import agent_url
+from tepui.master.http.files_proxy import Located, TasksEndpoint
+from tepui.master.http.state_view import agent_url
 from tepui.sdk.http_security import client_tls, relay_token, tls_context
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo

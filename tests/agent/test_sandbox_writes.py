@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tepui.agent.processes import open_output
+from tepui.agent.containerizers.processes import open_output
 from tepui.agent.shell import _link_in_sandbox
 
 

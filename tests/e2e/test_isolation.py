@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tepui.agent.cgroups import Cgroups
+from tepui.agent.containerizers.cgroups import Cgroups
 
 from .conftest import Cluster, child_env, processes_under, stop_process, tepui_cmd
 

@@ -1,0 +1,182 @@
+"""The master's proxy to its agents' sandbox files API: ``GET /tasks/<task_id>/files/read`` and
+``GET /tasks/<task_id>/files/browse`` (query as the agent's, ``framework_id`` optional).
+
+The master is the one address users know (DESIGN §3), so ``tepui logs TASK`` asks it: it finds
+the task (active or completed, in any framework), then the agent that ran it, and relays that
+agent's ``/files/read`` or ``/files/browse`` answer — status code and JSON body unchanged, so a
+path the agent refuses (``..``, a symlink out of the sandbox) is refused here with the agent's
+own words. Without blocking: ``twisted.web.client.Agent`` on the reactor passed in.
+
+Errors of its own are JSON ``{"error", "reason"}``: 404 ``UNKNOWN_TASK``; 409 ``AMBIGUOUS_TASK``
+with the ``candidates`` when the id exists in several frameworks (add ``framework_id``); 502
+``AGENT_GONE`` (the agent is no longer registered), ``AGENT_NO_FILES_API`` (it registered
+without an HTTP port) or ``AGENT_UNREACHABLE`` (it did not answer in time).
+
+Answers carry ``X-Tepui-Framework-Id``, ``X-Tepui-Agent-Id`` and ``X-Tepui-Task-State`` headers
+(the task as the master saw it when the request came), so a client knows which task it read.
+
+Authentication: whoever may read through the master (the master's own ``--http-read-auth``
+decides) may read the sandbox; the master calls the agent never with the client's header and
+never with the cluster token (``token``, from its ``--http-token-file``), but with that agent's
+read relay token derived from it (``agent_relay_headers``; issue 15: the address is whatever the
+agent registered, so anyone holding an agent key could register an address of their own, read a
+task's file through the master — open by default — and receive the cluster token). The token a
+hostile agent receives opens its own files API and nothing else: no other agent, no framework, not
+the master, and no write. Agents (whose files API needs the cluster token or their own relay token
+by default) serve only the master and token holders. An agent that registered with ``http_tls``
+is called over ``https://`` (``state_view.agent_url``), its certificate verified against the
+master's ``--agent-ca`` (``tls``; else the system's trust store) and its address: the token never
+travels in clear text to an agent that offers TLS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from twisted.internet import defer
+from twisted.web import resource, server
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
+from twisted.web.http_headers import Headers
+
+from tepui.master.http.api import json_response
+from tepui.sdk.http_security import agent_relay_headers
+
+log = logging.getLogger("tepui.master.files")
+
+ACTIONS = {"read": ("path", "offset", "length"), "browse": ("path",)}
+CONNECT_TIMEOUT = 5.0
+ANSWER_TIMEOUT = 15.0
+
+
+class Located:
+    """One task and where its sandbox is: what ``locate`` returns per matching framework."""
+
+    def __init__(self, framework_id: str, task_id: str, state: str, agent_id: str, hostname: str | None,
+                 url: str | None) -> None:
+        self.framework_id, self.task_id, self.state = framework_id, task_id, state
+        self.agent_id, self.hostname, self.url = agent_id, hostname, url
+
+    def candidate(self) -> dict[str, Any]:
+        return {"framework_id": self.framework_id, "agent_id": self.agent_id, "hostname": self.hostname,
+                "state": self.state}
+
+
+Locate = Callable[[str, "str | None"], list[Located]]
+
+
+def _error(request: Any, code: int, reason: str, message: str, **extra: Any) -> bytes:
+    return json_response(request, code, {"error": message, "reason": reason, **extra})
+
+
+def _args(request: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, values in (request.args or {}).items():
+        out.setdefault(key.decode(errors="replace"), values[0].decode(errors="replace"))
+    return out
+
+
+class TasksEndpoint(resource.Resource):
+    """``/tasks/<task_id>/files/<read|browse>``."""
+
+    def __init__(self, reactor: Any, locate: Locate, http: Any = None, token: str | None = None,
+                 tls: Any = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.locate = locate
+        self.http = http or Agent(reactor, tls or BrowserLikePolicyForHTTPS(), connectTimeout=CONNECT_TIMEOUT)
+        self.token = token
+
+    def getChild(self, path: bytes, request: Any) -> resource.Resource:
+        return _TaskFiles(self, path.decode(errors="replace"))
+
+    def render_GET(self, request: Any) -> bytes:
+        return _error(request, 404, "NO_SUCH_ENDPOINT",
+                      "give a task id: /tasks/<task_id>/files/read?path=stdout or /tasks/<task_id>/files/browse")
+
+
+class _TaskFiles(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, parent: TasksEndpoint, task_id: str) -> None:
+        super().__init__()
+        self.parent, self.task_id = parent, task_id
+
+    def render_GET(self, request: Any) -> Any:
+        rest = [p.decode(errors="replace") for p in request.postpath]
+        if len(rest) != 2 or rest[0] != "files" or rest[1] not in ACTIONS or not self.task_id:
+            return _error(request, 404, "NO_SUCH_ENDPOINT", f"no such endpoint {request.path.decode(errors='replace')!r}",
+                          endpoints=["/tasks/<task_id>/files/read", "/tasks/<task_id>/files/browse"])
+        action = rest[1]
+        args = _args(request)
+        framework_id = args.get("framework_id") or None
+        matches = self.parent.locate(self.task_id, framework_id)
+        if not matches:
+            scope = f" in framework {framework_id!r}" if framework_id else ""
+            return _error(request, 404, "UNKNOWN_TASK",
+                          f"no task {self.task_id!r}{scope} is known to the master (active or recently completed)")
+        if len(matches) > 1:
+            return _error(request, 409, "AMBIGUOUS_TASK",
+                          f"task id {self.task_id!r} exists in {len(matches)} frameworks; add framework_id=... "
+                          "to say which", candidates=[m.candidate() for m in matches])
+        task = matches[0]
+        request.setHeader(b"x-tepui-framework-id", task.framework_id.encode())
+        request.setHeader(b"x-tepui-agent-id", task.agent_id.encode())
+        request.setHeader(b"x-tepui-task-state", task.state.encode())
+        if task.hostname is None:
+            return _error(request, 502, "AGENT_GONE",
+                          f"task {self.task_id!r} ran on agent {task.agent_id}, which is no longer registered; "
+                          "its sandbox cannot be read through the master")
+        if task.url is None:
+            return _error(request, 502, "AGENT_NO_FILES_API",
+                          f"agent {task.agent_id} ({task.hostname}) registered without an HTTP port, so it serves "
+                          "no sandbox files")
+        query = {"framework_id": task.framework_id, "task_id": task.task_id}
+        query.update({k: args[k] for k in ACTIONS[action] if k in args})
+        url = f"{task.url}/files/{action}?{urlencode(query)}"
+        self._proxy(request, task, url)
+        return server.NOT_DONE_YET
+
+    def _proxy(self, request: Any, task: Located, url: str) -> None:
+        gone = {"yes": False}
+
+        def read_all(response: Any) -> defer.Deferred[tuple[Any, bytes]]:
+            return readBody(response).addCallback(lambda body: (response, body))
+
+        def relay(answer: tuple[Any, bytes]) -> None:
+            if gone["yes"]:
+                return
+            response, body = answer
+            request.setResponseCode(response.code)
+            content_type = response.headers.getRawHeaders(b"content-type", [b"application/json"])[0]
+            request.setHeader(b"content-type", content_type)
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(body)
+            request.finish()
+
+        def failed(failure: Any) -> None:
+            if gone["yes"]:
+                return
+            if failure.check(defer.TimeoutError):
+                reason = f"no answer within {ANSWER_TIMEOUT:g} s"
+            else:
+                reason = failure.getErrorMessage() or failure.type.__name__
+            log.warning("event=agent_files_unreachable agent_id=%s url=%s error=%r", task.agent_id, url, reason)
+            request.write(_error(request, 502, "AGENT_UNREACHABLE",
+                                 f"agent {task.agent_id} ({task.hostname}) at {task.url} did not answer: {reason}"))
+            request.finish()
+
+        headers = Headers({b"user-agent": [b"tepui-master"], **agent_relay_headers(self.parent.token, task.agent_id)})
+        d = self.parent.http.request(b"GET", url.encode(), headers)
+        d.addCallback(read_all)
+        d.addTimeout(ANSWER_TIMEOUT, self.parent.reactor)  # covers the body too: added after read_all
+        d.addCallbacks(relay, failed)
+        d.addErrback(lambda f: log.error("event=files_proxy_error error=%r", f.getErrorMessage()))
+
+        def client_gone(_: Any) -> None:
+            gone["yes"] = True
+            d.cancel()
+
+        request.notifyFinish().addErrback(client_gone)
