@@ -446,7 +446,7 @@ class Allocator:
             allocate_with_quota(self, agents, now, result)
         else:
             for agent in agents:
-                self._visit(agent, now, result)
+                self.offer_agent(agent, now, result)
         return result
 
     def visit_order(self, agents: list[AgentState]) -> list[AgentState]:
@@ -480,10 +480,13 @@ class Allocator:
                 return True
         return False
 
-    def _visit(self, agent: AgentState, now: float, result: list[Allocation], caps: Caps | None = None,
-               roles: list[str] | None = None, given: set[str] | None = None) -> None:
-        """Offers one agent's available resources, role by role in DRF order; ``given`` holds the
-        frameworks already offered this agent in this cycle (one offer each)."""
+    def offer_agent(self, agent: AgentState, now: float, result: list[Allocation], caps: Caps | None = None,
+                    roles: list[str] | None = None, given: set[str] | None = None) -> None:
+        """Offers one agent's available resources, role by role in DRF order, appending to
+        ``result``; ``given`` holds the frameworks already offered this agent in this cycle (one
+        offer each). Public for the quota stages (``quota.allocate_with_quota``), which visit the
+        agents twice: once for ``roles`` below their guarantee, once for all, each offer cut to
+        the stage's ``caps``."""
         if not agent.active or not self.allocatable(agent.available):
             return
         if given is None:
@@ -566,6 +569,11 @@ class Allocator:
             if demand.count > 0 and demand.role in (None, role) and fits_by_quantity(offered, demand.resources):
                 return True
         return False
+
+    def minimum_allocatable(self) -> list[tuple[str, int]]:
+        """The minimum allocatable size as (resource, thousandths): an offer needs one of them
+        (``explain`` quotes it when no agent has that much free)."""
+        return list(self._min)
 
     def allocatable(self, resources: Resources) -> bool:
         totals = resources.fixed_totals()

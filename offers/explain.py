@@ -64,7 +64,7 @@ def _explain_role(allocator: Allocator, framework_id: str, role: str, now: float
     candidates = [a for a in allocator.agents.values()
                   if a.active and allocator.allocatable(a.available.allocatable_to(role))]
     if not candidates:
-        minimum = " or ".join(f"{name} {amount / SCALE:g}" for name, amount in allocator._min)
+        minimum = " or ".join(f"{name} {amount / SCALE:g}" for name, amount in allocator.minimum_allocatable())
         return Explanation(role, "NO_RESOURCES", f"no agent has free resources for role {role!r} "
                            f"(at least {minimum}); all are offered or in use")
     until = {a.agent_id: allocator.filtered_until(framework, a.agent_id, role, a.available.allocatable_to(role), now)

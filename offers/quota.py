@@ -144,10 +144,10 @@ def allocate_with_quota(allocator: Allocator, agents: list[AgentState], now: flo
     if first.by_role:
         below = [role for role in allocator.roles.order() if role in first.by_role]
         for agent in agents:
-            allocator._visit(agent, now, result, first, roles=below, given=given[agent.agent_id])
+            allocator.offer_agent(agent, now, result, first, roles=below, given=given[agent.agent_id])
     second = Caps(2)
     second.refresh(allocator)
     if first.by_role:
         agents = allocator.visit_order(list(agents))
     for agent in agents:
-        allocator._visit(agent, now, result, second, given=given[agent.agent_id])
+        allocator.offer_agent(agent, now, result, second, given=given[agent.agent_id])

@@ -133,3 +133,8 @@ def test_inactive_framework_and_weights() -> None:
     assert allocator.allocate(0.0) == []
     with pytest.raises(ValueError, match="must be > 0"):
         allocator.set_weight("*", 0)
+
+
+def test_minimum_allocatable_is_reported_in_thousandths() -> None:
+    assert Allocator().minimum_allocatable() == [("cpus", 10), ("mem", 32_000)]
+    assert Allocator(min_allocatable={"gpus": 1}).minimum_allocatable() == [("gpus", 1_000)]

@@ -180,6 +180,7 @@ def test_explanations_in_the_order_an_operator_fixes_things() -> None:
     allocator.allocate(0.0)
     assert [e.reason for e in explain(allocator, "f", 0.0)] == ["OFFERED"]
     assert [e.reason for e in explain(allocator, "g", 0.0)] == ["NO_RESOURCES"]
+    assert "(at least cpus 0.01 or mem 32)" in explain(allocator, "g", 0.0)[0].message
     allocator.remove_framework("g")
     allocator.recover("a1", "f", "*", Resources.parse("cpus:1;mem:1024"), refuse_seconds=30, now=0.0)
     allocator.allocate(1.0)
