@@ -337,9 +337,12 @@ class ServicesCore:
 
     def end_deployment(self, deployment: DeploymentRecord, status: str, message: str, now: float,
                        out: list[Effect]) -> None:
+        self._mark_finished(deployment, status, message, now)
+        out.append(Publish("deployment_finished", deployment.view()))
+
+    def _mark_finished(self, deployment: DeploymentRecord, status: str, message: str, now: float) -> None:
         deployment.status, deployment.message, deployment.finished_at = status, message, now
         self.state.save_deployment(deployment)
-        out.append(Publish("deployment_finished", deployment.view()))
 
     def _deadline_passed(self, deployment: DeploymentRecord, now: float, out: list[Effect]) -> None:
         spec = self.state.current_spec(deployment.app) if deployment.app in self.state.apps else None
@@ -364,17 +367,23 @@ class ServicesCore:
         """Ends ``deployment`` and returns its app to ``from_version`` as a new rollback
         deployment (a failed deadline with ``auto_rollback``, a cancel). Its
         ``deployment_finished`` event names the rollback, as its stored record does; with
-        ``mention`` the message says where it rolled back to."""
+        ``mention`` the message says where it rolled back to.
+
+        The deployment is marked finished first (so the rollback does not supersede it), but
+        its ``deployment_finished`` can only be built once the rollback has an id: the
+        rollback's effects are gathered apart and follow it, in that order."""
         assert deployment.from_version is not None
-        self.end_deployment(deployment, status, message, now, out)
-        finished_at = len(out) - 1
+        self._mark_finished(deployment, status, message, now)
         target = self.state.spec(deployment.app, deployment.from_version)
-        rollback = self.start_deployment(target, "rollback", reason, now, out, rollback_of=deployment.from_version)
+        started: list[Effect] = []
+        rollback = self.start_deployment(target, "rollback", reason, now, started,
+                                         rollback_of=deployment.from_version)
         deployment.rollback = rollback.id
         if mention:
             deployment.message = f"{message}; rolled back to version {deployment.from_version} (deployment {rollback.id})"
         self.state.save_deployment(deployment)
-        out[finished_at] = Publish("deployment_finished", deployment.view())
+        out.append(Publish("deployment_finished", deployment.view()))
+        out.extend(started)
         return rollback
 
     def start_deployment(self, spec: AppSpec, kind: str, reason: str, now: float, out: list[Effect],
