@@ -23,9 +23,8 @@ from typing import Any, Callable
 import msgspec
 
 from tepui.master.admission.acls import PERMISSIVE, Acls
-from tepui.master.admission.gatekeeper import Admission, ReplaceAcls
+from tepui.master.admission.gatekeeper import Gatekeeper, LabelCounter, ReplaceAcls
 from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
-from tepui.master.admission import identity
 from tepui.master.durable import REREGISTER_WINDOW, DurableState
 from tepui.master.offer_cycle import OfferCycle
 from tepui.master.partitions import GONE_TIMER, REMOVAL_SLOT, Partitions, RemovalRate
@@ -96,7 +95,7 @@ class MasterConfig:
     durable_registry: bool = False
 
 
-class MasterCore(OfferCycle, DurableState, Partitions, Admission):
+class MasterCore(OfferCycle, DurableState, Partitions):
     def __init__(self, config: MasterConfig, allocator: Allocator | None = None) -> None:
         self.config = config
         self.allocator = allocator or Allocator(rng=random.Random(config.allocation_seed))
@@ -117,7 +116,8 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         self.audits = TaskAudits(self.counters)  # anti-entropy with each agent (master/task_audit.py)
         self.pending_acks = PendingAcks()  # the update each task waits to have acknowledged
         self._init_partitions()
-        self._init_admission()
+        self.gatekeeper = Gatekeeper(config.acls, config.framework_rate_limit, self.counters, self.peers,
+                                     self.frameworks)
         self.master_info = MasterInfo(
             id=config.master_id,
             address=config.address,
@@ -151,7 +151,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         elif isinstance(event, UpdateQuota):
             self._on_update_quota(event, out)
         elif isinstance(event, ReplaceAcls):
-            self._replace_acls(event, out)
+            self.gatekeeper.replace_acls(event, out)
         else:
             raise TypeError(f"unknown event {event!r}")
         if self._allocation_pending:
@@ -164,17 +164,25 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
             self, "_on_" + type(event.body).__name__, None
         )
         self.counters["messages_" + type(event.body).__name__] += 1
-        checked = identity.checked(self, event, out)  # identity from the key (master/admission/identity.py)
+        checked = self.gatekeeper.identity_checked(event, out)  # identity from the key (admission/identity.py)
         if checked is None:
             return
         event = checked
-        if self._from_an_older_incarnation(event, out) or self._rate_limited(event, now, out):
+        if self._from_an_older_incarnation(event, out) or self.gatekeeper.rate_limited(event, now, out):
             return
         if handler is None:  # pragma: no cover - every inbound type has a handler
             out.append(Log("warning", "unhandled_message", {"type": type(event.body).__name__}))
         else:
             handler(event.peer, event.body, now, out)
-            identity.bind(self, event)
+            self.gatekeeper.bind_identity(event)
+
+    @property
+    def rate_limited_by(self) -> LabelCounter:
+        return self.gatekeeper.rate_limited_by
+
+    @property
+    def unauthorized_by(self) -> LabelCounter:
+        return self.gatekeeper.unauthorized_by
 
     def _next_id(self, kind: str) -> str:
         self._seq[kind] += 1
@@ -336,7 +344,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if problem:
             out.append(Send(peer, sm.Error(f"SUBSCRIBE refused: {problem}")))
             return
-        if not self._may_register(peer, info, "SUBSCRIBE", out):
+        if not self.gatekeeper.may_register(peer, info, "SUBSCRIBE", out):
             return
         demand = demand_of(msg.demand)
         known = self.peers.get(peer)
@@ -388,7 +396,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
 
     def _on_Teardown(self, peer: bytes, msg: sm.Teardown, now: float, out: list[Effect]) -> None:
         framework = self._framework_for(peer, msg.framework_id, out)
-        if framework is not None and self._may_teardown(peer, framework.info.principal, framework, out):
+        if framework is not None and self.gatekeeper.may_teardown(peer, framework.info.principal, framework, out):
             self._remove_framework(framework, "teardown requested", now, out)
 
     def _remove_framework(self, framework: FrameworkRecord, why: str, now: float, out: list[Effect]) -> None:
@@ -447,7 +455,7 @@ class MasterCore(OfferCycle, DurableState, Partitions, Admission):
         if framework.info.principal and msg.framework_info.principal != framework.info.principal:
             out.append(Send(peer, sm.Error("UPDATE_FRAMEWORK may not change the principal")))
             return
-        if not self._may_register(peer, msg.framework_info, "UPDATE_FRAMEWORK", out):
+        if not self.gatekeeper.may_register(peer, msg.framework_info, "UPDATE_FRAMEWORK", out):
             return
         framework.info = msg.framework_info
         self.allocator.update_framework(framework.framework_id, framework.info.roles, msg.suppressed_roles)

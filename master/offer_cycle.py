@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tepui.master.admission.gatekeeper import Gatekeeper
 from tepui.master.accept_salvage import LeftOut, PartialAccept
 from tepui.master.events import Send
 from tepui.master.task_audit import TaskAudits
@@ -44,6 +45,7 @@ class OfferCycle:
     config: Any
     counters: Any
     audits: TaskAudits
+    gatekeeper: Gatekeeper
 
     if TYPE_CHECKING:  # provided by MasterCore
         def _next_id(self, kind: str) -> str: ...
@@ -53,14 +55,6 @@ class OfferCycle:
         def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None: ...
         def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
                        reason: TaskReason, message: str, now: float) -> Effect: ...
-        # provided by master/admission/gatekeeper.py
-        def _task_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, task: Any,
-                               executor: Any = None) -> str | None: ...
-        def _refuse_task(self, framework: FrameworkRecord, problem: str, out: list[Effect]) -> None: ...
-        def _group_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, tasks: list[Any],
-                                executor: Any, out: list[Effect]) -> str | None: ...
-        def _operation_unauthorized(self, operation: Any, framework: FrameworkRecord, role: str,
-                                    out: list[Effect]) -> str | None: ...
 
     def _allocate(self, now: float, out: list[Effect], incremental: bool = False) -> None:
         by_framework: dict[str, list[Offer]] = {}
@@ -241,9 +235,9 @@ class OfferCycle:
                     out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                                TaskReason.TASK_INVALID, problem, now))
                     continue
-                problem = self._task_unauthorized(framework, agent, task_info)
+                problem = self.gatekeeper.task_unauthorized(framework, agent, task_info)
                 if problem is not None:
-                    self._refuse_task(framework, problem, out)
+                    self.gatekeeper.refuse_task(framework, problem, out)
                     out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                                TaskReason.TASK_UNAUTHORIZED, problem, now))
                     continue
@@ -253,7 +247,7 @@ class OfferCycle:
         if isinstance(operation, sm.LaunchGroup):
             return self._launch_group(operation, framework, agent, role, available, now, out)
         if isinstance(operation, (sm.Reserve, sm.Unreserve, sm.Create, sm.Destroy)):
-            refusal = self._operation_unauthorized(operation, framework, role, out)
+            refusal = self.gatekeeper.operation_unauthorized(operation, framework, role, out)
             if refusal is not None:
                 out.append(Send(framework.peer or b"", sm.Error(refusal + "; the offer's resources were returned")))
                 return available
@@ -312,7 +306,7 @@ class OfferCycle:
         problem = None if tasks else "LAUNCH_GROUP has no tasks"
         if problem is None and operation.executor.type != "DEFAULT":
             problem = "LAUNCH_GROUP needs an executor of type DEFAULT"
-        unauthorized = None if problem else self._group_unauthorized(framework, agent, tasks, operation.executor, out)
+        unauthorized = None if problem else self.gatekeeper.group_unauthorized(framework, agent, tasks, operation.executor, out)
         problem = problem or unauthorized
         remaining, seen = available, set[str]()
         for task_info in tasks:

@@ -1,11 +1,15 @@
-"""Admission at the master's door: ACL checks and per-principal rate limits, as a mixin of
-:class:`tepui.master.core.MasterCore` (it reads the core's frameworks and peers).
+"""Admission at the master's door: identity from the key, ACL checks and per-principal rate
+limits — the :class:`Gatekeeper`, a component of :class:`tepui.master.core.MasterCore`.
 
-Why one mixin apart from the core: deciding *whether* a call may happen is one idea, doing it
-is another; the core calls in here with one line at each place a decision is needed
+Why one component apart from the core: deciding *whether* a call may happen is one idea, doing
+it is another; the flows call in here with one line at each place a decision is needed
 (SUBSCRIBE, UPDATE_FRAMEWORK, TEARDOWN, each LAUNCH / LAUNCH_GROUP, RESERVE / UNRESERVE /
-CREATE / DESTROY, and every framework call for the rate limit). The ACL model itself is
-:mod:`tepui.master.admission.acls`, the token buckets :mod:`tepui.master.admission.rate_limits`.
+CREATE / DESTROY, and every framework call for the rate limit). It owns what those decisions
+keep — the ACLs in force, the token buckets, which principal registered each agent id, and the
+counters by principal — and reads the peers and frameworks the master knows through the
+mappings it is given (it never changes them). The ACL model itself is
+:mod:`tepui.master.admission.acls`, the token buckets :mod:`tepui.master.admission.rate_limits`,
+the identity rules :mod:`tepui.master.admission.identity`.
 
 Mesos semantics: an unauthorized task ends TASK_ERROR with ``REASON_TASK_UNAUTHORIZED``; in a
 task group every task ends TASK_ERROR with ``REASON_TASK_GROUP_UNAUTHORIZED`` and nothing is
@@ -17,11 +21,12 @@ from __future__ import annotations
 import collections
 import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, MutableMapping, Protocol
 
+from tepui.master.admission import identity
 from tepui.master.admission.acls import REGISTER, RUN_TASKS, TEARDOWN, Acls
 from tepui.master.events import Received, Send
-from tepui.master.admission.rate_limits import RateLimiter
+from tepui.master.admission.rate_limits import RateLimit, RateLimiter
 from tepui.master.refusals import call_type
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import scheduler as sm
@@ -68,33 +73,41 @@ def task_user(task: TaskInfo, executor: ExecutorInfo | None = None) -> str | Non
     return None
 
 
-class Admission:
-    # State owned by MasterCore; declared for type checkers.
-    config: Any
-    counters: Any
-    frameworks: dict[str, FrameworkRecord]
-    peers: dict[bytes, tuple[str, str]]
-
-    def _init_admission(self) -> None:
-        self.acls: Acls = self.config.acls
-        limit = self.config.framework_rate_limit
-        self.rate_limiter: RateLimiter | None = RateLimiter(limit) if limit is not None else None
+class Gatekeeper:
+    def __init__(self, acls: Acls, rate_limit: RateLimit | None, counters: MutableMapping[str, int],
+                 peers: identity.Peers, frameworks: Mapping[str, FrameworkRecord]) -> None:
+        self.acls = acls
+        self.rate_limiter: RateLimiter | None = RateLimiter(rate_limit) if rate_limit is not None else None
         self.rate_limited_by = LabelCounter()  # limiter key → calls dropped
         self.unauthorized_by = LabelCounter()  # "action principal" → refusals
+        self.agent_principals: dict[str, str] = {}  # agent id → the principal that registered it
         self._throttled: set[str] = set()  # keys over their limit right now (logged once per episode)
+        self._counters = counters  # the master's, so that /metrics shows them
+        self._peers = peers  # read only: the roster's
+        self._frameworks = frameworks  # read only: the roster's
 
-    def _replace_acls(self, event: ReplaceAcls, out: list[Effect]) -> None:
+    def replace_acls(self, event: ReplaceAcls, out: list[Effect]) -> None:
         self.acls = event.acls
         out.append(Log("info", "acls_loaded", {"source": event.acls.source,
                                                "permissive": event.acls.permissive}))
 
+    # --- identity (master/admission/identity.py) ------------------------------------------
+
+    def identity_checked(self, event: Received, out: list[Effect]) -> Received | None:
+        """The event to handle (its principal filled in from the key), or None if refused."""
+        return identity.checked(event, self.agent_principals, self._peers, self._frameworks, self._counters, out)
+
+    def bind_identity(self, event: Received) -> None:
+        """After a handler ran: a newly registered agent id belongs to the key's principal."""
+        identity.bind(event, self.agent_principals, self._peers)
+
     # --- rate limits ------------------------------------------------------------------------
 
-    def _rate_key(self, event: Received) -> str:
+    def rate_key(self, event: Received) -> str:
         """Mesos: limits are per principal; a framework without one is limited on its own."""
-        known = self.peers.get(event.peer)
-        if known and known[0] == "framework" and known[1] in self.frameworks:
-            framework = self.frameworks[known[1]]
+        known = self._peers.get(event.peer)
+        if known and known[0] == "framework" and known[1] in self._frameworks:
+            framework = self._frameworks[known[1]]
             return framework.info.principal or f"framework:{framework.framework_id}"
         if isinstance(event.body, sm.Subscribe):
             # Not validated yet (the limit comes first): a key over an id's length would let
@@ -105,15 +118,15 @@ class Admission:
                 return key
         return f"peer:{event.peer.hex()[:16]}"
 
-    def _rate_limited(self, event: Received, now: float, out: list[Effect]) -> bool:
+    def rate_limited(self, event: Received, now: float, out: list[Effect]) -> bool:
         """True if the call is over its principal's allowance: answered with an ERROR, dropped."""
         if self.rate_limiter is None or not isinstance(event.body, FRAMEWORK_CALLS):
             return False
-        key = self._rate_key(event)
+        key = self.rate_key(event)
         if self.rate_limiter.allow(key, now):
             self._throttled.discard(key)
             return False
-        self.counters["rate_limited"] += 1
+        self._counters["rate_limited"] += 1
         self.rate_limited_by.count(key)
         call = call_type(event.body)
         if key not in self._throttled and len(self._throttled) < MAX_LABELS:
@@ -129,11 +142,11 @@ class Admission:
     # --- authorization ----------------------------------------------------------------------
 
     def _refused(self, action: str, principal: str | None, out: list[Effect], **fields: Any) -> None:
-        self.counters["unauthorized"] += 1
+        self._counters["unauthorized"] += 1
         self.unauthorized_by.count(f"{action} {principal or '(none)'}")
         out.append(Log("warning", "unauthorized", {"action": action, "principal": principal, **fields}))
 
-    def _may_register(self, peer: bytes, info: FrameworkInfo, call: str, out: list[Effect]) -> bool:
+    def may_register(self, peer: bytes, info: FrameworkInfo, call: str, out: list[Effect]) -> bool:
         """Every role of the framework must be allowed for its principal (register_frameworks)."""
         for role in info.roles:
             decision = self.acls.decide(REGISTER, info.principal, role)
@@ -146,7 +159,7 @@ class Admission:
                 return False
         return True
 
-    def _may_teardown(self, peer: bytes, caller: str | None, framework: FrameworkRecord,
+    def may_teardown(self, peer: bytes, caller: str | None, framework: FrameworkRecord,
                       out: list[Effect]) -> bool:
         decision = self.acls.decide(TEARDOWN, caller, framework.info.principal)
         if decision.allowed:
@@ -158,7 +171,7 @@ class Admission:
             "Ask the operator for a teardown_frameworks rule")))
         return False
 
-    def _task_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, task: TaskInfo,
+    def task_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, task: TaskInfo,
                            executor: ExecutorInfo | None = None) -> str | None:
         """Why the task may not run as the user it would run as, or None. That user is the one
         it asks for, else the agent's default task user (the agent never uses
@@ -176,22 +189,22 @@ class Admission:
                 f"({decision.why}); set command.user to a user you are allowed, or ask the operator for a "
                 "run_tasks rule")
 
-    def _refuse_task(self, framework: FrameworkRecord, problem: str, out: list[Effect]) -> None:
-        self.counters["tasks_unauthorized"] += 1
+    def refuse_task(self, framework: FrameworkRecord, problem: str, out: list[Effect]) -> None:
+        self._counters["tasks_unauthorized"] += 1
         self._refused(RUN_TASKS, framework.info.principal, out, reason=problem)
 
-    def _group_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, tasks: list[TaskInfo],
+    def group_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, tasks: list[TaskInfo],
                             executor: ExecutorInfo, out: list[Effect]) -> str | None:
         """One unauthorized task fails its whole group (Mesos LAUNCH_GROUP is all or nothing)."""
         for task in tasks:
-            problem = self._task_unauthorized(framework, agent, task, executor)
+            problem = self.task_unauthorized(framework, agent, task, executor)
             if problem is not None:
-                self.counters["tasks_unauthorized"] += len(tasks) - 1
-                self._refuse_task(framework, problem, out)
+                self._counters["tasks_unauthorized"] += len(tasks) - 1
+                self.refuse_task(framework, problem, out)
                 return problem
         return None
 
-    def _operation_unauthorized(self, operation: Any, framework: FrameworkRecord, role: str,
+    def operation_unauthorized(self, operation: Any, framework: FrameworkRecord, role: str,
                                 out: list[Effect]) -> str | None:
         """RESERVE / UNRESERVE / CREATE / DESTROY for the offer's role (the only role they may
         name: see reservations.py and volumes.py)."""
@@ -199,33 +212,42 @@ class Admission:
         decision = self.acls.decide(action, framework.info.principal, role)
         if decision.allowed:
             return None
-        self.counters["operations_unauthorized"] += 1
+        self._counters["operations_unauthorized"] += 1
         self._refused(action, framework.info.principal, out, role=role)
         return (f"{type(operation).__name__.upper()} refused: {_who(framework.info.principal)} may not "
                 f"{action.replace('_', ' ').replace(' resources', '')} for role {role!r} ({decision.why}); "
                 f"ask the operator for a {action} rule")
 
 
+class ByPrincipal(Protocol):
+    """What :class:`AdmissionCollector` reads: the gatekeeper (or the core, which shows its)."""
+
+    @property
+    def rate_limited_by(self) -> LabelCounter: ...
+    @property
+    def unauthorized_by(self) -> LabelCounter: ...
+
+
 class AdmissionCollector:
     """``/metrics`` by principal: ``tepui_master_rate_limited_by_principal{principal=...}`` and
     ``tepui_master_unauthorized_by_principal{action=...,principal=...}``."""
 
-    def __init__(self, core: Admission) -> None:
-        self._core = core
+    def __init__(self, gatekeeper: ByPrincipal) -> None:
+        self._gatekeeper = gatekeeper
 
-    def collect(self) -> Any:
+    def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
 
         limited = CounterMetricFamily("tepui_master_rate_limited_by_principal",
                                       "Framework calls dropped by the rate limit, by principal "
                                       "(framework:ID when the framework has none)", labels=["principal"])
-        for key, value in sorted(self._core.rate_limited_by.items()):
+        for key, value in sorted(self._gatekeeper.rate_limited_by.items()):
             limited.add_metric([key], value)
         yield limited
         refused = CounterMetricFamily("tepui_master_unauthorized_by_principal",
                                       "Calls and tasks refused by the ACLs, by action and principal",
                                       labels=["action", "principal"])
-        for key, value in sorted(self._core.unauthorized_by.items()):
+        for key, value in sorted(self._gatekeeper.unauthorized_by.items()):
             action, _, principal = key.partition(" ")
             refused.add_metric([action, principal], value)
         yield refused

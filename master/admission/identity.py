@@ -1,6 +1,7 @@
 """Identity from the key (DESIGN §4, §7; RELIABILITY scenario 35): what an authenticated peer
-may claim to be. Pure functions over the master core, called by ``MasterCore.handle`` before a
-message's handler runs (:func:`checked`) and after it (:func:`bind`).
+may claim to be. Pure functions over what they are given — the peers and frameworks the master
+knows and the agent-id bindings the :class:`~tepui.master.admission.gatekeeper.Gatekeeper` owns
+— called before a message's handler runs (:func:`checked`) and after it (:func:`bind`).
 
 * An **agent** key may only send agent messages, and an agent id belongs to the principal that
   registered it (an agent key's principal is its name unless issued with ``--principal``, so a
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping, MutableMapping
 
 import msgspec
 
@@ -31,27 +32,33 @@ from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 
+if TYPE_CHECKING:
+    from tepui.master.records import FrameworkRecord
+
+Peers = Mapping[bytes, "tuple[str, str]"]  # peer → ("agent"|"framework", id)
 AGENT_MESSAGES = typing.get_args(am.AgentToMaster)
 SCHEDULER_CALLS = typing.get_args(sm.SchedulerCall)
 FRAMEWORK_KINDS = ("framework", "client")
 MAX_BINDINGS = 100_000  # agent ids remembered (oldest forgotten first)
 
 
-def checked(core: Any, event: Received, out: list[Any]) -> Received | None:
+def checked(event: Received, bindings: Mapping[str, str], peers: Peers,
+            frameworks: Mapping[str, FrameworkRecord], counters: MutableMapping[str, int],
+            out: list[Any]) -> Received | None:
     """The event to handle (possibly with the principal filled in), or None if refused."""
     credential = event.credential
     if credential is None:
         return event
     body = event.body
     if isinstance(body, AGENT_MESSAGES):
-        problem = _agent_problem(core, event.peer, credential, body)
+        problem = _agent_problem(bindings, peers, event.peer, credential, body)
     elif isinstance(body, SCHEDULER_CALLS):
-        problem, body = _framework_problem(core, event.peer, credential, body)
+        problem, body = _framework_problem(peers, frameworks, event.peer, credential, body)
     else:  # pragma: no cover - the codec admits nothing else
         problem = "an unknown message type"
     if problem is None:
         return event if body is event.body else replace(event, body=body)
-    core.counters["identity_mismatch"] += 1
+    counters["identity_mismatch"] += 1
     out.append(Log("warning", "identity_mismatch", {
         "key": credential.name, "kind": credential.kind, "principal": credential.principal,
         "message": type(event.body).__name__, "problem": problem}))
@@ -62,38 +69,30 @@ def checked(core: Any, event: Received, out: list[Any]) -> Received | None:
     return None
 
 
-def bind(core: Any, event: Received) -> None:
+def bind(event: Received, bindings: dict[str, str], peers: Peers) -> None:
     """After a handler ran: a newly registered agent id belongs to the key's principal."""
     credential = event.credential
     if credential is None or not isinstance(event.body, (am.RegisterAgent, am.ReregisterAgent)):
         return
-    known = core.peers.get(event.peer)
+    known = peers.get(event.peer)
     if known is None or known[0] != "agent":
         return
-    bindings = _bindings(core)
     if known[1] not in bindings:
         if len(bindings) >= MAX_BINDINGS:
             bindings.pop(next(iter(bindings)))
         bindings[known[1]] = credential.principal
 
 
-def _bindings(core: Any) -> dict[str, str]:
-    bindings: dict[str, str] | None = getattr(core, "agent_principals", None)
-    if bindings is None:
-        bindings = core.agent_principals = {}
-    return bindings
-
-
-def _agent_problem(core: Any, peer: bytes, credential: Credential, body: Any) -> str | None:
+def _agent_problem(bindings: Mapping[str, str], peers: Peers, peer: bytes, credential: Credential,
+                   body: Any) -> str | None:
     if credential.kind != "agent":
         return f"key {credential.name!r} is a {credential.kind} key; only agent keys may send agent messages"
-    bindings = _bindings(core)
     claimed: list[str] = []
     if isinstance(body, am.ReregisterAgent) and body.agent_info.id:
         claimed.append(body.agent_info.id)
     if isinstance(body, am.RegisterAgent) and body.previous_agent_id:
         claimed.append(body.previous_agent_id)
-    known = core.peers.get(peer)
+    known = peers.get(peer)
     if known is not None and known[0] == "agent":
         claimed.append(known[1])
     elif known is not None and known[0] == "framework":
@@ -106,15 +105,16 @@ def _agent_problem(core: Any, peer: bytes, credential: Credential, body: Any) ->
     return None
 
 
-def _framework_problem(core: Any, peer: bytes, credential: Credential, body: Any) -> tuple[str | None, Any]:
+def _framework_problem(peers: Peers, frameworks: Mapping[str, FrameworkRecord], peer: bytes,
+                       credential: Credential, body: Any) -> tuple[str | None, Any]:
     if credential.kind not in FRAMEWORK_KINDS:
         return (f"key {credential.name!r} is an {credential.kind} key; frameworks need a framework or client "
                 "key (`tepui certs issue --framework NAME`)"), body
-    known = core.peers.get(peer)
+    known = peers.get(peer)
     if known is not None and known[0] == "agent":
         return f"this connection belongs to agent {known[1]}", body
     if known is not None and known[0] == "framework":
-        framework = core.frameworks.get(known[1])
+        framework = frameworks.get(known[1])
         owner = framework.info.principal if framework is not None else None
         if owner is not None and owner != credential.principal:
             return f"this connection belongs to a framework of principal {owner!r}", body

@@ -160,8 +160,8 @@ def test_a_subscribe_with_a_huge_id_is_rate_limited_by_its_connection_not_under_
     limiter's buckets with megabytes each."""
     core = make_core()
     event = Received(FW, sm.Subscribe(FrameworkInfo(user="u", name="fw", id="x" * 1_000_000)))
-    assert core._rate_key(event) == f"peer:{FW.hex()[:16]}"
-    assert core._rate_key(Received(FW, sm.Subscribe(FrameworkInfo(user="u", name="fw", id="old-F1")))) == \
+    assert core.gatekeeper.rate_key(event) == f"peer:{FW.hex()[:16]}"
+    assert core.gatekeeper.rate_key(Received(FW, sm.Subscribe(FrameworkInfo(user="u", name="fw", id="old-F1")))) == \
         "framework:old-F1"
 
 
