@@ -35,11 +35,13 @@ __all__ = ["AppRecord", "DeploymentRecord", "InstanceRecord", "VersionRecord", "
 
 
 class _Record(msgspec.Struct, kw_only=True):
-    pass
+    """Base of the mutable records (their fields change as a deployment goes)."""
 
 
-class VersionRecord(_Record, frozen=True):
-    """One version of an app: the full spec as data, when and why it was made."""
+class VersionRecord(msgspec.Struct, frozen=True):
+    """One version of an app: the full spec as data, when and why it was made. Frozen, so not
+    a :class:`_Record`: a frozen subclass of a mutable base is fine for msgspec but not for
+    type checkers (PEP 681 dataclass rules)."""
 
     app: str
     version: str

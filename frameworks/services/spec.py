@@ -58,10 +58,11 @@ class SpecError(ValueError):
 
 
 class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """Base of every spec Struct: immutable, strict about field names, compact when encoded."""
+    """Base of every spec Struct: immutable, strict about field names, compact when encoded.
+    Subclasses repeat ``frozen=True``: msgspec inherits it, type checkers (PEP 681) do not."""
 
 
-class PortDefinition(_Spec):
+class PortDefinition(_Spec, frozen=True):
     """A host port of a process app (Marathon ``portDefinitions``). ``port: 0`` asks for any
     port from the offer; Marathon's API adds one such port when none are given, Tepui does not:
     an app gets the ports it lists."""
@@ -72,7 +73,7 @@ class PortDefinition(_Spec):
     labels: dict[str, str] = {}
 
 
-class PortMapping(_Spec):
+class PortMapping(_Spec, frozen=True):
     """A container port published on the host (Docker ``BRIDGE`` networking).
     ``host_port: 0`` (Marathon's default) takes any port from the offer."""
 
@@ -82,7 +83,7 @@ class PortMapping(_Spec):
     name: str | None = None
 
 
-class Container(_Spec):
+class Container(_Spec, frozen=True):
     """A Docker container. Only ``DOCKER`` for now (Marathon also has ``MESOS``/UCR)."""
 
     image: str
@@ -98,7 +99,7 @@ class Container(_Spec):
 HEALTH_PROTOCOLS = ("HTTP", "HTTPS", "TCP", "COMMAND")
 
 
-class HealthCheck(_Spec):
+class HealthCheck(_Spec, frozen=True):
     """Marathon ``healthChecks[]`` entry. Defaults are Marathon's: protocol HTTP, path ``/``,
     grace 300 s, interval 60 s, timeout 20 s, 3 consecutive failures (0 = never kill).
     HTTP/HTTPS/TCP probe ``port`` or the app's port number ``port_index`` (0 when neither is
@@ -127,7 +128,7 @@ class HealthCheck(_Spec):
         return self.port_index if self.port_index is not None else 0
 
 
-class ReadinessCheck(_Spec):
+class ReadinessCheck(_Spec, frozen=True):
     """Marathon ``readinessChecks`` (at most one per app there, hence a single value here).
     Gates a rolling upgrade: a new instance counts only once this returns a ready status.
     Defaults are Marathon's: interval 30 s, timeout 10 s, ready on ``[200]``."""
@@ -142,7 +143,7 @@ class ReadinessCheck(_Spec):
     preserve_last_response: bool = False
 
 
-class UpgradeStrategy(_Spec):
+class UpgradeStrategy(_Spec, frozen=True):
     """How a deployment replaces instances.
 
     ``minimum_health_capacity`` and ``maximum_over_capacity`` are Marathon's (both default 1.0:
@@ -158,7 +159,7 @@ class UpgradeStrategy(_Spec):
     auto_rollback: bool = False
 
 
-class Backoff(_Spec):
+class Backoff(_Spec, frozen=True):
     """Launch backoff after failures (Marathon's ``backoffSeconds`` 1, ``backoffFactor`` 1.15,
     ``maxLaunchDelaySeconds`` 300): the delay grows on FAILED/FINISHED, not on KILLED."""
 
@@ -167,7 +168,7 @@ class Backoff(_Spec):
     max_launch_delay_seconds: float = 300.0
 
 
-class UnreachableStrategy(_Spec):
+class UnreachableStrategy(_Spec, frozen=True):
     """What to do with TASK_UNREACHABLE instances: replace after ``inactive_after_seconds``,
     forget after ``expunge_after_seconds``. Defaults 0/0 are Marathon's *code* defaults since
     PR #5523 (its docs still say 300/600): replace at once, and kill the old instance if its
@@ -180,7 +181,7 @@ class UnreachableStrategy(_Spec):
 KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
 
 
-class AppSpec(_Spec):
+class AppSpec(_Spec, frozen=True):
     """One long-running app. Marathon defaults: cpus 1.0, mem 128 MB, disk 0, gpus 0,
     instances 1, kill_selection YOUNGEST_FIRST (``AppDefinition`` companion object).
     ``kill_grace_period_seconds`` unset means the agent's default (Marathon's

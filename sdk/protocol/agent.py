@@ -38,7 +38,7 @@ class TaskReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_d
 # --- agent → master ---------------------------------------------------------------------------
 
 
-class RegisterAgent(_Tagged, tag="REGISTER_AGENT"):
+class RegisterAgent(_Tagged, tag="REGISTER_AGENT", frozen=True):
     agent_info: AgentInfo
     version: str
     boot_id: str | None = None
@@ -47,7 +47,7 @@ class RegisterAgent(_Tagged, tag="REGISTER_AGENT"):
     previous_agent_id: str | None = None
 
 
-class ReregisterAgent(_Tagged, tag="REREGISTER_AGENT"):
+class ReregisterAgent(_Tagged, tag="REREGISTER_AGENT", frozen=True):
     """Sent by an agent that already has an id (after a master failover or a lost link)."""
 
     agent_info: AgentInfo
@@ -57,14 +57,14 @@ class ReregisterAgent(_Tagged, tag="REREGISTER_AGENT"):
     boot_id: str | None = None
 
 
-class StatusUpdate(_Tagged, tag="STATUS_UPDATE"):
+class StatusUpdate(_Tagged, tag="STATUS_UPDATE", frozen=True):
     """A task status the framework must acknowledge by ``status.uuid``."""
 
     framework_id: str
     status: TaskStatus
 
 
-class Pong(_Tagged, tag="PONG"):
+class Pong(_Tagged, tag="PONG", frozen=True):
     """The answer to ``PING``. ``tasks`` and ``digest`` describe the tasks the agent holds that
     the master should hold as not ended (:func:`task_set_digest`): the master compares them
     with its own record and audits the agent when they disagree twice running. Both absent
@@ -75,7 +75,7 @@ class Pong(_Tagged, tag="PONG"):
     digest: int | None = None
 
 
-class TaskAudit(_Tagged, tag="TASK_AUDIT"):
+class TaskAudit(_Tagged, tag="TASK_AUDIT", frozen=True):
     """The answer to ``AUDIT_TASKS`` ``seq``. ``tasks``: what a re-registration would report —
     every task the agent holds that has not ended, and every ended one whose final update still
     waits for an acknowledgement (sent again at once, same UUID, if it was asked about).
@@ -88,18 +88,18 @@ class TaskAudit(_Tagged, tag="TASK_AUDIT"):
     ended: list[TaskReport] = []
 
 
-class ExecutorToFramework(_Tagged, tag="EXECUTOR_TO_FRAMEWORK"):
+class ExecutorToFramework(_Tagged, tag="EXECUTOR_TO_FRAMEWORK", frozen=True):
     framework_id: str
     executor_id: str
     agent_id: str
     data: bytes
 
 
-class UnregisterAgent(_Tagged, tag="UNREGISTER_AGENT"):
+class UnregisterAgent(_Tagged, tag="UNREGISTER_AGENT", frozen=True):
     agent_id: str
 
 
-class ExecutorTerminated(_Tagged, tag="EXECUTOR_TERMINATED"):
+class ExecutorTerminated(_Tagged, tag="EXECUTOR_TERMINATED", frozen=True):
     """A custom executor's process ended (the framework hears FAILURE with the executor id)."""
 
     framework_id: str
@@ -116,42 +116,42 @@ AgentToMaster = Union[
 # --- master → agent ---------------------------------------------------------------------------
 
 
-class AgentRegistered(_Tagged, tag="AGENT_REGISTERED"):
+class AgentRegistered(_Tagged, tag="AGENT_REGISTERED", frozen=True):
     agent_id: str
     master_info: MasterInfo
     ping_interval_seconds: float
 
 
-class AgentReregistered(_Tagged, tag="AGENT_REREGISTERED"):
+class AgentReregistered(_Tagged, tag="AGENT_REREGISTERED", frozen=True):
     agent_id: str
     master_info: MasterInfo
     ping_interval_seconds: float
 
 
-class RunTask(_Tagged, tag="RUN_TASK"):
+class RunTask(_Tagged, tag="RUN_TASK", frozen=True):
     framework_info: FrameworkInfo
     task: TaskInfo
 
 
-class RunTaskGroup(_Tagged, tag="RUN_TASK_GROUP"):
+class RunTaskGroup(_Tagged, tag="RUN_TASK_GROUP", frozen=True):
     framework_info: FrameworkInfo
     executor: ExecutorInfo
     task_group: TaskGroupInfo
 
 
-class KillTask(_Tagged, tag="KILL_TASK"):
+class KillTask(_Tagged, tag="KILL_TASK", frozen=True):
     framework_id: str
     task_id: str
     kill_policy: KillPolicy | None = None
 
 
-class StatusUpdateAck(_Tagged, tag="STATUS_UPDATE_ACK"):
+class StatusUpdateAck(_Tagged, tag="STATUS_UPDATE_ACK", frozen=True):
     framework_id: str
     task_id: str
     uuid: bytes
 
 
-class Ping(_Tagged, tag="PING"):
+class Ping(_Tagged, tag="PING", frozen=True):
     """``interval_seconds``: the master's ping interval now (it grows with the cluster, see
     ``--max-agent-pings-per-second``), so that the agent judges the master's silence by it."""
 
@@ -159,32 +159,32 @@ class Ping(_Tagged, tag="PING"):
     interval_seconds: float | None = None
 
 
-class ShutdownFramework(_Tagged, tag="SHUTDOWN_FRAMEWORK"):
+class ShutdownFramework(_Tagged, tag="SHUTDOWN_FRAMEWORK", frozen=True):
     framework_id: str
 
 
-class ShutdownExecutor(_Tagged, tag="SHUTDOWN_EXECUTOR"):
+class ShutdownExecutor(_Tagged, tag="SHUTDOWN_EXECUTOR", frozen=True):
     framework_id: str
     executor_id: str
 
 
-class FrameworkToExecutor(_Tagged, tag="FRAMEWORK_TO_EXECUTOR"):
+class FrameworkToExecutor(_Tagged, tag="FRAMEWORK_TO_EXECUTOR", frozen=True):
     framework_id: str
     executor_id: str
     data: bytes
 
 
-class ShutdownAgent(_Tagged, tag="SHUTDOWN_AGENT"):
+class ShutdownAgent(_Tagged, tag="SHUTDOWN_AGENT", frozen=True):
     message: str
 
 
-class DestroyVolumes(_Tagged, tag="DESTROY_VOLUMES"):
+class DestroyVolumes(_Tagged, tag="DESTROY_VOLUMES", frozen=True):
     """Persistent volumes the master destroyed: the agent deletes their data."""
 
     volumes: list[Resource]
 
 
-class ReconcileTasks(_Tagged, tag="RECONCILE_TASKS"):
+class ReconcileTasks(_Tagged, tag="RECONCILE_TASKS", frozen=True):
     """Tasks the master placed on this agent that its re-registration did not report (Mesos
     ``ReconcileTasksMessage``). The master does not declare them lost itself: a RUN_TASK sent
     just before may still be on its way, and messages from the master arrive in order. The
@@ -197,7 +197,7 @@ class ReconcileTasks(_Tagged, tag="RECONCILE_TASKS"):
     framework_info: FrameworkInfo | None = None
 
 
-class AuditTasks(_Tagged, tag="AUDIT_TASKS"):
+class AuditTasks(_Tagged, tag="AUDIT_TASKS", frozen=True):
     """Anti-entropy (issue 14): every task this master holds on the agent as not ended
     (framework id → task ids), asked after a re-registration that left some unreported and
     whenever the agent's ``PONG`` digest disagrees with the master's twice running; asked again

@@ -29,7 +29,7 @@ class UnacknowledgedUpdate(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
 # --- executor → agent -------------------------------------------------------------------------
 
 
-class ExecutorSubscribe(_Tagged, tag="SUBSCRIBE"):
+class ExecutorSubscribe(_Tagged, tag="SUBSCRIBE", frozen=True):
     """``secret``: the one the agent put in this executor's environment when it started it
     (``TEPUI_EXECUTOR_SECRET``, Mesos's executor token); the agent refuses a SUBSCRIBE without
     it, so another local process cannot pose as an executor the agent launched."""
@@ -47,15 +47,15 @@ class ExecutorSubscribe(_Tagged, tag="SUBSCRIBE"):
                 f"unacknowledged_updates=<{len(self.unacknowledged_updates)}>, secret={shown})")
 
 
-class ExecutorUpdate(_Tagged, tag="UPDATE"):
+class ExecutorUpdate(_Tagged, tag="UPDATE", frozen=True):
     status: TaskStatus
 
 
-class ExecutorMessage(_Tagged, tag="MESSAGE"):
+class ExecutorMessage(_Tagged, tag="MESSAGE", frozen=True):
     data: bytes
 
 
-class ExecutorHeartbeat(_Tagged, tag="HEARTBEAT"):
+class ExecutorHeartbeat(_Tagged, tag="HEARTBEAT", frozen=True):
     pass
 
 
@@ -65,43 +65,43 @@ ExecutorCall = Union[ExecutorSubscribe, ExecutorUpdate, ExecutorMessage, Executo
 # --- agent → executor -------------------------------------------------------------------------
 
 
-class ExecutorSubscribed(_Tagged, tag="SUBSCRIBED"):
+class ExecutorSubscribed(_Tagged, tag="SUBSCRIBED", frozen=True):
     executor_info: ExecutorInfo
     framework_info: FrameworkInfo
     agent_info: AgentInfo
 
 
-class LaunchTask(_Tagged, tag="LAUNCH"):
+class LaunchTask(_Tagged, tag="LAUNCH", frozen=True):
     task: TaskInfo
 
 
-class LaunchTaskGroup(_Tagged, tag="LAUNCH_GROUP"):
+class LaunchTaskGroup(_Tagged, tag="LAUNCH_GROUP", frozen=True):
     task_group: TaskGroupInfo
 
 
-class KillTaskEvent(_Tagged, tag="KILL"):
+class KillTaskEvent(_Tagged, tag="KILL", frozen=True):
     task_id: str
     kill_policy: KillPolicy | None = None
 
 
-class Acknowledged(_Tagged, tag="ACKNOWLEDGED"):
+class Acknowledged(_Tagged, tag="ACKNOWLEDGED", frozen=True):
     task_id: str
     uuid: bytes
 
 
-class MessageToExecutor(_Tagged, tag="MESSAGE"):
+class MessageToExecutor(_Tagged, tag="MESSAGE", frozen=True):
     data: bytes
 
 
-class ExecutorError(_Tagged, tag="ERROR"):
+class ExecutorError(_Tagged, tag="ERROR", frozen=True):
     message: str
 
 
-class ShutdownEvent(_Tagged, tag="SHUTDOWN"):
+class ShutdownEvent(_Tagged, tag="SHUTDOWN", frozen=True):
     pass
 
 
-class ExecutorHeartbeatEvent(_Tagged, tag="HEARTBEAT"):
+class ExecutorHeartbeatEvent(_Tagged, tag="HEARTBEAT", frozen=True):
     pass
 
 

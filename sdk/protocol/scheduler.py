@@ -31,29 +31,29 @@ from tepui.sdk.protocol.values import (
 # --- offer operations (Offer.Operation) -------------------------------------------------------
 
 
-class Launch(_Tagged, tag="LAUNCH"):
+class Launch(_Tagged, tag="LAUNCH", frozen=True):
     task_infos: list[TaskInfo]
 
 
-class LaunchGroup(_Tagged, tag="LAUNCH_GROUP"):
+class LaunchGroup(_Tagged, tag="LAUNCH_GROUP", frozen=True):
     executor: ExecutorInfo
     task_group: TaskGroupInfo
 
 
-class Reserve(_Tagged, tag="RESERVE"):
+class Reserve(_Tagged, tag="RESERVE", frozen=True):
     resources: list[Resource]
     source: list[Resource] = []
 
 
-class Unreserve(_Tagged, tag="UNRESERVE"):
+class Unreserve(_Tagged, tag="UNRESERVE", frozen=True):
     resources: list[Resource]
 
 
-class Create(_Tagged, tag="CREATE"):
+class Create(_Tagged, tag="CREATE", frozen=True):
     volumes: list[Resource]
 
 
-class Destroy(_Tagged, tag="DESTROY"):
+class Destroy(_Tagged, tag="DESTROY", frozen=True):
     volumes: list[Resource]
 
 
@@ -63,7 +63,7 @@ Operation = Union[Launch, LaunchGroup, Reserve, Unreserve, Create, Destroy]
 # --- calls: framework → master ----------------------------------------------------------------
 
 
-class Subscribe(_Tagged, tag="SUBSCRIBE"):
+class Subscribe(_Tagged, tag="SUBSCRIBE", frozen=True):
     """First call of a framework; with ``framework_info.id`` set it re-subscribes (failover).
     ``demand`` (Tepui extension) declares pending task shapes up front; None: not declared."""
 
@@ -72,11 +72,11 @@ class Subscribe(_Tagged, tag="SUBSCRIBE"):
     demand: list[DemandShape] | None = None
 
 
-class Teardown(_Tagged, tag="TEARDOWN"):
+class Teardown(_Tagged, tag="TEARDOWN", frozen=True):
     framework_id: str
 
 
-class Accept(_Tagged, tag="ACCEPT"):
+class Accept(_Tagged, tag="ACCEPT", frozen=True):
     """Unused resources of the accepted offers count as declined for ``filters``."""
 
     framework_id: str
@@ -85,52 +85,52 @@ class Accept(_Tagged, tag="ACCEPT"):
     filters: Filters | None = None
 
 
-class Decline(_Tagged, tag="DECLINE"):
+class Decline(_Tagged, tag="DECLINE", frozen=True):
     framework_id: str
     offer_ids: list[str]
     filters: Filters | None = None
 
 
-class Revive(_Tagged, tag="REVIVE"):
+class Revive(_Tagged, tag="REVIVE", frozen=True):
     """Unsuppresses ``roles`` and clears their decline filters (all roles when empty)."""
 
     framework_id: str
     roles: list[str] = []
 
 
-class Suppress(_Tagged, tag="SUPPRESS"):
+class Suppress(_Tagged, tag="SUPPRESS", frozen=True):
     framework_id: str
     roles: list[str] = []
 
 
-class Kill(_Tagged, tag="KILL"):
+class Kill(_Tagged, tag="KILL", frozen=True):
     framework_id: str
     task_id: str
     agent_id: str | None = None
     kill_policy: KillPolicy | None = None
 
 
-class Shutdown(_Tagged, tag="SHUTDOWN"):
+class Shutdown(_Tagged, tag="SHUTDOWN", frozen=True):
     framework_id: str
     executor_id: str
     agent_id: str
 
 
-class Acknowledge(_Tagged, tag="ACKNOWLEDGE"):
+class Acknowledge(_Tagged, tag="ACKNOWLEDGE", frozen=True):
     framework_id: str
     agent_id: str
     task_id: str
     uuid: bytes
 
 
-class Reconcile(_Tagged, tag="RECONCILE"):
+class Reconcile(_Tagged, tag="RECONCILE", frozen=True):
     """Explicit with ``tasks``; implicit (every task of the framework) when empty."""
 
     framework_id: str
     tasks: list[ReconcileTask] = []
 
 
-class Message(_Tagged, tag="MESSAGE"):
+class Message(_Tagged, tag="MESSAGE", frozen=True):
     """A framework message to one of its executors; best effort, like in Mesos."""
 
     framework_id: str
@@ -139,12 +139,12 @@ class Message(_Tagged, tag="MESSAGE"):
     data: bytes
 
 
-class UpdateFramework(_Tagged, tag="UPDATE_FRAMEWORK"):
+class UpdateFramework(_Tagged, tag="UPDATE_FRAMEWORK", frozen=True):
     framework_info: FrameworkInfo
     suppressed_roles: list[str] = []
 
 
-class DeclareDemand(_Tagged, tag="DECLARE_DEMAND"):
+class DeclareDemand(_Tagged, tag="DECLARE_DEMAND", frozen=True):
     """Tepui extension: replaces the framework's pending demand. An empty list means "nothing
     to launch" (no offers at all); None returns to plain Mesos behaviour (offers everywhere)."""
 
@@ -152,7 +152,7 @@ class DeclareDemand(_Tagged, tag="DECLARE_DEMAND"):
     demand: list[DemandShape] | None = None
 
 
-class Explain(_Tagged, tag="EXPLAIN"):
+class Explain(_Tagged, tag="EXPLAIN", frozen=True):
     """Tepui extension: asks why the framework is (not) getting offers; answered by EXPLANATION."""
 
     framework_id: str
@@ -179,25 +179,25 @@ SchedulerCall = Union[
 # --- events: master → framework ---------------------------------------------------------------
 
 
-class Subscribed(_Tagged, tag="SUBSCRIBED"):
+class Subscribed(_Tagged, tag="SUBSCRIBED", frozen=True):
     framework_id: str
     heartbeat_interval_seconds: float
     master_info: MasterInfo
 
 
-class Offers(_Tagged, tag="OFFERS"):
+class Offers(_Tagged, tag="OFFERS", frozen=True):
     offers: list[Offer]
 
 
-class Rescind(_Tagged, tag="RESCIND"):
+class Rescind(_Tagged, tag="RESCIND", frozen=True):
     offer_id: str
 
 
-class Update(_Tagged, tag="UPDATE"):
+class Update(_Tagged, tag="UPDATE", frozen=True):
     status: TaskStatus
 
 
-class FrameworkMessage(_Tagged, tag="MESSAGE"):
+class FrameworkMessage(_Tagged, tag="MESSAGE", frozen=True):
     """An executor's message to its framework (the ``MESSAGE`` event)."""
 
     agent_id: str
@@ -205,7 +205,7 @@ class FrameworkMessage(_Tagged, tag="MESSAGE"):
     data: bytes
 
 
-class Failure(_Tagged, tag="FAILURE"):
+class Failure(_Tagged, tag="FAILURE", frozen=True):
     """An agent was removed (no ``executor_id``), or an executor ended (with its status)."""
 
     agent_id: str | None = None
@@ -213,7 +213,7 @@ class Failure(_Tagged, tag="FAILURE"):
     status: int | None = None
 
 
-class Error(_Tagged, tag="ERROR"):
+class Error(_Tagged, tag="ERROR", frozen=True):
     """The master refused a call, or part of one, or could not decode it (``message`` says
     what was wrong and what to do next). ``call_id`` echoes the call envelope's ``call_id`` (when it had one and it could be read),
     ``call_type`` is the call's ``type`` (when known) and ``field`` the JSON path of the one
@@ -226,11 +226,11 @@ class Error(_Tagged, tag="ERROR"):
     field: str | None = None
 
 
-class Heartbeat(_Tagged, tag="HEARTBEAT"):
+class Heartbeat(_Tagged, tag="HEARTBEAT", frozen=True):
     pass
 
 
-class Explanation(_Tagged, tag="EXPLANATION"):
+class Explanation(_Tagged, tag="EXPLANATION", frozen=True):
     """Tepui extension: the answer to EXPLAIN, one entry per role of the framework."""
 
     roles: list[RoleExplanation]

@@ -18,13 +18,18 @@ import msgspec
 
 
 class Value(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Base of every value on the wire."""
+    """Base of every value on the wire.
+
+    Subclasses repeat ``frozen=True``: msgspec inherits it from here, but type checkers
+    (PEP 681's ``dataclass_transform``) do not, and would take a subclass for a mutable
+    dataclass under a frozen base. The same holds for :class:`Tagged`."""
 
 
 class Tagged(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag_field="type"
 ):
-    """Base of every message: the class's tag travels in the ``type`` field."""
+    """Base of every message: the class's tag travels in the ``type`` field. Subclasses
+    repeat ``frozen=True`` (see :class:`Value`)."""
 
 
 class TaskState(str, enum.Enum):
@@ -113,14 +118,14 @@ class TaskReason(str, enum.Enum):
     FETCH_FAILED = "REASON_FETCH_FAILED"
 
 
-class Range(Value):
+class Range(Value, frozen=True):
     """An inclusive range of integers, as in ``ports:[31000-32000]``."""
 
     begin: int
     end: int
 
 
-class Reservation(Value):
+class Reservation(Value, frozen=True):
     """Who reserved a resource. STATIC comes from agent flags, DYNAMIC from a Reserve operation."""
 
     type: str = "STATIC"
@@ -128,26 +133,26 @@ class Reservation(Value):
     labels: dict[str, str] = {}
 
 
-class Persistence(Value):
+class Persistence(Value, frozen=True):
     """A persistent volume's identity (unique per agent and role)."""
 
     id: str
     principal: str | None = None
 
 
-class VolumeMount(Value):
+class VolumeMount(Value, frozen=True):
     """Where a task sees the volume: a path relative to its sandbox."""
 
     container_path: str
     mode: str = "RW"
 
 
-class DiskInfo(Value):
+class DiskInfo(Value, frozen=True):
     persistence: Persistence | None = None
     volume: VolumeMount | None = None
 
 
-class Resource(Value):
+class Resource(Value, frozen=True):
     """One named resource on the wire. Scalars travel as floats (Mesos compatible); the
     algebra in :mod:`tepui.sdk.resources` turns them into exact thousandths. ``disk`` marks
     reserved disk made a persistent volume (the CREATE operation)."""
@@ -162,7 +167,7 @@ class Resource(Value):
     disk: DiskInfo | None = None
 
 
-class CommandURI(Value):
+class CommandURI(Value, frozen=True):
     """An artifact the fetcher downloads into the sandbox before the task starts."""
 
     value: str
@@ -172,7 +177,7 @@ class CommandURI(Value):
     output_file: str | None = None
 
 
-class CommandInfo(Value):
+class CommandInfo(Value, frozen=True):
     """What to run. ``shell=True`` runs ``value`` with ``/bin/sh -c``; ``shell=False`` runs the
     argv ``arguments`` (``value`` then names the executable, defaulting to ``arguments[0]``)."""
 
@@ -184,13 +189,13 @@ class CommandInfo(Value):
     user: str | None = None
 
 
-class PortMapping(Value):
+class PortMapping(Value, frozen=True):
     host_port: int
     container_port: int
     protocol: str = "tcp"
 
 
-class DockerInfo(Value):
+class DockerInfo(Value, frozen=True):
     image: str
     network: str = "BRIDGE"
     port_mappings: list[PortMapping] = []
@@ -199,31 +204,31 @@ class DockerInfo(Value):
     force_pull_image: bool = False
 
 
-class Volume(Value):
+class Volume(Value, frozen=True):
     container_path: str
     host_path: str | None = None
     mode: str = "RW"
 
 
-class ContainerInfo(Value):
+class ContainerInfo(Value, frozen=True):
     type: str = "MESOS"  # MESOS (process containerizer) | DOCKER
     docker: DockerInfo | None = None
     volumes: list[Volume] = []
     hostname: str | None = None
 
 
-class HTTPCheck(Value):
+class HTTPCheck(Value, frozen=True):
     port: int
     path: str = "/"
     scheme: str = "http"
     statuses: list[int] = []
 
 
-class TCPCheck(Value):
+class TCPCheck(Value, frozen=True):
     port: int
 
 
-class HealthCheck(Value):
+class HealthCheck(Value, frozen=True):
     """Mesos defaults: delay 15 s, interval 10 s, timeout 20 s, 3 consecutive failures, grace 10 s."""
 
     type: str  # COMMAND | HTTP | TCP
@@ -237,11 +242,11 @@ class HealthCheck(Value):
     grace_period_seconds: float = 10.0
 
 
-class KillPolicy(Value):
+class KillPolicy(Value, frozen=True):
     grace_period_seconds: float | None = None
 
 
-class ExecutorInfo(Value):
+class ExecutorInfo(Value, frozen=True):
     executor_id: str
     type: str = "CUSTOM"  # DEFAULT | CUSTOM
     framework_id: str | None = None
@@ -251,7 +256,7 @@ class ExecutorInfo(Value):
     name: str | None = None
 
 
-class TaskInfo(Value):
+class TaskInfo(Value, frozen=True):
     """A task a framework asks to run (``TaskInfo`` in mesos.proto)."""
 
     name: str
@@ -267,11 +272,11 @@ class TaskInfo(Value):
     labels: dict[str, str] = {}
 
 
-class TaskGroupInfo(Value):
+class TaskGroupInfo(Value, frozen=True):
     tasks: list[TaskInfo]
 
 
-class TaskStatus(Value):
+class TaskStatus(Value, frozen=True):
     """One observation of a task's state. ``uuid`` is set on updates that must be acknowledged
     (reconciliation answers carry none). ``exit_code`` is a Tepui extension: the command's real
     exit status, so that ``tepui run`` can exit with it."""
@@ -294,7 +299,7 @@ class TaskStatus(Value):
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 
 
-class Filters(Value):
+class Filters(Value, frozen=True):
     """Mesos semantics: for ``refuse_seconds`` (default 5 s) this framework is not offered, on
     that agent and in that role, anything the declined resources contain; a bigger offer of the
     agent still comes. From 0 to a year: the decoder refuses NaN, infinity, negative values and
@@ -304,7 +309,7 @@ class Filters(Value):
     refuse_seconds: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_REFUSE_SECONDS)] = 5.0
 
 
-class FrameworkInfo(Value):
+class FrameworkInfo(Value, frozen=True):
     """How a framework introduces itself. Mesos defaults ``failover_timeout`` to 0 (tear down on
     disconnect); long-running frameworks should set it to a week or more."""
 
@@ -321,7 +326,7 @@ class FrameworkInfo(Value):
     labels: dict[str, str] = {}
 
 
-class MasterInfo(Value):
+class MasterInfo(Value, frozen=True):
     id: str
     address: str
     hostname: str
@@ -330,7 +335,7 @@ class MasterInfo(Value):
     http_port: int | None = None
 
 
-class AgentInfo(Value):
+class AgentInfo(Value, frozen=True):
     hostname: str
     resources: list[Resource]
     attributes: dict[str, str] = {}
@@ -345,7 +350,7 @@ class AgentInfo(Value):
     task_user: str | None = None
 
 
-class Offer(Value):
+class Offer(Value, frozen=True):
     """Resources of one agent offered to one framework under one role."""
 
     id: str
@@ -362,7 +367,7 @@ class Offer(Value):
     address: str | None = None
 
 
-class DemandShape(Value):
+class DemandShape(Value, frozen=True):
     """Tepui extension: a task shape a framework is waiting to launch (``count`` of them, in
     ``role`` or any of its roles). Declared demand steers offers to agents where it fits."""
 
@@ -371,7 +376,7 @@ class DemandShape(Value):
     role: str | None = None
 
 
-class RoleExplanation(Value):
+class RoleExplanation(Value, frozen=True):
     """Tepui extension: why a framework got no offer for a role in the last cycle."""
 
     role: str
@@ -379,6 +384,6 @@ class RoleExplanation(Value):
     message: str
 
 
-class ReconcileTask(Value):
+class ReconcileTask(Value, frozen=True):
     task_id: str
     agent_id: str | None = None
