@@ -16,46 +16,17 @@ from tepui.sdk.shell import configure_logging
 from tepui.sdk.transport import tcp_address
 
 if TYPE_CHECKING:
+    from tepui.agent.options import AgentOptions
     from tepui.sdk.keys import ClientKeys
 
 log = logging.getLogger("tepui.agent")
 
 
-def run_agent(
-    master: str,
-    work_dir: str,
-    resources: str | None = None,
-    attributes: str | None = None,
-    hostname: str | None = None,
-    kill_grace_period: float = 5.0,
-    master_silence_limit: float | None = None,  # None: 5 × the ping interval the master announces
-    update_retry_initial: float = 10.0,
-    log_level: str = "info",
-    isolation: str = "auto",
-    task_user: str | None = None,
-    allowed_users: tuple[str, ...] = (),
-    pids_limit: int | None = 4096,
-    containerizers: tuple[str, ...] = ("mesos", "docker"),
-    docker_host: str | None = None,
-    fetcher_cache_mib: int = 2048,
-    http_port: int | None = None,
-    ip: str = "127.0.0.1",
-    advertise_ip: str | None = None,
-    sandbox_gc_delay: float = 604800.0,
-    strict: bool = True,
-    reconfiguration_policy: str = "equal",
-    http_token_file: str | None = None,
-    http_read_auth: str | None = None,  # None: token (open with --insecure); agent/files_http.files_policy
-    fetcher_allowed_dirs: tuple[str, ...] = (),  # where local files may be fetched from (none: nowhere)
-    keys_dir: str | None = None,
-    insecure: bool = False,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-) -> None:
-    """``http_port`` None: the default 5051, or a free port (with a warning) if that is taken;
-    0: a free port; any other: exactly that port or a clear exit."""
-    configure_logging(log_level, "agent")
-    curve = agent_curve(keys_dir, insecure)
+def run_agent(options: AgentOptions) -> None:
+    """Runs an agent until it is stopped (SIGTERM, Ctrl-C; SIGUSR1 drains it first). Every
+    refusal to start is a SystemExit that says what to change."""
+    configure_logging(options.log_level, "agent")
+    curve = agent_curve(options.keys_dir, options.insecure)
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
     from tepui.agent.containerizers.cgroups import CgroupInUse, Cgroups
@@ -69,11 +40,11 @@ def run_agent(
     from tepui.agent.shell import AgentShell
     from twisted.internet import threads
 
-    address = tcp_address(master, 5050)
-    name = hostname or socket.gethostname()
+    address = tcp_address(options.master, 5050)
+    name = options.hostname or socket.gethostname()
     cgroups = None
-    if isolation != "none":
-        agent_name = f"{name}-{hashlib.sha1(os.path.abspath(work_dir).encode()).hexdigest()[:8]}"
+    if options.isolation != "none":
+        agent_name = f"{name}-{hashlib.sha1(os.path.abspath(options.work_dir).encode()).hexdigest()[:8]}"
         try:
             cgroups = Cgroups.detect(agent_name)
         except CgroupInUse as exc:
@@ -84,11 +55,12 @@ def run_agent(
                 log.info("event=stale_agent_cgroups_removed count=%d reason=\"empty, left by agents no longer "
                          "running\"", swept)
         if cgroups is None:
-            if isolation == "cgroups":
+            if options.isolation == "cgroups":
                 raise SystemExit("--isolation cgroups: no usable cgroup hierarchy here (the agent must run as root "
                                  "with cgroup v2 controllers cpu, memory, pids, or v1 hierarchies); use --isolation none")
             log.warning("event=no_isolation reason=\"cgroups unavailable (not root, or not mounted)\" "
                         "hint=\"tasks run without cpu/memory/pids limits\"")
+    task_user = options.task_user
     if task_user is None and os.geteuid() == 0:
         task_user = "nobody"  # never root by default
     if task_user is not None:
@@ -96,14 +68,14 @@ def run_agent(
             resolve_user(task_user)
         except LookupError as exc:
             raise SystemExit(f"--task-user: {exc}") from None
-        blocked = _untraversable(work_dir)
+        blocked = _untraversable(options.work_dir)
         if blocked:
             log.warning("event=work_dir_not_traversable dir=%s task_user=%s hint=\"tasks run as %s cannot reach "
                         "their sandbox through it (getcwd fails); chmod o+x it or choose another --work-dir\"",
                         blocked, task_user, task_user)
     gpus = gpu_ids()
-    offered = agent_resources(work_dir, resources, gpus)
-    store = CheckpointStore(work_dir)
+    offered = agent_resources(options.work_dir, options.resources, gpus)
+    store = CheckpointStore(options.work_dir)
     current_boot = boot_id()
     previous_agent_id = None
     written_in = store.written_in_boot()
@@ -115,14 +87,14 @@ def run_agent(
         log.warning("event=host_rebooted previous_agent_id=%s checkpoint_moved_to=%s hint=\"registering as a new "
                     "agent; the tasks of the old one ended with the reboot\"", previous_agent_id, moved)
     try:
-        recovered: Recovered | None = store.load(strict)
+        recovered: Recovered | None = store.load(options.strict)
     except CheckpointError as exc:
         raise SystemExit(str(exc)) from None
     if recovered is not None and recovered.agent is None:
         recovered = None
     if recovered is not None and recovered.agent is not None:
-        problem = reconfiguration_problem(recovered.agent, name, offered, parse_attributes(attributes),
-                                          reconfiguration_policy, store.root)
+        problem = reconfiguration_problem(recovered.agent, name, offered, parse_attributes(options.attributes),
+                                          options.reconfiguration_policy, store.root)
         if problem:
             raise SystemExit(problem)
     if int(offered.scalar("gpus")) > len(gpus):  # declared by --resources without nvidia-smi to list them
@@ -155,43 +127,44 @@ def run_agent(
     from tepui.agent.files_http import files_policy, files_site
     from tepui.sdk.http_security import tls_from_flags
 
-    policy = files_policy(http_token_file, http_read_auth, insecure)
-    tls = tls_from_flags(tls_cert, tls_key)
-    site = files_site(build_root(work_dir, health, usage), policy,
+    policy = files_policy(options.http_token_file, options.http_read_auth, options.insecure)
+    tls = tls_from_flags(options.tls_cert, options.tls_key)
+    site = files_site(build_root(options.work_dir, health, usage), policy,
                       lambda: shell.core.agent_id if shell is not None else None)
-    bound_port = listen_http(reactor, site, ip, http_port, tls)
-    advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "", "::") else ip)
-    endpoint_path = os.path.join(os.path.abspath(work_dir), "executors.sock")
+    bound_port = listen_http(reactor, site, options.ip, options.http_port, tls)
+    advertised = options.advertise_ip or ("127.0.0.1" if options.ip in ("0.0.0.0", "", "::") else options.ip)
+    endpoint_path = os.path.join(os.path.abspath(options.work_dir), "executors.sock")
     if len(endpoint_path) > 100:  # ipc:// paths are limited to about 107 bytes
         endpoint_path = f"/tmp/tepui-executors-{hashlib.sha1(endpoint_path.encode()).hexdigest()[:12]}.sock"
     config = AgentConfig(
         hostname=name,
         resources=offered,
         gpu_ids=gpus[: int(offered.scalar("gpus"))],
-        work_dir=work_dir,
-        attributes=parse_attributes(attributes),
+        work_dir=options.work_dir,
+        attributes=parse_attributes(options.attributes),
         boot_id=current_boot,
         checkpoint=True,
         previous_agent_id=previous_agent_id,
-        kill_grace_period=kill_grace_period,
-        master_silence_limit=master_silence_limit,
-        update_retry_initial=update_retry_initial,
+        kill_grace_period=options.kill_grace_period,
+        master_silence_limit=options.master_silence_limit,
+        update_retry_initial=options.update_retry_initial,
         task_user=task_user,
-        allowed_users=frozenset(allowed_users),
-        docker_enabled="docker" in containerizers,
+        allowed_users=frozenset(options.allowed_users),
+        docker_enabled="docker" in options.containerizers,
         executor_endpoint=f"ipc://{endpoint_path}",
         http_port=bound_port,
         address=advertised,
         http_tls=tls is not None,
     )
-    docker = DockerContainerizer(reactor, docker_host) if "docker" in containerizers else None
-    fetcher = Fetcher(reactor, os.path.join(work_dir, "fetcher-cache"), cache_limit_bytes=fetcher_cache_mib * 1024 * 1024,
-                      allowed_dirs=tuple(os.path.abspath(d) for d in fetcher_allowed_dirs))
+    docker = DockerContainerizer(reactor, options.docker_host) if "docker" in options.containerizers else None
+    fetcher = Fetcher(reactor, os.path.join(options.work_dir, "fetcher-cache"),
+                      cache_limit_bytes=options.fetcher_cache_mib * 1024 * 1024,
+                      allowed_dirs=tuple(os.path.abspath(d) for d in options.fetcher_allowed_dirs))
     log.info("event=fetcher_local_files allowed_dirs=%s", ",".join(fetcher.allowed_dirs) or "none")
     core = AgentCore(config, lambda: uuid.uuid4().bytes)
-    shell = AgentShell(reactor, core, address, cgroups, pids_limit, docker, fetcher, store, curve=curve)
+    shell = AgentShell(reactor, core, address, cgroups, options.pids_limit, docker, fetcher, store, curve=curve)
     shell.recover(recovered)
-    gc = SandboxGC(work_dir, sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
+    gc = SandboxGC(options.work_dir, options.sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
                    lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
     reactor.addSystemEventTrigger("before", "shutdown", shell.on_reactor_stop)
     # SIGTERM and Ctrl-C stop the agent and leave its tasks to the next one (recovery);
@@ -201,10 +174,11 @@ def run_agent(
     reactor.callWhenRunning(shell.start)
     reactor.callWhenRunning(gc.start, reactor)
     log.info("event=agent_http_serving url=%s://%s:%d bind=%s http_read_auth=%s token=%s sandbox_gc_delay_s=%g",
-             "https" if tls else "http", advertised, bound_port, ip, policy.read_auth,
-             "yes" if policy.token else "none", sandbox_gc_delay)
+             "https" if tls else "http", advertised, bound_port, options.ip, policy.read_auth,
+             "yes" if policy.token else "none", options.sandbox_gc_delay)
     log.info("event=agent_starting master=%s resources=%s work_dir=%s isolation=%s task_user=%s", address,
-             config.resources, work_dir, cgroups.describe() if cgroups else "none", task_user or "(agent's own)")
+             config.resources, options.work_dir, cgroups.describe() if cgroups else "none",
+             task_user or "(agent's own)")
     reactor.run()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
@@ -135,6 +134,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
            agent_ca: str | None, proxy_allow: Any, log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
+    from tepui.master.options import MasterOptions
     from tepui.master.admission.rate_limits import parse_rate_limit
 
     try:
@@ -142,15 +142,18 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--framework-rate-limit") from None
 
-    run_master(ip, port, http_port, advertise_ip, hostname, agent_ping_interval, max_agent_ping_timeouts,
-               heartbeat_interval, allocation_interval, offer_timeout or None, log_level, work_dir,
-               agent_reregister_timeout, agent_removal_rate=agent_removal_rate, agent_gone_timeout=agent_gone_timeout,
-               recovery_agent_removal_limit=recovery_agent_removal_limit, http_token_file=http_token_file,
-               http_read_auth=http_read_auth, tls_cert=tls_cert, tls_key=tls_key,
-               allow_host_volumes=allow_host_volumes, acls_path=acls_path,
-               framework_rate_limit=rate_limit, keys_dir=keys, insecure=insecure,
-               max_agent_pings_per_second=max_agent_pings_per_second or None,
-               zmq_heartbeat_interval=zmq_heartbeat_interval, proxy_allow=proxy_allow, agent_ca=agent_ca)
+    run_master(MasterOptions(
+        ip=ip, port=port, http_port=http_port, advertise_ip=advertise_ip, hostname=hostname,
+        agent_ping_interval=agent_ping_interval, max_agent_ping_timeouts=max_agent_ping_timeouts,
+        heartbeat_interval=heartbeat_interval, allocation_interval=allocation_interval,
+        offer_timeout=offer_timeout or None, log_level=log_level, work_dir=work_dir,
+        agent_reregister_timeout=agent_reregister_timeout, agent_removal_rate=agent_removal_rate,
+        agent_gone_timeout=agent_gone_timeout, recovery_agent_removal_limit=recovery_agent_removal_limit,
+        http_token_file=http_token_file, http_read_auth=http_read_auth, tls_cert=tls_cert, tls_key=tls_key,
+        allow_host_volumes=allow_host_volumes, acls_path=acls_path, framework_rate_limit=rate_limit,
+        keys_dir=keys, insecure=insecure, zmq_heartbeat_interval=zmq_heartbeat_interval,
+        max_agent_pings_per_second=max_agent_pings_per_second or None, proxy_allow=proxy_allow,
+        agent_ca=agent_ca))
 
 
 @cli.command()
@@ -218,6 +221,7 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
           keys: str | None, insecure: bool, log_level: str) -> None:
     """Run an agent that offers this machine's resources to a master."""
     from tepui.agent.main import run_agent
+    from tepui.agent.options import AgentOptions
     from tepui.agent.probe import parse_attributes
     from tepui.agent.shell import default_work_dir
     from tepui.sdk.resources import InvalidResources, Resources
@@ -245,14 +249,18 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
             raise click.BadParameter(str(exc), param_hint=flag) from None
         if flag == "--advertise-ip" and parsed.is_unspecified:
             raise click.BadParameter(f"{value} is not an address others can reach", param_hint=flag)
-    run_agent(master_address, work_dir or default_work_dir(), resources, attributes, hostname,
-              kill_grace_period, master_silence_limit, update_retry, log_level, isolation, task_user,
-              tuple(u.strip() for u in allowed_users.split(",") if u.strip()), task_pids_max or None,
-              tuple(c.strip() for c in containerizers.split(",") if c.strip()), docker_host, fetcher_cache_size,
-              http_port, ip, advertise_ip, sandbox_gc_delay, strict, reconfiguration_policy,
-              fetcher_allowed_dirs=fetcher_allowed_dirs,
-              http_token_file=http_token_file, http_read_auth=http_read_auth, keys_dir=keys, insecure=insecure,
-              tls_cert=tls_cert, tls_key=tls_key)
+    run_agent(AgentOptions(
+        master=master_address, work_dir=work_dir or default_work_dir(), resources=resources, attributes=attributes,
+        hostname=hostname, kill_grace_period=kill_grace_period, master_silence_limit=master_silence_limit,
+        update_retry_initial=update_retry, log_level=log_level, isolation=isolation, task_user=task_user,
+        allowed_users=tuple(u.strip() for u in allowed_users.split(",") if u.strip()),
+        pids_limit=task_pids_max or None,
+        containerizers=tuple(c.strip() for c in containerizers.split(",") if c.strip()),
+        docker_host=docker_host, fetcher_cache_mib=fetcher_cache_size, http_port=http_port, ip=ip,
+        advertise_ip=advertise_ip, sandbox_gc_delay=sandbox_gc_delay, strict=strict,
+        reconfiguration_policy=reconfiguration_policy, http_token_file=http_token_file,
+        http_read_auth=http_read_auth, fetcher_allowed_dirs=fetcher_allowed_dirs, keys_dir=keys,
+        insecure=insecure, tls_cert=tls_cert, tls_key=tls_key))
 
 
 cli.add_command(up_command)
@@ -270,4 +278,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,53 +11,24 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from tepui.master.admission.acls import PERMISSIVE, AclError, Acls, load_acls
-from tepui.master.admission.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
+from tepui.master.admission.rate_limits import RateLimit
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 
 if TYPE_CHECKING:
-    from tepui.master.http.relay_guard import AllowRule
+    from tepui.master.options import MasterOptions
     from tepui.sdk.curve import CurveServer
     from tepui.sdk.store import Store
-    from tepui.master.partitions import RemovalRate
 
 log = logging.getLogger("tepui.master")
 
 
-def run_master(
-    ip: str = "0.0.0.0",
-    port: int = 5050,
-    http_port: int = 5080,
-    advertise_ip: str | None = None,
-    hostname: str | None = None,
-    agent_ping_interval: float = 2.0,
-    max_agent_ping_timeouts: int = 5,
-    heartbeat_interval: float = 15.0,
-    allocation_interval: float = 1.0,
-    offer_timeout: float | None = 60.0,
-    log_level: str = "info",
-    work_dir: str | None = None,
-    agent_reregister_timeout: float = 600.0,
-    agent_removal_rate: RemovalRate | None = None,
-    agent_gone_timeout: float = 86400.0,
-    recovery_agent_removal_limit: float = 100.0,
-    http_token_file: str | None = None,
-    http_read_auth: str = "open",
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    allow_host_volumes: bool = False,
-    acls_path: str | None = None,
-    framework_rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-    keys_dir: str | None = None,
-    insecure: bool = False,
-    zmq_heartbeat_interval: float = 5.0,
-    max_agent_pings_per_second: float | None = 2000.0,
-    proxy_allow: tuple[AllowRule, ...] = (),
-    agent_ca: str | None = None,
-) -> None:
-    configure_logging(log_level, "master")
-    curve = master_curve(keys_dir, insecure)
-    acls = _initial_acls(acls_path)
+def run_master(options: MasterOptions) -> None:
+    """Runs a master until it is stopped; exits 1 when its shell failed (a lost registry, a
+    newer epoch). Every refusal to start is a SystemExit that says what to change."""
+    configure_logging(options.log_level, "master")
+    curve = master_curve(options.keys_dir, options.insecure)
+    acls = _initial_acls(options.acls_path)
     reactor = install_reactor()
     from tepui.master.core import MasterConfig, MasterCore
     from tepui.master.http.api import HttpCollector
@@ -65,53 +36,55 @@ def run_master(
     from tepui.master.http.relay_guard import RelayPolicy
     from tepui.sdk.http_security import client_tls, listen, policy_from_flags
 
-    host = hostname or socket.gethostname()
-    advertised = advertise_ip or ("127.0.0.1" if ip in ("0.0.0.0", "*") else ip)
-    interface = "" if ip in ("0.0.0.0", "*") else ip
-    _refuse_ports_in_use(interface, port, http_port)  # before the registry is claimed (see there)
-    store, epoch = _open_registry(work_dir)
+    host = options.hostname or socket.gethostname()
+    advertised = options.advertise_ip or ("127.0.0.1" if options.ip in ("0.0.0.0", "*") else options.ip)
+    interface = "" if options.ip in ("0.0.0.0", "*") else options.ip
+    _refuse_ports_in_use(interface, options.port, options.http_port)  # before the registry is claimed (see there)
+    store, epoch = _open_registry(options.work_dir)
     config = MasterConfig(
         master_id=uuid.uuid4().hex[:12],
         epoch=epoch,
         hostname=host,
-        address=f"{advertised}:{port}",
-        http_port=http_port,
-        agent_ping_interval=agent_ping_interval,
-        max_agent_ping_timeouts=max_agent_ping_timeouts,
-        max_agent_pings_per_second=max_agent_pings_per_second,
-        heartbeat_interval=heartbeat_interval,
-        allocation_interval=allocation_interval,
-        offer_timeout=offer_timeout,
-        agent_reregister_timeout=agent_reregister_timeout,
-        agent_removal_rate=agent_removal_rate,
-        agent_gone_timeout=agent_gone_timeout,
-        recovery_agent_removal_limit=recovery_agent_removal_limit,
-        allow_host_volumes=allow_host_volumes,
+        address=f"{advertised}:{options.port}",
+        http_port=options.http_port,
+        agent_ping_interval=options.agent_ping_interval,
+        max_agent_ping_timeouts=options.max_agent_ping_timeouts,
+        max_agent_pings_per_second=options.max_agent_pings_per_second,
+        heartbeat_interval=options.heartbeat_interval,
+        allocation_interval=options.allocation_interval,
+        offer_timeout=options.offer_timeout,
+        agent_reregister_timeout=options.agent_reregister_timeout,
+        agent_removal_rate=options.agent_removal_rate,
+        agent_gone_timeout=options.agent_gone_timeout,
+        recovery_agent_removal_limit=options.recovery_agent_removal_limit,
+        allow_host_volumes=options.allow_host_volumes,
         acls=acls,
-        framework_rate_limit=framework_rate_limit,
+        framework_rate_limit=options.framework_rate_limit,
         durable_registry=store is not None,
     )
-    shell = MasterShell(reactor, MasterCore(config), f"tcp://{ip}:{port}", store, curve=curve,
-                        heartbeat_seconds=zmq_heartbeat_interval)
+    shell = MasterShell(reactor, MasterCore(config), f"tcp://{options.ip}:{options.port}", store, curve=curve,
+                        heartbeat_seconds=options.zmq_heartbeat_interval)
     # The framework proxy never relays to the master's own ports (issue 15: a relay loop).
-    relay = RelayPolicy(allow=proxy_allow, own_ports=frozenset({port, http_port}))
-    site = shell.site(policy_from_flags(http_token_file, http_read_auth, "master"), relay,
-                      client_tls(agent_ca, "--agent-ca"))
-    log.info("event=framework_proxy proxy_allow=%s agent_ca=%s", ",".join(map(str, proxy_allow)) or "none",
-             agent_ca or "system")
+    relay = RelayPolicy(allow=options.proxy_allow, own_ports=frozenset({options.port, options.http_port}))
+    site = shell.site(policy_from_flags(options.http_token_file, options.http_read_auth, "master"), relay,
+                      client_tls(options.agent_ca, "--agent-ca"))
+    log.info("event=framework_proxy proxy_allow=%s agent_ca=%s",
+             ",".join(map(str, options.proxy_allow)) or "none", options.agent_ca or "system")
     shell.registry.register(HttpCollector(site.counters))
-    _serve_admission(reactor, shell, acls_path, framework_rate_limit)
+    _serve_admission(reactor, shell, options.acls_path, options.framework_rate_limit)
     _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
-    listen(reactor, http_port, site, interface, tls_cert, tls_key)
+    listen(reactor, options.http_port, site, interface, options.tls_cert, options.tls_key)
     shell.start()
     log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g max_agent_pings_per_second=%s "
              "agent_removal_rate=%s agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
-             agent_ping_interval * max_agent_ping_timeouts, agent_ping_interval,
-             f"{max_agent_pings_per_second:g}" if max_agent_pings_per_second else "unlimited",
-             agent_removal_rate or "unlimited", agent_gone_timeout, recovery_agent_removal_limit)
-    log.info("event=master_serving zmq=%s:%d http=%s://%s:%d http_read_auth=%s mutating_calls=%s", ip, port,
-             "https" if tls_cert else "http", ip, http_port, http_read_auth,
-             "token" if http_token_file else "refused (no --http-token-file)")
+             options.agent_ping_interval * options.max_agent_ping_timeouts, options.agent_ping_interval,
+             f"{options.max_agent_pings_per_second:g}" if options.max_agent_pings_per_second else "unlimited",
+             options.agent_removal_rate or "unlimited", options.agent_gone_timeout,
+             options.recovery_agent_removal_limit)
+    log.info("event=master_serving zmq=%s:%d http=%s://%s:%d http_read_auth=%s mutating_calls=%s",
+             options.ip, options.port,
+             "https" if options.tls_cert else "http", options.ip, options.http_port, options.http_read_auth,
+             "token" if options.http_token_file else "refused (no --http-token-file)")
     reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
     reactor.run()
     if store is not None:
