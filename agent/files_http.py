@@ -307,16 +307,22 @@ class _Dir(resource.Resource):
         return json_response(request, 200, {"endpoints": ENDPOINTS})
 
 
+def _put(parent: resource.Resource, path: bytes, child: resource.Resource) -> None:
+    """``parent.putChild``, which takes an ``IResource``: a Resource is one by zope's
+    ``@implementer``, which mypy does not read."""
+    parent.putChild(path, child)  # type: ignore[arg-type]  # zope's @implementer: see the docstring
+
+
 def build_root(work_dir: str, health: Callable[[], dict[str, Any]],
                usage: Callable[[], dict[str, Any]] | None = None) -> resource.Resource:
     root = _Dir()
     if usage is not None:
-        root.putChild(b"usage", _Health(usage))  # per-task cpu seconds and memory from the cgroups
+        _put(root, b"usage", _Health(usage))  # per-task cpu seconds and memory from the cgroups
     files = _Dir()
-    files.putChild(b"browse", _FilesEndpoint(work_dir, "browse"))
-    files.putChild(b"read", _FilesEndpoint(work_dir, "read"))
-    root.putChild(b"files", files)
-    root.putChild(b"health", _Health(health))
+    _put(files, b"browse", _FilesEndpoint(work_dir, "browse"))
+    _put(files, b"read", _FilesEndpoint(work_dir, "read"))
+    _put(root, b"files", files)
+    _put(root, b"health", _Health(health))
     return root
 
 

@@ -125,7 +125,7 @@ class Codec(Generic[B]):
         (the master's: an ACCEPT with one invalid task launches the others); None: nothing."""
         self.max_bytes = max_bytes
         self._salvage = salvage
-        self._decoder = msgspec.msgpack.Decoder(Envelope[body_type])  # type: ignore[valid-type]
+        self._decoder = msgspec.msgpack.Decoder(Envelope[body_type])
         self._encoder = msgspec.msgpack.Encoder()
 
     def encode(self, envelope: Envelope[Any]) -> bytes:
@@ -147,7 +147,7 @@ class Codec(Generic[B]):
             salvaged = self._salvage(data, error) if self._salvage is not None else None
             if salvaged is None:
                 raise error from None
-            return salvaged  # type: ignore[return-value]
+            return salvaged
         except msgspec.DecodeError as exc:
             raise _explained(f"malformed MessagePack: {exc}", data) from None
         except UnicodeDecodeError as exc:
@@ -175,13 +175,13 @@ class Codec(Generic[B]):
             return [ProtocolError(str(exc))]
         if len(parts) == 1:
             try:
-                return [self.decode(parts[0])]  # type: ignore[arg-type]
+                return [self.decode(parts[0])]
             except ProtocolError as exc:
                 return [exc]
         out: list[Envelope[B] | ProtocolError] = []
         for index, part in enumerate(parts):
             try:
-                out.append(self.decode(part))  # type: ignore[arg-type]
+                out.append(self.decode(part))
             except ProtocolError as exc:
                 out.append(ProtocolError(f"envelope {index} of a batch of {len(parts)}: {exc}", field=exc.field,
                                          call_id=exc.call_id, call_type=exc.call_type))

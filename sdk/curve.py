@@ -345,7 +345,9 @@ class ServerMonitor(SocketMonitor):
 def user_id(frame: zmq.Frame) -> str | None:
     """The ZAP user id of the connection a frame came on (None without ZAP)."""
     try:
-        return frame.get("User-Id") or None
+        # bytes, not str: pyzmq encodes a str key to these same bytes, and types get(bytes) as
+        # the str property it is (get(str) may be an int option, for a type checker)
+        return frame.get(b"User-Id") or None
     except zmq.ZMQError:
         return None
 

@@ -119,7 +119,7 @@ class DealerEndpoint(Endpoint):
             old_monitor.close()
         stop_reading(self._loop, self._fd)
         old.close(linger=0)  # nothing of ours in it (ZMQ_IMMEDIATE): our queue holds what waits
-        self._sock, self._fd = sock, sock.getsockopt(zmq.FD)
+        self._sock, self._fd = sock, sock.fileno()
         sock.connect(self._connect_to)
         self._start_reading()
 

@@ -35,7 +35,7 @@ import logging
 import os
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,7 +282,8 @@ class GuardedRequest(server.Request):
             if self.method == b"HEAD" and b"GET" in exc.allowedMethods:
                 super().render(resrc)  # twisted fakes HEAD with GET
                 return
-            allowed = sorted(m.decode() for m in exc.allowedMethods)
+            methods: Sequence[bytes] = exc.allowedMethods  # Twisted declares it as ``()``
+            allowed = sorted(m.decode() for m in methods)
             self.setHeader(b"allow", ", ".join(allowed).encode())
             body = json_body(self, 405, {
                 "error": f"{self.method.decode(errors='replace')} is not allowed on "

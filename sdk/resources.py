@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Iterator, Mapping, NamedTuple, Union
+from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Union
 
 from tepui.sdk.protocol.values import DiskInfo, Persistence, Range, Reservation, Resource, VolumeMount
 
@@ -421,7 +421,7 @@ class Resources:
     def names(self) -> set[str]:
         return {key.name for key in self._items}
 
-    def filter(self, predicate) -> Resources:  # type: ignore[no-untyped-def]
+    def filter(self, predicate: Callable[[ResourceKey], bool]) -> Resources:
         return Resources({k: a for k, a in self._items.items() if predicate(k)})
 
     def volumes(self) -> list[ResourceKey]:

@@ -181,11 +181,11 @@ class RouterEndpoint(Endpoint):
         """Reads what is waiting (whole messages are never counted against their sender), then
         cuts each connection holding more than its bound of undelivered bytes."""
         assert self.undelivered is not None and self._curve is not None
-        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._events() & zmq.POLLIN:
             self._drain()
             if self._closed:
                 return
-        drained = not self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        drained = not self._events() & zmq.POLLIN
         received = {}
         for fd in self.undelivered.connections:
             count = tcp_bytes_received(fd)

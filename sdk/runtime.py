@@ -40,4 +40,4 @@ def event_loop(reactor: Any) -> asyncio.AbstractEventLoop:
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is None:
         raise RuntimeError("this reactor is not Twisted's asyncio reactor; see install_reactor()")
-    return loop  # type: ignore[no-any-return]
+    return loop

@@ -38,7 +38,7 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import zmq
 
@@ -91,7 +91,7 @@ class Endpoint:
         self._reactor = reactor
         self._loop = event_loop(reactor)
         self._sock = sock
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = sock.fileno()  # ZMQ_FD, typed as the int it is
         # Frames ZeroMQ would not take yet (that peer's high-water mark), per peer, with the
         # envelopes each holds; a peer with nothing queued has no entry.
         self._pending: dict[Any, collections.deque[tuple[list[bytes], int]]] = {}
@@ -112,11 +112,16 @@ class Endpoint:
     def _on_fd(self) -> None:
         if self._closed:
             return
-        events = self._sock.getsockopt(zmq.EVENTS)
+        events = self._events()
         if events & zmq.POLLOUT and self._pending:
             self._flush()
         if events & zmq.POLLIN:
             self._drain()
+
+    def _events(self) -> int:
+        """ZMQ_EVENTS: the socket's POLLIN/POLLOUT bits. An int option, but pyzmq types
+        ``getsockopt`` as ``int | bytes`` for every option, hence the cast."""
+        return cast(int, self._sock.getsockopt(zmq.EVENTS))
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled and not self._closed:
@@ -215,7 +220,7 @@ class Endpoint:
 
     def _check_readable(self) -> None:
         # A send can swallow the FD's edge: look for input we would otherwise not be woken for.
-        if not self._closed and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if not self._closed and self._events() & zmq.POLLIN:
             self._schedule_drain()
 
     def _unreachable(self, frames: list[bytes]) -> None:

@@ -528,7 +528,7 @@ class _LogFollower:
 def _client(host: str, version: str, timeout: float | None) -> docker.APIClient:
     """A client for exactly ``host``: no environment variables, no proxies from
     ``~/.docker/config.json`` (``use_config_proxy=False`` at create), no ``*_PROXY`` or netrc."""
-    api = docker.APIClient(base_url=host, version=version, timeout=timeout, max_pool_size=32)  # type: ignore[arg-type]
+    api = docker.APIClient(base_url=host, version=version, timeout=timeout, max_pool_size=32)
     api.trust_env = False
     return api
 

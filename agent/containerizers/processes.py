@@ -83,6 +83,7 @@ class _TaskProtocol(protocol.ProcessProtocol):
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
         # Read the pid here: Twisted reaps a child that already exited before spawnProcess
         # returns, and then its ``transport.pid`` is None.
+        assert self.transport is not None  # Twisted sets it before calling connectionMade
         self.pid = self.transport.pid
 
     def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)

@@ -118,7 +118,7 @@ class ServicesShell(Scheduler):
         """An API command: its effects run before the answer is written (so a 201 means stored)."""
         answer, effects = command(self.core, *args)
         self.execute(effects)
-        return answer  # type: ignore[no-any-return]
+        return answer
 
     # --- effects --------------------------------------------------------------------------
 

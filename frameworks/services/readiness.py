@@ -81,7 +81,11 @@ class _Discard(protocol.Protocol):
     here: the transport a response body gets has no ``abortConnection``."""
 
     def __init__(self) -> None:
-        self.done: defer.Deferred[None] = defer.Deferred(lambda _: self.transport.stopProducing())
+        self.done: defer.Deferred[None] = defer.Deferred(self._cancel)
+
+    def _cancel(self, _: defer.Deferred[None]) -> None:
+        assert self.transport is not None  # deliverBody connected it before the probe could time out
+        self.transport.stopProducing()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802 (Twisted's)
         if not self.done.called:

@@ -73,7 +73,7 @@ class Root(resource.Resource):
         super().__init__()
         self._children = children
         for name, child in children.items():
-            self.putChild(name.encode(), child)
+            self.putChild(name.encode(), child)  # type: ignore[arg-type]  # IResource by zope @implementer
 
     def getChild(self, path: bytes, request: Any) -> resource.Resource:
         return NotFound(sorted("/" + name for name in self._children))
@@ -94,10 +94,10 @@ class CoreCollector:
             family = CounterMetricFamily(f"tepui_master_{name}", f"Tepui master counter {name}")
             family.add_metric([], value)
             yield family
-        for name, value in sorted(gauges.items()):
-            family = GaugeMetricFamily(f"tepui_master_{name}", f"Tepui master gauge {name}")
-            family.add_metric([], value)
-            yield family
+        for name, level in sorted(gauges.items()):
+            gauge = GaugeMetricFamily(f"tepui_master_{name}", f"Tepui master gauge {name}")
+            gauge.add_metric([], level)
+            yield gauge
 
 
 class HttpCollector:
