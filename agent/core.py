@@ -46,7 +46,7 @@ from tepui.agent.groups import TaskGroups
 from tepui.agent.reconcile import TaskReconciliation
 from tepui.agent.recovery import Recovery
 from tepui.agent.stopping import STOP_DEADLINE, Stopping
-from tepui.agent.status_updates import StatusUpdateManager, _Pending
+from tepui.agent.status_updates import Ack, StatusUpdateQueue
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import (
@@ -54,7 +54,9 @@ from tepui.sdk.protocol.values import (
     FrameworkInfo,
     TaskInfo,
     TaskReason,
+    TaskSource,
     TaskState,
+    TaskStatus,
     Volume,
 )
 from tepui.sdk.resources import InvalidResources, Resources
@@ -147,7 +149,7 @@ class CompletedTasks:
         return len(self._records)
 
 
-class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, TaskReconciliation, Stopping):
+class AgentCore(ExecutorHandling, TaskGroups, Recovery, TaskReconciliation, Stopping):
     def __init__(self, config: AgentConfig, new_uuid: Callable[[], bytes],
                  new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> None:
         self.config = config
@@ -163,7 +165,8 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         self.frameworks: dict[str, FrameworkInfo] = {}
         self.tasks: dict[tuple[str, str], TaskRecord] = {}
         self.completed = CompletedTasks(1000)
-        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.pending: StatusUpdateQueue[SendToMaster] = StatusUpdateQueue(
+            config.update_retry_initial, config.update_retry_max, new_uuid, SendToMaster, lambda f, t: ("retry", f, t))
         self.shutting_down_frameworks: set[str] = set()
         self.executors: dict[tuple[str, str], ExecutorRecord] = {}
         self.executor_peers: dict[bytes, tuple[str, str]] = {}
@@ -562,6 +565,34 @@ class AgentCore(StatusUpdateManager, ExecutorHandling, TaskGroups, Recovery, Tas
         if record.framework_id in self.shutting_down_frameworks:
             return  # the framework is gone; nobody is left to acknowledge
         self._update(record, state, reason, message, now, out, exit_code=record.exit_code, healthy=healthy)
+
+    # --- status updates (the queue: status_updates.py) -----------------------------------
+
+    def _update(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str | None,
+                now: float, out: list[Effect], exit_code: int | None = None,
+                labels: dict[str, str] | None = None, healthy: bool | None = None) -> None:
+        status = TaskStatus(
+            task_id=record.info.task_id, state=state, message=message, source=TaskSource.AGENT,
+            reason=reason, agent_id=self.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code,
+            labels=labels or {}, healthy=healthy,
+        )
+        self._enqueue(record.framework_id, status, now, out)
+
+    def _enqueue(self, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None:
+        self._dirty_tasks.add((framework_id, status.task_id))  # checkpointed before it is forwarded
+        self.pending.enqueue(framework_id, status, now, self.registered, out)
+
+    def _send_head(self, key: tuple[str, str], now: float, out: list[Effect], fresh: bool = False) -> None:
+        self.pending.send_head(key, now, self.registered, out, fresh)
+
+    def _on_StatusUpdateAck(self, msg: am.StatusUpdateAck, epoch: int, now: float, out: list[Effect]) -> None:
+        outcome = self.pending.acknowledge(msg.framework_id, msg.task_id, msg.uuid, now, self.registered, out)
+        if outcome is Ack.STALE:
+            out.append(Log("debug", "stale_ack_ignored", {"task_id": msg.task_id}))
+            return
+        self._dirty_tasks.add((msg.framework_id, msg.task_id))
+        if outcome is Ack.DRAINED:
+            self._maybe_exit(now, out)
 
     # --- timers ---------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from tepui.agent.checkpoint import (
 from tepui.agent.events import SignalProcess
 from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorRecord
 from tepui.agent.health import HealthState, first_probe_at
-from tepui.agent.status_updates import _Pending
+from tepui.agent.status_updates import StatusUpdateQueue
 from tepui.sdk.effects import Log, ScheduleTimer
 from tepui.sdk.protocol.values import TaskReason, TaskState
 from tepui.sdk.resources import Resources
@@ -76,7 +76,7 @@ class Recovery:
     frameworks: dict[str, FrameworkInfo]
     tasks: dict[tuple[str, str], TaskRecord]
     completed: collections.deque[TaskRecord]
-    pending: dict[tuple[str, str], _Pending]
+    pending: StatusUpdateQueue[Any]
     executors: dict[tuple[str, str], ExecutorRecord]
 
     _dirty_tasks: set[tuple[str, str]]
@@ -153,7 +153,7 @@ class Recovery:
                                 exit_code=saved.exit_code, environment=dict(saved.environment),
                                 gpus=tuple(saved.gpus), group=saved.group, kill_reason=saved.kill_reason)
             if saved.updates:
-                self.pending[key] = _Pending(collections.deque(saved.updates))
+                self.pending.restore(key, saved.updates)
             if saved.terminal:
                 record.exited = True
                 self.completed.append(record)

@@ -1,90 +1,174 @@
-"""The agent's status update manager (Mesos ``TaskStatusUpdateManager`` semantics), pure.
+"""Reliable status updates (Mesos ``TaskStatusUpdateManager`` semantics), pure, one per agent.
 
 Every update gets a UUID and waits in a per-task queue until the framework acknowledges it:
 one update in flight per task, retried with doubling backoff (10 s → 10 min by default), the
-next one sent only after the previous one's ack, stale or unknown acks ignored. A mixin of
-:class:`tepui.agent.core.AgentCore`, whose state it shares.
+next one sent only after the previous one's ack, stale or unknown acks ignored. A framework so
+sees each task's states in order and a terminal state exactly once per ack.
+
+:class:`StatusUpdateQueue` owns the queues and nothing else: it is told whether the master link
+is up (``connected``: an update is queued and its retry armed even while it is not, and every
+head is sent again on registration), and how to name its effects — the real agent's
+``SendToMaster(body)`` and ``RetryUpdate(framework id, task id)``, the simulator's with the
+simulated agent's index — so that the agent (:mod:`tepui.agent.core`) and the simulator
+(:mod:`tepui.sim.core`), which must behave alike on the wire, share one implementation.
+
+It is a read-only mapping (task key → :class:`PendingUpdates`) for whoever needs to look:
+checkpoints, re-registration reports, pong digests, tests.
 """
 
 from __future__ import annotations
 
-import collections
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+import enum
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
-from tepui.agent.events import SendToMaster
-from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
+from tepui.sdk.effects import CancelTimer, ScheduleTimer
 from tepui.sdk.protocol import agent as am
-from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sdk.protocol.values import TaskStatus
 
-if TYPE_CHECKING:
-    from tepui.agent.core import AgentConfig, TaskRecord
-
-Effect = Any
-
-
-@dataclass
-class _Pending:
-    """Updates of one task waiting for acknowledgement; the head is in flight."""
-
-    queue: collections.deque[TaskStatus] = field(default_factory=collections.deque)
-    attempts: int = 0
+TaskKey = tuple[str, str]  # (framework id, task id)
+E = TypeVar("E")
+E_contra = TypeVar("E_contra", contravariant=True)
 
 
-class StatusUpdateManager:
-    config: AgentConfig
-    agent_id: str | None
-    registered: bool
-    pending: dict[tuple[str, str], _Pending]
-    _dirty_tasks: set[tuple[str, str]]
-    _new_uuid: Callable[[], bytes]
+class Sink(Protocol[E_contra]):
+    """Where effects go: the caller's effect list, whatever its own effect union."""
 
-    if TYPE_CHECKING:
-        def _maybe_exit(self, now: float, out: list[Effect], force: bool = False) -> None: ...
+    def append(self, item: E_contra, /) -> None: ...
 
-    def _update(self, record: TaskRecord, state: TaskState, reason: TaskReason | None, message: str | None,
-                now: float, out: list[Effect], exit_code: int | None = None,
-                labels: dict[str, str] | None = None, healthy: bool | None = None) -> None:
-        status = TaskStatus(
-            task_id=record.info.task_id, state=state, message=message, source=TaskSource.AGENT,
-            reason=reason, agent_id=self.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code,
-            labels=labels or {}, healthy=healthy,
-        )
-        self._enqueue(record.framework_id, status, now, out)
 
-    def _enqueue(self, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None:
+Out = Sink[E | ScheduleTimer | CancelTimer]
+
+
+class PendingUpdates:
+    """Updates of one task waiting for acknowledgement; the head (``queue[0]``) is in flight.
+    A list, not a deque: it almost always holds one update, and 100,000 deques (a simulator's
+    10,000 agents) cost 60 MB."""
+
+    __slots__ = ("queue", "attempts")
+
+    def __init__(self, queue: list[TaskStatus] | None = None) -> None:
+        self.queue: list[TaskStatus] = queue if queue is not None else []
+        self.attempts = 0
+
+
+class Ack(enum.Enum):
+    """What an acknowledgement did."""
+
+    STALE = "stale"  # not the head's UUID (or no update waits): nothing changed
+    NEXT = "next"  # the head is done; the task's next update went out
+    DRAINED = "drained"  # the head was the task's last waiting update; its retry timer is cancelled
+
+
+class StatusUpdateQueue(Mapping[TaskKey, PendingUpdates], Generic[E]):
+    __slots__ = ("_pending", "_retry_initial", "_retry_max", "_new_uuid", "_send", "_retry_key")
+
+    def __init__(self, retry_initial: float, retry_max: float, new_uuid: Callable[[], bytes],
+                 send: Callable[[am.StatusUpdate], E], retry_key: Callable[[str, str], Hashable]) -> None:
+        self._pending: dict[TaskKey, PendingUpdates] = {}
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._new_uuid = new_uuid
+        self._send = send
+        self._retry_key = retry_key
+
+    # --- the mapping ----------------------------------------------------------------------
+
+    def __getitem__(self, key: TaskKey) -> PendingUpdates:
+        return self._pending[key]
+
+    def __iter__(self) -> Iterator[TaskKey]:
+        return iter(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending
+
+    def head(self, key: TaskKey) -> TaskStatus | None:
+        """The update of this task in flight, if any."""
+        pending = self._pending.get(key)
+        return pending.queue[0] if pending is not None else None
+
+    def holds(self, key: TaskKey, uuid: bytes) -> bool:
+        """An update with this UUID waits for this task (an executor resending it is taken once)."""
+        pending = self._pending.get(key)
+        return pending is not None and any(s.uuid == uuid for s in pending.queue)
+
+    # --- changes --------------------------------------------------------------------------
+
+    def new_uuid(self) -> bytes:
+        return self._new_uuid()
+
+    def enqueue(self, framework_id: str, status: TaskStatus, now: float, connected: bool, out: Out[E]) -> TaskKey:
+        """Queues ``status`` (given a UUID if it has none); sends it at once when it is the
+        task's only waiting update. Returns the task's key."""
         if status.uuid is None:
             status = msgspec.structs.replace(status, uuid=self._new_uuid())
         key = (framework_id, status.task_id)
-        self._dirty_tasks.add(key)  # checkpointed before it is forwarded
-        pending = self.pending.setdefault(key, _Pending())
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = PendingUpdates()
         pending.queue.append(status)
         if len(pending.queue) == 1:
-            self._send_head(key, now, out, fresh=True)
+            self.send_head(key, now, connected, out, fresh=True)
+        return key
 
-    def _send_head(self, key: tuple[str, str], now: float, out: list[Effect], fresh: bool = False) -> None:
-        pending = self.pending[key]
+    def send_head(self, key: TaskKey, now: float, connected: bool, out: Out[E], fresh: bool = False) -> None:
+        """Sends the task's head (when connected) and arms its retry; ``fresh`` restarts the
+        backoff (a new head, a new connection), else it doubles up to ``retry_max``."""
+        pending = self._pending[key]
         if fresh:
             pending.attempts = 0
-        delay = min(self.config.update_retry_initial * (2 ** pending.attempts), self.config.update_retry_max)
+        delay = min(self._retry_initial * (2 ** pending.attempts), self._retry_max)
         pending.attempts += 1
-        if self.registered:
-            out.append(SendToMaster(am.StatusUpdate(key[0], pending.queue[0])))
-        out.append(ScheduleTimer(now + delay, ("retry",) + key))
+        if connected:
+            out.append(self._send(am.StatusUpdate(key[0], pending.queue[0])))
+        out.append(ScheduleTimer(now + delay, self._retry_key(*key)))
 
-    def _on_StatusUpdateAck(self, msg: am.StatusUpdateAck, epoch: int, now: float, out: list[Effect]) -> None:
-        key = (msg.framework_id, msg.task_id)
-        pending = self.pending.get(key)
-        if pending is None or pending.queue[0].uuid != msg.uuid:
-            out.append(Log("debug", "stale_ack_ignored", {"task_id": msg.task_id}))
-            return
-        pending.queue.popleft()
-        self._dirty_tasks.add(key)
+    def retry(self, key: TaskKey, now: float, connected: bool, out: Out[E]) -> bool:
+        """The retry timer of ``key`` fired: the head again, if one still waits."""
+        if key not in self._pending:
+            return False
+        self.send_head(key, now, connected, out)
+        return True
+
+    def resend_all(self, now: float, connected: bool, out: Out[E]) -> None:
+        """Every head again, backoff restarted: what the old connection may have lost."""
+        for key in self._pending:
+            self.send_head(key, now, connected, out, fresh=True)
+
+    def acknowledge(self, framework_id: str, task_id: str, uuid: bytes, now: float, connected: bool,
+                    out: Out[E]) -> Ack:
+        key = (framework_id, task_id)
+        pending = self._pending.get(key)
+        if pending is None or pending.queue[0].uuid != uuid:
+            return Ack.STALE
+        del pending.queue[0]
         if pending.queue:
-            self._send_head(key, now, out, fresh=True)
-        else:
-            del self.pending[key]
-            out.append(CancelTimer(("retry",) + key))
-            self._maybe_exit(now, out)
+            self.send_head(key, now, connected, out, fresh=True)
+            return Ack.NEXT
+        del self._pending[key]
+        out.append(CancelTimer(self._retry_key(*key)))
+        return Ack.DRAINED
+
+    def drop_framework(self, framework_id: str, out: Out[E]) -> list[TaskKey]:
+        """Forgets the framework's updates (it is gone: nobody is left to acknowledge them)."""
+        dropped = [k for k in self._pending if k[0] == framework_id]
+        for key in dropped:
+            del self._pending[key]
+            out.append(CancelTimer(self._retry_key(*key)))
+        return dropped
+
+    def drop_all(self, out: Out[E]) -> None:
+        for key in self._pending:
+            out.append(CancelTimer(self._retry_key(*key)))
+        self._pending.clear()
+
+    def restore(self, key: TaskKey, updates: list[TaskStatus]) -> None:
+        """Takes back a task's unacknowledged updates from a checkpoint (recovery); nothing is
+        sent until registration resends every head."""
+        self._pending[key] = PendingUpdates(list(updates))

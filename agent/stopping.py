@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tepui.agent.core import AgentConfig, TaskRecord
     from tepui.agent.executors import ExecutorRecord
     from tepui.agent.core import CompletedTasks
-    from tepui.agent.status_updates import _Pending
+    from tepui.agent.status_updates import StatusUpdateQueue
     from tepui.sdk.protocol.values import FrameworkInfo
 
 Effect = Any
@@ -38,7 +38,7 @@ class Stopping:
     stopping: bool
     tasks: dict[tuple[str, str], TaskRecord]
     frameworks: dict[str, FrameworkInfo]
-    pending: dict[tuple[str, str], _Pending]
+    pending: StatusUpdateQueue[SendToMaster]
     executors: dict[tuple[str, str], ExecutorRecord]
     shutting_down_frameworks: set[str]
     completed: CompletedTasks
@@ -92,10 +92,8 @@ class Stopping:
 
     def _on_ShutdownFramework(self, msg: am.ShutdownFramework, epoch: int, now: float, out: list[Effect]) -> None:
         self.shutting_down_frameworks.add(msg.framework_id)
-        for key in [k for k in self.pending if k[0] == msg.framework_id]:
-            del self.pending[key]
+        for key in self.pending.drop_framework(msg.framework_id, out):
             self._touch(key)
-            out.append(CancelTimer(("retry",) + key))
         for record in [r for r in self.tasks.values() if r.framework_id == msg.framework_id]:
             record.kill_requested = True
             self._touch((record.framework_id, record.info.task_id))

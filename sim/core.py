@@ -20,13 +20,17 @@ What a simulated agent does, and why it matches the real one (``tepui.agent``) o
   frameworks with that capability) then TASK_KILLED at once; duplicate task ids are refused
   (at most once per task id, DESIGN §6). Task groups run the same way; SHUTDOWN_EXECUTOR ends
   the group's tasks TASK_KILLED.
-* status updates (Mesos ``TaskStatusUpdateManager``, like ``agent/status_updates.py``): each
-  carries a fresh UUID; one in flight per task, retried with doubling backoff until the ack
-  with its UUID arrives; the next goes out only after that ack; stale acks change nothing.
+* status updates (Mesos ``TaskStatusUpdateManager``): each carries a fresh UUID; one in flight
+  per task, retried with doubling backoff until the ack with its UUID arrives; the next goes out
+  only after that ack; stale acks change nothing. Each simulated agent has the real agent's own
+  :class:`~tepui.agent.status_updates.StatusUpdateQueue`, naming its effects with its index.
 * SHUTDOWN_FRAMEWORK drops that framework's tasks and unacknowledged updates silently (nobody is
   left to acknowledge); RECONCILE_TASKS answers TASK_DROPPED (TASK_LOST for frameworks that are
   not PARTITION_AWARE) for ids it never saw, like ``agent/reconcile.py``; SHUTDOWN_AGENT ends
   the agent's tasks, waits (at most ``stop_grace``) for their acks, unregisters and closes.
+
+Events, effects and timer keys are typed (:mod:`tepui.sim.events`: ``SimEvent``, ``SimEffect``,
+``SimTimer``); messages and timers reach their handlers through dispatch tables keyed by type.
 
 Nothing here logs per message: rare events are logged the first time and counted always
 (``stats``), so that 10,000 agents that all see the same thing produce one line.
@@ -35,41 +39,37 @@ Nothing here logs per message: rare events are logged the first time and counted
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Any, Callable
 
-import msgspec
-
+from tepui.agent.status_updates import Ack, StatusUpdateQueue
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskInfo, TaskReason, TaskSource, TaskState, TaskStatus
 from tepui.sim.events import (
     DURATION_LABEL,
     CloseAgent,
+    FinishTask,
+    MasterCheck,
     Received,
+    Register,
+    RetryUpdate,
     SendToMaster,
     SimConfig,
+    SimEffect,
+    SimEvent,
     Start,
     Stop,
+    StopDeadline,
     expand_template,
     parse_attributes,
     task_duration,
 )
 
-Effect = Any
+Effect = SimEffect
 Key = tuple[str, str]  # (framework id, task id)
-MASTER_CHECK = ("master_check",)
+MASTER_CHECK = MasterCheck()
 MISSED_PINGS = 5  # the real agent's rule: silent for this many ping intervals → the master is gone
-
-
-class _Pending:
-    """Updates of one task waiting for acknowledgement; the head is in flight. A list, not a
-    deque: it almost always holds one update, and 100,000 deques cost 60 MB."""
-
-    __slots__ = ("queue", "attempts")
-
-    def __init__(self) -> None:
-        self.queue: list[TaskStatus] = []
-        self.attempts = 0
 
 
 class SimTask:
@@ -87,7 +87,8 @@ class SimAgent:
     __slots__ = ("index", "hostname", "attributes", "agent_id", "registered", "stopping", "closed", "master_epoch",
                  "last_contact", "backoff", "tasks", "ended", "completed", "pending", "groups", "shutting_down")
 
-    def __init__(self, index: int, hostname: str, attributes: dict[str, str], backoff: float) -> None:
+    def __init__(self, index: int, hostname: str, attributes: dict[str, str], backoff: float,
+                 updates: StatusUpdateQueue[SendToMaster]) -> None:
         self.index, self.hostname, self.attributes = index, hostname, attributes
         self.agent_id: str | None = None
         self.registered = False
@@ -99,7 +100,7 @@ class SimAgent:
         self.tasks: dict[Key, SimTask] = {}
         self.ended: dict[Key, SimTask] = {}
         self.completed: dict[Key, TaskState | None] = {}  # insertion-ordered, bounded; how each ended
-        self.pending: dict[Key, _Pending] = {}
+        self.pending = updates  # unacknowledged status updates, per task
         self.groups: dict[Key, list[str]] = {}  # (framework id, executor id) → its task ids
         self.shutting_down: set[str] = set()  # frameworks told to shut down here
 
@@ -111,7 +112,9 @@ class SimCore:
         self._resources = config.resources.to_wire()  # shared by every agent: values are immutable
         self.agents = [
             SimAgent(i, config.hostname(i), parse_attributes(expand_template(config.attributes, i + 1)),
-                     config.registration_backoff)
+                     config.registration_backoff,
+                     StatusUpdateQueue(config.update_retry_initial, config.update_retry_max, new_uuid,
+                                       functools.partial(SendToMaster, i), functools.partial(RetryUpdate, i)))
             for i in range(config.agents)
         ]
         self.frameworks: dict[str, FrameworkInfo] = {}  # the latest info seen per framework, all agents
@@ -134,13 +137,21 @@ class SimCore:
             am.AuditTasks: self._on_audit_tasks,
             am.ShutdownAgent: self._on_shutdown_agent,
         }
+        self._timers: dict[type, Callable[[Any, float, list[Effect]], None]] = {  # a SimTimer's type → its handler
+            RetryUpdate: self._on_retry,
+            FinishTask: self._on_finish,
+            Register: self._on_register_timer,
+            StopDeadline: self._on_stop_deadline,
+            MasterCheck: self._on_master_check,
+        }
 
     # --- entry point ----------------------------------------------------------------------
 
-    def handle(self, event: Any, now: float) -> list[Effect]:
+    def handle(self, event: SimEvent, now: float) -> list[Effect]:
         out: list[Effect] = []
         kind = type(event)
         if kind is Received:
+            assert isinstance(event, Received)
             agent = self.agents[event.index]
             if agent.closed:
                 return out
@@ -155,13 +166,18 @@ class SimCore:
             else:
                 handler(agent, event.body, event.epoch, now, out)
         elif kind is TimerFired:
-            self._on_timer(event.key, now, out)
+            assert isinstance(event, TimerFired)
+            on_timer = self._timers.get(type(event.key))
+            if on_timer is not None:
+                on_timer(event.key, now, out)
         elif kind is Start:
+            assert isinstance(event, Start)
             agent = self.agents[event.index]
             agent.last_contact = now
             if not agent.registered and not agent.closed:
                 self._register(agent, now, out)
         elif kind is Stop:
+            assert isinstance(event, Stop)
             self._stop(event, out)
         else:
             raise TypeError(f"unknown event {event!r}")
@@ -186,7 +202,7 @@ class SimCore:
             frameworks = [self.frameworks[fid] for fid in ids if fid in self.frameworks]
             out.append(SendToMaster(agent.index, am.ReregisterAgent(info, self.config.version, reports, frameworks)))
             self.stats["reregistrations_sent"] += 1
-        out.append(ScheduleTimer(now + agent.backoff, ("register", agent.index)))
+        out.append(ScheduleTimer(now + agent.backoff, Register(agent.index)))
         agent.backoff = min(agent.backoff * 2, self.config.max_registration_backoff)
 
     def _on_registered(self, agent: SimAgent, msg: am.AgentRegistered | am.AgentReregistered, epoch: int,
@@ -199,9 +215,8 @@ class SimCore:
         agent.registered = True
         self.registered += 1
         agent.backoff = self.config.registration_backoff
-        out.append(CancelTimer(("register", agent.index)))
-        for key in agent.pending:  # resend what the old connection may have lost
-            self._send_head(agent, key, now, out, fresh=True)
+        out.append(CancelTimer(Register(agent.index)))
+        agent.pending.resend_all(now, True, out)  # what the old connection may have lost
         if not self._checking:
             self._checking = True
             out.append(ScheduleTimer(now + self._silence_limit() / 2, MASTER_CHECK))
@@ -289,7 +304,7 @@ class SimCore:
             self._terminal(agent, key, TaskState.FINISHED, None, "Command exited with status 0", now, out,
                            exit_code=0, timer=False)
         else:
-            out.append(ScheduleTimer(now + duration, ("finish", agent.index, framework_id, task.task_id)))
+            out.append(ScheduleTimer(now + duration, FinishTask(agent.index, framework_id, task.task_id)))
 
     def _on_kill_task(self, agent: SimAgent, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
         key = (msg.framework_id, msg.task_id)
@@ -317,7 +332,7 @@ class SimCore:
         self.stats["tasks_" + state.name.lower()] += 1
         record.state = state
         if timer:
-            out.append(CancelTimer(("finish", agent.index) + key))
+            out.append(CancelTimer(FinishTask(agent.index, *key)))
         if record.group is not None:
             members = agent.groups.get((key[0], record.group))
             if members is not None:
@@ -345,40 +360,21 @@ class SimCore:
             agent_id=agent.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code), now, out)
 
     def _enqueue(self, agent: SimAgent, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None:
-        if status.uuid is None:
-            status = msgspec.structs.replace(status, uuid=self._new_uuid())
-        key = (framework_id, status.task_id)
-        pending = agent.pending.get(key)
-        if pending is None:
-            pending = agent.pending[key] = _Pending()
-        pending.queue.append(status)
-        if len(pending.queue) == 1:
-            self._send_head(agent, key, now, out, fresh=True)
+        agent.pending.enqueue(framework_id, status, now, agent.registered, out)
 
-    def _send_head(self, agent: SimAgent, key: Key, now: float, out: list[Effect], fresh: bool = False) -> None:
-        pending = agent.pending[key]
-        if fresh:
-            pending.attempts = 0
-        else:
-            self.stats["status_updates_retried"] += 1
-        delay = min(self.config.update_retry_initial * (2 ** pending.attempts), self.config.update_retry_max)
-        pending.attempts += 1
-        if agent.registered:
-            out.append(SendToMaster(agent.index, am.StatusUpdate(key[0], pending.queue[0])))
-        out.append(ScheduleTimer(now + delay, ("retry", agent.index) + key))
+    def _resend(self, agent: SimAgent, key: Key, now: float, out: list[Effect]) -> None:
+        """The head again before its retry timer (an audit asked), counted as a retry."""
+        self.stats["status_updates_retried"] += 1
+        agent.pending.send_head(key, now, agent.registered, out)
 
     def _on_ack(self, agent: SimAgent, msg: am.StatusUpdateAck, epoch: int, now: float, out: list[Effect]) -> None:
         key = (msg.framework_id, msg.task_id)
-        pending = agent.pending.get(key)
-        if pending is None or pending.queue[0].uuid != msg.uuid:
+        outcome = agent.pending.acknowledge(msg.framework_id, msg.task_id, msg.uuid, now, agent.registered, out)
+        if outcome is Ack.STALE:
             self.stats["stale_acks_ignored"] += 1
             return
-        del pending.queue[0]
-        if pending.queue:
-            self._send_head(agent, key, now, out, fresh=True)
+        if outcome is Ack.NEXT:
             return
-        del agent.pending[key]
-        out.append(CancelTimer(("retry", agent.index) + key))
         ended = agent.ended.pop(key, None)
         if ended is not None:
             self._remember(agent, key, ended.state)
@@ -391,9 +387,7 @@ class SimCore:
                                out: list[Effect]) -> None:
         framework_id = msg.framework_id
         agent.shutting_down.add(framework_id)
-        for key in [k for k in agent.pending if k[0] == framework_id]:
-            del agent.pending[key]
-            out.append(CancelTimer(("retry", agent.index) + key))
+        agent.pending.drop_framework(framework_id, out)
         for key in [k for k in agent.tasks if k[0] == framework_id]:
             self._terminal(agent, key, TaskState.KILLED, None, "framework shut down", now, out)
         for key in [k for k in agent.ended if k[0] == framework_id]:
@@ -447,7 +441,7 @@ class SimCore:
                 key = (framework_id, task_id)
                 state = agent.completed.get(key)
                 if key in agent.pending:
-                    self._send_head(agent, key, now, out)
+                    self._resend(agent, key, now, out)
                 elif key not in agent.tasks and state is not None:
                     info = TaskInfo(name=task_id, task_id=task_id, agent_id=agent.agent_id or "", resources=[])
                     ended.append(am.TaskReport(framework_id, info, state))
@@ -472,10 +466,10 @@ class SimCore:
         if agent.stopping:
             return
         agent.stopping = True
-        out.append(CancelTimer(("register", agent.index)))
+        out.append(CancelTimer(Register(agent.index)))
         for key in list(agent.tasks):
             self._terminal(agent, key, TaskState.KILLED, None, "agent shut down", now, out)
-        out.append(ScheduleTimer(now + self.config.stop_grace, ("stop_deadline", agent.index)))
+        out.append(ScheduleTimer(now + self.config.stop_grace, StopDeadline(agent.index)))
         self._maybe_close(agent, out)
 
     def _maybe_close(self, agent: SimAgent, out: list[Effect], force: bool = False) -> None:
@@ -485,10 +479,8 @@ class SimCore:
             out.append(SendToMaster(agent.index, am.UnregisterAgent(agent.agent_id)))
         self._unregistered(agent)
         agent.closed = True
-        for key in agent.pending:
-            out.append(CancelTimer(("retry", agent.index) + key))
-        agent.pending.clear()
-        out.append(CancelTimer(("stop_deadline", agent.index)))
+        agent.pending.drop_all(out)
+        out.append(CancelTimer(StopDeadline(agent.index)))
         out.append(CloseAgent(agent.index))
         self.stats["agents_closed"] += 1
 
@@ -504,22 +496,23 @@ class SimCore:
 
     # --- timers ---------------------------------------------------------------------------
 
-    def _on_timer(self, key: Any, now: float, out: list[Effect]) -> None:
-        kind = key[0]
-        if kind == "retry":
-            agent = self.agents[key[1]]
-            task_key = (key[2], key[3])
-            if task_key in agent.pending and not agent.closed:
-                self._send_head(agent, task_key, now, out)
-        elif kind == "finish":
-            agent = self.agents[key[1]]
-            self._terminal(agent, (key[2], key[3]), TaskState.FINISHED, None, "Command exited with status 0", now,
-                           out, exit_code=0, timer=False)
-        elif kind == "register":
-            agent = self.agents[key[1]]
-            if not agent.registered and not agent.stopping and not agent.closed:
-                self._register(agent, now, out)
-        elif kind == "stop_deadline":
-            self._maybe_close(self.agents[key[1]], out, force=True)
-        elif key == MASTER_CHECK:
-            self._check_master(now, out)
+    def _on_retry(self, key: RetryUpdate, now: float, out: list[Effect]) -> None:
+        agent = self.agents[key.index]
+        task_key = (key.framework_id, key.task_id)
+        if task_key in agent.pending and not agent.closed:
+            self._resend(agent, task_key, now, out)
+
+    def _on_finish(self, key: FinishTask, now: float, out: list[Effect]) -> None:
+        self._terminal(self.agents[key.index], (key.framework_id, key.task_id), TaskState.FINISHED, None,
+                       "Command exited with status 0", now, out, exit_code=0, timer=False)
+
+    def _on_register_timer(self, key: Register, now: float, out: list[Effect]) -> None:
+        agent = self.agents[key.index]
+        if not agent.registered and not agent.stopping and not agent.closed:
+            self._register(agent, now, out)
+
+    def _on_stop_deadline(self, key: StopDeadline, now: float, out: list[Effect]) -> None:
+        self._maybe_close(self.agents[key.index], out, force=True)
+
+    def _on_master_check(self, key: MasterCheck, now: float, out: list[Effect]) -> None:
+        self._check_master(now, out)

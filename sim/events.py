@@ -20,6 +20,7 @@ from tepui.sdk.resources import Resources
 __all__ = [
     "SimConfig", "Start", "Received", "Stop", "SendToMaster", "CloseAgent", "ScheduleTimer", "CancelTimer",
     "Log", "TimerFired", "DURATION_LABEL", "task_duration", "expand_template", "parse_attributes", "check_template",
+    "Register", "RetryUpdate", "FinishTask", "StopDeadline", "MasterCheck", "SimTimer", "SimEvent", "SimEffect",
 ]
 
 DURATION_LABEL = "tepui.sim/duration"
@@ -77,6 +78,50 @@ class Stop:
     unregister: bool = False
 
 
+# --- timer keys -------------------------------------------------------------------------------
+# Frozen values, matched by type (a dispatch table in the core), not tuples matched by position.
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """Agent ``index`` registers again unless it got an answer (doubling backoff)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryUpdate:
+    """Agent ``index`` sends the task's unacknowledged status update again."""
+
+    index: int
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishTask:
+    """The simulated task's duration is over: it ends TASK_FINISHED."""
+
+    index: int
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopDeadline:
+    """Agent ``index`` stops waiting for its final acknowledgements and closes."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class MasterCheck:
+    """One sweep over all agents for a silent master."""
+
+
+SimTimer = Register | RetryUpdate | FinishTask | StopDeadline | MasterCheck
+
+
 # --- effects ----------------------------------------------------------------------------------
 
 
@@ -91,6 +136,10 @@ class CloseAgent:
     """Agent ``index`` is done (SHUTDOWN_AGENT): close its connection."""
 
     index: int
+
+
+SimEvent = Start | Received | Stop | TimerFired
+SimEffect = SendToMaster | CloseAgent | ScheduleTimer | CancelTimer | Log
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -23,7 +23,18 @@ from tepui.sdk.protocol.values import (
 )
 from tepui.sdk.resources import Resources
 from tepui.sim.core import MASTER_CHECK, SimCore
-from tepui.sim.events import CloseAgent, Received, SendToMaster, SimConfig, Start, Stop
+from tepui.sim.events import (
+    CloseAgent,
+    FinishTask,
+    Received,
+    Register,
+    RetryUpdate,
+    SendToMaster,
+    SimConfig,
+    Start,
+    Stop,
+    StopDeadline,
+)
 
 MASTER = MasterInfo(id="m", address="127.0.0.1:5050", hostname="h", version="0.1.0", epoch=1)
 FRAMEWORK = FrameworkInfo(user="u", name="fw", id="F1")
@@ -75,7 +86,7 @@ def test_start_registers_with_its_own_hostname_resources_and_templated_attribute
     info = effects[0].body.agent_info
     assert effects == [
         SendToMaster(11, am.RegisterAgent(info, "0.1.0-sim")),
-        ScheduleTimer(102.0, ("register", 11)),
+        ScheduleTimer(102.0, Register(11)),
     ]
     assert info.hostname == "sim-00012"
     assert info.attributes == {"rack": "r2", "zone": "z0", "n": "012"}
@@ -86,13 +97,13 @@ def test_start_registers_with_its_own_hostname_resources_and_templated_attribute
 def test_registration_is_retried_with_doubling_backoff_until_answered() -> None:
     core = make()
     core.handle(Start(0), 0.0)
-    retry = core.handle(TimerFired(("register", 0)), 2.0)
+    retry = core.handle(TimerFired(Register(0)), 2.0)
     assert isinstance(sent(retry)[0], am.RegisterAgent)
-    assert retry[-1] == ScheduleTimer(6.0, ("register", 0))
+    assert retry[-1] == ScheduleTimer(6.0, Register(0))
     answer = core.handle(Received(0, am.AgentRegistered("S1", MASTER, 15.0), epoch=1), 6.5)
-    assert answer == [CancelTimer(("register", 0)), ScheduleTimer(6.5 + 37.5, MASTER_CHECK)]
+    assert answer == [CancelTimer(Register(0)), ScheduleTimer(6.5 + 37.5, MASTER_CHECK)]
     assert core.registered == 1
-    assert core.handle(TimerFired(("register", 0)), 14.0) == []  # a late timer changes nothing
+    assert core.handle(TimerFired(Register(0)), 14.0) == []  # a late timer changes nothing
 
 
 def test_pings_are_answered_with_their_seq_once_registered() -> None:
@@ -144,16 +155,16 @@ def test_a_task_runs_for_its_labelled_duration_then_finishes() -> None:
     effects = run(core, task("t1", duration="5"), now=10.0)
     assert effects == [
         status("t1", TaskState.RUNNING, b"uuid-1", now=10.0),
-        ScheduleTimer(20.0, ("retry", 0, "F1", "t1")),
-        ScheduleTimer(15.0, ("finish", 0, "F1", "t1")),
+        ScheduleTimer(20.0, RetryUpdate(0, "F1", "t1")),
+        ScheduleTimer(15.0, FinishTask(0, "F1", "t1")),
     ]
-    assert ack(core, "t1", b"uuid-1", now=11.0) == [CancelTimer(("retry", 0, "F1", "t1"))]
-    assert core.handle(TimerFired(("finish", 0, "F1", "t1")), 15.0) == [
+    assert ack(core, "t1", b"uuid-1", now=11.0) == [CancelTimer(RetryUpdate(0, "F1", "t1"))]
+    assert core.handle(TimerFired(FinishTask(0, "F1", "t1")), 15.0) == [
         status("t1", TaskState.FINISHED, b"uuid-2", now=15.0, message="Command exited with status 0", exit_code=0),
-        ScheduleTimer(25.0, ("retry", 0, "F1", "t1")),
+        ScheduleTimer(25.0, RetryUpdate(0, "F1", "t1")),
     ]
     assert core.running == 0
-    assert ack(core, "t1", b"uuid-2", now=16.0) == [CancelTimer(("retry", 0, "F1", "t1"))]
+    assert ack(core, "t1", b"uuid-2", now=16.0) == [CancelTimer(RetryUpdate(0, "F1", "t1"))]
     assert ("F1", "t1") in core.agents[0].completed and not core.agents[0].ended
 
 
@@ -174,19 +185,19 @@ def test_the_duration_comes_from_a_sleep_command_without_the_label(command: str,
     core = make()
     registered(core)
     timers = [e for e in run(core, task("t1", command=command), now=1.0) if isinstance(e, ScheduleTimer)
-              and e.key[0] == "finish"]
-    assert timers == ([ScheduleTimer(1.0 + duration, ("finish", 0, "F1", "t1"))] if duration else [])
+              and isinstance(e.key, FinishTask)]
+    assert timers == ([ScheduleTimer(1.0 + duration, FinishTask(0, "F1", "t1"))] if duration else [])
 
 
 def test_the_label_wins_over_the_command_and_a_bad_one_is_a_task_error() -> None:
     core = make()
     registered(core)
     timers = [e for e in run(core, task("t1", duration="1.5", command="sleep 100")) if isinstance(e, ScheduleTimer)]
-    assert ScheduleTimer(1.5, ("finish", 0, "F1", "t1")) in timers
+    assert ScheduleTimer(1.5, FinishTask(0, "F1", "t1")) in timers
     effects = run(core, task("t2", duration="soon"))
     assert effects == [status("t2", TaskState.ERROR, b"uuid-2", reason=TaskReason.TASK_INVALID,
                               message="label tepui.sim/duration must be a number of seconds"),
-                       ScheduleTimer(10.0, ("retry", 0, "F1", "t2"))]
+                       ScheduleTimer(10.0, RetryUpdate(0, "F1", "t2"))]
 
 
 def test_a_duplicate_task_id_is_refused_while_running_and_after_it_ended() -> None:
@@ -196,7 +207,7 @@ def test_a_duplicate_task_id_is_refused_while_running_and_after_it_ended() -> No
     first = run(core, task("t1", duration="5"))
     assert [type(e) for e in first] == [Log]
     ack(core, "t1", b"uuid-1")
-    core.handle(TimerFired(("finish", 0, "F1", "t1")), 5.0)
+    core.handle(TimerFired(FinishTask(0, "F1", "t1")), 5.0)
     ack(core, "t1", b"uuid-2")
     assert run(core, task("t1")) == []
     assert core.stats["duplicate_task_refused"] == 2
@@ -210,9 +221,9 @@ def test_an_unacknowledged_update_is_resent_with_doubling_backoff_and_the_same_u
     core = make()
     registered(core)
     first = run(core, task("t1", duration="100"))
-    retry = core.handle(TimerFired(("retry", 0, "F1", "t1")), 10.0)
-    assert retry == [first[0], ScheduleTimer(30.0, ("retry", 0, "F1", "t1"))]
-    assert core.handle(TimerFired(("retry", 0, "F1", "t1")), 30.0)[-1] == ScheduleTimer(70.0, ("retry", 0, "F1", "t1"))
+    retry = core.handle(TimerFired(RetryUpdate(0, "F1", "t1")), 10.0)
+    assert retry == [first[0], ScheduleTimer(30.0, RetryUpdate(0, "F1", "t1"))]
+    assert core.handle(TimerFired(RetryUpdate(0, "F1", "t1")), 30.0)[-1] == ScheduleTimer(70.0, RetryUpdate(0, "F1", "t1"))
     assert core.stats["status_updates_retried"] == 2
 
 
@@ -245,9 +256,9 @@ def test_a_kill_ends_the_task_killed_and_cancels_its_end() -> None:
     ack(core, "t1", b"uuid-1")
     effects = core.handle(Received(0, am.KillTask("F1", "t1"), epoch=1), 3.0)
     assert effects == [
-        CancelTimer(("finish", 0, "F1", "t1")),
+        CancelTimer(FinishTask(0, "F1", "t1")),
         status("t1", TaskState.KILLED, b"uuid-2", now=3.0, message="Killed on request (a simulated task: no process)"),
-        ScheduleTimer(13.0, ("retry", 0, "F1", "t1")),
+        ScheduleTimer(13.0, RetryUpdate(0, "F1", "t1")),
     ]
     assert core.running == 0 and core.stats["tasks_killed"] == 1
 
@@ -280,9 +291,9 @@ def test_a_framework_shutdown_drops_its_tasks_and_updates_silently() -> None:
     ack(core, "t2", b"uuid-2")
     effects = core.handle(Received(0, am.ShutdownFramework("F1"), epoch=1), 5.0)
     assert effects == [
-        CancelTimer(("retry", 0, "F1", "t1")),
-        CancelTimer(("finish", 0, "F1", "t1")),
-        CancelTimer(("finish", 0, "F1", "t2")),
+        CancelTimer(RetryUpdate(0, "F1", "t1")),
+        CancelTimer(FinishTask(0, "F1", "t1")),
+        CancelTimer(FinishTask(0, "F1", "t2")),
     ]
     agent = core.agents[0]
     assert not agent.tasks and not agent.pending and core.running == 0
@@ -314,7 +325,7 @@ def test_reconciliation_answers_unknown_ids_and_remembers_them() -> None:
     assert effects == [
         status("lost", TaskState.DROPPED, b"uuid-2", now=4.0, reason=TaskReason.RECONCILIATION,
                message="Reconciliation: task unknown to the agent (its launch never arrived)"),
-        ScheduleTimer(14.0, ("retry", 0, "F1", "lost")),
+        ScheduleTimer(14.0, RetryUpdate(0, "F1", "lost")),
     ]
     ack(core, "lost", b"uuid-2")
     assert [type(e) for e in run(core, task("lost"))] == [Log]  # a late RUN_TASK is a refused duplicate
@@ -339,7 +350,7 @@ def test_a_silent_master_makes_agents_reregister_with_their_tasks() -> None:
     assert report.agent_info.id == "S1" and report.agent_info.hostname == "sim-00001"
     assert [(t.task.task_id, t.state) for t in report.tasks] == [("t1", TaskState.RUNNING)]
     assert report.frameworks == [FRAMEWORK]
-    assert effects[1:] == [ScheduleTimer(78.0, ("register", 0)),
+    assert effects[1:] == [ScheduleTimer(78.0, Register(0)),
                            Log("warning", "master_silent", {"agents": 1, "seconds": 75.0, "action": "re-registering"}),
                            ScheduleTimer(76.0 + 37.5, MASTER_CHECK)]
     assert core.registered == 1
@@ -352,12 +363,12 @@ def test_shutdown_agent_kills_tasks_waits_for_acks_then_unregisters_and_closes()
     ack(core, "t1", b"uuid-1")
     effects = core.handle(Received(0, am.ShutdownAgent("gone"), epoch=1), 2.0)
     assert [b.status.state for b in sent(effects)] == [TaskState.KILLED]
-    assert ScheduleTimer(7.0, ("stop_deadline", 0)) in effects
+    assert ScheduleTimer(7.0, StopDeadline(0)) in effects
     assert not [e for e in effects if isinstance(e, CloseAgent)]
     assert ack(core, "t1", b"uuid-2") == [
-        CancelTimer(("retry", 0, "F1", "t1")),
+        CancelTimer(RetryUpdate(0, "F1", "t1")),
         SendToMaster(0, am.UnregisterAgent("S1")),
-        CancelTimer(("stop_deadline", 0)),
+        CancelTimer(StopDeadline(0)),
         CloseAgent(0),
     ]
     assert core.registered == 0
@@ -369,7 +380,7 @@ def test_shutdown_agent_closes_at_the_deadline_without_acks() -> None:
     registered(core)
     run(core, task("t1", duration="100"))
     core.handle(Received(0, am.ShutdownAgent("gone"), epoch=1), 2.0)
-    effects = core.handle(TimerFired(("stop_deadline", 0)), 7.0)
+    effects = core.handle(TimerFired(StopDeadline(0)), 7.0)
     assert SendToMaster(0, am.UnregisterAgent("S1")) in effects and effects[-1] == CloseAgent(0)
 
 
