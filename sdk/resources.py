@@ -333,12 +333,14 @@ class Resources:
         for key, amount in other._items.items():
             mine = items[key]
             left: Amount
+            # ``amount`` is of ``mine``'s kind (a key's name fixes it): the ignores below say so
+            # rather than check it again on this hot path
             if isinstance(mine, int):
-                left = mine - amount  # type: ignore[operator]
+                left = mine - amount  # type: ignore[operator]  # an int too: same key
             elif isinstance(mine, tuple):
-                left = _ranges_subtract(mine, amount)  # type: ignore[arg-type]
+                left = _ranges_subtract(mine, amount)  # type: ignore[arg-type]  # ranges too: same key
             else:
-                left = mine - amount  # type: ignore[operator]
+                left = mine - amount  # type: ignore[operator]  # a set too: same key
             if left:
                 items[key] = left
             else:
@@ -480,11 +482,11 @@ class Resources:
         for name in sorted(self.names()):
             amounts = [a for k, a in self._items.items() if k.name == name]
             if isinstance(amounts[0], int):
-                out[name] = sum(amounts) / SCALE  # type: ignore[arg-type]
+                out[name] = sum(amounts) / SCALE  # type: ignore[arg-type]  # one name, one kind: ints
             elif isinstance(amounts[0], tuple):
                 out[name] = _format_amount(tuple(self.ranges(name)))
             else:
-                out[name] = _format_amount(frozenset().union(*amounts))  # type: ignore[arg-type]
+                out[name] = _format_amount(frozenset().union(*amounts))  # type: ignore[arg-type]  # sets
         return out
 
     def range_count(self, name: str) -> int:

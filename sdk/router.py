@@ -261,8 +261,9 @@ class RouterEndpoint(Endpoint):
             self._ports.discard(int(endpoint.rsplit(":", 1)[1]))
             log.info("event=master_rotation_port_closed endpoint=%s", endpoint)
         if wanted is not None and self._rotation is None:
-            assert keys.next_secret is not None
-            self._set_server_keys(keys.next_public, keys.next_secret)  # type: ignore[arg-type]
+            next_public = wanted[1]  # a rotation port is wanted only with a next key pair
+            assert keys.next_secret is not None and keys.rotation_port is not None
+            self._set_server_keys(next_public, keys.next_secret)
             try:
                 self._sock.bind(wanted[0])
             except zmq.ZMQError as exc:
@@ -271,9 +272,9 @@ class RouterEndpoint(Endpoint):
                           wanted[0], str(exc))
             else:
                 self._rotation = wanted
-                self._ports.add(keys.rotation_port)  # type: ignore[arg-type]
+                self._ports.add(keys.rotation_port)
                 log.info("event=master_rotation_port_open endpoint=%s next_public_key=%s", wanted[0],
-                         keys.next_public.decode())  # type: ignore[union-attr]
+                         next_public.decode())
             finally:
                 self._set_server_keys(keys.public, keys.secret)
 

@@ -487,7 +487,7 @@ class Cgroups:
         recovery). Returns how many were removed."""
         kept: set[str] = set()
         for group in keep:
-            for path in ([group.path] if isinstance(group, CgroupV2) else list(group.paths.values())):  # type: ignore[attr-defined]
+            for path in ([group.path] if isinstance(group, CgroupV2) else list(group.paths.values())):  # type: ignore[attr-defined]  # a CgroupV1
                 kept.add(path)
                 kept.add(os.path.dirname(path))
         bases = [self.base] if isinstance(self.base, str) else list(dict.fromkeys(self.base.values()))

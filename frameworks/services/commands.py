@@ -13,7 +13,7 @@ superseded).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -168,9 +168,10 @@ def parse_spec(body: bytes, content_type: str) -> AppSpec:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError(400, "BAD_REQUEST", "the body must be UTF-8 text (an app spec in JSON or YAML)")
-    fmt = "yaml" if "yaml" in content_type else "json" if "json" in content_type else None
+    fmt: Literal["yaml", "json"] | None = (
+        "yaml" if "yaml" in content_type else "json" if "json" in content_type else None)
     try:
-        return parse_app(text, fmt)  # type: ignore[arg-type]
+        return parse_app(text, fmt)
     except SpecError as exc:
         raise CommandError(422, "INVALID_APP", f"invalid app spec: {exc.field}: {exc.message}", exc.field)
 

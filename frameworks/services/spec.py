@@ -301,8 +301,9 @@ def _translate(error: str, data: object) -> SpecError:
     if "[...]" in path:
         path = _name_map_keys(path, data)
     unknown, missing = _UNKNOWN.match(msg), _MISSING.match(msg)
-    if unknown or missing:
-        name = (unknown or missing).group("name")  # type: ignore[union-attr]
+    named = unknown or missing
+    if named:
+        name = named.group("name")
         field = f"{path}.{name}" if path else name
         if missing:
             return SpecError(field, "required field is missing")
@@ -328,10 +329,12 @@ def _name_map_keys(path: str, data: object) -> str:
             out += f".{name}" if out else name
             node = node.get(name) if isinstance(node, Mapping) else None
         elif index == "...":
-            bad = next((k for k, v in node.items() if not isinstance(v, str)), None) if isinstance(node, Mapping) else None
+            if not isinstance(node, Mapping):
+                return out + "[...]"
+            bad = next((k for k, v in node.items() if not isinstance(v, str)), None)
             if bad is None:
                 return out + "[...]"
-            out, node = f"{out}.{bad}", node[bad]  # type: ignore[index]
+            out, node = f"{out}.{bad}", node[bad]
         else:
             out += f"[{index}]"
             node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tepui.frameworks.services.constraints import check as check_constraints
 from tepui.frameworks.services.spec import AppSpec
@@ -161,7 +162,7 @@ def health_check(spec: AppSpec, ports: Sequence[int]) -> HealthCheck | None:
     if not spec.health_checks:
         return None
     check = spec.health_checks[0]
-    common = dict(
+    common: dict[str, Any] = dict(  # floats and an int: no one value type fits these keywords
         delay_seconds=0.0,
         interval_seconds=check.interval_seconds,
         timeout_seconds=check.timeout_seconds,
@@ -169,12 +170,12 @@ def health_check(spec: AppSpec, ports: Sequence[int]) -> HealthCheck | None:
         grace_period_seconds=check.grace_period_seconds,
     )
     if check.protocol == "COMMAND":
-        return HealthCheck(type="COMMAND", command=CommandInfo(value=check.command), **common)  # type: ignore[arg-type]
+        return HealthCheck(type="COMMAND", command=CommandInfo(value=check.command), **common)
     index = check.effective_port_index
     port = check.port if index is None else ports[index]
     assert port is not None
     if check.protocol == "TCP":
-        return HealthCheck(type="TCP", tcp=TCPCheck(port=port), **common)  # type: ignore[arg-type]
+        return HealthCheck(type="TCP", tcp=TCPCheck(port=port), **common)
     scheme = "https" if check.protocol == "HTTPS" else "http"
     return HealthCheck(type="HTTP", http=HTTPCheck(port=port, path=check.effective_path, scheme=scheme),
-                       **common)  # type: ignore[arg-type]
+                       **common)
