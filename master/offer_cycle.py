@@ -1,8 +1,8 @@
-"""The offer half of the master's core: allocation cycles, offers, accept, decline, rescind.
-
-A mixin of :class:`tepui.master.core.MasterCore` (it shares the core's state and its one
-``handle`` entry point); it lives apart because the life of an offer is one idea and the
-membership of agents and frameworks is another.
+"""The life of an offer, the flow: allocation cycles, DECLINE, ACCEPT with its operations
+(LAUNCH, LAUNCH_GROUP, RESERVE, UNRESERVE, CREATE, DESTROY), REVIVE, SUPPRESS, declared demand
+and explanations. The offers themselves are the :class:`~tepui.master.offer_book.OfferBook`'s;
+decline filters, revive and suppress are the allocator's. It lives apart from the membership of
+agents and frameworks because the life of an offer is one idea and membership another.
 
 Mesos semantics: offers count as allocated until used, declined, rescinded or timed out; an
 ACCEPT names offers of one agent, each at most once, or every task in it is dropped and every
@@ -12,63 +12,61 @@ call's filters (default 5 s).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, MutableMapping
 
 from tepui.master.admission.gatekeeper import Gatekeeper
 from tepui.master.accept_salvage import LeftOut, PartialAccept
-from tepui.master.events import Send
+from tepui.master.config import MasterConfig
+from tepui.master.events import AllocateBatch, AllocateNow, Log, MasterEffect, ScheduleTimer, Send
+from tepui.master.offer_book import OfferBook
+from tepui.master.pool import Pool
 from tepui.master.task_audit import TaskAudits
+from tepui.master.task_ends import update_to
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
 from tepui.master.refusals import shown
 from tepui.master.registry import agent_entry
+from tepui.master.roster import Roster
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
 from tepui.master.admission.validation import EitherOf, demand_of, demand_problem, task_resources, validate_task
-from tepui.offers.allocator import Allocator
 from tepui.offers.explain import explain
 from tepui.offers.roles import DEFAULT_ROLE
-from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import Offer, RoleExplanation, TaskReason, TaskSource, TaskState, TaskStatus
 from tepui.sdk.resources import EMPTY, Resources
 
-Effect = Any
 
 
 class OfferCycle:
-    # State owned by MasterCore; declared for type checkers.
-    allocator: Allocator
-    agents: dict[str, AgentRecord]
-    frameworks: dict[str, FrameworkRecord]
-    offers: dict[str, OfferRecord]
-    config: Any
-    counters: Any
-    audits: TaskAudits
-    gatekeeper: Gatekeeper
+    def __init__(self, config: MasterConfig, counters: MutableMapping[str, int], roster: Roster,
+                 offers: OfferBook, pool: Pool, gatekeeper: Gatekeeper, audits: TaskAudits) -> None:
+        self._config = config
+        self._counters = counters
+        self._roster = roster
+        self._offers = offers
+        self._pool = pool
+        self._gatekeeper = gatekeeper
+        self._audits = audits
 
-    if TYPE_CHECKING:  # provided by MasterCore
-        def _next_id(self, kind: str) -> str: ...
-        def _request_allocation(self) -> None: ...
-        def _recover(self, agent_id: str, framework_id: str, role: str, resources: Resources,
-                     refuse_seconds: float | None = None, now: float = 0.0) -> None: ...
-        def _framework_for(self, peer: bytes, framework_id: str, out: list[Effect]) -> FrameworkRecord | None: ...
-        def _update_to(self, framework: FrameworkRecord, task_id: str, agent_id: str | None, state: TaskState,
-                       reason: TaskReason, message: str, now: float) -> Effect: ...
+    def on_allocate_now(self, key: AllocateNow, now: float, out: list[MasterEffect]) -> None:
+        self._allocate(now, out, incremental=True)
 
-    def _allocate(self, now: float, out: list[Effect], incremental: bool = False) -> None:
+    def on_allocate_batch(self, key: AllocateBatch, now: float, out: list[MasterEffect]) -> None:
+        self._allocate(now, out)
+        out.append(ScheduleTimer(now + self._config.allocation_interval, AllocateBatch()))
+
+    def _allocate(self, now: float, out: list[MasterEffect], incremental: bool = False) -> None:
         by_framework: dict[str, list[Offer]] = {}
-        for allocation in self.allocator.allocate(now, incremental=incremental):
-            framework = self.frameworks.get(allocation.framework_id)
-            agent = self.agents.get(allocation.agent_id)
+        for allocation in self._pool.allocator.allocate(now, incremental=incremental):
+            framework = self._roster.frameworks.get(allocation.framework_id)
+            agent = self._roster.agents.get(allocation.agent_id)
             if framework is None or agent is None or framework.peer is None:
-                self._recover(allocation.agent_id, allocation.framework_id, allocation.role, allocation.resources)
+                self._pool.recover(allocation.agent_id, allocation.framework_id, allocation.role, allocation.resources)
                 continue
-            offer_id = self._next_id("O")
+            offer_id = self._roster.next_id("O")
             record = OfferRecord(offer_id, framework.framework_id, agent.agent_id, allocation.role, allocation.resources, now)
-            self.offers[offer_id] = record
-            framework.offers.add(offer_id)
-            agent.offers.add(offer_id)
+            self._offers.open(record, now, out)
             by_framework.setdefault(framework.framework_id, []).append(Offer(
                 id=offer_id,
                 framework_id=framework.framework_id,
@@ -79,43 +77,14 @@ class OfferCycle:
                 allocation_role=allocation.role,
                 address=agent.address,
             ))
-            if self.config.offer_timeout is not None:
-                out.append(ScheduleTimer(now + self.config.offer_timeout, ("offer_timeout", offer_id)))
-            self.counters["offers_sent"] += 1
+            self._counters["offers_sent"] += 1
         for framework_id, offers in by_framework.items():
-            peer = self.frameworks[framework_id].peer
+            peer = self._roster.frameworks[framework_id].peer
             assert peer is not None
             out.append(Send(peer, sm.Offers(offers)))
 
-    def _take_offer(self, offer_id: str) -> OfferRecord | None:
-        offer = self.offers.pop(offer_id, None)
-        if offer is not None:
-            framework = self.frameworks.get(offer.framework_id)
-            if framework is not None:
-                framework.offers.discard(offer_id)
-            agent = self.agents.get(offer.agent_id)
-            if agent is not None:
-                agent.offers.discard(offer_id)
-        return offer
-
-    def _rescind(self, offer_id: str, now: float, out: list[Effect], notify: bool = True, recover: bool = True) -> None:
-        offer = self._take_offer(offer_id)
-        if offer is None:
-            return
-        if recover:
-            self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
-            self._request_allocation()
-        framework = self.frameworks.get(offer.framework_id)
-        if notify and framework is not None and framework.peer is not None:
-            out.append(Send(framework.peer, sm.Rescind(offer_id)))
-        self._cancel_offer_timer(offer_id, out)
-
-    def _cancel_offer_timer(self, offer_id: str, out: list[Effect]) -> None:
-        if self.config.offer_timeout is not None:
-            out.append(CancelTimer(("offer_timeout", offer_id)))
-
-    def _on_Decline(self, peer: bytes, msg: sm.Decline, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
+    def on_decline(self, peer: bytes, msg: sm.Decline, now: float, out: list[MasterEffect]) -> None:
+        framework = self._roster.framework_for(peer, msg.framework_id, out)
         if framework is None:
             return
         if not msg.offer_ids:
@@ -124,23 +93,22 @@ class OfferCycle:
         refuse = msg.filters.refuse_seconds if msg.filters else 5.0
         unknown: list[int] = []
         for index, offer_id in enumerate(msg.offer_ids):
-            offer = self.offers.get(offer_id)
+            offer = self._offers.get(offer_id)
             if offer is None or offer.framework_id != framework.framework_id:
                 unknown.append(index)  # Mesos ignores it; here the framework hears it (below)
                 continue
-            self._take_offer(offer_id)
-            self._cancel_offer_timer(offer_id, out)
-            self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources, refuse, now)
+            self._offers.withdraw(offer_id, out)
+            self._pool.recover(offer.agent_id, offer.framework_id, offer.role, offer.resources, refuse, now)
         if unknown:
             rest = "; the others were declined" if len(unknown) < len(msg.offer_ids) else ""
             out.append(Send(peer, sm.Error(
                 f"DECLINE: {_not_outstanding([msg.offer_ids[i] for i in unknown])}{rest}",
                 field=f"$.body.offer_ids[{unknown[0]}]" if len(unknown) == 1 else None)))
-        self._request_allocation()
+        self._pool.request_allocation()
 
-    def _on_Accept(self, peer: bytes, msg: sm.Accept, now: float, out: list[Effect]) -> None:
+    def on_accept(self, peer: bytes, msg: sm.Accept, now: float, out: list[MasterEffect]) -> None:
         left_out = msg.left_out if isinstance(msg, PartialAccept) else []
-        framework = self._framework_for(peer, msg.framework_id, out)
+        framework = self._roster.framework_for(peer, msg.framework_id, out)
         if framework is None:
             # Mesos: a launch from a framework that is not (or no longer) subscribed here is
             # dropped; the sender hears it for each task.
@@ -159,7 +127,7 @@ class OfferCycle:
         elif len(set(msg.offer_ids)) != len(msg.offer_ids):
             problem = "ACCEPT names the same offer more than once"
         for index, offer_id in enumerate(msg.offer_ids):
-            offer = self.offers.get(offer_id)
+            offer = self._offers.get(offer_id)
             if offer is None or offer.framework_id != framework.framework_id:
                 unknown.append(index)
             else:
@@ -170,8 +138,7 @@ class OfferCycle:
         if offers and len({o.agent_id for o in offers}) > 1:
             problem = problem or "ACCEPT combines offers of different agents"
         for offer in offers:
-            self._take_offer(offer.offer_id)
-            self._cancel_offer_timer(offer.offer_id, out)
+            self._offers.withdraw(offer.offer_id, out)
         if problem is not None:
             # Mesos: every task in the call is dropped, and every valid offer's resources return.
             out.append(Send(peer, sm.Error(
@@ -179,20 +146,20 @@ class OfferCycle:
                 "(TASK_LOST without PARTITION_AWARE), and the resources of its other offers were returned",
                 field=field)))
             for offer in offers:
-                self._recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
+                self._pool.recover(offer.agent_id, offer.framework_id, offer.role, offer.resources)
             state = TaskState.DROPPED if framework.partition_aware else TaskState.LOST
             for task in _tasks_of(msg.operations):
                 if self._already_launched(framework, task.task_id):
                     # The same ACCEPT again (a retry, or the network delivered it twice): the
                     # task runs from the first copy; a DROPPED now would be a lie the framework
                     # acts on (it would launch the work again).
-                    self.counters["duplicate_launches_ignored"] += 1
+                    self._counters["duplicate_launches_ignored"] += 1
                     out.append(Log("info", "duplicate_launch_ignored", {"task_id": task.task_id}))
                     continue
-                out.append(self._update_to(framework, task.task_id, task.agent_id, state, TaskReason.INVALID_OFFERS, problem, now))
-            self._request_allocation()
+                out.append(update_to(framework, task.task_id, task.agent_id, state, TaskReason.INVALID_OFFERS, problem, now))
+            self._pool.request_allocation()
             return
-        agent = self.agents[offers[0].agent_id]
+        agent = self._roster.agents[offers[0].agent_id]
         role = offers[0].role
         available = EMPTY
         for offer in offers:
@@ -200,23 +167,21 @@ class OfferCycle:
         for operation in msg.operations:
             available = self._apply(operation, framework, agent, role, available, now, out)
         refuse = msg.filters.refuse_seconds if msg.filters else 5.0
-        self._recover(agent.agent_id, framework.framework_id, role, available, refuse, now)
-        self._request_allocation()
-
-    _on_PartialAccept = _on_Accept  # what could be read of an ACCEPT that failed to decode whole
+        self._pool.recover(agent.agent_id, framework.framework_id, role, available, refuse, now)
+        self._pool.request_allocation()
 
     def _answer_left_out(self, framework: FrameworkRecord, msg: sm.Accept, left_out: list[LeftOut], now: float,
-                         out: list[Effect]) -> None:
+                         out: list[MasterEffect]) -> None:
         """Mesos per operation: a task that could not be read is answered TASK_ERROR (the rest
         of the call goes on); a part no task names, with an ERROR (master/accept_salvage.py)."""
-        agent_id = next((self.offers[o].agent_id for o in msg.offer_ids if o in self.offers), None)
+        agent_id = next((self._offers.offers[o].agent_id for o in msg.offer_ids if o in self._offers), None)
         for left in left_out:
             if left.task_id is None:
                 out.append(Send(framework.peer or b"", sm.Error(left.problem, field=left.field)))
                 continue
-            self.counters["tasks_invalid"] += 1
+            self._counters["tasks_invalid"] += 1
             reason = TaskReason.TASK_GROUP_INVALID if left.group else TaskReason.TASK_INVALID
-            out.append(self._update_to(framework, left.task_id, agent_id, TaskState.ERROR, reason, left.problem, now))
+            out.append(update_to(framework, left.task_id, agent_id, TaskState.ERROR, reason, left.problem, now))
 
     @staticmethod
     def _already_launched(framework: FrameworkRecord, task_id: str) -> bool:
@@ -224,21 +189,21 @@ class OfferCycle:
 
     def _apply(
         self, operation: Any, framework: FrameworkRecord, agent: AgentRecord, role: str,
-        available: Resources, now: float, out: list[Effect],
+        available: Resources, now: float, out: list[MasterEffect],
     ) -> Resources:
         if isinstance(operation, sm.Launch):
             for task_info in operation.task_infos:
                 problem = validate_task(task_info, agent.agent_id, available, framework.tasks,
-                                        self.config.allow_host_volumes)
+                                        self._config.allow_host_volumes)
                 if problem is not None:
-                    self.counters["tasks_invalid"] += 1
-                    out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                    self._counters["tasks_invalid"] += 1
+                    out.append(update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                                TaskReason.TASK_INVALID, problem, now))
                     continue
-                problem = self.gatekeeper.task_unauthorized(framework, agent, task_info)
+                problem = self._gatekeeper.task_unauthorized(framework, agent, task_info)
                 if problem is not None:
-                    self.gatekeeper.refuse_task(framework, problem, out)
-                    out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                    self._gatekeeper.refuse_task(framework, problem, out)
+                    out.append(update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                                TaskReason.TASK_UNAUTHORIZED, problem, now))
                     continue
                 available = self._record_task(framework, agent, role, task_info, available, now)
@@ -247,7 +212,7 @@ class OfferCycle:
         if isinstance(operation, sm.LaunchGroup):
             return self._launch_group(operation, framework, agent, role, available, now, out)
         if isinstance(operation, (sm.Reserve, sm.Unreserve, sm.Create, sm.Destroy)):
-            refusal = self.gatekeeper.operation_unauthorized(operation, framework, role, out)
+            refusal = self._gatekeeper.operation_unauthorized(operation, framework, role, out)
             if refusal is not None:
                 out.append(Send(framework.peer or b"", sm.Error(refusal + "; the offer's resources were returned")))
                 return available
@@ -261,15 +226,15 @@ class OfferCycle:
             else:
                 plan = plan_destroy(operation.volumes, role, available)
             if isinstance(plan, str):
-                self.counters["operations_invalid"] += 1
+                self._counters["operations_invalid"] += 1
                 out.append(Send(framework.peer or b"", sm.Error(plan + "; the offer's resources were returned")))
                 return available
             consumed, converted = plan
-            self.allocator.convert(agent.agent_id, framework.framework_id, role, consumed, converted)
+            self._pool.allocator.convert(agent.agent_id, framework.framework_id, role, consumed, converted)
             agent.total = agent.total - consumed + converted
             # The agent's resources now carry the reservation or volume: the registry keeps them.
             out.append(agent_entry(agent))
-            self.counters["reservations_changed"] += 1
+            self._counters["reservations_changed"] += 1
             if isinstance(operation, sm.Destroy):
                 out.append(Send(agent.peer, am.DestroyVolumes(consumed.to_wire())))
             out.append(Log("info", "reservation_changed", {
@@ -280,7 +245,7 @@ class OfferCycle:
         tasks = _tasks_of([operation])
         message = f"operation {name} is not supported by this master yet; resources were returned"
         for task in tasks:
-            out.append(self._update_to(framework, task.task_id, agent.agent_id, TaskState.ERROR,
+            out.append(update_to(framework, task.task_id, agent.agent_id, TaskState.ERROR,
                                        TaskReason.TASK_GROUP_INVALID, message, now))
         if not tasks:
             out.append(Send(framework.peer or b"", sm.Error(message)))
@@ -292,21 +257,21 @@ class OfferCycle:
         resources, _ = task_resources(task_info)
         assert resources is not None
         task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now,
-                          launch_mark=self.audits.launched())
+                          launch_mark=self._audits.launched())
         task.record(TaskState.STAGING, now)
         framework.tasks[task.task_id] = task
         agent.tasks[(framework.framework_id, task.task_id)] = task
-        self.counters["tasks_launched"] += 1
+        self._counters["tasks_launched"] += 1
         return available.subtract_contained(resources)  # validate_task checked that it fits
 
     def _launch_group(self, operation: sm.LaunchGroup, framework: FrameworkRecord, agent: AgentRecord, role: str,
-                      available: Resources, now: float, out: list[Effect]) -> Resources:
+                      available: Resources, now: float, out: list[MasterEffect]) -> Resources:
         """All tasks of the group are valid together or none is launched (Mesos LAUNCH_GROUP)."""
         tasks = list(operation.task_group.tasks)
         problem = None if tasks else "LAUNCH_GROUP has no tasks"
         if problem is None and operation.executor.type != "DEFAULT":
             problem = "LAUNCH_GROUP needs an executor of type DEFAULT"
-        unauthorized = None if problem else self.gatekeeper.group_unauthorized(framework, agent, tasks, operation.executor, out)
+        unauthorized = None if problem else self._gatekeeper.group_unauthorized(framework, agent, tasks, operation.executor, out)
         problem = problem or unauthorized
         remaining, seen = available, set[str]()
         for task_info in tasks:
@@ -316,17 +281,17 @@ class OfferCycle:
                 problem = f"task {task_info.task_id!r}: tasks of a group take no executor of their own"
                 break
             problem = validate_task(task_info, agent.agent_id, remaining, EitherOf(framework.tasks, seen),
-                                    self.config.allow_host_volumes)
+                                    self._config.allow_host_volumes)
             if problem is None:
                 resources, _ = task_resources(task_info)
                 assert resources is not None
                 remaining = remaining - resources
                 seen.add(task_info.task_id)
         if problem is not None:
-            self.counters["tasks_invalid"] += 0 if unauthorized else len(tasks)
+            self._counters["tasks_invalid"] += 0 if unauthorized else len(tasks)
             reason = TaskReason.TASK_GROUP_UNAUTHORIZED if unauthorized else TaskReason.TASK_GROUP_INVALID
             for task_info in tasks:
-                out.append(self._update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
+                out.append(update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
                                            reason, f"task group refused: {problem}", now))
             return available
         for task_info in tasks:
@@ -334,41 +299,41 @@ class OfferCycle:
         out.append(Send(agent.peer, am.RunTaskGroup(framework.info, operation.executor, operation.task_group)))
         return available
 
-    def _on_Revive(self, peer: bytes, msg: sm.Revive, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
+    def on_revive(self, peer: bytes, msg: sm.Revive, now: float, out: list[MasterEffect]) -> None:
+        framework = self._roster.framework_for(peer, msg.framework_id, out)
         if framework is not None:
-            self.allocator.revive(framework.framework_id, msg.roles)
+            self._pool.allocator.revive(framework.framework_id, msg.roles)
             _refuse_foreign_roles(peer, framework, msg.roles, "REVIVE", out)
-            self._request_allocation()
+            self._pool.request_allocation()
 
-    def _on_Suppress(self, peer: bytes, msg: sm.Suppress, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
+    def on_suppress(self, peer: bytes, msg: sm.Suppress, now: float, out: list[MasterEffect]) -> None:
+        framework = self._roster.framework_for(peer, msg.framework_id, out)
         if framework is not None:
-            self.allocator.suppress(framework.framework_id, msg.roles)
+            self._pool.allocator.suppress(framework.framework_id, msg.roles)
             _refuse_foreign_roles(peer, framework, msg.roles, "SUPPRESS", out)
 
     # --- declared demand and explanations ------------------------------------------------
 
-    def _on_DeclareDemand(self, peer: bytes, msg: sm.DeclareDemand, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
+    def on_declare_demand(self, peer: bytes, msg: sm.DeclareDemand, now: float, out: list[MasterEffect]) -> None:
+        framework = self._roster.framework_for(peer, msg.framework_id, out)
         if framework is None:
             return
         problem = demand_problem(msg.demand)
         if problem:
             out.append(Send(peer, sm.Error(f"DECLARE_DEMAND refused: {problem}")))
             return
-        self.allocator.declare_demand(framework.framework_id, demand_of(msg.demand))
-        self._request_allocation()
+        self._pool.allocator.declare_demand(framework.framework_id, demand_of(msg.demand))
+        self._pool.request_allocation()
 
-    def _on_Explain(self, peer: bytes, msg: sm.Explain, now: float, out: list[Effect]) -> None:
-        framework = self._framework_for(peer, msg.framework_id, out)
+    def on_explain(self, peer: bytes, msg: sm.Explain, now: float, out: list[MasterEffect]) -> None:
+        framework = self._roster.framework_for(peer, msg.framework_id, out)
         if framework is not None:
-            roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self.allocator, framework.framework_id, now)]
+            roles = [RoleExplanation(e.role, e.reason, e.message) for e in explain(self._pool.allocator, framework.framework_id, now)]
             out.append(Send(peer, sm.Explanation(roles)))
 
 
 def _refuse_foreign_roles(peer: bytes, framework: FrameworkRecord, roles: list[str], call: str,
-                          out: list[Effect]) -> None:
+                          out: list[MasterEffect]) -> None:
     """REVIVE and SUPPRESS act on the framework's own roles only (the allocator ignores the
     rest); the others are named back, so a typo is not silently a no-op."""
     own = set(framework.info.roles or [DEFAULT_ROLE])

@@ -14,12 +14,17 @@ executor), in words a framework can act on; docs/protocol.md ("Flows") lists the
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import msgspec
 
-from tepui.master.events import Received, Send
+from tepui.master.events import MasterEffect, Received, Send
 from tepui.sdk.protocol import scheduler as sm
+
+if TYPE_CHECKING:
+    from tepui.master.durable import Recovery
+    from tepui.master.partitions import PartitionTracker
+    from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
 
 SHOWN = 64  # characters of a client's string quoted back in an ERROR
 
@@ -36,36 +41,38 @@ def call_type(body: Any) -> str | None:
     return tag if isinstance(tag, str) else None
 
 
-def correlate(event: Received, out: list[Any]) -> None:
+def correlate(event: Received, out: list[MasterEffect]) -> None:
     """Stamps ``event``'s call id and type on every ERROR in ``out`` that answers its sender."""
     stamp: dict[str, Any] | None = None
     for index, effect in enumerate(out):
-        if type(effect) is Send and type(effect.body) is sm.Error and effect.peer == event.peer \
+        if isinstance(effect, Send) and type(effect.body) is sm.Error and effect.peer == event.peer \
                 and effect.body.call_type is None:
             stamp = stamp or {"call_id": event.call_id, "call_type": call_type(event.body)}
             out[index] = Send(effect.peer, msgspec.structs.replace(effect.body, **stamp))
 
 
-def agent_missing(core: Any, agent_id: str) -> str:
+def agent_missing(agent_id: str, partitions: PartitionTracker, recovery: Recovery) -> str:
     """Why ``agent_id`` names no registered agent, in words a framework can act on."""
-    if agent_id in core.unreachable:
+    if agent_id in partitions.unreachable:
         return f"agent {shown(agent_id)} is unreachable (it may come back)"
-    if agent_id in core.recovered_agents:
+    if agent_id in recovery.recovered_agents:
         return f"agent {shown(agent_id)} has not re-registered since the master failed over (it may come back)"
-    if agent_id in core.gone:
+    if agent_id in partitions.gone:
         return f"agent {shown(agent_id)} is gone"
     return f"agent {shown(agent_id)} is unknown to the master"
 
 
-def executor_agent(core: Any, peer: bytes, framework: Any, msg: sm.Message | sm.Shutdown, out: list[Any]) -> Any:
+def executor_agent(peer: bytes, framework: FrameworkRecord | None, msg: sm.Message | sm.Shutdown,
+                   agents: dict[str, AgentRecord], partitions: PartitionTracker, recovery: Recovery,
+                   out: list[MasterEffect]) -> AgentRecord | None:
     """The agent where the framework's executor runs (for MESSAGE, SHUTDOWN), or None — with an
     ERROR saying why not, unless there is no framework (its refusal is already said)."""
     if framework is None:
         return None
     call = "MESSAGE" if isinstance(msg, sm.Message) else "SHUTDOWN"
-    agent = core.agents.get(msg.agent_id)
+    agent = agents.get(msg.agent_id)
     if agent is None:
-        out.append(Send(peer, sm.Error(f"{call} not delivered: {agent_missing(core, msg.agent_id)}",
+        out.append(Send(peer, sm.Error(f"{call} not delivered: {agent_missing(msg.agent_id, partitions, recovery)}",
                                        field="$.body.agent_id")))
     elif not runs_executor(agent, framework.completed, framework.framework_id, msg.executor_id):
         out.append(Send(peer, sm.Error(
@@ -76,11 +83,11 @@ def executor_agent(core: Any, peer: bytes, framework: Any, msg: sm.Message | sm.
     return agent
 
 
-def runs_executor(agent: Any, completed: Iterable[Any], framework_id: str, executor_id: str) -> bool:
+def runs_executor(agent: AgentRecord, completed: Iterable[TaskRecord], framework_id: str, executor_id: str) -> bool:
     """Whether a task of the framework on ``agent`` runs, or ran, under the custom executor
     ``executor_id``: the master knows executors only through their tasks (a task group's
     DEFAULT executor is the agent itself and takes no MESSAGE or SHUTDOWN)."""
-    def under(task: Any) -> bool:
+    def under(task: TaskRecord) -> bool:
         executor = task.info.executor
         return executor is not None and executor.executor_id == executor_id
 

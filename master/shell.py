@@ -10,10 +10,10 @@ from typing import Any, Hashable
 from prometheus_client import CollectorRegistry
 
 from tepui.master.accept_salvage import salvage
-from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, MasterCore
+from tepui.master.core import MasterCore
 from tepui.master.epoch import CHECK_SECONDS, Superseded, check_epoch
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
-from tepui.master.events import Credential, Abort, OperatorError, PeerUnreachable, Received, Send
+from tepui.master.events import AllocateBatch, AllocateNow, Credential, Abort, OperatorError, PeerUnreachable, Received, Send
 from tepui.master.http.files_proxy import Located, TasksEndpoint
 from tepui.master.http.framework_proxy import FrameworksEndpoint, framework_apis
 from tepui.master.http.api import CoreCollector, JsonEndpoint, build_site_root
@@ -179,7 +179,7 @@ class MasterShell:
         self.reactor.callLater(0, self._handle, PeerUnreachable(peer))
 
     def _on_timer(self, key: Hashable) -> None:
-        if key not in (ALLOCATE_BATCH, ALLOCATE_NOW):
+        if not isinstance(key, (AllocateBatch, AllocateNow)):
             self._handle(TimerFired(key))
             return
         # The allocation cycle's wall time (allocator + offers encoded and sent), for /metrics:
@@ -187,7 +187,7 @@ class MasterShell:
         started = time.perf_counter()
         self._handle(TimerFired(key))
         took = time.perf_counter() - started
-        kind = "batch" if key == ALLOCATE_BATCH else "incremental"
+        kind = "batch" if isinstance(key, AllocateBatch) else "incremental"
         self.allocation_seconds[f"allocation_{kind}_last_seconds"] = took
         peak = f"allocation_{kind}_max_seconds"
         self.allocation_seconds[peak] = max(self.allocation_seconds.get(peak, 0.0), took)

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import collections
 import typing
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, MutableMapping, Protocol
 
 from tepui.master.admission import identity
 from tepui.master.admission.acls import REGISTER, RUN_TASKS, TEARDOWN, Acls
-from tepui.master.events import Received, Send
+from tepui.master.events import MasterEffect, Received, ReplaceAcls, Send
 from tepui.master.admission.rate_limits import RateLimit, RateLimiter
 from tepui.master.refusals import call_type
 from tepui.sdk.effects import Log
@@ -35,19 +34,13 @@ from tepui.sdk.protocol.values import ExecutorInfo, FrameworkInfo, TaskInfo
 if TYPE_CHECKING:
     from tepui.master.records import AgentRecord, FrameworkRecord
 
-Effect = Any
+Effect = MasterEffect
+__all__ = ["Gatekeeper", "AdmissionCollector", "LabelCounter", "ReplaceAcls", "task_user"]
 FRAMEWORK_CALLS = typing.get_args(sm.SchedulerCall)
 MAX_LABELS = 1000  # distinct principals counted by name in /metrics; the rest as "(other)"
 MAX_KEY = 265  # a rate-limit key: "framework:" and an id (at most 255 characters), or a principal
 _OPERATION_ACTIONS = {sm.Reserve: "reserve_resources", sm.Unreserve: "unreserve_resources",
                       sm.Create: "create_volumes", sm.Destroy: "destroy_volumes"}
-
-
-@dataclass(frozen=True)
-class ReplaceAcls:
-    """The shell read the ACL file again (SIGHUP): decisions from now on use ``acls``."""
-
-    acls: Acls
 
 
 class LabelCounter(collections.Counter):  # type: ignore[type-arg]

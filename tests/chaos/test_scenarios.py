@@ -172,7 +172,7 @@ def test_19_a_one_way_cut_from_master_to_agent_makes_the_agent_reregister() -> N
 
 
 def test_29_resubscribing_after_the_failover_timeout_is_refused() -> None:
-    from tepui.master.events import PeerUnreachable, Received
+    from tepui.master.events import FailoverExpired, PeerUnreachable, Received
     from tepui.sdk.effects import TimerFired as Fired
     from tepui.sdk.protocol import scheduler as sm
 
@@ -181,7 +181,7 @@ def test_29_resubscribing_after_the_failover_timeout_is_refused() -> None:
     sim.run_until(2.0)
     fid = sim.framework.framework_id or ""
     sim._do("master", sim.master.handle(PeerUnreachable(b"fw"), sim.now))
-    sim._do("master", sim.master.handle(Fired(("failover", fid)), sim.now + 3600.0))
+    sim._do("master", sim.master.handle(Fired(FailoverExpired(fid)), sim.now + 3600.0))
     sim.run_until(sim.now + 3601.0)
     assert sim.running == {}, "its tasks were killed"
     effects = sim.master.handle(Received(b"fw2", sm.Subscribe(sim.framework.info.__class__(

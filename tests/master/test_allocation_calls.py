@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tepui.master.events import AllocateBatch
 from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, MasterConfig, MasterCore
 from tepui.master.events import OperatorError, Received, Send, UpdateQuota, UpdateWeights
 from tepui.sdk.effects import ScheduleTimer, TimerFired
@@ -82,7 +83,7 @@ def test_reserve_refuses_a_foreign_role_or_principal() -> None:
     effects = core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [sm.Reserve([reserved(1, "ads", "p-eng")])])), 1.0)
     [message] = errors_to(effects, b"eng")
     assert "role 'ads' refused" in message
-    [offer] = offers_to(core.handle(TimerFired(("allocate", "batch")), 10.0), b"eng")
+    [offer] = offers_to(core.handle(TimerFired(AllocateBatch()), 10.0), b"eng")
     effects = core.handle(Received(b"eng", sm.Accept("m-F0001", [offer.id], [sm.Reserve([reserved(1, "eng", "mallory")])])), 10.0)
     [message] = errors_to(effects, b"eng")
     assert "principal 'mallory'" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tepui.master.events import FailoverExpired, OfferTimeout
 from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, HEARTBEAT, PING, MasterConfig, MasterCore
 from tepui.master.events import PeerUnreachable, Received, Send
 from tepui.master.registry import Persist
@@ -283,8 +284,8 @@ def test_6_an_offer_held_past_the_offer_timeout_is_rescinded_and_offered_again()
     register_agent(core)
     subscribe(core)
     effects = core.handle(TimerFired(ALLOCATE_NOW), 1.0)
-    assert ScheduleTimer(11.0, ("offer_timeout", "m-O0001")) in effects
-    effects = core.handle(TimerFired(("offer_timeout", "m-O0001")), 11.0)
+    assert ScheduleTimer(11.0, OfferTimeout("m-O0001")) in effects
+    effects = core.handle(TimerFired(OfferTimeout("m-O0001")), 11.0)
     assert sends(effects, FW) == [sm.Rescind("m-O0001")]
     assert core.offers == {}
     assert len(offer_cycle(core, 11.0)) == 1
@@ -347,9 +348,9 @@ def test_disconnected_framework_is_removed_after_its_failover_timeout() -> None:
     offer = offer_cycle(core, 1.0)[0].offers[0]
     core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
     effects = core.handle(PeerUnreachable(FW), 2.0)
-    assert ScheduleTimer(32.0, ("failover", "m-F0001")) in effects
+    assert ScheduleTimer(32.0, FailoverExpired("m-F0001")) in effects
     assert not core.frameworks["m-F0001"].active
-    effects = core.handle(TimerFired(("failover", "m-F0001")), 32.0)
+    effects = core.handle(TimerFired(FailoverExpired("m-F0001")), 32.0)
     assert Send(AGENT, am.ShutdownFramework("m-F0001")) in effects
     assert core.frameworks == {}
     assert core.allocator.available("m-S0001") == AGENT_RES
@@ -363,7 +364,7 @@ def test_resubscribe_within_failover_keeps_tasks() -> None:
     core.handle(Received(FW, sm.Accept("m-F0001", [offer.id], [sm.Launch([task("t1")])])), 1.0)
     core.handle(PeerUnreachable(FW), 2.0)
     effects = subscribe(core, now=10.0, peer=b"new-conn", id="m-F0001", failover_timeout=30.0)
-    assert CancelTimer(("failover", "m-F0001")) in effects
+    assert CancelTimer(FailoverExpired("m-F0001")) in effects
     assert Send(b"new-conn", sm.Subscribed("m-F0001", 15.0, core.master_info)) in effects
     assert "t1" in core.frameworks["m-F0001"].tasks
 

@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from tepui.cli.main import cli
+from tepui.master.events import AgentGone
 from tepui.master.core import PING, MasterConfig, MasterCore
 from tepui.master.events import Received
-from tepui.master.partitions import GONE_TIMER, RemovalRate, parse_percent, parse_removal_rate
+from tepui.master.partitions import RemovalRate, parse_percent, parse_removal_rate
 from tepui.master.records import UnreachableAgent
 from tepui.master.registry import AGENTS, GONE, UNREACHABLE, Persist, Recovered, decode
 from tepui.sdk.effects import CancelTimer, ScheduleTimer, TimerFired
@@ -87,7 +88,7 @@ def test_17_unreachable_agents_are_persisted_and_readmitted_with_their_reservati
     flags_only = AgentInfo(hostname="a1", resources=Resources.parse("cpus:4;mem:4096").to_wire(), id="m-S0001")
     effects = core.handle(Received(b"new-conn", am.ReregisterAgent(flags_only, "v")), 20.0)
     assert core.agents["m-S0001"].total == RESERVED and core.unreachable == {}
-    assert Persist(UNREACHABLE, "m-S0001", None) in effects and CancelTimer((GONE_TIMER, "m-S0001")) in effects
+    assert Persist(UNREACHABLE, "m-S0001", None) in effects and CancelTimer(AgentGone("m-S0001")) in effects
     assert [w.ns for w in persists(effects) if w.value is not None] == [AGENTS]
 
 
@@ -96,7 +97,7 @@ def test_a_restarted_master_keeps_unreachable_and_gone_agents() -> None:
     recovered = Recovered(unreachable={"old-S1": UnreachableAgent(kept, 100.0)}, gone={"old-S2": 50.0})
     core = MasterCore(MasterConfig(master_id="new", agent_gone_timeout=1000.0))
     effects = core.recover(recovered, 500.0)
-    assert ScheduleTimer(1100.0, (GONE_TIMER, "old-S1")) in effects
+    assert ScheduleTimer(1100.0, AgentGone("old-S1")) in effects
     effects = core.handle(Received(b"a2", am.ReregisterAgent(AgentInfo(hostname="g", resources=[], id="old-S2"),
                                                              "v")), 501.0)
     [refusal] = sends(effects, b"a2")
@@ -112,10 +113,10 @@ def test_a_gone_timer_for_an_agent_that_came_back_or_went_unreachable_again_late
     core.handle(TimerFired(PING), 10.5)
     core.handle(Received(AGENT, am.ReregisterAgent(AgentInfo(hostname="a1", resources=AGENT_RES.to_wire(),
                                                              id="m-S0001"), "v")), 20.0)
-    assert core.handle(TimerFired((GONE_TIMER, "m-S0001")), 110.5) == []
+    assert core.handle(TimerFired(AgentGone("m-S0001")), 110.5) == []
     core.handle(TimerFired(PING), 40.0)  # silent again: unreachable since 40
-    assert persists(core.handle(TimerFired((GONE_TIMER, "m-S0001")), 110.5)) == []
-    assert [w.ns for w in persists(core.handle(TimerFired((GONE_TIMER, "m-S0001")), 140.0))] == [UNREACHABLE, GONE]
+    assert persists(core.handle(TimerFired(AgentGone("m-S0001")), 110.5)) == []
+    assert [w.ns for w in persists(core.handle(TimerFired(AgentGone("m-S0001")), 140.0))] == [UNREACHABLE, GONE]
 
 
 def test_the_registry_forgets_the_oldest_gone_agents_past_its_bound() -> None:
@@ -124,7 +125,7 @@ def test_the_registry_forgets_the_oldest_gone_agents_past_its_bound() -> None:
                                         for i in range(3)}), 0.0)
     writes: list[Persist] = []
     for i in range(3):
-        writes += persists(core.handle(TimerFired((GONE_TIMER, f"S{i}")), 10.0 + i))
+        writes += persists(core.handle(TimerFired(AgentGone(f"S{i}")), 10.0 + i))
     assert list(core.gone) == ["S1", "S2"] and Persist(GONE, "S0", None) in writes
     assert list(decode(as_store(writes)).gone) == ["S1", "S2"]
 
@@ -144,7 +145,7 @@ def test_reconcile_answers_unreachable_gone_and_unknown_agents_mesos_style() -> 
     effects = core.handle(Received(FW, sm.Reconcile("m-F0001", wanted)), 21.0)
     assert [(b.status.task_id, b.status.state) for b in sends(effects, FW)] == [
         ("x", TaskState.UNREACHABLE), ("y", TaskState.UNKNOWN), ("z", TaskState.UNKNOWN)]
-    core.handle(TimerFired((GONE_TIMER, "m-S0002")), 111.0)
+    core.handle(TimerFired(AgentGone("m-S0002")), 111.0)
     effects = core.handle(Received(FW, sm.Reconcile("m-F0001", wanted[:1])), 112.0)
     assert [b.status.state for b in sends(effects, FW)] == [TaskState.GONE]
 

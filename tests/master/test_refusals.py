@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import msgspec
 
+from tepui.master.events import OfferTimeout
 from tepui.master.accept_salvage import salvage
 from tepui.master.core import ALLOCATE_NOW, MasterCore
 from tepui.master.events import Received, Send
@@ -76,7 +77,7 @@ def test_a_decline_of_an_unknown_offer_is_answered_and_the_known_ones_are_declin
 def test_a_decline_that_crossed_a_rescind_says_it_is_the_usual_race() -> None:
     core, offers = offered(offer_timeout=10.0)
     for offer_id in offers:
-        core.handle(TimerFired(("offer_timeout", offer_id)), 11.0)  # rescinded: the framework hears RESCIND
+        core.handle(TimerFired(OfferTimeout(offer_id)), 11.0)  # rescinded: the framework hears RESCIND
     [error] = errors(core.handle(Received(FW, sm.Decline("m-F0001", offers)), 11.0))
     assert error.message.startswith(f"DECLINE: offers {offers[0]!r}, {offers[1]!r} are not valid: rescinded or "
                                     "timed out (a normal race with RESCIND: nothing to do)")
@@ -318,7 +319,7 @@ def test_an_accept_whose_filters_are_invalid_is_refused_whole_and_its_offer_rele
         Send(FW, sm.Error("ACCEPT refused: Expected `float`, got `str` - at `$.body.filters.refuse_seconds`. Nothing "
                           "in it was done, and its offers were released", call_id="launch-1", call_type="ACCEPT",
                           field="$.body.filters.refuse_seconds")),
-        CancelTimer(("offer_timeout", offer_id)),
+        CancelTimer(OfferTimeout(offer_id)),
         ScheduleTimer(2.0, ALLOCATE_NOW),
     ]
     assert core.offers == {} and core.allocator.available("m-S0001") == AGENT_RES

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from tepui.master.events import AllocateNow, FailoverExpired
 from tepui.master.core import REREGISTER_WINDOW, MasterConfig, MasterCore
 from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
 from tepui.master.records import UnreachableAgent
@@ -68,7 +69,7 @@ def test_a_restarted_master_recovers_and_readmits_agents_with_the_kept_resources
                           quotas={"db": Quota(limit={"cpus": 2000})})
     core = MasterCore(MasterConfig(master_id="new", agent_reregister_timeout=100.0))
     effects = core.recover(recovered, 50.0)
-    assert ScheduleTimer(140.0, ("failover", "old-F1")) in effects
+    assert ScheduleTimer(140.0, FailoverExpired("old-F1")) in effects
     assert ScheduleTimer(150.0, REREGISTER_WINDOW) in effects
     assert core.allocator.weights() == {"db": 2.0} and "db" in core.allocator.quotas
     assert not core.frameworks["old-F1"].active
@@ -93,12 +94,12 @@ def test_a_recovered_framework_has_at_least_five_heartbeats_to_resubscribe() -> 
     framework = FrameworkInfo(user="u", name="run", id="old-F1", failover_timeout=0.0)
     core = MasterCore(MasterConfig(master_id="new", heartbeat_interval=15.0))
     effects = core.recover(Recovered(frameworks={"old-F1": framework}), 50.0)
-    assert ScheduleTimer(125.0, ("failover", "old-F1")) in effects
+    assert ScheduleTimer(125.0, FailoverExpired("old-F1")) in effects
     core.handle(Received(b"fw", sm.Subscribe(framework)), 60.0)
     assert core.frameworks["old-F1"].active
     # A framework that disconnects from a running master still gets only its own timeout.
     effects = core.handle(PeerUnreachable(b"fw"), 70.0)
-    assert ScheduleTimer(70.0, ("failover", "old-F1")) in effects
+    assert ScheduleTimer(70.0, FailoverExpired("old-F1")) in effects
 
 
 def test_reservations_are_persisted_with_the_agent() -> None:
@@ -107,7 +108,7 @@ def test_reservations_are_persisted_with_the_agent() -> None:
     core.handle(Received(b"a", am.RegisterAgent(AgentInfo(hostname="h", resources=Resources.parse(
         "cpus:4;mem:1024").to_wire()), "v")), 0.0)
     core.handle(Received(b"f", sm.Subscribe(FrameworkInfo(user="u", name="f", roles=["db"], principal="p"))), 0.0)
-    effects = core.handle(TimerFired(("allocate", "now")), 1.0)
+    effects = core.handle(TimerFired(AllocateNow()), 1.0)
     [offers] = [e.body for e in effects if isinstance(e, Send) and isinstance(e.body, sm.Offers)]
     from tepui.sdk.protocol.values import Reservation, Resource
 
