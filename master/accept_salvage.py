@@ -44,7 +44,7 @@ class LeftOut(msgspec.Struct, frozen=True):
     group: bool = False  # a task of an invalid LAUNCH_GROUP (REASON_TASK_GROUP_INVALID)
 
 
-class PartialAccept(sm.Accept, tag="ACCEPT"):
+class PartialAccept(sm.Accept, tag="ACCEPT", frozen=True):
     """What could be read of an ACCEPT that failed to decode whole; never on the wire."""
 
     left_out: list[LeftOut] = []
@@ -100,10 +100,10 @@ class _Tasks(msgspec.Struct):
 _FRAME = msgspec.msgpack.Decoder(_Frame)
 _READABLE = msgspec.msgpack.Decoder(_Readable)
 _SHELL = msgspec.msgpack.Decoder(_Shell)
-_OPERATION: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(sm.Operation)  # type: ignore[arg-type]
+_OPERATION: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(sm.Operation)
 _LAUNCH = msgspec.msgpack.Decoder(_LaunchShell)
 _TASK = msgspec.msgpack.Decoder(TaskInfo)
-_FILTERS = msgspec.msgpack.Decoder(Filters | None)  # type: ignore[arg-type]
+_FILTERS = msgspec.msgpack.Decoder(Filters | None)
 _TASKS = msgspec.msgpack.Decoder(_Tasks)
 _NAMED = msgspec.msgpack.Decoder(_Named)
 _FAILED = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError, MemoryError)

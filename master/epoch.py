@@ -56,7 +56,7 @@ def next_epoch(stored: int, now_ms: int) -> int:
 
 def stored_epoch(store: Store) -> int | None:
     """The epoch the registry holds (None before any master claimed one)."""
-    found = get_json(store, EPOCH_NS, EPOCH_KEY, int)
+    found: tuple[int, int] | None = get_json(store, EPOCH_NS, EPOCH_KEY, int)
     return None if found is None else found[0]
 
 
@@ -67,7 +67,7 @@ def claim_epoch(store: Store, now_ms: int) -> int:
     store whose transactions do not lock still cannot hand two masters one epoch: it raises
     ``VersionConflict`` instead. Raises ``StoreError`` — the caller exits — when it fails."""
     with store.transaction():
-        found = get_json(store, EPOCH_NS, EPOCH_KEY, int)
+        found: tuple[int, int] | None = get_json(store, EPOCH_NS, EPOCH_KEY, int)
         stored, version = found if found is not None else (0, 0)
         epoch = next_epoch(stored, now_ms)
         put_json(store, EPOCH_NS, EPOCH_KEY, epoch, expected_version=version)

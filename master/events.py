@@ -111,7 +111,7 @@ class Received:
     ``call_id`` is the envelope's, echoed in every ERROR the message causes."""
 
     peer: bytes
-    body: Any
+    body: Any  # a message of sdk.protocol.envelope.MasterInbound (or a PartialAccept): the table in core.py routes it
     epoch: int = 0
     incarnation: str | None = None
     identity: str | None = None

@@ -12,7 +12,7 @@ call's filters (default 5 s).
 
 from __future__ import annotations
 
-from typing import Any, MutableMapping
+from typing import MutableMapping
 
 from tepui.master.admission.gatekeeper import Gatekeeper
 from tepui.master.accept_salvage import LeftOut, PartialAccept
@@ -33,7 +33,7 @@ from tepui.offers.explain import explain
 from tepui.offers.roles import DEFAULT_ROLE
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
-from tepui.sdk.protocol.values import Offer, RoleExplanation, TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sdk.protocol.values import Offer, RoleExplanation, TaskInfo, TaskReason, TaskSource, TaskState, TaskStatus
 from tepui.sdk.resources import EMPTY, Resources
 
 
@@ -188,7 +188,7 @@ class OfferCycle:
         return task_id in framework.tasks or any(t.task_id == task_id for t in framework.completed)
 
     def _apply(
-        self, operation: Any, framework: FrameworkRecord, agent: AgentRecord, role: str,
+        self, operation: sm.Operation, framework: FrameworkRecord, agent: AgentRecord, role: str,
         available: Resources, now: float, out: list[MasterEffect],
     ) -> Resources:
         if isinstance(operation, sm.Launch):
@@ -251,7 +251,7 @@ class OfferCycle:
             out.append(Send(framework.peer or b"", sm.Error(message)))
         return available
 
-    def _record_task(self, framework: FrameworkRecord, agent: AgentRecord, role: str, task_info: Any,
+    def _record_task(self, framework: FrameworkRecord, agent: AgentRecord, role: str, task_info: TaskInfo,
                      available: Resources, now: float) -> Resources:
         """Mesos: the master records a task before forwarding it (at most once per task id)."""
         resources, _ = task_resources(task_info)
@@ -355,8 +355,8 @@ def _not_outstanding(offer_ids: list[str]) -> str:
             "normal race with RESCIND: nothing to do), used or declined already, or never made to this framework")
 
 
-def _tasks_of(operations: list[Any]) -> list[Any]:
-    tasks: list[Any] = []
+def _tasks_of(operations: list[sm.Operation]) -> list[TaskInfo]:
+    tasks: list[TaskInfo] = []
     for operation in operations:
         if isinstance(operation, sm.Launch):
             tasks.extend(operation.task_infos)

@@ -12,6 +12,7 @@ reads the store back and hands the core a :class:`Recovered`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator, TypeVar
 
 import msgspec
 
@@ -26,6 +27,7 @@ FRAMEWORKS = "frameworks"
 WEIGHTS = "weights"
 QUOTAS = "quotas"
 NAMESPACES = (AGENTS, UNREACHABLE, GONE, FRAMEWORKS, WEIGHTS, QUOTAS)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,38 +111,26 @@ class CorruptRegistry(ValueError):
     """An entry that does not decode: the operator must look, not the master guess."""
 
 
+def _decoded(entries: dict[str, dict[str, bytes]], ns: str, kind: type[T]) -> Iterator[tuple[str, T]]:
+    """Each entry of ``ns`` decoded as ``kind``; raises CorruptRegistry naming one that does not."""
+    for key, value in entries.get(ns, {}).items():
+        try:
+            yield key, msgspec.json.decode(value, type=kind)
+        except msgspec.DecodeError as exc:
+            raise CorruptRegistry(f"registry entry {ns}/{key} does not decode: {exc}") from None
+
+
 def decode(entries: dict[str, dict[str, bytes]]) -> Recovered:
     """Raises CorruptRegistry naming the entry that does not decode."""
     recovered = Recovered()
-    tables = (
-        (AGENTS, AgentInfo, recovered.agents),
-        (FRAMEWORKS, FrameworkInfo, recovered.frameworks),
-        (WEIGHTS, float, recovered.weights),
-    )
-    for ns, kind, target in tables:
-        for key, value in entries.get(ns, {}).items():
-            try:
-                target[key] = msgspec.json.decode(value, type=kind)  # type: ignore[index]
-            except msgspec.DecodeError as exc:
-                raise CorruptRegistry(f"registry entry {ns}/{key} does not decode: {exc}") from None
-    for key, value in entries.get(QUOTAS, {}).items():
-        try:
-            entry = msgspec.json.decode(value, type=_QuotaEntry)
-        except msgspec.DecodeError as exc:
-            raise CorruptRegistry(f"registry entry {QUOTAS}/{key} does not decode: {exc}") from None
-        recovered.quotas[key] = Quota(guarantee=dict(entry.guarantee), limit=dict(entry.limit))
-    for key, value in entries.get(UNREACHABLE, {}).items():
-        try:
-            unreachable = msgspec.json.decode(value, type=_UnreachableEntry)
-        except msgspec.DecodeError as exc:
-            raise CorruptRegistry(f"registry entry {UNREACHABLE}/{key} does not decode: {exc}") from None
+    recovered.agents.update(_decoded(entries, AGENTS, AgentInfo))
+    recovered.frameworks.update(_decoded(entries, FRAMEWORKS, FrameworkInfo))
+    recovered.weights.update(_decoded(entries, WEIGHTS, float))
+    for key, quota in _decoded(entries, QUOTAS, _QuotaEntry):
+        recovered.quotas[key] = Quota(guarantee=dict(quota.guarantee), limit=dict(quota.limit))
+    for key, unreachable in _decoded(entries, UNREACHABLE, _UnreachableEntry):
         recovered.unreachable[key] = UnreachableAgent(unreachable.agent, unreachable.since)
     # Oldest first: the master forgets the oldest gone agents first when it keeps too many.
-    gone = []
-    for key, value in entries.get(GONE, {}).items():
-        try:
-            gone.append((msgspec.json.decode(value, type=_GoneEntry).since, key))
-        except msgspec.DecodeError as exc:
-            raise CorruptRegistry(f"registry entry {GONE}/{key} does not decode: {exc}") from None
-    recovered.gone = {key: since for since, key in sorted(gone)}
+    gone = sorted((entry.since, key) for key, entry in _decoded(entries, GONE, _GoneEntry))
+    recovered.gone = {key: since for since, key in gone}
     return recovered

@@ -174,10 +174,10 @@ class TaskCalls:
             return
         completed = {task.task_id: task for task in framework.completed}
         for wanted in msg.tasks:
-            task = framework.tasks.get(wanted.task_id) or completed.get(wanted.task_id)
+            known = framework.tasks.get(wanted.task_id) or completed.get(wanted.task_id)
             agent_id = wanted.agent_id
-            if task is not None:
-                out.append(Send(peer, sm.Update(_known(task, now))))
+            if known is not None:
+                out.append(Send(peer, sm.Update(_known(known, now))))
                 continue
             if self._recovery.expecting(agent_id):
                 self._counters["reconciliations_deferred"] += 1

@@ -34,16 +34,15 @@ from tepui.sdk.protocol.values import ExecutorInfo, FrameworkInfo, TaskInfo
 if TYPE_CHECKING:
     from tepui.master.records import AgentRecord, FrameworkRecord
 
-Effect = MasterEffect
 __all__ = ["Gatekeeper", "AdmissionCollector", "LabelCounter", "ReplaceAcls", "task_user"]
 FRAMEWORK_CALLS = typing.get_args(sm.SchedulerCall)
 MAX_LABELS = 1000  # distinct principals counted by name in /metrics; the rest as "(other)"
 MAX_KEY = 265  # a rate-limit key: "framework:" and an id (at most 255 characters), or a principal
-_OPERATION_ACTIONS = {sm.Reserve: "reserve_resources", sm.Unreserve: "unreserve_resources",
+_OPERATION_ACTIONS: dict[type, str] = {sm.Reserve: "reserve_resources", sm.Unreserve: "unreserve_resources",
                       sm.Create: "create_volumes", sm.Destroy: "destroy_volumes"}
 
 
-class LabelCounter(collections.Counter):  # type: ignore[type-arg]
+class LabelCounter(collections.Counter[str]):
     """A counter by label with at most MAX_LABELS labels: a flood of fresh framework ids must
     not grow the master's memory or its /metrics without bound."""
 
@@ -79,14 +78,14 @@ class Gatekeeper:
         self._peers = peers  # read only: the roster's
         self._frameworks = frameworks  # read only: the roster's
 
-    def replace_acls(self, event: ReplaceAcls, out: list[Effect]) -> None:
+    def replace_acls(self, event: ReplaceAcls, out: list[MasterEffect]) -> None:
         self.acls = event.acls
         out.append(Log("info", "acls_loaded", {"source": event.acls.source,
                                                "permissive": event.acls.permissive}))
 
     # --- identity (master/admission/identity.py) ------------------------------------------
 
-    def identity_checked(self, event: Received, out: list[Effect]) -> Received | None:
+    def identity_checked(self, event: Received, out: list[MasterEffect]) -> Received | None:
         """The event to handle (its principal filled in from the key), or None if refused."""
         return identity.checked(event, self.agent_principals, self._peers, self._frameworks, self._counters, out)
 
@@ -111,7 +110,7 @@ class Gatekeeper:
                 return key
         return f"peer:{event.peer.hex()[:16]}"
 
-    def rate_limited(self, event: Received, now: float, out: list[Effect]) -> bool:
+    def rate_limited(self, event: Received, now: float, out: list[MasterEffect]) -> bool:
         """True if the call is over its principal's allowance: answered with an ERROR, dropped."""
         if self.rate_limiter is None or not isinstance(event.body, FRAMEWORK_CALLS):
             return False
@@ -134,12 +133,12 @@ class Gatekeeper:
 
     # --- authorization ----------------------------------------------------------------------
 
-    def _refused(self, action: str, principal: str | None, out: list[Effect], **fields: Any) -> None:
+    def _refused(self, action: str, principal: str | None, out: list[MasterEffect], **fields: Any) -> None:
         self._counters["unauthorized"] += 1
         self.unauthorized_by.count(f"{action} {principal or '(none)'}")
         out.append(Log("warning", "unauthorized", {"action": action, "principal": principal, **fields}))
 
-    def may_register(self, peer: bytes, info: FrameworkInfo, call: str, out: list[Effect]) -> bool:
+    def may_register(self, peer: bytes, info: FrameworkInfo, call: str, out: list[MasterEffect]) -> bool:
         """Every role of the framework must be allowed for its principal (register_frameworks)."""
         for role in info.roles:
             decision = self.acls.decide(REGISTER, info.principal, role)
@@ -153,7 +152,7 @@ class Gatekeeper:
         return True
 
     def may_teardown(self, peer: bytes, caller: str | None, framework: FrameworkRecord,
-                      out: list[Effect]) -> bool:
+                      out: list[MasterEffect]) -> bool:
         decision = self.acls.decide(TEARDOWN, caller, framework.info.principal)
         if decision.allowed:
             return True
@@ -182,12 +181,12 @@ class Gatekeeper:
                 f"({decision.why}); set command.user to a user you are allowed, or ask the operator for a "
                 "run_tasks rule")
 
-    def refuse_task(self, framework: FrameworkRecord, problem: str, out: list[Effect]) -> None:
+    def refuse_task(self, framework: FrameworkRecord, problem: str, out: list[MasterEffect]) -> None:
         self._counters["tasks_unauthorized"] += 1
         self._refused(RUN_TASKS, framework.info.principal, out, reason=problem)
 
     def group_unauthorized(self, framework: FrameworkRecord, agent: AgentRecord, tasks: list[TaskInfo],
-                            executor: ExecutorInfo, out: list[Effect]) -> str | None:
+                            executor: ExecutorInfo, out: list[MasterEffect]) -> str | None:
         """One unauthorized task fails its whole group (Mesos LAUNCH_GROUP is all or nothing)."""
         for task in tasks:
             problem = self.task_unauthorized(framework, agent, task, executor)
@@ -197,8 +196,8 @@ class Gatekeeper:
                 return problem
         return None
 
-    def operation_unauthorized(self, operation: Any, framework: FrameworkRecord, role: str,
-                                out: list[Effect]) -> str | None:
+    def operation_unauthorized(self, operation: sm.Reserve | sm.Unreserve | sm.Create | sm.Destroy, framework: FrameworkRecord, role: str,
+                                out: list[MasterEffect]) -> str | None:
         """RESERVE / UNRESERVE / CREATE / DESTROY for the offer's role (the only role they may
         name: see reservations.py and volumes.py)."""
         action = _OPERATION_ACTIONS[type(operation)]

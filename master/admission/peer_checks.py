@@ -8,8 +8,7 @@ cannot work with a master that does not understand its resources, and its log sa
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
+from typing import Any, MutableMapping
 
 from tepui.master.events import Send
 from tepui.master.admission.validation import validate_id
@@ -33,7 +32,8 @@ def agent_info_problem(info: AgentInfo, reregistering: bool) -> str | None:
     return None
 
 
-def agent_refused(peer: bytes, info: AgentInfo, reregistering: bool, counters: Counter[str], out: list[Any]) -> bool:
+def agent_refused(peer: bytes, info: AgentInfo, reregistering: bool, counters: MutableMapping[str, int],
+                  out: list[Any]) -> bool:
     """True (with the effects that say so) when this registration must be refused."""
     problem = agent_info_problem(info, reregistering)
     if problem is None:
