@@ -28,7 +28,7 @@ from tepui.master.registry import agent_entry
 from tepui.master.roster import Roster
 from tepui.master.reservations import plan_reserve, plan_unreserve
 from tepui.master.volumes import plan_create, plan_destroy
-from tepui.master.admission.validation import EitherOf, demand_of, demand_problem, task_resources, validate_task
+from tepui.master.admission.validation import EitherOf, checked_task, demand_of, demand_problem
 from tepui.offers.explain import explain
 from tepui.offers.roles import DEFAULT_ROLE
 from tepui.sdk.protocol import agent as am
@@ -193,20 +193,20 @@ class OfferCycle:
     ) -> Resources:
         if isinstance(operation, sm.Launch):
             for task_info in operation.task_infos:
-                problem = validate_task(task_info, agent.agent_id, available, framework.tasks,
-                                        self._config.allow_host_volumes)
-                if problem is not None:
+                checked = checked_task(task_info, agent.agent_id, available, framework.tasks,
+                                       self._config.allow_host_volumes)
+                if isinstance(checked, str):
                     self._counters["tasks_invalid"] += 1
                     out.append(update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
-                                               TaskReason.TASK_INVALID, problem, now))
+                                         TaskReason.TASK_INVALID, checked, now))
                     continue
                 problem = self._gatekeeper.task_unauthorized(framework, agent, task_info)
                 if problem is not None:
                     self._gatekeeper.refuse_task(framework, problem, out)
                     out.append(update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
-                                               TaskReason.TASK_UNAUTHORIZED, problem, now))
+                                         TaskReason.TASK_UNAUTHORIZED, problem, now))
                     continue
-                available = self._record_task(framework, agent, role, task_info, available, now)
+                available = self._record_task(framework, agent, role, task_info, checked, available, now)
                 out.append(Send(agent.peer, am.RunTask(framework.info, task_info)))
             return available
         if isinstance(operation, sm.LaunchGroup):
@@ -246,23 +246,22 @@ class OfferCycle:
         message = f"operation {name} is not supported by this master yet; resources were returned"
         for task in tasks:
             out.append(update_to(framework, task.task_id, agent.agent_id, TaskState.ERROR,
-                                       TaskReason.TASK_GROUP_INVALID, message, now))
+                                 TaskReason.TASK_GROUP_INVALID, message, now))
         if not tasks:
             out.append(Send(framework.peer or b"", sm.Error(message)))
         return available
 
     def _record_task(self, framework: FrameworkRecord, agent: AgentRecord, role: str, task_info: TaskInfo,
-                     available: Resources, now: float) -> Resources:
-        """Mesos: the master records a task before forwarding it (at most once per task id)."""
-        resources, _ = task_resources(task_info)
-        assert resources is not None
+                     resources: Resources, available: Resources, now: float) -> Resources:
+        """Mesos: the master records a task before forwarding it (at most once per task id);
+        ``resources`` are the task's as :func:`checked_task` parsed them."""
         task = TaskRecord(framework.framework_id, agent.agent_id, task_info, resources, role, launched_at=now,
                           launch_mark=self._audits.launched())
         task.record(TaskState.STAGING, now)
         framework.tasks[task.task_id] = task
         agent.tasks[(framework.framework_id, task.task_id)] = task
         self._counters["tasks_launched"] += 1
-        return available.subtract_contained(resources)  # validate_task checked that it fits
+        return available.subtract_contained(resources)  # checked_task checked that it fits
 
     def _launch_group(self, operation: sm.LaunchGroup, framework: FrameworkRecord, agent: AgentRecord, role: str,
                       available: Resources, now: float, out: list[MasterEffect]) -> Resources:
@@ -273,29 +272,30 @@ class OfferCycle:
             problem = "LAUNCH_GROUP needs an executor of type DEFAULT"
         unauthorized = None if problem else self._gatekeeper.group_unauthorized(framework, agent, tasks, operation.executor, out)
         problem = problem or unauthorized
-        remaining, seen = available, set[str]()
+        remaining, seen, parsed = available, set[str](), list[Resources]()
         for task_info in tasks:
             if problem is not None:
                 break
             if task_info.executor is not None:
                 problem = f"task {task_info.task_id!r}: tasks of a group take no executor of their own"
                 break
-            problem = validate_task(task_info, agent.agent_id, remaining, EitherOf(framework.tasks, seen),
-                                    self._config.allow_host_volumes)
-            if problem is None:
-                resources, _ = task_resources(task_info)
-                assert resources is not None
-                remaining = remaining - resources
+            checked = checked_task(task_info, agent.agent_id, remaining, EitherOf(framework.tasks, seen),
+                                   self._config.allow_host_volumes)
+            if isinstance(checked, str):
+                problem = checked
+            else:
+                remaining = remaining - checked
                 seen.add(task_info.task_id)
+                parsed.append(checked)
         if problem is not None:
             self._counters["tasks_invalid"] += 0 if unauthorized else len(tasks)
             reason = TaskReason.TASK_GROUP_UNAUTHORIZED if unauthorized else TaskReason.TASK_GROUP_INVALID
             for task_info in tasks:
                 out.append(update_to(framework, task_info.task_id, agent.agent_id, TaskState.ERROR,
-                                           reason, f"task group refused: {problem}", now))
+                                     reason, f"task group refused: {problem}", now))
             return available
-        for task_info in tasks:
-            available = self._record_task(framework, agent, role, task_info, available, now)
+        for task_info, resources in zip(tasks, parsed):
+            available = self._record_task(framework, agent, role, task_info, resources, available, now)
         out.append(Send(agent.peer, am.RunTaskGroup(framework.info, operation.executor, operation.task_group)))
         return available
 

@@ -110,7 +110,7 @@ class TaskCalls:
                 # Answered as reconciliation answers it: its end. "Unknown" made a framework
                 # relaunch work that had finished (a near miss in a chaos run).
                 out.append(update_to(framework, msg.task_id, ended.agent_id, ended.state,
-                                           TaskReason.RECONCILIATION, f"task {msg.task_id!r} has already ended", now))
+                                     TaskReason.RECONCILIATION, f"task {msg.task_id!r} has already ended", now))
                 return
             if self._recovery.expecting(msg.agent_id):
                 # After a failover its agent may still re-register with it (as reconciliation
@@ -122,12 +122,12 @@ class TaskCalls:
             # Held, on an agent that is unreachable: its state, not "unknown" (which says it never
             # ran); the driver repeats the kill, which reaches the agent when it is back.
             out.append(update_to(framework, msg.task_id, task.agent_id, task.state, TaskReason.RECONCILIATION,
-                                       f"cannot kill task {msg.task_id!r} now: its agent is unreachable", now))
+                                 f"cannot kill task {msg.task_id!r} now: its agent is unreachable", now))
             return
         if task is None or agent is None:
             state = TaskState.UNKNOWN if framework.partition_aware else TaskState.LOST
             out.append(update_to(framework, msg.task_id, msg.agent_id, state, TaskReason.TASK_UNKNOWN,
-                                       f"cannot kill task {msg.task_id!r}: the master does not know it", now))
+                                 f"cannot kill task {msg.task_id!r}: the master does not know it", now))
             return
         out.append(Send(agent.peer, am.KillTask(framework.framework_id, msg.task_id, msg.kill_policy)))
         self._audits.kill_sent((framework.framework_id, msg.task_id), agent.agent_id, msg.kill_policy, now)

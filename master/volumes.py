@@ -11,7 +11,7 @@ error sentence.
 from __future__ import annotations
 
 
-from tepui.master.admission.validation import validate_id
+from tepui.master.admission.ids import validate_id
 from tepui.sdk.protocol.values import Resource
 from tepui.sdk.resources import InvalidResources, Resources
 

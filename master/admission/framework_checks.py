@@ -24,7 +24,8 @@ import math
 import re
 
 from tepui.master.refusals import shown
-from tepui.master.admission.validation import roles_problem, validate_id
+from tepui.master.admission.ids import validate_id
+from tepui.master.admission.validation import roles_problem
 from tepui.sdk.effects import CONTROL
 from tepui.sdk.protocol.values import FrameworkInfo
 
@@ -59,7 +60,7 @@ def text_problem(field: str, value: str, limit: int, *, spaces: bool = True) -> 
 
 def framework_id_problem(framework_id: str) -> Problem | None:
     """A framework id becomes a path component (agents' sandboxes) and a registry key: the
-    rules of every id (:func:`tepui.master.admission.validation.validate_id`), at most 255 characters."""
+    rules of every id (:func:`tepui.master.admission.ids.validate_id`), at most 255 characters."""
     problem = validate_id("framework_info.id", framework_id)  # quotes it only within 255 characters
     return (f"{INFO}.id", problem) if problem else None
 

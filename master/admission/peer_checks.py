@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, MutableMapping
 
 from tepui.master.events import Send
-from tepui.master.admission.validation import validate_id
+from tepui.master.admission.ids import validate_id
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo

@@ -15,6 +15,7 @@ import math
 import re
 import urllib.parse
 
+from tepui.master.admission.ids import validate_id
 from tepui.sdk.protocol.values import CommandInfo, ContainerInfo, TaskInfo, Volume
 
 MAX_NAME = 1024
@@ -174,8 +175,6 @@ def spec_problem(task: TaskInfo, allow_host_volumes: bool = False) -> str | None
         problem = container_problem(owner, task.container, allow_host_volumes)
     if problem is None and task.executor is not None:
         executor = task.executor
-        from tepui.master.admission.validation import validate_id  # one rule for ids, wherever they appear
-
         problem = validate_id("executor.executor_id", executor.executor_id)
         if problem is None and executor.command is not None:
             problem = command_problem(f"{owner} executor", executor.command)

@@ -3,6 +3,12 @@
 Each check returns ``None`` or one sentence that names the field and says what to do, which
 becomes the ``message`` of a TASK_ERROR update. A bad task never reaches an agent and never
 costs the framework its offer: the resources go back.
+
+A task is checked on one path, :func:`checked_task`, which returns either the problem or the
+task's resources, parsed: the launch records and subtracts that value. (The launch used to
+parse a task's resources two or three times — once to validate, again to record, and a third
+time for a task group's running remainder.) The spec's fields are checked in
+:mod:`tepui.master.admission.task_checks`, ids in :mod:`tepui.master.admission.ids`.
 """
 
 from __future__ import annotations
@@ -12,31 +18,12 @@ from collections.abc import Container
 
 from tepui.offers.allocator import Demand
 from tepui.offers.roles import InvalidRole, validate_role
+from tepui.master.admission.ids import validate_id
 from tepui.master.admission.task_checks import spec_problem
 from tepui.sdk.protocol.values import DemandShape, KillPolicy, TaskInfo
 from tepui.sdk.resources import InvalidResources, Resources
 
-MAX_ID_LENGTH = 255
 MAX_GRACE_SECONDS = 86400.0
-
-
-def validate_id(kind: str, value: str) -> str | None:
-    """Ids become path components in sandboxes, so they are restricted accordingly."""
-    if not value:
-        return f"{kind} must not be empty"
-    if len(value) > MAX_ID_LENGTH:
-        return f"{kind} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
-    if value in (".", ".."):
-        return f"{kind} {value!r} is not allowed"
-    if "/" in value or "\\" in value:
-        return f"{kind} {value!r} must not contain '/' or '\\'"
-    if value.isprintable() and " " not in value:
-        # Every whitespace and control character is "not printable" (Unicode Other or
-        # Separator; the space is the one printable exception): the common case in C.
-        return None
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 or c.isspace() for c in value):  # C0, DEL, C1
-        return f"{kind} {value!r} must not contain whitespace or control characters"
-    return None
 
 
 def grace_problem(where: str, policy: KillPolicy | None) -> str | None:
@@ -73,12 +60,13 @@ class EitherOf(Container[str]):
         return any(item in part for part in self.parts)
 
 
-def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: Container[str],
-                  allow_host_volumes: bool = False) -> str | None:
-    """Everything checkable at the master before a task may launch (the spec's fields in
-    :mod:`tepui.master.admission.task_checks`). ``active_ids`` is anything answering ``in`` — the
-    framework's task dict itself: copying it into a set per task made launching quadratic
-    (87% of the master's time at 100,000 tasks, bench/scale.py)."""
+def checked_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: Container[str],
+                 allow_host_volumes: bool = False) -> Resources | str:
+    """The task's resources, parsed, if it may launch with what ``available`` holds; else the
+    first problem, as one sentence. Everything checkable at the master before a task may launch
+    (the spec's fields in :mod:`tepui.master.admission.task_checks`). ``active_ids`` is anything
+    answering ``in`` — the framework's task dict itself: copying it into a set per task made
+    launching quadratic (87% of the master's time at 100,000 tasks, bench/scale.py)."""
     problem = validate_id("task_id", task.task_id)
     if problem:
         return problem
@@ -109,7 +97,14 @@ def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_id
             f"task {task.task_id!r} asks for {resources} but the offers hold only {available} "
             f"(missing {resources.missing_from(available)})"
         )
-    return None
+    return resources
+
+
+def validate_task(task: TaskInfo, agent_id: str, available: Resources, active_ids: Container[str],
+                  allow_host_volumes: bool = False) -> str | None:
+    """The problem :func:`checked_task` finds, or None."""
+    checked = checked_task(task, agent_id, available, active_ids, allow_host_volumes)
+    return checked if isinstance(checked, str) else None
 
 
 def roles_problem(roles: list[str]) -> str | None:
