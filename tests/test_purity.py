@@ -33,7 +33,7 @@ PURE = [
     "tepui.master.config", "tepui.master.roster", "tepui.master.pool", "tepui.master.offer_book",
     "tepui.master.task_ends", "tepui.master.departures", "tepui.master.audit_flow", "tepui.master.failure_detection",
     "tepui.master.readoption", "tepui.master.agent_membership", "tepui.master.framework_calls",
-    "tepui.master.task_calls",
+    "tepui.master.task_calls", "tepui.master.admission.ids",
     # the agent's core and its parts
     "tepui.agent.core", "tepui.agent.status_updates", "tepui.agent.executors", "tepui.agent.groups",
     "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
