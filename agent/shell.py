@@ -43,9 +43,9 @@ from tepui.agent.containerizers.docker_containerizer import ContainerExit, Docke
 from tepui.agent.fetching.fetcher import Fetcher
 from tepui.agent.containerizers.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user
 from tepui.sdk.codec import Codec, ProtocolError, envelope
-from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol.envelope import AgentExecutorInbound, AgentInbound
-from tepui.sdk.shell import TimerBook, log_effect
+from tepui.sdk.shell import TimerBook, TimersAndLogs
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.dealer import DealerEndpoint
 from tepui.sdk.router import RouterEndpoint
@@ -69,6 +69,7 @@ class AgentShell:
         # Ordered by process start (the master fences off older ones), unique by the suffix.
         self.incarnation = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
         self.timers = TimerBook(reactor, lambda key: self.handle(TimerFired(key)))
+        self.timers_and_logs = TimersAndLogs(self.timers, log)
         self.launcher = ProcessLauncher(reactor, cgroups)
         self.malformed = 0
         self._msg_id = 0
@@ -220,15 +221,9 @@ class AgentShell:
                     self.docker.signal(key, effect.signal)
                 else:
                     self.launcher.signal(key, effect.signal)
-            elif isinstance(effect, ScheduleTimer):
-                self.timers.schedule(effect.at, effect.key)
-            elif isinstance(effect, CancelTimer):
-                self.timers.cancel(effect.key)
-            elif isinstance(effect, Log):
-                log_effect(log, effect)
             elif isinstance(effect, Exit):
                 self.reactor.callLater(0, self._finish)
-            else:  # pragma: no cover
+            elif not self.timers_and_logs.perform(effect):  # pragma: no cover
                 log.error("event=unknown_effect effect=%r", effect)
 
     def _launch(self, effect: LaunchProcess) -> None:

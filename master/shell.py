@@ -21,11 +21,11 @@ from tepui.master.http.operator_http import QuotaEndpoint, RolesEndpoint, Weight
 from tepui.master.http.relay_guard import RelayPolicy
 from tepui.master.http.state_view import agent_url, find_tasks, render_state, render_state_summary
 from tepui.sdk.codec import Codec, ProtocolError, envelope
-from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.effects import TimerFired
 from tepui.sdk.http_security import GuardedSite, HttpPolicy
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.envelope import MasterInbound
-from tepui.sdk.shell import TimerBook, log_effect
+from tepui.sdk.shell import TimerBook, TimersAndLogs
 from tepui.sdk.store import Store, StoreError
 from tepui.sdk.curve import CurveServer
 from tepui.sdk.router import RouterEndpoint
@@ -42,6 +42,7 @@ class MasterShell:
         self.failed = False  # a registry write failed: the master is on its way out
         self.codec: Codec[Any] = Codec(MasterInbound, salvage=salvage)  # an ACCEPT with one bad task: the rest runs
         self.timers = TimerBook(reactor, self._on_timer)
+        self.timers_and_logs = TimersAndLogs(self.timers, log)
         self.malformed = 0
         self._msg_id = 0
         # With ``curve`` (keys + allow list) only allow-listed keys get through, and each message
@@ -213,13 +214,7 @@ class MasterShell:
                 self._send(effect.peer, effect.body)
             elif kind is Persist:
                 continue
-            elif isinstance(effect, ScheduleTimer):
-                self.timers.schedule(effect.at, effect.key)
-            elif isinstance(effect, CancelTimer):
-                self.timers.cancel(effect.key)
-            elif isinstance(effect, Log):
-                log_effect(log, effect)
-            else:  # pragma: no cover
+            elif not self.timers_and_logs.perform(effect):  # pragma: no cover
                 log.error("event=unknown_effect effect=%r", effect)
 
     def _persist(self, writes: list[Persist]) -> bool:

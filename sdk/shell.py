@@ -1,14 +1,15 @@
 """The thin-shell helpers every process shares: timers keyed like the cores ask, and
-structured logging. Cores return ``ScheduleTimer``/``CancelTimer``/``Log`` effects; shells hand
-them to a :class:`TimerBook` and :func:`log_effect`."""
+structured logging. Cores return ``ScheduleTimer``/``CancelTimer``/``Log`` effects; every shell
+performs them alike, through :class:`TimersAndLogs` (on a :class:`TimerBook`, or on the
+simulator's heap), and performs the rest of its effects itself."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Protocol
 
-from tepui.sdk.effects import Log, escape_controls
+from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, escape_controls
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -41,6 +42,40 @@ class TimerBook:
     def _expire(self, key: Hashable) -> None:
         self._calls.pop(key, None)
         self._fire(key)
+
+
+class Timers(Protocol):
+    """One pending timer per key, scheduling a key again replaces it: :class:`TimerBook`, or
+    ``sim.shell.TimerHeap`` when there are hundreds of thousands of keys."""
+
+    def schedule(self, at: float, key: Hashable) -> None: ...
+
+    def cancel(self, key: Hashable) -> None: ...
+
+    def cancel_all(self) -> None: ...
+
+
+class TimersAndLogs:
+    """The effects every shell performs the same way — ``ScheduleTimer``, ``CancelTimer`` and
+    ``Log`` — in one place; the master's, the agent's and the simulator's shells each had their
+    own copy. A shell's effect loop handles its own effects and hands every other one to
+    :meth:`perform`, which says whether it was one of these."""
+
+    def __init__(self, timers: Timers, logger: logging.Logger) -> None:
+        self.timers = timers
+        self._logger = logger
+
+    def perform(self, effect: object) -> bool:
+        """Performs a timer or log effect; False, doing nothing, for any other effect."""
+        if isinstance(effect, ScheduleTimer):
+            self.timers.schedule(effect.at, effect.key)
+        elif isinstance(effect, CancelTimer):
+            self.timers.cancel(effect.key)
+        elif isinstance(effect, Log):
+            log_effect(self._logger, effect)
+        else:
+            return False
+        return True
 
 
 def log_effect(logger: logging.Logger, effect: Log) -> None:

@@ -23,9 +23,9 @@ from typing import Any, Callable, Hashable
 
 from tepui.sdk.batch import Outbox
 from tepui.sdk.codec import Codec, ProtocolError, envelope
-from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol.envelope import AgentInbound
-from tepui.sdk.shell import log_effect
+from tepui.sdk.shell import TimersAndLogs
 from tepui.sim.core import SimCore
 from tepui.sim.events import CloseAgent, Received, SendToMaster, Start, Stop
 from tepui.sim.links import Links
@@ -110,6 +110,7 @@ class SimShell:
         self._outbox: Outbox[int] = Outbox(self.codec.max_bytes)
         self._outbox_scheduled = False
         self.timers = TimerHeap(reactor, lambda key: self.handle(TimerFired(key)))
+        self.timers_and_logs = TimersAndLogs(self.timers, log)
         self.wave = max(1, wave)
         self.wave_timeout = wave_timeout
         self.stats_interval = stats_interval
@@ -230,21 +231,15 @@ class SimShell:
             self._perform(self.core.handle(Received(index, env.body, env.epoch), self.reactor.seconds()))
 
     def _perform(self, effects: list[Any]) -> None:
-        timers = self.timers
+        common = self.timers_and_logs
         for effect in effects:
             kind = type(effect)
             if kind is SendToMaster:
                 self._send(effect.index, effect.body)
-            elif kind is ScheduleTimer:
-                timers.schedule(effect.at, effect.key)
-            elif kind is CancelTimer:
-                timers.cancel(effect.key)
-            elif kind is Log:
-                log_effect(log, effect)
             elif kind is CloseAgent:
                 self._flush()  # its last words (UNREGISTER_AGENT) first
                 self.links.close(effect.index)
-            else:  # pragma: no cover
+            elif not common.perform(effect):  # pragma: no cover
                 log.error("event=unknown_effect effect=%r", effect)
 
     def _send(self, index: int, body: Any) -> None:
