@@ -102,8 +102,7 @@ class AgentMembership:
             http_tls=info.http_tls,
             task_user=info.task_user,
         )
-        self._roster.agents[agent_id] = agent
-        self._roster.peers[peer] = ("agent", agent_id)
+        self._roster.add_agent(agent)
         self._pool.allocator.add_agent(agent_id, total)
         self._pool.request_allocation()
         return agent
@@ -136,10 +135,7 @@ class AgentMembership:
             out.append(agent_entry(agent))
             out.append(Log("info", "agent_readmitted", {"agent_id": agent_id, "tasks": len(msg.tasks)}))
         else:
-            if agent.peer != peer:
-                roster.peers.pop(agent.peer, None)
-                agent.peer = peer
-                roster.peers[peer] = ("agent", agent_id)
+            roster.move_agent(agent, peer)
             self._detector.heard_from(agent, now, out)
             agent.incarnation = incarnation or agent.incarnation
             agent.http_port, agent.address = msg.agent_info.http_port, msg.agent_info.address

@@ -51,8 +51,7 @@ class Departures:
         self._pool.allocator.remove_agent(agent.agent_id)
         self._audits.forget_agent(agent.agent_id)
         self._pending_acks.forget_agent(agent.agent_id)
-        roster.agents.pop(agent.agent_id, None)
-        roster.peers.pop(agent.peer, None)
+        roster.remove_agent(agent)
         out.append(Log(level, "agent_removed", {"agent_id": agent.agent_id, "reason": message}))
 
     def remove_framework(self, framework: FrameworkRecord, why: str, now: float, out: list[MasterEffect]) -> None:
@@ -68,22 +67,14 @@ class Departures:
                 out.append(Send(agent.peer, am.ShutdownFramework(framework.framework_id)))
         self._pool.allocator.remove_framework(framework.framework_id)
         self._pending_acks.forget_framework(framework.framework_id)
-        roster.frameworks.pop(framework.framework_id, None)
-        if framework.peer is not None:
-            roster.peers.pop(framework.peer, None)
-        framework.active = False
-        framework.peer = None
-        roster.completed_frameworks.append(framework)
+        roster.remove_framework(framework)
         out.append(Persist(FRAMEWORKS, framework.framework_id, None))
         out.append(CancelTimer(FailoverExpired(framework.framework_id)))
         out.append(Log("info", "framework_removed", {"framework_id": framework.framework_id, "reason": why}))
 
     def disconnect_framework(self, framework: FrameworkRecord, now: float, out: list[MasterEffect]) -> None:
         """Mesos: offers never survive a disconnect; tasks wait ``failover_timeout``."""
-        framework.active = False
-        framework.disconnected_at = now
-        self._roster.peers.pop(framework.peer or b"", None)
-        framework.peer = None
+        self._roster.disconnect_framework(framework, now)
         for offer_id in list(framework.offers):
             self._offers.rescind(offer_id, now, out, notify=False)
         self._pool.allocator.deactivate_framework(framework.framework_id)

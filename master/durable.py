@@ -36,6 +36,11 @@ class Recovery:
         self.recovered_agents: dict[str, AgentInfo] = {}  # known to the registry, not back yet
         self.recovered_count = 0  # agents the registry knew at the last failover
 
+    def expect(self, agents: dict[str, AgentInfo]) -> None:
+        """After a failover: every agent the registry knew is expected to re-register."""
+        self.recovered_agents = dict(agents)
+        self.recovered_count = len(agents)
+
     def expecting(self, agent_id: str | None) -> bool:
         """Whether ``agent_id`` (None: any agent) may still re-register after the failover: a
         task the master does not know may be on it, so "unknown" would be a guess."""
@@ -73,13 +78,12 @@ def recover_registry(recovered: Recovered, now: float, config: MasterConfig, ros
         allocator.set_quota(role, quota)
     for framework_id, info in recovered.frameworks.items():
         record = FrameworkRecord(framework_id, info, None, now, active=False, disconnected_at=now)
-        roster.frameworks[framework_id] = record
+        roster.add_framework(record)
         allocator.add_framework(framework_id, info.roles)
         allocator.deactivate_framework(framework_id)
         out.append(ScheduleTimer(now + max(info.failover_timeout, resubscribe_grace(config)),
                                  FailoverExpired(framework_id)))
-    recovery.recovered_agents = dict(recovered.agents)
-    recovery.recovered_count = len(recovered.agents)
+    recovery.expect(recovered.agents)
     partitions.recover(recovered, now, out)
     if recovery.recovered_agents:
         out.append(ScheduleTimer(now + config.agent_reregister_timeout, ReregisterWindow()))

@@ -107,8 +107,7 @@ class FailureDetector:
                     out.append(Log("info", "agent_removal_canceled", {"agent_id": agent_id, "reason": "answered again"}))
                     continue
                 self.mark_unreachable(agent, now, out)
-            elif agent_id in self._recovery.recovered_agents:
-                info = self._recovery.recovered_agents.pop(agent_id)
+            elif (info := self._recovery.take(agent_id)) is not None:
                 out.append(Persist(AGENTS, agent_id, None))
                 partitions.add_unreachable(agent_id, UnreachableAgent(info, now), now, out)
                 out.append(Log("warning", "agent_unreachable", {

@@ -68,9 +68,7 @@ class FrameworkCalls:
                     f"re-subscribing as {info.principal!r} is refused"
                 )))
                 return
-            if framework.peer is not None and framework.peer != peer:
-                roster.peers.pop(framework.peer, None)
-            framework.peer, framework.active, framework.disconnected_at = peer, True, None
+            roster.connect_framework(framework, peer)
             framework.info = info
             allocator.add_framework(info.id, info.roles, msg.suppressed_roles, demand)
             out.append(CancelTimer(FailoverExpired(info.id)))
@@ -80,10 +78,10 @@ class FrameworkCalls:
             if info.id is None:
                 info = msgspec.structs.replace(info, id=framework_id)
             framework = FrameworkRecord(framework_id, info, peer, now)
-            roster.frameworks[framework_id] = framework
+            roster.add_framework(framework)
+            roster.connect_framework(framework, peer)
             allocator.add_framework(framework_id, info.roles, msg.suppressed_roles, demand)
             out.append(Log("info", "framework_subscribed", {"framework_id": framework_id, "name": info.name}))
-        roster.peers[peer] = ("framework", framework.framework_id)
         out.append(framework_entry(framework.info))
         out.append(Send(peer, sm.Subscribed(framework.framework_id, config.heartbeat_interval, self._master_info)))
         self._pool.request_allocation()

@@ -40,7 +40,7 @@ class Readoption:
         if info is None:
             info = FrameworkInfo(user="", name="", id=framework_id)
         record = FrameworkRecord(framework_id, info, None, now, active=False, disconnected_at=now)
-        self._roster.frameworks[framework_id] = record
+        self._roster.add_framework(record)
         self._pool.allocator.add_framework(framework_id, info.roles)
         self._pool.allocator.deactivate_framework(framework_id)
         return record

@@ -31,6 +31,53 @@ class Roster:
         self._master_id = master_id
         self._seq = collections.Counter[str]()
 
+    # --- membership -------------------------------------------------------------------------
+
+    def add_agent(self, agent: AgentRecord) -> None:
+        self.agents[agent.agent_id] = agent
+        self.peers[agent.peer] = ("agent", agent.agent_id)
+
+    def move_agent(self, agent: AgentRecord, peer: bytes) -> None:
+        """The agent speaks on a new connection now (it re-registered on it)."""
+        if agent.peer != peer:
+            self.peers.pop(agent.peer, None)
+            agent.peer = peer
+            self.peers[peer] = ("agent", agent.agent_id)
+
+    def remove_agent(self, agent: AgentRecord) -> None:
+        self.agents.pop(agent.agent_id, None)
+        self.peers.pop(agent.peer, None)
+
+    def add_framework(self, framework: FrameworkRecord) -> None:
+        """A framework known (subscribed, recovered from the registry, or only reported by an agent)."""
+        self.frameworks[framework.framework_id] = framework
+
+    def connect_framework(self, framework: FrameworkRecord, peer: bytes) -> None:
+        """The framework is subscribed on ``peer`` (a connection it had before is forgotten)."""
+        if framework.peer is not None and framework.peer != peer:
+            self.peers.pop(framework.peer, None)
+        framework.peer, framework.active, framework.disconnected_at = peer, True, None
+        self.peers[peer] = ("framework", framework.framework_id)
+
+    def disconnect_framework(self, framework: FrameworkRecord, now: float) -> None:
+        """Its connection is gone; the framework stays, inactive, for its failover timeout."""
+        framework.active = False
+        framework.disconnected_at = now
+        self.peers.pop(framework.peer or b"", None)
+        framework.peer = None
+
+    def remove_framework(self, framework: FrameworkRecord) -> None:
+        """Removed for good: it is remembered among the completed frameworks (``/state``, and
+        a SUBSCRIBE under its id is refused)."""
+        self.frameworks.pop(framework.framework_id, None)
+        if framework.peer is not None:
+            self.peers.pop(framework.peer, None)
+        framework.active = False
+        framework.peer = None
+        self.completed_frameworks.append(framework)
+
+    # --- questions --------------------------------------------------------------------------
+
     def next_id(self, kind: str) -> str:
         """``<master id>-<kind><n>``: S for agents, F for frameworks, O for offers."""
         self._seq[kind] += 1
