@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tepui.master.events import FailoverExpired, OfferTimeout
+import typing
+
+import pytest
+
+from tepui.master.accept_salvage import PartialAccept
 from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, HEARTBEAT, PING, MasterConfig, MasterCore
-from tepui.master.events import PeerUnreachable, Received, Send
+from tepui.master.events import FailoverExpired, MasterEvent, OfferTimeout, PeerUnreachable, Received, Send, TimerKey
 from tepui.master.registry import Persist
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -422,3 +426,20 @@ def test_drf_alternates_between_two_frameworks() -> None:
     effects = core.handle(TimerFired(ALLOCATE_NOW), 1.0)
     got = {peer: [o.agent_id for b in sends(effects, peer) for o in b.offers] for peer in (b"f1", b"f2")}
     assert got == {b"f1": ["m-S0001"], b"f2": ["m-S0002"]}
+
+
+def test_the_dispatch_tables_cover_every_inbound_message_timer_key_and_event() -> None:
+    """A message, timer or event type without a handler would be logged as unhandled (or
+    raise): the tables in core.py must name each one of the vocabulary in master/events.py."""
+    core = MasterCore(MasterConfig("m"))
+    inbound = set(typing.get_args(am.AgentToMaster)) | set(typing.get_args(sm.SchedulerCall)) | {PartialAccept}
+    assert set(core._messages) == inbound
+    assert set(core._timers) == set(typing.get_args(TimerKey))
+    assert set(core._events) == set(typing.get_args(MasterEvent))
+
+
+def test_an_unknown_timer_key_is_a_type_error_not_a_timer_that_never_matches() -> None:
+    core = MasterCore(MasterConfig("m"))
+    with pytest.raises(TypeError, match="unknown timer key"):
+        core.handle(TimerFired(("failover", "F1")), 0.0)
+
