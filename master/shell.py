@@ -13,7 +13,10 @@ from tepui.master.accept_salvage import salvage
 from tepui.master.core import MasterCore
 from tepui.master.epoch import CHECK_SECONDS, Superseded, check_epoch
 from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
-from tepui.master.events import AllocateBatch, AllocateNow, Credential, Abort, OperatorError, PeerUnreachable, Received, Send
+from tepui.master.events import (
+    AllocateBatch, AllocateNow, Credential, Abort, MasterEffect, MasterEvent, OperatorError, Outbound, PeerUnreachable,
+    Received, Send,
+)
 from tepui.master.http.files_proxy import Located, TasksEndpoint
 from tepui.master.http.framework_proxy import FrameworksEndpoint, framework_apis
 from tepui.master.http.api import CoreCollector, JsonEndpoint, build_site_root
@@ -112,7 +115,7 @@ class MasterShell:
                                    agent.hostname if agent is not None else None, url))
         return located
 
-    def operator_call(self, event: Any) -> list[OperatorError]:
+    def operator_call(self, event: MasterEvent) -> list[OperatorError]:
         """Runs an operator event through the core; returns what it refused (for a 422)."""
         effects = self.core.handle(event, self.reactor.seconds())
         self._perform([e for e in effects if not isinstance(e, OperatorError)])
@@ -193,12 +196,12 @@ class MasterShell:
         peak = f"allocation_{kind}_max_seconds"
         self.allocation_seconds[peak] = max(self.allocation_seconds.get(peak, 0.0), took)
 
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: MasterEvent) -> None:
         self._perform(self.core.handle(event, self.reactor.seconds()))
 
     # --- effects --------------------------------------------------------------------------
 
-    def _perform(self, effects: list[Any]) -> None:
+    def _perform(self, effects: list[MasterEffect]) -> None:
         if not effects or self.failed:
             return  # a master on its way out (registry failed, superseded) acts on nothing more
         kinds = {type(effect) for effect in effects}
@@ -209,10 +212,9 @@ class MasterShell:
         if Persist in kinds and not self._persist([effect for effect in effects if isinstance(effect, Persist)]):
             return  # never act on state the registry does not hold
         for effect in effects:
-            kind = type(effect)
-            if kind is Send:
+            if type(effect) is Send:
                 self._send(effect.peer, effect.body)
-            elif kind is Persist:
+            elif type(effect) is Persist:
                 continue
             elif not self.timers_and_logs.perform(effect):  # pragma: no cover
                 log.error("event=unknown_effect effect=%r", effect)
@@ -247,7 +249,7 @@ class MasterShell:
         if self.reactor.running:
             self.reactor.stop()
 
-    def _send(self, peer: bytes, body: Any) -> None:
+    def _send(self, peer: bytes, body: Outbound) -> None:
         if not peer:
             return
         self._msg_id += 1
