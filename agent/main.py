@@ -30,7 +30,8 @@ def run_agent(options: AgentOptions) -> None:
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
     from tepui.agent.containerizers.cgroups import CgroupInUse, Cgroups
-    from tepui.agent.checkpoint import CheckpointError, CheckpointStore, Recovered
+    from tepui.agent.checkpoint import Recovered
+    from tepui.agent.checkpoint_store import CheckpointError, CheckpointStore
     from tepui.agent.recovery import reconfiguration_problem
     from tepui.agent.containerizers.docker_containerizer import DockerContainerizer
     from tepui.agent.fetching.fetcher import Fetcher

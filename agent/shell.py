@@ -36,7 +36,8 @@ from tepui.agent.events import (
     TaskSpawned,
 )
 from tepui.agent.containerizers.cgroups import Cgroups, Limits
-from tepui.agent.checkpoint import Checkpoint, CheckpointStore, Recovered
+from tepui.agent.checkpoint import Checkpoint, Recovered
+from tepui.agent.checkpoint_store import CheckpointStore
 from tepui.agent.executors import EXECUTOR_PREFIX
 from tepui.agent.recovery import AdoptContainer, AdoptProcess
 from tepui.agent.containerizers.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError

@@ -172,7 +172,7 @@ class Cluster:
     def _local_acls(self) -> str:
         """The local cluster's ACL file, written once so that an operator's edits survive
         restarts: every local client may do everything except run tasks as root."""
-        from tepui.master.admission.acls import LOCAL_CLUSTER_ACLS
+        from tepui.master.admission.acls_file import LOCAL_CLUSTER_ACLS
 
         path = os.path.join(self.state_dir, "acls.yaml")
         if not os.path.exists(path):

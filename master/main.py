@@ -10,7 +10,8 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tepui.master.admission.acls import PERMISSIVE, AclError, Acls, load_acls
+from tepui.master.admission.acls import PERMISSIVE, Acls
+from tepui.master.admission.acls_file import AclError, load_acls
 from tepui.master.admission.rate_limits import RateLimit
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging

@@ -37,7 +37,9 @@ PURE = [
     # the agent's core and its parts
     "tepui.agent.core", "tepui.agent.status_updates", "tepui.agent.executors", "tepui.agent.groups",
     "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
-    "tepui.agent.fetching.fetch_rules", "tepui.agent.events",
+    "tepui.agent.fetching.fetch_rules", "tepui.agent.events", "tepui.agent.checkpoint",
+    # what the agent and the master are started with
+    "tepui.agent.options", "tepui.master.options",
     # the simulator's core, the services framework's core
     "tepui.sim.core", "tepui.sim.events",
     "tepui.frameworks.services.core", "tepui.frameworks.services.deployment", "tepui.frameworks.services.tasks",

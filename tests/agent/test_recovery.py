@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tepui.agent.checkpoint import Checkpoint, CheckpointError, CheckpointStore
+from tepui.agent.checkpoint import Checkpoint
+from tepui.agent.checkpoint_store import CheckpointError, CheckpointStore
 from tepui.agent.core import AgentConfig, AgentCore
 from tepui.agent.events import (
     FetchURIs,

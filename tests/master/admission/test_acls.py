@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tepui.master.admission.acls import LOCAL_CLUSTER_ACLS, PERMISSIVE, AclError, parse_acls
+from tepui.master.admission.acls import PERMISSIVE
+from tepui.master.admission.acls_file import LOCAL_CLUSTER_ACLS, AclError, parse_acls
 from tepui.master.admission.gatekeeper import AdmissionCollector, ReplaceAcls
 from tepui.master.core import ALLOCATE_NOW, MasterConfig, MasterCore
 from tepui.master.events import Received, Send
