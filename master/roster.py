@@ -4,10 +4,12 @@ frameworks it removed, and the ids it issues — a component of
 
 Why one component: every flow asks the same questions ("which agent is this peer?", "is this
 caller the connection the framework subscribed on?") and changes membership the same way, so
-the answers live once, here, beside the maps they read. The records themselves
-(:mod:`tepui.master.records`) are plain mutable values that the flows update in place; the
-maps are never rebound, so a component given one of them (the gatekeeper reads ``peers`` and
-``frameworks``) always sees the current state.
+the answers live once, here, beside the maps they read. Membership changes only through the
+roster's methods (an agent or a framework added, moved to a new connection, disconnected,
+removed), which keep ``peers`` in step with the records; the records themselves
+(:mod:`tepui.master.records`) are plain mutable values that the flows update in place (a
+task's state, an agent's total). The maps are never rebound, so a component given one of them
+to read (the gatekeeper reads ``peers`` and ``frameworks``) always sees the current state.
 """
 
 from __future__ import annotations
