@@ -32,22 +32,32 @@ Beyond Mesos:
 * **exhausted agents last**: in each cycle's shuffled order, agents whose free resources have
   run out of CPUs or memory come after the others (``visit_order``);
 * **explain**: why a framework got nothing (``explain.py``).
+
+The allocator is the cycle; it composes components that own their state: ``Holdings``
+(``holdings.py``: agents, what each framework holds, the pools quota reads), ``Frameworks``
+(``frameworks.py``: roles, suppression, decline filters in ``filters.py``, demand) and
+``Shares`` (``shares.py``: the DRF order of roles and of each role's frameworks).
 """
 
 from __future__ import annotations
 
-import itertools
 import random
-from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from dataclasses import dataclass
+from typing import Iterable
 
+from tepui.offers.filters import DEFAULT_REFUSE_SECONDS, DeclineFilter
+from tepui.offers.frameworks import Demand, Frameworks, FrameworkState, demand_fits, fits_by_quantity, role_list
+from tepui.offers.holdings import AgentState, Holdings
 from tepui.offers.quota import Caps, allocate_with_quota
-from tepui.offers.roles import DEFAULT_ROLE, Quota, RoleTree, is_within
-from tepui.offers.sorter import DRFSorter
-from tepui.sdk.protocol.values import MAX_REFUSE_SECONDS  # the wire refuses more; kept for direct callers
-from tepui.sdk.resources import EMPTY, Resources, to_fixed
+from tepui.offers.roles import Quota, RoleTree
+from tepui.offers.shares import Shares
+from tepui.sdk.protocol.values import MAX_REFUSE_SECONDS
+from tepui.sdk.resources import Resources, to_fixed
 
-DEFAULT_REFUSE_SECONDS = 5.0
+__all__ = [
+    "DEFAULT_REFUSE_SECONDS", "MAX_REFUSE_SECONDS", "AgentState", "Allocation", "Allocator", "DeclineFilter",
+    "Demand", "FrameworkState", "fits_by_quantity",
+]
 
 
 @dataclass(frozen=True)
@@ -56,65 +66,6 @@ class Allocation:
     agent_id: str
     role: str
     resources: Resources
-
-
-@dataclass(frozen=True)
-class Demand:
-    """A task shape a framework is waiting to launch (``role`` None: any of its roles)."""
-
-    resources: Resources
-    count: int = 1
-    role: str | None = None
-
-
-@dataclass
-class AgentState:
-    agent_id: str
-    total: Resources
-    available: Resources
-    allocated: dict[tuple[str, str], Resources] = field(default_factory=dict)  # (fid, role) → res
-    active: bool = True
-    seq: int = 0  # registration order
-
-
-class DeclineFilter(NamedTuple):
-    """Mesos's ``RefusedOfferFilter``: until ``expires``, offers of the agent in ``role`` that
-    ``declined`` contains are refused. (A tuple: a decline makes one, on the hot path.)"""
-
-    role: str
-    declined: Resources
-    expires: float
-
-
-@dataclass
-class FrameworkState:
-    framework_id: str
-    roles: tuple[str, ...]
-    active: bool = True
-    suppressed: set[str] = field(default_factory=set)
-    filters: dict[str, list[DeclineFilter]] = field(default_factory=dict)  # agent_id → its filters
-    demand: tuple[Demand, ...] | None = None  # None: not declared (plain Mesos behaviour)
-    offered_cycle: dict[str, int] = field(default_factory=dict)  # role → last cycle offered
-
-
-def fits_by_quantity(offered: Resources, shape: Resources) -> bool:
-    have = offered.fixed_totals()
-    for name, amount in shape.fixed_totals().items():
-        if have.get(name, 0) < amount:
-            return False
-    for name in shape.names() - set(shape.fixed_totals()):
-        if offered.item_count(name) < shape.item_count(name):
-            return False
-    return True
-
-
-def _registration(agent: AgentState) -> int:
-    return agent.seq
-
-
-def _add_to(target: dict[str, int], amounts: dict[str, int], sign: int = 1) -> None:
-    for name, amount in amounts.items():
-        target[name] = target.get(name, 0) + sign * amount
 
 
 class Allocator:
@@ -126,184 +77,108 @@ class Allocator:
         self._rng = rng
         minimum = min_allocatable if min_allocatable is not None else {"cpus": 0.01, "mem": 32.0}
         self._min = [(name, to_fixed(value)) for name, value in minimum.items()]
-        self.agents: dict[str, AgentState] = {}
-        self.frameworks: dict[str, FrameworkState] = {}
-        self.roles = RoleTree()
-        self._framework_sorters: dict[str, DRFSorter] = {}
+        self._shares = Shares()
+        self._holdings = Holdings(self._shares)
+        self._frameworks = Frameworks(self._shares)
         self.quotas: dict[str, Quota] = {}
-        self._totals: dict[str, int] = {}
-        self._reserved_total: dict[str, dict[str, int]] = {}  # role → reserved scalars (all agents)
-        self._allocated_unreserved: dict[str, dict[str, int]] = {}  # role → unreserved allocated
-        self._free_unreserved: dict[str, int] = {}  # unreserved scalars not allocated, all agents
-        self._dirty_agents: dict[str, None] = {}  # an ordered set: insertion order, not hashes
-        self._agent_seq = itertools.count()
-        self._all_dirty = True
+        self._all_dirty = True  # the candidates changed: the next incremental cycle visits every agent
         self.cycles = 0
+
+    @property
+    def agents(self) -> dict[str, AgentState]:
+        return self._holdings.agents
+
+    @property
+    def frameworks(self) -> dict[str, FrameworkState]:
+        return self._frameworks.by_id
+
+    @property
+    def roles(self) -> RoleTree:
+        return self._shares.roles
 
     # --- agents ---------------------------------------------------------------------------
 
     def add_agent(self, agent_id: str, total: Resources,
                   used: dict[tuple[str, str], Resources] | None = None) -> None:
         """Adds an agent; ``used`` is what tasks found on it already hold, by (framework, role)."""
-        agent = AgentState(agent_id, total, total, seq=next(self._agent_seq))
-        self.agents[agent_id] = agent
-        self._account_total(total, +1)
-        _add_to(self._free_unreserved, total.unreserved().fixed_totals())
-        for (framework_id, role), resources in (used or {}).items():
-            self._charge(agent, framework_id, role, resources)
-        self._dirty_agents[agent_id] = None
+        self._holdings.add_agent(agent_id, total, used)
 
     def remove_agent(self, agent_id: str) -> None:
-        agent = self.agents.get(agent_id)
-        if agent is None:
-            return
-        for (framework_id, role), resources in list(agent.allocated.items()):
-            self._credit(agent, framework_id, role, resources)
-        del self.agents[agent_id]
-        self._account_total(agent.total, -1)
-        _add_to(self._free_unreserved, agent.total.unreserved().fixed_totals(), -1)
-        for framework in self.frameworks.values():
-            framework.filters.pop(agent_id, None)
-        self._dirty_agents.pop(agent_id, None)
+        if self._holdings.remove_agent(agent_id):
+            self._frameworks.forget_agent(agent_id)
 
     def grow_agent(self, agent_id: str, extra: Resources) -> None:
         """The agent restarted with more resources (``--reconfiguration-policy additive``)."""
-        agent = self.agents.get(agent_id)
-        if agent is None or not extra:
-            return
-        self._account_total(extra, +1)
-        _add_to(self._free_unreserved, extra.unreserved().fixed_totals())
-        agent.total = agent.total + extra
-        agent.available = agent.available + extra
-        self._dirty_agents[agent_id] = None
+        self._holdings.grow_agent(agent_id, extra)
 
     def deactivate_agent(self, agent_id: str) -> None:
-        if agent_id in self.agents:
-            self.agents[agent_id].active = False
+        self._holdings.set_active(agent_id, False)
 
     def activate_agent(self, agent_id: str) -> None:
-        if agent_id in self.agents:
-            self.agents[agent_id].active = True
-            self._dirty_agents[agent_id] = None
-
-    def _account_total(self, total: Resources, sign: int) -> None:
-        _add_to(self._totals, total.fixed_totals(), sign)
-        self.roles.set_totals(self._totals)
-        for sorter in self._framework_sorters.values():
-            sorter.set_totals(self._totals)
-        if total.has_reservations:
-            for key, amount in total:
-                if key.role != DEFAULT_ROLE and isinstance(amount, int):
-                    reserved = self._reserved_total.setdefault(key.role, {})
-                    reserved[key.name] = reserved.get(key.name, 0) + sign * amount
+        self._holdings.set_active(agent_id, True)
 
     # --- frameworks -----------------------------------------------------------------------
 
     def add_framework(self, framework_id: str, roles: Iterable[str], suppressed_roles: Iterable[str] = (),
                       demand: Iterable[Demand] | None = None) -> None:
-        existing = self.frameworks.get(framework_id)
+        existing = self._frameworks.by_id.get(framework_id)
         if existing is not None:
             self.update_framework(framework_id, roles, suppressed_roles)
             self.activate_framework(framework_id)
             if demand is not None:
                 existing.demand = tuple(demand)
             return
-        framework = FrameworkState(framework_id, tuple(dict.fromkeys(roles)) or (DEFAULT_ROLE,),
-                                   suppressed=set(suppressed_roles),
-                                   demand=tuple(demand) if demand is not None else None)
-        self.frameworks[framework_id] = framework
-        for role in framework.roles:
-            self._join_role(framework_id, role)
+        self._frameworks.add(framework_id, roles, suppressed_roles, demand)
         self._all_dirty = True
 
-    def _join_role(self, framework_id: str, role: str) -> None:
-        self.roles.track(role)
-        sorter = self._framework_sorters.get(role)
-        if sorter is None:
-            sorter = self._framework_sorters[role] = DRFSorter()
-            sorter.set_totals(self._totals)
-        sorter.add(framework_id)
-        if not self.frameworks[framework_id].active:
-            sorter.deactivate(framework_id)
-
     def _leave_role(self, framework_id: str, role: str) -> None:
-        """The caller recovered the framework's resources in this role first."""
-        for agent in self.agents.values():
-            held = agent.allocated.get((framework_id, role))
-            if held:
-                self._credit(agent, framework_id, role, held)
-        sorter = self._framework_sorters[role]
-        sorter.remove(framework_id)
-        if not len(sorter):
-            del self._framework_sorters[role]
-        self.roles.untrack(role)
+        self._holdings.release(framework_id, role)
+        self._frameworks.leave_role(framework_id, role)
 
     def update_framework(self, framework_id: str, roles: Iterable[str], suppressed_roles: Iterable[str] = ()) -> None:
-        framework = self.frameworks[framework_id]
-        wanted = tuple(dict.fromkeys(roles)) or (DEFAULT_ROLE,)
+        framework = self._frameworks.by_id[framework_id]
+        wanted = role_list(roles)
         for role in framework.roles:
             if role not in wanted:
                 self._leave_role(framework_id, role)
-        for role in wanted:
-            if role not in framework.roles:
-                self._join_role(framework_id, role)
-        framework.roles = wanted
-        framework.suppressed = set(suppressed_roles)
+        self._frameworks.set_roles(framework_id, wanted, suppressed_roles)
         self._all_dirty = True
 
     def remove_framework(self, framework_id: str) -> None:
         """Forgets the framework, returning whatever it still held."""
-        framework = self.frameworks.get(framework_id)
+        framework = self._frameworks.by_id.get(framework_id)
         if framework is None:
             return
         for role in framework.roles:
             self._leave_role(framework_id, role)
-        del self.frameworks[framework_id]
+        self._frameworks.remove(framework_id)
         self._all_dirty = True
 
     def activate_framework(self, framework_id: str) -> None:
-        framework = self.frameworks[framework_id]
-        if not framework.active:
-            framework.active = True
-            for role in framework.roles:
-                self._framework_sorters[role].activate(framework_id)
+        if self._frameworks.activate(framework_id):
             self._all_dirty = True
 
     def deactivate_framework(self, framework_id: str) -> None:
-        framework = self.frameworks.get(framework_id)
-        if framework is not None and framework.active:
-            framework.active = False
-            for role in framework.roles:
-                self._framework_sorters[role].deactivate(framework_id)
+        self._frameworks.deactivate(framework_id)
 
     def suppress(self, framework_id: str, roles: Iterable[str] = ()) -> None:
-        """Only the framework's own roles: a SUPPRESS naming others (any number, any length,
-        call after call) must not grow what the allocator keeps per framework."""
-        framework = self.frameworks[framework_id]
-        framework.suppressed |= (set(roles) or set(framework.roles)) & set(framework.roles)
+        """Only the framework's own roles (``Frameworks.suppress``)."""
+        self._frameworks.suppress(framework_id, roles)
 
     def revive(self, framework_id: str, roles: Iterable[str] = ()) -> None:
         """Mesos: unsuppresses ``roles`` (all when empty) and clears their decline filters."""
-        framework = self.frameworks[framework_id]
-        revived = set(roles) or set(framework.roles)
-        framework.suppressed -= revived
-        for agent_id, filters in list(framework.filters.items()):
-            kept = [f for f in filters if f.role not in revived]
-            if kept:
-                framework.filters[agent_id] = kept
-            else:
-                del framework.filters[agent_id]
+        self._frameworks.revive(framework_id, roles)
         self._all_dirty = True
 
     def declare_demand(self, framework_id: str, demand: Iterable[Demand] | None) -> None:
         """What the framework waits to launch; None returns it to plain Mesos behaviour."""
-        self.frameworks[framework_id].demand = tuple(demand) if demand is not None else None
+        self._frameworks.declare_demand(framework_id, demand)
         self._all_dirty = True
 
     # --- weights and quotas ---------------------------------------------------------------
 
     def set_weight(self, role: str, weight: float) -> None:
-        self.roles.set_weight(role, weight)
+        self._shares.roles.set_weight(role, weight)
         self._all_dirty = True
 
     def set_quota(self, role: str, quota: Quota | None) -> None:
@@ -318,18 +193,13 @@ class Allocator:
 
     def consumed(self, role: str) -> dict[str, int]:
         """Quota consumption of ``role``'s subtree: allocations plus reservations (thousandths)."""
-        out: dict[str, int] = {}
-        for table in (self._reserved_total, self._allocated_unreserved):
-            for other, amounts in table.items():
-                if is_within(other, role):
-                    _add_to(out, amounts)
-        return out
+        return self._holdings.consumed(role)
 
     # --- resources ------------------------------------------------------------------------
 
     def allocate_used(self, agent_id: str, framework_id: str, role: str, resources: Resources) -> None:
         """Marks resources as held (tasks the master learns about on re-registration)."""
-        self._charge(self.agents[agent_id], framework_id, role, resources)
+        self._holdings.charge(self._holdings.agents[agent_id], framework_id, role, resources)
 
     def recover(self, agent_id: str, framework_id: str, role: str, resources: Resources,
                 refuse_seconds: float | None = None, now: float = 0.0) -> bool:
@@ -339,93 +209,16 @@ class Allocator:
 
         Returns False, changing nothing, when the framework does not hold ``resources`` there:
         recovering twice is a caller's bookkeeping bug, and honouring it would mint resources."""
-        recovered = True
-        agent = self.agents.get(agent_id)
-        if agent is not None and resources:
-            held = agent.allocated.get((framework_id, role), EMPTY)
-            if held.contains(resources):
-                self._credit(agent, framework_id, role, resources, checked=True)
-                self._dirty_agents[agent_id] = None
-            else:
-                recovered = False
-        framework = self.frameworks.get(framework_id)
-        if framework is not None and refuse_seconds is not None:
-            if refuse_seconds < 0:
-                refuse_seconds = DEFAULT_REFUSE_SECONDS
-            refuse_seconds = min(refuse_seconds, MAX_REFUSE_SECONDS)
-            if refuse_seconds > 0 and resources:
-                entry = DeclineFilter(role, resources, now + refuse_seconds)
-                filters = framework.filters.get(agent_id)
-                if filters is None:
-                    framework.filters[agent_id] = [entry]
-                else:
-                    self._add_filter(filters, entry)
+        recovered = self._holdings.recover(agent_id, framework_id, role, resources)
+        if refuse_seconds is not None:
+            self._frameworks.refuse(framework_id, agent_id, role, resources, refuse_seconds, now)
         return recovered
-
-    @staticmethod
-    def _add_filter(filters: list[DeclineFilter], new: DeclineFilter) -> None:
-        """Mesos: every decline adds a filter and an offer is refused while any filter of its
-        role contains it, so a shorter decline never shortens a longer one. A filter that
-        another refuses everything of, at least as long, is dropped (the list stays short)."""
-        for old in filters:
-            if old.role == new.role and old.expires >= new.expires and old.declined.contains(new.declined):
-                return
-        filters[:] = [old for old in filters if not (
-            old.role == new.role and new.expires >= old.expires and new.declined.contains(old.declined))]
-        filters.append(new)
 
     def convert(self, agent_id: str, framework_id: str, role: str, consumed: Resources, converted: Resources) -> None:
         """Applies a RESERVE/UNRESERVE (and later CREATE/DESTROY) to resources the framework
         holds: ``consumed`` becomes ``converted`` in the agent's total and in the allocation.
         Raises ``InsufficientResources`` if the framework does not hold ``consumed``."""
-        agent = self.agents[agent_id]
-        key = (framework_id, role)
-        held = agent.allocated.get(key, EMPTY) - consumed
-        self._credit_books(framework_id, role, consumed)
-        self._account_total(agent.total, -1)
-        agent.total = agent.total - consumed + converted
-        self._account_total(agent.total, +1)
-        agent.allocated[key] = held + converted
-        self._charge_books(framework_id, role, converted)
-        # The resources stay allocated throughout: the books above moved the free pool by
-        # what changed reservation status, so put that back.
-        _add_to(self._free_unreserved, consumed.unreserved().fixed_totals(), -1)
-        _add_to(self._free_unreserved, converted.unreserved().fixed_totals(), +1)
-
-    def _charge(self, agent: AgentState, framework_id: str, role: str, resources: Resources) -> None:
-        available = agent.available
-        agent.available = EMPTY if resources is available or resources == available else available - resources
-        key = (framework_id, role)
-        held = agent.allocated.get(key)
-        agent.allocated[key] = resources if held is None else held + resources
-        self._charge_books(framework_id, role, resources)
-
-    def _credit(self, agent: AgentState, framework_id: str, role: str, resources: Resources,
-                checked: bool = False) -> None:
-        key = (framework_id, role)
-        held = agent.allocated[key]
-        remaining = held.subtract_contained(resources) if checked else held - resources
-        if remaining:
-            agent.allocated[key] = remaining
-        else:
-            del agent.allocated[key]
-        agent.available = resources if not agent.available else agent.available + resources
-        self._credit_books(framework_id, role, resources)
-
-    def _charge_books(self, framework_id: str, role: str, resources: Resources, sign: int = 1) -> None:
-        amounts = resources.fixed_totals()
-        if sign < 0:
-            amounts = {name: -amount for name, amount in amounts.items()}
-        sorter = self._framework_sorters.get(role)
-        if sorter is not None:
-            sorter.allocated(framework_id, amounts, count=sign > 0)
-        self.roles.allocated(role, amounts, count=sign > 0)
-        unreserved = resources.unreserved().fixed_totals() if resources.has_reservations else resources.fixed_totals()
-        _add_to(self._allocated_unreserved.setdefault(role, {}), unreserved, sign)
-        _add_to(self._free_unreserved, unreserved, -sign)
-
-    def _credit_books(self, framework_id: str, role: str, resources: Resources) -> None:
-        self._charge_books(framework_id, role, resources, sign=-1)
+        self._holdings.convert(agent_id, framework_id, role, consumed, converted)
 
     # --- the cycle ------------------------------------------------------------------------
 
@@ -434,12 +227,11 @@ class Allocator:
         the last cycle (all of them when the candidates changed)."""
         self.cycles += 1
         if incremental and not self._all_dirty:
-            agents = [self.agents[a] for a in self._dirty_agents if a in self.agents]
-            agents.sort(key=_registration)  # then shuffled: the same order whatever the hashes
+            agents = self._holdings.changed_agents()
         else:
-            agents = list(self.agents.values())
+            agents = list(self._holdings.agents.values())
         agents = self.visit_order(agents)
-        self._dirty_agents.clear()
+        self._holdings.clear_changed()
         self._all_dirty = False
         result: list[Allocation] = []
         if self.quotas:
@@ -491,7 +283,9 @@ class Allocator:
             return
         if given is None:
             given = set()
-        for role in roles if roles is not None else self.roles.order():
+        pick = self._frameworks.pick
+        charge = self._holdings.charge
+        for role in roles if roles is not None else self._shares.roles.order():
             available = agent.available
             offered = available.allocatable_to(role) if available.has_reservations else available
             if caps is not None:
@@ -502,73 +296,27 @@ class Allocator:
                     offered = offered.shrink_unreserved(cap)
             if not self.allocatable(offered):
                 continue
-            framework = self._pick(role, agent.agent_id, offered, now, given)
+            framework = pick(role, agent.agent_id, offered, now, given, self.cycles)
             if framework is None:
                 continue
-            self._charge(agent, framework.framework_id, role, offered)
-            framework.offered_cycle[role] = self.cycles
-            given.add(framework.framework_id)
+            charge(agent, framework.framework_id, role, offered)
             result.append(Allocation(framework.framework_id, agent.agent_id, role, offered))
             if caps is not None:
                 caps.refresh(self)
             if not self.allocatable(agent.available):
                 return
 
-    def _pick(self, role: str, agent_id: str, offered: Resources, now: float, given: set[str]) -> FrameworkState | None:
-        sorter = self._framework_sorters.get(role)
-        if sorter is None:
-            return None
-        frameworks = self.frameworks
-        for key in sorter.order():
-            framework = frameworks[key[3]]
-            if role in framework.suppressed or framework.framework_id in given:
-                continue
-            filters = framework.filters.get(agent_id)
-            if filters is not None and self._filtered(framework, agent_id, filters, role, offered, now):
-                continue
-            if framework.demand is not None and not self.demand_fits(framework, role, offered):
-                continue
-            return framework
-        return None
-
-    @staticmethod
-    def _filtered(framework: FrameworkState, agent_id: str, filters: list[DeclineFilter], role: str,
-                  offered: Resources, now: float) -> bool:
-        """Whether a live filter refuses ``offered``; drops the expired ones on the way."""
-        refused = False
-        expired = False
-        for entry in filters:
-            if now >= entry.expires:
-                expired = True
-            elif entry.role == role and (entry.declined is offered or entry.declined.contains(offered)):
-                refused = True
-                break
-        if expired:
-            kept = [entry for entry in filters if now < entry.expires]
-            if kept:
-                filters[:] = kept
-            else:
-                del framework.filters[agent_id]
-        return refused
-
     @staticmethod
     def filtered_until(framework: FrameworkState, agent_id: str, role: str, offered: Resources,
                        now: float) -> float | None:
-        """When ``offered`` (of the agent, in the role) stops being refused; None if it is not."""
-        until = None
-        for entry in framework.filters.get(agent_id, ()):
-            if now < entry.expires and entry.role == role and entry.declined.contains(offered):
-                until = entry.expires if until is None else max(until, entry.expires)
-        return until
+        """When ``offered`` (of the agent, in the role) stops being refused; None if it is not
+        (``explain`` quotes the soonest)."""
+        return Frameworks.filtered_until(framework, agent_id, role, offered, now)
 
     @staticmethod
     def demand_fits(framework: FrameworkState, role: str, offered: Resources) -> bool:
-        """A shape fits when the offer holds as much of each resource, reserved or not (a task
-        in role R can use R's reservations): scalars by amount, ranges and sets by count."""
-        for demand in framework.demand or ():
-            if demand.count > 0 and demand.role in (None, role) and fits_by_quantity(offered, demand.resources):
-                return True
-        return False
+        """Whether one of the framework's declared shapes fits ``offered`` (``frameworks.demand_fits``)."""
+        return demand_fits(framework, role, offered)
 
     def minimum_allocatable(self) -> list[tuple[str, int]]:
         """The minimum allocatable size as (resource, thousandths): an offer needs one of them
@@ -585,20 +333,17 @@ class Allocator:
     # --- views ----------------------------------------------------------------------------
 
     def available(self, agent_id: str) -> Resources:
-        return self.agents[agent_id].available
+        return self._holdings.agents[agent_id].available
 
     def allocated(self, agent_id: str) -> Resources:
-        total = EMPTY
-        for resources in self.agents[agent_id].allocated.values():
-            total = total + resources
-        return total
+        return self._holdings.allocated(agent_id)
 
     def share(self, framework_id: str, role: str | None = None) -> float:
-        framework = self.frameworks[framework_id]
-        return max(self._framework_sorters[r].share(framework_id) for r in ([role] if role else framework.roles))
+        framework = self._frameworks.by_id[framework_id]
+        return self._shares.share(framework_id, [role] if role else framework.roles)
 
     def weights(self) -> dict[str, float]:
-        return self.roles.weights()
+        return self._shares.roles.weights()
 
     def free_unreserved(self) -> dict[str, int]:
-        return dict(self._free_unreserved)
+        return self._holdings.free_unreserved()

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from tepui.offers.roles import is_within, lineage
 if TYPE_CHECKING:
-    from tepui.offers.allocator import Allocation, Allocator, AgentState
+    from tepui.offers.allocator import Allocation, Allocator
+    from tepui.offers.holdings import AgentState
 
 def unmet_guarantee(allocator: Allocator, scope: str) -> dict[str, int]:
     quota = allocator.quotas.get(scope)

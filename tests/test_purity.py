@@ -22,7 +22,8 @@ PURE = [
     "tepui.sdk.effects", "tepui.sdk.resources",
     # the allocator
     "tepui.offers.allocator", "tepui.offers.sorter", "tepui.offers.quota", "tepui.offers.explain",
-    "tepui.offers.roles",
+    "tepui.offers.roles", "tepui.offers.holdings", "tepui.offers.frameworks", "tepui.offers.filters",
+    "tepui.offers.shares",
     # the master's core and its parts
     "tepui.master.core", "tepui.master.offer_cycle", "tepui.master.durable", "tepui.master.partitions",
     "tepui.master.task_audit", "tepui.master.pending_acks", "tepui.master.admission.gatekeeper", "tepui.master.admission.identity",
