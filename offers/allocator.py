@@ -69,7 +69,13 @@ class Allocation:
 
 
 class Allocator:
-    """Decides which framework is offered which agent's resources."""
+    """Decides which framework is offered which agent's resources.
+
+    Its public calls are the whole API (the master, the simulator, the benchmarks, ``quota``
+    and ``explain`` use nothing else); the state lives in the components it composes, each
+    given what it reads when built: ``Shares``, ``Holdings(shares)``, ``Frameworks(shares)``.
+    What is the allocator's own: the cycle count, the quotas, whether the candidates changed
+    since the last cycle, the minimum allocatable size and the agents' shuffle."""
 
     def __init__(self, min_allocatable: dict[str, float] | None = None, rng: random.Random | None = None) -> None:
         """``rng`` shuffles the agents of every cycle (Mesos); None visits them in registration
@@ -121,12 +127,11 @@ class Allocator:
 
     def add_framework(self, framework_id: str, roles: Iterable[str], suppressed_roles: Iterable[str] = (),
                       demand: Iterable[Demand] | None = None) -> None:
-        existing = self._frameworks.by_id.get(framework_id)
-        if existing is not None:
+        if framework_id in self._frameworks.by_id:
             self.update_framework(framework_id, roles, suppressed_roles)
             self.activate_framework(framework_id)
             if demand is not None:
-                existing.demand = tuple(demand)
+                self._frameworks.declare_demand(framework_id, demand)
             return
         self._frameworks.add(framework_id, roles, suppressed_roles, demand)
         self._all_dirty = True
