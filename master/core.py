@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from tepui.master.accept_salvage import PartialAccept
 from tepui.master.admission.gatekeeper import Gatekeeper, LabelCounter
@@ -90,7 +90,7 @@ M = TypeVar("M")
 def _from_peer(handler: Callable[[bytes, M, float, Out], None]) -> Callable[[Received, float, Out], None]:
     """A message handler takes the sender and the message (the envelope's other fields are the
     core's business: identity, fencing, rate limits, correlation)."""
-    return lambda event, now, out: handler(event.peer, event.body, now, out)
+    return lambda event, now, out: handler(event.peer, cast(M, event.body), now, out)  # the table's key is its type
 
 
 class MasterCore:
@@ -136,8 +136,10 @@ class MasterCore:
 
         # --- dispatch tables ---
         self._messages: dict[type, Callable[[Received, float, Out], None]] = {
-            am.RegisterAgent: lambda e, now, out: membership.on_register(e.peer, e.body, e.incarnation, now, out),
-            am.ReregisterAgent: lambda e, now, out: membership.on_reregister(e.peer, e.body, e.incarnation, now, out),
+            am.RegisterAgent: lambda e, now, out: membership.on_register(
+                e.peer, cast(am.RegisterAgent, e.body), e.incarnation, now, out),
+            am.ReregisterAgent: lambda e, now, out: membership.on_reregister(
+                e.peer, cast(am.ReregisterAgent, e.body), e.incarnation, now, out),
             am.UnregisterAgent: _from_peer(membership.on_unregister),
             am.Pong: _from_peer(detector.on_pong),
             am.TaskAudit: _from_peer(readoption.on_task_audit),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Union
 from tepui.master.registry import Persist
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.agent import MasterToAgent
+from tepui.sdk.protocol.envelope import MasterInbound
 from tepui.sdk.protocol.scheduler import SchedulerEvent
 from tepui.sdk.resources import Resources
 
@@ -111,7 +112,7 @@ class Received:
     ``call_id`` is the envelope's, echoed in every ERROR the message causes."""
 
     peer: bytes
-    body: Any  # a message of sdk.protocol.envelope.MasterInbound (or a PartialAccept): the table in core.py routes it
+    body: MasterInbound  # (a PartialAccept is an Accept): the table in core.py routes it by type
     epoch: int = 0
     incarnation: str | None = None
     identity: str | None = None
