@@ -1,19 +1,36 @@
-"""Inputs and outputs of the agent's pure core."""
+"""The agent core's vocabulary: what happens to it (events), what it asks for (effects), and
+the keys of its timers — every one a frozen value, so a reader (and mypy) sees the whole
+language of :class:`tepui.agent.core.AgentCore` in one file.
+
+``AgentEvent`` is what ``AgentCore.handle`` takes and ``AgentEffect`` what it returns; the shell
+(``agent/shell.py``) performs the effects in order. Timer keys (``AgentTimer``) come back in
+``TimerFired`` and reach their handler through the core's table keyed by the key's type, not
+by matching the fields of a tuple by position.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol.agent import AgentToMaster, MasterToAgent
+from tepui.sdk.protocol.executor import ExecutorCall, ExecutorEvent
 from tepui.sdk.protocol.values import CommandInfo, CommandURI, HealthCheck, TaskInfo
+
+if TYPE_CHECKING:
+    from tepui.agent.checkpoint import Checkpoint
 
 __all__ = [
     "Start", "MasterReconnected", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
     "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck", "ExecutorReceived", "SendToExecutor", "RemoveVolumes",
     "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
-    "CancelTimer", "Log", "Exit",
+    "CancelTimer", "Log", "Exit", "AdoptProcess", "AdoptContainer",
+    "Register", "MasterCheck", "StopDeadline", "RetryUpdate", "HealthProbe", "KillEscalation", "ExecutorKill",
+    "ExecutorRegisterTimeout", "AgentTimer", "AgentEvent", "AgentEffect", "TaskKey",
 ]
+
+TaskKey = tuple[str, str]  # (framework id, task id)
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -32,7 +49,7 @@ class MasterReconnected:
 
 @dataclass(frozen=True)
 class Received:
-    body: Any
+    body: MasterToAgent
     epoch: int = 0
 
 
@@ -89,7 +106,7 @@ class ExecutorReceived:
     """A decoded message from a custom executor on the agent's ipc:// socket."""
 
     peer: bytes
-    body: Any
+    body: ExecutorCall
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class SendToMaster:
-    body: Any
+    body: AgentToMaster
 
 
 @dataclass(frozen=True)
@@ -157,7 +174,7 @@ class RunHealthCheck:
 @dataclass(frozen=True)
 class SendToExecutor:
     peer: bytes
-    body: Any
+    body: ExecutorEvent
 
 
 @dataclass(frozen=True)
@@ -179,3 +196,94 @@ class SignalProcess:
 @dataclass(frozen=True)
 class Exit:
     """Every task has ended after a Shutdown: the process may exit."""
+
+
+@dataclass(frozen=True)
+class AdoptProcess:
+    """Watch the supervisor an earlier agent process started for this task (or executor)."""
+
+    framework_id: str
+    task_id: str
+    group: str | None = None  # the task group (cgroup envelope) it belongs to
+
+
+@dataclass(frozen=True)
+class AdoptContainer:
+    """Watch the Docker container an earlier agent process started for this task."""
+
+    framework_id: str
+    task_id: str
+    sandbox: str
+
+
+# --- timer keys -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Register:
+    """Register (or re-register) again unless the master answered: doubling backoff."""
+
+
+@dataclass(frozen=True)
+class MasterCheck:
+    """Has the master been silent for too long? (Armed again each time.)"""
+
+
+@dataclass(frozen=True)
+class StopDeadline:
+    """The drain waited long enough for its tasks' final acknowledgements: SIGKILL, exit."""
+
+
+@dataclass(frozen=True)
+class RetryUpdate:
+    """Send the task's unacknowledged status update again."""
+
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class HealthProbe:
+    """Probe the task's health now."""
+
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class KillEscalation:
+    """The task's kill grace period is over: SIGKILL if it is still there."""
+
+    framework_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class ExecutorKill:
+    """The executor's shutdown grace period is over: SIGKILL if it is still there."""
+
+    framework_id: str
+    executor_id: str
+
+
+@dataclass(frozen=True)
+class ExecutorRegisterTimeout:
+    """A recovered executor had its time to re-subscribe to the restarted agent."""
+
+    framework_id: str
+    executor_id: str
+
+
+AgentTimer = (Register | MasterCheck | StopDeadline | RetryUpdate | HealthProbe | KillEscalation | ExecutorKill
+              | ExecutorRegisterTimeout)
+
+# --- the unions -------------------------------------------------------------------------------
+
+AgentEvent = (Start | MasterReconnected | Received | TaskSpawned | FetchSucceeded | FetchFailed | TaskLaunchFailed
+              | TaskExited | HealthCheckResult | ExecutorReceived | Shutdown | TimerFired)
+
+# A string: Checkpoint (agent/checkpoint.py) imports the executors module, which imports this one.
+AgentEffect: TypeAlias = (
+    "Checkpoint | SendToMaster | LaunchProcess | LaunchContainer | AdoptProcess | AdoptContainer | FetchURIs"
+    " | RunHealthCheck | SendToExecutor | RemoveVolumes | SignalProcess | ScheduleTimer | CancelTimer | Log | Exit"
+)

@@ -21,100 +21,103 @@ seen, and the final update of asked tasks still waiting for an acknowledgement s
 once (the same UUID: a retry, not a second end), so that the master need not wait for the
 retry backoff (up to ten minutes).
 
-A mixin of :class:`tepui.agent.core.AgentCore`, whose state it shares.
+The :class:`Reconciler` answers with the components it reads given to it; ``task_reports`` and
+``held_for_master`` are also what re-registration and pongs report.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-from tepui.agent.events import SendToMaster
+from tepui.agent.events import AgentEffect, SendToMaster, TaskKey
+from tepui.agent.frameworks import Frameworks
+from tepui.agent.registration import Registration
+from tepui.agent.reporting import StatusReporter
+from tepui.agent.status_updates import StatusUpdateQueue
+from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import FrameworkInfo, TaskInfo, TaskReason, TaskSource, TaskState, TaskStatus
 
-if TYPE_CHECKING:
-    from tepui.agent.core import AgentConfig, CompletedTasks, TaskRecord
 
-Effect = Any
+@dataclass(eq=False)
+class Reconciler:
+    work_dir: str
+    registration: Registration
+    tasks: TaskTable
+    frameworks: Frameworks
+    updates: StatusUpdateQueue[SendToMaster]
+    reporter: StatusReporter
 
-
-class TaskReconciliation:
-    config: AgentConfig
-    agent_id: str | None
-    frameworks: dict[str, FrameworkInfo]
-    completed: CompletedTasks
-    shutting_down_frameworks: set[str]
-    tasks: dict[tuple[str, str], TaskRecord]
-    pending: dict[tuple[str, str], Any]
-
-    if TYPE_CHECKING:  # provided by AgentCore and its other mixins
-        def _already_known(self, framework_id: str, task_id: str) -> bool: ...
-        def _enqueue(self, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None: ...
-        def _send_head(self, key: tuple[str, str], now: float, out: list[Effect], fresh: bool = False) -> None: ...
-        def _ended_unacknowledged(self) -> list[TaskRecord]: ...
-
-    def _on_ReconcileTasks(self, msg: am.ReconcileTasks, epoch: int, now: float, out: list[Effect]) -> None:
+    def reconcile(self, msg: am.ReconcileTasks, now: float, out: list[AgentEffect]) -> None:
         self._drop_unknown(msg.framework_id, msg.task_ids, msg.framework_info, now, out)
 
-    def _on_AuditTasks(self, msg: am.AuditTasks, epoch: int, now: float, out: list[Effect]) -> None:
+    def audit(self, msg: am.AuditTasks, now: float, out: list[AgentEffect]) -> None:
         infos = {info.id: info for info in msg.frameworks if info.id}
         ended: list[am.TaskReport] = []
         for framework_id, task_ids in msg.tasks.items():
-            if framework_id in self.shutting_down_frameworks:
+            if self.frameworks.is_shutting_down(framework_id):
                 continue
             for task_id in task_ids:
                 key = (framework_id, task_id)
-                if key in self.pending:
-                    self._send_head(key, now, out)  # its update, again now rather than at its retry
-                elif key not in self.tasks and self.completed.has(framework_id, task_id):
-                    record = next(r for r in reversed(self.completed)
-                                  if r.framework_id == framework_id and r.info.task_id == task_id)
-                    ended.append(am.TaskReport(framework_id, record.info, record.state))
+                if key in self.updates:
+                    self.reporter.resend(key, now, out)  # its update, again now rather than at its retry
+                elif key not in self.tasks.running:
+                    record = self.tasks.completed.newest(key)
+                    if record is not None:
+                        ended.append(am.TaskReport(framework_id, record.info, record.state))
             self._drop_unknown(framework_id, task_ids, infos.get(framework_id), now, out)
-        out.append(SendToMaster(am.TaskAudit(msg.seq, self._task_reports(), ended)))
+        out.append(SendToMaster(am.TaskAudit(msg.seq, self.task_reports(), ended)))
 
-    def _task_reports(self) -> list[am.TaskReport]:
+    def task_reports(self) -> list[am.TaskReport]:
         """Every task this agent runs, and every ended one whose final update is not acknowledged
         yet (Mesos re-registration): a master learns the truth about both, not "unknown"."""
-        reported = [t for t in self.tasks.values() if t.framework_id not in self.shutting_down_frameworks]
+        reported = [t for t in self.tasks.running.values() if not self.frameworks.is_shutting_down(t.framework_id)]
         return [am.TaskReport(t.framework_id, t.info, t.state) for t in reported + self._ended_unacknowledged()]
 
-    def _held_for_master(self) -> list[tuple[str, str]]:
+    def _ended_unacknowledged(self) -> list[TaskRecord]:
+        """Ended tasks whose updates still wait for an acknowledgement, newest record each."""
+        waiting = {key for key in self.updates if key not in self.tasks.running}
+        found: dict[TaskKey, TaskRecord] = {}
+        for record in reversed(self.tasks.completed):
+            key = (record.framework_id, record.info.task_id)
+            if key in waiting and key not in found:
+                found[key] = record
+        return list(found.values())
+
+    def held_for_master(self) -> list[TaskKey]:
         """The tasks the master should hold as not ended, for the pong's digest: those running
         here, and ended ones whose final update has not left yet (it waits behind an earlier
         update of the task that is not acknowledged), less those of frameworks being shut down
         (the master already dropped them). A final update leaves as it becomes the head of its
         task's queue and reaches the master before any later pong, so only a lost one makes the
         two disagree; counting only running tasks made busy agents disagree at every other pong."""
-        held = [key for key in self.tasks if key[0] not in self.shutting_down_frameworks]
-        held.extend(key for key, waiting in self.pending.items()
-                    if key not in self.tasks and not waiting.queue[0].state.is_terminal)
+        held = [key for key in self.tasks.running if not self.frameworks.is_shutting_down(key[0])]
+        held.extend(key for key, waiting in self.updates.items()
+                     if key not in self.tasks.running and not waiting.queue[0].state.is_terminal)
         return held
 
     def _drop_unknown(self, framework_id: str, task_ids: list[str], info: FrameworkInfo | None, now: float,
-                      out: list[Effect]) -> None:
+                      out: list[AgentEffect]) -> None:
         """Asked ids this agent has never seen were lost on the way: TASK_DROPPED (TASK_LOST for
         frameworks that are not PARTITION_AWARE), reason RECONCILIATION, reliably."""
-        if framework_id in self.shutting_down_frameworks:
+        if self.frameworks.is_shutting_down(framework_id):
             return  # the framework is gone from here; nobody is left to acknowledge an answer
-        from tepui.agent.core import TaskRecord  # the record type lives with the core
-
-        framework = self.frameworks.get(framework_id) or info
-        aware = framework is not None and "PARTITION_AWARE" in framework.capabilities
-        state = TaskState.DROPPED if aware else TaskState.LOST
+        state = TaskState.DROPPED if self.frameworks.partition_aware(framework_id, info) else TaskState.LOST
+        agent_id = self.registration.agent_id
         dropped = []
         for task_id in task_ids:
-            if self._already_known(framework_id, task_id):
+            key = (framework_id, task_id)
+            if self.tasks.seen(key) or key in self.updates:
                 continue
-            task = TaskInfo(name=task_id, task_id=task_id, agent_id=self.agent_id or "", resources=[])
-            record = TaskRecord(framework_id, task, f"{self.config.work_dir}/sandboxes/{framework_id}/{task_id}",
+            task = TaskInfo(name=task_id, task_id=task_id, agent_id=agent_id or "", resources=[])
+            record = TaskRecord(framework_id, task, f"{self.work_dir}/sandboxes/{framework_id}/{task_id}",
                                 state=state, exited=True)
-            self.completed.append(record)  # a late RUN_TASK for it is now a refused duplicate
-            self._enqueue(framework_id, TaskStatus(
+            self.tasks.completed.append(record)  # a late RUN_TASK for it is now a refused duplicate
+            self.reporter.enqueue(framework_id, TaskStatus(
                 task_id=task_id, state=state, source=TaskSource.AGENT, reason=TaskReason.RECONCILIATION,
                 message="Reconciliation: task unknown to the agent (its launch never arrived)",
-                agent_id=self.agent_id, timestamp=now), now, out)
+                agent_id=agent_id, timestamp=now), now, out)
             dropped.append(task_id)
         if dropped:
             out.append(Log("warning", "reconciled_unknown_tasks", {

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
+from tepui.sdk.protocol.agent import AgentToMaster, MasterToAgent
 from tepui.sdk.protocol.values import TaskInfo
 from tepui.sdk.resources import Resources
 
@@ -66,7 +65,7 @@ class Received:
     """A decoded message from the master on agent ``index``'s connection."""
 
     index: int
-    body: Any
+    body: MasterToAgent
     epoch: int = 0
 
 
@@ -128,7 +127,7 @@ SimTimer = Register | RetryUpdate | FinishTask | StopDeadline | MasterCheck
 @dataclass(frozen=True, slots=True)
 class SendToMaster:
     index: int
-    body: Any
+    body: AgentToMaster
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,9 @@ PURE = [
     # the agent's core and its parts
     "tepui.agent.core", "tepui.agent.status_updates", "tepui.agent.executors", "tepui.agent.groups",
     "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
+    "tepui.agent.tasks", "tepui.agent.frameworks", "tepui.agent.registration", "tepui.agent.journal",
+    "tepui.agent.reporting", "tepui.agent.task_ends", "tepui.agent.task_health", "tepui.agent.executor_flows",
+    "tepui.agent.launching",
     "tepui.agent.fetching.fetch_rules", "tepui.agent.events", "tepui.agent.checkpoint",
     # what the agent and the master are started with
     "tepui.agent.options", "tepui.master.options",

@@ -8,12 +8,15 @@ from typing import Any
 from tepui.agent.core import MASTER_CHECK, REGISTER, AgentConfig, AgentCore
 from tepui.agent.events import (
     Exit,
+    KillEscalation,
     LaunchProcess,
     Received,
+    RetryUpdate,
     SendToMaster,
     Shutdown,
     SignalProcess,
     Start,
+    StopDeadline,
     TaskExited,
     TaskLaunchFailed,
     TaskSpawned,
@@ -126,8 +129,8 @@ def test_kill_sends_term_then_kill_after_the_grace_period() -> None:
     run(agent, task())
     agent.handle(TaskSpawned("F1", "t1", 4242), 1.0)
     effects = agent.handle(Received(am.KillTask("F1", "t1", KillPolicy(2.0)), epoch=1), 10.0)
-    assert effects == [SignalProcess("F1", "t1", "TERM"), ScheduleTimer(12.0, ("escalate", "F1", "t1"))]
-    assert agent.handle(TimerFired(("escalate", "F1", "t1")), 12.0) == [SignalProcess("F1", "t1", "KILL")]
+    assert effects == [SignalProcess("F1", "t1", "TERM"), ScheduleTimer(12.0, KillEscalation("F1", "t1"))]
+    assert agent.handle(TimerFired(KillEscalation("F1", "t1")), 12.0) == [SignalProcess("F1", "t1", "KILL")]
     effects = agent.handle(TaskExited("F1", "t1", None, signal=9), 12.1)
     assert agent.pending[("F1", "t1")].queue[-1].state == TaskState.KILLED
 
@@ -152,17 +155,17 @@ def test_unacknowledged_update_is_retried_with_doubling_backoff_until_acked() ->
     agent = core(update_retry_initial=10.0, update_retry_max=600.0)
     registered(agent)
     effects = run(agent, task(), now=0.0)
-    assert ScheduleTimer(10.0, ("retry", "F1", "t1")) in effects
+    assert ScheduleTimer(10.0, RetryUpdate("F1", "t1")) in effects
     delays, now = [], 10.0
     for _ in range(8):
-        effects = agent.handle(TimerFired(("retry", "F1", "t1")), now)
+        effects = agent.handle(TimerFired(RetryUpdate("F1", "t1")), now)
         assert statuses(effects) == [("t1", TaskState.STARTING, b"uuid-1")]  # same uuid every time
         timer = next(e for e in effects if isinstance(e, ScheduleTimer))
         delays.append(timer.at - now)
         now = timer.at
     assert delays == [20.0, 40.0, 80.0, 160.0, 320.0, 600.0, 600.0, 600.0]
     effects = ack(agent, "t1", b"uuid-1", now)
-    assert CancelTimer(("retry", "F1", "t1")) in effects and agent.pending == {}
+    assert CancelTimer(RetryUpdate("F1", "t1")) in effects and agent.pending == {}
 
 
 def test_stale_and_random_acks_change_nothing() -> None:
@@ -275,7 +278,7 @@ def test_agent_shutdown_reports_the_real_end_before_unregistering() -> None:
     ack(agent, "t1", b"uuid-2", 1.1)
     effects = agent.handle(Shutdown(), 2.0)
     assert SignalProcess("F1", "t1", "TERM") in effects
-    assert ScheduleTimer(10.0, ("stop_deadline",)) in effects
+    assert ScheduleTimer(10.0, StopDeadline()) in effects
     assert to_master(effects) == [] and Exit() not in effects
     effects = agent.handle(TaskExited("F1", "t1", None, signal=15), 2.1)
     assert statuses(effects) == [("t1", TaskState.KILLED, b"uuid-3")]
@@ -290,7 +293,7 @@ def test_agent_shutdown_gives_up_waiting_at_its_deadline() -> None:
     run(agent, task())
     agent.handle(TaskSpawned("F1", "t1", 7), 1.0)
     agent.handle(Shutdown(), 2.0)
-    effects = agent.handle(TimerFired(("stop_deadline",)), 6.0)
+    effects = agent.handle(TimerFired(StopDeadline()), 6.0)
     assert SignalProcess("F1", "t1", "KILL") in effects
     assert am.UnregisterAgent("S1") in to_master(effects) and Exit() in effects
 

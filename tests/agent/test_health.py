@@ -6,8 +6,8 @@ import itertools
 from typing import Any
 
 from tepui.agent.core import AgentConfig, AgentCore
-from tepui.agent.events import HealthCheckResult, Received, RunHealthCheck, SendToMaster, SignalProcess, Start, \
-    TaskExited, TaskSpawned
+from tepui.agent.events import HealthCheckResult, HealthProbe, Received, RunHealthCheck, SendToMaster, \
+    SignalProcess, Start, TaskExited, TaskSpawned
 from tepui.agent.health import HealthState, judge
 from tepui.sdk.effects import ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
@@ -71,11 +71,11 @@ def updates(effects: list[Any]) -> list[Any]:
 def test_core_schedules_probes_reports_health_and_kills_an_unhealthy_task() -> None:
     agent = running_agent(CHECK)
     effects = agent.handle(TaskSpawned("F", "t", 42), 2.0)
-    assert ScheduleTimer(17.0, ("health", "F", "t")) in effects
-    [probe] = [e for e in agent.handle(TimerFired(("health", "F", "t")), 17.0) if isinstance(e, RunHealthCheck)]
+    assert ScheduleTimer(17.0, HealthProbe("F", "t")) in effects
+    [probe] = [e for e in agent.handle(TimerFired(HealthProbe("F", "t")), 17.0) if isinstance(e, RunHealthCheck)]
     assert probe.check == CHECK and probe.sandbox == "/w/sandboxes/F/t"
     effects = agent.handle(HealthCheckResult("F", "t", True, "`true` exited 0"), 17.1)
-    assert ScheduleTimer(27.1, ("health", "F", "t")) in effects
+    assert ScheduleTimer(27.1, HealthProbe("F", "t")) in effects
     healthy = agent.pending[("F", "t")].queue[-1]
     assert (healthy.state, healthy.healthy, healthy.reason) == (
         TaskState.RUNNING, True, TaskReason.TASK_HEALTH_CHECK_STATUS_UPDATED)
@@ -93,4 +93,4 @@ def test_no_probe_after_the_task_is_being_killed() -> None:
     agent = running_agent(CHECK)
     agent.handle(TaskSpawned("F", "t", 42), 2.0)
     agent.handle(Received(am.KillTask("F", "t"), 1), 3.0)
-    assert [e for e in agent.handle(TimerFired(("health", "F", "t")), 17.0) if isinstance(e, RunHealthCheck)] == []
+    assert [e for e in agent.handle(TimerFired(HealthProbe("F", "t")), 17.0) if isinstance(e, RunHealthCheck)] == []

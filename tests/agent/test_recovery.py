@@ -20,7 +20,10 @@ from tepui.agent.checkpoint import Checkpoint
 from tepui.agent.checkpoint_store import CheckpointError, CheckpointStore
 from tepui.agent.core import AgentConfig, AgentCore
 from tepui.agent.events import (
+    ExecutorRegisterTimeout,
     FetchURIs,
+    HealthProbe,
+    KillEscalation,
     LaunchProcess,
     Received,
     SendToMaster,
@@ -162,7 +165,7 @@ def test_a_kill_under_way_is_finished_after_a_restart(tmp_path: Path) -> None:
     disk.apply(agent.handle(Received(am.KillTask("F1", "t1"), epoch=1), 2.0))
     _new, effects = restarted(tmp_path, now=10.0)
     assert effects.index(AdoptProcess("F1", "t1", None)) < effects.index(SignalProcess("F1", "t1", "TERM"))
-    assert ScheduleTimer(15.0, ("escalate", "F1", "t1")) in effects
+    assert ScheduleTimer(15.0, KillEscalation("F1", "t1")) in effects
 
 
 def test_a_task_still_fetching_when_the_agent_died_fails_with_the_reason(tmp_path: Path) -> None:
@@ -190,7 +193,7 @@ def test_containers_are_adopted_and_health_checks_resume(tmp_path: Path) -> None
     disk.apply(agent.handle(TaskSpawned("F1", "h", 7), 1.1))
     _new, effects = restarted(tmp_path, now=20.0, docker_enabled=True)
     assert AdoptContainer("F1", "d", str(tmp_path) + "/sandboxes/F1/d") in effects
-    assert ScheduleTimer(25.0, ("health", "F1", "h")) in effects
+    assert ScheduleTimer(25.0, HealthProbe("F1", "h")) in effects
 
 
 def test_a_custom_executor_is_shut_down_if_it_does_not_reconnect_in_time(tmp_path: Path) -> None:
@@ -200,9 +203,9 @@ def test_a_custom_executor_is_shut_down_if_it_does_not_reconnect_in_time(tmp_pat
     agent, disk = started(tmp_path, task("x1", executor=executor), executor_endpoint="ipc:///tmp/x.sock")
     new, effects = restarted(tmp_path, now=30.0, executor_endpoint="ipc:///tmp/x.sock")
     assert AdoptProcess("F1", "executor/e1") in effects
-    assert ScheduleTimer(40.0, ("executor_reregister", "F1", "e1")) in effects
+    assert ScheduleTimer(40.0, ExecutorRegisterTimeout("F1", "e1")) in effects
     assert ("F1", "x1") in new.tasks, "its tasks wait for it"
-    out = new.handle(TimerFired(("executor_reregister", "F1", "e1")), 40.0)
+    out = new.handle(TimerFired(ExecutorRegisterTimeout("F1", "e1")), 40.0)
     assert SignalProcess("F1", "executor/e1", "TERM") in out
 
 
@@ -227,7 +230,7 @@ def test_a_recovered_agent_accepts_its_executor_with_the_checkpointed_secret_and
     assert [type(e.body) for e in refused if isinstance(e, SendToExecutor)] == [ex.ExecutorError]
     accepted = new.handle(ExecutorReceived(b"p2", ex.ExecutorSubscribe("F1", "e1", secret=secret)), 31.5)
     assert [type(e.body) for e in accepted if isinstance(e, SendToExecutor)] == [ex.ExecutorSubscribed]
-    assert new.handle(TimerFired(("executor_reregister", "F1", "e1")), 40.0) == [], "it re-subscribed in time"
+    assert new.handle(TimerFired(ExecutorRegisterTimeout("F1", "e1")), 40.0) == [], "it re-subscribed in time"
 
 
 def test_an_executor_launched_before_secrets_existed_is_still_taken_back(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tepui.agent.events import Register
 from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
@@ -80,8 +81,8 @@ def launched(sim: Sim, *task_ids: str) -> None:
 def blip(sim: Sim, name: str = "agent-0") -> None:
     """The agent re-registers now, as after a lost connection."""
     agent = sim.agents[name]
-    agent.registered = False
-    sim._do(name, agent.handle(TimerFired(("register",)), sim.now))
+    agent.registration.registered = False
+    sim._do(name, agent.handle(TimerFired(Register()), sim.now))
 
 
 # --- one scenario per message kind ---------------------------------------------------------

@@ -10,6 +10,7 @@ import msgspec
 
 from tepui.master.partitions import RemovalRate
 from tepui.master.registry import AGENTS, GONE, UNREACHABLE
+from tepui.agent.events import Register
 from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
@@ -253,8 +254,8 @@ def test_2_a_run_task_racing_a_reregistration_is_not_dropped() -> None:
 def blip(sim: Sim, name: str) -> None:
     """The agent re-registers now (as after a lost link), with the tasks it has."""
     agent = sim.agents[name]
-    agent.registered = False
-    sim._do(name, agent.handle(TimerFired(("register",)), sim.now))
+    agent.registration.registered = False
+    sim._do(name, agent.handle(TimerFired(Register()), sim.now))
 
 
 def test_17_a_task_reported_lost_to_a_framework_that_is_not_partition_aware_is_killed_when_its_agent_returns() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tepui.agent.events import Register
 from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskState
@@ -81,8 +82,8 @@ def test_20_a_reregistering_agent_kills_nothing() -> None:
     sim.launch(["t1", "t2"])
     sim.run_until(2.0)
     agent = sim.agents["agent-0"]
-    agent.registered = False
-    sim._do("agent-0", agent.handle(TimerFired(("register",)), sim.now))
+    agent.registration.registered = False
+    sim._do("agent-0", agent.handle(TimerFired(Register()), sim.now))
     sim.run_until(5.0)
     assert len(sim.running) == 2
     assert all(state not in sim.states(t) for t in ("t1", "t2") for state in (TaskState.KILLED, TaskState.LOST))
