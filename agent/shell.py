@@ -231,21 +231,24 @@ class AgentShell:
         """Starts the process; the core hears TaskSpawned, then (never before) TaskExited, each
         on a later reactor turn, since we are inside the effects of one ``handle``."""
         fid, tid = effect.framework_id, effect.task_id
-        spawned = {"done": False, "exit": None}
+        reported = False
+        early_exit: TaskExited | None = None  # a very fast command ended before we reported its start
 
         def on_exit(result: ProcessExit) -> None:
+            nonlocal early_exit
             event = TaskExited(fid, tid, result.exit_code, result.signal, oom_killed=result.oom_kills > 0,
                                message=result.message)
-            if spawned["done"]:
+            if reported:
                 self.reactor.callLater(0, self.handle, event)
             else:
-                spawned["exit"] = event  # a very fast command ended before we reported its start
+                early_exit = event
 
         def report_spawned(pid: int) -> None:
+            nonlocal reported
             self.handle(TaskSpawned(fid, tid, pid))
-            spawned["done"] = True
-            if spawned["exit"] is not None:
-                self.handle(spawned["exit"])
+            reported = True
+            if early_exit is not None:
+                self.handle(early_exit)
 
         try:
             user = resolve_user(effect.user) if effect.user else None

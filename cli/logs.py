@@ -48,7 +48,7 @@ class TaskFiles:
                 if self.framework_id is None:
                     # Pin the framework: a later read (or /state lookup) means this very task.
                     self.framework_id = response.headers.get("x-tepui-framework-id")
-                return json.load(response)  # type: ignore[no-any-return]
+                return json.load(response)
         except urllib.error.HTTPError as exc:
             hint = unauthorized_hint(exc)
             if hint:

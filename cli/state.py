@@ -31,7 +31,7 @@ def fetch_state(http: str, timeout: float = 5.0) -> dict[str, Any]:
     url = http if http.startswith("http") else f"http://{http}"
     try:
         with open_url(f"{url.rstrip('/')}/state", timeout) as response:
-            return json.load(response)  # type: ignore[no-any-return]
+            return json.load(response)
     except urllib.error.HTTPError as exc:
         raise click.ClickException(unauthorized_hint(exc) or f"the master at {url} answered HTTP {exc.code} "
                                    "to /state; see its log") from None

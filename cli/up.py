@@ -67,7 +67,7 @@ def _port_free(ip: str, port: int) -> bool:
 def _state(http_port: int) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/state", timeout=1) as response:
-            return json.load(response)  # type: ignore[no-any-return]
+            return json.load(response)
     except (OSError, ValueError):
         return None
 
