@@ -149,9 +149,7 @@ class SimCore:
 
     def handle(self, event: SimEvent, now: float) -> list[Effect]:
         out: list[Effect] = []
-        kind = type(event)
-        if kind is Received:
-            assert isinstance(event, Received)
+        if isinstance(event, Received):
             agent = self.agents[event.index]
             if agent.closed:
                 return out
@@ -165,19 +163,16 @@ class SimCore:
                 self.stats["ignored_" + type(event.body).__name__] += 1
             else:
                 handler(agent, event.body, event.epoch, now, out)
-        elif kind is TimerFired:
-            assert isinstance(event, TimerFired)
+        elif isinstance(event, TimerFired):
             on_timer = self._timers.get(type(event.key))
             if on_timer is not None:
                 on_timer(event.key, now, out)
-        elif kind is Start:
-            assert isinstance(event, Start)
+        elif isinstance(event, Start):
             agent = self.agents[event.index]
             agent.last_contact = now
             if not agent.registered and not agent.closed:
                 self._register(agent, now, out)
-        elif kind is Stop:
-            assert isinstance(event, Stop)
+        elif isinstance(event, Stop):
             self._stop(event, out)
         else:
             raise TypeError(f"unknown event {event!r}")
@@ -309,10 +304,10 @@ class SimCore:
     def _on_kill_task(self, agent: SimAgent, msg: am.KillTask, epoch: int, now: float, out: list[Effect]) -> None:
         key = (msg.framework_id, msg.task_id)
         if key not in agent.tasks:
-            self._enqueue(agent, msg.framework_id, TaskStatus(
+            agent.pending.enqueue(msg.framework_id, TaskStatus(
                 task_id=msg.task_id, state=TaskState.DROPPED if self._aware(msg.framework_id) else TaskState.LOST,
                 message="cannot kill: the agent does not know this task", source=TaskSource.AGENT,
-                reason=TaskReason.TASK_UNKNOWN, agent_id=agent.agent_id, timestamp=now), now, out)
+                reason=TaskReason.TASK_UNKNOWN, agent_id=agent.agent_id, timestamp=now), now, agent.registered, out)
             return
         framework = self.frameworks.get(msg.framework_id)
         if framework is not None and "TASK_KILLING_STATE" in framework.capabilities:
@@ -355,12 +350,10 @@ class SimCore:
 
     def _update(self, agent: SimAgent, key: Key, state: TaskState, reason: TaskReason | None, message: str | None,
                 now: float, out: list[Effect], exit_code: int | None = None) -> None:
-        self._enqueue(agent, key[0], TaskStatus(
+        agent.pending.enqueue(key[0], TaskStatus(
             task_id=key[1], state=state, message=message, source=TaskSource.AGENT, reason=reason,
-            agent_id=agent.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code), now, out)
-
-    def _enqueue(self, agent: SimAgent, framework_id: str, status: TaskStatus, now: float, out: list[Effect]) -> None:
-        agent.pending.enqueue(framework_id, status, now, agent.registered, out)
+            agent_id=agent.agent_id, timestamp=now, uuid=self._new_uuid(), exit_code=exit_code), now, agent.registered,
+            out)
 
     def _resend(self, agent: SimAgent, key: Key, now: float, out: list[Effect]) -> None:
         """The head again before its retry timer (an audit asked), counted as a retry."""
@@ -423,10 +416,10 @@ class SimCore:
             info = TaskInfo(name=task_id, task_id=task_id, agent_id=agent.agent_id or "", resources=[])
             agent.ended[key] = SimTask(msg.framework_id, info, state)
             self.stats["tasks_reconciled_unknown"] += 1
-            self._enqueue(agent, msg.framework_id, TaskStatus(
+            agent.pending.enqueue(msg.framework_id, TaskStatus(
                 task_id=task_id, state=state, source=TaskSource.AGENT, reason=TaskReason.RECONCILIATION,
                 message="Reconciliation: task unknown to the agent (its launch never arrived)",
-                agent_id=agent.agent_id, timestamp=now), now, out)
+                agent_id=agent.agent_id, timestamp=now), now, agent.registered, out)
 
     def _on_audit_tasks(self, agent: SimAgent, msg: am.AuditTasks, epoch: int, now: float, out: list[Effect]) -> None:
         """As the real agent answers an audit (agent/reconcile.py): asked tasks' unacknowledged
