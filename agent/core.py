@@ -19,7 +19,8 @@ the timer keys). The parts, and who holds what:
   ``Stopping`` (stopping.py: kills, framework and agent shutdown), ``TaskEnds``
   (task_ends.py), ``TaskHealth`` (task_health.py), ``ExecutorFlows`` (executor_flows.py),
   ``Launcher`` (launching.py: RUN_TASK and task groups to a running process),
-  ``Reconciler`` (reconcile.py), and ``recover`` (recovery.py).
+  ``Reconciler`` (reconcile.py), ``MasterLink`` (master_link.py: registration, pings, the
+  master's silence), and ``recover`` (recovery.py).
 
 Nothing holds a reference to the core; what shells and tests read of it are the read-only
 properties below.
@@ -62,6 +63,7 @@ from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors
 from tepui.agent.frameworks import Frameworks
 from tepui.agent.journal import CheckpointJournal
 from tepui.agent.launching import SANDBOX_LABEL, Launcher
+from tepui.agent.master_link import MasterLink
 from tepui.agent.reconcile import Reconciler
 from tepui.agent.recovery import recover
 from tepui.agent.registration import MISSED_PINGS, Identity, Registration
@@ -155,6 +157,8 @@ class AgentCore:
                                   self._journal, self._ends, self._executor_flows, self._drain)
         self._reconciler = Reconciler(config.work_dir, self.registration, self._tasks, self._frameworks,
                                       self._updates, reporter)
+        self._master_link = MasterLink(self.registration, self._frameworks, self._reconciler, reporter,
+                                       self._journal, self._drain)
         # --- dispatch: explicit tables, each handler checked against the type it is routed ---
         self._on_event: dict[type, Handler] = {}
         route(self._on_event, Received, self._received)
@@ -166,13 +170,13 @@ class AgentCore:
         route(self._on_event, HealthCheckResult, self._health.result)
         route(self._on_event, ExecutorReceived, self._executor_flows.received)
         route(self._on_event, TimerFired, self._timer)
-        route(self._on_event, Start, self._start)
-        route(self._on_event, MasterReconnected, self._master_reconnected)
+        route(self._on_event, Start, self._master_link.start)
+        route(self._on_event, MasterReconnected, self._master_link.reconnected)
         route(self._on_event, Shutdown, lambda event, now, out: self._stopping.shutdown(now, out))
         self._on_message: dict[type, Handler] = {}  # what the master sends (am.MasterToAgent)
-        route(self._on_message, am.AgentRegistered, self._registered)
-        route(self._on_message, am.AgentReregistered, self._registered)
-        route(self._on_message, am.Ping, self._ping)
+        route(self._on_message, am.AgentRegistered, self._master_link.registered)
+        route(self._on_message, am.AgentReregistered, self._master_link.registered)
+        route(self._on_message, am.Ping, self._master_link.ping)
         route(self._on_message, am.ShutdownAgent, self._stopping.shutdown_agent)
         route(self._on_message, am.RunTask, self._launcher.run_task)
         route(self._on_message, am.RunTaskGroup, self._launcher.run_task_group)
@@ -185,8 +189,8 @@ class AgentCore:
         route(self._on_message, am.ReconcileTasks, self._reconciler.reconcile)
         route(self._on_message, am.AuditTasks, self._reconciler.audit)
         self._on_timer: dict[type, Handler] = {}  # by the key's type (events.AgentTimer)
-        route(self._on_timer, Register, self._register_timer)
-        route(self._on_timer, MasterCheck, self._master_check)
+        route(self._on_timer, Register, self._master_link.register_timer)
+        route(self._on_timer, MasterCheck, self._master_link.master_check)
         route(self._on_timer, StopDeadline, self._stopping.deadline)
         route(self._on_timer, RetryUpdate, lambda key, now, out: reporter.retry((key.framework_id, key.task_id), now, out))
         route(self._on_timer, HealthProbe, self._health.probe)
@@ -301,48 +305,3 @@ class AgentCore:
     def _acknowledged(self, msg: am.StatusUpdateAck, now: float, out: Out) -> None:
         if self._reporter.acknowledge(msg, now, out) is Ack.DRAINED:
             self._drain.maybe_exit(now, out)
-
-    # --- registration (registration.py holds the state; the reports come from reconcile.py) ---
-
-    def _start(self, event: Start, now: float, out: Out) -> None:
-        self.registration.started(now)
-        self._register(now, out)
-
-    def _register(self, now: float, out: Out) -> None:
-        # Every task it runs, and every ended one whose final update is not acknowledged yet
-        # (Mesos): a restarted master learns the truth about both, not "unknown".
-        reports: list[am.TaskReport] = []
-        frameworks: list[FrameworkInfo] = []
-        if self.registration.agent_id is not None:
-            reports = self._reconciler.task_reports()
-            reported = {report.framework_id for report in reports}
-            frameworks = [f for fid, f in self._frameworks.infos.items() if fid in reported]
-        self.registration.register(self.registration.register_message(reports, frameworks), now, out)
-
-    def _register_timer(self, key: Register, now: float, out: Out) -> None:
-        if not self.registration.registered and not self._drain.stopping:
-            self._register(now, out)
-
-    def _registered(self, msg: am.AgentRegistered | am.AgentReregistered, now: float, out: Out) -> None:
-        result = self.registration.accepted(msg.agent_id, msg.master_info, msg.ping_interval_seconds, now, out)
-        if result.new_id:
-            self._journal.agent_changed()
-        if result.newly:
-            self._reporter.resend_all(now, out)  # what the old connection may have lost
-
-    def _master_check(self, key: MasterCheck, now: float, out: Out) -> None:
-        if self.registration.master_silent(now, out):
-            # No ping for too long: the master died or the link is cut. Re-register; the
-            # master then reconciles our tasks (Mesos agent behaviour).
-            self._register(now, out)
-        self.registration.arm_master_check(now, out)
-
-    def _master_reconnected(self, event: MasterReconnected, now: float, out: Out) -> None:
-        if not self._drain.stopping and self.registration.link_lost(out):
-            self._register(now, out)
-
-    def _ping(self, msg: am.Ping, now: float, out: Out) -> None:
-        self.registration.pinged(msg.interval_seconds)
-        if self.registration.registered:
-            held = self._reconciler.held_for_master()
-            out.append(SendToMaster(am.Pong(msg.seq, len(held), am.task_set_digest(held))))

@@ -40,7 +40,7 @@ PURE = [
     "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
     "tepui.agent.tasks", "tepui.agent.frameworks", "tepui.agent.registration", "tepui.agent.journal",
     "tepui.agent.reporting", "tepui.agent.task_ends", "tepui.agent.task_health", "tepui.agent.executor_flows",
-    "tepui.agent.launching",
+    "tepui.agent.launching", "tepui.agent.master_link",
     "tepui.agent.fetching.fetch_rules", "tepui.agent.events", "tepui.agent.checkpoint",
     # what the agent and the master are started with
     "tepui.agent.options", "tepui.master.options",
