@@ -46,6 +46,7 @@ from tepui.agent.status_updates import Ack, StatusUpdateQueue
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskInfo, TaskReason, TaskSource, TaskState, TaskStatus
+from tepui.sim.agents import Key, SimAgent, SimTask
 from tepui.sim.events import (
     DURATION_LABEL,
     CloseAgent,
@@ -67,42 +68,8 @@ from tepui.sim.events import (
 )
 
 Effect = SimEffect
-Key = tuple[str, str]  # (framework id, task id)
 MASTER_CHECK = MasterCheck()
 MISSED_PINGS = 5  # the real agent's rule: silent for this many ping intervals → the master is gone
-
-
-class SimTask:
-    __slots__ = ("framework_id", "info", "state", "group")
-
-    def __init__(self, framework_id: str, info: TaskInfo, state: TaskState, group: str | None = None) -> None:
-        self.framework_id, self.info, self.state, self.group = framework_id, info, state, group
-
-
-class SimAgent:
-    """One simulated agent. ``tasks`` are live; ``ended`` hold ended tasks whose final update
-    waits for its ack (reported on re-registration, as the real agent does); ``completed``
-    remembers the last ended task ids, so a late duplicate RUN_TASK is refused."""
-
-    __slots__ = ("index", "hostname", "attributes", "agent_id", "registered", "stopping", "closed", "master_epoch",
-                 "last_contact", "backoff", "tasks", "ended", "completed", "pending", "groups", "shutting_down")
-
-    def __init__(self, index: int, hostname: str, attributes: dict[str, str], backoff: float,
-                 updates: StatusUpdateQueue[SendToMaster]) -> None:
-        self.index, self.hostname, self.attributes = index, hostname, attributes
-        self.agent_id: str | None = None
-        self.registered = False
-        self.stopping = False  # SHUTDOWN_AGENT: draining
-        self.closed = False  # done: no more messages either way
-        self.master_epoch = 0
-        self.last_contact = 0.0
-        self.backoff = backoff
-        self.tasks: dict[Key, SimTask] = {}
-        self.ended: dict[Key, SimTask] = {}
-        self.completed: dict[Key, TaskState | None] = {}  # insertion-ordered, bounded; how each ended
-        self.pending = updates  # unacknowledged status updates, per task
-        self.groups: dict[Key, list[str]] = {}  # (framework id, executor id) → its task ids
-        self.shutting_down: set[str] = set()  # frameworks told to shut down here
 
 
 class SimCore:
@@ -112,7 +79,7 @@ class SimCore:
         self._resources = config.resources.to_wire()  # shared by every agent: values are immutable
         self.agents = [
             SimAgent(i, config.hostname(i), parse_attributes(expand_template(config.attributes, i + 1)),
-                     config.registration_backoff,
+                     config.registration_backoff, config.completed_limit,
                      StatusUpdateQueue(config.update_retry_initial, config.update_retry_max, new_uuid,
                                        functools.partial(SendToMaster, i), functools.partial(RetryUpdate, i)))
             for i in range(config.agents)
@@ -192,7 +159,7 @@ class SimCore:
         if agent.agent_id is None:
             out.append(SendToMaster(agent.index, am.RegisterAgent(info, self.config.version)))
         else:
-            reports = self._reports(agent)
+            reports = agent.reports()
             ids = sorted({r.framework_id for r in reports})
             frameworks = [self.frameworks[fid] for fid in ids if fid in self.frameworks]
             out.append(SendToMaster(agent.index, am.ReregisterAgent(info, self.config.version, reports, frameworks)))
@@ -246,22 +213,16 @@ class SimCore:
         if msg.interval_seconds is not None and msg.interval_seconds > 0:
             self.ping_interval = msg.interval_seconds  # as the real agent: a growing cluster pings less often
         if agent.registered:
-            # As the real agent (agent/reconcile.py): live tasks, and ended ones whose final update waits.
-            held = list(agent.tasks)
-            held.extend(key for key in agent.ended if key in agent.pending
-                        and not agent.pending[key].queue[0].state.is_terminal)
+            held = agent.held_for_master()
             out.append(SendToMaster(agent.index, am.Pong(msg.seq, len(held), am.task_set_digest(held))))
 
     # --- tasks ----------------------------------------------------------------------------
-
-    def _known(self, agent: SimAgent, key: Key) -> bool:
-        return key in agent.tasks or key in agent.ended or key in agent.pending or key in agent.completed
 
     def _on_run_task(self, agent: SimAgent, msg: am.RunTask, epoch: int, now: float, out: list[Effect]) -> None:
         framework_id = msg.framework_info.id or ""
         self.frameworks[framework_id] = msg.framework_info
         agent.shutting_down.discard(framework_id)
-        if self._known(agent, (framework_id, msg.task.task_id)):
+        if agent.known((framework_id, msg.task.task_id)):
             self._note("duplicate_task_refused", {"task_id": msg.task.task_id, "agent": agent.hostname}, out)
             return
         self._launch(agent, framework_id, msg.task, task_duration(msg.task), None, now, out)
@@ -273,7 +234,7 @@ class SimCore:
         self.frameworks[framework_id] = msg.framework_info
         agent.shutting_down.discard(framework_id)
         tasks = msg.task_group.tasks
-        if any(self._known(agent, (framework_id, t.task_id)) for t in tasks):
+        if any(agent.known((framework_id, t.task_id)) for t in tasks):
             self._note("duplicate_task_group_refused", {"executor_id": msg.executor.executor_id}, out)
             return
         group = msg.executor.executor_id
@@ -335,16 +296,10 @@ class SimCore:
                 if not members:
                     del agent.groups[(key[0], record.group)]
         if key[0] in agent.shutting_down:
-            self._remember(agent, key)  # the framework is gone; nobody is left to acknowledge
+            agent.remember(key)  # the framework is gone; nobody is left to acknowledge
             return
         agent.ended[key] = record
         self._update(agent, key, state, reason, message, now, out, exit_code)
-
-    def _remember(self, agent: SimAgent, key: Key, state: TaskState | None = None) -> None:
-        completed = agent.completed
-        completed[key] = state
-        if len(completed) > self.config.completed_limit:
-            del completed[next(iter(completed))]
 
     # --- status updates -------------------------------------------------------------------
 
@@ -370,7 +325,7 @@ class SimCore:
             return
         ended = agent.ended.pop(key, None)
         if ended is not None:
-            self._remember(agent, key, ended.state)
+            agent.remember(key, ended.state)
         if agent.stopping:
             self._maybe_close(agent, out)
 
@@ -385,7 +340,7 @@ class SimCore:
             self._terminal(agent, key, TaskState.KILLED, None, "framework shut down", now, out)
         for key in [k for k in agent.ended if k[0] == framework_id]:
             del agent.ended[key]
-            self._remember(agent, key)
+            agent.remember(key)
         self.stats["frameworks_shut_down"] += 1
         if agent.stopping:
             self._maybe_close(agent, out)
@@ -411,7 +366,7 @@ class SimCore:
         state = TaskState.DROPPED if self._aware(msg.framework_id, msg.framework_info) else TaskState.LOST
         for task_id in msg.task_ids:
             key = (msg.framework_id, task_id)
-            if self._known(agent, key):
+            if agent.known(key):
                 continue
             info = TaskInfo(name=task_id, task_id=task_id, agent_id=agent.agent_id or "", resources=[])
             agent.ended[key] = SimTask(msg.framework_id, info, state)
@@ -441,13 +396,7 @@ class SimCore:
             self._on_reconcile_tasks(agent, am.ReconcileTasks(framework_id, task_ids, infos.get(framework_id)),
                                      epoch, now, out)
         self.stats["task_audits_answered"] += 1
-        out.append(SendToMaster(agent.index, am.TaskAudit(msg.seq, self._reports(agent), ended)))
-
-    @staticmethod
-    def _reports(agent: SimAgent) -> list[am.TaskReport]:
-        """Live tasks and ended ones whose final update waits for its ack, as re-registration reports them."""
-        held = list(agent.tasks.values()) + list(agent.ended.values())
-        return [am.TaskReport(t.framework_id, t.info, t.state) for t in held]
+        out.append(SendToMaster(agent.index, am.TaskAudit(msg.seq, agent.reports(), ended)))
 
     # --- the end of agents ----------------------------------------------------------------
 

@@ -45,7 +45,7 @@ PURE = [
     # what the agent and the master are started with
     "tepui.agent.options", "tepui.master.options",
     # the simulator's core, the services framework's core
-    "tepui.sim.core", "tepui.sim.events",
+    "tepui.sim.core", "tepui.sim.events", "tepui.sim.agents",
     "tepui.frameworks.services.core", "tepui.frameworks.services.deployment", "tepui.frameworks.services.tasks",
     "tepui.frameworks.services.spec", "tepui.frameworks.services.constraints", "tepui.frameworks.services.effects",
     "tepui.frameworks.services.state", "tepui.frameworks.services.views", "tepui.frameworks.services.why",
