@@ -1,5 +1,5 @@
 """The agent's answers to the master's ``RECONCILE_TASKS`` (Mesos ``Slave::reconcileTasks``) and
-``AUDIT_TASKS`` (issue 14's anti-entropy, see master/task_audit.py), and what its pongs report.
+``AUDIT_TASKS`` (issue 14's anti-entropy, see master/failures/task_audit.py), and what its pongs report.
 
 After a re-registration the master asks about tasks it placed on this agent that the agent
 did not report. Messages from the master arrive in order, so by the time the question is

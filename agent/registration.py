@@ -8,7 +8,7 @@ for ``MISSED_PINGS`` of the ping intervals it announces (or the operator's
 ``master_silence_limit``) is gone — died, or the link is cut — and the agent re-registers, so
 that the master reconciles its tasks (Mesos agent behaviour).
 
-Epoch fencing (master/epoch.py): a master claims a larger epoch than every earlier one before it
+Epoch fencing (master/durability/epoch.py): a master claims a larger epoch than every earlier one before it
 serves anyone, so a message from an older epoch comes from a master that has been superseded
 (paused, partitioned, or its bytes queued across the failover) and is dropped and counted — it
 must not kill, launch or ping-answer. A newer epoch on *any* message is adopted at once, not

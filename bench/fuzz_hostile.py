@@ -207,7 +207,7 @@ class Client:
         """A valid call's bytes, damaged: an undecodable one must be answered."""
         item = pick(life)[0]
         data = mutate(life.rng, pack(self.doc(item)))  # its call id may survive: an echo still matches
-        # A damaged ACCEPT is carried out as far as it reads (master/accept_salvage.py): a task of
+        # A damaged ACCEPT is carried out as far as it reads (master/offering/accept_salvage.py): a task of
         # it may be answered TASK_ERROR instead of the call an ERROR.
         tasks = tuple(str(t.get("task_id")) for op in (item.body or {}).get("operations") or []
                       for t in op.get("task_infos") or [] if isinstance(t, dict))

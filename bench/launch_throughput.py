@@ -189,7 +189,7 @@ def run_load(cluster: Cluster, run: int, tasks: int, timeout: float) -> dict[str
 
 
 def audit_counters(cluster: Cluster) -> str:
-    """The master's anti-entropy counters (master/task_audit.py): a lossless run that audits its
+    """The master's anti-entropy counters (master/failures/task_audit.py): a lossless run that audits its
     agents is paying for false disagreements."""
     with urllib.request.urlopen(f"http://127.0.0.1:{cluster.http_port}/metrics", timeout=10) as response:
         text = response.read().decode()

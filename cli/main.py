@@ -29,7 +29,7 @@ def cli() -> None:
 
 
 def _removal_rate(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-    from tepui.master.partitions import parse_removal_rate
+    from tepui.master.failures.partitions import parse_removal_rate
 
     try:
         return parse_removal_rate(value)
@@ -47,7 +47,7 @@ def _proxy_allow(ctx: click.Context, param: click.Parameter, value: tuple[str, .
 
 
 def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    from tepui.master.partitions import parse_percent
+    from tepui.master.failures.partitions import parse_percent
 
     try:
         return parse_percent(value)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tepui.master.admission.acls import PERMISSIVE, Acls
 from tepui.master.admission.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
-from tepui.master.partitions import RemovalRate
+from tepui.master.failures.partitions import RemovalRate
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class MasterConfig:
     epoch: int = 1
     allocation_interval: float = 1.0
     heartbeat_interval: float = 15.0
-    # Silent for 2 s × 5 = 10 s → unreachable (Mesos: 15 s × 5 = 75 s); see master/partitions.py.
+    # Silent for 2 s × 5 = 10 s → unreachable (Mesos: 15 s × 5 = 75 s); see master/failures/partitions.py.
     agent_ping_interval: float = 2.0
     max_agent_ping_timeouts: int = 5
     # The interval grows with the cluster so that pings stay under this rate (Nomad's

@@ -12,21 +12,21 @@ accept's filters; status updates flow agent → master → framework and acknowl
 How it is built: a thin composition, on the model of :class:`tepui.offers.allocator.Allocator`
 (pure, a narrow public API, its own state). Two kinds of parts, none of which holds the core:
 
-- **Components own state** and answer for it: the :class:`~tepui.master.roster.Roster` (agents,
-  frameworks, peers, ids), the :class:`~tepui.master.offer_book.OfferBook` (offers and their
-  timeouts), the :class:`~tepui.master.partitions.PartitionTracker` (pings, removals,
-  unreachable and gone agents), the :class:`~tepui.master.durable.Recovery` (agents expected
+- **Components own state** and answer for it: the :class:`~tepui.master.members.roster.Roster` (agents,
+  frameworks, peers, ids), the :class:`~tepui.master.offering.offer_book.OfferBook` (offers and their
+  timeouts), the :class:`~tepui.master.failures.partitions.PartitionTracker` (pings, removals,
+  unreachable and gone agents), the :class:`~tepui.master.durability.durable.Recovery` (agents expected
   back after a failover), the :class:`~tepui.master.admission.gatekeeper.Gatekeeper` (identity,
-  ACLs, rate limits), :class:`~tepui.master.task_audit.TaskAudits`,
-  :class:`~tepui.master.pending_acks.PendingAcks`, and the allocator behind the
-  :class:`~tepui.master.pool.Pool`.
+  ACLs, rate limits), :class:`~tepui.master.failures.task_audit.TaskAudits`,
+  :class:`~tepui.master.tasks.pending_acks.PendingAcks`, and the allocator behind the
+  :class:`~tepui.master.offering.pool.Pool`.
 - **Flows own no state**: each handles one family of events with the components it is given,
-  explicitly, in its constructor — :mod:`~tepui.master.agent_membership`,
-  :mod:`~tepui.master.readoption`, :mod:`~tepui.master.failure_detection`,
-  :mod:`~tepui.master.framework_calls`, :mod:`~tepui.master.task_calls`,
-  :mod:`~tepui.master.offer_cycle`, :class:`~tepui.master.durable.OperatorCalls`, with the
-  steps they share in :mod:`~tepui.master.departures`, :mod:`~tepui.master.task_ends` and
-  :mod:`~tepui.master.audit_flow`.
+  explicitly, in its constructor — :mod:`~tepui.master.members.agent_membership`,
+  :mod:`~tepui.master.failures.readoption`, :mod:`~tepui.master.failures.failure_detection`,
+  :mod:`~tepui.master.members.framework_calls`, :mod:`~tepui.master.tasks.task_calls`,
+  :mod:`~tepui.master.offering.offer_cycle`, :class:`~tepui.master.durability.durable.OperatorCalls`, with the
+  steps they share in :mod:`~tepui.master.members.departures`, :mod:`~tepui.master.tasks.task_ends` and
+  :mod:`~tepui.master.failures.audit_flow`.
 
 The core routes through three explicit tables — event type, message type, timer key type →
 handler — so where a message goes is read here, not guessed from a method name. Its
@@ -40,33 +40,33 @@ import collections
 import random
 from typing import Any, Callable, TypeVar, cast
 
-from tepui.master.accept_salvage import PartialAccept
+from tepui.master.offering.accept_salvage import PartialAccept
 from tepui.master.admission.gatekeeper import Gatekeeper, LabelCounter
-from tepui.master.agent_membership import AgentMembership
-from tepui.master.audit_flow import AuditFlow
+from tepui.master.members.agent_membership import AgentMembership
+from tepui.master.failures.audit_flow import AuditFlow
 from tepui.master.config import MasterConfig
-from tepui.master.departures import Departures
-from tepui.master.durable import OperatorCalls, Recovery, recover_registry
+from tepui.master.members.departures import Departures
+from tepui.master.durability.durable import OperatorCalls, Recovery, recover_registry
 from tepui.master.events import (
     AgentGone, AllocateBatch, AllocateNow, FailoverExpired, Heartbeat, Log, MasterEffect, MasterEvent,
     OfferTimeout, PeerUnreachable, PingAgents, Received, RemovalSlot, ReplaceAcls, ReregisterWindow,
     ScheduleTimer, TimerFired, UpdateQuota, UpdateWeights,
 )
-from tepui.master.failure_detection import FailureDetector
-from tepui.master.framework_calls import FrameworkCalls
-from tepui.master.offer_book import OfferBook
-from tepui.master.offer_cycle import OfferCycle
-from tepui.master.partitions import PartitionTracker
-from tepui.master.pending_acks import PendingAcks
-from tepui.master.pool import Pool
-from tepui.master.readoption import Readoption
+from tepui.master.failures.failure_detection import FailureDetector
+from tepui.master.members.framework_calls import FrameworkCalls
+from tepui.master.offering.offer_book import OfferBook
+from tepui.master.offering.offer_cycle import OfferCycle
+from tepui.master.failures.partitions import PartitionTracker
+from tepui.master.tasks.pending_acks import PendingAcks
+from tepui.master.offering.pool import Pool
+from tepui.master.failures.readoption import Readoption
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, UnreachableAgent
-from tepui.master.refusals import correlate
-from tepui.master.registry import Recovered
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
-from tepui.master.task_calls import TaskCalls
-from tepui.master.task_ends import TaskEnds
+from tepui.master.admission.refusals import correlate
+from tepui.master.durability.registry import Recovered
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
+from tepui.master.tasks.task_calls import TaskCalls
+from tepui.master.tasks.task_ends import TaskEnds
 from tepui.offers.allocator import Allocator
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
@@ -117,7 +117,7 @@ class MasterCore:
         self.recovery = recovery = Recovery()
         self.gatekeeper = gatekeeper = Gatekeeper(config.acls, config.framework_rate_limit, counters, roster.peers,
                                                   roster.frameworks)
-        self.audits = audits = TaskAudits(counters)  # anti-entropy with each agent (master/task_audit.py)
+        self.audits = audits = TaskAudits(counters)  # anti-entropy with each agent (master/failures/task_audit.py)
         self.pending_acks = pending_acks = PendingAcks()  # the update each task waits to have acknowledged
 
         # --- flows: no state, the components they use given explicitly ---
@@ -185,7 +185,7 @@ class MasterCore:
     # --- entry points ---------------------------------------------------------------------
 
     def recover(self, recovered: Recovered, now: float) -> list[MasterEffect]:
-        """Before ``start``: what the registry kept (master/durable.py)."""
+        """Before ``start``: what the registry kept (master/durability/durable.py)."""
         return recover_registry(recovered, now, self.config, self.roster, self.pool, self.partitions, self.recovery)
 
     def start(self, now: float) -> list[MasterEffect]:
@@ -218,7 +218,7 @@ class MasterCore:
             else:
                 handler(checked, now, out)
                 self.gatekeeper.bind_identity(checked)
-        correlate(event, out)  # every ERROR names the call it answers (master/refusals.py)
+        correlate(event, out)  # every ERROR names the call it answers (master/admission/refusals.py)
 
     def _on_timer(self, event: TimerFired, now: float, out: Out) -> None:
         handler = self._timers.get(type(event.key))

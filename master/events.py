@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from tepui.master.registry import Persist
+from tepui.master.durability.registry import Persist
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol.agent import MasterToAgent
 from tepui.sdk.protocol.envelope import MasterInbound
@@ -49,7 +49,7 @@ class AllocateBatch:
 
 @dataclass(frozen=True)
 class PingAgents:
-    """The next round of application-level pings (master/failure_detection.py)."""
+    """The next round of application-level pings (master/failures/failure_detection.py)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class ReregisterWindow:
-    """The agents' re-registration window after a failover closes (master/durable.py)."""
+    """The agents' re-registration window after a failover closes (master/durability/durable.py)."""
 
 
 @dataclass(frozen=True)

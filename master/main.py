@@ -112,9 +112,9 @@ def _refuse_ports_in_use(interface: str, *ports: int) -> None:
 
 def _open_registry(work_dir: str | None) -> tuple[Store | None, int]:
     """The registry (``registry.db`` in the work dir; in memory without one) and this master's
-    epoch, claimed and persisted before it serves anyone (master/epoch.py). A registry that
+    epoch, claimed and persisted before it serves anyone (master/durability/epoch.py). A registry that
     cannot be opened, or an epoch that cannot be written, stops the master here."""
-    from tepui.master.epoch import claim_epoch, clock_epoch
+    from tepui.master.durability.epoch import claim_epoch, clock_epoch
     from tepui.sdk.store import SQLiteStore, StoreError
 
     if not work_dir:

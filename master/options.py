@@ -15,7 +15,7 @@ from tepui.master.admission.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
 
 if TYPE_CHECKING:
     from tepui.master.http.relay_guard import AllowRule
-    from tepui.master.partitions import RemovalRate
+    from tepui.master.failures.partitions import RemovalRate
 
 
 @dataclass(frozen=True)

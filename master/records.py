@@ -39,7 +39,7 @@ class TaskRecord:
     state: TaskState = TaskState.STAGING
     status: TaskStatus | None = None
     launched_at: float = 0.0
-    launch_mark: int = 0  # master/task_audit.py: launched after which pings (0: learned from its agent)
+    launch_mark: int = 0  # master/failures/task_audit.py: launched after which pings (0: learned from its agent)
     history: list[tuple[str, float]] = field(default_factory=list)  # (state, time), bounded
 
     def record(self, state: TaskState, at: float) -> None:

@@ -9,10 +9,10 @@ from typing import Any, Hashable
 
 from prometheus_client import CollectorRegistry
 
-from tepui.master.accept_salvage import salvage
+from tepui.master.offering.accept_salvage import salvage
 from tepui.master.core import MasterCore
-from tepui.master.epoch import CHECK_SECONDS, Superseded, check_epoch
-from tepui.master.registry import NAMESPACES, CorruptRegistry, Persist, decode
+from tepui.master.durability.epoch import CHECK_SECONDS, Superseded, check_epoch
+from tepui.master.durability.registry import NAMESPACES, CorruptRegistry, Persist, decode
 from tepui.master.events import (
     AllocateBatch, AllocateNow, Credential, Abort, MasterEffect, MasterEvent, OperatorError, Outbound, PeerUnreachable,
     Received, Send,
@@ -139,7 +139,7 @@ class MasterShell:
             self.curve.gate.reload()
 
     def _watch_epoch(self) -> None:
-        """Looks every second whether another master has claimed the registry (master/epoch.py):
+        """Looks every second whether another master has claimed the registry (master/durability/epoch.py):
         a master resumed after a pause stops within a second even if it has nothing to write."""
         from twisted.internet import task
 

@@ -282,7 +282,7 @@ class SchedulerDriver:
         return self._epoch
 
     def _on_envelope(self, env: Any) -> None:
-        """Epoch fencing (tepui.master.epoch): every master claims a larger epoch than all before
+        """Epoch fencing (tepui.master.durability.epoch): every master claims a larger epoch than all before
         it before serving anyone, so an older epoch is a superseded master's — a paused one, or
         its bytes queued across a failover — and its offers, updates or errors never reach the
         scheduler. A newer epoch is adopted from any message, not only SUBSCRIBED: it proves a

@@ -25,7 +25,7 @@ from tepui.agent.events import LaunchProcess, Received as AgentReceived, SendToM
     TaskExited, TaskSpawned
 from tepui.master.core import MasterConfig, MasterCore
 from tepui.master.events import Abort, Received as MasterReceived, Send
-from tepui.master.registry import Persist, decode
+from tepui.master.durability.registry import Persist, decode
 from tepui.sdk.effects import CancelTimer, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import CommandInfo, FrameworkInfo, TaskInfo, TaskState, TaskStatus

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 
-from tepui.master.refusals import shown
+from tepui.master.admission.refusals import shown
 from tepui.master.admission.ids import validate_id
 from tepui.master.admission.validation import roles_problem
 from tepui.sdk.effects import CONTROL

@@ -26,7 +26,7 @@ from tepui.master.admission import identity
 from tepui.master.admission.acls import REGISTER, RUN_TASKS, TEARDOWN, Acls
 from tepui.master.events import MasterEffect, Received, ReplaceAcls, Send
 from tepui.master.admission.rate_limits import RateLimit, RateLimiter
-from tepui.master.refusals import call_type
+from tepui.master.admission.refusals import call_type
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import ExecutorInfo, FrameworkInfo, TaskInfo

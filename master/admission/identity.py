@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping, MutableMapping
 import msgspec
 
 from tepui.master.events import Credential, Received, Send
-from tepui.master.refusals import call_type
+from tepui.master.admission.refusals import call_type
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from tepui.master.epoch import stored_epoch
-from tepui.master.registry import AGENTS, UNREACHABLE
+from tepui.master.durability.epoch import stored_epoch
+from tepui.master.durability.registry import AGENTS, UNREACHABLE
 from tepui.sdk.store import SQLiteStore
 from tests.chaos.processes import OneAgentCluster, wait_for
 from tests.e2e.conftest import REPO, child_env, free_ports, http_get, stop_process

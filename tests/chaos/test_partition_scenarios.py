@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
-from tepui.master.partitions import RemovalRate
-from tepui.master.registry import AGENTS, GONE, UNREACHABLE
+from tepui.master.failures.partitions import RemovalRate
+from tepui.master.durability.registry import AGENTS, GONE, UNREACHABLE
 from tepui.agent.events import Register
 from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol import agent as am

@@ -127,7 +127,7 @@ def test_25_a_master_missing_too_many_agents_after_a_restart_exits_with_a_messag
     within --agent-reregister-timeout, and --recovery-agent-removal-limit allows 50% → the master
     exits with status 1, says why and what to do, and removes nothing from its registry."""
     from tepui.master.records import AgentRecord
-    from tepui.master.registry import AGENTS, agent_entry
+    from tepui.master.durability.registry import AGENTS, agent_entry
     from tepui.sdk.resources import Resources
     from tepui.sdk.store import SQLiteStore
 

@@ -8,10 +8,10 @@ import typing
 
 import pytest
 
-from tepui.master.accept_salvage import PartialAccept
+from tepui.master.offering.accept_salvage import PartialAccept
 from tepui.master.core import ALLOCATE_BATCH, ALLOCATE_NOW, HEARTBEAT, PING, MasterConfig, MasterCore
 from tepui.master.events import FailoverExpired, MasterEvent, OfferTimeout, PeerUnreachable, Received, Send, TimerKey
-from tepui.master.registry import Persist
+from tepui.master.durability.registry import Persist
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm

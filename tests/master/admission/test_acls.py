@@ -13,7 +13,7 @@ from tepui.master.admission.acls_file import LOCAL_CLUSTER_ACLS, AclError, parse
 from tepui.master.admission.gatekeeper import AdmissionCollector, ReplaceAcls
 from tepui.master.core import ALLOCATE_NOW, MasterConfig, MasterCore
 from tepui.master.events import Received, Send
-from tepui.master.registry import Persist
+from tepui.master.durability.registry import Persist
 from tepui.sdk.effects import Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm

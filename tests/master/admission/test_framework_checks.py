@@ -13,7 +13,7 @@ import pytest
 
 from tepui.master.core import MasterCore
 from tepui.master.events import Received, Send
-from tepui.master.registry import Recovered
+from tepui.master.durability.registry import Recovered
 from tepui.master.http.state_view import render_state
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.protocol import agent as am

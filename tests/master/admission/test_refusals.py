@@ -10,10 +10,10 @@ import msgpack
 import msgspec
 
 from tepui.master.events import OfferTimeout
-from tepui.master.accept_salvage import salvage
+from tepui.master.offering.accept_salvage import salvage
 from tepui.master.core import ALLOCATE_NOW, MasterCore
 from tepui.master.events import Received, Send
-from tepui.master.refusals import correlate
+from tepui.master.admission.refusals import correlate
 from tepui.master.shell import MasterShell
 from tepui.sdk.codec import Codec
 from tepui.sdk.protocol import scheduler as sm
@@ -24,7 +24,7 @@ from tepui.sdk.protocol.values import CommandInfo, ExecutorInfo, Filters, TaskRe
 from tests.master.test_core import (
     AGENT, AGENT_RES, FW, TASK_RES, launched, make_core, offer_cycle, register_agent, sends, subscribe, task,
 )
-from tests.master.test_task_audit import unreachable_with_t1
+from tests.master.failures.test_task_audit import unreachable_with_t1
 
 
 def errors(effects: list[Any], peer: bytes = FW) -> list[sm.Error]:
@@ -178,7 +178,7 @@ def test_a_refused_acknowledgement_after_a_failover_heals_when_the_agent_sends_i
 
 
 def test_pending_acknowledgements_are_bounded_and_forgotten_with_their_agent_or_framework() -> None:
-    from tepui.master.pending_acks import PendingAcks
+    from tepui.master.tasks.pending_acks import PendingAcks
     pending = PendingAcks(limit=2)
     for n in range(3):
         pending.forwarded("a1", ("f1", f"t{n}"), b"u")

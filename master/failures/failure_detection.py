@@ -1,27 +1,27 @@
 """Failure detection, the flow: pings, an agent found silent queued and marked unreachable at
 the removal rate, an unreachable agent becoming gone, and the end of the re-registration
-window after a failover. The state is the :class:`~tepui.master.partitions.PartitionTracker`
+window after a failover. The state is the :class:`~tepui.master.failures.partitions.PartitionTracker`
 (its module docstring gives the Mesos semantics and the numbers); the steps of an agent's
-removal are :class:`~tepui.master.departures.Departures`'.
+removal are :class:`~tepui.master.members.departures.Departures`'.
 """
 
 from __future__ import annotations
 
 from typing import MutableMapping
 
-from tepui.master.audit_flow import AuditFlow
+from tepui.master.failures.audit_flow import AuditFlow
 from tepui.master.config import MasterConfig
-from tepui.master.departures import Departures
-from tepui.master.durable import Recovery
+from tepui.master.members.departures import Departures
+from tepui.master.durability.durable import Recovery
 from tepui.master.events import (
     Abort, AgentGone, Log, MasterEffect, PingAgents, RemovalSlot, ReregisterWindow, ScheduleTimer, Send,
 )
-from tepui.master.partitions import PartitionTracker
+from tepui.master.failures.partitions import PartitionTracker
 from tepui.master.records import AgentRecord, UnreachableAgent
-from tepui.master.registry import AGENTS, Persist, agent_info_of
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
-from tepui.master.task_ends import TaskEnds
+from tepui.master.durability.registry import AGENTS, Persist, agent_info_of
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
+from tepui.master.tasks.task_ends import TaskEnds
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskReason, TaskState
 

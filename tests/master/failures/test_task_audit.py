@@ -1,4 +1,4 @@
-"""The master's anti-entropy with its agents (master/task_audit.py, master/partitions.py): pong
+"""The master's anti-entropy with its agents (master/failures/task_audit.py, master/failures/partitions.py): pong
 digests compared with launch marks, audits asked until answered, the answers applied, kills
 sent again. Exact effects on a fake clock."""
 
@@ -11,7 +11,7 @@ from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState
 
-from .test_core import AGENT, FW, launched, make_core, offer_cycle, sends, task
+from tests.master.test_core import AGENT, FW, launched, make_core, offer_cycle, sends, task
 
 T1 = ("m-F0001", "t1")
 
@@ -32,7 +32,7 @@ def audits(effects: list) -> list[am.AuditTasks]:
 
 def unreachable_with_t1() -> MasterCore:
     """A PARTITION_AWARE framework's t1 on an agent that went silent: t1 is UNREACHABLE."""
-    from .test_core import register_agent, subscribe
+    from tests.master.test_core import register_agent, subscribe
     core = make_core(offer_timeout=None)
     register_agent(core)
     subscribe(core, capabilities=["PARTITION_AWARE"])
@@ -63,7 +63,7 @@ def test_agreeing_pongs_start_no_audit() -> None:
 def test_a_task_launched_after_the_ping_is_not_expected_in_its_pong() -> None:
     """The RUN_TASK sent after the ping reaches the agent after it: its pong cannot count it."""
     core = make_core()
-    from .test_core import register_agent, subscribe
+    from tests.master.test_core import register_agent, subscribe
     register_agent(core)
     subscribe(core)
     seq = pinged(core, 0.9)
@@ -168,7 +168,7 @@ def test_a_returning_agent_too_small_for_its_tasks_holds_them_without_resources_
     """A chaos run overcommitted an agent when tasks came back from unreachable: allocate_used
     raised half-way through the re-registration and tasks stayed UNREACHABLE for good."""
     from tepui.sdk.protocol.values import AgentInfo
-    from .test_core import AGENT_RES
+    from tests.master.test_core import AGENT_RES
     core = unreachable_with_t1()
     framework = core.frameworks["m-F0001"]
     assert framework.tasks["t1"].state == TaskState.UNREACHABLE
@@ -192,7 +192,7 @@ def test_a_kill_during_the_failover_window_waits_for_the_agent_instead_of_answer
     """A full-size chaos seed: after a master restart the framework killed a task whose agent had
     not re-registered yet; "unknown" made it relaunch, and the task then ran: work ran twice."""
     from tepui.master.core import MasterConfig
-    from tepui.master.registry import Recovered
+    from tepui.master.durability.registry import Recovered
     from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo
     framework = FrameworkInfo(user="u", name="f", id="F1", failover_timeout=60.0, capabilities=["PARTITION_AWARE"])
     core = MasterCore(MasterConfig(master_id="m2"))

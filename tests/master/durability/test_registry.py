@@ -10,7 +10,7 @@ from tepui.master.events import AllocateNow, FailoverExpired
 from tepui.master.core import REREGISTER_WINDOW, MasterConfig, MasterCore
 from tepui.master.events import PeerUnreachable, Received, Send, UpdateQuota, UpdateWeights
 from tepui.master.records import UnreachableAgent
-from tepui.master.registry import AGENTS, FRAMEWORKS, QUOTAS, WEIGHTS, Persist, Recovered, decode, unreachable_entry
+from tepui.master.durability.registry import AGENTS, FRAMEWORKS, QUOTAS, WEIGHTS, Persist, Recovered, decode, unreachable_entry
 from tepui.offers.roles import Quota
 from tepui.sdk.effects import ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am

@@ -2,9 +2,9 @@
 sequence and interval, the agents waiting for a removal slot, and the unreachable and gone
 agents — a component of :class:`tepui.master.core.MasterCore`. What happens to an agent found
 silent (its tasks, its offers, the registry) is the flow in
-:mod:`tepui.master.failure_detection`; an agent coming back, :mod:`tepui.master.agent_membership`
-and :mod:`tepui.master.readoption`; the reconciliation answers that depend on where an agent
-is, :mod:`tepui.master.task_calls`.
+:mod:`tepui.master.failures.failure_detection`; an agent coming back, :mod:`tepui.master.members.agent_membership`
+and :mod:`tepui.master.failures.readoption`; the reconciliation answers that depend on where an agent
+is, :mod:`tepui.master.tasks.task_calls`.
 
 Mesos semantics, cited where they matter:
 
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, MutableMapping
 
 from tepui.master.events import AgentGone, MasterEffect, Send
 from tepui.master.records import UnreachableAgent
-from tepui.master.registry import gone_entry, unreachable_entry
+from tepui.master.durability.registry import gone_entry, unreachable_entry
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 
 if TYPE_CHECKING:
     from tepui.master.config import MasterConfig
-    from tepui.master.registry import Recovered
+    from tepui.master.durability.registry import Recovered
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from tepui.master.events import MasterEffect, Send
 from tepui.master.records import AgentRecord, FrameworkRecord
-from tepui.master.refusals import shown
+from tepui.master.admission.refusals import shown
 from tepui.sdk.protocol import scheduler as sm
 
 

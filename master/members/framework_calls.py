@@ -16,14 +16,14 @@ from tepui.master.admission.framework_checks import claimed_id_problem, framewor
 from tepui.master.admission.gatekeeper import Gatekeeper
 from tepui.master.admission.validation import demand_of, demand_problem
 from tepui.master.config import MasterConfig
-from tepui.master.departures import Departures
+from tepui.master.members.departures import Departures
 from tepui.master.events import (
     CancelTimer, FailoverExpired, Heartbeat, Log, MasterEffect, PeerUnreachable, ScheduleTimer, Send,
 )
-from tepui.master.pool import Pool
+from tepui.master.offering.pool import Pool
 from tepui.master.records import FrameworkRecord
-from tepui.master.registry import framework_entry
-from tepui.master.roster import Roster
+from tepui.master.durability.registry import framework_entry
+from tepui.master.members.roster import Roster
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import MasterInfo
 

@@ -12,9 +12,9 @@ the three in step.
 from __future__ import annotations
 
 from tepui.master.events import CancelTimer, Log, MasterEffect, OfferTimeout, ScheduleTimer, Send
-from tepui.master.pool import Pool
+from tepui.master.offering.pool import Pool
 from tepui.master.records import OfferRecord
-from tepui.master.roster import Roster
+from tepui.master.members.roster import Roster
 from tepui.sdk.protocol import scheduler as sm
 
 

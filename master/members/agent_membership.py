@@ -3,7 +3,7 @@ the fencing of a replaced agent process, and an agent whose host rebooted.
 
 A returning agent is admitted under its id with the resources the registry kept (they carry
 dynamic reservations and volumes), its tasks rebuilt from its report
-(:mod:`tepui.master.readoption`); a gone agent is refused (:mod:`tepui.master.partitions`).
+(:mod:`tepui.master.failures.readoption`); a gone agent is refused (:mod:`tepui.master.failures.partitions`).
 Why a flow of its own: these handlers touch most components — the roster, the allocator, the
 partition tracker, the recovery, the failure detector (an agent heard from) — and receive each
 of them explicitly.
@@ -16,16 +16,16 @@ from typing import MutableMapping
 import msgspec
 
 from tepui.master.admission.peer_checks import agent_refused
-from tepui.master.departures import Departures
-from tepui.master.durable import Recovery
+from tepui.master.members.departures import Departures
+from tepui.master.durability.durable import Recovery
 from tepui.master.events import Log, MasterEffect, Received, Send
-from tepui.master.failure_detection import FailureDetector
-from tepui.master.partitions import PartitionTracker
-from tepui.master.pool import Pool
-from tepui.master.readoption import Readoption
+from tepui.master.failures.failure_detection import FailureDetector
+from tepui.master.failures.partitions import PartitionTracker
+from tepui.master.offering.pool import Pool
+from tepui.master.failures.readoption import Readoption
 from tepui.master.records import AgentRecord
-from tepui.master.registry import AGENTS, Persist, agent_entry
-from tepui.master.roster import Roster
+from tepui.master.durability.registry import AGENTS, Persist, agent_entry
+from tepui.master.members.roster import Roster
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo, MasterInfo, Resource, TaskReason, TaskState
 from tepui.sdk.resources import Resources

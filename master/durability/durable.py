@@ -8,8 +8,8 @@ operator's weights and quotas (every change of which is also a ``Persist`` effec
 - :class:`OperatorCalls` — ``PUT /weights`` and ``POST``/``DELETE /quota``.
 
 What happens when the agents' re-registration window closes is in
-:mod:`tepui.master.failure_detection`; an agent coming back, in
-:mod:`tepui.master.agent_membership`.
+:mod:`tepui.master.failures.failure_detection`; an agent coming back, in
+:mod:`tepui.master.members.agent_membership`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from tepui.master.config import MasterConfig
 from tepui.master.events import (
     FailoverExpired, Log, MasterEffect, OperatorError, ReregisterWindow, ScheduleTimer, UpdateQuota, UpdateWeights,
 )
-from tepui.master.partitions import PartitionTracker
-from tepui.master.pool import Pool
+from tepui.master.failures.partitions import PartitionTracker
+from tepui.master.offering.pool import Pool
 from tepui.master.records import FrameworkRecord
-from tepui.master.registry import Recovered, quota_entry, weight_entry
-from tepui.master.roster import Roster
+from tepui.master.durability.registry import Recovered, quota_entry, weight_entry
+from tepui.master.members.roster import Roster
 from tepui.offers.roles import Quota
 from tepui.sdk.protocol.values import AgentInfo
 from tepui.sdk.resources import EMPTY
@@ -69,7 +69,7 @@ def recover_registry(recovered: Recovered, now: float, config: MasterConfig, ros
     frameworks wait, inactive, for their failover timeout; agents have
     ``agent_reregister_timeout`` to come back (with the resources the registry kept,
     dynamic reservations and volumes included) before they are marked unreachable;
-    unreachable and gone agents stay so (see :mod:`tepui.master.partitions`)."""
+    unreachable and gone agents stay so (see :mod:`tepui.master.failures.partitions`)."""
     out: list[MasterEffect] = []
     allocator = pool.allocator
     for role, weight in recovered.weights.items():

@@ -11,14 +11,14 @@ survive a disconnect; a disconnected framework's tasks wait ``failover_timeout``
 from __future__ import annotations
 
 from tepui.master.events import CancelTimer, FailoverExpired, Log, MasterEffect, ScheduleTimer, Send
-from tepui.master.offer_book import OfferBook
-from tepui.master.pending_acks import PendingAcks
-from tepui.master.pool import Pool
+from tepui.master.offering.offer_book import OfferBook
+from tepui.master.tasks.pending_acks import PendingAcks
+from tepui.master.offering.pool import Pool
 from tepui.master.records import AgentRecord, FrameworkRecord
-from tepui.master.registry import FRAMEWORKS, Persist
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
-from tepui.master.task_ends import TaskEnds
+from tepui.master.durability.registry import FRAMEWORKS, Persist
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
+from tepui.master.tasks.task_ends import TaskEnds
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import TaskReason, TaskState

@@ -2,22 +2,22 @@
 reports, and what it answers an audit (``TASK_AUDIT``). The agent is the source of truth for
 tasks (DESIGN §6); this flow adopts what it holds, ends what ended there, audits what it did not
 report, and shuts down the frameworks that were removed meanwhile. Stateless: it works on the
-:class:`~tepui.master.roster.Roster`'s records and the allocator's accounting (through the
-:class:`~tepui.master.pool.Pool`).
+:class:`~tepui.master.members.roster.Roster`'s records and the allocator's accounting (through the
+:class:`~tepui.master.offering.pool.Pool`).
 """
 
 from __future__ import annotations
 
 from typing import MutableMapping
 
-from tepui.master.audit_flow import AuditFlow
+from tepui.master.failures.audit_flow import AuditFlow
 from tepui.master.events import Log, MasterEffect, Send
 from tepui.master.admission.validation import task_resources
-from tepui.master.pool import Pool
+from tepui.master.offering.pool import Pool
 from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
-from tepui.master.task_ends import TaskEnds, update_to
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
+from tepui.master.tasks.task_ends import TaskEnds, update_to
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import FrameworkInfo, TaskReason, TaskState
 from tepui.sdk.resources import EMPTY
@@ -51,7 +51,7 @@ class Readoption:
         lost on the way, or one still on its way (the agent re-registered before it arrived).
         Declaring them lost here would be wrong in the second case, so the master audits the
         agent (Mesos sends ``ReconcileTasksMessage`` once; here the audit is asked again until
-        answered, see master/task_audit.py): messages to it arrive in order, so it answers
+        answered, see master/failures/task_audit.py): messages to it arrive in order, so it answers
         TASK_DROPPED only for a task it never received. Tasks of an agent that was unreachable
         are put back on it first, with their resources, so the answer frees them."""
         if was_unreachable:

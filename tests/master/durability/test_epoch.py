@@ -1,4 +1,4 @@
-"""The master's epoch in its registry (master/epoch.py) and the shell's fence on it: claimed,
+"""The master's epoch in its registry (master/durability/epoch.py) and the shell's fence on it: claimed,
 incremented and persisted at every start, distinct for two masters starting at the same
 moment, and checked before every registry write."""
 
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from tepui.master.core import MasterConfig, MasterCore
-from tepui.master.epoch import Superseded, check_epoch, claim_epoch, next_epoch, stored_epoch
+from tepui.master.durability.epoch import Superseded, check_epoch, claim_epoch, next_epoch, stored_epoch
 from tepui.master.events import Send
-from tepui.master.registry import AGENTS, Persist
+from tepui.master.durability.registry import AGENTS, Persist
 from tepui.master.shell import MasterShell
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.store import Entry, SQLiteStore

@@ -3,18 +3,18 @@ ends tasks (a status update, an agent's removal or loss, a framework's teardown,
 
 Mesos semantics: a terminal task's resources return to the pool at once; an update the master
 makes up itself (``SOURCE_MASTER``, no uuid) needs no acknowledgement. Stateless: it works on
-the records in the :class:`~tepui.master.roster.Roster` and tells the
-:class:`~tepui.master.pool.Pool` and the :class:`~tepui.master.task_audit.TaskAudits` what
+the records in the :class:`~tepui.master.members.roster.Roster` and tells the
+:class:`~tepui.master.offering.pool.Pool` and the :class:`~tepui.master.failures.task_audit.TaskAudits` what
 ended.
 """
 
 from __future__ import annotations
 
 from tepui.master.events import MasterEffect, Send
-from tepui.master.pool import Pool
+from tepui.master.offering.pool import Pool
 from tepui.master.records import FrameworkRecord, TaskRecord
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState, TaskStatus
 

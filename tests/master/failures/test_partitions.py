@@ -1,4 +1,4 @@
-"""The master core's failure detection and partitions (master/partitions.py): flags, the
+"""The master core's failure detection and partitions (master/failures/partitions.py): flags, the
 registry of unreachable and gone agents, re-admission, refusal, and reconciliation answers."""
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from tepui.cli.main import cli
 from tepui.master.events import AgentGone
 from tepui.master.core import PING, MasterConfig, MasterCore
 from tepui.master.events import Received
-from tepui.master.partitions import RemovalRate, parse_percent, parse_removal_rate
+from tepui.master.failures.partitions import RemovalRate, parse_percent, parse_removal_rate
 from tepui.master.records import UnreachableAgent
-from tepui.master.registry import AGENTS, GONE, UNREACHABLE, Persist, Recovered, decode
+from tepui.master.durability.registry import AGENTS, GONE, UNREACHABLE, Persist, Recovered, decode
 from tepui.sdk.effects import CancelTimer, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import AgentInfo, ReconcileTask, TaskState
 from tepui.sdk.resources import Resources
 
-from .test_core import AGENT, FW, AGENT_RES, launched, register_agent, sends, subscribe, task
-from .test_registry import as_store, persists
-from .test_task_audit import unreachable_with_t1
+from tests.master.test_core import AGENT, FW, AGENT_RES, launched, register_agent, sends, subscribe, task
+from tests.master.durability.test_registry import as_store, persists
+from tests.master.failures.test_task_audit import unreachable_with_t1
 
 RESERVED = Resources.parse("cpus:3;mem:4096") + Resources.from_wire(Resources.parse("cpus(db):1").to_wire())
 

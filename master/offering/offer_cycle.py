@@ -1,6 +1,6 @@
 """The life of an offer, the flow: allocation cycles, DECLINE, ACCEPT with its operations
 (LAUNCH, LAUNCH_GROUP, RESERVE, UNRESERVE, CREATE, DESTROY), REVIVE, SUPPRESS, declared demand
-and explanations. The offers themselves are the :class:`~tepui.master.offer_book.OfferBook`'s;
+and explanations. The offers themselves are the :class:`~tepui.master.offering.offer_book.OfferBook`'s;
 decline filters, revive and suppress are the allocator's. It lives apart from the membership of
 agents and frameworks because the life of an offer is one idea and membership another.
 
@@ -15,19 +15,19 @@ from __future__ import annotations
 from typing import MutableMapping
 
 from tepui.master.admission.gatekeeper import Gatekeeper
-from tepui.master.accept_salvage import LeftOut, PartialAccept
+from tepui.master.offering.accept_salvage import LeftOut, PartialAccept
 from tepui.master.config import MasterConfig
 from tepui.master.events import AllocateBatch, AllocateNow, Log, MasterEffect, ScheduleTimer, Send
-from tepui.master.offer_book import OfferBook
-from tepui.master.pool import Pool
-from tepui.master.task_audit import TaskAudits
-from tepui.master.task_ends import update_to
+from tepui.master.offering.offer_book import OfferBook
+from tepui.master.offering.pool import Pool
+from tepui.master.failures.task_audit import TaskAudits
+from tepui.master.tasks.task_ends import update_to
 from tepui.master.records import AgentRecord, FrameworkRecord, OfferRecord, TaskRecord
-from tepui.master.refusals import shown
-from tepui.master.registry import agent_entry
-from tepui.master.roster import Roster
-from tepui.master.reservations import plan_reserve, plan_unreserve
-from tepui.master.volumes import plan_create, plan_destroy
+from tepui.master.admission.refusals import shown
+from tepui.master.durability.registry import agent_entry
+from tepui.master.members.roster import Roster
+from tepui.master.offering.reservations import plan_reserve, plan_unreserve
+from tepui.master.offering.volumes import plan_create, plan_destroy
 from tepui.master.admission.validation import EitherOf, checked_task, demand_of, demand_problem
 from tepui.offers.explain import explain
 from tepui.offers.roles import DEFAULT_ROLE
@@ -173,7 +173,7 @@ class OfferCycle:
     def _answer_left_out(self, framework: FrameworkRecord, msg: sm.Accept, left_out: list[LeftOut], now: float,
                          out: list[MasterEffect]) -> None:
         """Mesos per operation: a task that could not be read is answered TASK_ERROR (the rest
-        of the call goes on); a part no task names, with an ERROR (master/accept_salvage.py)."""
+        of the call goes on); a part no task names, with an ERROR (master/offering/accept_salvage.py)."""
         agent_id = next((self._offers.offers[o].agent_id for o in msg.offer_ids if o in self._offers), None)
         for left in left_out:
             if left.task_id is None:

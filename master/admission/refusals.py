@@ -22,8 +22,8 @@ from tepui.master.events import MasterEffect, Received, Send
 from tepui.sdk.protocol import scheduler as sm
 
 if TYPE_CHECKING:
-    from tepui.master.durable import Recovery
-    from tepui.master.partitions import PartitionTracker
+    from tepui.master.durability.durable import Recovery
+    from tepui.master.failures.partitions import PartitionTracker
     from tepui.master.records import AgentRecord, FrameworkRecord, TaskRecord
 
 SHOWN = 64  # characters of a client's string quoted back in an ERROR

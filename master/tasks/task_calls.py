@@ -3,8 +3,8 @@ kills, messages to and from executors, executor shutdowns, and reconciliation.
 
 Mesos semantics: status updates flow agent → master → framework and acknowledgements flow back
 (the master passes on only the acknowledgement of an update it forwarded:
-:mod:`tepui.master.pending_acks`); a kill is repeated until its task ends
-(:mod:`tepui.master.task_audit`); a question about a task the master does not know gets no
+:mod:`tepui.master.tasks.pending_acks`); a kill is repeated until its task ends
+(:mod:`tepui.master.failures.task_audit`); a question about a task the master does not know gets no
 answer while the task's agent may still re-register after a failover, so the framework asks
 again rather than acting on a guess.
 """
@@ -14,15 +14,15 @@ from __future__ import annotations
 from typing import MutableMapping
 
 from tepui.master.admission.validation import grace_problem
-from tepui.master.durable import Recovery
+from tepui.master.durability.durable import Recovery
 from tepui.master.events import Log, MasterEffect, Send
-from tepui.master.partitions import PartitionTracker
-from tepui.master.pending_acks import PendingAcks
+from tepui.master.failures.partitions import PartitionTracker
+from tepui.master.tasks.pending_acks import PendingAcks
 from tepui.master.records import TaskRecord, kept_status
-from tepui.master.refusals import agent_missing, executor_agent, shown
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
-from tepui.master.task_ends import TaskEnds, update_to
+from tepui.master.admission.refusals import agent_missing, executor_agent, shown
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
+from tepui.master.tasks.task_ends import TaskEnds, update_to
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol import scheduler as sm
 from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState, TaskStatus
@@ -76,7 +76,7 @@ class TaskCalls:
             out.append(Send(agent.peer, am.StatusUpdateAck(framework.framework_id, msg.task_id, msg.uuid)))
         elif agent is not None and msg.uuid:
             # Not passed on: safe, because an agent sends an unacknowledged update again and that
-            # copy is recorded here (master/pending_acks.py).
+            # copy is recorded here (master/tasks/pending_acks.py).
             self._counters["acknowledgements_refused"] += 1
             out.append(Send(peer, sm.Error(
                 f"ACKNOWLEDGE of no pending update: task {shown(msg.task_id)} on agent {agent.agent_id} has no "

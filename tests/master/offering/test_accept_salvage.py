@@ -1,4 +1,4 @@
-"""What the master still does with an ACCEPT that fails to decode whole (master/accept_salvage.py)."""
+"""What the master still does with an ACCEPT that fails to decode whole (master/offering/accept_salvage.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import msgpack
 import msgspec
 import pytest
 
-from tepui.master.accept_salvage import LeftOut, PartialAccept, salvage
+from tepui.master.offering.accept_salvage import LeftOut, PartialAccept, salvage
 from tepui.master.events import Received
 from tepui.sdk.codec import Codec, ProtocolError
 from tepui.sdk.protocol import scheduler as sm

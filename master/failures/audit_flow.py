@@ -1,8 +1,8 @@
 """Anti-entropy with each agent, the flow half: sending an audit of the tasks the master holds
 on an agent, and every ping interval asking unanswered audits again and repeating kills of
 tasks that have not ended. The state (what is pending, since when) is
-:class:`~tepui.master.task_audit.TaskAudits`; the answers are handled in
-:mod:`tepui.master.readoption` (``TASK_AUDIT``) and :mod:`tepui.master.failure_detection` (a
+:class:`~tepui.master.failures.task_audit.TaskAudits`; the answers are handled in
+:mod:`tepui.master.failures.readoption` (``TASK_AUDIT``) and :mod:`tepui.master.failures.failure_detection` (a
 ``PONG`` whose digest disagrees). Stateless.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from tepui.master.events import MasterEffect, Send
 from tepui.master.records import AgentRecord
-from tepui.master.roster import Roster
-from tepui.master.task_audit import TaskAudits
+from tepui.master.members.roster import Roster
+from tepui.master.failures.task_audit import TaskAudits
 from tepui.sdk.protocol import agent as am
 
 
