@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from tepui.agent.status_updates import Ack, StatusUpdateQueue
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
@@ -72,6 +72,20 @@ MASTER_CHECK = MasterCheck()
 MISSED_PINGS = 5  # the real agent's rule: silent for this many ping intervals → the master is gone
 
 
+MessageHandler = Callable[[SimAgent, Any, int, float, list[Effect]], None]
+TimerHandler = Callable[[Any, float, list[Effect]], None]
+M = TypeVar("M")
+
+
+def on_message(table: dict[type, MessageHandler], kind: type[M],
+               handler: Callable[[SimAgent, M, int, float, list[Effect]], None]) -> None:
+    table[kind] = handler
+
+
+def on_timer(table: dict[type, TimerHandler], kind: type[M], handler: Callable[[M, float, list[Effect]], None]) -> None:
+    table[kind] = handler
+
+
 class SimCore:
     def __init__(self, config: SimConfig, new_uuid: Callable[[], bytes]) -> None:
         self.config = config
@@ -90,27 +104,26 @@ class SimCore:
         self.running = 0  # live tasks, all agents
         self.stats: collections.Counter[str] = collections.Counter()
         self._checking = False
-        self._handlers: dict[type, Callable[[SimAgent, Any, int, float, list[Effect]], None]] = {
-            am.Ping: self._on_ping,
-            am.StatusUpdateAck: self._on_ack,
-            am.RunTask: self._on_run_task,
-            am.RunTaskGroup: self._on_run_task_group,
-            am.KillTask: self._on_kill_task,
-            am.AgentRegistered: self._on_registered,
-            am.AgentReregistered: self._on_registered,
-            am.ShutdownFramework: self._on_shutdown_framework,
-            am.ShutdownExecutor: self._on_shutdown_executor,
-            am.ReconcileTasks: self._on_reconcile_tasks,
-            am.AuditTasks: self._on_audit_tasks,
-            am.ShutdownAgent: self._on_shutdown_agent,
-        }
-        self._timers: dict[type, Callable[[Any, float, list[Effect]], None]] = {  # a SimTimer's type → its handler
-            RetryUpdate: self._on_retry,
-            FinishTask: self._on_finish,
-            Register: self._on_register_timer,
-            StopDeadline: self._on_stop_deadline,
-            MasterCheck: self._on_master_check,
-        }
+        # Dispatch tables, each handler checked (by mypy) against the type it is routed.
+        self._handlers: dict[type, MessageHandler] = {}  # what the master sends (am.MasterToAgent)
+        on_message(self._handlers, am.Ping, self._on_ping)
+        on_message(self._handlers, am.StatusUpdateAck, self._on_ack)
+        on_message(self._handlers, am.RunTask, self._on_run_task)
+        on_message(self._handlers, am.RunTaskGroup, self._on_run_task_group)
+        on_message(self._handlers, am.KillTask, self._on_kill_task)
+        on_message(self._handlers, am.AgentRegistered, self._on_registered)
+        on_message(self._handlers, am.AgentReregistered, self._on_registered)
+        on_message(self._handlers, am.ShutdownFramework, self._on_shutdown_framework)
+        on_message(self._handlers, am.ShutdownExecutor, self._on_shutdown_executor)
+        on_message(self._handlers, am.ReconcileTasks, self._on_reconcile_tasks)
+        on_message(self._handlers, am.AuditTasks, self._on_audit_tasks)
+        on_message(self._handlers, am.ShutdownAgent, self._on_shutdown_agent)
+        self._timers: dict[type, TimerHandler] = {}  # by the key's type (events.SimTimer)
+        on_timer(self._timers, RetryUpdate, self._on_retry)
+        on_timer(self._timers, FinishTask, self._on_finish)
+        on_timer(self._timers, Register, self._on_register_timer)
+        on_timer(self._timers, StopDeadline, self._on_stop_deadline)
+        on_timer(self._timers, MasterCheck, self._on_master_check)
 
     # --- entry point ----------------------------------------------------------------------
 
