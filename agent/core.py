@@ -32,7 +32,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from tepui.agent.checkpoint import Recovered
+from tepui.agent.checkpointing.checkpoint import Recovered
 from tepui.agent.events import (
     AgentEffect,
     AgentEvent,
@@ -58,20 +58,20 @@ from tepui.agent.events import (
     TaskLaunchFailed,
     TaskSpawned,
 )
-from tepui.agent.executor_flows import ExecutorFlows
-from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors
+from tepui.agent.custom_executors.executor_flows import ExecutorFlows
+from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.launching import SANDBOX_LABEL, Launcher
-from tepui.agent.master_link import MasterLink
-from tepui.agent.reconcile import Reconciler
-from tepui.agent.recovery import recover
-from tepui.agent.registration import MISSED_PINGS, Identity, Registration
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.status_updates import Ack, StatusUpdateQueue
-from tepui.agent.stopping import Drain, Stopping
-from tepui.agent.task_ends import TaskEnds
-from tepui.agent.task_health import TaskHealth
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.lifecycle.launching import SANDBOX_LABEL, Launcher
+from tepui.agent.link.master_link import MasterLink
+from tepui.agent.link.reconcile import Reconciler
+from tepui.agent.checkpointing.recovery import recover
+from tepui.agent.link.registration import MISSED_PINGS, Identity, Registration
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.updates.status_updates import Ack, StatusUpdateQueue
+from tepui.agent.lifecycle.stopping import Drain, Stopping
+from tepui.agent.lifecycle.task_ends import TaskEnds
+from tepui.agent.health_checks.task_health import TaskHealth
 from tepui.agent.tasks import CompletedTasks, TaskRecord, TaskTable
 from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol import agent as am

@@ -19,7 +19,7 @@ from tepui.sdk.protocol.executor import ExecutorCall, ExecutorEvent
 from tepui.sdk.protocol.values import CommandInfo, CommandURI, HealthCheck, TaskInfo
 
 if TYPE_CHECKING:
-    from tepui.agent.checkpoint import Checkpoint
+    from tepui.agent.checkpointing.checkpoint import Checkpoint
 
 __all__ = [
     "Start", "MasterReconnected", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
@@ -282,7 +282,7 @@ AgentTimer = (Register | MasterCheck | StopDeadline | RetryUpdate | HealthProbe 
 AgentEvent = (Start | MasterReconnected | Received | TaskSpawned | FetchSucceeded | FetchFailed | TaskLaunchFailed
               | TaskExited | HealthCheckResult | ExecutorReceived | Shutdown | TimerFired)
 
-# A string: Checkpoint (agent/checkpoint.py) imports the executors module, which imports this one.
+# A string: Checkpoint (agent/checkpointing/checkpoint.py) imports the executors module, which imports this one.
 AgentEffect: TypeAlias = (
     "Checkpoint | SendToMaster | LaunchProcess | LaunchContainer | AdoptProcess | AdoptContainer | FetchURIs"
     " | RunHealthCheck | SendToExecutor | RemoveVolumes | SignalProcess | ScheduleTimer | CancelTimer | Log | Exit"

@@ -30,14 +30,14 @@ def run_agent(options: AgentOptions) -> None:
     from tepui.agent.core import AgentConfig, AgentCore
     from tepui.agent.probe import agent_resources, boot_id, gpu_ids, parse_attributes
     from tepui.agent.containerizers.cgroups import CgroupInUse, Cgroups
-    from tepui.agent.checkpoint import Recovered
-    from tepui.agent.checkpoint_store import CheckpointError, CheckpointStore
-    from tepui.agent.recovery import reconfiguration_problem
+    from tepui.agent.checkpointing.checkpoint import Recovered
+    from tepui.agent.checkpointing.checkpoint_store import CheckpointError, CheckpointStore
+    from tepui.agent.checkpointing.recovery import reconfiguration_problem
     from tepui.agent.containerizers.docker_containerizer import DockerContainerizer
     from tepui.agent.fetching.fetcher import Fetcher
     from tepui.agent.containerizers.processes import resolve_user
-    from tepui.agent.files_http import build_root
-    from tepui.agent.sandbox_gc import SandboxGC
+    from tepui.agent.sandbox.files_http import build_root
+    from tepui.agent.sandbox.sandbox_gc import SandboxGC
     from tepui.agent.shell import AgentShell
     from twisted.internet import threads
 
@@ -125,7 +125,7 @@ def run_agent(options: AgentOptions) -> None:
                                   "memory_peak_bytes": measured.memory_peak_bytes})
         return {"tasks": tasks}
 
-    from tepui.agent.files_http import files_policy, files_site
+    from tepui.agent.sandbox.files_http import files_policy, files_site
     from tepui.sdk.http_security import tls_from_flags
 
     policy = files_policy(options.http_token_file, options.http_read_auth, options.insecure)
@@ -210,7 +210,7 @@ def listen_http(reactor: Any, site: Any, ip: str, port: int | None, tls: Any = N
     """Binds the agent's HTTP API (HTTPS only with a ``tls`` context); returns the port really bound."""
     from twisted.internet.error import CannotListenError
 
-    from tepui.agent.files_http import DEFAULT_HTTP_PORT
+    from tepui.agent.sandbox.files_http import DEFAULT_HTTP_PORT
 
     def bind(number: int) -> Any:
         if tls is not None:

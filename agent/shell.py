@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet import defer
 
 from tepui.agent.core import AgentCore
-from tepui.agent import health_probes
+from tepui.agent.health_checks import health_probes
 from tepui.agent.events import (
     ExecutorReceived,
     RemoveVolumes,
@@ -36,10 +36,10 @@ from tepui.agent.events import (
     TaskSpawned,
 )
 from tepui.agent.containerizers.cgroups import Cgroups, Limits
-from tepui.agent.checkpoint import Checkpoint, Recovered
-from tepui.agent.checkpoint_store import CheckpointStore
-from tepui.agent.executors import EXECUTOR_PREFIX
-from tepui.agent.recovery import AdoptContainer, AdoptProcess
+from tepui.agent.checkpointing.checkpoint import Checkpoint, Recovered
+from tepui.agent.checkpointing.checkpoint_store import CheckpointStore
+from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX
+from tepui.agent.checkpointing.recovery import AdoptContainer, AdoptProcess
 from tepui.agent.containerizers.docker_containerizer import ContainerExit, DockerContainerizer, LaunchError
 from tepui.agent.fetching.fetcher import Fetcher
 from tepui.agent.containerizers.processes import ProcessExit, ProcessLauncher, TaskUser, resolve_user

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from tepui.agent.events import LaunchContainer, LaunchProcess, TaskKey
-from tepui.agent.health import HealthState
+from tepui.agent.health_checks.health import HealthState
 from tepui.sdk.protocol.values import TaskInfo, TaskState
 
 

@@ -3,13 +3,13 @@
 Plain objects with ``__slots__``: a simulator holds 10,000 of them and about ten tasks each,
 so what matters is bytes per agent and per task, not encapsulation per field. What the agent
 reports — the tasks it holds for a re-registration, the digest's set for a pong, whether a task
-id was already seen — is answered here, as the real agent answers it (``agent/reconcile.py``,
-``agent/launching.py``).
+id was already seen — is answered here, as the real agent answers it (``agent/link/reconcile.py``,
+``agent/lifecycle/launching.py``).
 """
 
 from __future__ import annotations
 
-from tepui.agent.status_updates import StatusUpdateQueue
+from tepui.agent.updates.status_updates import StatusUpdateQueue
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskInfo, TaskState
 from tepui.sim.events import SendToMaster
@@ -67,7 +67,7 @@ class SimAgent:
         return [am.TaskReport(t.framework_id, t.info, t.state) for t in held]
 
     def held_for_master(self) -> list[Key]:
-        """As the real agent (agent/reconcile.py): live tasks, and ended ones whose final update waits."""
+        """As the real agent (agent/link/reconcile.py): live tasks, and ended ones whose final update waits."""
         held = list(self.tasks)
         pending = self.pending
         held.extend(key for key in self.ended if key in pending and not pending[key].queue[0].state.is_terminal)

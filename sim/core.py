@@ -23,10 +23,10 @@ What a simulated agent does, and why it matches the real one (``tepui.agent``) o
 * status updates (Mesos ``TaskStatusUpdateManager``): each carries a fresh UUID; one in flight
   per task, retried with doubling backoff until the ack with its UUID arrives; the next goes out
   only after that ack; stale acks change nothing. Each simulated agent has the real agent's own
-  :class:`~tepui.agent.status_updates.StatusUpdateQueue`, naming its effects with its index.
+  :class:`~tepui.agent.updates.status_updates.StatusUpdateQueue`, naming its effects with its index.
 * SHUTDOWN_FRAMEWORK drops that framework's tasks and unacknowledged updates silently (nobody is
   left to acknowledge); RECONCILE_TASKS answers TASK_DROPPED (TASK_LOST for frameworks that are
-  not PARTITION_AWARE) for ids it never saw, like ``agent/reconcile.py``; SHUTDOWN_AGENT ends
+  not PARTITION_AWARE) for ids it never saw, like ``agent/link/reconcile.py``; SHUTDOWN_AGENT ends
   the agent's tasks, waits (at most ``stop_grace``) for their acks, unregisters and closes.
 
 Events, effects and timer keys are typed (:mod:`tepui.sim.events`: ``SimEvent``, ``SimEffect``,
@@ -42,7 +42,7 @@ import collections
 import functools
 from typing import Any, Callable, TypeVar
 
-from tepui.agent.status_updates import Ack, StatusUpdateQueue
+from tepui.agent.updates.status_updates import Ack, StatusUpdateQueue
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo, FrameworkInfo, TaskInfo, TaskReason, TaskSource, TaskState, TaskStatus
@@ -373,7 +373,7 @@ class SimCore:
                             out: list[Effect]) -> None:
         """Ids the master placed here that the agent never saw were lost on the way: answered
         TASK_DROPPED (TASK_LOST when not PARTITION_AWARE), and remembered as ended so a late
-        RUN_TASK for them is a refused duplicate (agent/reconcile.py)."""
+        RUN_TASK for them is a refused duplicate (agent/link/reconcile.py)."""
         if msg.framework_id in agent.shutting_down:
             return
         state = TaskState.DROPPED if self._aware(msg.framework_id, msg.framework_info) else TaskState.LOST
@@ -390,7 +390,7 @@ class SimCore:
                 agent_id=agent.agent_id, timestamp=now), now, agent.registered, out)
 
     def _on_audit_tasks(self, agent: SimAgent, msg: am.AuditTasks, epoch: int, now: float, out: list[Effect]) -> None:
-        """As the real agent answers an audit (agent/reconcile.py): asked tasks' unacknowledged
+        """As the real agent answers an audit (agent/link/reconcile.py): asked tasks' unacknowledged
         updates again now, DROPPED for asked ids never seen, and every task it holds, with the
         end of asked ones that ended with their final update acknowledged."""
         infos = {info.id: info for info in msg.frameworks}

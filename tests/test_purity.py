@@ -36,12 +36,12 @@ PURE = [
     "tepui.master.failures.readoption", "tepui.master.members.agent_membership", "tepui.master.members.framework_calls",
     "tepui.master.tasks.task_calls", "tepui.master.admission.ids",
     # the agent's core and its parts
-    "tepui.agent.core", "tepui.agent.status_updates", "tepui.agent.executors", "tepui.agent.groups",
-    "tepui.agent.stopping", "tepui.agent.recovery", "tepui.agent.reconcile", "tepui.agent.health",
-    "tepui.agent.tasks", "tepui.agent.frameworks", "tepui.agent.registration", "tepui.agent.journal",
-    "tepui.agent.reporting", "tepui.agent.task_ends", "tepui.agent.task_health", "tepui.agent.executor_flows",
-    "tepui.agent.launching", "tepui.agent.master_link",
-    "tepui.agent.fetching.fetch_rules", "tepui.agent.events", "tepui.agent.checkpoint",
+    "tepui.agent.core", "tepui.agent.updates.status_updates", "tepui.agent.custom_executors.executors", "tepui.agent.custom_executors.groups",
+    "tepui.agent.lifecycle.stopping", "tepui.agent.checkpointing.recovery", "tepui.agent.link.reconcile", "tepui.agent.health_checks.health",
+    "tepui.agent.tasks", "tepui.agent.frameworks", "tepui.agent.link.registration", "tepui.agent.checkpointing.journal",
+    "tepui.agent.updates.reporting", "tepui.agent.lifecycle.task_ends", "tepui.agent.health_checks.task_health", "tepui.agent.custom_executors.executor_flows",
+    "tepui.agent.lifecycle.launching", "tepui.agent.link.master_link",
+    "tepui.agent.fetching.fetch_rules", "tepui.agent.events", "tepui.agent.checkpointing.checkpoint",
     # what the agent and the master are started with
     "tepui.agent.options", "tepui.master.options",
     # the simulator's core, the services framework's core

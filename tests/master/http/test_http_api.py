@@ -146,7 +146,7 @@ def test_500_is_json_without_a_traceback_and_counted_in_metrics(monkeypatch: pyt
 
 def test_the_files_proxy_sends_the_agent_its_read_relay_token_not_the_masters_token() -> None:
     """Never the cluster token: the agent's address is whatever it registered (issue 15;
-    tests/agent/test_files_api_security.py has it over real sockets)."""
+    tests/agent/sandbox/test_files_api_security.py has it over real sockets)."""
     site, _, _ = master_site(HttpPolicy(token=TOKEN))
     http = FakeHttp()
     site.resource.children[b"tasks"].http = http

@@ -138,7 +138,7 @@ def test_relay_tokens_a_hostile_framework_received_open_nothing_but_itself() -> 
 
 
 def test_an_agents_relay_token_opens_nothing_at_the_masters_api() -> None:
-    """The files proxy sends an agent its read relay token (tests/agent/test_files_api_security.py);
+    """The files proxy sends an agent its read relay token (tests/agent/sandbox/test_files_api_security.py);
     an agent key holder who registered an address of their own and replays it gets nowhere here."""
 
     async def scenario(cluster: Cluster) -> None:

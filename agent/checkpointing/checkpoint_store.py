@@ -46,7 +46,7 @@ from typing import Callable, TypeVar
 
 import msgspec
 
-from tepui.agent.checkpoint import (
+from tepui.agent.checkpointing.checkpoint import (
     FORMAT,
     AgentCheckpoint,
     Checkpoint,
@@ -56,9 +56,9 @@ from tepui.agent.checkpoint import (
     TaskCheckpoint,
 )
 from tepui.agent.containerizers.cgroups import task_dir_name
-from tepui.agent.executors import EXECUTOR_PREFIX
+from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX
 
-log = logging.getLogger("tepui.agent.checkpoint")
+log = logging.getLogger("tepui.agent.checkpointing.checkpoint")
 
 Record = TypeVar("Record", AgentCheckpoint, TaskCheckpoint, ExecutorsCheckpoint)
 

@@ -23,7 +23,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from tepui.agent.core import AgentConfig, AgentCore
-from tepui.agent.files_http import build_root, files_policy, files_site
+from tepui.agent.sandbox.files_http import build_root, files_policy, files_site
 from tepui.agent.main import listen_http
 from tepui.master.core import MasterConfig, MasterCore
 from tepui.master.events import Received

@@ -24,14 +24,14 @@ from tepui.agent.events import (
     SendToMaster,
     SignalProcess,
 )
-from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors, unsubscribed_hint
+from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors, unsubscribed_hint
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.registration import Registration
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.status_updates import StatusUpdateQueue
-from tepui.agent.stopping import Drain
-from tepui.agent.task_ends import TaskEnds
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.updates.status_updates import StatusUpdateQueue
+from tepui.agent.lifecycle.stopping import Drain
+from tepui.agent.lifecycle.task_ends import TaskEnds
 from tepui.agent.tasks import TaskRecord, TaskTable, task_user
 from tepui.sdk.effects import Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from tepui.agent.events import AgentEffect, TaskKey
-from tepui.agent.stopping import signal
+from tepui.agent.lifecycle.stopping import signal
 from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskInfo

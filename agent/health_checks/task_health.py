@@ -1,6 +1,6 @@
 """Health checks of running tasks, the core's side (pure): when to probe, and what a probe's
 result does to the task (a status update with ``healthy``, or a kill). The judgement itself is
-:func:`tepui.agent.health.judge`; the probes run in the shell (``health_probes.py``).
+:func:`tepui.agent.health_checks.health.judge`; the probes run in the shell (``health_probes.py``).
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tepui.agent.events import AgentEffect, HealthCheckResult, HealthProbe, RunHealthCheck
-from tepui.agent.health import HealthState, first_probe_at, judge
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.stopping import signal
+from tepui.agent.health_checks.health import HealthState, first_probe_at, judge
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.lifecycle.stopping import signal
 from tepui.agent.tasks import TaskRecord, TaskTable, task_user
 from tepui.sdk.effects import Log, ScheduleTimer
 from tepui.sdk.protocol.values import TaskReason, TaskState

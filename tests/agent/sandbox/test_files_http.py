@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from tepui.agent.files_http import MAX_READ, FilesError, browse, build_root, confine, read, sandbox_dir
+from tepui.agent.sandbox.files_http import MAX_READ, FilesError, browse, build_root, confine, read, sandbox_dir
 
 FID, TID = "fw-1", "task-1"
 
@@ -242,7 +242,7 @@ def test_a_symlink_swapped_in_after_the_check_is_still_refused(work_dir: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The task may replace a checked file with a symlink before the agent opens it: what is
     opened is checked again, on the descriptor."""
-    import tepui.agent.files_http as files
+    import tepui.agent.sandbox.files_http as files
 
     box = Path(sandbox(work_dir))
     (box / "swapped").symlink_to(work_dir / "secret")

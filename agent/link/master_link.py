@@ -2,9 +2,9 @@
 until answered, re-register when the master fell silent or the connection came back, answer
 pings with what the agent holds, and resend every unacknowledged update to a new registration.
 
-The state is :class:`~tepui.agent.registration.Registration`'s; what a re-registration and a
-pong report comes from the :class:`~tepui.agent.reconcile.Reconciler`; a draining agent
-registers no more (:class:`~tepui.agent.stopping.Drain`).
+The state is :class:`~tepui.agent.link.registration.Registration`'s; what a re-registration and a
+pong report comes from the :class:`~tepui.agent.link.reconcile.Reconciler`; a draining agent
+registers no more (:class:`~tepui.agent.lifecycle.stopping.Drain`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from tepui.agent.events import AgentEffect, MasterCheck, MasterReconnected, Register, SendToMaster, Start
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.reconcile import Reconciler
-from tepui.agent.registration import Registration
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.stopping import Drain
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.link.reconcile import Reconciler
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.lifecycle.stopping import Drain
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import FrameworkInfo
 

@@ -1,5 +1,5 @@
 """Checkpointing, the agent core's side (pure): what changed while an event was handled, and the
-one :class:`~tepui.agent.checkpoint.Checkpoint` effect that records it.
+one :class:`~tepui.agent.checkpointing.checkpoint.Checkpoint` effect that records it.
 
 Whoever changes a task, the agent's identity or frameworks, or the executors notes it here
 (``touch``, ``agent_changed``, ``executors_changed``); at the end of ``AgentCore.handle`` the
@@ -10,12 +10,12 @@ launching it and an update before forwarding it. The journal reads the component
 
 from __future__ import annotations
 
-from tepui.agent.checkpoint import AgentCheckpoint, Checkpoint, ExecutorCheckpoint, ExecutorsCheckpoint, TaskCheckpoint
+from tepui.agent.checkpointing.checkpoint import AgentCheckpoint, Checkpoint, ExecutorCheckpoint, ExecutorsCheckpoint, TaskCheckpoint
 from tepui.agent.events import SendToMaster, TaskKey
-from tepui.agent.executors import Executors
+from tepui.agent.custom_executors.executors import Executors
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.registration import Registration
-from tepui.agent.status_updates import StatusUpdateQueue
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.status_updates import StatusUpdateQueue
 from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.protocol.values import TaskState
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tepui.agent.checkpoint import Checkpoint
-from tepui.agent.checkpoint_store import CheckpointError, CheckpointStore
+from tepui.agent.checkpointing.checkpoint import Checkpoint
+from tepui.agent.checkpointing.checkpoint_store import CheckpointError, CheckpointStore
 from tepui.agent.core import AgentConfig, AgentCore
 from tepui.agent.events import (
     ExecutorRegisterTimeout,
@@ -32,7 +32,7 @@ from tepui.agent.events import (
     TaskExited,
     TaskSpawned,
 )
-from tepui.agent.recovery import AdoptContainer, AdoptProcess, reconfiguration_problem
+from tepui.agent.checkpointing.recovery import AdoptContainer, AdoptProcess, reconfiguration_problem
 from tepui.sdk.effects import ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import (

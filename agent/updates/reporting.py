@@ -1,7 +1,7 @@
 """The agent's status updates as its task flows send them, pure: a :class:`StatusReporter` stamps
 an update (source AGENT, this agent's id, the time, a fresh UUID), notes the task for the next
 checkpoint (an update is recorded before it is forwarded), and hands it to the reliable
-:class:`~tepui.agent.status_updates.StatusUpdateQueue`, telling it whether the master link is up.
+:class:`~tepui.agent.updates.status_updates.StatusUpdateQueue`, telling it whether the master link is up.
 
 The queue itself is shared with the simulator and knows nothing of registration or
 checkpoints; this is the agent's side of it.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tepui.agent.events import AgentEffect, Log, SendToMaster, TaskKey
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.registration import Registration
-from tepui.agent.status_updates import Ack, StatusUpdateQueue
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.status_updates import Ack, StatusUpdateQueue
 from tepui.agent.tasks import TaskRecord
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState, TaskStatus

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from tepui.agent.events import AgentEffect, Exit, KillEscalation, SignalProcess, StopDeadline
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.registration import Registration
-from tepui.agent.status_updates import StatusUpdateQueue
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.status_updates import StatusUpdateQueue
 from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
@@ -28,10 +28,10 @@ from tepui.sdk.protocol.values import TaskReason, TaskSource, TaskState, TaskSta
 
 if TYPE_CHECKING:
     from tepui.agent.events import SendToMaster
-    from tepui.agent.executor_flows import ExecutorFlows
-    from tepui.agent.journal import CheckpointJournal
-    from tepui.agent.reporting import StatusReporter
-    from tepui.agent.task_ends import TaskEnds
+    from tepui.agent.custom_executors.executor_flows import ExecutorFlows
+    from tepui.agent.checkpointing.journal import CheckpointJournal
+    from tepui.agent.updates.reporting import StatusReporter
+    from tepui.agent.lifecycle.task_ends import TaskEnds
 
 STOP_SLACK = 3.0
 

@@ -28,17 +28,17 @@ from tepui.agent.events import (
     SendToMaster,
     TaskSpawned,
 )
-from tepui.agent.executor_flows import ExecutorFlows
-from tepui.agent.executors import EXECUTOR_PREFIX
+from tepui.agent.custom_executors.executor_flows import ExecutorFlows
+from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.groups import Envelope, group_envelope, group_problems
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.registration import Registration
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.status_updates import StatusUpdateQueue
-from tepui.agent.stopping import Drain, signal
-from tepui.agent.task_ends import TaskEnds
-from tepui.agent.task_health import TaskHealth
+from tepui.agent.custom_executors.groups import Envelope, group_envelope, group_problems
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.updates.status_updates import StatusUpdateQueue
+from tepui.agent.lifecycle.stopping import Drain, signal
+from tepui.agent.lifecycle.task_ends import TaskEnds
+from tepui.agent.health_checks.task_health import TaskHealth
 from tepui.agent.tasks import TaskRecord, TaskTable, task_user, unsafe_name
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskInfo, TaskReason, TaskState, Volume

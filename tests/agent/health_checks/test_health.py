@@ -8,7 +8,7 @@ from typing import Any
 from tepui.agent.core import AgentConfig, AgentCore
 from tepui.agent.events import HealthCheckResult, HealthProbe, Received, RunHealthCheck, SendToMaster, \
     SignalProcess, Start, TaskExited, TaskSpawned
-from tepui.agent.health import HealthState, judge
+from tepui.agent.health_checks.health import HealthState, judge
 from tepui.sdk.effects import ScheduleTimer, TimerFired
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tepui.agent.events import MasterCheck, Register, SendToMaster
-from tepui.agent.registration import Identity, Registration
+from tepui.agent.link.registration import Identity, Registration
 from tepui.sdk.effects import CancelTimer, Log, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import MasterInfo

@@ -1,7 +1,7 @@
 """Checkpointing and recovery, the agent core's side (pure).
 
 Checkpointing: the core notes what changed while it handles an event (``CheckpointJournal``,
-``journal.py``) and, at the end of ``handle``, puts one :class:`~tepui.agent.checkpoint.Checkpoint` effect *first* in the
+``journal.py``) and, at the end of ``handle``, puts one :class:`~tepui.agent.checkpointing.checkpoint.Checkpoint` effect *first* in the
 batch, so the shell records a task before launching it and an update before forwarding it.
 
 Recovery (Mesos agent recovery, ``--recover=reconnect``): a restarted agent takes back its id,
@@ -19,7 +19,7 @@ writing is ``journal.py``'s); the adoption effects are in ``events.py``, re-expo
 
 from __future__ import annotations
 
-from tepui.agent.checkpoint import AgentCheckpoint, Recovered
+from tepui.agent.checkpointing.checkpoint import AgentCheckpoint, Recovered
 from tepui.agent.events import (
     AdoptContainer,
     AdoptProcess,
@@ -29,13 +29,13 @@ from tepui.agent.events import (
     SendToMaster,
     SignalProcess,
 )
-from tepui.agent.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors
+from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX, ExecutorRecord, Executors
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.journal import task_kind
-from tepui.agent.registration import Registration
-from tepui.agent.status_updates import StatusUpdateQueue
-from tepui.agent.task_ends import TaskEnds
-from tepui.agent.task_health import TaskHealth
+from tepui.agent.checkpointing.journal import task_kind
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.status_updates import StatusUpdateQueue
+from tepui.agent.lifecycle.task_ends import TaskEnds
+from tepui.agent.health_checks.task_health import TaskHealth
 from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.effects import Log, ScheduleTimer
 from tepui.sdk.protocol.values import TaskReason, TaskState

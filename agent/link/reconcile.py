@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 from tepui.agent.events import AgentEffect, SendToMaster, TaskKey
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.registration import Registration
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.status_updates import StatusUpdateQueue
+from tepui.agent.link.registration import Registration
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.updates.status_updates import StatusUpdateQueue
 from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am

@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 from tepui.agent.events import RetryUpdate, SendToMaster
-from tepui.agent.status_updates import Ack, StatusUpdateQueue
+from tepui.agent.updates.status_updates import Ack, StatusUpdateQueue
 from tepui.sdk.effects import CancelTimer, ScheduleTimer
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import TaskState, TaskStatus

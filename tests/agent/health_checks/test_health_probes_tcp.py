@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tepui.agent import health_probes
+from tepui.agent.health_checks import health_probes
 from tepui.sdk.protocol.values import HealthCheck, TCPCheck
 from tests.private_reactor import run
 

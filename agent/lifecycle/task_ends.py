@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from tepui.agent.events import AgentEffect, HealthProbe, KillEscalation, TaskExited, TaskLaunchFailed
 from tepui.agent.frameworks import Frameworks
-from tepui.agent.groups import kill_group_members
-from tepui.agent.journal import CheckpointJournal
-from tepui.agent.reporting import StatusReporter
-from tepui.agent.stopping import Drain
+from tepui.agent.custom_executors.groups import kill_group_members
+from tepui.agent.checkpointing.journal import CheckpointJournal
+from tepui.agent.updates.reporting import StatusReporter
+from tepui.agent.lifecycle.stopping import Drain
 from tepui.agent.tasks import TaskRecord, TaskTable
 from tepui.sdk.effects import CancelTimer
 from tepui.sdk.protocol.values import TaskReason, TaskState

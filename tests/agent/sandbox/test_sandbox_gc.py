@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from twisted.internet import defer, task
 
-from tepui.agent.sandbox_gc import SandboxGC, sweep_interval
+from tepui.agent.sandbox.sandbox_gc import SandboxGC, sweep_interval
 
 DAY = 24 * 3600.0
 NOW = 1_000_000_000.0
