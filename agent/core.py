@@ -10,17 +10,17 @@ routes every event through explicit tables (event type → handler, message type
 timer key type → handler). The vocabulary is ``events.py`` (``AgentEvent``, ``AgentEffect``,
 the timer keys). The parts, and who holds what:
 
-* state: ``Registration`` (registration.py: id, master link, epochs), ``TaskTable`` (tasks.py:
+* state: ``Registration`` (link/registration.py: id, master link, epochs), ``TaskTable`` (tasks.py:
   running and completed tasks), ``Frameworks`` (frameworks.py), ``StatusUpdateQueue``
-  (status_updates.py: the reliable updates, shared with the simulator), ``Executors``
-  (executors.py: custom executors, their secrets), ``CheckpointJournal`` (journal.py: what
+  (updates/status_updates.py: the reliable updates, shared with the simulator), ``Executors``
+  (custom_executors/executors.py: custom executors, their secrets), ``CheckpointJournal`` (checkpointing/journal.py: what
   changed, the Checkpoint effect);
-* flows, each given the components it uses: ``StatusReporter`` (reporting.py), ``Drain`` and
-  ``Stopping`` (stopping.py: kills, framework and agent shutdown), ``TaskEnds``
-  (task_ends.py), ``TaskHealth`` (task_health.py), ``ExecutorFlows`` (executor_flows.py),
-  ``Launcher`` (launching.py: RUN_TASK and task groups to a running process),
-  ``Reconciler`` (reconcile.py), ``MasterLink`` (master_link.py: registration, pings, the
-  master's silence), and ``recover`` (recovery.py).
+* flows, each given the components it uses: ``StatusReporter`` (updates/reporting.py), ``Drain`` and
+  ``Stopping`` (lifecycle/stopping.py: kills, framework and agent shutdown), ``TaskEnds``
+  (lifecycle/task_ends.py), ``TaskHealth`` (health_checks/task_health.py), ``ExecutorFlows`` (custom_executors/executor_flows.py),
+  ``Launcher`` (lifecycle/launching.py: RUN_TASK and task groups to a running process),
+  ``Reconciler`` (link/reconcile.py), ``MasterLink`` (link/master_link.py: registration, pings, the
+  master's silence), and ``recover`` (checkpointing/recovery.py).
 
 Nothing holds a reference to the core; what shells and tests read of it are the read-only
 properties below.
@@ -116,7 +116,7 @@ class AgentConfig:
     address: str | None = None  # where this agent's HTTP API (sandbox files) is reached
     http_tls: bool = False  # that API is HTTPS only (--tls-cert): the master must call it with https://
     allowed_users: frozenset[str] = frozenset()  # users a task may ask for in command.user
-    checkpoint: bool = False  # emit Checkpoint effects (the agent process turns this on; see recovery.py)
+    checkpoint: bool = False  # emit Checkpoint effects (the agent process turns this on; see checkpointing/recovery.py)
     executor_reregister_timeout: float = 10.0  # after a restart (Mesos: 2 s)
     previous_agent_id: str | None = None  # the id this agent had before its host rebooted
 
@@ -212,7 +212,7 @@ class AgentCore:
         return out
 
     def recover(self, recovered: Recovered, now: float) -> list[AgentEffect]:
-        """Before ``Start``: takes back what the checkpoint holds (recovery.py)."""
+        """Before ``Start``: takes back what the checkpoint holds (checkpointing/recovery.py)."""
         return recover(recovered, now, registration=self.registration, frameworks=self._frameworks,
                        tasks=self._tasks, updates=self._updates, executors=self._executors, ends=self._ends,
                        health=self._health, executor_reregister_timeout=self.config.executor_reregister_timeout)
@@ -283,7 +283,7 @@ class AgentCore:
     # --- routing --------------------------------------------------------------------------
 
     def _received(self, event: Received, now: float, out: Out) -> None:
-        # Epoch fencing first (registration.py): a superseded master's message is dropped.
+        # Epoch fencing first (link/registration.py): a superseded master's message is dropped.
         if not self.registration.admit(event.epoch, type(event.body).__name__, now, out):
             return
         handler = self._on_message.get(type(event.body))

@@ -111,7 +111,9 @@ class ExecutorReceived:
 
 @dataclass(frozen=True)
 class Shutdown:
-    """The operator stopped the agent (SIGTERM): end every task, unregister, exit."""
+    """The operator drains the agent (SIGUSR1, as Mesos): end every task, report how they ended,
+    unregister, exit. SIGTERM and Ctrl-C stop the agent without this event: its tasks keep
+    running for the next agent to take back (agent/shell.py, ``AgentShell.drain``)."""
 
 
 # --- effects ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The agent's answers to the master's ``RECONCILE_TASKS`` (Mesos ``Slave::reconcileTasks``) and
 ``AUDIT_TASKS`` (issue 14's anti-entropy, see master/failures/task_audit.py), and what its pongs report.
 
-After a re-registration the master asks about tasks it placed on this agent that the agent
-did not report. Messages from the master arrive in order, so by the time the question is
+After a re-registration the master asks (``AUDIT_TASKS``; ``RECONCILE_TASKS`` is still answered,
+for Mesos compatibility) about tasks it placed on this agent that the agent did not report. Messages from the master arrive in order, so by the time the question is
 handled any RUN_TASK the master sent before it has been handled too: a task the agent knows
 (running, or ended with its update still waiting for an ack) needs no answer — its updates
 flow as usual; a task it has never seen was lost on the way and is answered TASK_DROPPED

@@ -4,7 +4,8 @@ No decision may hang on one message: links lose single messages (ZeroMQ drops at
 and at the high-water mark; the chaos proxies drop 5%), so every control message whose loss
 would leave master, agent and framework disagreeing is either retried until answered or caught
 by a periodic comparison. This component owns that state; the master core asks it what to do
-and performs the answers (``master/failures/partitions.py`` holds the handlers).
+and performs the answers (the flows ``master/failures/audit_flow.py``, ``failure_detection.py`` and ``readoption.py``
+hold the handlers).
 
 - **Audits.** ``AUDIT_TASKS`` carries every task the master holds on an agent; the agent
   answers ``TASK_AUDIT`` with every task it holds (and DROPPED, through its reliable status

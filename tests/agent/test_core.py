@@ -533,3 +533,17 @@ def test_uris_are_fetched_as_the_task_user_and_a_refused_one_fails_the_task_nami
     assert (update.status.state, update.status.reason, update.status.message) == (
         TaskState.FAILED, TaskReason.FETCH_FAILED, message)
     assert not any(isinstance(e, LaunchProcess) for e in effects)
+
+
+def test_the_dispatch_tables_cover_every_master_message_timer_key_and_event() -> None:
+    """A message, timer or event type missing from core.py's tables would be dropped in silence
+    (an unknown timer key is ignored, as before the tables): each one of the vocabulary in
+    agent/events.py and of MasterToAgent must have its handler."""
+    import typing
+
+    from tepui.agent.events import AgentEvent, AgentTimer
+
+    agent = core()
+    assert set(agent._on_message) == set(typing.get_args(am.MasterToAgent))
+    assert set(agent._on_timer) == set(typing.get_args(AgentTimer))
+    assert set(agent._on_event) == set(typing.get_args(AgentEvent))
