@@ -69,3 +69,12 @@ def test_load_framework_reports_one_json_line(monkeypatch: pytest.MonkeyPatch) -
                            "latency_ms"}
     assert set(report["latency_ms"]) == {"p50", "p90", "p99", "max"}
     assert 0 < report["launch_seconds"] <= report["seconds"]
+
+
+def test_master_core_bench_reports_the_cost_of_a_task_life() -> None:
+    """bench/master_core.py launches and finishes every offered task through the pure core; it
+    exits non-zero when the core launched fewer tasks than were sent or left some unfinished."""
+    result, lines = _run("master_core.py", "--reps", "1", "--rounds", "2", timeout=120)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
+    assert "2000 task lives" in lines[0], lines
+    assert re.fullmatch(rf"us_per_task_life=({NUMBER})", lines[-1]), lines
