@@ -49,6 +49,9 @@ PURE = [
     "tepui.frameworks.services.core", "tepui.frameworks.services.deployment", "tepui.frameworks.services.tasks",
     "tepui.frameworks.services.spec", "tepui.frameworks.services.constraints", "tepui.frameworks.services.effects",
     "tepui.frameworks.services.state", "tepui.frameworks.services.views", "tepui.frameworks.services.why",
+    # the batch framework's job spec
+    "tepui.frameworks.batch.spec", "tepui.frameworks.batch.dag", "tepui.frameworks.batch.durations",
+    "tepui.frameworks.batch.validation", "tepui.frameworks.batch.spec_checks",
 ]
 
 PROBE = """
