@@ -54,7 +54,10 @@ __all__ = [
 
 class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     """Base of every spec Struct: immutable, strict about field names, compact when encoded.
-    Subclasses repeat ``frozen=True``: msgspec inherits it, type checkers (PEP 681) do not."""
+    Sequences are tuples, so a spec the core shares between thousands of task records cannot be
+    changed under them by accident; maps stay dicts (msgspec has no frozen mapping) and are
+    read-only by convention. Subclasses repeat ``frozen=True``: msgspec inherits it, type
+    checkers (PEP 681) do not."""
 
 
 class Constraint(
@@ -120,7 +123,7 @@ class ExitCodes(_Spec, frozen=True, kw_only=True):
     ``values``. Exit code 0 is never a failure, so ``in`` may not list it."""
 
     operator: Literal["in", "not_in"] = "in"
-    values: list[int]
+    values: tuple[int, ...]
 
 
 class FailureRule(_Spec, frozen=True):
@@ -130,7 +133,7 @@ class FailureRule(_Spec, frozen=True):
 
     action: str
     on_exit_codes: ExitCodes | None = None
-    on_reasons: list[str] | None = None
+    on_reasons: tuple[str, ...] | None = None
 
     def matches(self, exit_code: int | None, reason: str | None) -> bool:
         if self.on_exit_codes is not None:
@@ -150,7 +153,7 @@ class Retries(_Spec, frozen=True):
 
     attempts: int = 1
     backoff: Backoff = Backoff()
-    rules: list[FailureRule] = []
+    rules: tuple[FailureRule, ...] = ()
 
     def classify(self, exit_code: int | None, reason: str | None) -> str:
         """What the core does with a failed attempt: ``count`` (spend an attempt, retry if any
@@ -178,19 +181,19 @@ class StageSpec(_Spec, frozen=True):
 
     name: str
     command: str | None = None
-    args: list[str] | None = None
+    args: tuple[str, ...] | None = None
     container: Container | None = None
     resources: StageResources = StageResources()
     env: dict[str, str] = {}
-    uris: list[str] = []
-    constraints: list[Constraint] = []
+    uris: tuple[str, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
     array: int = 1
     parallelism: int | None = None  # None: all at once (Kubernetes' parallelism default is 1)
     timeout: str | None = None  # per attempt (AWS Batch attemptDurationSeconds); None: none
     retries: Retries = Retries()
     gang: bool = False
-    outputs: list[str] = []
-    depends_on: list[Dependency] = []
+    outputs: tuple[str, ...] = ()
+    depends_on: tuple[Dependency, ...] = ()
 
     @property
     def effective_parallelism(self) -> int:
@@ -217,7 +220,7 @@ class JobSpec(_Spec, frozen=True, kw_only=True):
     suspend: bool = False
     ttl_after_finished: str | None = "P30D"  # None keeps the record forever
     labels: dict[str, str] = {}
-    stages: list[StageSpec]
+    stages: tuple[StageSpec, ...]
 
     @property
     def deadline_seconds(self) -> float | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from tepui.frameworks.batch.dag import CONDITIONS
@@ -251,7 +251,7 @@ def _validate_retries(path: str, retries: Retries) -> None:
             _fail(f"{rpath}.on_reasons", f"list at least one reason ({', '.join(FAILURE_REASONS)})")
 
 
-def _validate_outputs(path: str, outputs: list[str]) -> None:
+def _validate_outputs(path: str, outputs: Sequence[str]) -> None:
     _at_most(path, len(outputs), "outputs", "outputs per stage")
     seen: set[str] = set()
     for j, output in enumerate(outputs):

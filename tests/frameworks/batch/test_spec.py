@@ -70,11 +70,11 @@ def test_full_yaml_job() -> None:
     map_, reduce, report, mpi = job.stages
     assert map_.resources.scalars() == Resources.parse("cpus:0.5;mem:256;disk:10;gpus:1")
     assert map_.resources.ports == 2
-    assert map_.constraints == [Constraint("rack", "MAX_PER", "2"), Constraint("hostname", "UNIQUE")]
+    assert map_.constraints == (Constraint("rack", "MAX_PER", "2"), Constraint("hostname", "UNIQUE"))
     assert (map_.array, map_.parallelism, map_.effective_parallelism, map_.timeout_seconds) == (8, 4, 4, 600.0)
-    assert map_.outputs == ["out/count.txt"]
+    assert map_.outputs == ("out/count.txt",)
     assert reduce.container is not None and reduce.container.network == "HOST"
-    assert reduce.args == ["python3", "reduce.py"] and reduce.edges == (("map", "n_to_n"),)
+    assert reduce.args == ("python3", "reduce.py") and reduce.edges == (("map", "n_to_n"),)
     assert report.edges == (("map", "all_succeeded"), ("reduce", "any_finished"))
     assert mpi.gang and mpi.effective_parallelism == 4
     assert job.task_count == 21
@@ -111,9 +111,9 @@ def test_defaults() -> None:
     assert stage.resources.scalars() == Resources.of(cpus=1, mem=128)
     assert (stage.resources.disk, stage.resources.gpus, stage.resources.ports) == (0.0, 0, 0)
     assert (stage.array, stage.parallelism, stage.effective_parallelism, stage.timeout_seconds) == (1, None, 1, None)
-    assert (stage.retries.attempts, stage.retries.rules) == (1, [])
+    assert (stage.retries.attempts, stage.retries.rules) == (1, ())
     assert (stage.retries.backoff.initial, stage.retries.backoff.factor, stage.retries.backoff.max) == ("PT10S", 2.0, "PT6M")
-    assert (stage.gang, stage.outputs, stage.depends_on, stage.env, stage.uris) == (False, [], [], {}, [])
+    assert (stage.gang, stage.outputs, stage.depends_on, stage.env, stage.uris) == (False, (), (), {}, ())
     kept_forever = parse_job("name: j\nttl_after_finished: null\nstages: [{name: s, command: x}]\n")
     assert kept_forever.ttl_seconds is None
     at_once = parse_job("name: j\nttl_after_finished: PT0S\nstages: [{name: s, command: x}]\n")
@@ -127,6 +127,8 @@ def test_json_detected_round_trips_and_is_frozen() -> None:
     assert "parallelism" not in job.to_data()["stages"][1]  # defaults left out of the record
     with pytest.raises(AttributeError):
         job.name = "other"  # type: ignore[misc]  # the point: a frozen Struct refuses it
+    with pytest.raises(AttributeError):
+        job.stages.append(job.stages[0])  # type: ignore[attr-defined]  # sequences are tuples
 
 
 def test_the_docs_example_parses() -> None:
