@@ -114,7 +114,7 @@ class Backoff(_Spec, frozen=True):
         initial, cap = parse_duration(self.initial), parse_duration(self.max)
         if self.factor == 1.0 or initial == 0:
             return min(initial, cap)
-        # log-bound the exponent so a 100th retry does not overflow a float
+        # cap the exponent: factor <= 10, so 10**64 still fits a float and a 100th retry cannot overflow
         return min(initial * self.factor ** min(retry, 64), cap)
 
 
