@@ -255,6 +255,21 @@ class JobSpec(_Spec, frozen=True, kw_only=True):
         arrays = {s.name: s.array for s in self.stages}
         return upstream_indices(self.stage(name).edges, arrays, index)
 
+    def task_env(self, name: str, index: int) -> dict[str, str]:
+        """The environment of task ``index`` of stage ``name``: the stage's ``env`` plus the
+        framework's ``TEPUI_*`` variables (the spec refuses those names, so nothing is
+        overridden). ``TEPUI_TASK_INDEX`` is 0-based, as AWS Batch's array index and Kubernetes'
+        ``JOB_COMPLETION_INDEX``; ``TEPUI_TASK_COUNT`` is the array size (Slurm's
+        ``SLURM_ARRAY_TASK_COUNT``), so a task can compute its shard without being told."""
+        stage = self.stage(name)
+        return {
+            **stage.env,
+            "TEPUI_JOB": self.name,
+            "TEPUI_STAGE": stage.name,
+            "TEPUI_TASK_INDEX": str(index),
+            "TEPUI_TASK_COUNT": str(stage.array),
+        }
+
     def to_data(self) -> dict[str, Any]:
         """The spec as plain data (what :func:`load_job` reads back), for the store."""
         data: dict[str, Any] = msgspec.to_builtins(self)

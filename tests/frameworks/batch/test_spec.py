@@ -84,6 +84,9 @@ def test_full_yaml_job() -> None:
     assert job.upstream_indices("report", 0) == {"map": range(8), "reduce": range(8)}
     with pytest.raises(KeyError):
         job.stage("nope")
+    assert job.task_env("map", 3) == {
+        "LANG": "C.UTF-8", "TEPUI_JOB": "wordcount", "TEPUI_STAGE": "map", "TEPUI_TASK_INDEX": "3", "TEPUI_TASK_COUNT": "8",
+    }
 
 
 def test_failure_rules_classify_in_order() -> None:
