@@ -52,6 +52,8 @@ PURE = [
     # the batch framework's job spec
     "tepui.frameworks.batch.spec", "tepui.frameworks.batch.dag", "tepui.frameworks.batch.durations",
     "tepui.frameworks.batch.validation", "tepui.frameworks.batch.spec_checks",
+    # the batch framework's queues and fairness
+    "tepui.frameworks.batch.queues", "tepui.frameworks.batch.queue_values", "tepui.frameworks.batch.fair_share",
 ]
 
 PROBE = """
