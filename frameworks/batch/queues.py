@@ -47,15 +47,15 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from tepui.frameworks.batch.fair_share import FairShare, UserKey, UserShare
+from tepui.frameworks.batch.offer_fit import Fit, OfferRound, Slot, take
 from tepui.frameworks.batch.queue_values import (
-    AttributeRule, Assignment, Launch, OfferView, PendingTask, QueueConfig, QueueConfigError, QueuesConfig, Reason,
+    Assignment, Launch, OfferView, PendingTask, QueueConfig, QueueConfigError, QueuesConfig, Reason,
     TaskRef, TaskRequest, Waiting,
 )
-from tepui.sdk.resources import Resources, ResourceKey
+from tepui.sdk.resources import Resources
 
 __all__ = ["BatchQueues", "QueuePosition"]
 
-Fit = tuple[Resources, tuple[AttributeRule, ...]]
 Order = tuple[int, int, str, str, float, int]
 _NO_LIMIT = 1 << 62
 
@@ -80,35 +80,16 @@ class _Stage:
         self.groups: dict[TaskRequest, _Group] = {}
 
 
-Shape = tuple[tuple[ResourceKey, int], ...]
-_SPLIT: dict[Resources, tuple[Shape, Resources]] = {}
-_SPLIT_LIMIT = 4096  # distinct task shapes remembered; beyond it the memo starts over
-
-
-def _split(resources: Resources) -> tuple[Shape, Resources]:
-    """A shape's scalars (compared as integers on the hot path) and the rest (ranges, sets).
-    Memoized: the 100,000 one-task jobs of a sweep share a handful of shapes."""
-    known = _SPLIT.get(resources)
-    if known is None:
-        if len(_SPLIT) >= _SPLIT_LIMIT:
-            _SPLIT.clear()
-        scalars = tuple((key, amount) for key, amount in resources if isinstance(amount, int))
-        other = Resources({key: amount for key, amount in resources if not isinstance(amount, int)})
-        known = _SPLIT[resources] = (scalars, other)
-    return known
-
-
 class _Group:
     """The pending tasks of one request: a heap of indices."""
 
-    __slots__ = ("request", "heap", "stage", "shape", "extra", "fit", "order")
+    __slots__ = ("request", "heap", "stage", "fit", "order")
 
     def __init__(self, request: TaskRequest, stage: _Stage, seq: int) -> None:
         self.request = request
         self.heap: list[int] = []
         self.stage = stage
-        self.shape, self.extra = _split(request.resources)
-        self.fit: Fit = (request.resources, request.constraints)
+        self.fit = Fit.of(request.resources, request.constraints)
         self.order: Order = (-request.priority, request.submitted, request.job_id, request.stage, request.not_before, seq)
 
 
@@ -127,81 +108,17 @@ class _Queue:
         return _NO_LIMIT if limit is None else limit - self.running
 
 
-class _Slot:
-    __slots__ = ("offer", "free", "other", "tasks")
+class _Round(OfferRound):
+    """One ``assign``: the offers, and what the queues decided about their groups."""
 
-    def __init__(self, offer: OfferView) -> None:
-        self.offer = offer
-        self.free: dict[ResourceKey, int] = {}
-        other = {}
-        for key, amount in offer.resources:
-            if isinstance(amount, int):
-                self.free[key] = amount
-            else:
-                other[key] = amount
-        self.other = Resources(other)
-        self.tasks: list[PendingTask] = []
-
-
-class _Round:
-    """The state of one ``assign``: remaining offers, cursors, what could not be placed."""
-
-    def __init__(self, slots: list[_Slot], now: float) -> None:
-        self.slots = slots
+    def __init__(self, offers: list[OfferView], now: float) -> None:
+        super().__init__(offers)
         self.now = now
-        self.cursor: dict[Fit, int] = {}
-        self.allowed: dict[tuple[AttributeRule, ...], list[int]] = {}
-        self.exhausted: set[Fit] = set()
-        self.nowhere: dict[Fit, bool] = {}
         self.reasons: dict[_Group, tuple[Reason, str]] = {}
         self.gangs_tried: set[str] = set()
         self.full: set[str] = set()  # queues whose limit was reached
         self.emptied: list[_Group] = []  # groups placed whole: dropped after the round
         self.touched: list[_Group] = []  # groups that placed tasks
-
-    def passing(self, rules: tuple[AttributeRule, ...]) -> list[int]:
-        allowed = self.allowed.get(rules)
-        if allowed is None:
-            allowed = self.allowed[rules] = [i for i, slot in enumerate(self.slots)
-                                             if not any(rule.refuses(slot.offer) for rule in rules)]
-        return allowed
-
-    def find(self, group: _Group) -> _Slot | None:
-        """The first offer still holding one task of ``group`` (the cursor moves past the rest)."""
-        fit = group.fit
-        allowed = self.passing(fit[1])
-        pos = self.cursor.get(fit, 0)
-        shape, extra, slots = group.shape, group.extra, self.slots
-        while pos < len(allowed):
-            slot = slots[allowed[pos]]
-            free = slot.free
-            for key, amount in shape:
-                if free.get(key, 0) < amount:
-                    break
-            else:
-                if not extra or slot.other.contains(extra):
-                    self.cursor[fit] = pos
-                    return slot
-            pos += 1
-        self.cursor[fit] = pos
-        return None
-
-    def fits_nowhere(self, group: _Group) -> bool:
-        """Whether no offer, as offered, could hold one task of the group."""
-        known = self.nowhere.get(group.fit)
-        if known is None:
-            wanted = group.request.resources
-            known = self.nowhere[group.fit] = not any(self.slots[i].offer.resources.contains(wanted)
-                                                      for i in self.passing(group.fit[1]))
-        return known
-
-
-def _take(slot: _Slot, group: _Group, sign: int = 1) -> None:
-    free = slot.free
-    for key, amount in group.shape:
-        free[key] = free.get(key, 0) - sign * amount
-    if group.extra:
-        slot.other = slot.other.subtract_contained(group.extra) if sign > 0 else slot.other + group.extra
 
 
 class BatchQueues:
@@ -224,7 +141,7 @@ class BatchQueues:
         self._running: dict[TaskRef, TaskRequest] = {}
         self._suspended: set[str] = set()
         self._seq = itertools.count()
-        self._last: _Round = _Round([], 0.0)
+        self._last = _Round([], 0.0)
 
     # --- what waits, what runs --------------------------------------------------------------
 
@@ -393,7 +310,8 @@ class BatchQueues:
 
         ``pool`` is what shares are measured against (the cluster's total, if the core knows
         it); by default what the framework's tasks hold plus what it is offered now."""
-        slots = [_Slot(offer) for offer in offers]
+        round_ = _Round(list(offers), now)
+        slots = round_.slots
         if pool is not None:
             totals = dict(pool.fixed_totals())
         else:
@@ -402,7 +320,6 @@ class BatchQueues:
                 for name, amount in offer.resources.fixed_totals().items():
                     totals[name] = totals.get(name, 0) + amount
         self._fair.set_pool(totals)
-        round_ = _Round(slots, now)
         for queue in self._order:
             if queue.users:
                 self._assign_queue(queue, round_)
@@ -432,7 +349,7 @@ class BatchQueues:
         if request.gang is not None and request.gang in round_.gangs_tried:
             return round_.reasons.get(group) or (Reason.GANG_INCOMPLETE, "")
         if group.fit in round_.exhausted:
-            if round_.fits_nowhere(group):
+            if round_.fits_nowhere(group.fit):
                 return Reason.NO_FIT, f"{request.resources} fits none of {len(round_.slots)} offer(s)"
             return Reason.OUTRANKED, "the offers that fit were taken by tasks ahead of it"
         return None
@@ -472,12 +389,12 @@ class BatchQueues:
                 if not placed:
                     continue
             else:
-                slot = round_.find(group)
+                slot = round_.find(group.fit)
                 if slot is None:
                     round_.exhausted.add(group.fit)
                     live = sum(1 for fit in queue.fits if fit not in round_.exhausted)
                     continue
-                _take(slot, group)
+                take(slot, group.fit)
                 if not slot.tasks or slot.tasks[-1].request is not request:
                     round_.touched.append(group)
                 index = heapq.heappop(group.heap)
@@ -518,21 +435,21 @@ class BatchQueues:
                 return refuse(Reason.PARALLELISM, f"the gang needs {len(member.heap)} of stage {member.request.stage} "
                                                   f"at once, parallelism is {member.request.parallelism}")
         saved = {m.fit: round_.cursor.get(m.fit, 0) for m in members}
-        placed: list[tuple[_Slot, _Group, int]] = []
+        placed: list[tuple[Slot, _Group, int]] = []
         for member in members:
             for index in sorted(member.heap):
                 if len(placed) == need:
                     break
-                slot = round_.find(member)
+                slot = round_.find(member.fit)
                 if slot is None:
                     for taken, of, _ in placed:
-                        _take(taken, of, -1)
+                        take(taken, of.fit, -1)
                     round_.cursor.update(saved)
-                    if round_.fits_nowhere(member):
+                    if round_.fits_nowhere(member.fit):
                         return refuse(Reason.NO_FIT, f"member {member.request.stage} {member.request.resources} "
                                                      f"fits none of {len(round_.slots)} offer(s)")
                     return refuse(Reason.GANG_INCOMPLETE, f"the offers left hold {len(placed)} of its {need} members")
-                _take(slot, member)
+                take(slot, member.fit)
                 placed.append((slot, member, index))
         for slot, member, index in placed:
             member.heap.remove(index)
