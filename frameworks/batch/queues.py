@@ -509,8 +509,8 @@ class BatchQueues:
 
     def requests(self, job_id: str) -> list[TaskRequest]:
         """The job's pending requests (one per stage, more while retries wait for backoff)."""
-        return [g.request for key in sorted(self._jobs.get(job_id, ())) for g in self._stages[key].groups.values()
-                if g.heap]
+        return [g.request for key in sorted(self._jobs.get(job_id, ()))
+                for g in sorted(self._stages[key].groups.values(), key=lambda g: g.order) if g.heap]
 
     # --- demand and position ----------------------------------------------------------------
 
