@@ -6,7 +6,9 @@ and rules) keeps a cursor in the offer list: an offer that could not hold the sh
 will again in this round and is not looked at twice. A gang's trial that fails gives its
 resources back and puts its cursors back (``take`` with ``sign=-1``, ``cursor.update``).
 Scalars are compared as integers (thousandths) on this path; ranges and sets, rare in batch
-shapes, go through ``Resources``. Pure.
+shapes, go through ``Resources``. A task's ``ports`` is a count of host ports: the queue checks
+that the offer has that many left, and the core picks which ones from the offer's ranges for
+the tasks placed on it (so the round never expands a 31000-32000 range into numbers). Pure.
 """
 
 from __future__ import annotations
@@ -17,37 +19,38 @@ from tepui.frameworks.batch.queue_values import AttributeRule, OfferView, Pendin
 from tepui.sdk.resources import ResourceKey, Resources
 
 Shape = tuple[tuple[ResourceKey, int], ...]
-_FITS: dict[tuple[Resources, tuple[AttributeRule, ...]], Fit] = {}
+_FITS: dict[tuple[Resources, tuple[AttributeRule, ...], int], Fit] = {}
 _FITS_LIMIT = 4096  # distinct shapes remembered; beyond it the memo starts over
 
 
 @dataclass(frozen=True)
 class Fit:
     """What a task needs of one offer: its resources (split into integer scalars and the rest)
-    and its rules. One value per distinct need (``of`` memoizes): the 100,000 one-task jobs of
+    its rules and how many host ports. One value per distinct need (``of`` memoizes): the 100,000 one-task jobs of
     a sweep share a handful."""
 
     resources: Resources
     rules: tuple[AttributeRule, ...]
+    ports: int
     shape: Shape = field(compare=False)
     extra: Resources = field(compare=False)
 
     @classmethod
-    def of(cls, resources: Resources, rules: tuple[AttributeRule, ...]) -> Fit:
-        known = _FITS.get((resources, rules))
+    def of(cls, resources: Resources, rules: tuple[AttributeRule, ...], ports: int = 0) -> Fit:
+        known = _FITS.get((resources, rules, ports))
         if known is None:
             if len(_FITS) >= _FITS_LIMIT:
                 _FITS.clear()
             scalars = tuple((key, amount) for key, amount in resources if isinstance(amount, int))
             other = Resources({key: amount for key, amount in resources if not isinstance(amount, int)})
-            known = _FITS[(resources, rules)] = cls(resources, rules, scalars, other)
+            known = _FITS[(resources, rules, ports)] = cls(resources, rules, ports, scalars, other)
         return known
 
 
 class Slot:
     """One offer and what is left of it in this round, and the tasks put on it."""
 
-    __slots__ = ("offer", "free", "other", "tasks")
+    __slots__ = ("offer", "free", "other", "ports", "tasks")
 
     def __init__(self, offer: OfferView) -> None:
         self.offer = offer
@@ -59,6 +62,7 @@ class Slot:
             else:
                 other[key] = amount
         self.other = Resources(other)
+        self.ports = offer.resources.range_count("ports")  # host ports left
         self.tasks: list[PendingTask] = []
 
 
@@ -84,9 +88,12 @@ class OfferRound:
         """The first offer still holding one task of ``fit`` (the cursor moves past the rest)."""
         allowed = self.passing(fit.rules)
         pos = self.cursor.get(fit, 0)
-        shape, extra, slots = fit.shape, fit.extra, self.slots
+        shape, extra, ports, slots = fit.shape, fit.extra, fit.ports, self.slots
         while pos < len(allowed):
             slot = slots[allowed[pos]]
+            if slot.ports < ports:
+                pos += 1
+                continue
             free = slot.free
             for key, amount in shape:
                 if free.get(key, 0) < amount:
@@ -103,8 +110,9 @@ class OfferRound:
         """Whether no offer, as offered, could hold one task of ``fit``."""
         known = self.nowhere.get(fit)
         if known is None:
-            known = self.nowhere[fit] = not any(self.slots[i].offer.resources.contains(fit.resources)
-                                                for i in self.passing(fit.rules))
+            known = self.nowhere[fit] = not any(
+                self.slots[i].offer.resources.contains(fit.resources)
+                and self.slots[i].offer.resources.range_count("ports") >= fit.ports for i in self.passing(fit.rules))
         return known
 
 
@@ -113,5 +121,6 @@ def take(slot: Slot, fit: Fit, sign: int = 1) -> None:
     free = slot.free
     for key, amount in fit.shape:
         free[key] = free.get(key, 0) - sign * amount
+    slot.ports -= sign * fit.ports
     if fit.extra:
         slot.other = slot.other.subtract_contained(fit.extra) if sign > 0 else slot.other + fit.extra

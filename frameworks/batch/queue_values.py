@@ -145,7 +145,9 @@ class TaskRequest:
     ``submitted`` is the job's submission order (a sequence number the core assigns, FIFO within
     a user). ``gang``: tasks sharing this key launch together or not at all, ``gang_size`` of
     them. ``parallelism``: at most this many of the stage's tasks run at once (None: no cap).
-    ``not_before``: a retry waiting for its backoff (a retried index is its own request)."""
+    ``not_before``: a retry waiting for its backoff (a retried index is its own request).
+    ``ports``: how many host ports each task takes from its offer (the spec's ``resources.ports``
+    count; the core picks which from the offer's ranges)."""
 
     job_id: str
     stage: str
@@ -159,6 +161,7 @@ class TaskRequest:
     parallelism: int | None = None
     constraints: tuple[AttributeRule, ...] = ()
     not_before: float = 0.0
+    ports: int = 0
 
 
 class TaskRef(NamedTuple):

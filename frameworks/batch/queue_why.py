@@ -28,6 +28,9 @@ def refusal(request: TaskRequest, offer: OfferView) -> str | None:
             return refused
     if not offer.resources.contains(request.resources):
         return f"too small: missing {request.resources.missing_from(offer.resources)}"
+    ports = offer.resources.range_count("ports")
+    if ports < request.ports:
+        return f"too few ports: {ports} of {request.ports}"
     return None
 
 

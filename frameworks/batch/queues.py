@@ -89,7 +89,7 @@ class _Group:
         self.request = request
         self.heap: list[int] = []
         self.stage = stage
-        self.fit = Fit.of(request.resources, request.constraints)
+        self.fit = Fit.of(request.resources, request.constraints, request.ports)
         self.order: Order = (-request.priority, request.submitted, request.job_id, request.stage, request.not_before, seq)
 
 

@@ -50,3 +50,15 @@ def test_a_job_behind_others_is_told_its_position_and_the_rules_that_refused() -
                               "shares, higher queues, higher priority or earlier jobs) took the offers. It is number "
                               "2 in its queue.")
     assert explain(queues, "nothing")["summary"] == "Nothing of job nothing is pending."
+
+
+def test_refusals_name_the_rule_the_size_or_the_ports() -> None:
+    from tepui.frameworks.batch.queue_why import refusal
+
+    request = TaskRequest("j", "s", "ana", "default", Resources.of(cpus=1), ports=2,
+                          constraints=(AttributeRule("zone", "IS", "a"),))
+    assert refusal(request, OfferView("o", "a", Resources.of(cpus=4), "h", {"zone": "b"})) == "zone=b fails zone IS a"
+    assert refusal(request, OfferView("o", "a", Resources.of(cpus=0.5), "h", {"zone": "a"})) == \
+        "too small: missing cpus:0.5"
+    assert refusal(request, OfferView("o", "a", Resources.of(cpus=4), "h", {"zone": "a"})) == "too few ports: 0 of 2"
+    assert refusal(request, OfferView("o", "a", Resources.parse("cpus:4;ports:[1-2]"), "h", {"zone": "a"})) is None

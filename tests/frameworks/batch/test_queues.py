@@ -251,3 +251,14 @@ def test_position_in_the_queue() -> None:
     assert queues.position("a1") == QueuePosition("default", 2, 3, 2)
     assert queues.position("a2") == QueuePosition("default", 3, 3, 2)
     assert queues.position("t") == QueuePosition("top", 1, 1, 0)
+
+
+def test_ports_are_counted_per_offer() -> None:
+    queues = BatchQueues()
+    queues.add_indices(req("web", cpus=0.1, ports=2), range(3))
+    with_ports = OfferView("o1", "a1", Resources.parse("cpus:4;mem:1000;ports:[31000-31002]"))
+    result = queues.assign([offer(0), with_ports, OfferView("o2", "a2", Resources.parse("cpus:4;mem:1000;ports:[1-2]"))],
+                           0.0)
+    assert placed(result) == [("o1", "web", 0), ("o2", "web", 1)]
+    assert queues.reasons("web") == [Waiting("web", "s", 1, Reason.OUTRANKED, "the offers that fit were taken by "
+                                                                             "tasks ahead of it")]
