@@ -392,6 +392,9 @@ class BatchQueues:
                 slot = round_.find(group.fit)
                 if slot is None:
                     round_.exhausted.add(group.fit)
+                    blocked = self._blocked(group, round_)
+                    if blocked is not None:
+                        round_.reasons[group] = blocked
                     live = sum(1 for fit in queue.fits if fit not in round_.exhausted)
                     continue
                 take(slot, group.fit)
@@ -474,16 +477,16 @@ class BatchQueues:
     def _waiting(self, round_: _Round) -> tuple[tuple[Waiting, ...], tuple[tuple[str, Reason, int], ...]]:
         """The requests the round looked at and left waiting, each with its reason; the tasks it
         never reached, counted by queue (``reasons`` gives any job's exactly). Not one entry per
-        pending request: with 100,000 one-task jobs that list cost more than the placement."""
+        pending request: with 100,000 one-task jobs that list cost more than the placement.
+        In the order ``assign`` serves queues, then by each request's place in its user's line."""
+        rank = {queue.config.name: n for n, queue in enumerate(self._order)}
+        looked = {group for group in itertools.chain(round_.reasons, round_.touched) if group.heap}
         out = []
-        seen: set[_Group] = set()
         counted: dict[str, int] = {}
-        for group in itertools.chain(round_.reasons, round_.touched):
-            if group.heap and group not in seen:
-                seen.add(group)
-                request = group.request
-                out.append(Waiting(request.job_id, request.stage, len(group.heap), *self._reason(group, round_)))
-                counted[request.queue] = counted.get(request.queue, 0) + len(group.heap)
+        for group in sorted(looked, key=lambda g: (rank[g.request.queue], g.order)):
+            request = group.request
+            out.append(Waiting(request.job_id, request.stage, len(group.heap), *self._reason(group, round_)))
+            counted[request.queue] = counted.get(request.queue, 0) + len(group.heap)
         behind = []
         for queue in self._order:
             left = queue.pending - counted.get(queue.config.name, 0)

@@ -262,3 +262,20 @@ def test_ports_are_counted_per_offer() -> None:
     assert placed(result) == [("o1", "web", 0), ("o2", "web", 1)]
     assert queues.reasons("web") == [Waiting("web", "s", 1, Reason.OUTRANKED, "the offers that fit were taken by "
                                                                              "tasks ahead of it")]
+
+
+def test_the_tasks_a_round_never_reached_are_counted_by_queue() -> None:
+    queues = BatchQueues(QueuesConfig((QueueConfig("default"), QueueConfig("full", max_running=0))))
+    for n in range(50):
+        queues.add_indices(req(f"j{n}", submitted=n), [0])
+    queues.add_indices(req("f", queue="full"), range(2))
+    result = queues.assign([offer(1, cpus=2), offer(2, cpus=0.5)], 0.0)
+    assert placed(result) == [("o1", "j0", 0), ("o1", "j1", 0)]
+    assert result.unused == ("o2",)
+    # the round stopped when no offer could hold the shape: j2 was looked at, j3..j49 never
+    assert result.waiting == (Waiting("j2", "s", 1, Reason.OUTRANKED, "the offers that fit were taken by tasks "
+                                                                       "ahead of it"),)
+    assert result.behind == (("default", Reason.OUTRANKED, 47), ("full", Reason.QUEUE_LIMIT, 2))
+    assert queues.reasons("j49") == [Waiting("j49", "s", 1, Reason.OUTRANKED, "the offers that fit were taken by "
+                                                                             "tasks ahead of it")]
+    assert queues.position("j49") == QueuePosition("default", 48, 48, 0)
