@@ -54,7 +54,7 @@ PURE = [
     "tepui.frameworks.batch.validation", "tepui.frameworks.batch.spec_checks",
     # the batch framework's queues and fairness
     "tepui.frameworks.batch.queues", "tepui.frameworks.batch.queue_values", "tepui.frameworks.batch.fair_share",
-    "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why",
+    "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why", "tepui.frameworks.batch.queue_groups",
 ]
 
 PROBE = """

@@ -25,16 +25,20 @@ whole across the offers, and placed whole or not at all. Every task not placed g
 (``Reason``) for ``tepui jobs why``.
 
 Why it is fast: identical pending tasks (one stage's request) are one group holding a heap of
-indices, so a 100,000-task array is one object, not 100,000. Within one ``assign`` offers only
-shrink, so each (shape, rules) keeps a cursor: an offer that could not hold a shape is never
-looked at again for it, and a shape that fits nowhere stops being tried; a queue stops as soon as
-no shape of its waiting tasks fits what is left. The cost is per task placed plus per offer, not
-per pending task per offer. Measured (CPython 3.11, 2 cores shared at load 6; 10 arrays x 10,000
-tasks of cpus 0.5 / mem 128 from 5 users, 1,000 offers of 4 CPUs, 8,000 tasks placed): ``assign`` takes 46-123 ms, median 58 ms, about 140,000
-tasks placed per second; with 100,000 one-task jobs instead, 136-174 ms (one request per job:
-the cost is the groups, not the tasks); adding those 100,000 jobs 2.3-3.2 s (mostly the garbage
-collector walking 100,000 new containers), a 10,000-task array 4-9 ms; ``demand`` 57-88 ms over
-100,000 requests. The process held 180-210 MiB with both queues built.
+indices (``queue_groups.py``), so a 100,000-task array is one object, not 100,000. Within one
+``assign`` offers only shrink, so each (shape, rules) keeps a cursor (``offer_fit.py``): an offer
+that could not hold a shape is never looked at again for it, and a shape that fits nowhere stops
+being tried; a queue stops as soon as no shape of its waiting tasks fits what is left. The cost
+is per task placed plus per offer, not per pending task per offer.
+
+Measured (CPython 3.11, 2 cores shared at load 6; 10 arrays x 10,000 tasks of cpus 0.5 / mem
+128 from 5 users, 1,000 offers of 4 CPUs, 8,000 tasks placed): ``assign`` takes 46-123 ms,
+median 58 ms, about 140,000 tasks placed per second; with 100,000 one-task jobs instead,
+132-174 ms (one request per job: the cost is the groups, not the tasks). Adding those 100,000
+jobs took 1.9-3.2 s (mostly the garbage collector walking 100,000 new containers), a
+10,000-task array 4-9 ms; ``demand`` 57-88 ms over 100,000 requests. The process held 180-210
+MiB with both queues built.
+
 Pure: no I/O; time comes in as ``now``.
 """
 
@@ -47,18 +51,15 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from tepui.frameworks.batch.fair_share import FairShare, UserKey, UserShare
-from tepui.frameworks.batch.offer_fit import Fit, OfferRound, Slot, take
+from tepui.frameworks.batch.offer_fit import Slot, take
+from tepui.frameworks.batch.queue_groups import Group, Order, QueueState, Round, Stage
 from tepui.frameworks.batch.queue_values import (
-    Assignment, Launch, OfferView, PendingTask, QueueConfig, QueueConfigError, QueuesConfig, Reason,
+    Assignment, Launch, OfferView, PendingTask, QueueConfigError, QueuesConfig, Reason,
     TaskRef, TaskRequest, Waiting,
 )
 from tepui.sdk.resources import Resources
 
 __all__ = ["BatchQueues", "QueuePosition"]
-
-Order = tuple[int, int, str, str, float, int]
-_NO_LIMIT = 1 << 62
-
 
 @dataclass(frozen=True)
 class QueuePosition:
@@ -69,56 +70,6 @@ class QueuePosition:
     position: int
     waiting_jobs: int
     ahead_in_higher_queues: int
-
-
-class _Stage:
-    __slots__ = ("pending", "running", "groups")
-
-    def __init__(self) -> None:
-        self.pending: set[int] = set()
-        self.running = 0
-        self.groups: dict[TaskRequest, _Group] = {}
-
-
-class _Group:
-    """The pending tasks of one request: a heap of indices."""
-
-    __slots__ = ("request", "heap", "stage", "fit", "order")
-
-    def __init__(self, request: TaskRequest, stage: _Stage, seq: int) -> None:
-        self.request = request
-        self.heap: list[int] = []
-        self.stage = stage
-        self.fit = Fit.of(request.resources, request.constraints, request.ports)
-        self.order: Order = (-request.priority, request.submitted, request.job_id, request.stage, request.not_before, seq)
-
-
-class _Queue:
-    __slots__ = ("config", "running", "pending", "users", "fits")
-
-    def __init__(self, config: QueueConfig) -> None:
-        self.config = config
-        self.running = 0
-        self.pending = 0
-        self.users: dict[str, list[tuple[Order, _Group]]] = {}  # sorted by group order
-        self.fits: dict[Fit, int] = {}  # how many groups wait with each (shape, rules)
-
-    def budget(self) -> int:
-        limit = self.config.max_running
-        return _NO_LIMIT if limit is None else limit - self.running
-
-
-class _Round(OfferRound):
-    """One ``assign``: the offers, and what the queues decided about their groups."""
-
-    def __init__(self, offers: list[OfferView], now: float) -> None:
-        super().__init__(offers)
-        self.now = now
-        self.reasons: dict[_Group, tuple[Reason, str]] = {}
-        self.gangs_tried: set[str] = set()
-        self.full: set[str] = set()  # queues whose limit was reached
-        self.emptied: list[_Group] = []  # groups placed whole: dropped after the round
-        self.touched: list[_Group] = []  # groups that placed tasks
 
 
 class BatchQueues:
@@ -132,16 +83,16 @@ class BatchQueues:
 
     def __init__(self, config: QueuesConfig | None = None) -> None:
         self.config = config or QueuesConfig()
-        self._queues = {q.name: _Queue(q) for q in self.config.queues}
+        self._queues = {q.name: QueueState(q) for q in self.config.queues}
         self._order = sorted(self._queues.values(), key=lambda q: (-q.config.priority, q.config.name))
         self._fair = FairShare()
-        self._stages: dict[tuple[str, str], _Stage] = {}
+        self._stages: dict[tuple[str, str], Stage] = {}
         self._jobs: dict[str, set[tuple[str, str]]] = {}
-        self._gangs: dict[str, list[_Group]] = {}
+        self._gangs: dict[str, list[Group]] = {}
         self._running: dict[TaskRef, TaskRequest] = {}
         self._suspended: set[str] = set()
         self._seq = itertools.count()
-        self._last = _Round([], 0.0)
+        self._last = Round([], 0.0)
 
     # --- what waits, what runs --------------------------------------------------------------
 
@@ -161,7 +112,7 @@ class BatchQueues:
         key = (request.job_id, request.stage)
         stage = self._stages.get(key)
         if stage is None:
-            stage = self._stages[key] = _Stage()
+            stage = self._stages[key] = Stage()
             self._jobs.setdefault(request.job_id, set()).add(key)
         group = stage.groups.get(request)
         if group is None:
@@ -179,19 +130,19 @@ class BatchQueues:
             self._drop_group(group)
         return added
 
-    def _new_group(self, request: TaskRequest, stage: _Stage, queue: _Queue) -> _Group:
+    def _new_group(self, request: TaskRequest, stage: Stage, queue: QueueState) -> Group:
         if request.gang is not None:
             members = self._gangs.get(request.gang, [])
             if members and (members[0].request.queue, members[0].request.user) != (request.queue, request.user):
                 raise QueueConfigError(f"gang: {request.gang!r} spans queues or users")
-        group = stage.groups[request] = _Group(request, stage, next(self._seq))
+        group = stage.groups[request] = Group(request, stage, next(self._seq))
         bisect.insort(queue.users.setdefault(request.user, []), (group.order, group))
         queue.fits[group.fit] = queue.fits.get(group.fit, 0) + 1
         if request.gang is not None:
             self._gangs.setdefault(request.gang, []).append(group)
         return group
 
-    def _drop_group(self, group: _Group) -> None:
+    def _drop_group(self, group: Group) -> None:
         request = group.request
         stage = group.stage
         if stage.groups.get(request) is not group:
@@ -247,7 +198,7 @@ class BatchQueues:
         key = (request.job_id, request.stage)
         stage = self._stages.get(key)
         if stage is None:
-            stage = self._stages[key] = _Stage()
+            stage = self._stages[key] = Stage()
             self._jobs.setdefault(request.job_id, set()).add(key)
         stage.running += 1
         self._queues[request.queue].running += 1
@@ -310,7 +261,7 @@ class BatchQueues:
 
         ``pool`` is what shares are measured against (the cluster's total, if the core knows
         it); by default what the framework's tasks hold plus what it is offered now."""
-        round_ = _Round(list(offers), now)
+        round_ = Round(list(offers), now)
         slots = round_.slots
         if pool is not None:
             totals = dict(pool.fixed_totals())
@@ -335,7 +286,7 @@ class BatchQueues:
             behind=behind,
         )
 
-    def _blocked(self, group: _Group, round_: _Round) -> tuple[Reason, str] | None:
+    def _blocked(self, group: Group, round_: Round) -> tuple[Reason, str] | None:
         request = group.request
         if request.job_id in self._suspended:
             return Reason.SUSPENDED, ""
@@ -354,7 +305,7 @@ class BatchQueues:
             return Reason.OUTRANKED, "the offers that fit were taken by tasks ahead of it"
         return None
 
-    def _assign_queue(self, queue: _Queue, round_: _Round) -> None:
+    def _assign_queue(self, queue: QueueState, round_: Round) -> None:
         budget = queue.budget()
         if budget <= 0:
             round_.full.add(queue.config.name)
@@ -414,7 +365,7 @@ class BatchQueues:
                 return
             heapq.heapreplace(heap, (fair.key(users[name], request.submitted), name))
 
-    def _place_gang(self, group: _Group, queue: _Queue, budget: int, round_: _Round) -> int:
+    def _place_gang(self, group: Group, queue: QueueState, budget: int, round_: Round) -> int:
         """Places the whole gang of ``group`` or nothing; returns how many tasks were placed."""
         request = group.request
         gang = request.gang
@@ -434,11 +385,12 @@ class BatchQueues:
         if budget < need:
             return refuse(Reason.QUEUE_LIMIT, f"the gang needs {need} slots, queue {queue.config.name} has {budget}")
         for member in members:
-            if member.request.parallelism is not None and member.request.parallelism - member.stage.running < len(member.heap):
+            parallelism = member.request.parallelism
+            if parallelism is not None and parallelism - member.stage.running < len(member.heap):
                 return refuse(Reason.PARALLELISM, f"the gang needs {len(member.heap)} of stage {member.request.stage} "
                                                   f"at once, parallelism is {member.request.parallelism}")
         saved = {m.fit: round_.cursor.get(m.fit, 0) for m in members}
-        placed: list[tuple[Slot, _Group, int]] = []
+        placed: list[tuple[Slot, Group, int]] = []
         for member in members:
             for index in sorted(member.heap):
                 if len(placed) == need:
@@ -465,7 +417,7 @@ class BatchQueues:
                 round_.emptied.append(member)
         return len(placed)
 
-    def _reason(self, group: _Group, round_: _Round) -> tuple[Reason, str]:
+    def _reason(self, group: Group, round_: Round) -> tuple[Reason, str]:
         found = round_.reasons.get(group) or self._blocked(group, round_)
         if found is not None:
             return found
@@ -474,7 +426,7 @@ class BatchQueues:
             return Reason.QUEUE_LIMIT, f"queue {queue.config.name} runs {queue.running} of {queue.config.max_running}"
         return Reason.OUTRANKED, "the offers were used by tasks ahead of it"
 
-    def _waiting(self, round_: _Round) -> tuple[tuple[Waiting, ...], tuple[tuple[str, Reason, int], ...]]:
+    def _waiting(self, round_: Round) -> tuple[tuple[Waiting, ...], tuple[tuple[str, Reason, int], ...]]:
         """The requests the round looked at and left waiting, each with its reason; the tasks it
         never reached, counted by queue (``reasons`` gives any job's exactly). Not one entry per
         pending request: with 100,000 one-task jobs that list cost more than the placement.
