@@ -55,7 +55,7 @@ from tepui.agent.checkpointing.checkpoint import (
     Recovered,
     TaskCheckpoint,
 )
-from tepui.agent.containerizers.cgroups import task_dir_name
+from tepui.agent.containerizers.cgroups import make_dir, task_dir_name
 from tepui.agent.custom_executors.executors import EXECUTOR_PREFIX
 
 log = logging.getLogger("tepui.agent.checkpointing.checkpoint")
@@ -103,7 +103,7 @@ class CheckpointStore:
             try:
                 _atomic_write(path, data)
             except FileNotFoundError:  # the task's first checkpoint: its directory is made once
-                os.makedirs(directory, mode=0o700, exist_ok=True)
+                make_dir(directory, 0o700)
                 _atomic_write(path, data)
 
     def written_in_boot(self) -> str | None:

@@ -182,15 +182,24 @@ class CgroupV2:
 
 
 class CgroupV1:
-    def __init__(self, paths: dict[str, str], remove_parent: bool = False) -> None:
+    def __init__(self, paths: dict[str, str], remove_parent: bool = False, period_is_default: bool = False,
+                 swap_accounted: bool | None = None) -> None:
         self.paths = paths  # controller → directory
         self.remove_parent = remove_parent  # a task group's cgroup: removed with its last member
         self.procs_files = [os.path.join(path, "cgroup.procs") for path in dict.fromkeys(paths.values())]
+        # A cgroup just made has the kernel's CFS period, not its parent's; when the agent saw
+        # that this kernel's is ours (Cgroups.create), the period need not be read back: the
+        # read was 1.7% of the agent's launch path (issue 17, docs/performance.md).
+        self.period_is_default = period_is_default
+        # Whether ``memory.memsw.*`` exists (swap accounting is chosen at boot, for every
+        # cgroup alike; None: look). Its ``stat`` per task was 0.7% of the launch path.
+        self.swap_accounted = swap_accounted
 
     def apply(self, limits: Limits) -> None:
         cpu = self.paths.get("cpu")
         if cpu and limits.cpus:
-            if _read(os.path.join(cpu, "cpu.cfs_period_us")).strip() != str(CFS_PERIOD_US):
+            if not self.period_is_default and \
+                    _read(os.path.join(cpu, "cpu.cfs_period_us")).strip() != str(CFS_PERIOD_US):
                 _write(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
             _write(os.path.join(cpu, "cpu.cfs_quota_us"), str(max(1000, int(limits.cpus * CFS_PERIOD_US))))
             _write(os.path.join(cpu, "cpu.shares"), str(max(2, int(limits.cpus * 1024))))
@@ -199,7 +208,7 @@ class CgroupV1:
             limit = str(int(limits.mem_mib * 1024 * 1024))
             _write(os.path.join(memory, "memory.limit_in_bytes"), limit)
             memsw = os.path.join(memory, "memory.memsw.limit_in_bytes")
-            if os.path.exists(memsw):
+            if self.swap_accounted if self.swap_accounted is not None else os.path.exists(memsw):
                 _write(memsw, limit)
         pids = self.paths.get("pids")
         if pids and limits.pids:
@@ -267,6 +276,21 @@ class CgroupV1:
                     pass
 
 
+def make_dir(path: str, mode: int = 0o777) -> bool:
+    """``os.makedirs(path, mode, exist_ok=True)`` for a directory whose parent is normally there
+    (a task's cgroup, sandbox, run directory): one ``mkdir`` instead of a ``stat`` of the parent
+    and then one (issue 17). Returns whether the directory was made now (False: it was there)."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return False
+    except FileNotFoundError:
+        os.makedirs(path, mode, exist_ok=True)
+    return True
+
+
 def _claim(path: str) -> int:
     """Creates the agent's directory and flocks it: the mark of a live agent that
     ``sweep_siblings`` honours. A sweeper may remove the directory between ``makedirs`` and
@@ -308,6 +332,8 @@ class Cgroups:
         self.version = version
         self.base = base
         self._lock = lock  # an open fd on the agent's own directory, flocked while the agent lives
+        self._fresh_period_is_default: bool | None = None  # v1: learnt from the first task cgroup made
+        self._swap_accounted: bool | None = None  # v1: likewise
 
     def _lock_dir(self) -> str:
         return self.base if isinstance(self.base, str) else self.base[LOCK_CONTROLLER]
@@ -448,7 +474,7 @@ class Cgroups:
                 CgroupV2(base).apply(envelope[1])
                 _write(os.path.join(base, "cgroup.subtree_control"), "+cpu +memory +pids")
             path = os.path.join(base, name)
-            os.makedirs(path, exist_ok=True)
+            make_dir(path)
             group = CgroupV2(path, remove_parent=parent is not None)
         else:
             assert isinstance(self.base, dict)
@@ -459,9 +485,18 @@ class Cgroups:
                     os.makedirs(path, exist_ok=True)
                 CgroupV1(bases).apply(envelope[1])
             paths = {controller: os.path.join(base, name) for controller, base in bases.items()}
+            fresh = True
             for path in dict.fromkeys(paths.values()):
-                os.makedirs(path, exist_ok=True)
-            group = CgroupV1(paths, remove_parent=parent is not None)
+                fresh = make_dir(path) and fresh
+            cpu, memory = paths.get("cpu"), paths.get("memory")
+            if fresh and cpu and self._fresh_period_is_default is None:
+                self._fresh_period_is_default = \
+                    _read(os.path.join(cpu, "cpu.cfs_period_us")).strip() == str(CFS_PERIOD_US)
+            if memory and self._swap_accounted is None:
+                self._swap_accounted = os.path.exists(os.path.join(memory, "memory.memsw.limit_in_bytes"))
+            group = CgroupV1(paths, remove_parent=parent is not None,
+                             period_is_default=fresh and bool(self._fresh_period_is_default),
+                             swap_accounted=self._swap_accounted)
         group.apply(limits)
         return group
 

@@ -1,11 +1,11 @@
 """The process containerizer (first cut): each task is a process group in its sandbox.
 
-Why ``setsid``: killing a task must kill its whole tree, including children that a shell
+Why a new session: killing a task must kill its whole tree, including children that a shell
 started; a new session makes the task's pid its process-group id, so ``killpg`` reaches every
 descendant that did not leave the group (cgroups close that last gap in the agent issue).
-Twisted's ``spawnProcess`` cannot call ``setsid()`` in the child itself, so the child execs
-util-linux ``setsid``, which — the forked child not being a group leader — calls ``setsid()``
-and execs the task in place, keeping the pid.
+Twisted's ``spawnProcess`` cannot call ``setsid()`` in the child, so the child used to exec
+util-linux ``setsid``; ``posix_spawn``'s ``setsid`` flag (glibc ``POSIX_SPAWN_SETSID``) does it
+in the child before the exec, keeping the pid (see Spawning).
 
 Supervision: the agent's child is not the task but a small ``sh`` supervisor (``SUPERVISE``),
 the session leader, which joins the task's cgroups, writes its own pid into the task's run
@@ -20,10 +20,16 @@ task; SIGKILL ends both. Exit statuses above 128 are read as "ended by signal st
 shell's own convention. Background jobs of a non-interactive shell start with SIGINT and
 SIGQUIT ignored (POSIX), so the task is started through ``env --default-signal`` to undo that.
 
-Spawning: the supervisor ``cd``s into the sandbox itself rather than being started there,
-because Twisted uses ``posix_spawnp`` (vfork-like: no copy of the agent's page tables) only when
-the child keeps the parent's working directory, and falls back to ``fork`` otherwise. A fork of
-the agent took about 5 ms, most of a launch; a spawn takes a fraction of it (docs/performance.md).
+Spawning: the supervisor ``cd``s into the sandbox itself rather than being started there, so
+that it can be started with ``posix_spawn`` (vfork-like: no copy of the agent's page tables; a
+fork of the agent took about 5 ms, most of a launch). Since issue 17 the agent calls
+``os.posix_spawn(..., setsid=True)`` itself (:func:`spawn_supervisor`) instead of Twisted's
+``spawnProcess`` of util-linux ``setsid``: the new session comes from the spawn, so the
+``setsid`` exec is gone (one exec fewer per task), and so is Twisted's per-spawn bookkeeping
+(a ``Process`` object, an fcntl per open fd). Twisted still reaps the child (its SIGCHLD
+handler calls every registered reap handler, :class:`_Supervisor`). Profiled under
+``bench/launch_throughput.py --real-agents 2 --tasks 2000``, the spawn was 9.8% of the agent's
+main thread (docs/performance.md, "Issue 17").
 
 stdout and stderr go straight to files in the sandbox (the child's fds are dup'ed from files
 we open), so output never passes through the agent's event loop.
@@ -40,6 +46,7 @@ its top-level entries are chowned, each without following a link.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import pwd
@@ -50,16 +57,15 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from twisted.internet import protocol
+from twisted.internet import process as twisted_process
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
-from tepui.agent.containerizers.cgroups import Cgroups, Limits, TaskCgroup, Usage
+from tepui.agent.containerizers.cgroups import Cgroups, Limits, TaskCgroup, Usage, make_dir
 from tepui.sdk.protocol.values import CommandInfo
 
 log = logging.getLogger("tepui.agent.containerizers.processes")
 
-SETSID = shutil.which("setsid") or "/usr/bin/setsid"
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -75,20 +81,56 @@ def command_argv(command: CommandInfo) -> list[str]:
     return [command.value or ""]
 
 
-class _TaskProtocol(protocol.ProcessProtocol):
-    def __init__(self, on_exit: Callable[[int | None, int | None], None]) -> None:
+class _Supervisor:
+    """Twisted's reap handler for a supervisor we spawned ourselves: its SIGCHLD handler
+    (``reapAllProcesses``) calls ``reapProcess`` of every registered handler on the reactor
+    thread; the status is read as Twisted's ``ProcessDone``/``ProcessTerminated`` read it."""
+
+    def __init__(self, pid: int, on_exit: Callable[[int | None, int | None], None]) -> None:
+        self.pid = pid
         self._on_exit = on_exit
-        self.pid: int | None = None
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
-        # Read the pid here: Twisted reaps a child that already exited before spawnProcess
-        # returns, and then its ``transport.pid`` is None.
-        assert self.transport is not None  # Twisted sets it before calling connectionMade
-        self.pid = self.transport.pid
+    def reapProcess(self) -> None:  # noqa: N802 (Twisted's name)
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+            twisted_process.unregisterReapProcessHandler(self.pid, self)
+            log.warning("event=supervisor_not_reaped pid=%d reason=\"no such child\"", self.pid)
+        if pid:
+            twisted_process.unregisterReapProcessHandler(pid, self)
+            self.processEnded(status)
 
-    def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
-        value = reason.value
-        self._on_exit(getattr(value, "exitCode", None), getattr(value, "signal", None))
+    def processEnded(self, status: int) -> None:  # noqa: N802 (Twisted's name)
+        if os.WIFEXITED(status):
+            self._on_exit(os.WEXITSTATUS(status), None)
+        else:
+            self._on_exit(None, os.WTERMSIG(status))
+
+
+def spawn_supervisor(argv: list[str], env: dict[str, str], stdin: int, stdout: int, stderr: int) -> int:
+    """``posix_spawn`` of ``argv`` in a new session with the given standard fds, what Twisted's
+    ``spawnProcess`` did for us minus its bookkeeping: every other fd the child would inherit is
+    closed, and signals the agent ignores (Python ignores SIGPIPE) are reset to their default."""
+    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
+                                      (os.POSIX_SPAWN_DUP2, stderr, 2)]
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
+            except OSError:
+                pass  # the listing's own fd, closed by now
+    return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsigdef=_ignored_signals(), setsid=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _ignored_signals() -> tuple[int, ...]:
+    """The signals the agent ignores, for the child to reset to their default (Python ignores
+    SIGPIPE and SIGXFSZ from its start; nothing in the agent ignores one later). Read once:
+    asking ``getsignal`` for all 64 at every spawn was 2% of the agent's launch path (issue 17)."""
+    return tuple(s for s in range(1, signal.NSIG) if signal.getsignal(s) == signal.SIG_IGN)
 
 
 @dataclass(frozen=True)
@@ -177,17 +219,17 @@ class ProcessLauncher:
         """Starts the task under its supervisor; returns the supervisor's pid (the task's
         process-group id). ``run_dir`` receives the supervisor's pid and the task's exit
         status (a temporary directory when None). Raises OSError with a readable message."""
-        os.makedirs(sandbox, exist_ok=True)
+        make_dir(sandbox)
         if run_dir is None:
             run_dir = os.path.join(sandbox, ".tepui-run")
-        os.makedirs(run_dir, mode=0o700, exist_ok=True)
+        make_dir(run_dir, 0o700)
         env = {"PATH": os.environ.get("PATH", BASE_PATH), "LANG": "C.UTF-8", "HOME": sandbox}
         env.update(environment)
         chain = list(self._reset_signals)
         if user is not None and user.uid != os.geteuid():
             chain += [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--"]
             env["USER"] = env["LOGNAME"] = user.name
-        argv = [SETSID, "/bin/sh", "-c", SUPERVISE, SUPERVISOR_NAME, run_dir, sandbox] + chain + command_argv(command)
+        argv = ["/bin/sh", "-c", SUPERVISE, SUPERVISOR_NAME, run_dir, sandbox] + chain + command_argv(command)
         if self.cgroups is not None:
             group = self.cgroups.create(key[0], key[1], limits or Limits(), envelope)
             self.groups[key] = group
@@ -207,16 +249,12 @@ class ProcessLauncher:
                 code, sig = exit_from_status(code, sig)
                 self._ended(key, ProcessExit(code, sig), on_exit)
 
-            proto = _TaskProtocol(ended)
-            self.pids[key] = -1  # placeholder: ended() may run inside spawnProcess
-            self._reactor.spawnProcess(  # no ``path``: the supervisor cds (posix_spawnp, see above)
-                proto, argv[0], argv, env=env,
-                childFDs={0: devnull.fileno(), 1: out.fileno(), 2: err.fileno()},
-            )
-        assert proto.pid is not None
-        if key in self.pids:
-            self.pids[key] = proto.pid
-        return proto.pid
+            pid = spawn_supervisor(argv, env, devnull.fileno(), out.fileno(), err.fileno())
+        self.pids[key] = pid
+        # Reaped by Twisted's SIGCHLD handler on a later turn; a supervisor that already ended
+        # is reaped here, and ended() runs now (as Twisted's spawnProcess did).
+        twisted_process.registerReapProcessHandler(pid, _Supervisor(pid, ended))
+        return pid
 
     def adopt(self, key: tuple[str, str], pid: int | None, run_dir: str, on_exit: Callable[[ProcessExit], None],
               group: TaskCgroup | None = None) -> bool:
