@@ -163,6 +163,14 @@ class TaskRequest:
     not_before: float = 0.0
     ports: int = 0
 
+    def __post_init__(self) -> None:
+        if self.gang is not None and self.gang_size < 1:
+            raise ValueError(f"gang_size: a gang needs gang_size >= 1, got {self.gang_size}")
+        if self.parallelism is not None and self.parallelism < 1:
+            raise ValueError(f"parallelism: must be >= 1 or None, got {self.parallelism}")
+        if self.ports < 0:
+            raise ValueError(f"ports: must be >= 0, got {self.ports}")
+
 
 class TaskRef(NamedTuple):
     """A task's identity: no two tasks with the same ref are ever pending or running at once."""

@@ -201,7 +201,9 @@ class BatchQueues:
             stage = self._stages[key] = Stage()
             self._jobs.setdefault(request.job_id, set()).add(key)
         stage.running += 1
-        self._queues[request.queue].running += 1
+        queue = self._queues.get(request.queue)
+        if queue is not None:  # a task found running in a queue the configuration no longer has
+            queue.running += 1
         self._fair.take(self._user(request.user), request.resources)
 
     def finished(self, ref: TaskRef) -> None:
@@ -211,7 +213,9 @@ class BatchQueues:
             return
         stage = self._stages[(request.job_id, request.stage)]
         stage.running -= 1
-        self._queues[request.queue].running -= 1
+        queue = self._queues.get(request.queue)
+        if queue is not None:
+            queue.running -= 1
         self._fair.give_back(self._user(request.user), request.resources)
         if not stage.groups and not stage.running:
             self._forget_stage(request.job_id, request.stage)

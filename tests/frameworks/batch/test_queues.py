@@ -279,3 +279,21 @@ def test_the_tasks_a_round_never_reached_are_counted_by_queue() -> None:
     assert queues.reasons("j49") == [Waiting("j49", "s", 1, Reason.OUTRANKED, "the offers that fit were taken by "
                                                                              "tasks ahead of it")]
     assert queues.position("j49") == QueuePosition("default", 48, 48, 0)
+
+
+def test_a_task_found_running_in_a_queue_no_longer_configured_still_counts_for_its_user() -> None:
+    queues = BatchQueues()
+    queues.started(PendingTask(req("old", queue="retired", cpus=2), 0))
+    queues.add_indices(req("new", user="bo"), range(2))
+    queues.add_indices(req("mine"), range(2))
+    result = queues.assign([offer(1, cpus=2)], 0.0)
+    assert placed(result) == [("o1", "new", 0), ("o1", "new", 1)]  # ana already holds 2 cpus
+    queues.finished(TaskRef("old", "s", 0))
+    assert queues.running_count() == 2 and queues.share("ana") == 0.0
+
+
+def test_requests_are_checked() -> None:
+    with pytest.raises(ValueError, match="gang_size: a gang needs gang_size >= 1, got 0"):
+        req("j", gang="g")
+    with pytest.raises(ValueError, match="parallelism: must be >= 1 or None, got 0"):
+        req("j", parallelism=0)
