@@ -78,7 +78,7 @@ class BatchQueues:
     The core calls: ``add`` (a stage's tasks became runnable), ``assign`` (offers arrived; the
     placed tasks count as running from then on, as the master counts offered resources as used),
     ``started`` (a task found running, e.g. at reconciliation — idempotent), ``finished`` (a task
-    ended or its launch failed; idempotent), ``remove_job``, ``suspend``/``resume``, ``demand``
+    ended or its launch failed; idempotent), ``withdraw`` (one pending task dropped), ``remove_job``, ``suspend``/``resume``, ``demand``
     (for DeclareDemand) and ``position``."""
 
     def __init__(self, config: QueuesConfig | None = None) -> None:
@@ -181,17 +181,24 @@ class BatchQueues:
         ref = TaskRef(request.job_id, request.stage, index)
         if ref in self._running:
             return
-        stage = self._stages.get((request.job_id, request.stage))
-        if stage is not None and index in stage.pending:
-            stage.pending.discard(index)
-            for group in list(stage.groups.values()):
-                if index in group.heap:
-                    self._queues[request.queue].pending -= 1
-                    group.heap.remove(index)
-                    heapq.heapify(group.heap)
-                    if not group.heap:
-                        self._drop_group(group)
+        self.withdraw(ref)
         self._run(request, ref)
+
+    def withdraw(self, ref: TaskRef) -> bool:
+        """Drops one pending task (its job was suspended, or its stage failed); False when it was
+        not pending. A running task is not touched: it ends with ``finished``."""
+        stage = self._stages.get((ref.job_id, ref.stage))
+        if stage is None or ref.index not in stage.pending:
+            return False
+        stage.pending.discard(ref.index)
+        for group in list(stage.groups.values()):
+            if ref.index in group.heap:
+                self._queues[group.request.queue].pending -= 1
+                group.heap.remove(ref.index)
+                heapq.heapify(group.heap)
+                if not group.heap:
+                    self._drop_group(group)
+        return True
 
     def _run(self, request: TaskRequest, ref: TaskRef) -> None:
         self._running[ref] = request

@@ -297,3 +297,17 @@ def test_requests_are_checked() -> None:
         req("j", gang="g")
     with pytest.raises(ValueError, match="parallelism: must be >= 1 or None, got 0"):
         req("j", parallelism=0)
+
+
+def test_withdraw_drops_one_pending_task_only() -> None:
+    queues = BatchQueues()
+    request = req("j")
+    queues.add_indices(request, range(3))
+    queues.started(PendingTask(request, 0))
+    assert queues.withdraw(TaskRef("j", "s", 1)) is True
+    assert queues.withdraw(TaskRef("j", "s", 1)) is False  # no longer pending
+    assert queues.withdraw(TaskRef("j", "s", 0)) is False  # running: ends with finished
+    assert queues.withdraw(TaskRef("nope", "s", 0)) is False
+    assert (queues.pending_count("j"), queues.running_count()) == (1, 1)
+    assert placed(queues.assign([offer(1)], 0.0)) == [("o1", "j", 2)]
+    assert queues.withdraw(TaskRef("j", "s", 2)) is False
