@@ -78,8 +78,9 @@ class BatchQueues:
     The core calls: ``add`` (a stage's tasks became runnable), ``assign`` (offers arrived; the
     placed tasks count as running from then on, as the master counts offered resources as used),
     ``started`` (a task found running, e.g. at reconciliation — idempotent), ``finished`` (a task
-    ended or its launch failed; idempotent), ``withdraw`` (one pending task dropped), ``remove_job``, ``suspend``/``resume``, ``demand``
-    (for DeclareDemand) and ``position``."""
+    ended or its launch failed; idempotent), ``withdraw`` (one pending task dropped),
+    ``remove_job``, ``suspend``/``resume``, ``demand`` (for DeclareDemand), ``position`` and
+    ``reasons`` (``queue_why.explain`` builds ``tepui jobs why`` on them)."""
 
     def __init__(self, config: QueuesConfig | None = None) -> None:
         self.config = config or QueuesConfig()
