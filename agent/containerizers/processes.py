@@ -17,8 +17,13 @@ exit status of a task that ended while the agent was down. It costs one ``sh`` (
 1.5 MB) per task, against ~19 ms and 9 MB for a Python supervisor. The supervisor ignores the
 group-wide SIGTERM of a graceful kill (a trap that only sets a flag) and keeps waiting for the
 task; SIGKILL ends both. Exit statuses above 128 are read as "ended by signal status-128", the
-shell's own convention. Background jobs of a non-interactive shell start with SIGINT and
-SIGQUIT ignored (POSIX), so the task is started through ``env --default-signal`` to undo that.
+shell's own convention. The task runs in the foreground: a trapped signal that arrives while
+the shell waits for a foreground command is acted on only once the command has ended (POSIX),
+with ``$?`` kept, so the supervisor waits for the task however often it is signalled. Until
+issue 17 the task was a background job waited for in a loop, and since a non-interactive
+shell's background jobs start with SIGINT and SIGQUIT ignored (POSIX), it was started through
+``env --default-signal`` to undo that: an exec per task, and the task trees' execs were most
+of the machine's CPU under ``bench/launch_throughput.py --real-agents 2`` (docs/performance.md).
 
 Spawning: the supervisor ``cd``s into the sandbox itself rather than being started there, so
 that it can be started with ``posix_spawn`` (vfork-like: no copy of the agent's page tables; a
@@ -53,7 +58,6 @@ import pwd
 import shutil
 import signal
 import stat
-import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -159,30 +163,19 @@ class ProcessExit:
 
 
 # The supervisor, as the agent's user: joins the task's cgroups (every descendant is then born
-# inside), records its pid, starts the rest of the chain (setpriv, command) and records how it
-# ended. ``wait`` returns early when a trapped signal arrives; the loop waits again while the
-# task lives (an interrupted wait reports 128+signal, not the task's status).
+# inside), records its pid, starts the rest of the chain (setpriv, command) in the foreground
+# and records how it ended. A trapped TERM, INT or HUP only sets a flag, and only once the task
+# has ended (POSIX defers traps during a foreground command and keeps ``$?``); the task's
+# signals are its defaults (a trap is reset in a child, and nothing is ignored as it would be
+# for a background job).
 SUPERVISE = (
     'for f in $TEPUI_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset TEPUI_CGROUP_PROCS; '
     'd=$1; cd "$2" || exit 125; shift 2; echo $$ > "$d/pid"; '
     "trap 'i=1' TERM INT HUP; "
-    '"$@" & c=$!; '
-    'while :; do i=0; wait $c; r=$?; [ $i = 1 ] && kill -0 $c 2>/dev/null || break; done; '
+    '"$@"; r=$?; '
     'echo $r > "$d/exit"; exit $r'
 )
 SUPERVISOR_NAME = "tepui-task"
-
-
-def _default_signals_prefix() -> list[str]:
-    """``env --default-signal=INT,QUIT`` where coreutils has it (8.31 and later)."""
-    env = shutil.which("env")
-    if env is None:
-        return []
-    try:
-        ok = subprocess.run([env, "--default-signal=INT,QUIT", "true"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return [env, "--default-signal=INT,QUIT"] if ok else []
 
 
 def exit_from_status(code: int | None, sig: int | None) -> tuple[int | None, int | None]:
@@ -202,7 +195,6 @@ class ProcessLauncher:
         self.pids: dict[tuple[str, str], int] = {}
         self.groups: dict[tuple[str, str], TaskCgroup] = {}
         self._watches: dict[tuple[str, str], _ExitWatch] = {}
-        self._reset_signals = _default_signals_prefix()
 
     def launch(
         self,
@@ -225,7 +217,7 @@ class ProcessLauncher:
         make_dir(run_dir, 0o700)
         env = {"PATH": os.environ.get("PATH", BASE_PATH), "LANG": "C.UTF-8", "HOME": sandbox}
         env.update(environment)
-        chain = list(self._reset_signals)
+        chain: list[str] = []
         if user is not None and user.uid != os.geteuid():
             chain += [SETPRIV, f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--"]
             env["USER"] = env["LOGNAME"] = user.name
