@@ -28,7 +28,8 @@ LIVE_ATTEMPT_STATES = frozenset({"LAUNCHED", "RUNNING", "UNREACHABLE"})
 class JobRecord(msgspec.Struct, kw_only=True):
     """One job. ``clock_at`` starts the deadline: submission, then each resume and each
     ``retry`` (Kubernetes resets a Job's ``startTime`` on resume). ``retried_at`` lists the times
-    of ``tepui jobs retry`` so a replay re-opens the failed indices at the same point."""
+    of ``tepui jobs retry`` and ``retried_seq`` their places in the job's event sequence, so a
+    replay re-opens the failed indices at the same point."""
 
     id: str
     name: str
@@ -43,6 +44,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     suspended: bool = False
     reason: str = ""
     retried_at: list[float] = []
+    retried_seq: list[int] = []
 
 
 class StageRecord(msgspec.Struct, kw_only=True):
@@ -69,7 +71,8 @@ class AttemptRecord(msgspec.Struct, kw_only=True):
     ``killed_by``: why the framework asked for a kill (timeout, gang, suspend, cancel, deadline,
     stage_failed), None when it did not. ``outcome``: succeeded, retry, index_failed,
     stage_failed, lost (retried free), gang (a gang sibling's failure), suspended, cancelled,
-    deadline, or "" while live."""
+    deadline, or "" while live. ``*_seq``: the place of each change in the job's event sequence
+    (times tie when a batch of updates shares one ``now``; the replay needs the real order)."""
 
     job: str
     stage: str
@@ -90,3 +93,6 @@ class AttemptRecord(msgspec.Struct, kw_only=True):
     outcome: str = ""
     spent: bool = False
     retry_at: float | None = None
+    launched_seq: int = 0
+    running_seq: int | None = None
+    finished_seq: int | None = None

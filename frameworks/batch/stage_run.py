@@ -91,10 +91,12 @@ class StageRun:
         if self.nn_need:
             while self.nn_ready and self.status[self.nn_ready[0]] != PENDING:
                 self.nn_ready.popleft()
+            seen: set[int] = set()  # a reopened index may be in the deque twice
             for index in self.nn_ready:
                 if len(out) >= limit:
                     break
-                if self.status[index] == PENDING:
+                if self.status[index] == PENDING and index not in seen:
+                    seen.add(index)
                     out.append(index)
             return out
         status = self.status

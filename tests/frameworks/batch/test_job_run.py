@@ -8,7 +8,7 @@ import msgspec
 
 import pytest
 
-from tepui.frameworks.batch.job_run import JobRun
+from tepui.frameworks.batch.job_run import BYTES_PER_PENDING_INDEX, JobRun
 from tepui.frameworks.batch.records import AttemptRecord, JobRecord
 from tepui.frameworks.batch.run_outcomes import (
     Ignored, IndexFailed, IndexSucceeded, JobEnded, KillTask, Ready, ReadySet, RetryAt, SaveAttempt, SaveJob,
@@ -371,3 +371,19 @@ def test_restart_keeps_suspension_retries_and_kills_in_flight() -> None:
     again = store.load(spec)
     assert again.timeouts(7) == Tick((KillTask(a, "a1", "timeout: kill asked again"),), 37.0)
     assert kinds(again.status(a, K, None, None, 8)) == [IndexFailed("m", 0, "timeout")]
+
+
+# --- memory and bounded answers ---------------------------------------------------------------
+
+
+def test_a_pending_index_costs_bytes_not_objects() -> None:
+    import tracemalloc
+
+    spec = job({"name": "m", "command": "x", "array": 100_000})
+    tracemalloc.start()
+    run = run_of(spec)
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert used / 100_000 < BYTES_PER_PENDING_INDEX + 0.5, used
+    assert run.ready(0, limit=3).tasks == (Ready("m", 0, 1), Ready("m", 1, 1), Ready("m", 2, 1))
+    assert len(run.ready(0).tasks) == 100_000
