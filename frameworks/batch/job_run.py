@@ -48,6 +48,7 @@ from tepui.frameworks.batch.run_outcomes import (
 )
 from tepui.frameworks.batch.spec import JobSpec
 from tepui.frameworks.batch.stage_run import StageRun
+from tepui.frameworks.batch.task_ends import failure_reason
 from tepui.sdk import TaskReason, TaskState
 
 __all__ = ["BYTES_PER_PENDING_INDEX", "KILL_RETRY_SECONDS", "JobRun", "failure_reason"]
@@ -58,35 +59,6 @@ KILL_RETRY_SECONDS = 30.0  # a kill not confirmed by then is asked again (servic
 #: kills that stop an attempt without judging it, and the outcome they record
 _STOPS = {"suspend": "suspended", "cancel": "cancelled", "deadline": "deadline", "stage_failed": "stage_failed"}
 ENDED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "DEADLINE_EXCEEDED"})
-_LOST_STATES = frozenset({TaskState.LOST, TaskState.GONE, TaskState.GONE_BY_OPERATOR, TaskState.DROPPED, TaskState.UNKNOWN})
-_AGENT_REASONS = frozenset({
-    TaskReason.AGENT_REMOVED, TaskReason.AGENT_REMOVED_BY_OPERATOR, TaskReason.AGENT_RESTARTED,
-    TaskReason.AGENT_UNKNOWN, TaskReason.AGENT_DISCONNECTED, TaskReason.MASTER_DISCONNECTED,
-    TaskReason.RECONCILIATION, TaskReason.EXECUTOR_REREGISTRATION_TIMEOUT,
-})
-_REASONS = {
-    TaskReason.CONTAINER_LIMITATION_MEMORY: "memory_limit", TaskReason.CONTAINER_LIMITATION_DISK: "disk_limit",
-    TaskReason.CONTAINER_LAUNCH_FAILED: "launch_failed", TaskReason.COMMAND_EXECUTOR_FAILED: "launch_failed",
-    TaskReason.TASK_INVALID: "launch_failed", TaskReason.FETCH_FAILED: "fetch_failed",
-    TaskReason.CONTAINER_PREEMPTED: "preempted",
-}
-
-
-def failure_reason(state: TaskState, reason: TaskReason | None, killed_by: str | None) -> str | None:
-    """The reason a retry rule sees (docs/batch.md's table); ``agent_lost`` for agent loss."""
-    if state in _LOST_STATES or reason in _AGENT_REASONS:
-        return "agent_lost"
-    if killed_by == "timeout":
-        return "timeout"
-    if reason is not None and reason in _REASONS:
-        return _REASONS[reason]
-    if state == TaskState.KILLED:
-        return "killed"
-    if state == TaskState.ERROR:
-        return "launch_failed"
-    return None
-
-
 class _Live:
     """A launched attempt (at most one per index)."""
 
@@ -197,13 +169,14 @@ class JobRun:
     def status(self, task_id: str, state: TaskState, exit_code: int | None, reason: TaskReason | None,
                now: float) -> tuple[Outcome, ...]:
         live = self._live.get(task_id)
+        ended = state.is_terminal or state == TaskState.UNKNOWN  # UNKNOWN: reconciliation's "no such task"
         if live is None:
-            if state.is_terminal:
+            if ended:
                 return (Ignored(task_id, "no live attempt has this task: its end is already recorded"),)
             return (KillTask(task_id, None, "stale: no live attempt has this task"),)
         rec = live.record
         rec.task_state, rec.task_reason = state.value, None if reason is None else reason.value
-        if not state.is_terminal:
+        if not ended:
             if state == TaskState.RUNNING and rec.state != "RUNNING":
                 rec.state = "RUNNING"
                 rec.running_at = rec.running_at if rec.running_at is not None else now

@@ -387,3 +387,36 @@ def test_a_pending_index_costs_bytes_not_objects() -> None:
     assert used / 100_000 < BYTES_PER_PENDING_INDEX + 0.5, used
     assert run.ready(0, limit=3).tasks == (Ready("m", 0, 1), Ready("m", 1, 1), Ready("m", 2, 1))
     assert len(run.ready(0).tasks) == 100_000
+
+
+def test_a_gang_member_lost_with_its_agent_reruns_the_gang_at_once_without_spending() -> None:
+    run = run_of(job({"name": "g", "command": "mpirun", "array": 2, "gang": True}))  # attempts 1
+    assert run.ready(0, limit=1).gangs == ("g",)  # a gang counts as one against the limit
+    a, b = gang_start(run, "g", 0)
+    out = run.status(b, TaskState.GONE, None, TaskReason.AGENT_REMOVED, 3)
+    assert kinds(out) == [KillTask(a, "a1", "gang: g[1] ended (agent_lost)")]
+    assert [o.record.outcome for o in out if isinstance(o, SaveAttempt)] == ["gang_failed", ""]
+    out = run.status(a, K, None, None, 4)
+    assert kinds(out) == [RetryAt("g", 0, 2, 4, False, "agent_lost"), RetryAt("g", 1, 2, 4, False, "agent_lost")]
+    assert run.ready(4).tasks == (Ready("g", 0, 2), Ready("g", 1, 2))
+    assert list(run.stages["g"].spent) == [0, 0]
+
+
+def test_a_gang_failure_with_no_attempt_left_fails_every_index() -> None:
+    run = run_of(job({"name": "g", "command": "mpirun", "array": 2, "gang": True}))
+    a, b = gang_start(run, "g", 0)
+    run.status(a, TaskState.FAILED, 2, None, 1)
+    out = run.status(b, K, None, None, 2)
+    assert kinds(out) == [
+        IndexFailed("g", 0, "gang failed (exit 2)"), IndexFailed("g", 1, "gang failed (exit 2)"),
+        StageEnded("g", "FAILED", "2 of 2 indices failed"), JobEnded("FAILED", "stages did not succeed: g"),
+    ]
+
+
+def test_reconciliation_unknown_ends_a_live_attempt_as_lost() -> None:
+    run = run_of(job({"name": "m", "command": "x"}))
+    t = start(run, "m", 0, 0)
+    out = run.status(t, TaskState.UNKNOWN, None, TaskReason.RECONCILIATION, 9)
+    assert kinds(out) == [RetryAt("m", 0, 2, 9, False, "agent_lost")]
+    assert run.status(t, TaskState.UNKNOWN, None, TaskReason.RECONCILIATION, 9)[0] == Ignored(
+        t, "no live attempt has this task: its end is already recorded")
