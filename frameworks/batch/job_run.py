@@ -275,6 +275,7 @@ class JobRun:
     def _fail_stage(self, st: StageRun, reason: str, now: float, out: list[Outcome]) -> None:
         st.state, st.reason = S.DONE_FAILED, reason
         self._stop(st, "stage_failed", now, out, skip=True)
+        out.append(SaveStage(self.stage_record(st.name)))
         out.append(StageEnded(st.name, S.DONE_FAILED, reason))
 
     def _gang_member_ended(self, st: StageRun, rec: AttemptRecord, failure: str | None, now: float,
@@ -482,11 +483,13 @@ class JobRun:
                 elif verdict == "never":
                     st.state, st.reason = S.UPSTREAM_FAILED, "an upstream stage did not succeed"
                     self._stop(st, "stage_failed", now, out, skip=True)
+                    out.append(SaveStage(self.stage_record(name)))
                     out.append(StageEnded(name, S.UPSTREAM_FAILED, st.reason))
             if st.state == S.ACTIVE and st.ended_indices() == st.array:
                 ok = st.counts[S.SUCCEEDED] == st.array
                 st.state = S.DONE_OK if ok else S.DONE_FAILED
                 st.reason = "" if ok else f"{st.counts[S.FAILED]} of {st.array} indices failed"
+                out.append(SaveStage(self.stage_record(name)))
                 out.append(StageEnded(name, st.state, st.reason))
         if all(st.state in S.STAGE_ENDED for st in self.stages.values()):
             ok = all(st.state == S.DONE_OK for st in self.stages.values())

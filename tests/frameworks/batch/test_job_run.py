@@ -9,10 +9,10 @@ import msgspec
 import pytest
 
 from tepui.frameworks.batch.job_run import BYTES_PER_PENDING_INDEX, JobRun
-from tepui.frameworks.batch.records import AttemptRecord, JobRecord
+from tepui.frameworks.batch.records import AttemptRecord, JobRecord, StageRecord
 from tepui.frameworks.batch.run_outcomes import (
     Ignored, IndexFailed, IndexSucceeded, JobEnded, KillTask, Ready, ReadySet, RetryAt, SaveAttempt, SaveJob,
-    StageEnded, Tick, Unqueue,
+    SaveStage, StageEnded, Tick, Unqueue,
 )
 from tepui.frameworks.batch.spec import JobSpec, load_job
 from tepui.sdk import TaskReason, TaskState
@@ -50,7 +50,7 @@ def gang_start(run: JobRun, stage: str, now: float) -> list[str]:
 
 def kinds(outcomes: tuple[Any, ...]) -> list[Any]:
     """The outcomes without the Save* records (checked separately)."""
-    return [o for o in outcomes if not isinstance(o, SaveAttempt | SaveJob)]
+    return [o for o in outcomes if not isinstance(o, SaveAttempt | SaveJob | SaveStage)]
 
 
 def counts(run: JobRun, stage: str) -> tuple[int, int, int, int, int, int]:
@@ -98,6 +98,12 @@ def test_failed_upstream_fails_all_succeeded_dependents_but_runs_any_finished_on
         StageEnded("reduce", "UPSTREAM_FAILED", "an upstream stage did not succeed"),
     ]
     assert counts(run, "reduce") == (0, 0, 0, 0, 0, 1)
+    assert [o.record for o in out if isinstance(o, SaveStage)] == [
+        StageRecord(job="j1", stage="map", state="FAILED", pending=0, queued=0, running=0, succeeded=0, failed=1,
+                    skipped=0, reason="1 of 1 indices failed"),
+        StageRecord(job="j1", stage="reduce", state="UPSTREAM_FAILED", pending=0, queued=0, running=0, succeeded=0,
+                    failed=0, skipped=1, reason="an upstream stage did not succeed"),
+    ]
     assert run.ready(1).tasks == (Ready("report", 0, 1),)
     t = start(run, "report", 0, 1)
     out = run.status(t, F, 0, None, 2)

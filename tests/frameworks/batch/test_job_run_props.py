@@ -21,6 +21,7 @@ ENDINGS = [
     (TaskState.FINISHED, 0, None), (TaskState.FINISHED, 0, None), (TaskState.FINISHED, 0, None), (TaskState.FAILED, 1, None), (TaskState.FAILED, 3, None),
     (TaskState.LOST, None, TaskReason.AGENT_REMOVED), (TaskState.KILLED, None, None),
     (TaskState.FAILED, None, TaskReason.CONTAINER_LIMITATION_MEMORY),
+    (TaskState.UNKNOWN, None, TaskReason.RECONCILIATION),
 ]
 
 SPECS = [
@@ -82,9 +83,11 @@ def test_no_index_runs_twice_success_once_budget_kept(stages: list[dict[str, Any
             del world[task_id]
             ended.append(task_id)
             take(run.status(task_id, state, code, reason, now))
-        elif action == 3 and ended:  # a duplicate terminal update (reconciliation)
+        elif action == 3 and ended:  # a duplicate terminal update (reconciliation), or a partition
             task_id = ended[pick % len(ended)]
             take(run.status(task_id, TaskState.FINISHED, 0, None, now))
+            if world:
+                take(run.status(sorted(world)[pick % len(world)], TaskState.UNREACHABLE, None, None, now))
         elif action == 4:
             take(run.timeouts(now))
         elif action == 5:
