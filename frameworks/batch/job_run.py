@@ -131,12 +131,24 @@ class JobRun:
         """The queue took this ready task. Soft state: not persisted (a restarted framework
         asks ``ready`` again)."""
         st = self.stages[stage]
-        if st.status[index] not in (S.PENDING, S.BACKOFF) or attempt != st.tries.get(index, 0) + 1:
+        due = st.gang_due if st.spec.gang else st.retry_due.get(index)
+        if st.status[index] not in (S.PENDING, S.BACKOFF) or attempt != st.tries.get(index, 0) + 1 or (
+            st.status[index] == S.BACKOFF and due is not None and due > now
+        ):
             raise ValueError(f"{stage}[{index}] attempt {attempt} is not ready")
         st.set(index, S.QUEUED)
         st.retry_due.pop(index, None)
         st.tries[index] = attempt
         self._queued_at[(stage, index)] = now
+
+    def unqueued(self, stage: str, index: int, attempt: int) -> None:
+        """The queue gave a queued task back without launching it (its launch was refused, the
+        queue was reset): the index is ready again with the same try number."""
+        st = self.stages[stage]
+        if st.status[index] != S.QUEUED or st.tries.get(index) != attempt:
+            raise ValueError(f"{stage}[{index}] attempt {attempt} is not queued")
+        self._queued_at.pop((stage, index), None)
+        self._give_back(st, index)
 
     def launched(self, stage: str, index: int, attempt: int, task_id: str, agent_id: str | None,
                  now: float) -> tuple[Outcome, ...]:
@@ -144,6 +156,7 @@ class JobRun:
         st = self.stages[stage]
         if st.status[index] != S.QUEUED or st.tries.get(index) != attempt:
             raise ValueError(f"{stage}[{index}] attempt {attempt} is not queued")
+        assert (stage, index) not in self._by_index, "an index with two live attempts"  # the rule this class keeps
         st.set(index, S.LIVE)
         record = AttemptRecord(
             job=self.job.id, stage=stage, index=index, attempt=attempt, task_id=task_id, agent_id=agent_id,
@@ -431,6 +444,14 @@ class JobRun:
 
     # --- internals --------------------------------------------------------------------------
 
+    @staticmethod
+    def _give_back(st: StageRun, index: int) -> None:
+        """A queued index back to pending, its try number unused."""
+        st.tries[index] -= 1
+        if st.tries[index] == 0:
+            del st.tries[index]
+        st.reopen(index)
+
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
@@ -450,12 +471,9 @@ class JobRun:
             code = st.status[i]
             if code == S.QUEUED:
                 out.append(Unqueue(st.name, i, st.tries[i]))
-                st.tries[i] -= 1
-                if st.tries[i] == 0:
-                    del st.tries[i]
-                st.set(i, S.SKIPPED if skip else S.PENDING)
-                if not skip:
-                    st.reopen(i)
+                self._give_back(st, i)
+                if skip:
+                    st.set(i, S.SKIPPED)
             elif skip and code in (S.PENDING, S.BACKOFF, S.GANG_DONE):
                 st.set(i, S.SKIPPED)
                 self._fail_index_downstream(st, i, out)

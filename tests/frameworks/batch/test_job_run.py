@@ -426,3 +426,17 @@ def test_reconciliation_unknown_ends_a_live_attempt_as_lost() -> None:
     assert kinds(out) == [RetryAt("m", 0, 2, 9, False, "agent_lost")]
     assert run.status(t, TaskState.UNKNOWN, None, TaskReason.RECONCILIATION, 9)[0] == Ignored(
         t, "no live attempt has this task: its end is already recorded")
+
+
+def test_unqueued_gives_the_index_back_and_a_backoff_cannot_be_jumped() -> None:
+    run = run_of(job({"name": "m", "command": "x", "retries": {"attempts": 2, "backoff": {"initial": "PT10S"}}}))
+    run.queued("m", 0, 1, 0)
+    run.unqueued("m", 0, 1)
+    assert run.ready(0).tasks == (Ready("m", 0, 1),)
+    t = start(run, "m", 0, 1)
+    run.status(t, TaskState.FAILED, 1, None, 2)
+    with pytest.raises(ValueError):
+        run.queued("m", 0, 2, 5)  # the backoff ends at 12
+    run.queued("m", 0, 2, 12)
+    with pytest.raises(ValueError):
+        run.launched("m", 0, 1, "x", "a1", 12)  # not the queued try
