@@ -57,6 +57,7 @@ PURE = [
     # the batch framework's per-job state machine and its records
     "tepui.frameworks.batch.job_run", "tepui.frameworks.batch.stage_run", "tepui.frameworks.batch.job_replay",
     "tepui.frameworks.batch.run_outcomes", "tepui.frameworks.batch.records", "tepui.frameworks.batch.task_ends",
+    "tepui.frameworks.batch.gangs",
     "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why", "tepui.frameworks.batch.queue_groups",
 ]
 

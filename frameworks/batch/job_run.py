@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tepui.frameworks.batch import stage_run as S
+from tepui.frameworks.batch.gangs import gang_member_ended
 from tepui.frameworks.batch.records import AttemptRecord, JobRecord, StageRecord
 from tepui.frameworks.batch.run_outcomes import (
     Ignored, IndexFailed, IndexSucceeded, JobEnded, KillTask, Outcome, Ready, ReadySet, RetryAt, SaveAttempt,
@@ -227,7 +228,7 @@ class JobRun:
                     if st.status[i] == S.GANG_DONE:  # a gang reruns whole (also when replayed)
                         st.reopen(i)
         elif st.spec.gang and (not finished or st.gang_failure is not None):
-            self._gang_member_ended(st, rec, failure, now, out)
+            gang_member_ended(self, st, rec, failure, now, out)
         elif finished:
             rec.outcome = "finished" if st.spec.gang else "succeeded"  # a gang's success is the whole gang's
             out.append(SaveAttempt(rec))
@@ -290,50 +291,6 @@ class JobRun:
         self._stop(st, "stage_failed", now, out, skip=True)
         out.append(SaveStage(self.stage_record(st.name)))
         out.append(StageEnded(st.name, S.DONE_FAILED, reason))
-
-    def _gang_member_ended(self, st: StageRun, rec: AttemptRecord, failure: str | None, now: float,
-                           out: list[Outcome]) -> None:
-        """A gang task failed, or ended while its gang fails: the first failure kills the siblings
-        (and drops queued ones); when none is live, the whole gang is retried as one attempt,
-        judged by that first failure."""
-        first = st.gang_failure is None
-        rec.outcome = "gang_failed" if first else "gang"
-        out.append(SaveAttempt(rec))
-        st.set(rec.index, S.BACKOFF)
-        if first:
-            st.gang_failure = (rec.exit_code, failure)
-            why = failure or f"exit {rec.exit_code}"
-            for task_id, lv in list(self._live.items()):
-                if lv.stage is st and lv.killing is None:
-                    self._kill(task_id, lv, "gang", f"gang: {st.name}[{rec.index}] ended ({why})", now, out)
-            for i in range(st.array):
-                if st.status[i] == S.QUEUED:
-                    out.append(Unqueue(st.name, i, st.tries[i]))
-                if st.status[i] in (S.GANG_DONE, S.QUEUED):
-                    st.set(i, S.BACKOFF)
-        if st.counts[S.LIVE] or st.gang_failure is None:
-            return
-        exit_code, reason = st.gang_failure
-        st.gang_failure = None
-        why = reason or f"exit {exit_code}"
-        retries = st.spec.retries
-        action = retries.classify(exit_code, reason)
-        spent = action == "count"
-        if spent:
-            for i in range(st.array):
-                st.spent[i] += 1
-        if action in ("count", "ignore") and st.spent[0] < retries.attempts:
-            at = now if reason == "agent_lost" else now + retries.backoff.delay(max(st.spent[0] - 1, 0))
-            st.gang_due = at
-            tries = max(st.tries.values(), default=0)
-            for i in range(st.array):
-                st.tries[i] = tries  # the members share one try number
-                out.append(RetryAt(st.name, i, tries + 1, at, spent, why))
-            return
-        for i in range(st.array):
-            self._fail_index(st, i, f"gang failed ({why})", out)
-        if action == "fail_stage":
-            self._fail_stage(st, f"gang failed ({why}) and a rule says fail_stage", now, out)
 
     # --- timers -----------------------------------------------------------------------------
 
