@@ -360,8 +360,10 @@ class JobRun:
         """``tepui jobs retry`` (Slurm ``scontrol requeue``): the failed and skipped indices run
         again with a fresh attempt budget; succeeded ones are kept. Only for a FAILED or
         DEADLINE_EXCEEDED job."""
-        if self.job.state not in ("FAILED", "DEADLINE_EXCEEDED") or self._live:
+        if self.job.state not in ("FAILED", "DEADLINE_EXCEEDED"):
             raise ValueError(f"job {self.job.id} is {self.job.state}: only a failed job can be retried")
+        if self._live:
+            raise ValueError(f"job {self.job.id} still has {len(self._live)} tasks being killed: retry when they end")
         for st in self.stages.values():
             for i in range(st.array):
                 if st.status[i] in (S.FAILED, S.SKIPPED, S.BACKOFF):
