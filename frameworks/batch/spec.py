@@ -18,7 +18,6 @@ docs/batch.md, "Job spec".
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from tepui.frameworks.batch.durations import parse_duration
 from tepui.frameworks.batch.spec_checks import translate
 from tepui.frameworks.batch.validation import ACTIONS, FAILURE_REASONS, LIMITS, PRIORITY_RANGE, SpecError, validate_job
 from tepui.sdk import Resources
+from tepui.sdk.spec_documents import decode_spec
 
 __all__ = [
     "ACTIONS",
@@ -295,8 +295,6 @@ class _NoAliasLoader(yaml.SafeLoader):
 def parse_job(text: str | bytes, fmt: Literal["yaml", "json"] | None = None) -> JobSpec:
     """Parses and validates a job spec. ``fmt=None`` reads JSON when the text starts with ``{``
     and YAML otherwise. Raises :class:`SpecError` naming the field."""
-    if fmt not in ("yaml", "json", None):
-        raise SpecError("(format)", f"unknown format {fmt!r}: use 'yaml' or 'json'")
     if len(text) > LIMITS["document_bytes"]:
         raise SpecError("(document)", f"is {len(text)} bytes, more than the {LIMITS['document_bytes']} allowed")
     if isinstance(text, bytes):
@@ -304,15 +302,7 @@ def parse_job(text: str | bytes, fmt: Literal["yaml", "json"] | None = None) -> 
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SpecError("(document)", f"is not UTF-8 (byte {exc.start}): save the file as UTF-8") from None
-    if fmt is None:
-        fmt = "json" if text.lstrip().startswith("{") else "yaml"
-    try:
-        data = json.loads(text) if fmt == "json" else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506  # safe loader subclass
-    except json.JSONDecodeError as exc:
-        raise SpecError("(document)", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError("(document)", f"invalid YAML: {exc}") from None
-    return load_job(data)
+    return load_job(decode_spec(text, fmt, _NoAliasLoader))
 
 
 def load_job(data: object) -> JobSpec:

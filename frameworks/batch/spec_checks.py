@@ -4,7 +4,8 @@ field paths, environment and label maps, placement constraints.
 Why here and not imported from the services framework: a framework imports only ``tepui.sdk``
 and itself (tests/frameworks/test_sdk_only.py), so the batch spec cannot reach
 ``tepui.frameworks.services``. The rules are the same ones (Marathon's constraint operators,
-snake_case names); moving the shared parts into the SDK is left to a later change. Each check
+snake_case names); reading the document and msgspec's errors are shared through
+:mod:`tepui.sdk.spec_documents`. Each check
 returns ``(field, message)`` or ``None`` and raises nothing, so :mod:`.spec` decides the error type.
 """
 
@@ -13,12 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from tepui.sdk.spec_documents import field_error
+
 __all__ = ["OPERATORS", "check_constraint", "check_env", "check_labels", "translate"]
 
 OPERATORS: tuple[str, ...] = ("UNIQUE", "CLUSTER", "GROUP_BY", "MAX_PER", "LIKE", "UNLIKE", "IS")
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
-_NAMED = re.compile(r"^Object (?P<kind>contains unknown|missing required) field `(?P<name>[^`]*)`$")
 _DURATIONS = frozenset({"deadline", "ttl_after_finished", "timeout", "initial", "max"})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -35,48 +36,20 @@ _OTHER_NAMES = {
 
 
 def translate(error: str, data: object) -> tuple[str, str]:
-    """msgspec's ``Expected `int`, got `str` - at `$.stages[0].array``` as (field, message)."""
-    match = _AT.match(error)
-    assert match is not None  # the pattern matches any string
-    msg, path = match.group("msg"), (match.group("path") or "").lstrip(".")
-    if "[...]" in path:
-        path = _name_map_keys(path, data)
-    named = _NAMED.match(msg)
-    if named:
-        name = named.group("name")
-        field = f"{path}.{name}" if path else name
-        if named.group("kind") == "missing required":
-            return field, "required field is missing"
-        hint = _OTHER_NAMES.get(name)
-        return field, "unknown field" + (f": did you mean {hint}?" if hint else ": check the spelling against docs/batch.md")
-    text = msg.replace("`", "")
-    text = text[:1].lower() + text[1:]
-    if match.group("key"):
-        text = "keys " + text + " (quote keys such as 1 or yes in YAML)"
-    if "got bool" in text or "got null" in text:
-        text += " (quote values such as yes, no, on, off and null in YAML)"
+    """msgspec's ``Expected `int`, got `str` - at `$.stages[0].array``` as (field, message),
+    with the names other schedulers use and the duration format as hints."""
+    return field_error(error, data, _unknown_hint, _duration_hint)
+
+
+def _unknown_hint(name: str) -> str:
+    hint = _OTHER_NAMES.get(name)
+    return f": did you mean {hint}?" if hint else ": check the spelling against docs/batch.md"
+
+
+def _duration_hint(path: str, text: str) -> str:
     if path.rpartition(".")[2] in _DURATIONS and ("got int" in text or "got float" in text):
-        text += ": write an ISO 8601 duration such as PT30S, PT10M or PT2H"
-    return path or "(document)", text
-
-
-def _name_map_keys(path: str, data: object) -> str:
-    """msgspec writes a bad map value's key as ``[...]``; the maps of a job spec hold text, so
-    the offending key is the first whose value is not a string."""
-    out, node = "", data
-    for name, index in re.findall(r"\.?([^.\[]+)|\[(\d+|\.\.\.)\]", path):
-        if name:
-            out += f".{name}" if out else name
-            node = node.get(name) if isinstance(node, Mapping) else None
-        elif index == "...":
-            bad = next((k for k, v in node.items() if not isinstance(v, str)), None) if isinstance(node, Mapping) else None
-            if bad is None:
-                return out + "[...]"
-            out, node = f"{out}.{bad}", node[bad]  # type: ignore[index]  # node is the Mapping just searched
-        else:
-            out += f"[{index}]"
-            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
-    return out
+        return ": write an ISO 8601 duration such as PT30S, PT10M or PT2H"
+    return ""
 
 
 def check_env(path: str, env: Mapping[str, str], limits: Mapping[str, int]) -> tuple[str, str] | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from tepui.frameworks.batch.dag import CONDITIONS
 from tepui.frameworks.batch.durations import DurationError, parse_duration
+from tepui.sdk.spec_documents import SpecError
 from tepui.frameworks.batch.spec_checks import check_constraint, check_env, check_labels
 
 if TYPE_CHECKING:  # the Structs import this module to validate themselves
@@ -27,14 +28,6 @@ if TYPE_CHECKING:  # the Structs import this module to validate themselves
 __all__ = ["ACTIONS", "FAILURE_REASONS", "LIMITS", "PRIORITY_RANGE", "SpecError", "validate_job"]
 
 
-class SpecError(ValueError):
-    """An invalid job spec. ``field`` is the path of the offending field (``stages[0].array``,
-    ``stages[1].depends_on[0].stage``); ``str()`` is ``"field: message"``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 #: Ceilings on a submission (see the module docstring for why).

@@ -20,16 +20,15 @@ deadline, auto-rollback) the defaults follow Nomad's ``update`` block and Kubern
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
 from tepui.frameworks.services.constraints import Constraint, ConstraintError, validate_constraint
 from tepui.sdk import Resources
+from tepui.sdk.spec_documents import SpecError, decode_spec, field_error
 
 __all__ = [
     "AppSpec",
@@ -46,15 +45,6 @@ __all__ = [
     "parse_app",
 ]
 
-
-class SpecError(ValueError):
-    """An invalid app spec. ``field`` is the path of the offending field (``instances``,
-    ``constraints[0]``, ``health_checks[1].port_index``); ``str()`` is ``"field: message"``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class _Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
@@ -244,25 +234,12 @@ _MARATHON_NAMES = {
 }
 
 _SEGMENT = re.compile(r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$")
-_MSGSPEC_AT = re.compile(r"^(?P<msg>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?$", re.S)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
-_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
 
 
 def parse_app(text: str, fmt: Literal["yaml", "json"] | None = None) -> AppSpec:
     """Parses and validates an app spec. ``fmt=None`` reads JSON when the text starts with
     ``{`` and YAML otherwise. Raises :class:`SpecError` naming the field."""
-    if fmt not in ("yaml", "json", None):
-        raise SpecError("(format)", f"unknown format {fmt!r}: use 'yaml' or 'json'")
-    if fmt is None:
-        fmt = "json" if text.lstrip().startswith("{") else "yaml"
-    try:
-        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError("(document)", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError("(document)", f"invalid YAML: {exc}") from None
-    return app_from_data(data)
+    return app_from_data(decode_spec(text, fmt))
 
 
 def app_from_data(data: object) -> AppSpec:
@@ -274,7 +251,7 @@ def app_from_data(data: object) -> AppSpec:
     try:
         spec = msgspec.convert(data, AppSpec)
     except msgspec.ValidationError as exc:
-        raise _translate(str(exc), data) from None
+        raise SpecError(*field_error(str(exc), data, _hint)) from None
     _validate(spec)
     return spec
 
@@ -293,52 +270,8 @@ def _normalize_constraint_values(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return {**data, "constraints": fixed}
 
 
-def _translate(error: str, data: object) -> SpecError:
-    """Turns msgspec's ``Expected `int`, got `str` - at `$.instances``` into a SpecError."""
-    match = _MSGSPEC_AT.match(error)
-    assert match is not None  # the pattern matches any string
-    msg, path = match.group("msg"), (match.group("path") or "").lstrip(".")
-    if "[...]" in path:
-        path = _name_map_keys(path, data)
-    unknown, missing = _UNKNOWN.match(msg), _MISSING.match(msg)
-    named = unknown or missing
-    if named:
-        name = named.group("name")
-        field = f"{path}.{name}" if path else name
-        if missing:
-            return SpecError(field, "required field is missing")
-        return SpecError(field, "unknown field" + _hint(name))
-    text = msg.replace("`", "")
-    text = text[:1].lower() + text[1:]
-    if match.group("key"):
-        text = "keys " + text + " (quote keys such as 1 or yes in YAML)"
-    if "got bool" in text or "got null" in text:
-        text += " (quote values such as yes, no, on, off and null in YAML)"
-    return SpecError(path or "(document)", text)
 
 
-_PATH_TOKEN = re.compile(r"\.?([^.\[]+)|\[(\d+|\.\.\.)\]")
-
-
-def _name_map_keys(path: str, data: object) -> str:
-    """msgspec writes a bad map value's key as ``[...]`` (``labels[...]``); every map in a spec
-    is ``dict[str, str]``, so the offending key is the first whose value is not text."""
-    out, node = "", data
-    for name, index in _PATH_TOKEN.findall(path):
-        if name:
-            out += f".{name}" if out else name
-            node = node.get(name) if isinstance(node, Mapping) else None
-        elif index == "...":
-            if not isinstance(node, Mapping):
-                return out + "[...]"
-            bad = next((k for k, v in node.items() if not isinstance(v, str)), None)
-            if bad is None:
-                return out + "[...]"
-            out, node = f"{out}.{bad}", node[bad]
-        else:
-            out += f"[{index}]"
-            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
-    return out
 
 
 def _hint(name: str) -> str:
