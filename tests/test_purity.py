@@ -59,6 +59,8 @@ PURE = [
     "tepui.frameworks.batch.run_outcomes", "tepui.frameworks.batch.records", "tepui.frameworks.batch.task_ends",
     "tepui.frameworks.batch.gangs",
     "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why", "tepui.frameworks.batch.queue_groups",
+    # the batch framework's artifacts between stages
+    "tepui.frameworks.batch.artifacts",
 ]
 
 PROBE = """

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from tepui.frameworks.batch.artifacts import check_inputs
 from tepui.frameworks.batch.dag import DagError, Edge, check_dag, stage_order, upstream_indices
 from tepui.frameworks.batch.durations import parse_duration
 from tepui.frameworks.batch.spec_checks import translate
@@ -319,6 +320,7 @@ def load_job(data: object) -> JobSpec:
     try:
         validate_job(spec)
         check_dag([s.name for s in spec.stages], [s.array for s in spec.stages], [s.edges for s in spec.stages])
+        check_inputs(spec)  # how many upstream outputs one task fetches (artifacts.MAX_INPUTS)
     except DagError as exc:
         raise SpecError(exc.field, exc.message) from None
     return spec
