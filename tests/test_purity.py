@@ -18,7 +18,7 @@ FORBIDDEN = ("twisted", "zmq", "sqlite3", "socket", "subprocess")
 PURE = [
     # the wire kernel every core uses
     "tepui.sdk.protocol.values", "tepui.sdk.protocol.scheduler", "tepui.sdk.protocol.agent",
-    "tepui.sdk.protocol.executor", "tepui.sdk.protocol.envelope", "tepui.sdk.codec", "tepui.sdk.spec_documents", "tepui.sdk.batch",
+    "tepui.sdk.protocol.executor", "tepui.sdk.protocol.envelope", "tepui.sdk.codec", "tepui.sdk.spec_documents", "tepui.sdk.framework_effects", "tepui.sdk.batch",
     "tepui.sdk.effects", "tepui.sdk.resources",
     # the allocator
     "tepui.offers.allocator", "tepui.offers.sorter", "tepui.offers.quota", "tepui.offers.explain",
@@ -59,6 +59,9 @@ PURE = [
     "tepui.frameworks.batch.run_outcomes", "tepui.frameworks.batch.records", "tepui.frameworks.batch.task_ends",
     "tepui.frameworks.batch.gangs",
     "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why", "tepui.frameworks.batch.queue_groups",
+    # the batch framework's core: jobs into queues, offers into launches, updates into decisions
+    "tepui.frameworks.batch.core", "tepui.frameworks.batch.commands", "tepui.frameworks.batch.effects",
+    "tepui.frameworks.batch.ledger", "tepui.frameworks.batch.tasks",
     # the batch framework's artifacts between stages
     "tepui.frameworks.batch.artifacts",
 ]

@@ -242,6 +242,18 @@ class BatchQueues:
             stage.pending.clear()
         self._suspended.discard(job_id)
 
+    def remove_stage(self, job_id: str, stage_name: str) -> None:
+        """Forgets one stage's pending tasks (the stage failed): ``withdraw`` for all of them at
+        once, without re-heapifying per task."""
+        stage = self._stages.get((job_id, stage_name))
+        if stage is None:
+            return
+        for group in list(stage.groups.values()):
+            self._queues[group.request.queue].pending -= len(group.heap)
+            group.heap.clear()
+            self._drop_group(group)
+        stage.pending.clear()
+
     def suspend(self, job_id: str) -> None:
         """The job's pending tasks are not placed (nor declared) until ``resume``."""
         self._suspended.add(job_id)

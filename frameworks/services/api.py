@@ -19,7 +19,7 @@ from twisted.web import resource
 from tepui.frameworks.services import commands, views
 from tepui.frameworks.services.commands import CommandError
 from tepui.frameworks.services.core import ServicesCore
-from tepui.frameworks.services.events import EventHub
+from tepui.sdk.event_stream import EventHub
 
 log = logging.getLogger("tepui.services.api")
 

@@ -21,20 +21,10 @@ from tepui.frameworks.services.core import ServicesCore, same_config
 from tepui.frameworks.services.effects import Effect, Publish
 from tepui.frameworks.services.records import DeploymentRecord
 from tepui.frameworks.services.spec import AppSpec, SpecError, parse_app
+from tepui.sdk.framework_effects import CommandError
+
 
 Answer = tuple[dict[str, Any], list[Effect]]
-
-
-class CommandError(Exception):
-    def __init__(self, status: int, reason: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message, self.field = status, reason, message, field
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message, "reason": self.reason}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
 
 
 def _app(core: ServicesCore, app_id: str) -> None:

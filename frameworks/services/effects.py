@@ -13,54 +13,15 @@ from typing import Any
 
 import msgspec
 
-from tepui.sdk import Resources, TaskInfo
+from tepui.sdk.framework_effects import Decline, Demand, Kill, Launch, Publish, Reconcile
+
+__all__ = ["Decline", "Demand", "Effect", "Kill", "Launch", "Persist", "Probe", "Publish", "Reconcile", "StopProbe"]
 
 
 @dataclass(frozen=True)
 class Persist:
     puts: tuple[tuple[str, str, msgspec.Struct | str], ...]
     deletes: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Launch:
-    offer_id: str
-    tasks: tuple[TaskInfo, ...]
-
-
-@dataclass(frozen=True)
-class Decline:
-    offer_ids: tuple[str, ...]
-    refuse_seconds: float
-
-
-@dataclass(frozen=True)
-class Kill:
-    task_id: str
-    agent_id: str | None
-    grace_seconds: float | None
-
-
-@dataclass(frozen=True)
-class Reconcile:
-    tasks: tuple[tuple[str, str | None], ...]  # empty: implicit (every task the master knows)
-
-
-@dataclass(frozen=True)
-class Demand:
-    """Declare what is waiting (empty: nothing — the allocator sends no offers), and revive or
-    suppress to match (Mesos semantics: revive also clears earlier decline filters)."""
-
-    shapes: tuple[tuple[Resources, int], ...]
-    revive: bool
-
-
-@dataclass(frozen=True)
-class Publish:
-    """One event for the event stream (``GET /v1/events``)."""
-
-    kind: str
-    data: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from tepui.frameworks.services.core import CoreConfig, ServicesCore
 from tepui.frameworks.services.effects import (
     Decline, Demand, Effect, Kill, Launch, Persist, Probe, Publish, Reconcile, StopProbe,
 )
-from tepui.frameworks.services.events import EventHub
+from tepui.sdk.event_stream import EventHub
 from tepui.frameworks.services.readiness import ReadinessProber
 from tepui.frameworks.services.state import NS_FRAMEWORK, ServiceState
 from tepui.sdk import (

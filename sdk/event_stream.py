@@ -1,5 +1,5 @@
-"""The event stream: server-sent events to every open ``GET /v1/events`` (Marathon's
-``/v2/events``).
+"""The event stream of a framework's API: server-sent events to every open ``GET /v1/events``
+(Marathon's ``/v2/events``); the services and batch frameworks both serve one.
 
 Why SSE: one long HTTP response that any client reads (curl, browsers, ``tepui apps`` progress,
 the tests sampling health through an upgrade), that the master's proxy relays chunk by chunk, and
@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet import task
 from twisted.web import resource, server
 
-log = logging.getLogger("tepui.services.events")
+log = logging.getLogger("tepui.sdk.event_stream")
 
 KEEPALIVE = 15.0
 MAX_BUFFERED = 4 * 1024 * 1024
