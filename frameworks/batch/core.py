@@ -31,12 +31,13 @@ is declined.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from tepui.frameworks.batch import stage_run as S
+from tepui.frameworks.batch.artifacts import Producer, input_uris
 from tepui.frameworks.batch.effects import Decline, Demand, Effect, Kill, Launch, Publish, Reconcile
 from tepui.frameworks.batch.job_run import ENDED, JobRun
 from tepui.frameworks.batch.ledger import NS_ATTEMPTS, NS_FRAMEWORK, NS_JOBS, NS_SPECS, NS_STAGES, Ledger
@@ -59,16 +60,10 @@ class BatchConfig:
     role: str = "*"
     refuse_seconds: float = 5.0  # decline filter: demand already keeps unfit offers away
     demand_every_seconds: float = 1.0
+    artifact_token: str | None = None  # a read token for the master's files proxy, when its reads need one
 
 
-#: Builds the URIs of a task's upstream outputs (:mod:`.artifacts`): (job entry's spec, job id,
-#: stage, index, producers) -> URIs. The default gives none.
-Inputs = Callable[[JobSpec, str, str, int, "Producers"], Sequence[CommandURI]]
 Producers = dict[tuple[str, str, int], tuple[str, str | None]]  # (job, stage, index) -> (task id, agent id)
-
-
-def no_inputs(spec: JobSpec, job_id: str, stage: str, index: int, producers: Producers) -> Sequence[CommandURI]:
-    return ()
 
 
 @dataclass
@@ -107,9 +102,9 @@ def task_request(spec: JobSpec, record: JobRecord, stage_name: str, seq: int) ->
 
 
 class BatchCore:
-    def __init__(self, queues: QueuesConfig | None = None, config: BatchConfig = BatchConfig(),
-                 inputs: Inputs = no_inputs) -> None:
-        self.config, self.inputs = config, inputs
+    def __init__(self, queues: QueuesConfig | None = None, config: BatchConfig = BatchConfig()) -> None:
+        self.config = config
+        self.master_url: str | None = None  # where downstream tasks fetch upstream outputs (artifacts)
         self.queues = BatchQueues(queues)
         self.ledger = Ledger()
         self.jobs: dict[str, JobEntry] = {}
@@ -162,8 +157,10 @@ class BatchCore:
 
     # --- events -------------------------------------------------------------------------------
 
-    def subscribed(self, framework_id: str, now: float) -> list[Effect]:
+    def subscribed(self, framework_id: str, now: float, master_url: str | None = None) -> list[Effect]:
+        """``master_url``: the master's HTTP URL, whose files proxy serves upstream outputs."""
         out: list[Effect] = []
+        self.master_url = master_url
         if framework_id != self.framework_id:
             self.framework_id = framework_id
             self.ledger.put(NS_FRAMEWORK, "id", framework_id)
@@ -204,9 +201,24 @@ class BatchCore:
         if timeout is not None:
             self.wake(entry, now + timeout)
         ports = picker.take(request.ports)
-        inputs = self.inputs(entry.spec, request.job_id, request.stage, index, self.producers)
+        inputs = self._inputs(entry.spec, request.job_id, request.stage, index)
         return task_info(entry.spec, request.job_id, request.stage, index, attempt, offer.agent_id, offer.hostname,
                          ports, inputs)
+
+    def _inputs(self, spec: JobSpec, job_id: str, stage: str, index: int) -> Sequence[CommandURI]:
+        """The upstream outputs task ``index`` of ``stage`` fetches (:mod:`.artifacts`)."""
+        if not any(spec.stage(d.stage).outputs for d in spec.stage(stage).depends_on):
+            return ()
+        if self.master_url is None or self.framework_id is None:
+            raise ValueError("artifacts need the master's HTTP URL: subscribe with master_url")
+        producers, framework_id = self.producers, self.framework_id
+
+        def producer(upstream: str, i: int) -> Producer | None:
+            made = producers.get((job_id, upstream, i))
+            return None if made is None or made[1] is None else Producer(made[0], made[1], framework_id)
+
+        token = self.config.artifact_token
+        return input_uris(spec, stage, index, producer, self.master_url, (lambda p: token) if token else None)
 
     def status_update(self, status: TaskStatus, now: float) -> list[Effect]:
         out: list[Effect] = []
