@@ -110,6 +110,7 @@ class BatchCore:
         self.jobs: dict[str, JobEntry] = {}
         self.framework_id: str | None = None
         self.producers: Producers = {}
+        self.agent_hosts: dict[str, str] = {}  # agent id -> hostname, from offers (the API's attempts)
         self._seq = 0
         self._dirty: set[str] = set()
         self._changed: set[str] = set()  # jobs whose counts changed since the last tick's events
@@ -175,6 +176,7 @@ class BatchCore:
     def offers(self, offers: Sequence[Offer], now: float) -> list[Effect]:
         out: list[Effect] = []
         self._top_up(now, out)
+        self.agent_hosts.update((o.agent_id, o.hostname) for o in offers if o.hostname)
         views = [OfferView(o.id, o.agent_id, Resources.from_wire(o.resources).unreserved(), o.hostname,
                            dict(o.attributes)) for o in offers]
         assignment = self.queues.assign(views, now)
