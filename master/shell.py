@@ -22,7 +22,7 @@ from tepui.master.http.framework_proxy import FrameworksEndpoint, framework_apis
 from tepui.master.http.api import CoreCollector, JsonEndpoint, build_site_root
 from tepui.master.http.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
 from tepui.master.http.relay_guard import RelayPolicy
-from tepui.master.http.state_view import agent_url, find_tasks, render_state, render_state_summary
+from tepui.master.http.state_view import agent_files, agent_url, find_tasks, render_state, render_state_summary
 from tepui.sdk.codec import Codec, ProtocolError, envelope
 from tepui.sdk.effects import TimerFired
 from tepui.sdk.http_security import GuardedSite, HttpPolicy
@@ -97,7 +97,8 @@ class MasterShell:
                 "weights": WeightsEndpoint(allocator, self.operator_call),
                 "quota": QuotaEndpoint(allocator, self.operator_call),
                 "roles": RolesEndpoint(allocator, self.operator_call),
-                "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token, tls=agent_tls),
+                "tasks": TasksEndpoint(self.reactor, self.locate_task, token=policy.token, tls=agent_tls,
+                                       agent=lambda agent_id: agent_files(self.core, agent_id)),
                 "frameworks": FrameworksEndpoint(self.reactor, lambda: framework_apis(self.core), token=policy.token,
                                                  relay=relay),
                 "state-summary": JsonEndpoint(lambda: render_state_summary(self.core, self.reactor.seconds())),

@@ -134,15 +134,29 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def output_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be an ``output_file``, or None. A relative path of file names
+    (``map/3/count.txt``: the batch framework's upstream outputs land under ``STAGE/INDEX/``);
+    no absolute path, no ``..`` and no empty or ``.`` component, so it names one place inside
+    the sandbox and nothing else."""
+    if path.startswith("/"):
+        return "it is an absolute path"
+    for part in path.split("/"):
+        problem = name_problem(part)
+        if problem is not None:
+            return f"its part {part!r}: {problem}" if "/" in path else problem
+    return None
+
+
 def output_name(uri: CommandURI) -> str:
-    """The file name in the sandbox: ``output_file``, else the basename of the URI's path (the
-    query string and fragment are not part of it)."""
+    """The file's path in the sandbox: ``output_file`` (directories in it are created), else the
+    basename of the URI's path (the query string and fragment are not part of it)."""
     shown = redact(uri.value)
     if uri.output_file is not None:
-        problem = name_problem(uri.output_file)
+        problem = output_file_problem(uri.output_file)
         if problem is not None:
             raise FetchError(f"cannot fetch {shown!r}: output_file {uri.output_file!r} must be a plain "
-                             f"file name inside the sandbox, but {problem}")
+                             f"file name or a relative path of them inside the sandbox, but {problem}")
         return uri.output_file
     path = uri.value if uri.value.startswith("/") else urllib.parse.unquote(urllib.parse.urlsplit(uri.value).path)
     name = posixpath.basename(path)

@@ -9,6 +9,9 @@ Mesos semantics (``docs/fetcher.md``, ``src/launcher/fetcher.cpp``):
   (``fetch_as_user.py``), into a sandbox handed to that user; so a task can fetch only what its
   user may read, and a file only root may read fails with "permission denied".
 - The file is saved as ``output_file`` when given, else as the basename of the URI's path.
+  Beyond Mesos, ``output_file`` may be a relative path (``map/3/count.txt``, how the batch
+  framework's upstream outputs arrive): its directories are created, and must resolve inside the
+  sandbox; ``..``, absolute paths and empty parts are refused.
 - ``extract`` (the default) unpacks ``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.bz2``, ``.tar.xz``
   and ``.zip`` into the sandbox directory itself and keeps the archive; ``executable`` makes the
   file mode 0755 and is never extracted.
@@ -202,6 +205,8 @@ class Fetcher:
         scheme = uri_scheme(uri.value)
         name = output_name(uri)
         final = os.path.join(sandbox, name)
+        if "/" in name:
+            self._make_parents(final, name, shown, sandbox)
         if scheme == "file":
             self._allowed_local(uri.value, shown)  # before the cache: a hit must not bypass the rule
         from_cache = False
@@ -222,6 +227,18 @@ class Fetcher:
         elif kind == "zip":
             path = self._extract_zip(final, name, shown, sandbox)
         return FetchResult(uri=uri.value, path=path, bytes=size, from_cache=from_cache)
+
+    def _make_parents(self, final: str, name: str, shown: str, sandbox: str) -> None:
+        """Creates the directories of a nested ``output_file``. Checked against the sandbox's real
+        path before and after: a link an earlier URI's archive left (archives' links may point
+        only inside the sandbox, but a directory may be one) must not take the file elsewhere."""
+        root = os.path.realpath(sandbox)
+        parent = os.path.dirname(final)
+        for _ in range(2):
+            if not inside(os.path.realpath(parent), root):
+                raise FetchError(f"cannot fetch {shown!r}: output_file {name!r} leads outside the sandbox "
+                                 "through a link")
+            os.makedirs(parent, exist_ok=True)
 
     def _retrieve(self, value: str, shown: str, scheme: str, directory: str) -> tuple[str, int]:
         """Downloads or copies into a new temporary file in ``directory``; returns (path, size).

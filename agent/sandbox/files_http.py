@@ -7,6 +7,11 @@ sandbox (``<work_dir>/sandboxes/F/T/``); ``GET /files/read?framework_id=F&task_i
 and a chunk never ends inside a UTF-8 character, so ``next_offset`` (a byte offset) is where the
 next read starts (``offset + len(data)`` is wrong as soon as a character takes two bytes).
 ``offset=-1`` returns only the size (Mesos convention: ``data`` is empty, ``offset`` is the size).
+``GET /files/download?framework_id=F&task_id=T&path=P`` sends one regular file's bytes as they are
+(``application/octet-stream``, with its ``Content-Length``), streamed from the open file with the
+reader's pace (Mesos ``/files/download``): what the batch framework's downstream tasks fetch
+(docs/batch.md, "Artifacts between stages"). A directory is refused (400 ``IS_A_DIRECTORY``,
+saying to archive it): one answer is one file, whose size is known before it is sent.
 
 Confinement: a path is relative to the sandbox; ``..`` components and absolute paths are refused
 (400), and whatever a symlink says, the file actually opened must lie inside the sandbox (403) —
@@ -42,7 +47,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from twisted.web import resource
+from twisted.web import resource, server
 
 from tepui.sdk.http_security import GuardedSite, HttpPolicy, policy_from_flags
 
@@ -215,6 +220,27 @@ def read(sandbox: str, relative: str | None, offset: int = 0, length: int = MAX_
     return {"data": data, "offset": offset, "next_offset": offset + consumed, "size": size, "eof": at_end}
 
 
+def open_download(sandbox: str, relative: str | None) -> tuple[int, int]:
+    """(open descriptor, size) of the regular file ``relative`` names, for ``/files/download``;
+    the caller closes the descriptor."""
+    if not relative:
+        raise FilesError(400, "BAD_REQUEST", "the query parameter path is required (e.g. path=out.txt)")
+    fd = _open(sandbox, relative, 0)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FilesError(400, "IS_A_DIRECTORY",
+                             f"{relative!r} is a directory: a download is one file (archive it first, e.g. "
+                             f"`tar czf {relative.rstrip('/')}.tgz {relative}`, and name the archive)")
+        if not stat.S_ISREG(st.st_mode):
+            raise FilesError(400, "NOT_A_FILE", f"{relative!r} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
 # --- HTTP skin ----------------------------------------------------------------------------------
 
 
@@ -260,10 +286,12 @@ class _FilesEndpoint(resource.Resource):
         super().__init__()
         self.work_dir, self.action = work_dir, action
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: Any) -> Any:
         try:
             args = query(request)
             sandbox = sandbox_dir(self.work_dir, args.get("framework_id"), args.get("task_id"))
+            if self.action == "download":
+                return _send_file(request, *open_download(sandbox, args.get("path")))
             if self.action == "browse":
                 document: Any = browse(sandbox, args.get("path"))
             else:
@@ -275,6 +303,71 @@ class _FilesEndpoint(resource.Resource):
             log.exception("event=files_request_failed uri=%s", request.uri.decode(errors="replace"))
             return json_response(request, 500, {"error": "internal error; see the agent's log", "reason": "INTERNAL"})
         return json_response(request, 200, document)
+
+
+def _send_file(request: Any, fd: int, size: int) -> Any:
+    """Streams the open file to the client at the client's pace (:class:`_FileStream`), so a
+    large output never sits in the agent's memory."""
+    source = os.fdopen(fd, "rb")
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"application/octet-stream")
+    request.setHeader(b"content-length", b"%d" % size)
+    request.setHeader(b"cache-control", b"no-store")
+    if request.method == b"HEAD":
+        source.close()
+        return b""
+    _FileStream(source, request).start()
+    return server.NOT_DONE_YET
+
+
+class _FileStream:
+    """A push producer of one file: writes ``CHUNK`` bytes at a time until the connection's
+    buffer is full (twisted.web then calls ``pauseProducing``) and resumes when it drained.
+    Not twisted's ``FileSender``: a pull producer is driven by the global reactor's cooperator,
+    which a private reactor (tests) never runs, and a push producer needs no scheduler at all."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, source: Any, request: Any) -> None:
+        self.source, self.request = source, request
+        self.paused = self.done = False
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addErrback(lambda _: self.stopProducing())
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and not self.done:
+            try:
+                chunk = self.source.read(self.CHUNK)
+            except OSError as exc:
+                log.warning("event=files_download_failed uri=%s error=%r",
+                            self.request.uri.decode(errors="replace"), str(exc))
+                self._end(complete=False)
+                return
+            if not chunk:
+                self._end(complete=True)
+                return
+            self.request.write(chunk)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        if not self.done:  # the client went away
+            self.done = True
+            self.source.close()
+
+    def _end(self, complete: bool) -> None:
+        self.done = True
+        self.source.close()
+        self.request.unregisterProducer()
+        if complete:
+            self.request.finish()
+        else:  # fewer bytes than Content-Length said: cut the connection so the client knows
+            self.request.loseConnection()
 
 
 class _Health(resource.Resource):
@@ -296,7 +389,7 @@ class _NotFound(resource.Resource):
                                             "reason": "NO_SUCH_ENDPOINT", "endpoints": ENDPOINTS})
 
 
-ENDPOINTS = ["/files/browse", "/files/read", "/health", "/usage"]
+ENDPOINTS = ["/files/browse", "/files/download", "/files/read", "/health", "/usage"]
 
 
 class _Dir(resource.Resource):
@@ -321,6 +414,7 @@ def build_root(work_dir: str, health: Callable[[], dict[str, Any]],
     files = _Dir()
     _put(files, b"browse", _FilesEndpoint(work_dir, "browse"))
     _put(files, b"read", _FilesEndpoint(work_dir, "read"))
+    _put(files, b"download", _FilesEndpoint(work_dir, "download"))
     _put(root, b"files", files)
     _put(root, b"health", _Health(health))
     return root

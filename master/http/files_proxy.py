@@ -1,11 +1,23 @@
-"""The master's proxy to its agents' sandbox files API: ``GET /tasks/<task_id>/files/read`` and
-``GET /tasks/<task_id>/files/browse`` (query as the agent's, ``framework_id`` optional).
+"""The master's proxy to its agents' sandbox files API: ``GET /tasks/<task_id>/files/read``,
+``/files/browse`` and ``/files/download`` (query as the agent's, ``framework_id`` optional).
 
 The master is the one address users know (DESIGN §3), so ``tepui logs TASK`` asks it: it finds
 the task (active or completed, in any framework), then the agent that ran it, and relays that
 agent's ``/files/read`` or ``/files/browse`` answer — status code and JSON body unchanged, so a
 path the agent refuses (``..``, a symlink out of the sandbox) is refused here with the agent's
 own words. Without blocking: ``twisted.web.client.Agent`` on the reactor passed in.
+
+A download (one file's raw bytes: the batch framework's artifacts between stages) is streamed,
+not read whole: the agent's answer is relayed chunk by chunk with the client's pace (the agent's
+connection is paused while the client's is full), so an output of gigabytes never sits in the
+master's memory; ``ANSWER_TIMEOUT`` bounds the wait for the agent's headers only.
+
+A task the master no longer remembers (it keeps the last 1,000 completed tasks per framework,
+and none across a failover) is still reached when the query names its ``framework_id`` and
+``agent_id``: the master relays to that agent if it is registered, and the agent answers 404
+``NO_SANDBOX`` if the task never ran there or its sandbox was collected. The batch framework's
+downstream tasks read a 10,000-task map's outputs that way, long after the master forgot the
+first of them; it opens no more than the ids already did for the tasks the master remembers.
 
 Errors of its own are JSON ``{"error", "reason"}``: 404 ``UNKNOWN_TASK``; 409 ``AMBIGUOUS_TASK``
 with the ``candidates`` when the id exists in several frameworks (add ``framework_id``); 502
@@ -36,9 +48,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.web import resource, server
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, readBody
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone, readBody
 from twisted.web.http_headers import Headers
 
 from tepui.master.http.api import json_response
@@ -46,7 +58,7 @@ from tepui.sdk.http_security import agent_relay_headers
 
 log = logging.getLogger("tepui.master.files")
 
-ACTIONS = {"read": ("path", "offset", "length"), "browse": ("path",)}
+ACTIONS = {"read": ("path", "offset", "length"), "browse": ("path",), "download": ("path",)}
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 15.0
 
@@ -65,6 +77,8 @@ class Located:
 
 
 Locate = Callable[[str, "str | None"], list[Located]]
+#: A registered agent's (hostname, files API URL or None), or None when no such agent is registered.
+AgentLookup = Callable[[str], "tuple[str, str | None] | None"]
 
 
 def _error(request: Any, code: int, reason: str, message: str, **extra: Any) -> bytes:
@@ -82,10 +96,13 @@ class TasksEndpoint(resource.Resource):
     """``/tasks/<task_id>/files/<read|browse>``."""
 
     def __init__(self, reactor: Any, locate: Locate, http: Any = None, token: str | None = None,
-                 tls: Any = None) -> None:
+                 tls: Any = None, agent: AgentLookup | None = None) -> None:
+        """``agent``: the registered agents, for a task the master forgot (see the module docstring);
+        None: only the tasks ``locate`` finds."""
         super().__init__()
         self.reactor = reactor
         self.locate = locate
+        self.agent = agent
         self.http = http or Agent(reactor, tls or BrowserLikePolicyForHTTPS(), connectTimeout=CONNECT_TIMEOUT)
         self.token = token
 
@@ -108,11 +125,14 @@ class _TaskFiles(resource.Resource):
         rest = [p.decode(errors="replace") for p in request.postpath]
         if len(rest) != 2 or rest[0] != "files" or rest[1] not in ACTIONS or not self.task_id:
             return _error(request, 404, "NO_SUCH_ENDPOINT", f"no such endpoint {request.path.decode(errors='replace')!r}",
-                          endpoints=["/tasks/<task_id>/files/read", "/tasks/<task_id>/files/browse"])
+                          endpoints=["/tasks/<task_id>/files/read", "/tasks/<task_id>/files/browse",
+                                     "/tasks/<task_id>/files/download"])
         action = rest[1]
         args = _args(request)
         framework_id = args.get("framework_id") or None
         matches = self.parent.locate(self.task_id, framework_id)
+        if not matches and framework_id and args.get("agent_id") and self.parent.agent is not None:
+            matches = [self._forgotten(framework_id, args["agent_id"])]
         if not matches:
             scope = f" in framework {framework_id!r}" if framework_id else ""
             return _error(request, 404, "UNKNOWN_TASK",
@@ -136,14 +156,33 @@ class _TaskFiles(resource.Resource):
         query = {"framework_id": task.framework_id, "task_id": task.task_id}
         query.update({k: args[k] for k in ACTIONS[action] if k in args})
         url = f"{task.url}/files/{action}?{urlencode(query)}"
-        self._proxy(request, task, url)
+        self._proxy(request, task, url, stream=action == "download")
         return server.NOT_DONE_YET
 
-    def _proxy(self, request: Any, task: Located, url: str) -> None:
+    def _forgotten(self, framework_id: str, agent_id: str) -> Located:
+        """A task the master no longer knows, where the caller says it ran."""
+        assert self.parent.agent is not None
+        where = self.parent.agent(agent_id)
+        hostname, url = where if where is not None else (None, None)
+        return Located(framework_id, self.task_id, "TASK_UNKNOWN", agent_id, hostname, url)
+
+    def _proxy(self, request: Any, task: Located, url: str, stream: bool = False) -> None:
         gone = {"yes": False}
 
         def read_all(response: Any) -> defer.Deferred[tuple[Any, bytes]]:
             return readBody(response).addCallback(lambda body: (response, body))
+
+        def relay_stream(response: Any) -> None:
+            if gone["yes"]:
+                response.deliverBody(_Discard())
+                return
+            request.setResponseCode(response.code)
+            for value in response.headers.getRawHeaders(b"content-type", [])[:1]:
+                request.setHeader(b"content-type", value)
+            if isinstance(response.length, int):  # the client keeps Content-Length out of ``headers``
+                request.setHeader(b"content-length", b"%d" % response.length)
+            request.setHeader(b"cache-control", b"no-store")
+            response.deliverBody(_StreamTo(request, task, url))
 
         def relay(answer: tuple[Any, bytes]) -> None:
             if gone["yes"]:
@@ -170,9 +209,13 @@ class _TaskFiles(resource.Resource):
 
         headers = Headers({b"user-agent": [b"tepui-master"], **agent_relay_headers(self.parent.token, task.agent_id)})
         d = self.parent.http.request(b"GET", url.encode(), headers)
-        d.addCallback(read_all)
-        d.addTimeout(ANSWER_TIMEOUT, self.parent.reactor)  # covers the body too: added after read_all
-        d.addCallbacks(relay, failed)
+        if stream:
+            d.addTimeout(ANSWER_TIMEOUT, self.parent.reactor)  # the headers; the body flows at the client's pace
+            d.addCallbacks(relay_stream, failed)
+        else:
+            d.addCallback(read_all)
+            d.addTimeout(ANSWER_TIMEOUT, self.parent.reactor)  # covers the body too: added after read_all
+            d.addCallbacks(relay, failed)
         d.addErrback(lambda f: log.error("event=files_proxy_error error=%r", f.getErrorMessage()))
 
         def client_gone(_: Any) -> None:
@@ -180,3 +223,43 @@ class _TaskFiles(resource.Resource):
             d.cancel()
 
         request.notifyFinish().addErrback(client_gone)
+
+
+class _StreamTo(protocol.Protocol):
+    """Relays an agent's answer body to the client as it arrives. The agent's connection is the
+    client request's producer: when the client's buffer is full, twisted.web pauses it, so the
+    master holds at most a buffer's worth of a large file. A body cut short ends the client's
+    connection too, so the client sees fewer bytes than ``Content-Length`` announced."""
+
+    def __init__(self, request: Any, task: Located, url: str) -> None:
+        self.request, self.task, self.url = request, task, url
+        self.client_gone = False
+
+    def connectionMade(self) -> None:
+        self.request.registerProducer(self.transport, True)
+        self.request.notifyFinish().addErrback(self._client_gone)
+
+    def _client_gone(self, _: Any) -> None:
+        self.client_gone = True
+        producer: Any = self.transport  # the response's TransportProxyProducer, not a plain ITransport
+        producer.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.client_gone:
+            self.request.write(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.client_gone:
+            return
+        self.request.unregisterProducer()
+        if reason is not None and not reason.check(ResponseDone):
+            log.warning("event=agent_files_download_cut agent_id=%s url=%s error=%r", self.task.agent_id, self.url,
+                        reason.getErrorMessage())
+            self.request.loseConnection()
+            return
+        self.request.finish()
+
+
+class _Discard(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        pass

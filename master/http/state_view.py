@@ -67,6 +67,13 @@ def agent_url(agent: AgentRecord) -> str | None:
     return f"{scheme}://[{host}]:{agent.http_port}" if ":" in host else f"{scheme}://{host}:{agent.http_port}"
 
 
+def agent_files(core: MasterCore, agent_id: str) -> tuple[str, str | None] | None:
+    """A registered agent's hostname and files API URL, None when no such agent is registered:
+    how the files proxy reaches a task it forgot, by the agent id the caller names."""
+    agent = core.agents.get(agent_id)
+    return (agent.hostname, agent_url(agent)) if agent is not None else None
+
+
 def find_tasks(core: MasterCore, task_id: str, framework_id: str | None = None) -> list[TaskRecord]:
     """The task with this id in each framework that has one (active first, else the latest
     completed run), over active and completed frameworks; at most one per framework."""

@@ -38,6 +38,7 @@ from tepui.agent.fetching.fetcher import (
     top_directory,
     uri_scheme,
 )
+from tepui.agent.fetching.fetch_rules import TEMP_PREFIX
 from tepui.sdk.protocol.values import CommandURI
 
 PROBE = os.path.join(os.path.dirname(__file__), "fetcher_probe.py")
@@ -125,9 +126,13 @@ def test_output_name_is_output_file_or_the_basename_without_query() -> None:
         output_name(CommandURI(value="http://h/dir/"))
     with pytest.raises(FetchError, match=r"set output_file"):
         output_name(CommandURI(value="http://h"))
-    for bad in ("../x", "a/b", "..", ""):
+    assert output_name(CommandURI(value="http://h/x", output_file="map/3/count.txt")) == "map/3/count.txt"
+    for bad in ("../x", "..", "", "a/../b", "/abs/x", "a//b", "a/", "./a", f"a/{TEMP_PREFIX}x"):
         with pytest.raises(FetchError, match=r"output_file .* must be a plain file name"):
             output_name(CommandURI(value="http://h/x", output_file=bad))
+    with pytest.raises(FetchError, match=r"output_file 'a/\.\./b' must be a plain file name or a relative path of "
+                                         r"them inside the sandbox, but its part '\.\.': '\.\.' is not a file name"):
+        output_name(CommandURI(value="http://h/x", output_file="a/../b"))
 
 
 def test_archive_kinds() -> None:
@@ -223,6 +228,29 @@ def test_unsupported_scheme_and_unsafe_output_file_are_refused(fetcher: Fetcher,
     with pytest.raises(FetchError, match=r"output_file '\.\./x' must be a plain file name"):
         fetcher.fetch_blocking([CommandURI(value="/etc/hostname", output_file="../x")], str(sandbox))
     assert not (sandbox.parent / "x").exists()
+
+
+def test_a_nested_output_file_creates_its_directories(fetcher: Fetcher, sandbox: Path, tmp_path: Path) -> None:
+    (tmp_path / "count.txt").write_text("42\n")
+    uris = [CommandURI(value=str(tmp_path / "count.txt"), output_file=f"map/{i}/count.txt", extract=False)
+            for i in (0, 1)]
+    results = fetcher.fetch_blocking(uris, str(sandbox))
+    assert [r.path for r in results] == [str(sandbox / "map/0/count.txt"), str(sandbox / "map/1/count.txt")]
+    assert (sandbox / "map/1/count.txt").read_text() == "42\n"
+    assert tree(sandbox) >= {"map", "map/0", "map/0/count.txt", "map/1/count.txt"}
+
+
+def test_a_nested_output_file_never_leaves_the_sandbox_through_a_link(fetcher: Fetcher, sandbox: Path,
+                                                                      tmp_path: Path) -> None:
+    (tmp_path / "count.txt").write_text("42\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sandbox.mkdir(parents=True)
+    (sandbox / "map").symlink_to(outside)  # as if something had left it there
+    with pytest.raises(FetchError, match=r"output_file 'map/0/count.txt' leads outside the sandbox through a link"):
+        fetcher.fetch_blocking([CommandURI(value=str(tmp_path / "count.txt"), output_file="map/0/count.txt")],
+                               str(sandbox))
+    assert list(outside.iterdir()) == []
 
 
 def test_tar_and_zip_are_extracted_into_the_sandbox_and_kept(fetcher: Fetcher, sandbox: Path, tmp_path: Path) -> None:

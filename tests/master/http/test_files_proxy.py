@@ -199,3 +199,21 @@ def test_bad_endpoints_are_404_json() -> None:
     for endpoint in ("/tasks/t1", "/tasks/t1/files", "/tasks/t1/files/write", "/tasks/t1/other/read"):
         rendered, request, _, _ = proxy([RUNNING], endpoint)
         assert request.responseCode == 404 and body(request, rendered)["reason"] == "NO_SUCH_ENDPOINT"
+
+
+def test_agent_files_names_a_registered_agents_files_api_for_a_forgotten_task() -> None:
+    from tepui.master.http.state_view import agent_files
+
+    core = MasterCore(MasterConfig(master_id="m"))
+    core.agents["S1"] = AgentRecord("S1", b"p", "a1", Resources.of(cpus=1), {}, "0.1.0", 0.0, 0.0, http_port=5051)
+    assert agent_files(core, "S1") == ("a1", "http://127.0.0.1:5051")
+    assert agent_files(core, "S9") is None
+    clock, http = task.Clock(), FakeHttp()
+    root = TasksEndpoint(clock, lambda task_id, fid: [], http, agent=lambda agent_id: agent_files(core, agent_id))
+    request = DummyRequest([b"files", b"download"])
+    request.path = b"/tasks/old.map.0.1/files/download"
+    for key, value in {"framework_id": "F1", "agent_id": "S1", "path": "out/count.txt"}.items():
+        request.addArg(key.encode(), value.encode())
+    assert root.getChildWithDefault(b"old.map.0.1", request).render(request) == NOT_DONE_YET
+    assert http.urls == ["http://127.0.0.1:5051/files/download?framework_id=F1&task_id=old.map.0.1&path=out%2Fcount.txt"]
+    assert request.responseHeaders.getRawHeaders(b"x-tepui-task-state") == [b"TASK_UNKNOWN"]
