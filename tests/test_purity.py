@@ -58,6 +58,8 @@ PURE = [
     "tepui.frameworks.batch.job_run", "tepui.frameworks.batch.stage_run", "tepui.frameworks.batch.job_replay",
     "tepui.frameworks.batch.run_outcomes", "tepui.frameworks.batch.records", "tepui.frameworks.batch.task_ends",
     "tepui.frameworks.batch.gangs",
+    # the batch client's values (the client itself does HTTP)
+    "tepui.frameworks.batch.client_values",
     "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why", "tepui.frameworks.batch.queue_groups",
     # the batch framework's core: jobs into queues, offers into launches, updates into decisions
     "tepui.frameworks.batch.core", "tepui.frameworks.batch.commands", "tepui.frameworks.batch.effects",
