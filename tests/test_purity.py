@@ -63,7 +63,7 @@ PURE = [
     "tepui.frameworks.batch.offer_fit", "tepui.frameworks.batch.queue_why", "tepui.frameworks.batch.queue_groups",
     # the batch framework's core: jobs into queues, offers into launches, updates into decisions
     "tepui.frameworks.batch.core", "tepui.frameworks.batch.commands", "tepui.frameworks.batch.effects",
-    "tepui.frameworks.batch.ledger", "tepui.frameworks.batch.tasks",
+    "tepui.frameworks.batch.ledger", "tepui.frameworks.batch.tasks", "tepui.frameworks.batch.loading",
     # the batch framework's artifacts between stages
     "tepui.frameworks.batch.artifacts",
 ]

@@ -128,7 +128,7 @@ class BatchCore:
         self.framework_id = framework_id
         for spec, record, attempts, stages in sorted(jobs, key=lambda j: (j[1].submitted_at, j[1].id)):
             run = JobRun.from_records(spec, record, attempts) if attempts is not None else None
-            entry = self.add_job(spec, record, run)
+            entry = self.add_job(spec, run.job if run is not None else record, run)  # the run's own record
             entry.stage_records = {s.stage: s for s in stages}
             for a in attempts or ():
                 if a.state == "FINISHED" and spec.stage(a.stage).outputs:
