@@ -143,8 +143,13 @@ def logs_command(task_id: str, stderr: bool, follow: bool, http: str, framework_
     tepui logs run-1a2b3c4d
     tepui logs --stderr --follow web-7f3c
     """
-    path = "stderr" if stderr else "stdout"
-    files = TaskFiles(http, task_id, framework_id)
+    print_output(TaskFiles(http, task_id, framework_id), http, "stderr" if stderr else "stdout", follow, interval)
+
+
+def print_output(files: TaskFiles, http: str, path: str, follow: bool, interval: float,
+                 command: str = "tepui logs") -> None:
+    """Prints the task's ``path`` (to its end, or with ``follow`` until the task ends), for
+    ``tepui logs`` and ``tepui jobs logs`` (``command`` names it in the advice)."""
     try:
         if follow:
             follow_task(files, http, path, interval)
@@ -152,7 +157,7 @@ def logs_command(task_id: str, stderr: bool, follow: bool, http: str, framework_
             try:
                 drain(files, path, 0)
             except NotYet as exc:
-                raise click.ClickException(f"{exc}; it may not have started yet (`tepui logs -f` waits)") from None
+                raise click.ClickException(f"{exc}; it may not have started yet (`{command} -f` waits)") from None
     except KeyboardInterrupt:
         sys.exit(130)
     except BrokenPipeError:  # `tepui logs ... | head`

@@ -23,7 +23,7 @@ import yaml
 
 PREFIX = "/frameworks/batch/v1"
 ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "DEADLINE_EXCEEDED")
-T0 = 1_800_000_000.0  # submission time of the fake's jobs (2027-01-15T08:00:00Z)
+T0 = 1_780_000_000.0  # submission time of the fake's jobs (2026-05-28T20:26:40Z), in the past
 
 
 def stage(name: str, array: int = 1, state: str = "WAITING", depends_on: list[Any] | None = None,
@@ -256,6 +256,15 @@ def serve(fake: FakeBatch) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def isolate(monkeypatch: Any, config_dir: Any) -> None:
+    """No token, CA or master address from the environment or a real client config; the user
+    is alice."""
+    for name in ("TEPUI_HTTP_TOKEN", "TEPUI_HTTP_CA", "TEPUI_MASTER_HTTP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TEPUI_CONFIG", str(config_dir / "none.yaml"))
+    monkeypatch.setenv("TEPUI_USER", "alice")
 
 
 def closed_port() -> int:

@@ -15,7 +15,7 @@ import pytest
 from tepui.frameworks.batch import client as client_module
 from tepui.frameworks.batch.client import BatchClient, BatchError
 from tepui.frameworks.batch.client_values import Job, TimeError, parse_time
-from tests.frameworks.batch.fake_batch_api import PREFIX, T0, FakeBatch, attempt, closed_port, job, serve, stage
+from tests.frameworks.batch.fake_batch_api import PREFIX, T0, FakeBatch, attempt, closed_port, isolate, job, serve, stage
 
 SPEC = {"name": "wordcount", "queue": "analytics",
         "stages": [{"name": "map", "command": "wc -w", "array": 8}, {"name": "reduce", "command": "cat",
@@ -24,10 +24,7 @@ SPEC = {"name": "wordcount", "queue": "analytics",
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[FakeBatch, BatchClient]]:
-    for name in ("TEPUI_HTTP_TOKEN", "TEPUI_HTTP_CA", "TEPUI_MASTER_HTTP"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "none.yaml"))
-    monkeypatch.setenv("TEPUI_USER", "alice")
+    isolate(monkeypatch, tmp_path)
     fake = FakeBatch()
     with serve(fake) as url:
         client = BatchClient(url)
@@ -343,11 +340,11 @@ def test_parse_time_takes_dates_and_durations_back_from_now() -> None:
     assert parse_time("1w", now) == now - 7 * 86400
     assert parse_time("PT1H", now) == now - 3600
     assert parse_time("P2D", now) == now - 2 * 86400
-    assert parse_time("2027-01-15T08:00:00Z", now) == T0
-    assert parse_time("2027-01-15T09:00:00+01:00", now) == T0
-    assert parse_time(datetime(2027, 1, 15, 8, tzinfo=timezone.utc), now) == T0
+    assert parse_time("2026-05-28T20:26:40Z", now) == T0
+    assert parse_time("2026-05-28T21:26:40+01:00", now) == T0
+    assert parse_time(datetime(2026, 5, 28, 20, 26, 40, tzinfo=timezone.utc), now) == T0
     assert parse_time(1234.5, now) == 1234.5
-    assert parse_time("2027-01-15", now) == datetime(2027, 1, 15).timestamp()  # local midnight, as `date`
+    assert parse_time("2026-05-28", now) == datetime(2026, 5, 28).timestamp()  # local midnight, as `date`
     with pytest.raises(TimeError, match="write a duration with its unit"):
         parse_time("3600", now)
     with pytest.raises(TimeError, match="not a time: write an ISO 8601 date"):
