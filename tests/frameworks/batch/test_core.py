@@ -20,7 +20,7 @@ from tepui.frameworks.batch.records import AttemptRecord, JobRecord, StageRecord
 from tepui.sdk import CommandInfo, Resources, TaskInfo, TaskReason, TaskState
 
 from tests.frameworks.batch.batch_sim import (
-    Sim, index_of, job, kinds, launched_ids, killed_ids, offer, only, published, put_keys, stage,
+    MASTER, Sim, index_of, job, kinds, launched_ids, killed_ids, offer, only, published, put_keys, stage,
 )
 
 ONE = Resources.parse("cpus:1;mem:64")
@@ -358,7 +358,7 @@ def test_a_duplicate_terminal_update_records_no_second_success_and_frees_no_seco
     assert launched_ids(sim.offers(5.0, offer("o2"))) == ["j-1.s.2.1"]
     assert sim.core.queues.running_count() == 2
     assert sim.successes == {("j-1", "s", 0): 1}
-    assert sim.core.jobs["j-1"].run.stage_record("s").succeeded == 1  # type: ignore[union-attr]  # a live job
+    assert sim.core.jobs["j-1"].run.stage_record("s").succeeded == 1
 
 
 # --- the fair queue -------------------------------------------------------------------------------
@@ -472,7 +472,12 @@ def test_a_restarted_framework_finishes_a_dag_and_keeps_ended_jobs_as_history() 
     assert sim.core.producers == {("j-1", "map", 0): ("j-1.map.0.1", "a1")}
     sim.finish(5.0, "j-1.map.1.1")
     sim.tick(5.0)
-    assert launched_ids(sim.offers(6.0, offer("o2"))) == ["j-1.reduce.0.1"]
+    effects = sim.offers(6.0, offer("o2"))
+    assert launched_ids(effects) == ["j-1.reduce.0.1"]
+    # The reduce fetches both outputs, the one finished before the restart too, from their sandboxes.
+    assert [(u.value, u.output_file, u.extract, u.cache) for u in only(effects, Launch)[0].tasks[0].command.uris] == [
+        (f"{MASTER}/tasks/j-1.map.{i}.1/files/download?framework_id=fw&agent_id=a1&path=o.txt", f"map/{i}/o.txt",
+         False, True) for i in (0, 1)]
     sim.finish(7.0, "j-1.reduce.0.1")
     sim = sim.restarted(8.0)
     entry = sim.core.jobs["j-1"]
@@ -500,4 +505,4 @@ def test_an_end_arriving_after_a_restart_is_recorded_once(state: TaskState) -> N
         assert sim2.successes == {("j-1", "s", 0): 1}
         assert sim2.state("j-1") == "SUCCEEDED"
     else:
-        assert sim2.core.jobs["j-1"].run.stages["s"].spent[0] == 1  # type: ignore[union-attr]  # live job
+        assert sim2.core.jobs["j-1"].run.stages["s"].spent[0] == 1
