@@ -17,7 +17,7 @@ from tepui.master.events import (
     AllocateBatch, AllocateNow, Credential, Abort, MasterEffect, MasterEvent, OperatorError, Outbound, PeerUnreachable,
     Received, Send,
 )
-from tepui.master.http.files_proxy import Located, TasksEndpoint
+from tepui.master.http.files_proxy import Located, TasksEndpoint, task_files_request_scope
 from tepui.master.http.framework_proxy import FrameworksEndpoint, framework_apis
 from tepui.master.http.api import CoreCollector, JsonEndpoint, build_site_root
 from tepui.master.http.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
@@ -104,7 +104,7 @@ class MasterShell:
                 "state-summary": JsonEndpoint(lambda: render_state_summary(self.core, self.reactor.seconds())),
             },
         )
-        return GuardedSite(root, policy)
+        return GuardedSite(root, policy, request_scope=task_files_request_scope)
 
     def locate_task(self, task_id: str, framework_id: str | None) -> list[Located]:
         """Each framework's task with this id, and where its agent serves sandbox files."""

@@ -20,6 +20,14 @@ The rules:
   agent a read token of the agent kind, scoped to that agent's id, which only that agent's files
   API accepts. The master has no relay scope and refuses every relay token, so a framework or an
   agent that learns one can use it nowhere but at itself.
+* One token opens something at the master: a *task files token* (:func:`task_files_token`),
+  the read relay token of the ``task-files`` kind scoped to one (framework id, task id), which
+  the master accepts for reading that one task's sandbox through its files proxy
+  (``/tasks/<task_id>/files/...?framework_id=F``: the site's ``request_scope``). The batch
+  framework, which holds the cluster token to check its own relay tokens, puts it in the URIs
+  that fetch an upstream task's outputs, so artifacts travel when the master's reads need a token
+  too; the fetcher sends a URI's password as HTTP Basic auth, so this kind is also read from a
+  Basic header's password. It opens that task's files, for reads, and nothing else.
 * A body larger than ``body_limit`` is 413; what exceeds the limit is never stored.
 * A method a resource does not have is 405 naming the allowed ones; an unexpected exception is a
   JSON 500 with no internals (the traceback goes to the log, and the ``internal_errors``
@@ -28,6 +36,7 @@ The rules:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -121,6 +130,7 @@ RELAY_ACCESS = ("read", "write")
 RELAY_KINDS: dict[str, tuple[bytes, tuple[str, ...]]] = {
     "framework": (b"tepui-relay", RELAY_ACCESS),
     "agent": (b"tepui-agent-relay", ("read",)),
+    "task-files": (b"tepui-task-files", ("read",)),
 }
 
 
@@ -159,6 +169,34 @@ def agent_relay_headers(cluster_token: str | None, agent_id: str) -> dict[bytes,
     return auth_headers(relay_token(cluster_token, agent_id, "read", "agent") if cluster_token else None)
 
 
+def basic_password(authorization: bytes | None) -> str | None:
+    """The password of an ``Authorization: Basic base64(user:password)`` header, or None: how
+    the fetcher sends the credential of a URI (``http://user:password@host/...``)."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return password if colon and password else None
+
+
+def task_files_scope(framework_id: str, task_id: str) -> str:
+    """The scope of a task files token: both ids, the first length-prefixed so that no pair of
+    ids can name another pair's scope."""
+    return f"{len(framework_id)}:{framework_id}/{task_id}"
+
+
+def task_files_token(cluster_token: str, framework_id: str, task_id: str) -> str:
+    """The token that opens one task's sandbox files for reading through the master's files
+    proxy, and nothing else (see the module docstring): the ``task-files`` read relay token."""
+    return relay_token(cluster_token, task_files_scope(framework_id, task_id), "read", "task-files")
+
+
 def _relayed(policy: HttpPolicy, given: str, relay_scope: str | None, relay_kind: str) -> str | None:
     """Which relay token ``given`` is (``read``/``write``) of those this site accepts, or None."""
     if relay_scope is None or policy.token is None:
@@ -171,10 +209,12 @@ def _relayed(policy: HttpPolicy, given: str, relay_scope: str | None, relay_kind
 
 def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | None,
            body_too_large: bool = False, relay_scope: str | None = None,
-           relay_kind: str = "framework") -> Refusal | None:
+           relay_kind: str = "framework", request_relay: tuple[str, str] | None = None) -> Refusal | None:
     """None when the request may reach its handler, else why not (pure: no I/O). ``relay_scope``:
     the id whose relay tokens of ``relay_kind`` this site accepts (a framework's own API: its
-    framework id; an agent's files API: its agent id, reads only), else None."""
+    framework id; an agent's files API: its agent id, reads only), else None. ``request_relay``:
+    (kind, scope) of one more relay token this request may carry (the master's files proxy: the
+    task files token of the task it names), also read from a Basic header's password."""
     mutating = method not in READ_METHODS
     needs_token = mutating or (policy.read_auth == "token" and path.rstrip("/") not in ALWAYS_OPEN)
     if needs_token:
@@ -185,6 +225,8 @@ def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | 
                            f"but this {policy.service} has none configured: start it with --http-token-file PATH "
                            "(`tepui up` does this for you) and send `Authorization: Bearer <token>`")
         given = bearer(authorization)
+        if given is None and request_relay is not None:
+            given = basic_password(authorization)
         if given is None:
             what = "changes the cluster" if mutating else "is token-protected (--http-read-auth token)"
             return Refusal(401, "UNAUTHENTICATED",
@@ -193,14 +235,16 @@ def decide(policy: HttpPolicy, method: bytes, path: str, authorization: bytes | 
                            "from the client config or $TEPUI_HTTP_TOKEN)")
         if not hmac.compare_digest(given.encode("utf-8", "replace"), policy.token.encode()):
             relayed = _relayed(policy, given, relay_scope, relay_kind)
+            if relayed is None and request_relay is not None:
+                relayed = _relayed(policy, given, request_relay[1], request_relay[0])
             if relayed is None:
                 return Refusal(401, "BAD_TOKEN",
                                f"the bearer token is not the {policy.service}'s: use the token in its "
                                "--http-token-file")
             if mutating and relayed == "read":
                 instead = ("the master relays a mutating call with its write relay token only; call through the "
-                           "master's /frameworks/<name>/ with the cluster token" if relay_kind == "framework" else
-                           "the master's files proxy only reads; send the cluster token")
+                           "master's /frameworks/<name>/ with the cluster token" if relay_kind == "framework"
+                           and request_relay is None else "the master's files proxy only reads; send the cluster token")
                 return Refusal(403, "READ_RELAY_TOKEN",
                                f"{method.decode(errors='replace')} {path} changes state, and the bearer token is the "
                                f"master's relay token for reads: {instead}")
@@ -320,23 +364,27 @@ class GuardedSite(server.Site):
 
     def __init__(self, root: resource.Resource, policy: HttpPolicy,
                  relay_scope: Callable[[], str | None] | None = None, relay_kind: str = "framework",
-                 **kwargs: Any) -> None:
+                 request_scope: Callable[[Any], tuple[str, str] | None] | None = None, **kwargs: Any) -> None:
         """``relay_scope``: for a framework's API, its framework id now (None before the master
         issued one), so that calls the master relays with that id's relay tokens are accepted;
-        for an agent's files API (``relay_kind="agent"``), its agent id now."""
+        for an agent's files API (``relay_kind="agent"``), its agent id now. ``request_scope``:
+        the (kind, scope) of a relay token one request may carry, from the request (the master:
+        the task files token of the task a files-proxy path names)."""
         if relay_kind not in RELAY_KINDS:
             raise ValueError(f"relay_kind must be one of {', '.join(RELAY_KINDS)}, not {relay_kind!r}")
         super().__init__(root, requestFactory=GuardedRequest, **kwargs)
         self.policy = policy
         self.relay_scope = relay_scope
         self.relay_kind = relay_kind
+        self.request_scope = request_scope
         self.counters: Counter[str] = Counter()
         self.displayTracebacks = False
 
     def getResourceFor(self, request: Any) -> Any:
         refusal = decide(self.policy, request.method, request.path.decode(errors="replace"),
                          request.getHeader(b"authorization"), getattr(request, "body_too_large", False),
-                         self.relay_scope() if self.relay_scope is not None else None, self.relay_kind)
+                         self.relay_scope() if self.relay_scope is not None else None, self.relay_kind,
+                         self.request_scope(request) if self.request_scope is not None else None)
         if refusal is not None:
             self.counters[f"refused_{refusal.code}"] += 1
             request.site = self

@@ -28,7 +28,10 @@ Answers carry ``X-Tepui-Framework-Id``, ``X-Tepui-Agent-Id`` and ``X-Tepui-Task-
 (the task as the master saw it when the request came), so a client knows which task it read.
 
 Authentication: whoever may read through the master (the master's own ``--http-read-auth``
-decides) may read the sandbox; the master calls the agent never with the client's header and
+decides) may read the sandbox, and so may a holder of that one task's *task files token*
+(``sdk.http_security.task_files_token``, accepted as a bearer token or as a Basic password, with
+``framework_id`` in the query: ``task_files_request_scope``), which the batch framework puts in
+the URIs that fetch an upstream task's outputs; the master calls the agent never with the client's header and
 never with the cluster token (``token``, from its ``--http-token-file``), but with that agent's
 read relay token derived from it (``agent_relay_headers``; issue 15: the address is whatever the
 agent registered, so anyone holding an agent key could register an address of their own, read a
@@ -54,7 +57,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone, r
 from twisted.web.http_headers import Headers
 
 from tepui.master.http.api import json_response
-from tepui.sdk.http_security import agent_relay_headers
+from tepui.sdk.http_security import agent_relay_headers, task_files_scope
 
 log = logging.getLogger("tepui.master.files")
 
@@ -90,6 +93,21 @@ def _args(request: Any) -> dict[str, str]:
     for key, values in (request.args or {}).items():
         out.setdefault(key.decode(errors="replace"), values[0].decode(errors="replace"))
     return out
+
+
+def task_files_request_scope(request: Any) -> tuple[str, str] | None:
+    """The task files token a request may carry: the one of the (framework_id, task id) a
+    ``/tasks/<task_id>/files/<action>?framework_id=F`` path names (``GuardedSite``'s
+    ``request_scope``; before any resource runs, so from the raw path segments). None elsewhere,
+    and without ``framework_id``: the token names one framework's task."""
+    segments = getattr(request, "postpath", None) or []
+    if len(segments) != 4 or segments[0] != b"tasks" or segments[2] != b"files" \
+            or segments[3].decode(errors="replace") not in ACTIONS:
+        return None
+    framework_id = (request.args or {}).get(b"framework_id", [b""])[0]
+    if not framework_id:
+        return None
+    return "task-files", task_files_scope(framework_id.decode(errors="replace"), segments[1].decode(errors="replace"))
 
 
 class TasksEndpoint(resource.Resource):

@@ -3,6 +3,7 @@ answer with the right status for every refusal — 401, 405, 413, 500 — over r
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ from tepui.sdk.http_security import (
     HttpPolicy,
     TokenFileError,
     agent_relay_headers,
+    basic_password,
     bearer,
     decide,
     load_token,
     policy_from_flags,
     relay_headers,
     relay_token,
+    task_files_scope,
+    task_files_token,
 )
 from tests.http_wire import clock, exchange
 
@@ -223,6 +227,49 @@ def test_an_agents_files_api_takes_its_own_read_token_and_no_other_relay_token()
     for scope in ("S1", None):
         refusal = decide(policy, b"GET", "/v1/apps", f"Bearer {READ_S1}".encode(), relay_scope=scope)
         assert refusal is not None and refusal.reason == "BAD_TOKEN"
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, None), (b"Bearer abc", None), (b"Basic", None), (b"Basic !!!", None),
+    (b"Basic " + base64.b64encode(b"artifact:tok:en"), "tok:en"), (b"basic " + base64.b64encode(b"u:p"), "p"),
+    (b"Basic " + base64.b64encode(b"no-colon"), None), (b"Basic " + base64.b64encode(b"user:"), None),
+    (b"Basic " + base64.b64encode(b"\xff:\xfe"), None),
+])
+def test_basic_password_parses_only_basic_credentials(header: bytes | None, expected: str | None) -> None:
+    assert basic_password(header) == expected
+
+
+def test_task_files_tokens_are_the_read_relay_token_of_one_frameworks_task_in_their_own_domain() -> None:
+    """docs/security.md: HMAC-SHA256(token, "tepui-task-files\0" + len(F) + ":" + F + "/" + T + "\0read")."""
+    import hashlib
+    import hmac
+
+    expected = hmac.new(TOKEN.encode(), b"tepui-task-files\x002:F1/job.map.0.1\x00read", hashlib.sha256).hexdigest()
+    assert task_files_token(TOKEN, "F1", "job.map.0.1") == expected
+    # The length prefix: no other split of the same characters names the same task.
+    assert task_files_token(TOKEN, "F1/job", "map.0.1") != expected
+    assert task_files_scope("F1", "t") != task_files_scope("F1/t", "")
+    assert expected not in {relay_token(TOKEN, "2:F1/job.map.0.1", access, kind)
+                            for kind in ("framework", "agent") for access in ("read", "write")}
+
+
+def test_a_task_files_token_opens_reads_of_its_task_only_as_bearer_or_basic_password() -> None:
+    policy = HttpPolicy(token=TOKEN, read_auth="token")
+    scope = ("task-files", task_files_scope("F1", "t1"))
+    token = task_files_token(TOKEN, "F1", "t1")
+    basic = b"Basic " + base64.b64encode(f"artifact:{token}".encode())
+
+    def refused(method: bytes, header: bytes, request_relay: tuple[str, str] | None = scope) -> tuple[int, str] | None:
+        refusal = decide(policy, method, "/tasks/t1/files/download", header, request_relay=request_relay)
+        return None if refusal is None else (refusal.code, refusal.reason)
+
+    assert refused(b"GET", basic) is None
+    assert refused(b"GET", f"Bearer {token}".encode()) is None
+    assert refused(b"GET", b"Basic " + base64.b64encode(f"artifact:{TOKEN}".encode())) is None  # the cluster token
+    assert refused(b"GET", basic, ("task-files", task_files_scope("F1", "t2"))) == (401, "BAD_TOKEN")
+    assert refused(b"GET", basic, None) == (401, "UNAUTHENTICATED")  # Basic is read only for this token
+    assert refused(b"GET", f"Bearer {token}".encode(), None) == (401, "BAD_TOKEN")  # elsewhere at the master
+    assert refused(b"POST", f"Bearer {token}".encode()) == (403, "READ_RELAY_TOKEN")
 
 
 def test_a_site_with_an_unknown_relay_kind_is_a_programming_error() -> None:

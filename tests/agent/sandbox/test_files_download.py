@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.web import server
+from twisted.web import resource, server
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
@@ -155,3 +155,62 @@ def test_a_task_the_master_forgot_is_reached_by_its_agent_id(work_dir: Path, tmp
             await stop_listening(reactor)
 
     run(scenario)
+
+
+# --- what the batch framework's downstream tasks do: the fetcher, through a token-read master ---
+
+
+def test_the_fetcher_brings_an_output_through_a_master_whose_reads_need_a_token(work_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """A master with ``--http-read-auth token``: the URI of ``frameworks/batch/artifacts`` carries
+    the task files token as its password, the fetcher sends it as Basic auth, the master's guard
+    takes it for that one task's files, and the output lands at ``map/0/...`` in the sandbox."""
+    from twisted.internet import threads
+
+    from tepui.agent.fetching.fetcher import Fetcher, FetchError
+    from tepui.frameworks.batch.artifacts import Producer, download_uri, input_path
+    from tepui.master.http.files_proxy import task_files_request_scope
+    from tepui.sdk.http_security import GuardedSite, HttpPolicy, task_files_token
+    from tepui.sdk.protocol.values import CommandURI
+
+    fetcher = Fetcher(None, str(tmp_path / "cache"), timeout=5.0)
+    sandbox = tmp_path / "downstream"
+    made = Producer(task_id=TID, agent_id=AID, framework_id=FID)
+
+    def uri(output: str, credential: str | None, producer: Producer = made) -> CommandURI:
+        return CommandURI(value=download_uri(master, producer, output, credential), extract=False,
+                          output_file=input_path("map", 0, output))
+
+    async def fetch_uris(reactor: Any, uris: list[CommandURI]) -> Any:
+        return await threads.deferToThreadPool(reactor, reactor.getThreadPool(), fetcher.fetch_blocking, uris,
+                                               str(sandbox))
+
+    async def scenario(reactor: Any) -> None:
+        nonlocal master
+        agent_port = serve_agent(reactor, work_dir, tmp_path)
+        url = f"http://127.0.0.1:{agent_port}"
+        endpoint = TasksEndpoint(reactor, lambda task_id, fid: [], token=TOKEN, agent={AID: ("a1", url)}.get)
+        root = resource.Resource()
+        root.putChild(b"tasks", endpoint)
+        site = GuardedSite(root, HttpPolicy(token=TOKEN, read_auth="token"), request_scope=task_files_request_scope,
+                           reactor=reactor)
+        master = f"http://127.0.0.1:{reactor.listenTCP(0, site, interface='127.0.0.1').getHost().port}"
+        token = task_files_token(TOKEN, FID, TID)
+        try:
+            results = await fetch_uris(reactor, [uri("count.txt", token), uri("out/big.bin", token)])
+            assert [r.path for r in results] == [str(sandbox / "map/0/count.txt"), str(sandbox / "map/0/out/big.bin")]
+            assert (sandbox / "map/0/count.txt").read_text() == "42\n"
+            assert (sandbox / "map/0/out/big.bin").read_bytes() == BIG
+            for credential, producer in ((None, made), ("not-the-token", made),
+                                         (task_files_token(TOKEN, FID, "other.0.1"), made),
+                                         (token, Producer(task_id="other.0.1", agent_id=AID, framework_id=FID))):
+                with pytest.raises(FetchError, match="the server answered HTTP 401"):
+                    await fetch_uris(reactor, [uri("count.txt", credential, producer)])
+            with pytest.raises(FetchError, match="the server answered HTTP 400"):  # the agent: a directory
+                await fetch_uris(reactor, [uri("out/dir", token)])
+        finally:
+            await stop_listening(reactor)
+            reactor.getThreadPool().stop()
+
+    master = ""
+    run(scenario, timeout=30.0)

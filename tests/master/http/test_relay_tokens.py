@@ -152,3 +152,23 @@ def test_an_agents_relay_token_opens_nothing_at_the_masters_api() -> None:
         assert (await _call(cluster, cluster.url("/state").decode(), "GET", TOKEN))[0] == 200
 
     with_cluster(scenario, HttpPolicy(token=TOKEN, read_auth="token"))
+
+
+def test_a_task_files_token_opens_that_tasks_files_at_the_master_and_nothing_else() -> None:
+    """The batch framework's artifact URIs carry one (frameworks/batch/artifacts.py): with the
+    master's reads token-protected, it passes the guard for its own task's files (the proxy then
+    answers: this master knows no such task) and nowhere else."""
+    from tepui.sdk.http_security import task_files_token
+
+    async def scenario(cluster: Cluster) -> None:
+        token = task_files_token(TOKEN, "F1", "job.map.0.1")
+        for action in ("read", "browse", "download"):
+            url = cluster.url(f"/tasks/job.map.0.1/files/{action}?framework_id=F1&path=out.txt").decode()
+            code, document = await _call(cluster, url, "GET", token)
+            assert (code, document["reason"]) == (404, "UNKNOWN_TASK")
+        for path in ("/tasks/job.map.0.1/files/read?framework_id=F2&path=x", "/tasks/job.map.0.1/files/read?path=x",
+                     "/tasks/other/files/read?framework_id=F1&path=x", "/state", "/tasks/job.map.0.1/files/read"):
+            code, document = await _call(cluster, cluster.url(path).decode(), "GET", token)
+            assert (code, document["reason"]) == (401, "BAD_TOKEN"), path
+
+    with_cluster(scenario, HttpPolicy(token=TOKEN, read_auth="token"))
