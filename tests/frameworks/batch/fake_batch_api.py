@@ -78,6 +78,7 @@ class FakeBatch:
         self.unavailable_gets = 0  # the next N GETs of a job answer 404 UNKNOWN_FRAMEWORK (a restart)
         self.events = True  # False: /v1/events answers 404
         self.break_after: int | None = None  # the stream closes after this many events
+        self.silent = False  # the stream sends nothing after its first comment, not even keepalives
         self.advance_on_get = False
         self.files: dict[str, dict[str, str]] = {}
         self.task_states: dict[str, str] = {}
@@ -185,6 +186,9 @@ class FakeBatch:
         handler.wfile.write(b": connected\n\n")
         handler.wfile.flush()
         self.job_fetched.wait(5)  # the client GETs the job after subscribing: push after that
+        if self.silent:
+            time.sleep(1)
+            return
         sent = 0
         deadline = time.monotonic() + 10
         try:

@@ -284,6 +284,19 @@ def test_wait_polls_every_half_second_when_the_stream_breaks(api: tuple[FakeBatc
     assert calls(fake) == [("GET", "/events")] + [("GET", "/jobs/j-1")] * 4
 
 
+def test_wait_polls_when_the_stream_goes_silent(api: tuple[FakeBatch, BatchClient],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, client = api
+    monkeypatch.setattr(client_module, "STREAM_IDLE", 0.2)  # no keepalive for this long: the stream is dead
+    fake.silent = True
+    fake.advance_on_get = True
+    fake.jobs["j-1"] = job("j-1", "RUNNING", [stage("map", 4, "ACTIVE", running=4)])
+    fake.updates["j-1"] = [fake.jobs["j-1"]] + progress("j-1", [("SUCCEEDED", 4, 0)])
+    final = client.wait("j-1")
+    assert final.state == "SUCCEEDED"
+    assert calls(fake) == [("GET", "/events")] + [("GET", "/jobs/j-1")] * 2
+
+
 def test_wait_polls_when_there_is_no_stream_and_rides_out_a_restart(api: tuple[FakeBatch, BatchClient]) -> None:
     fake, client = api
     fake.events = False
