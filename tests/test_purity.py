@@ -66,6 +66,8 @@ PURE = [
     "tepui.frameworks.batch.ledger", "tepui.frameworks.batch.tasks", "tepui.frameworks.batch.loading",
     # the batch framework's artifacts between stages
     "tepui.frameworks.batch.artifacts",
+    # the batch API's read-only values and filters
+    "tepui.frameworks.batch.views",
 ]
 
 PROBE = """
