@@ -41,13 +41,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tepui.sdk.protocol.values import CommandURI
+from tepui.sdk.protocol.values import CommandURI, MasterInfo
 from tepui.sdk.spec_documents import SpecError
 
 if TYPE_CHECKING:  # spec imports this module to check a submission
     from tepui.frameworks.batch.spec import JobSpec
 
-__all__ = ["MAX_INPUTS", "Producer", "check_inputs", "input_count", "input_path", "input_uris", "download_uri"]
+__all__ = [
+    "MAX_INPUTS", "Producer", "check_inputs", "download_uri", "input_count", "input_path", "input_uris", "master_http_url",
+]
 
 #: URIs one task may receive from its upstreams (index x output pairs). 1,000 keeps the launch
 #: message near 250 KB and the fetch (sequential, two HTTP hops each, a few ms apiece) in seconds.
@@ -61,6 +63,19 @@ class Producer:
     task_id: str
     agent_id: str
     framework_id: str
+
+
+def master_http_url(master: MasterInfo, scheme: str = "http") -> str | None:
+    """The ``base`` of the URIs from what ``SUBSCRIBED`` says of the master: the host of its
+    advertised address and its HTTP port (None when it serves no HTTP). Taken anew at each
+    subscription, so after a failover new tasks name the new master. ``scheme="https"`` for a
+    master serving TLS, which MasterInfo does not say (the shell's ``--master-http`` may)."""
+    if master.http_port is None:
+        return None
+    host = master.address.rsplit(":", 1)[0] if ":" in master.address else master.address
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{master.http_port}"
 
 
 def input_path(stage: str, index: int, output: str) -> str:

@@ -246,6 +246,7 @@ def test_task_files_tokens_are_the_read_relay_token_of_one_frameworks_task_in_th
 
     expected = hmac.new(TOKEN.encode(), b"tepui-task-files\x002:F1/job.map.0.1\x00read", hashlib.sha256).hexdigest()
     assert task_files_token(TOKEN, "F1", "job.map.0.1") == expected
+    assert expected == "0e62172c42ed0ec3684ca61887c2103014d4ab51d1b1e33512a1a45a8cdaa76e"  # docs/security.md's vector
     # The length prefix: no other split of the same characters names the same task.
     assert task_files_token(TOKEN, "F1/job", "map.0.1") != expected
     assert task_files_scope("F1", "t") != task_files_scope("F1/t", "")

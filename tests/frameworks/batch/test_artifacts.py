@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from tepui.frameworks.batch.artifacts import (
-    MAX_INPUTS, Producer, check_inputs, download_uri, input_count, input_path, input_uris,
+    MAX_INPUTS, Producer, check_inputs, download_uri, input_count, input_path, input_uris, master_http_url,
 )
 from tepui.frameworks.batch.spec import load_job
 from tepui.sdk import CommandURI
+from tepui.sdk.protocol.values import MasterInfo
 from tepui.sdk.spec_documents import SpecError
 
 BASE = "http://127.0.0.1:5080"
@@ -108,3 +109,13 @@ def test_the_bound_is_checked_at_submission() -> None:
     load_job(job({"name": "map", "command": "true", "array": 10_000, "outputs": ["a"]},
                  {"name": "per", "command": "true", "array": 10_000,
                   "depends_on": [{"stage": "map", "condition": "n_to_n"}]}))
+
+
+def test_the_base_is_the_masters_advertised_host_and_http_port() -> None:
+    def info(address: str, http_port: int | None = 5080) -> MasterInfo:
+        return MasterInfo(id="m", address=address, hostname="h", version="1", http_port=http_port)
+
+    assert master_http_url(info("10.0.0.5:5050")) == "http://10.0.0.5:5080"
+    assert master_http_url(info("[fd00::1]:5050")) == "http://[fd00::1]:5080"
+    assert master_http_url(info("master.example:5050"), "https") == "https://master.example:5080"
+    assert master_http_url(info("10.0.0.5:5050", None)) is None
