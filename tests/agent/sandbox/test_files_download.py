@@ -214,3 +214,57 @@ def test_the_fetcher_brings_an_output_through_a_master_whose_reads_need_a_token(
 
     master = ""
     run(scenario, timeout=30.0)
+
+
+def test_a_reader_that_leaves_mid_download_leaves_no_open_file_behind(work_dir: Path, tmp_path: Path) -> None:
+    """The client aborts after the first bytes: whatever the master and the agent had under way
+    ends without leaving the file open (no descriptor of it remains), and the next download works."""
+    from twisted.internet import defer, protocol
+
+    def open_big() -> list[str]:
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return [name for name in names if name.endswith("big.bin")]
+
+    class LeaveEarly(protocol.Protocol):
+        def __init__(self) -> None:
+            self.got = 0
+            self.ended: defer.Deferred[None] = defer.Deferred()
+
+        def dataReceived(self, data: bytes) -> None:
+            self.got += len(data)
+            self.transport.stopProducing()  # type: ignore[union-attr]  # the response body's producer
+
+        def connectionLost(self, reason: Any = None) -> None:
+            self.ended.callback(None)
+
+    async def scenario(reactor: Any) -> None:
+        agent_port = serve_agent(reactor, work_dir, tmp_path)
+        master = serve_master(reactor, agent_port, known=True)
+        try:
+            response = await Agent(reactor).request(b"GET", f"{master}/{TID}/files/download?path=out%2Fbig.bin".encode())
+            reader = LeaveEarly()
+            response.deliverBody(reader)
+            await reader.ended
+            assert 0 < reader.got < len(BIG)
+            for _ in range(50):
+                if not open_big():
+                    break
+                await deferLater(reactor, 0.05)
+            assert open_big() == []
+            code, _, body = await fetch(reactor, f"{master}/{TID}/files/download?path=out%2Fbig.bin")
+            assert (code, body == BIG) == (200, True)
+            assert open_big() == []
+        finally:
+            await stop_listening(reactor)
+
+    def deferLater(reactor: Any, seconds: float) -> Any:
+        from twisted.internet import task
+
+        return task.deferLater(reactor, seconds, lambda: None)
+
+    run(scenario)
