@@ -154,8 +154,8 @@ class BatchApi(resource.Resource):
         if caller is not None:  # the caller's identity wins over the spec's user
             spec = msgspec.structs.replace(spec, user=caller)
         answer = self.run(commands.submit, spec, caller, self.now(), _text(request, "id"))
-        job_id = answer["job"]["id"]
-        return _json(request, 201 if answer.get("created") else 200, {"job": self._job(job_id)})
+        created = bool(answer.get("created"))
+        return _json(request, 201 if created else 200, {"job": self._job(answer["job"]["id"]), "created": created})
 
     def _list(self, request: Any) -> Any:
         wanted = views.JobFilter(

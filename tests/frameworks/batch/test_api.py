@@ -199,7 +199,7 @@ def test_submit_yaml_answers_the_stored_job_with_its_spec(h: Harness) -> None:
     code, body = h.call("POST", "/v1/jobs", SPEC_YAML, {"content-type": "application/yaml", "x-tepui-user": "ana"},
                         id="sums-1")
     assert code == 201
-    assert body == {"job": job(spec={**SPEC_DATA, "user": "ana"})}
+    assert body == {"job": job(spec={**SPEC_DATA, "user": "ana"}), "created": True}
     assert h.store.get("jobs", "sums-1") is not None and h.store.get("specs", "sums-1") is not None
     assert [kind for kind, _ in h.events] == ["job_submitted"]
 
@@ -226,7 +226,7 @@ def test_submit_is_idempotent_on_the_id(h: Harness) -> None:
     h.now = T0 + 30
     code, body = h.call("POST", "/v1/jobs", SPEC_YAML, {"content-type": "application/yaml", "x-tepui-user": "ana"},
                         id="sums-1")
-    assert (code, body) == (200, {"job": first})
+    assert (code, body) == (200, {"job": first, "created": False})
     other = SPEC_YAML.replace(b"array: 2", b"array: 3")
     assert h.call("POST", "/v1/jobs", other, {"content-type": "text/yaml", "x-tepui-user": "ana"}, id="sums-1") == (
         409, {"reason": "JOB_EXISTS", "error": "job sums-1 exists with another spec; submit under another id, or "
