@@ -116,6 +116,7 @@ def jobs_command() -> None:
 
     \b
     tepui jobs submit wordcount.yaml --wait
+    tepui jobs wait wordcount-1a2b3c4d5e
     tepui jobs list --user alice --since 1d
     tepui jobs show wordcount-1a2b3c4d5e
     tepui jobs logs wordcount-1a2b3c4d5e --stage map --index 3 -f
@@ -150,9 +151,20 @@ def submit_command(file: str, job_id: str | None, wait: bool, http: str) -> None
     click.echo(f"job {job.id} submitted: {job.tasks.total} task(s) in {stages} stage(s), queue {job.queue}, "
                f"user {job.user or '-'}")
     if not wait:
-        click.echo(f"follow it with `tepui jobs show {job.id}`, or wait for it with `tepui jobs submit --wait`.")
+        click.echo(f"look at it with `tepui jobs show {job.id}`, or wait for its end with `tepui jobs wait {job.id}`.")
         return
     _follow(client, job)
+
+
+@jobs_command.command("wait")
+@click.argument("job_id", metavar="JOB")
+@_http_option
+@_api_errors
+def wait_command(job_id: str, http: str) -> None:
+    """Follow a job with a bar per stage until it ends; exit 0 SUCCEEDED, 1 FAILED, 2 CANCELLED,
+    3 DEADLINE_EXCEEDED (4: the API cannot be reached)."""
+    client = BatchClient(http)
+    _follow(client, client.get(job_id))
 
 
 def _follow(client: BatchClient, job: Job) -> None:

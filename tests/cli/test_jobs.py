@@ -61,7 +61,8 @@ def test_submit_a_file_prints_the_job_and_how_to_follow_it(api: tuple[FakeBatch,
     result = run(http, "submit", str(spec_file(tmp_path)), "--id", "wc-7")
     assert result.exit_code == 0, result.output
     assert result.output == ("job wc-7 submitted: 9 task(s) in 2 stage(s), queue default, user alice\n"
-                             "follow it with `tepui jobs show wc-7`, or wait for it with `tepui jobs submit --wait`.\n")
+                             "look at it with `tepui jobs show wc-7`, or wait for its end with `tepui jobs wait wc-7`."
+                             "\n")
     post = fake.requests[0]
     assert (post["method"], post["path"], post["query"], post["content_type"], post["body"]) == \
         ("POST", f"{PREFIX}/jobs", {"id": "wc-7"}, "application/yaml", SPEC.encode())
@@ -129,6 +130,19 @@ def test_submit_wait_follows_by_polling_when_the_stream_breaks(api: tuple[FakeBa
     result = run(http, "submit", str(spec_file(tmp_path)), "--wait")
     assert result.exit_code == 0, result.output
     assert calls(fake) == [("POST", "/jobs"), ("GET", "/events")] + [("GET", f"/jobs/{WC}")] * 3
+
+
+def test_wait_follows_a_job_submitted_earlier(api: tuple[FakeBatch, str]) -> None:
+    fake, http = api
+    fake.jobs[WC] = wordcount("RUNNING", {"succeeded": 4, "running": 4})
+    fake.updates[WC] = [wordcount("CANCELLED", {"succeeded": 4, "skipped": 4}, "UPSTREAM_FAILED", {"skipped": 1},
+                                  reason="cancelled by alice")]
+    result = run(http, "wait", WC)
+    assert result.exit_code == 2, result.output
+    assert f"✗ job {WC} CANCELLED: cancelled by alice (4/9 tasks succeeded, 0 failed, in 00:01:05)" in result.output
+    assert calls(fake) == [("GET", f"/jobs/{WC}"), ("GET", "/events"), ("GET", f"/jobs/{WC}")]
+    result = run(http, "wait", "nope")
+    assert (result.exit_code, result.output) == (1, "error: no job nope: `tepui jobs list` shows the jobs kept\n")
 
 
 def test_submit_wait_exits_4_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
