@@ -76,7 +76,10 @@ log = logging.getLogger("tepui.master.frameworks")
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 30.0
 EVENT_STREAM = b"text/event-stream"
-FORWARDED_REQUEST_HEADERS = (b"content-type", b"accept", b"last-event-id")
+# x-tepui-user: the submitter a client names (the batch framework's fair share and history);
+# the cluster token says who may call at all, not which person it is, so this is a claim, as
+# a Mesos FrameworkInfo.user is (docs/security.md).
+FORWARDED_REQUEST_HEADERS = (b"content-type", b"accept", b"last-event-id", b"x-tepui-user")
 RELAYED_RESPONSE_HEADERS = (b"content-type", b"cache-control", b"retry-after", b"etag", b"last-modified", b"allow")
 NO_BODY_CODES = frozenset({204, 304})
 RELAY_HEADER = b"x-tepui-relay"  # how many times this call was relayed by a master

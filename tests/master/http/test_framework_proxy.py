@@ -270,13 +270,16 @@ def test_post_body_content_type_and_status_are_relayed() -> None:
     async def scenario(cluster: Cluster) -> None:
         spec = b"id: web\ninstances: -1\n"
         response, body = await cluster.call("POST", "/frameworks/services/v1/apps?force=true", spec, headers={
-            b"authorization": [f"Bearer {TOKEN}".encode()], b"content-type": [b"application/yaml"]})
+            b"authorization": [f"Bearer {TOKEN}".encode()], b"content-type": [b"application/yaml"],
+            b"x-tepui-user": [b"ana"], b"x-other": [b"dropped"]})
         assert response.code == 422
         assert response.headers.getRawHeaders(b"content-type") == [b"application/json"]
         document = json.loads(body)
         assert (document["reason"], document["field"]) == ("INVALID_APP", "instances")
         assert document["got"]["body"] == spec.decode() and document["got"]["content_type"] == "application/yaml"
         assert document["got"]["uri"] == "/v1/apps?force=true"
+        # the submitter a client names is relayed (batch fair share); other headers are not
+        assert document["got"]["headers"]["x-tepui-user"] == ["ana"] and "x-other" not in document["got"]["headers"]
 
     with_cluster(scenario)
 
