@@ -87,8 +87,12 @@ def uri_problem(owner: str, index: int, value: str, output_file: str | None) -> 
             return (f"{field}.value {value[:80]!r} has scheme {scheme or 'none'!r}; use http, https, file or an "
                     "absolute path")
     if output_file is not None:
-        if output_file in ("", ".", "..") or "/" in output_file or _control(output_file):
-            return f"{field}.output_file {output_file!r} must be a plain file name (no '/', not '.' or '..')"
+        # A relative path of file names is allowed (the fetcher creates its directories): the
+        # batch framework's upstream outputs land at STAGE/INDEX/PATH (agent fetch_rules' rule).
+        if (output_file.startswith("/") or _control(output_file)
+                or any(part in ("", ".", "..") for part in output_file.split("/"))):
+            return (f"{field}.output_file {output_file!r} must be a file name or a relative path of them "
+                    "(no leading '/', no empty, '.' or '..' part)")
     return None
 
 

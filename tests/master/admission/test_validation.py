@@ -80,6 +80,11 @@ BAD: list[tuple[str, TaskInfo, str]] = [
     ("uri-empty", spec(command=CommandInfo(value="true", uris=[CommandURI("")])), "command.uris[0].value"),
     ("uri-output", spec(command=CommandInfo(value="true", uris=[CommandURI("https://x/y", output_file="../z")])),
      "output_file"),
+    ("uri-output-absolute", spec(command=CommandInfo(value="true", uris=[CommandURI("https://x/y", output_file="/z")])),
+     "output_file"),
+    ("uri-output-empty-part", spec(command=CommandInfo(value="true", uris=[CommandURI("https://x/y",
+                                                                                      output_file="map//z")])),
+     "output_file"),
     ("container-type", spec(container=ContainerInfo(type="LXC")), "container.type"),
     ("docker-no-image", spec(container=ContainerInfo(type="DOCKER")), "container.docker.image"),
     ("docker-bad-image", spec(container=docker("bad image")), "not a valid image"),
@@ -122,7 +127,8 @@ def test_valid_specs_with_every_field_set_launch() -> None:
     good = [
         spec("plain", labels={"team": "web"}, command=CommandInfo(
             value="./run", environment={"JAVA_OPTS": "-Xmx1g", "_x.y-z": ""},
-            uris=[CommandURI("https://example.invalid/a.tgz", output_file="a.tgz"), CommandURI("/srv/file")])),
+            uris=[CommandURI("https://example.invalid/a.tgz", output_file="a.tgz"), CommandURI("/srv/file"),
+                  CommandURI("https://example.invalid/out.txt", output_file="map/3/out.txt")])),
         spec("box", command=CommandInfo(value="true"), container=docker(
             "registry.local:5000/team/web@sha256:abc", network="BRIDGE",
             port_mappings=[PortMapping(31000, 8080, "udp")], volumes=[Volume("data", "data", "RO")])),
