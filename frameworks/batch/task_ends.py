@@ -19,7 +19,10 @@ _AGENT_REASONS = frozenset({
 })
 _REASONS = {
     TaskReason.CONTAINER_LIMITATION_MEMORY: "memory_limit", TaskReason.CONTAINER_LIMITATION_DISK: "disk_limit",
-    TaskReason.CONTAINER_LAUNCH_FAILED: "launch_failed", TaskReason.COMMAND_EXECUTOR_FAILED: "launch_failed",
+    # Not REASON_COMMAND_EXECUTOR_FAILED: the agent reports a command's own non-zero exit or
+    # signal with it (agent/lifecycle/task_ends.py), which its exit code judges (exit 1 is no
+    # launch failure, and an `on_reasons: [launch_failed]` rule must not retry it).
+    TaskReason.CONTAINER_LAUNCH_FAILED: "launch_failed",
     TaskReason.TASK_INVALID: "launch_failed", TaskReason.FETCH_FAILED: "fetch_failed",
     TaskReason.CONTAINER_PREEMPTED: "preempted",
 }
