@@ -31,6 +31,8 @@ def gang_member_ended(run: JobRun, st: StageRun, rec: AttemptRecord, failure: st
     judged by that first failure."""
     first = st.gang_failure is None
     rec.outcome = "gang_failed" if first else "gang"
+    if first:  # the first failure judges the gang's try: its record is the one that spends it (history)
+        rec.spent = st.spec.retries.classify(rec.exit_code, failure) == "count"
     out.append(SaveAttempt(rec))
     st.set(rec.index, S.BACKOFF)
     if first:

@@ -401,7 +401,8 @@ def test_a_gang_member_lost_with_its_agent_reruns_the_gang_at_once_without_spend
     a, b = gang_start(run, "g", 0)
     out = run.status(b, TaskState.GONE, None, TaskReason.AGENT_REMOVED, 3)
     assert kinds(out) == [KillTask(a, "a1", "gang: g[1] ended (agent_lost)")]
-    assert [o.record.outcome for o in out if isinstance(o, SaveAttempt)] == ["gang_failed", ""]
+    assert [(o.record.outcome, o.record.spent) for o in out if isinstance(o, SaveAttempt)] == [
+        ("gang_failed", False), ("", False)]  # a loss spends nothing
     out = run.status(a, K, None, None, 4)
     assert kinds(out) == [RetryAt("g", 0, 2, 4, False, "agent_lost"), RetryAt("g", 1, 2, 4, False, "agent_lost")]
     assert run.ready(4).tasks == (Ready("g", 0, 2), Ready("g", 1, 2))
@@ -411,8 +412,11 @@ def test_a_gang_member_lost_with_its_agent_reruns_the_gang_at_once_without_spend
 def test_a_gang_failure_with_no_attempt_left_fails_every_index() -> None:
     run = run_of(job({"name": "g", "command": "mpirun", "array": 2, "gang": True}))
     a, b = gang_start(run, "g", 0)
-    run.status(a, TaskState.FAILED, 2, None, 1)
+    first = run.status(a, TaskState.FAILED, 2, None, 1)
+    assert [(o.record.outcome, o.record.spent) for o in first if isinstance(o, SaveAttempt)] == [
+        ("gang_failed", True), ("", False)]  # the first failure's record spends the gang's try
     out = run.status(b, K, None, None, 2)
+    assert [(o.record.outcome, o.record.spent) for o in out if isinstance(o, SaveAttempt)] == [("gang", False)]
     assert kinds(out) == [
         IndexFailed("g", 0, "gang failed (exit 2)"), IndexFailed("g", 1, "gang failed (exit 2)"),
         StageEnded("g", "FAILED", "2 of 2 indices failed"), JobEnded("FAILED", "stages did not succeed: g"),
