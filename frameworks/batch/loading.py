@@ -5,9 +5,12 @@ Pure (bytes in, values out), so the tests restart the core from exactly what it 
 shell only lists namespaces. Why attempts are wanted only for some jobs
 (:func:`wants_attempts`): a job that is still running is rebuilt from its attempts
 (:meth:`~tepui.frameworks.batch.job_run.JobRun.from_records`), and so is a FAILED or
-DEADLINE_EXCEEDED one, which ``tepui jobs retry`` may re-run; a SUCCEEDED or CANCELLED job never
-changes again, so its thousands of attempt records stay in the store for the history and cost
-the framework no memory (its stage records say what ``jobs show`` needs).
+DEADLINE_EXCEEDED one, which ``tepui jobs retry`` may re-run, and a CANCELLED one, whose tasks
+may still be being killed (a cancel's kills are confirmed after it ends: rebuilt, they are
+reconciled and asked again, and their ends recorded, instead of staying RUNNING in the history
+forever). A SUCCEEDED job has no task left and never changes again, so its thousands of attempt
+records stay in the store for the history and cost the framework no memory (its stage records
+say what ``jobs show`` needs).
 """
 
 from __future__ import annotations
@@ -23,15 +26,16 @@ from tepui.frameworks.batch.spec import JobSpec, load_job
 
 __all__ = ["LoadedJob", "load_jobs", "wants_attempts"]
 
-#: Ended states whose run is rebuilt all the same: ``tepui jobs retry`` re-runs their failures.
-RETRYABLE = frozenset({"FAILED", "DEADLINE_EXCEEDED"})
+#: Ended states whose run is rebuilt all the same: ``tepui jobs retry`` re-runs their failures,
+#: and the kills of their last tasks may not be confirmed yet.
+REBUILT = frozenset({"FAILED", "DEADLINE_EXCEEDED", "CANCELLED"})
 
 LoadedJob = tuple[JobSpec, JobRecord, list[AttemptRecord] | None, list[StageRecord]]
 
 
 def wants_attempts(record: JobRecord) -> bool:
     """Whether the job's run is rebuilt, so the shell lists its attempts (prefix ``job.``)."""
-    return record.state not in ENDED or record.state in RETRYABLE
+    return record.state not in ENDED or record.state in REBUILT
 
 
 def load_jobs(entries: Mapping[str, Mapping[str, bytes]]) -> tuple[str | None, list[LoadedJob]]:

@@ -76,9 +76,11 @@ class StageRun:
         while heap and (self.status[heap[0][1]] != BACKOFF or self.retry_due.get(heap[0][1]) != heap[0][0]):
             heapq.heappop(heap)
         due: list[int] = []
+        seen: set[int] = set()  # an index that backed off twice at the same time is in the heap twice
         for at, index in sorted(heap):
-            if self.status[index] != BACKOFF or self.retry_due.get(index) != at:
+            if self.status[index] != BACKOFF or self.retry_due.get(index) != at or index in seen:
                 continue
+            seen.add(index)
             if at > now:
                 return due, at
             if len(due) < limit:

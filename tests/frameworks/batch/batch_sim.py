@@ -93,7 +93,9 @@ class Sim:
         self.successes: Counter[tuple[str, str, int]] = Counter()  # (job, stage, index) -> attempts stored as succeeded
 
     # Every batch passes through here: the write-ahead rule, the store commit, the world.
-    def batch(self, effects: list[Effect]) -> list[Effect]:
+    def batch(self, effects: list[Effect], execute: bool = True) -> list[Effect]:
+        """``execute=False``: the process dies right after the store commit (nothing after the
+        Persist is executed: no launch, no kill)."""
         persists = only(effects, Persist)
         assert len(persists) <= 1, effects
         stored: set[str] = set()
@@ -116,6 +118,8 @@ class Sim:
                 self.store.setdefault(ns, {})[key] = msgspec.json.encode(value)
         for task in (t for launch in only(effects, Launch) for t in launch.tasks):
             assert task.task_id in stored, f"{task.task_id} launched before its attempt was stored"
+            if not execute:
+                continue
             running = [t for t in self.world if index_of(t) == index_of(task.task_id)]
             assert not running, f"{task.task_id} launched while {running} still runs"
             self.world[task.task_id] = task.agent_id

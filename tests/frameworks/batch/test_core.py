@@ -361,6 +361,20 @@ def test_a_duplicate_terminal_update_records_no_second_success_and_frees_no_seco
     assert sim.core.jobs["j-1"].run.stage_record("s").succeeded == 1
 
 
+def test_a_late_end_of_an_older_attempt_leaves_the_running_retry_its_queue_slot() -> None:
+    sim = Sim(QueuesConfig((QueueConfig("default", max_running=1),)))
+    running_job(sim, job(stage("s", array=2, retries={"attempts": 2, "backoff": {"initial": "PT0S"}})))
+    sim.offers(2.0, offer("o1"))
+    sim.update(3.0, "j-1.s.0.1", TaskState.LOST, reason=TaskReason.AGENT_REMOVED)
+    assert launched_ids(sim.offers(4.0, offer("o2"))) == ["j-1.s.0.2"]  # the retry comes first
+    assert sim.core.queues.running_count() == 1
+    # The queue counts by (job, stage, index): were this update taken for the live attempt's end,
+    # index 1 would be launched next to the retry, over the queue's limit.
+    assert sim.update(5.0, "j-1.s.0.1", TaskState.LOST, reason=TaskReason.AGENT_REMOVED) == []
+    assert sim.core.queues.running_count() == 1
+    assert sim.offers(6.0, offer("o3")) == [Decline(("o3",), 5.0)]
+
+
 # --- the fair queue -------------------------------------------------------------------------------
 
 
@@ -413,7 +427,7 @@ def test_load_jobs_reads_back_what_was_stored_and_skips_attempts_of_jobs_that_ne
     assert loaded[0][0] == sim.core.jobs["j-1"].spec
     assert [wants_attempts(JobRecord(id="x", name="x", state=s)) for s in
             ("PENDING", "RUNNING", "SUSPENDED", "SUCCEEDED", "FAILED", "CANCELLED", "DEADLINE_EXCEEDED")] == [
-        True, True, True, False, True, False, True]
+        True, True, True, False, True, True, True]
     assert load_jobs({}) == (None, [])
 
 
@@ -506,3 +520,37 @@ def test_an_end_arriving_after_a_restart_is_recorded_once(state: TaskState) -> N
         assert sim2.state("j-1") == "SUCCEEDED"
     else:
         assert sim2.core.jobs["j-1"].run.stages["s"].spent[0] == 1
+
+
+def test_a_job_cancelled_before_a_restart_has_its_kills_reconciled_asked_again_and_recorded() -> None:
+    sim = Sim()
+    running_job(sim, job(stage("s", array=2)))
+    sim.offers(2.0, offer("o1"))
+    sim.command("cancel", "j-1", 3.0)
+    sim = sim.restarted(4.0)
+    assert sim.core.queues.running_count() == 2  # they hold their resources until they end
+    assert sim.subscribe(4.0)[0] == Reconcile((("j-1.s.0.1", "a1"), ("j-1.s.1.1", "a1")))
+    assert only(sim.tick(4.0), Kill) == [Kill("j-1.s.0.1", "a1"), Kill("j-1.s.1.1", "a1")]
+    sim.update(5.0, "j-1.s.0.1", TaskState.KILLED)
+    sim.update(5.0, "j-1.s.1.1", TaskState.KILLED)
+    assert [(a.state, a.outcome) for a in map(sim.attempt, ("j-1.s.0.1", "j-1.s.1.1"))] == [("KILLED", "cancelled")] * 2
+    assert sim.core.queues.running_count() == 0
+    assert sim.state("j-1") == "CANCELLED"
+    assert sim.command("delete", "j-1", 6.0)[0] == {"deleted": "j-1"}
+
+
+def test_a_restart_after_two_lost_launches_at_the_same_time_queues_each_index_once() -> None:
+    """A crash between the store commit and the launch, twice at the same time: each index then
+    has two backoffs due at the same moment in its replay, and is queued once."""
+    sim = Sim()
+    running_job(sim, job(stage("s", array=2)))
+    for n in range(2):
+        sim.batch(sim.core.offers([offer(f"o{n}")], 2.0), execute=False)
+        sim = sim.restarted(2.0)
+        sim.subscribe(2.0)
+        for i in range(2):
+            sim.update(2.0, f"j-1.s.{i}.{n + 1}", TaskState.UNKNOWN, reason=TaskReason.RECONCILIATION)
+    sim = sim.restarted(2.0)
+    sim.subscribe(2.0)
+    assert sim.core.queues.pending_count("j-1") == 2
+    assert launched_ids(sim.offers(3.0, offer("o3"))) == ["j-1.s.0.3", "j-1.s.1.3"]
