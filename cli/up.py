@@ -133,6 +133,9 @@ class Cluster:
     def services_port(self) -> int:
         return self.http_port + 10
 
+    def batch_port(self) -> int:
+        return self.http_port + 11
+
     def start(self, agent_resources: str | None, agent_args: tuple[str, ...] = ()) -> None:
         """``agent_args`` go last on every agent's command line: a way to pass any agent flag
         (``--no-strict`` to recover from a damaged checkpoint), and for a flag given once the
@@ -144,6 +147,7 @@ class Cluster:
                                # the services framework's API is on loopback, which the proxy
                                # relays to only where allowed (issue 15: relay loops)
                                "--proxy-allow", f"127.0.0.1:{self.services_port()}",
+                               "--proxy-allow", f"127.0.0.1:{self.batch_port()}",
                                *(self.security.master_args if self.security else ["--insecure"])],
                     "its registry")
         for i in range(1, self.agent_count + 1):
@@ -168,6 +172,17 @@ class Cluster:
         else:
             args += ["--insecure"]
         self._spawn("services", args, "its store")
+
+    def start_batch(self) -> None:
+        """The batch framework (`tepui jobs ...`), its store in the state dir like the services
+        framework's, so a restarted `tepui up` resumes every job."""
+        args = ["batch", "--master", f"127.0.0.1:{self.port}", "--http-port", str(self.batch_port()),
+                "--store", os.path.join(self.state_dir, "batch.sqlite")]
+        if self.security is not None:
+            args += ["--http-token-file", self.security.token_file]
+        else:
+            args += ["--insecure"]
+        self._spawn("batch", args, "its store")
 
     def _local_acls(self) -> str:
         """The local cluster's ACL file, written once so that an operator's edits survive
@@ -194,6 +209,7 @@ class Cluster:
             master_task = progress.add_task("master answering", total=1)
             agents_task = progress.add_task("agents registered", total=self.agent_count)
             services_task = progress.add_task("services framework subscribed", total=1)
+            batch_task = progress.add_task("batch framework subscribed", total=1)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 dead = self.dead_child()
@@ -207,8 +223,10 @@ class Cluster:
                     progress.update(agents_task, completed=state["activated_slaves"])
                     services = any(f.get("name") == "services" and f.get("connected")
                                    for f in state.get("frameworks", []))
+                    batch = any(f.get("name") == "batch" and f.get("connected") for f in state.get("frameworks", []))
                     progress.update(services_task, completed=int(services))
-                    if state["activated_slaves"] >= self.agent_count and services:
+                    progress.update(batch_task, completed=int(batch))
+                    if state["activated_slaves"] >= self.agent_count and services and batch:
                         return
                 time.sleep(0.1)
         raise click.ClickException(
@@ -269,10 +287,10 @@ class Cluster:
         self.console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
-        """The services framework (it fails over: its tasks stay), then agents (SIGUSR1: they end
+        """The frameworks (they fail over: their tasks stay), then agents (SIGUSR1: they end
         their tasks), then the master; SIGKILL after a deadline. A child waiting for its restart
         stays down."""
-        services = [c for c in self.children if c.name == "services"]
+        services = [c for c in self.children if c.name in ("services", "batch")]
         agents = [c for c in self.children if c.name.startswith("agent")]
         others = [c for c in self.children if c not in services and c not in agents]  # the master, last
         for group, grace, sig in ((services, 5.0, signal.SIGTERM), (agents, 12.0, signal.SIGUSR1),
@@ -333,7 +351,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     if agents < 1:
         raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
     for what, number in (("--port", port), ("--http-port", http_port),
-                         ("--http-port + 10, the services framework's API", http_port + 10)):
+                         ("--http-port + 10, the services framework's API", http_port + 10),
+                         ("--http-port + 11, the batch framework's API", http_port + 11)):
         if not _port_free("127.0.0.1", number):
             raise click.ClickException(
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? "
@@ -358,6 +377,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     allowed = tuple(f"--fetcher-allowed-dir={os.path.abspath(d)}" for d in fetcher_allowed_dirs)
     cluster.start(agent_resources, allowed + agent_args)
     cluster.start_services()
+    cluster.start_batch()
     ending: Ending | None = None
     try:
         cluster.wait_ready(timeout)
@@ -369,6 +389,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
                       "python examples/hello_framework.py --tasks 10", soft_wrap=True)
         console.print(f"        tepui apps deploy examples/services/hello.yaml     tepui apps list   "
                       f"(services API: http://127.0.0.1:{http_port}/frameworks/services/v1/apps)", soft_wrap=True)
+        console.print(f"        tepui jobs submit --wait examples/batch/wordcount.yaml     tepui jobs list   "
+                      f"(batch API: http://127.0.0.1:{http_port}/frameworks/batch/v1/jobs)", soft_wrap=True)
         console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
                       f"{cluster.security.config_path}", soft_wrap=True)
         console.print("  stop: Ctrl-C     (a part that fails is restarted on its own state; see docs/operations.md)",

@@ -63,10 +63,11 @@ def test_up_passes_each_agent_arg_to_the_cluster(tmp_path: Path, monkeypatch: py
     assert started == [("--no-strict", "--log-level=debug")]
 
 
-def test_agents_get_the_clusters_token_and_the_master_may_relay_to_the_services_api_only(
+def test_agents_get_the_clusters_token_and_the_master_may_relay_to_the_frameworks_apis_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 15: an agent's files API needs the token (else `tepui logs` gets 401s), and the
-    master relays to loopback only where allowed (the services framework's API, http port + 10)."""
+    master relays to loopback only where allowed (the services framework's API, http port + 10,
+    and the batch framework's, + 11)."""
     monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "client.yaml"))
     cluster, spawned = recording_cluster(tmp_path / "state", 2, monkeypatch)
     (tmp_path / "state").mkdir()
@@ -77,5 +78,6 @@ def test_agents_get_the_clusters_token_and_the_master_may_relay_to_the_services_
         args = spawned[name]
         assert args[args.index("--http-token-file") + 1] == token_file, args
     master = spawned["master"]
-    assert [master[i + 1] for i, arg in enumerate(master) if arg == "--proxy-allow"] == ["127.0.0.1:5090"]
+    assert [master[i + 1] for i, arg in enumerate(master) if arg == "--proxy-allow"] == ["127.0.0.1:5090",
+                                                                                          "127.0.0.1:5091"]
     assert master[master.index("--http-token-file") + 1] == token_file
