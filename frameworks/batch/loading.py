@@ -15,7 +15,7 @@ say what ``jobs show`` needs).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -38,11 +38,14 @@ def wants_attempts(record: JobRecord) -> bool:
     return record.state not in ENDED or record.state in REBUILT
 
 
-def load_jobs(entries: Mapping[str, Mapping[str, bytes]]) -> tuple[str | None, list[LoadedJob]]:
+def load_jobs(entries: Mapping[str, Mapping[str, bytes]],
+              unreadable: Callable[[str, str], None] | None = None) -> tuple[str | None, list[LoadedJob]]:
     """``entries``: namespace -> key -> the stored JSON (:mod:`.ledger` names them); the
     ``attempts`` namespace needs to hold only the attempts of the jobs :func:`wants_attempts`
     names (others are ignored). Returns the framework id and, per job, its spec, record,
-    attempts (None when its run is not rebuilt) and stage records."""
+    attempts (None when its run is not rebuilt) and stage records. ``unreadable(job_id, why)``:
+    told of a job whose stored spec no longer loads (a newer version's stricter rules), which is
+    then left out — and left in the store, untouched; without it, the error is raised."""
     raw_id = entries.get(NS_FRAMEWORK, {}).get("id")
     framework_id = msgspec.json.decode(raw_id, type=str) if raw_id is not None else None
     attempts: dict[str, list[AttemptRecord]] = {}
@@ -57,7 +60,15 @@ def load_jobs(entries: Mapping[str, Mapping[str, bytes]]) -> tuple[str | None, l
     jobs: list[LoadedJob] = []
     for job_id, raw in sorted(entries.get(NS_JOBS, {}).items()):
         record = msgspec.json.decode(raw, type=JobRecord)
-        spec = load_job(msgspec.json.decode(specs[job_id]))
+        try:
+            if job_id not in specs:
+                raise ValueError("its spec is missing from the store")
+            spec = load_job(msgspec.json.decode(specs[job_id]))
+        except ValueError as exc:  # SpecError and msgspec's DecodeError are ValueErrors
+            if unreadable is None:
+                raise
+            unreadable(job_id, str(exc))
+            continue
         jobs.append((spec, record, attempts.get(job_id, []) if wants_attempts(record) else None,
                      stages.get(job_id, [])))
     return framework_id, jobs

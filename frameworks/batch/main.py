@@ -34,9 +34,9 @@ from tepui.frameworks.batch.core import BatchConfig, BatchCore
 from tepui.frameworks.batch.effects import Decline, Demand, Effect, Kill, Launch, Persist, Publish, Reconcile
 from tepui.frameworks.batch.job_run import ENDED
 from tepui.frameworks.batch.ledger import NS_ATTEMPTS, NS_FRAMEWORK, NS_JOBS, NS_SPECS, NS_STAGES
+from tepui.frameworks.batch.loading import LoadedJob, load_jobs, wants_attempts
 from tepui.frameworks.batch.queue_values import QueuesConfig
-from tepui.frameworks.batch.records import AttemptRecord, JobRecord, StageRecord
-from tepui.frameworks.batch.spec import JobSpec, load_job
+from tepui.frameworks.batch.records import JobRecord
 from tepui.sdk import (
     LONG_RUNNING_FAILOVER_TIMEOUT, Filters, FrameworkInfo, MasterInfo, Offer, Scheduler, SchedulerDriver,
     SQLiteStore, Store, StoreError, TaskStatus,
@@ -47,8 +47,6 @@ log = logging.getLogger("tepui.batch")
 
 TICK_SECONDS = 1.0
 DEFAULT_HTTP_PORT = 5091
-RETRYABLE_ENDS = frozenset({"FAILED", "DEADLINE_EXCEEDED"})  # ended jobs `tepui jobs retry` may run again
-LoadedJob = tuple[JobSpec, JobRecord, list[AttemptRecord] | None, list[StageRecord]]
 
 
 def default_store_path() -> str:
@@ -56,34 +54,19 @@ def default_store_path() -> str:
     return os.path.join(base, "tepui", "batch.sqlite")
 
 
-def load_jobs(store: Store) -> tuple[str | None, list[LoadedJob]]:
-    """The framework id and every job the store holds. A job's attempts are read (and its run
-    rebuilt) only while it can still change: not ended, or ended in a way ``retry`` re-opens.
-    A stored spec that no longer validates (a newer version's stricter rules) is logged and
-    left in the store, untouched."""
-    entry = store.get(NS_FRAMEWORK, "id")
-    framework_id = msgspec.json.decode(entry.value) if entry is not None else None
-    specs = store.list(NS_SPECS)
-    stages: dict[str, list[StageRecord]] = {}
-    for key, e in store.list(NS_STAGES).items():
-        stages.setdefault(key.split("/", 1)[0], []).append(msgspec.json.decode(e.value, type=StageRecord))
-    jobs: list[LoadedJob] = []
-    for job_id, e in store.list(NS_JOBS).items():
-        record = msgspec.json.decode(e.value, type=JobRecord)
-        raw = specs.get(job_id)
-        try:
-            if raw is None:
-                raise ValueError("its spec is missing")
-            spec = load_job(msgspec.json.decode(raw.value))
-        except ValueError as exc:
-            log.error("event=batch_job_unreadable job=%s error=%s (kept in the store, not run)", job_id, exc)
-            continue
-        attempts = None
-        if record.state not in ENDED or record.state in RETRYABLE_ENDS:
-            attempts = [msgspec.json.decode(a.value, type=AttemptRecord)
-                        for a in store.list(NS_ATTEMPTS, prefix=f"{job_id}.").values()]
-        jobs.append((spec, record, attempts, stages.get(job_id, [])))
-    return framework_id, jobs
+def read_store(store: Store) -> tuple[str | None, list[LoadedJob]]:
+    """The framework id and every job the store holds (:func:`.loading.load_jobs`). A job's
+    attempts are listed only when its run is rebuilt (:func:`.loading.wants_attempts`): a
+    SUCCEEDED job's thousands of attempts stay on disk for the history."""
+    entries: dict[str, dict[str, bytes]] = {
+        ns: {key: e.value for key, e in store.list(ns).items()} for ns in (NS_FRAMEWORK, NS_SPECS, NS_JOBS, NS_STAGES)}
+    attempts: dict[str, bytes] = {}
+    for job_id, raw in entries[NS_JOBS].items():
+        if wants_attempts(msgspec.json.decode(raw, type=JobRecord)):
+            attempts.update((key, e.value) for key, e in store.list(NS_ATTEMPTS, prefix=f"{job_id}.").items())
+    entries[NS_ATTEMPTS] = attempts
+    return load_jobs(entries, lambda job_id, why: log.error(
+        "event=batch_job_unreadable job=%s error=%s (kept in the store, not run)", job_id, why))
 
 
 def write(store: Store, persists: list[Persist]) -> None:
@@ -244,7 +227,7 @@ def run(options: BatchOptions, reactor: Any) -> int:
     store = SQLiteStore(path)
     core = BatchCore(options.queues, BatchConfig(role=options.role))
     loaded_at = time.monotonic()
-    framework_id, jobs = load_jobs(store)
+    framework_id, jobs = read_store(store)
     core.load(framework_id, jobs, reactor.seconds())
     hub = EventHub(reactor)
     shell = BatchShell(reactor, core, store, hub, options.master_http)
