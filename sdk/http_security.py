@@ -37,7 +37,6 @@ The rules:
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import logging
@@ -51,9 +50,18 @@ from typing import Any
 from twisted.web import resource, server
 from twisted.web.error import UnsupportedMethod
 
+from tepui.sdk.relay_tokens import (  # noqa: F401  (re-exported: where callers have always found them)
+    READ_METHODS,
+    RELAY_ACCESS,
+    RELAY_KINDS,
+    relay_access,
+    relay_token,
+    task_files_scope,
+    task_files_token,
+)
+
 log = logging.getLogger("tepui.http")
 
-READ_METHODS = frozenset({b"GET", b"HEAD"})
 ALWAYS_OPEN = frozenset({"/health"})
 READ_AUTH_MODES = ("open", "token")
 DEFAULT_BODY_LIMIT = 1024 * 1024  # operator documents are a few KiB; 1 MiB leaves room and bounds memory
@@ -123,40 +131,6 @@ def bearer(authorization: bytes | None) -> str | None:
     return value.strip()
 
 
-RELAY_ACCESS = ("read", "write")
-# Who a relay token is for: the HMAC's domain string, and which accesses that kind's site accepts.
-# A distinct domain per kind, so no framework id can ever name an agent's token (ids may hold
-# ':' and anything else printable). Agents take reads only: the files proxy relays nothing else.
-RELAY_KINDS: dict[str, tuple[bytes, tuple[str, ...]]] = {
-    "framework": (b"tepui-relay", RELAY_ACCESS),
-    "agent": (b"tepui-agent-relay", ("read",)),
-    "task-files": (b"tepui-task-files", ("read",)),
-}
-
-
-def relay_access(method: bytes) -> str:
-    """Which relay token a call with ``method`` carries: ``read`` for GET and HEAD, else ``write``."""
-    return "read" if method in READ_METHODS else "write"
-
-
-def relay_token(cluster_token: str, scope: str, access: str, kind: str = "framework") -> str:
-    """The token the master's proxies send instead of the cluster token (issue 15: the cluster
-    token went to any ``webui_url`` a framework key holder announced, and to any files-API address
-    an agent key holder registered): ``hex(HMAC-SHA256(key=cluster_token, domain + "\\0" + scope
-    + "\\0" + access))``, all UTF-8, where ``domain`` is ``tepui-relay`` for a framework (``scope``
-    its framework id) and ``tepui-agent-relay`` for an agent (``scope`` its agent id). Scoped by
-    id, not name: names are not unique (a framework may subscribe under another's name while that
-    one fails over), ids are the master's to issue. Split into ``read`` and ``write`` so that a
-    framework that only ever received reads (open by default) holds no token for a mutating call.
-    One-way, so no relay token reveals the cluster token."""
-    if access not in RELAY_ACCESS:
-        raise ValueError(f"access must be one of {', '.join(RELAY_ACCESS)}, not {access!r}")
-    if kind not in RELAY_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(RELAY_KINDS)}, not {kind!r}")
-    message = RELAY_KINDS[kind][0] + b"\0" + scope.encode() + b"\0" + access.encode()
-    return hmac.new(cluster_token.encode(), message, hashlib.sha256).hexdigest()
-
-
 def relay_headers(cluster_token: str | None, framework_id: str, method: bytes) -> dict[bytes, list[bytes]]:
     """The ``Authorization`` of the master's relay of a ``method`` call to ``framework_id``'s API:
     the relay token for reads or for writes, none without a cluster token."""
@@ -183,18 +157,6 @@ def basic_password(authorization: bytes | None) -> str | None:
         return None
     user, colon, password = decoded.partition(":")
     return password if colon and password else None
-
-
-def task_files_scope(framework_id: str, task_id: str) -> str:
-    """The scope of a task files token: both ids, the first length-prefixed so that no pair of
-    ids can name another pair's scope."""
-    return f"{len(framework_id)}:{framework_id}/{task_id}"
-
-
-def task_files_token(cluster_token: str, framework_id: str, task_id: str) -> str:
-    """The token that opens one task's sandbox files for reading through the master's files
-    proxy, and nothing else (see the module docstring): the ``task-files`` read relay token."""
-    return relay_token(cluster_token, task_files_scope(framework_id, task_id), "read", "task-files")
 
 
 def _relayed(policy: HttpPolicy, given: str, relay_scope: str | None, relay_kind: str) -> str | None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tepui.sdk.protocol.values import CommandURI, MasterInfo
+from tepui.sdk.relay_tokens import task_files_token
 from tepui.sdk.spec_documents import SpecError
 
 if TYPE_CHECKING:  # spec imports this module to check a submission
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # spec imports this module to check a submission
 
 __all__ = [
     "MAX_INPUTS", "Producer", "check_inputs", "download_uri", "input_count", "input_path", "input_uris", "master_http_url",
+    "task_files_credential",
 ]
 
 #: URIs one task may receive from its upstreams (index x output pairs). 1,000 keeps the launch
@@ -98,6 +100,14 @@ def download_uri(base: str, producer: Producer, output: str, credential: str | N
     query = urllib.parse.urlencode({"framework_id": producer.framework_id, "agent_id": producer.agent_id,
                                     "path": posixpath.normpath(output)})
     return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def task_files_credential(cluster_token: str) -> Callable[[Producer], str]:
+    """``input_uris``' ``credential`` for a framework holding the cluster token: each producer's
+    task files token (``tepui.sdk.relay_tokens``), which opens that one task's files at the
+    master for reads and nothing else. Never the cluster token itself: the URIs sit in every
+    downstream TaskInfo (the master's memory and ``/state``, the agents' checkpoints)."""
+    return lambda producer: task_files_token(cluster_token, producer.framework_id, producer.task_id)
 
 
 def input_uris(spec: JobSpec, stage: str, index: int, producer: Callable[[str, int], Producer | None], base: str,

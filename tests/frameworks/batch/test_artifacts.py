@@ -7,6 +7,7 @@ import pytest
 
 from tepui.frameworks.batch.artifacts import (
     MAX_INPUTS, Producer, check_inputs, download_uri, input_count, input_path, input_uris, master_http_url,
+    task_files_credential,
 )
 from tepui.frameworks.batch.spec import load_job
 from tepui.sdk import CommandURI
@@ -119,3 +120,12 @@ def test_the_base_is_the_masters_advertised_host_and_http_port() -> None:
     assert master_http_url(info("[fd00::1]:5050")) == "http://[fd00::1]:5080"
     assert master_http_url(info("master.example:5050"), "https") == "https://master.example:5080"
     assert master_http_url(info("10.0.0.5:5050", None)) is None
+
+
+def test_the_credential_of_a_framework_holding_the_cluster_token_is_each_producers_task_files_token() -> None:
+    from tepui.sdk.relay_tokens import task_files_token
+
+    uris = input_uris(WORDCOUNT, "reduce", 0, made, BASE, credential=task_files_credential("cluster-token-0123456789"))
+    tokens = {task_files_token("cluster-token-0123456789", "fw-9", f"wc-1.map.{i}.1") for i in range(3)}
+    assert {u.value.split("@")[0].removeprefix("http://artifact:") for u in uris} == tokens
+    assert all("cluster-token" not in u.value for u in uris)
