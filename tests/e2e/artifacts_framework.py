@@ -3,9 +3,9 @@
 Runs the two-stage job ``up -> down`` as the batch framework would carry its artifacts: task
 ``up`` writes ``out.txt`` and ``sub/part.txt`` in its sandbox and ends; then task ``down`` is
 launched on ANOTHER agent with the URIs of ``frameworks/batch/artifacts.input_uris`` (the
-master's files proxy, a task files token minted from the cluster token as the batch framework's
-shell does) and checks that it finds ``up/0/out.txt`` and ``up/0/sub/part.txt`` with the same
-contents, which it also prints.
+master's files proxy; a task files token minted from the cluster token with
+``task_files_credential``, as the batch framework's core does) and checks that it finds
+``up/0/out.txt`` and ``up/0/sub/part.txt`` with the same contents, which it also prints.
 
 Prints one JSON object per line: ``subscribed``, ``launch`` (task, agent), ``status`` (every
 update), and finally ``done``. Exits 0 when ``down`` finished, 1 otherwise, 2 on its own timeout.
@@ -21,12 +21,12 @@ from tepui.sdk import install_reactor
 
 reactor = install_reactor()  # before anything else touches Twisted's reactor
 
-from tepui.frameworks.batch.artifacts import Producer, input_uris  # noqa: E402
+from tepui.frameworks.batch.artifacts import Producer, input_uris, task_files_credential  # noqa: E402
 from tepui.frameworks.batch.spec import load_job  # noqa: E402
 from tepui.sdk import (  # noqa: E402
     CommandInfo, Filters, FrameworkInfo, Resources, Scheduler, SchedulerDriver, TaskInfo, TaskState,
 )
-from tepui.sdk.http_security import load_token, task_files_token  # noqa: E402
+from tepui.sdk.http_security import load_token  # noqa: E402
 
 TASK = Resources.of(cpus=0.1, mem=32)
 CONTENT = "hello artifact 42"
@@ -67,7 +67,7 @@ class ArtifactsScheduler(Scheduler):
             self.pending.pop(0)
             task_id = f"e2e-1.{stage}.0.1"
             uris = input_uris(SPEC, stage, 0, lambda s, i: self.producers.get((s, i)), self.master_http,
-                              credential=lambda p: task_files_token(self.token, p.framework_id, p.task_id))
+                              credential=task_files_credential(self.token))
             command = CommandInfo(value=SPEC.stage(stage).command, uris=list(uris),
                                   environment=SPEC.task_env(stage, 0))
             emit("launch", task_id=task_id, agent_id=offer.agent_id, hostname=offer.hostname,
