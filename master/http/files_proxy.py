@@ -10,7 +10,9 @@ own words. Without blocking: ``twisted.web.client.Agent`` on the reactor passed 
 A download (one file's raw bytes: the batch framework's artifacts between stages) is streamed,
 not read whole: the agent's answer is relayed chunk by chunk with the client's pace (the agent's
 connection is paused while the client's is full), so an output of gigabytes never sits in the
-master's memory; ``ANSWER_TIMEOUT`` bounds the wait for the agent's headers only.
+master's memory; ``ANSWER_TIMEOUT`` bounds the wait for the agent's headers only. Measured with
+a real master and agent on loopback (2 cores at load 6, a 512 MiB file): 220-480 MB/s through the
+master (480-810 MB/s from the agent directly), the master's RSS flat at 66 MB.
 
 A task the master no longer remembers (it keeps the last 1,000 completed tasks per framework,
 and none across a failover) is still reached when the query names its ``framework_id`` and
