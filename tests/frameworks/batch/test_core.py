@@ -333,6 +333,22 @@ def test_one_gang_member_failing_kills_the_others_and_the_whole_gang_is_retried(
     assert sim.core.jobs["j-1"].stage_records["g"].succeeded == 3
 
 
+def test_a_gang_member_lost_with_its_agent_kills_the_others_and_the_gang_is_retried_at_once_free() -> None:
+    sim = Sim()
+    _, effects = sim.submit(job(GANG), 1.0)
+    assert effects[-1] == Demand(((Resources.parse("cpus:2;mem:64"), 3),), revive=True)
+    sim.offers(2.0, offer("o1", resources="cpus:8;mem:1024"))
+    effects = sim.update(3.0, "j-1.g.1.1", TaskState.LOST, reason=TaskReason.AGENT_REMOVED)
+    assert only(effects, Kill) == [Kill("j-1.g.0.1", "a1"), Kill("j-1.g.2.1", "a1")]
+    sim.update(4.0, "j-1.g.0.1", TaskState.KILLED)
+    sim.update(4.0, "j-1.g.2.1", TaskState.KILLED)
+    assert [(a.outcome, a.spent) for a in map(sim.attempt, ("j-1.g.0.1", "j-1.g.1.1", "j-1.g.2.1"))] == [
+        ("gang", False), ("gang_failed", False), ("gang", False)]
+    assert sim.core.queues.pending_count("j-1") == 3  # no backoff for a loss
+    assert launched_ids(sim.offers(5.0, offer("o2", resources="cpus:8;mem:1024"))) == [
+        "j-1.g.0.2", "j-1.g.1.2", "j-1.g.2.2"]
+
+
 # --- status updates the core did not expect ------------------------------------------------------
 
 
@@ -387,6 +403,17 @@ def test_two_users_share_the_offers_by_drf_through_the_core() -> None:
     users = sorted(index_of(t)[0] for t in launched_ids(effects))
     assert users == ["j-1", "j-1", "j-2", "j-2"]
     assert sim.core.queues.share("ana") == sim.core.queues.share("bob") > 0
+
+
+def test_weights_and_queue_priorities_through_the_core() -> None:
+    sim = Sim(QueuesConfig((QueueConfig("default"), QueueConfig("prod", priority=10)), weights=(("ana", 2.0),)))
+    sim.subscribe(0.0)
+    sim.submit(job(stage("s", array=8)), 1.0, user="ana")
+    sim.submit(job(stage("s", array=8)), 2.0, user="bob")
+    assert launched_ids(sim.offers(3.0, offer("o1", resources="cpus:6;mem:4096"))) == [  # ana weighs twice bob
+        "j-1.s.0.1", "j-2.s.0.1", "j-1.s.1.1", "j-2.s.1.1", "j-1.s.2.1", "j-1.s.3.1"]
+    sim.submit(job(stage("s", array=2), queue="prod"), 4.0, user="bob")  # the prod queue is served first
+    assert launched_ids(sim.offers(5.0, offer("o2", resources="cpus:2;mem:4096"))) == ["j-3.s.0.1", "j-3.s.1.1"]
 
 
 # --- expiry ---------------------------------------------------------------------------------------

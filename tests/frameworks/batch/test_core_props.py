@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -46,8 +47,10 @@ def answer_reconciliation(sim: Sim, effects: list[Effect], now: float, pick: int
         for task_id, agent in reconcile.tasks:
             if task_id not in sim.world:
                 sim.update(now, task_id, TaskState.UNKNOWN, reason=TaskReason.RECONCILIATION, agent=agent)
-            elif pick % 3 == 0:
+            elif pick % 5 == 0:
                 sim.update(now, task_id, TaskState.FINISHED, exit_code=0, agent=agent)
+            elif pick % 5 == 1:
+                sim.update(now, task_id, TaskState.FAILED, exit_code=1, agent=agent)
             else:
                 sim.update(now, task_id, TaskState.RUNNING, agent=agent)
     known = {t for r in explicit for t, _ in r.tasks}
@@ -76,7 +79,7 @@ def drive_to_the_end(sim: Sim, now: float) -> Sim:
     return sim
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(SPECS), st.sampled_from(USERS)), min_size=1, max_size=3),
        st.lists(st.tuples(st.sampled_from([0, 0, 1, 1, 1, 1, 2, 3, 4, 5, 6, 7]), st.integers(0, 60)),
                 min_size=20, max_size=80))
@@ -110,7 +113,7 @@ def test_no_index_runs_twice_and_each_success_is_recorded_once(jobs: list[tuple[
             sim.tick(now)
         elif action == 4 and sim.core.jobs:  # a command (refusals are fine)
             job_id = sorted(sim.core.jobs)[pick % len(sim.core.jobs)]
-            name = ["suspend", "resume", "resume", "cancel", "retry", "retry"][pick % 6] if pick % 5 else "cancel"
+            name = ["suspend", "resume", "resume", "cancel", "retry", "retry", "delete"][pick % 7] if pick % 5 else "cancel"
             try:
                 sim.command(name, job_id, now)
             except Exception as exc:  # noqa: BLE001  # only CommandError may escape
@@ -129,6 +132,10 @@ def test_no_index_runs_twice_and_each_success_is_recorded_once(jobs: list[tuple[
         live = {t for e in sim.core.jobs.values() if e.run is not None for t, _ in e.run.live_tasks()}
         assert live == set(sim.world)  # the core knows every task that runs, and no other
         assert sim.core.queues.running_count() == len(live)  # each holds one queue slot
+        for job_id, entry in sim.core.jobs.items():  # what the core knows is what it stored
+            assert sim.store["jobs"][job_id] == msgspec.json.encode(entry.record)
+            for task_id, lv in (entry.run._live.items() if entry.run is not None else ()):  # noqa: SLF001
+                assert sim.store["attempts"][task_id] == msgspec.json.encode(lv.record)
     sim = drive_to_the_end(sim, now)
     assert all(n == 1 for n in sim.successes.values()), sim.successes
     for job_id, entry in sim.core.jobs.items():
