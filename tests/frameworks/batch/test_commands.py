@@ -48,6 +48,8 @@ def test_submit_is_idempotent_on_the_job_id() -> None:
     assert again["job"]["submitted_at"] == 1.0 and again["job"]["user"] == "ana"
     assert refused(sim.submit, job(stage("s", array=2)), 6.0, job_id="nightly-2026-12-07") == (409, "JOB_EXISTS", None)
     assert list(sim.core.jobs) == ["nightly-2026-12-07"]
+    sim = sim.restarted(7.0)  # the spec read back from the store is the same spec
+    assert sim.submit(job(), 8.0, job_id="nightly-2026-12-07")[0]["created"] is False
 
 
 @pytest.mark.parametrize("job_id", ["Upper", "a.b", "-a", "a" * 129, ""])
