@@ -6,7 +6,7 @@ view of the tasks (launched and not yet ended) and fails a launch of an index th
 task running: no index runs twice at the same time, across restarts too.
 
 Job ids come from ``new_id`` (``NAME-1``, ``NAME-2``...), so task ids and effects are exact.
-Imported by the batch core's tests (test_core.py, test_commands.py, test_core_props.py).
+Imported by the batch core's tests (test_core.py, test_core_restart.py, test_commands.py, test_core_props.py).
 """
 
 from __future__ import annotations

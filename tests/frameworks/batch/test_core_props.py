@@ -8,8 +8,6 @@ reads back the states the core had."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
