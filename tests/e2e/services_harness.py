@@ -1,6 +1,7 @@
 """A real cluster plus a real `tepui services` process, reached through the master's proxy.
 
-Shared by the services end-to-end tests: start/stop/SIGKILL the framework on the same store,
+Shared by the services end-to-end tests (and, through :class:`FrameworkProcess`, the batch
+framework's: tests/e2e/batch_harness.py): start/stop/SIGKILL the framework on the same store,
 call its API as `tepui apps` does (bearer token, through `/frameworks/services/`), follow the
 event stream from a thread, and wait for conditions with the cluster's logs in the failure.
 """
@@ -14,36 +15,55 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.e2e.conftest import Cluster, child_env, free_ports, stop_process, tail, tepui_cmd
 
 
-class Services:
+class FrameworkProcess:
+    """A `tepui NAME` framework process (services, batch) on a store in ``root``, its REST API
+    reached through the master's ``/frameworks/NAME/`` proxy with the cluster's token."""
+
+    name = "services"
+    subscribe_timeout = 20.0
+
     def __init__(self, cluster: Cluster, root: Path) -> None:
         self.cluster, self.root = cluster, root
-        self.store = root / "services.sqlite"
+        self.store = root / f"{self.name}.sqlite"
         self.api_port = free_ports(1)[0]
         # The master relays to a loopback API only where allowed (as `tepui up` allows its own).
         cluster.master_args += ["--proxy-allow", f"127.0.0.1:{self.api_port}"]
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = root / "services.log"
-        self.base = f"http://127.0.0.1:{cluster.http_port}/frameworks/services/v1"
+        self.log = root / f"{self.name}.log"
+        self.base = f"http://127.0.0.1:{cluster.http_port}/frameworks/{self.name}/v1"
 
     # --- the process ------------------------------------------------------------------------
 
     def start(self) -> None:
         with open(self.log, "ab") as log_file:
             self.process = subprocess.Popen(
-                tepui_cmd("services", "--master", self.cluster.master, "--store", str(self.store),
+                tepui_cmd(self.name, "--master", self.cluster.master, "--store", str(self.store),
                           "--http-port", str(self.api_port), "--http-token-file", str(self.cluster.root / "http-token")),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=child_env(),
                 cwd=self.root)
         self.cluster.watch.add([self.process.pid])
-        self.cluster.logs["services"] = self.log
-        self.wait(lambda: self.health().get("subscribed") is True, 20, "services framework subscribed")
+        self.cluster.logs[self.name] = self.log
+        self.wait(lambda: self.health().get("subscribed") is True, self.subscribe_timeout,
+                  f"{self.name} framework subscribed")
+
+    @contextmanager
+    def running(self) -> Iterator[Self]:
+        """The cluster started, then this framework; both stopped afterwards (a module fixture)."""
+        try:
+            self.cluster.start()
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            self.cluster.stop()
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to the master; the framework's tasks keep running (failover)."""
@@ -80,6 +100,22 @@ class Services:
         except OSError as exc:
             return 0, str(exc)
 
+    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except AssertionError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n"
+                             f"===== {self.name} =====\n{tail(self.log, 60)}\n{self.cluster.log_tails(20)}")
+
+
+class Services(FrameworkProcess):
+    """`tepui services`: apps, their tasks and deployments."""
+
     def deploy(self, spec: str) -> dict[str, Any]:
         status, body = self.call("POST", "/apps", spec, "application/yaml")
         assert status in (200, 201), f"deploy answered {status}: {body}"
@@ -113,23 +149,11 @@ class Services:
     def healthy_tasks(self, app_id: str) -> list[dict[str, Any]]:
         return [t for t in self.tasks(app_id) if t["state"] == "TASK_RUNNING" and t["healthy"] and not t["killing"]]
 
-    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if condition():
-                    return
-            except AssertionError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n"
-                             f"===== services =====\n{tail(self.log, 60)}\n{self.cluster.log_tails(20)}")
-
 
 class EventStream:
     """Reads ``GET /v1/events`` (through the master's proxy) in a thread; ``events`` grows."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: FrameworkProcess) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.connected = threading.Event()
         request = urllib.request.Request(services.base + "/events",

@@ -27,14 +27,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     cluster = Cluster(root, agents=2, kill_grace_period=1.0, distinct_ports=True,
                       master_args=["--agent-ping-interval", "0.5", "--max-agent-ping-timeouts", "3",
                                    "--allocation-interval", "0.2"])
-    framework = Services(cluster, root)
-    try:
-        cluster.start()
-        framework.start()
+    with Services(cluster, root).running() as framework:
         yield framework
-    finally:
-        framework.stop()
-        cluster.stop()
 
 
 def _serves(port: int) -> bool:
