@@ -13,6 +13,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tepui.frameworks.batch.effects import Effect, Kill, Reconcile
+from tepui.frameworks.batch.queue_values import QueueConfig, QueuesConfig
 from tepui.frameworks.batch.spec import JobSpec
 from tepui.sdk import TaskReason, TaskState
 
@@ -32,8 +33,10 @@ SPECS = [
         stage("c", depends_on=[{"stage": "b", "condition": "any_finished"}]), deadline="PT300S"),
     job(stage("g", array=3, gang=True, retries={"attempts": 2, "backoff": {"initial": "PT5S"}}),
         stage("h", array=2, depends_on=["g"]), ttl_after_finished="PT50S"),
-    job(stage("s", array=5, retries={"attempts": 2, "backoff": {"initial": "PT1S"}})),
+    job(stage("s", array=5, resources={"cpus": 1, "mem": 64, "ports": 1},
+              retries={"attempts": 2, "backoff": {"initial": "PT1S"}})),
 ]
+QUEUES = [None, QueuesConfig((QueueConfig("default", max_running=3),))]  # no limit, or a tight one
 USERS = ["ana", "bob"]
 
 
@@ -69,7 +72,7 @@ def drive_to_the_end(sim: Sim, now: float) -> Sim:
                 sim.update(now, task_id, TaskState.FINISHED, exit_code=0, agent=agent)
         now += 40.0
         killing |= set(t.task_id for t in only(sim.tick(now), Kill))
-        sim.offers(now, offer(f"end{now}", resources="cpus:16;mem:8192"))
+        sim.offers(now, offer(f"end{now}", resources="cpus:16;mem:8192;ports:[31000-31100]"))
         if not sim.world and all(e.record.state in ("SUCCEEDED", "FAILED", "CANCELLED", "DEADLINE_EXCEEDED")
                                  for e in sim.core.jobs.values()):
             break
@@ -78,12 +81,13 @@ def drive_to_the_end(sim: Sim, now: float) -> Sim:
 
 
 @settings(max_examples=120, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(SPECS), st.sampled_from(USERS)), min_size=1, max_size=3),
+@given(st.sampled_from(QUEUES), st.lists(st.tuples(st.sampled_from(SPECS), st.sampled_from(USERS)), min_size=1, max_size=3),
        st.lists(st.tuples(st.sampled_from([0, 0, 1, 1, 1, 1, 2, 3, 4, 5, 6, 7]), st.integers(0, 60)),
                 min_size=20, max_size=80))
-def test_no_index_runs_twice_and_each_success_is_recorded_once(jobs: list[tuple[JobSpec, str]],
-                                                              steps: list[tuple[int, int]]) -> None:
-    sim = Sim()
+def test_no_index_runs_twice_and_each_success_is_recorded_once(
+    queues: QueuesConfig | None, jobs: list[tuple[JobSpec, str]], steps: list[tuple[int, int]],
+) -> None:
+    sim = Sim(queues)
     sim.subscribe(0.0)
     now = 0.0
     for spec, user in jobs:
@@ -92,7 +96,7 @@ def test_no_index_runs_twice_and_each_success_is_recorded_once(jobs: list[tuple[
     for action, pick in steps:
         now += pick % 7
         if action == 0:  # offers of random sizes
-            sim.offers(now, offer(f"o{now}-{pick}", agent=f"a{pick % 3}", resources=f"cpus:{1 + pick % 6};mem:2048"))
+            sim.offers(now, offer(f"o{now}-{pick}", agent=f"a{pick % 3}", resources=f"cpus:{1 + pick % 6};mem:2048;ports:[31000-3100{pick % 4}]"))
         elif action == 1 and sim.world:  # a task runs or ends
             task_id = sorted(sim.world)[pick % len(sim.world)]
             agent = sim.world[task_id]
