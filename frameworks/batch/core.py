@@ -166,7 +166,8 @@ class BatchCore:
             self.framework_id = framework_id
             self.ledger.put(NS_FRAMEWORK, "id", framework_id)
         live = tuple(t for e in self.jobs.values() if e.run is not None for t in e.run.live_tasks())
-        out.append(Reconcile(live))
+        if live:  # an empty explicit list would be a second implicit reconciliation
+            out.append(Reconcile(live))
         out.append(Reconcile(()))  # implicit: tasks of ours we have no attempt for are killed
         self._top_up(now, out)
         self._declared = None

@@ -44,9 +44,9 @@ def running_job(sim: Sim, spec: Any, now: float = 1.0) -> str:
 
 def test_subscribed_without_jobs_remembers_the_framework_id_reconciles_and_declares_no_demand() -> None:
     sim = Sim()
-    assert sim.subscribe(0.0) == [Persist((("framework", "id", "fw"),)), Reconcile(()), Reconcile(()),
+    assert sim.subscribe(0.0) == [Persist((("framework", "id", "fw"),)), Reconcile(()),
                                   Demand((), revive=False)]
-    assert sim.subscribe(1.0) == [Reconcile(()), Reconcile(()), Demand((), revive=False)]
+    assert sim.subscribe(1.0) == [Reconcile(()), Demand((), revive=False)]
 
 
 def test_submit_persists_the_spec_and_record_first_then_publishes_and_revives_with_the_demand() -> None:
