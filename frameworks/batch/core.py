@@ -233,6 +233,10 @@ class BatchCore:
                 out.append(Kill(status.task_id, status.agent_id))
             return self.finish(out)
         outcomes = entry.run.status(status.task_id, status.state, status.exit_code, status.reason, now)
+        if outcomes and isinstance(outcomes[0], KillTask) and outcomes[0].agent_id is None:
+            # a stale task, killed on the agent that reported it: after a failover the master defers
+            # a kill for an agent it expects back, and answers "unknown" to one without an agent
+            outcomes = (KillTask(status.task_id, status.agent_id, outcomes[0].why),)
         if ended and not (len(outcomes) == 1 and isinstance(outcomes[0], Ignored)):
             self.queues.finished(TaskRef(key.job, key.stage, key.index))
         self.apply(entry, outcomes, now, out)

@@ -356,8 +356,8 @@ def test_an_update_for_an_unknown_task_kills_it_when_it_runs_and_is_ignored_when
     assert sim.update(2.0, "j-9.s.0.1", TaskState.RUNNING, agent="a7") == [Kill("j-9.s.0.1", "a7")]
     assert sim.update(2.0, "j-9.s.0.1", TaskState.FINISHED, exit_code=0) == []
     assert sim.update(2.0, "not-ours", TaskState.RUNNING, agent="a7") == [Kill("not-ours", "a7")]
-    # A task of a known job with no live attempt (an older try, say) is killed too.
-    assert sim.update(2.0, "j-1.s.0.7", TaskState.RUNNING, agent="a7") == [Kill("j-1.s.0.7", None)]
+    # A task of a known job with no live attempt (an older try, say) is killed too, on its agent.
+    assert sim.update(2.0, "j-1.s.0.7", TaskState.RUNNING, agent="a7") == [Kill("j-1.s.0.7", "a7")]
 
 
 def test_a_duplicate_terminal_update_records_no_second_success_and_frees_no_second_slot() -> None:
