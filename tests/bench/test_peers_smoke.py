@@ -68,8 +68,8 @@ def test_vs_slurm_smoke_prints_its_figure() -> None:
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
         pytest.skip("no Slurm and no apt-get to install it")
     lines, out = _run("vs_slurm.sh", timeout=540)  # a fresh machine first installs Slurm (~8 s)
-    assert re.fullmatch(r"speedup_vs_slurm=\d+\.\d\d", lines[-1]), out
-    assert "round 1 Slurm: 100 jobs" in out and "round 1 Tepui: 100 tasks finished" in out, out
+    assert re.fullmatch(r"speedup_vs_slurm_array=\d+\.\d\d", lines[-1]), out
+    assert "round 1 Slurm: 100 jobs" in out and "round 1 Tepui (batch): job vs-slurm-r1, 100 tasks SUCCEEDED" in out, out
 
 
 def test_vs_swarm_smoke_prints_its_figure() -> None:
