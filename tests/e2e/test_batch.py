@@ -126,6 +126,12 @@ def test_framework_restart_mid_job_loses_and_duplicates_nothing(batch: Batch) ->
         (won,) = [a for a in tries if a["outcome"] == "succeeded"]
         assert ends[index] == won["attempt"], (index, ends[index], tries)
     assert _no_live_tasks(batch, "restart-1")
+    # The history (sacct) keeps the same tries, with the job's name and user.
+    status, body = batch.call("GET", "/history?state=FINISHED&limit=1000")
+    assert status == 200, body
+    kept = [(a["index"], a["attempt"], a["job_name"]) for a in body["attempts"] if a["job"] == "restart-1"]
+    assert sorted(kept) == sorted((i, a["attempt"], "restart") for i, tries in by_index.items() for a in tries
+                                  if a["state"] == "FINISHED"), kept
 
 
 def test_task_timeout_kills_and_retries_then_fails(batch: Batch) -> None:
