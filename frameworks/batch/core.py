@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from tepui.frameworks.batch import stage_run as S
-from tepui.frameworks.batch.artifacts import Producer, input_uris
+from tepui.frameworks.batch.artifacts import Producer, input_uris, task_files_credential
 from tepui.frameworks.batch.effects import Decline, Demand, Effect, Kill, Launch, Publish, Reconcile
 from tepui.frameworks.batch.job_run import ENDED, JobRun
 from tepui.frameworks.batch.ledger import NS_ATTEMPTS, NS_FRAMEWORK, NS_JOBS, NS_SPECS, NS_STAGES, Ledger
@@ -60,7 +60,9 @@ class BatchConfig:
     role: str = "*"
     refuse_seconds: float = 5.0  # decline filter: demand already keeps unfit offers away
     demand_every_seconds: float = 1.0
-    artifact_token: str | None = None  # a read token for the master's files proxy, when its reads need one
+    # The cluster's HTTP token, when the master's reads need one: each artifact URI then carries
+    # the producing task's own files token derived from it, never the token itself (artifacts.py).
+    cluster_token: str | None = None
 
 
 Producers = dict[tuple[str, str, int], tuple[str, str | None]]  # (job, stage, index) -> (task id, agent id)
@@ -220,8 +222,9 @@ class BatchCore:
             made = producers.get((job_id, upstream, i))
             return None if made is None or made[1] is None else Producer(made[0], made[1], framework_id)
 
-        token = self.config.artifact_token
-        return input_uris(spec, stage, index, producer, self.master_url, (lambda p: token) if token else None)
+        token = self.config.cluster_token
+        return input_uris(spec, stage, index, producer, self.master_url,
+                          task_files_credential(token) if token else None)
 
     def status_update(self, status: TaskStatus, now: float) -> list[Effect]:
         out: list[Effect] = []

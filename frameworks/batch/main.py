@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 from twisted.internet import task
 
+from tepui.frameworks.batch.artifacts import master_http_url
 from tepui.frameworks.batch.core import BatchConfig, BatchCore
 from tepui.frameworks.batch.effects import Decline, Demand, Effect, Kill, Launch, Persist, Publish, Reconcile
 from tepui.frameworks.batch.job_run import ENDED
@@ -121,7 +122,7 @@ class BatchShell(Scheduler):
     # --- SDK callbacks ------------------------------------------------------------------------
 
     def subscribed(self, driver: SchedulerDriver, framework_id: str, master_info: MasterInfo) -> None:
-        url = self.master_http or master_url(master_info)
+        url = self.master_http or master_http_url(master_info)
         log.info("event=batch_subscribed framework_id=%s master=%s http=%s", framework_id, master_info.address, url)
         self.queue(self.core.subscribed(framework_id, self.now(), url))
 
@@ -204,14 +205,6 @@ class BatchShell(Scheduler):
                 driver.acknowledge(status)
 
 
-def master_url(info: MasterInfo) -> str | None:
-    """``http://HOST:PORT`` of the master's HTTP API from its MasterInfo (None: it has none)."""
-    if info.http_port is None:
-        return None
-    host = info.address.split("://")[-1].rsplit(":", 1)[0] or info.hostname
-    return f"http://{host}:{info.http_port}"
-
-
 # How the HTTP refusals name this process ("the token in the batch framework's --http-token-file").
 HTTP_SERVICE = "batch framework"
 
@@ -220,12 +213,13 @@ def run(options: BatchOptions, reactor: Any) -> int:
     """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
     from tepui.frameworks.batch.api import BatchApi
     from tepui.frameworks.batch.history import History
-    from tepui.sdk.http_security import GuardedSite, listen, policy_from_flags
+    from tepui.sdk.http_security import GuardedSite, listen, load_token, policy_from_flags
 
     path = options.store or default_store_path()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     store = SQLiteStore(path)
-    core = BatchCore(options.queues, BatchConfig(role=options.role))
+    token = load_token(options.token_file) if options.token_file else None  # for artifact URIs' task files tokens
+    core = BatchCore(options.queues, BatchConfig(role=options.role, cluster_token=token))
     loaded_at = time.monotonic()
     framework_id, jobs = read_store(store)
     core.load(framework_id, jobs, reactor.seconds())

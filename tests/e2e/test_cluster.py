@@ -390,10 +390,12 @@ def test_up_runs_a_cluster_and_stops_everything_on_sigterm(tmp_path: Path, logbo
 
         children = children_of(up.pid)
         names = [cmdline(c) for c in children]
-        assert len(children) == 4, f"expected a master, two agents and the services framework under `tepui up`, got {names}"
-        assert sum(" tepui.cli services " in name for name in names) == 1, names
-        services = [f for f in state["frameworks"] if f["name"] == "services"]
-        assert len(services) == 1 and services[0]["connected"], state["frameworks"]
+        assert len(children) == 5, ("expected a master, two agents, the services and the batch frameworks under "
+                                    f"`tepui up`, got {names}")
+        for framework in ("services", "batch"):
+            assert sum(f" tepui.cli {framework} " in name for name in names) == 1, names
+            found = [f for f in state["frameworks"] if f["name"] == framework]
+            assert len(found) == 1 and found[0]["connected"], state["frameworks"]
         watch.add([up.pid, *children])
 
         # A second `tepui up` on the same ports fails fast and says why.

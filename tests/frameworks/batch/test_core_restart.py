@@ -157,3 +157,19 @@ def test_a_restart_after_two_lost_launches_at_the_same_time_queues_each_index_on
     sim.subscribe(2.0)
     assert sim.core.queues.pending_count("j-1") == 2
     assert launched_ids(sim.offers(3.0, offer("o3"))) == ["j-1.s.0.3", "j-1.s.1.3"]
+
+
+def test_with_the_cluster_token_each_artifact_uri_carries_its_producers_task_files_token_not_the_token() -> None:
+    from tepui.frameworks.batch.core import BatchConfig, BatchCore
+    from tepui.sdk.relay_tokens import task_files_token
+
+    sim = Sim()
+    sim.core = BatchCore(config=BatchConfig(cluster_token="cluster-secret"))
+    sim.subscribe(0.0)
+    running_job(sim, job(stage("map", outputs=["o.txt"]), stage("reduce", depends_on=["map"])))
+    sim.offers(2.0, offer("o1"))
+    sim.finish(3.0, "j-1.map.0.1")
+    sim.tick(3.0)
+    uri = only(sim.offers(4.0, offer("o2")), Launch)[0].tasks[0].command.uris[0].value
+    token = task_files_token("cluster-secret", "fw", "j-1.map.0.1")
+    assert uri.startswith(f"http://artifact:{token}@") and "cluster-secret" not in uri

@@ -15,9 +15,9 @@ from twisted.internet.task import Clock
 from tepui.frameworks.batch import commands
 from tepui.frameworks.batch.core import BatchCore
 from tepui.frameworks.batch.effects import Persist
-from tepui.frameworks.batch.main import BatchShell, master_url, read_store, write
+from tepui.frameworks.batch.main import BatchShell, read_store, write
 from tepui.frameworks.batch.spec import parse_job
-from tepui.sdk import MasterInfo, Offer, Resources, SQLiteStore, TaskState, TaskStatus
+from tepui.sdk import Offer, Resources, SQLiteStore, TaskState, TaskStatus
 from tepui.sdk.event_stream import EventHub
 
 JOB = "name: j\nstages: [{name: s, command: 'true', array: 2, resources: {cpus: 1, mem: 32}}]\n"
@@ -100,9 +100,3 @@ def test_a_stored_job_whose_spec_no_longer_loads_is_logged_and_left_in_the_store
     assert [record.id for _spec, record, _attempts, _stages in jobs] == ["good"]
     assert "event=batch_job_unreadable job=bad" in caplog.text and "array" in caplog.text
     assert store.get("specs", "bad") is not None
-
-
-def test_master_url_comes_from_the_subscription() -> None:
-    info = MasterInfo(id="m", address="10.0.0.5:5050", hostname="m1", version="1", http_port=5080)
-    assert master_url(info) == "http://10.0.0.5:5080"
-    assert master_url(MasterInfo(id="m", address="10.0.0.5:5050", hostname="m1", version="1")) is None
