@@ -2,7 +2,7 @@
 # bench/vs_slurm.sh -- Tepui vs Slurm, side by side on this machine: N trivial batch jobs
 # (`true`), 16 one-CPU slots on each side, 3 rounds alternating (issue 8).
 #
-#   bench/vs_slurm.sh                 # 1,000 jobs x 3 rounds (about 4 minutes here)
+#   bench/vs_slurm.sh                 # 1,000 jobs x 3 rounds (about 2.5 minutes here, most of it Slurm)
 #   bench/vs_slurm.sh --smoke         # 100 jobs x 1 round, ~20 s (CI: tests/bench/test_peers_smoke.py)
 #   bench/vs_slurm.sh [--jobs N] [--rounds R] [--keep] [--only slurm|tepui] [--tepui batch|load|both]
 #
