@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tepui.sdk.http_security import READ_AUTH_MODES
+from tepui.sdk.http_modes import READ_AUTH_MODES
 
 if TYPE_CHECKING:
     from tepui.frameworks.batch.queue_values import QueuesConfig

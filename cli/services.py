@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from tepui.sdk.http_security import READ_AUTH_MODES
+from tepui.sdk.http_modes import READ_AUTH_MODES
 
 
 @click.command("services")

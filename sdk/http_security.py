@@ -59,11 +59,11 @@ from tepui.sdk.relay_tokens import (  # noqa: F401  (re-exported: where callers 
     task_files_scope,
     task_files_token,
 )
+from tepui.sdk.http_modes import READ_AUTH_MODES
 
 log = logging.getLogger("tepui.http")
 
 ALWAYS_OPEN = frozenset({"/health"})
-READ_AUTH_MODES = ("open", "token")
 DEFAULT_BODY_LIMIT = 1024 * 1024  # operator documents are a few KiB; 1 MiB leaves room and bounds memory
 
 

@@ -18,7 +18,7 @@ FORBIDDEN = ("twisted", "zmq", "sqlite3", "socket", "subprocess")
 PURE = [
     # the wire kernel every core uses
     "tepui.sdk.protocol.values", "tepui.sdk.protocol.scheduler", "tepui.sdk.protocol.agent",
-    "tepui.sdk.protocol.executor", "tepui.sdk.protocol.envelope", "tepui.sdk.codec", "tepui.sdk.spec_documents", "tepui.sdk.framework_effects", "tepui.sdk.batch",
+    "tepui.sdk.protocol.executor", "tepui.sdk.protocol.envelope", "tepui.sdk.codec", "tepui.sdk.spec_documents", "tepui.sdk.framework_effects", "tepui.sdk.http_modes", "tepui.sdk.batch",
     "tepui.sdk.effects", "tepui.sdk.resources", "tepui.sdk.relay_tokens",
     # the allocator
     "tepui.offers.allocator", "tepui.offers.sorter", "tepui.offers.quota", "tepui.offers.explain",
