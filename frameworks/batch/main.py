@@ -19,40 +19,32 @@ A store failure is fatal: the process exits, and restarted, resumes from what wa
 
 from __future__ import annotations
 
-import getpass
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from twisted.internet import task
 
 from tepui.frameworks.batch.artifacts import master_http_url
 from tepui.frameworks.batch.core import BatchConfig, BatchCore
-from tepui.frameworks.batch.effects import Decline, Demand, Effect, Kill, Launch, Persist, Publish, Reconcile
+from tepui.frameworks.batch.effects import Effect, Persist, Publish
 from tepui.frameworks.batch.job_run import ENDED
 from tepui.frameworks.batch.ledger import NS_ATTEMPTS, NS_FRAMEWORK, NS_JOBS, NS_SPECS, NS_STAGES
 from tepui.frameworks.batch.loading import LoadedJob, load_jobs, wants_attempts
 from tepui.frameworks.batch.queue_values import QueuesConfig
 from tepui.frameworks.batch.records import JobRecord
-from tepui.sdk import (
-    LONG_RUNNING_FAILOVER_TIMEOUT, Filters, FrameworkInfo, MasterInfo, Offer, Scheduler, SchedulerDriver,
-    SQLiteStore, Store, StoreError, TaskStatus,
-)
+from tepui.sdk import MasterInfo, Offer, Scheduler, SchedulerDriver, Store, StoreError, TaskStatus
 from tepui.sdk.event_stream import EventHub
+from tepui.sdk.framework_shell import (
+    FrameworkOptions, advertised_ip, framework_driver, open_store, perform, run_until_shutdown, serve_api,
+    subscribed_driver, subscription,
+)
 
 log = logging.getLogger("tepui.batch")
 
-TICK_SECONDS = 1.0
 DEFAULT_HTTP_PORT = 5091
-
-
-def default_store_path() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "tepui", "batch.sqlite")
+STORE_FILE = "batch.sqlite"
 
 
 def read_store(store: Store) -> tuple[str | None, list[LoadedJob]]:
@@ -84,19 +76,9 @@ def write(store: Store, persists: list[Persist]) -> None:
 
 
 @dataclass(frozen=True)
-class BatchOptions:
-    master: str | None = None
-    store: str = ""
-    http_ip: str = "127.0.0.1"
+class BatchOptions(FrameworkOptions):
     http_port: int = DEFAULT_HTTP_PORT
-    advertise_ip: str | None = None
     name: str = "batch"
-    role: str = "*"
-    principal: str | None = None
-    user: str | None = None
-    token_file: str | None = None
-    read_auth: str = "open"
-    insecure: bool = False
     queues: QueuesConfig | None = None
     master_http: str | None = None  # the master's HTTP URL for artifacts; default: from the subscription
 
@@ -178,28 +160,14 @@ class BatchShell(Scheduler):
             self.commits += 1
             self.commit_seconds += time.monotonic() - started
         driver = self.driver
-        live = driver is not None and driver.framework_id is not None
+        live = subscribed_driver(driver)
         for effect in effects:
             if isinstance(effect, Persist):
                 continue
             if isinstance(effect, Publish):
                 self.hub.publish(effect.kind, effect.data)
-            elif not live or driver is None:
-                continue  # subscribing re-derives reconcile, kills and demand
-            elif isinstance(effect, Launch):
-                driver.launch(effect.offer_id, list(effect.tasks), Filters(refuse_seconds=self.core.config.refuse_seconds))
-            elif isinstance(effect, Decline):
-                driver.decline(list(effect.offer_ids), Filters(refuse_seconds=effect.refuse_seconds))
-            elif isinstance(effect, Kill):
-                driver.kill(effect.task_id, effect.agent_id, effect.grace_seconds)
-            elif isinstance(effect, Reconcile):
-                driver.reconcile(list(effect.tasks))
-            elif isinstance(effect, Demand):
-                driver.declare_demand(list(effect.shapes))
-                if effect.revive:
-                    driver.revive()
-                elif not effect.shapes:
-                    driver.suppress()
+            elif live is not None:  # else: subscribing re-derives reconcile, kills and demand
+                perform(live, effect, self.core.config.refuse_seconds)
         if driver is not None:
             for status in acks:
                 driver.acknowledge(status)
@@ -213,11 +181,9 @@ def run(options: BatchOptions, reactor: Any) -> int:
     """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
     from tepui.frameworks.batch.api import BatchApi
     from tepui.frameworks.batch.history import History
-    from tepui.sdk.http_security import GuardedSite, listen, load_token, policy_from_flags
+    from tepui.sdk.http_security import load_token
 
-    path = options.store or default_store_path()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    store = SQLiteStore(path)
+    path, store = open_store(options, STORE_FILE)
     token = load_token(options.token_file) if options.token_file else None  # for artifact URIs' task files tokens
     core = BatchCore(options.queues, BatchConfig(role=options.role, cluster_token=token))
     loaded_at = time.monotonic()
@@ -225,40 +191,14 @@ def run(options: BatchOptions, reactor: Any) -> int:
     core.load(framework_id, jobs, reactor.seconds())
     hub = EventHub(reactor)
     shell = BatchShell(reactor, core, store, hub, options.master_http)
-    advertise = options.advertise_ip or (options.http_ip if options.http_ip not in ("0.0.0.0", "") else "127.0.0.1")
-    framework = FrameworkInfo(
-        user=options.user or getpass.getuser(), name=options.name, id=framework_id,
-        failover_timeout=LONG_RUNNING_FAILOVER_TIMEOUT, checkpoint=True, roles=[options.role],
-        hostname=socket.gethostname(), principal=options.principal,
-        webui_url=f"http://{advertise}:{options.http_port}", capabilities=["PARTITION_AWARE"],
-    )
-    driver = SchedulerDriver(shell, framework, options.master, reactor=reactor, insecure=options.insecure,
-                             implicit_acknowledgements=False)
+    driver = framework_driver(shell, options, framework_id, reactor, implicit_acknowledgements=False)
     shell.driver = driver
-    api = BatchApi(core, shell.run_command, hub, shell.now,
-                   lambda: {"subscribed": driver.connected, "framework_id": driver.framework_id}, History(store))
-    # The master relays /frameworks/<name>/ calls with relay tokens for our framework id (issue 15).
-    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, HTTP_SERVICE),
-                       relay_scope=lambda: driver.framework_id)
-    listen(reactor, options.http_port, site, options.http_ip)
-    ticker = task.LoopingCall(shell.tick)
-    ticker.clock = reactor
-    hub.start()
+    serve_api(reactor, options, BatchApi(core, shell.run_command, hub, shell.now, subscription(driver), History(store)),
+              driver, HTTP_SERVICE)
     log.info("event=batch_starting store=%s jobs=%d live_jobs=%d load_seconds=%.3f framework_id=%s "
              "api=http://%s:%d role=%s queues=%s", path, len(jobs),
              sum(1 for j in jobs if j[1].state not in ENDED), time.monotonic() - loaded_at, framework_id,
-             advertise, options.http_port, options.role, ",".join(q.name for q in core.queues.config.queues))
-
-    def started() -> None:
-        driver.start()
-        ticker.start(TICK_SECONDS, now=False)
-
-    def stopping() -> None:
-        hub.stop()
-        store.close()
-
-    reactor.callWhenRunning(started)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: driver.stop(failover=True))
-    reactor.addSystemEventTrigger("after", "shutdown", stopping)
-    reactor.run()
+             advertised_ip(options), options.http_port, options.role,
+             ",".join(q.name for q in core.queues.config.queues))
+    run_until_shutdown(reactor, driver, hub, store, shell.tick)
     return 1 if shell.failed else 0

@@ -14,38 +14,28 @@ Driver effects before the first subscription are skipped: subscribing re-derives
 
 from __future__ import annotations
 
-import getpass
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from twisted.internet import task
 
 from tepui.frameworks.services.api import ServicesApi
 from tepui.frameworks.services.core import CoreConfig, ServicesCore
-from tepui.frameworks.services.effects import (
-    Decline, Demand, Effect, Kill, Launch, Persist, Probe, Publish, Reconcile, StopProbe,
-)
+from tepui.frameworks.services.effects import Effect, Persist, Probe, Publish, StopProbe
 from tepui.sdk.event_stream import EventHub
 from tepui.frameworks.services.readiness import ReadinessProber
 from tepui.frameworks.services.state import NS_FRAMEWORK, ServiceState
-from tepui.sdk import (
-    LONG_RUNNING_FAILOVER_TIMEOUT, Filters, FrameworkInfo, MasterInfo, Offer, Scheduler, SchedulerDriver,
-    SQLiteStore, Store, StoreError, TaskStatus,
+from tepui.sdk import MasterInfo, Offer, Scheduler, SchedulerDriver, Store, StoreError, TaskStatus
+from tepui.sdk.framework_shell import (
+    FrameworkOptions, advertised_ip, framework_driver, open_store, perform, run_until_shutdown, serve_api,
+    subscribed_driver, subscription,
 )
 
 log = logging.getLogger("tepui.services")
 
-TICK_SECONDS = 1.0
 DEFAULT_HTTP_PORT = 5090
-
-
-def default_store_path() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "tepui", "services.sqlite")
+STORE_FILE = "services.sqlite"
 
 
 def load_state(store: Store) -> ServiceState:
@@ -60,19 +50,9 @@ def load_state(store: Store) -> ServiceState:
 
 
 @dataclass(frozen=True)
-class ServicesOptions:
-    master: str | None = None
-    store: str = ""
-    http_ip: str = "127.0.0.1"
+class ServicesOptions(FrameworkOptions):
     http_port: int = DEFAULT_HTTP_PORT
-    advertise_ip: str | None = None
     name: str = "services"
-    role: str = "*"
-    principal: str | None = None
-    user: str | None = None
-    token_file: str | None = None
-    read_auth: str = "open"
-    insecure: bool = False
 
 
 class ServicesShell(Scheduler):
@@ -123,8 +103,7 @@ class ServicesShell(Scheduler):
     # --- effects --------------------------------------------------------------------------
 
     def execute(self, effects: list[Effect]) -> None:
-        driver = self.driver
-        live = driver is not None and driver.framework_id is not None
+        driver = subscribed_driver(self.driver)
         for effect in effects:
             if isinstance(effect, Persist):
                 self._persist(effect)
@@ -134,22 +113,8 @@ class ServicesShell(Scheduler):
                 self.prober.start(effect)
             elif isinstance(effect, StopProbe):
                 self.prober.stop(effect.task_id)
-            elif not live or driver is None:
-                continue
-            elif isinstance(effect, Launch):
-                driver.launch(effect.offer_id, list(effect.tasks), Filters(refuse_seconds=self.refuse_seconds))
-            elif isinstance(effect, Decline):
-                driver.decline(list(effect.offer_ids), Filters(refuse_seconds=effect.refuse_seconds))
-            elif isinstance(effect, Kill):
-                driver.kill(effect.task_id, effect.agent_id, effect.grace_seconds)
-            elif isinstance(effect, Reconcile):
-                driver.reconcile(list(effect.tasks))
-            elif isinstance(effect, Demand):
-                driver.declare_demand(list(effect.shapes))
-                if effect.revive:
-                    driver.revive()
-                elif not effect.shapes:
-                    driver.suppress()
+            elif driver is not None:
+                perform(driver, effect, self.refuse_seconds)
 
     def _persist(self, persist: Persist) -> None:
         try:
@@ -173,49 +138,17 @@ HTTP_SERVICE = "services framework"
 
 def run(options: ServicesOptions, reactor: Any) -> int:
     """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
-    from tepui.sdk.http_security import GuardedSite, listen, policy_from_flags
-
-    path = options.store or default_store_path()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    store = SQLiteStore(path)
+    path, store = open_store(options, STORE_FILE)
     state = load_state(store)
     core = ServicesCore(state, CoreConfig(role=options.role))
     hub = EventHub(reactor)
     shell = ServicesShell(reactor, core, store, hub)
-    advertise = options.advertise_ip or (options.http_ip if options.http_ip not in ("0.0.0.0", "") else "127.0.0.1")
-    framework = FrameworkInfo(
-        user=options.user or getpass.getuser(), name=options.name, id=state.framework_id,
-        failover_timeout=LONG_RUNNING_FAILOVER_TIMEOUT, checkpoint=True, roles=[options.role],
-        hostname=socket.gethostname(), principal=options.principal,
-        webui_url=f"http://{advertise}:{options.http_port}", capabilities=["PARTITION_AWARE"],
-    )
-    driver = SchedulerDriver(shell, framework, options.master, reactor=reactor, insecure=options.insecure)
+    driver = framework_driver(shell, options, state.framework_id, reactor)
     shell.driver = driver
-    api = ServicesApi(core, shell.run_command, hub, shell.now,
-                      lambda: {"subscribed": driver.connected, "framework_id": driver.framework_id})
-    # The master relays /frameworks/<name>/ calls with relay tokens for our framework id, never
-    # with the cluster token (issue 15); before the first SUBSCRIBED we have no id and accept none.
-    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, HTTP_SERVICE),
-                       relay_scope=lambda: driver.framework_id)
-    listen(reactor, options.http_port, site, options.http_ip)
-    ticker = task.LoopingCall(shell.tick)
-    ticker.clock = reactor
-    hub.start()
+    serve_api(reactor, options, ServicesApi(core, shell.run_command, hub, shell.now, subscription(driver)), driver,
+              HTTP_SERVICE)
     log.info("event=services_starting store=%s apps=%d instances=%d framework_id=%s api=http://%s:%d role=%s",
-             path, len(state.apps), len(state.instances), state.framework_id, advertise, options.http_port,
-             options.role)
-
-    def started() -> None:
-        driver.start()
-        ticker.start(TICK_SECONDS, now=False)
-
-    def stopping() -> None:
-        shell.prober.stop_all()
-        hub.stop()
-        store.close()
-
-    reactor.callWhenRunning(started)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: driver.stop(failover=True))
-    reactor.addSystemEventTrigger("after", "shutdown", stopping)
-    reactor.run()
+             path, len(state.apps), len(state.instances), state.framework_id, advertised_ip(options),
+             options.http_port, options.role)
+    run_until_shutdown(reactor, driver, hub, store, shell.tick, before_close=shell.prober.stop_all)
     return 1 if shell.failed else 0

@@ -1,0 +1,163 @@
+"""The thin shell around a framework's pure core, in the parts every long-running framework
+Tepui ships (services, batch) does alike: its command-line options, where its store lives, how
+it subscribes, how it carries out the effects the core asks of the driver, and how the process
+serves its API, ticks, starts and stops.
+
+Why one module: the two shells had grown these parts twice, line for line (a fix to the failover
+or the relay scope had to be made in both). What stays in each framework's ``main.py`` is what
+it decides itself — how it loads and writes its store, when it commits (services: per event;
+batch: group commit and explicit acknowledgements), its own effects (readiness probes), and its
+options beyond these (batch: queues, the master's HTTP URL). A framework written outside Tepui
+can use this too: it imports only ``tepui.sdk`` and Twisted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet import task
+
+from tepui.sdk.framework_effects import Decline, Demand, Kill, Launch, Reconcile
+from tepui.sdk.protocol.values import Filters, FrameworkInfo
+from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler, SchedulerDriver
+from tepui.sdk.store import SQLiteStore, Store
+
+if TYPE_CHECKING:
+    from twisted.web.resource import Resource
+
+    from tepui.sdk.event_stream import EventHub
+
+# The core's clock: timeouts, retries and deployments advance once a second.
+TICK_SECONDS = 1.0
+
+DriverEffect = Launch | Decline | Kill | Reconcile | Demand
+
+
+@dataclass(frozen=True)
+class FrameworkOptions:
+    """The flags every framework process takes (``tepui services``, ``tepui batch``); each
+    framework's subclass sets its own ``name`` and ``http_port`` defaults and adds its own."""
+
+    master: str | None = None
+    store: str = ""  # empty: default_store_path(<framework>.sqlite)
+    http_ip: str = "127.0.0.1"
+    http_port: int = 0
+    advertise_ip: str | None = None
+    name: str = ""
+    role: str = "*"
+    principal: str | None = None
+    user: str | None = None
+    token_file: str | None = None
+    read_auth: str = "open"
+    insecure: bool = False
+
+
+def default_store_path(file_name: str) -> str:
+    """``$XDG_STATE_HOME/tepui/<file_name>`` (default ``~/.local/state``): state that must
+    survive a restart but is not configuration."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "tepui", file_name)
+
+
+def open_store(options: FrameworkOptions, file_name: str) -> tuple[str, SQLiteStore]:
+    """The store's path (``--store``, else :func:`default_store_path`) and the store, its folder
+    made first."""
+    path = options.store or default_store_path(file_name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path, SQLiteStore(path)
+
+
+def advertised_ip(options: FrameworkOptions) -> str:
+    """The address the API is reachable at (the web UI URL the master shows): ``--advertise-ip``,
+    else the listening address unless that is every interface, else the loopback."""
+    return options.advertise_ip or (options.http_ip if options.http_ip not in ("0.0.0.0", "") else "127.0.0.1")
+
+
+def framework_driver(scheduler: Scheduler, options: FrameworkOptions, framework_id: str | None, reactor: Any,
+                     *, implicit_acknowledgements: bool = True) -> SchedulerDriver:
+    """The driver of a long-running framework: it subscribes with the framework id it had, a
+    failover timeout of a week and checkpointing, so a restart or a crash keeps every task
+    running; PARTITION_AWARE, so the master tells the precise state of a departed agent's
+    tasks (UNREACHABLE, GONE, ...) rather than TASK_LOST."""
+    framework = FrameworkInfo(
+        user=options.user or getpass.getuser(), name=options.name, id=framework_id,
+        failover_timeout=LONG_RUNNING_FAILOVER_TIMEOUT, checkpoint=True, roles=[options.role],
+        hostname=socket.gethostname(), principal=options.principal,
+        webui_url=f"http://{advertised_ip(options)}:{options.http_port}", capabilities=["PARTITION_AWARE"],
+    )
+    return SchedulerDriver(scheduler, framework, options.master, reactor=reactor, insecure=options.insecure,
+                           implicit_acknowledgements=implicit_acknowledgements)
+
+
+def subscription(driver: SchedulerDriver) -> Callable[[], dict[str, Any]]:
+    """What the API's status answer says of the subscription, read when asked."""
+    return lambda: {"subscribed": driver.connected, "framework_id": driver.framework_id}
+
+
+def subscribed_driver(driver: SchedulerDriver | None) -> SchedulerDriver | None:
+    """The driver, once the master has given the framework an id; before that the core's driver
+    effects are skipped, because subscribing re-derives all of them (reconcile, repeated kills,
+    demand)."""
+    return driver if driver is not None and driver.framework_id is not None else None
+
+
+def perform(driver: SchedulerDriver, effect: DriverEffect, launch_refuse_seconds: float) -> None:
+    """One effect the core asks of the driver. A launch declines what it leaves of the offer for
+    ``launch_refuse_seconds`` (the framework's setting); a Demand declares the shapes waiting,
+    then revives (new work: clear decline filters) or, with nothing waiting, suppresses offers."""
+    if isinstance(effect, Launch):
+        driver.launch(effect.offer_id, list(effect.tasks), Filters(refuse_seconds=launch_refuse_seconds))
+    elif isinstance(effect, Decline):
+        driver.decline(list(effect.offer_ids), Filters(refuse_seconds=effect.refuse_seconds))
+    elif isinstance(effect, Kill):
+        driver.kill(effect.task_id, effect.agent_id, effect.grace_seconds)
+    elif isinstance(effect, Reconcile):
+        driver.reconcile(list(effect.tasks))
+    else:
+        driver.declare_demand(list(effect.shapes))
+        if effect.revive:
+            driver.revive()
+        elif not effect.shapes:
+            driver.suppress()
+
+
+def serve_api(reactor: Any, options: FrameworkOptions, api: Resource, driver: SchedulerDriver, service: str) -> None:
+    """Serves the framework's REST API behind the HTTP guard (``--http-token-file``,
+    ``--http-read-auth``; ``service`` names the process in refusals). The master relays
+    ``/frameworks/<name>/`` calls with relay tokens for our framework id, never with the cluster
+    token (issue 15); before the first SUBSCRIBED we have no id and accept none."""
+    from tepui.sdk.http_security import GuardedSite, listen, policy_from_flags  # Twisted's web server: only here
+
+    site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, service),
+                       relay_scope=lambda: driver.framework_id)
+    listen(reactor, options.http_port, site, options.http_ip)
+
+
+def run_until_shutdown(reactor: Any, driver: SchedulerDriver, hub: EventHub, store: Store,
+                       tick: Callable[[], None], before_close: Callable[[], None] | None = None) -> None:
+    """Runs the reactor until SIGTERM/SIGINT: the driver starts and the core ticks every
+    :data:`TICK_SECONDS` once the reactor runs; at shutdown the driver leaves with failover (the
+    master keeps the tasks running for the failover timeout), then ``before_close``, the event
+    streams and the store close."""
+    ticker = task.LoopingCall(tick)
+    ticker.clock = reactor
+    hub.start()
+
+    def started() -> None:
+        driver.start()
+        ticker.start(TICK_SECONDS, now=False)
+
+    def stopping() -> None:
+        if before_close is not None:
+            before_close()
+        hub.stop()
+        store.close()
+
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: driver.stop(failover=True))
+    reactor.addSystemEventTrigger("after", "shutdown", stopping)
+    reactor.run()
