@@ -1,7 +1,8 @@
 """The thin shell around a framework's pure core, in the parts every long-running framework
 Tepui ships (services, batch) does alike: its command-line options, where its store lives, how
-it subscribes, how it carries out the effects the core asks of the driver, and how the process
-serves its API, ticks, starts and stops.
+it subscribes, the SDK callbacks it handles alike (the master's errors, disconnections), that a
+store failure stops the process, how it carries out the effects the core asks of the driver,
+and how the process serves its API, ticks, starts and stops.
 
 Why one module: the two shells had grown these parts twice, line for line (a fix to the failover
 or the relay scope had to be made in both). What stays in each framework's ``main.py`` is what
@@ -14,6 +15,7 @@ can use this too: it imports only ``tepui.sdk`` and Twisted.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -22,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.internet import task
 
 from tepui.sdk.framework_effects import Decline, Demand, Kill, Launch, Reconcile
-from tepui.sdk.protocol.values import Filters, FrameworkInfo
+from tepui.sdk.protocol.values import Filters, FrameworkInfo, MasterInfo
 from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler, SchedulerDriver
-from tepui.sdk.store import SQLiteStore, Store
+from tepui.sdk.store import SQLiteStore, Store, StoreError
 
 if TYPE_CHECKING:
     from twisted.web.resource import Resource
@@ -54,6 +56,35 @@ class FrameworkOptions:
     token_file: str | None = None
     read_auth: str = "open"
     insecure: bool = False
+
+
+class FrameworkShell(Scheduler):
+    """The SDK callbacks every framework shell handles alike, and its fatal store failure; a
+    subclass adds its core and the callbacks that feed it (every decision is the core's). Its
+    log events are named ``<framework>_...`` on the framework's own logger."""
+
+    def __init__(self, reactor: Any, store: Store, hub: EventHub, log: logging.Logger, framework: str) -> None:
+        self.reactor, self.store, self.hub = reactor, store, hub
+        self.driver: SchedulerDriver | None = None
+        self.failed = False  # the store failed: the process exits with 1
+        self._log, self._framework = log, framework
+
+    def now(self) -> float:
+        return float(self.reactor.seconds())
+
+    def error(self, driver: SchedulerDriver, message: str) -> None:
+        self._log.error("event=%s_master_error message=%s", self._framework, message)
+
+    def disconnected(self, driver: SchedulerDriver) -> None:
+        self._log.warning("event=%s_disconnected (the driver reconnects and re-subscribes)", self._framework)
+
+    def store_failed(self, exc: StoreError) -> None:
+        """Never act on what could not be recorded: the caller re-raises (nothing after the
+        failed commit runs), the reactor stops, and a restart resumes from the store."""
+        self._log.critical("event=%s_store_failed error=%s (exiting; restart to resume)", self._framework, exc)
+        self.failed = True
+        if self.reactor.running:
+            self.reactor.stop()
 
 
 def default_store_path(file_name: str) -> str:

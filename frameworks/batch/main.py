@@ -34,11 +34,11 @@ from tepui.frameworks.batch.ledger import NS_ATTEMPTS, NS_FRAMEWORK, NS_JOBS, NS
 from tepui.frameworks.batch.loading import LoadedJob, load_jobs, wants_attempts
 from tepui.frameworks.batch.queue_values import QueuesConfig
 from tepui.frameworks.batch.records import JobRecord
-from tepui.sdk import MasterInfo, Offer, Scheduler, SchedulerDriver, Store, StoreError, TaskStatus
+from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError, TaskStatus
 from tepui.sdk.event_stream import EventHub
 from tepui.sdk.framework_shell import (
-    FrameworkOptions, advertised_ip, framework_driver, open_store, perform, run_until_shutdown, serve_api,
-    subscribed_driver, subscription,
+    FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, perform, run_until_shutdown,
+    serve_api, subscribed_driver, subscription,
 )
 
 log = logging.getLogger("tepui.batch")
@@ -83,23 +83,19 @@ class BatchOptions(FrameworkOptions):
     master_http: str | None = None  # the master's HTTP URL for artifacts; default: from the subscription
 
 
-class BatchShell(Scheduler):
+class BatchShell(FrameworkShell):
     """The SDK callbacks, the timers and the effects; every decision is the core's."""
 
     def __init__(self, reactor: Any, core: BatchCore, store: Store, hub: EventHub,
                  master_http: str | None = None) -> None:
-        self.reactor, self.core, self.store, self.hub = reactor, core, store, hub
+        super().__init__(reactor, store, hub, log, "batch")
+        self.core = core
         self.master_http = master_http
-        self.driver: SchedulerDriver | None = None
-        self.failed = False
         self._queued: list[Effect] = []
         self._acks: list[TaskStatus] = []
         self._flush_call: Any = None
         self.commits = 0
         self.commit_seconds = 0.0
-
-    def now(self) -> float:
-        return float(self.reactor.seconds())
 
     # --- SDK callbacks ------------------------------------------------------------------------
 
@@ -114,12 +110,6 @@ class BatchShell(Scheduler):
     def status_update(self, driver: SchedulerDriver, status: TaskStatus) -> None:
         self.queue(self.core.status_update(status, self.now()))
         self._acks.append(status)  # acknowledged after the commit that records what it changed
-
-    def error(self, driver: SchedulerDriver, message: str) -> None:
-        log.error("event=batch_master_error message=%s", message)
-
-    def disconnected(self, driver: SchedulerDriver) -> None:
-        log.warning("event=batch_disconnected (the driver reconnects and re-subscribes)")
 
     def tick(self) -> None:
         self.queue(self.core.tick(self.now()))
@@ -151,11 +141,7 @@ class BatchShell(Scheduler):
             try:
                 write(self.store, persists)
             except StoreError as exc:
-                # Never act on what could not be recorded: stop; a restart resumes from the store.
-                log.critical("event=batch_store_failed error=%s (exiting; restart to resume)", exc)
-                self.failed = True
-                if self.reactor.running:
-                    self.reactor.stop()
+                self.store_failed(exc)
                 raise
             self.commits += 1
             self.commit_seconds += time.monotonic() - started

@@ -26,10 +26,10 @@ from tepui.frameworks.services.effects import Effect, Persist, Probe, Publish, S
 from tepui.sdk.event_stream import EventHub
 from tepui.frameworks.services.readiness import ReadinessProber
 from tepui.frameworks.services.state import NS_FRAMEWORK, ServiceState
-from tepui.sdk import MasterInfo, Offer, Scheduler, SchedulerDriver, Store, StoreError, TaskStatus
+from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError, TaskStatus
 from tepui.sdk.framework_shell import (
-    FrameworkOptions, advertised_ip, framework_driver, open_store, perform, run_until_shutdown, serve_api,
-    subscribed_driver, subscription,
+    FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, perform, run_until_shutdown,
+    serve_api, subscribed_driver, subscription,
 )
 
 log = logging.getLogger("tepui.services")
@@ -55,18 +55,14 @@ class ServicesOptions(FrameworkOptions):
     name: str = "services"
 
 
-class ServicesShell(Scheduler):
+class ServicesShell(FrameworkShell):
     """The SDK callbacks, the timers and the effects; every decision is the core's."""
 
     def __init__(self, reactor: Any, core: ServicesCore, store: Store, hub: EventHub) -> None:
-        self.reactor, self.core, self.store, self.hub = reactor, core, store, hub
-        self.driver: SchedulerDriver | None = None
+        super().__init__(reactor, store, hub, log, "services")
+        self.core = core
         self.prober = ReadinessProber(reactor, self.on_readiness)
         self.refuse_seconds = core.config.refuse_waiting_seconds
-        self.failed = False
-
-    def now(self) -> float:
-        return float(self.reactor.seconds())
 
     # --- SDK callbacks --------------------------------------------------------------------
 
@@ -81,12 +77,6 @@ class ServicesShell(Scheduler):
         # Returning acknowledges the update (implicit acknowledgements): only after the batch's
         # Persist has been committed by execute().
         self.execute(self.core.status_update(status, self.now()))
-
-    def error(self, driver: SchedulerDriver, message: str) -> None:
-        log.error("event=services_master_error message=%s", message)
-
-    def disconnected(self, driver: SchedulerDriver) -> None:
-        log.warning("event=services_disconnected (the driver reconnects and re-subscribes)")
 
     def on_readiness(self, task_id: str, ready: bool) -> None:
         self.execute(self.core.readiness(task_id, ready, self.now()))
@@ -124,11 +114,7 @@ class ServicesShell(Scheduler):
                 for ns, key in persist.deletes:
                     self.store.delete(ns, key)
         except StoreError as exc:
-            # Never act on what could not be recorded: stop here; a restart resumes from the store.
-            log.critical("event=services_store_failed error=%s (exiting; restart to resume)", exc)
-            self.failed = True
-            if self.reactor.running:
-                self.reactor.stop()
+            self.store_failed(exc)
             raise
 
 

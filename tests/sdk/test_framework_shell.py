@@ -4,6 +4,7 @@ process's start and stop."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -12,10 +13,10 @@ from typing import Any, cast
 import pytest
 from twisted.internet.task import Clock
 
-from tepui.sdk import Filters, Resources, SchedulerDriver
+from tepui.sdk import Filters, Resources, SchedulerDriver, StoreError
 from tepui.sdk.framework_effects import Decline, Demand, Kill, Launch, Reconcile
 from tepui.sdk.framework_shell import (
-    TICK_SECONDS, FrameworkOptions, advertised_ip, default_store_path, framework_driver, open_store, perform,
+    TICK_SECONDS, FrameworkOptions, FrameworkShell, advertised_ip, default_store_path, framework_driver, open_store, perform,
     run_until_shutdown, subscribed_driver, subscription,
 )
 from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler
@@ -125,3 +126,22 @@ def test_the_process_starts_the_driver_and_ticks_then_leaves_with_failover_and_c
         f()
     assert driver.calls == [("start",), ("stop", ("failover", True))]
     assert order[-1] == "before_close" and hub.calls[-1] == ("stop",) and store.calls == [("close",)]
+
+
+def test_the_shell_logs_the_masters_errors_and_on_a_store_failure_stops_the_process(
+        caplog: pytest.LogCaptureFixture) -> None:
+    reactor = RecordingDriver()
+    setattr(reactor, "running", True)  # a running reactor: stop() is called
+    shell = FrameworkShell(reactor, cast(Any, None), cast(Any, None), logging.getLogger("tepui.test.fw"), "fw")
+    driver = cast(SchedulerDriver, RecordingDriver())
+    with caplog.at_level(logging.INFO, logger="tepui.test.fw"):
+        shell.error(driver, "no such role")
+        shell.disconnected(driver)
+        assert not shell.failed
+        shell.store_failed(StoreError("disk full"))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "event=fw_master_error message=no such role"),
+        ("WARNING", "event=fw_disconnected (the driver reconnects and re-subscribes)"),
+        ("CRITICAL", "event=fw_store_failed error=disk full (exiting; restart to resume)"),
+    ]
+    assert shell.failed and reactor.calls == [("stop",)]
