@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,6 +51,31 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_block(size: int, low: int = 10000, high: int = 32000) -> tuple[int, int]:
+    """A block of ``size`` consecutive TCP ports, all free a moment ago, at a random place below
+    the kernel's ephemeral range (32768-60999 here, where outgoing connections take theirs).
+    Why: agents offer host ports, and tasks bind the ones they are given; two clusters on one
+    machine offering the same default range (31000-32000) — a second test run, a `tepui up`, a
+    benchmark — gave two tasks the same port, and the second failed to bind (seen in CI: the
+    health-check test's web server ended TASK_FAILED at once while another suite ran)."""
+    rng = random.Random()
+    for _ in range(50):
+        first = rng.randrange(low, high - size) // size * size
+        held = []
+        try:
+            for port in range(first, first + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first, first + size - 1
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError(f"no block of {size} free ports between {low} and {high}")
 
 
 def tepui_cmd(*args: str) -> list[str]:
@@ -217,6 +243,7 @@ class Cluster:
         # Agents on one machine share its ports: frameworks that take host ports from offers
         # (services) need disjoint ranges, as `tepui up` gives them.
         self.distinct_ports = distinct_ports
+        self.port_range = free_port_block(200 * agents)  # this cluster's own host ports
         self.master_args = list(master_args or [])
         self.root = root
         self.port, self.http_port = free_ports(2)
@@ -280,11 +307,14 @@ class Cluster:
                                        *self.agent_extra_args(index), *self.agent_args])
 
     def agent_extra_args(self, index: int) -> list[str]:
+        """The agent's host ports: the cluster's own block (free_port_block), whole for every
+        agent, or a disjoint share of it with ``distinct_ports``."""
+        first, last = self.port_range
         if not self.distinct_ports:
-            return []
+            return ["--resources", f"ports:[{first}-{last}]"]
         from tepui.cli.up import agent_ports
 
-        return ["--resources", agent_ports(index, self.agent_count)]
+        return ["--resources", agent_ports(index, self.agent_count, first, last)]
 
     def env_for(self, principal: str) -> dict[str, str]:
         """child_env() for a framework subscribing as ``principal`` (a key of its own: the
