@@ -353,3 +353,14 @@ _CONTROLS = {
 }
 for _name, (_done, _help) in _CONTROLS.items():
     jobs_command.command(_name, help=_help)(_control(_name, _done))
+
+
+@jobs_command.command("rm")
+@click.argument("job_id", metavar="JOB")
+@_http_option
+@_api_errors
+def rm_command(job_id: str, http: str) -> None:
+    """Forget an ended job now: its record, stages and attempts leave the history (what
+    ttl_after_finished does later by itself)."""
+    BatchClient(http).delete(job_id)
+    click.echo(f"✓ job {job_id} forgotten")

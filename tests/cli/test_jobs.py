@@ -407,3 +407,14 @@ def test_cancel_suspend_resume_retry(api: tuple[FakeBatch, str]) -> None:
     result = run(http, "retry", WC)
     assert result.output == (f"✓ job {WC} retried: its failed and skipped indices run again, succeeded ones are "
                              "kept (now PENDING)\n")
+
+
+def test_rm_forgets_an_ended_job_and_refuses_a_running_one(api: tuple[FakeBatch, str]) -> None:
+    fake, http = api
+    fake.jobs[WC] = wordcount("RUNNING", {"running": 8})
+    result = run(http, "rm", WC)
+    assert (result.exit_code, result.output) == (1, f"error: job {WC} is RUNNING; `tepui jobs cancel` it first\n")
+    fake.jobs[WC]["state"] = "SUCCEEDED"
+    result = run(http, "rm", WC)
+    assert (result.exit_code, result.output) == (0, f"✓ job {WC} forgotten\n")
+    assert WC not in fake.jobs and fake.requests[-1]["method"] == "DELETE"

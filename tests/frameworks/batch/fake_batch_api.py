@@ -143,6 +143,12 @@ class FakeBatch:
                 return 200, {**self.why, "job": self.jobs[job_id]}
             if len(parts) == 3 and method == "POST":
                 return self.action(job_id, parts[2])
+            if len(parts) == 2 and method == "DELETE":
+                if self.jobs[job_id]["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED", "DEADLINE_EXCEEDED"):
+                    return 409, {"error": f"job {job_id} is {self.jobs[job_id]['state']}; `tepui jobs cancel` it first",
+                                 "reason": "JOB_NOT_ENDED"}
+                del self.jobs[job_id]
+                return 200, {"deleted": job_id}
         return 404, {"error": f"no route {method} {rest}", "reason": "NOT_FOUND"}
 
     def submit(self, query: dict[str, str], body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
