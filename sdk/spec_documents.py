@@ -14,7 +14,7 @@ from typing import Literal
 
 import yaml
 
-__all__ = ["SpecError", "decode_spec", "field_error", "name_map_keys"]
+__all__ = ["SpecError", "decode_spec", "document_text", "field_error", "name_map_keys"]
 
 
 class SpecError(ValueError):
@@ -25,6 +25,19 @@ class SpecError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def document_text(text: str | bytes, limit: int) -> str:
+    """The document as text: at most ``limit`` bytes, UTF-8. Raises :class:`SpecError` on field
+    ``(document)`` (a spec file saved in another encoding is named, not decoded as garbage)."""
+    if len(text) > limit:
+        raise SpecError("(document)", f"is {len(text)} bytes, more than the {limit} allowed")
+    if isinstance(text, bytes):
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError("(document)", f"is not UTF-8 (byte {exc.start}): save the file as UTF-8") from None
+    return text
 
 
 def decode_spec(text: str, fmt: Literal["yaml", "json"] | None,

@@ -72,6 +72,9 @@ PURE = [
     "tepui.frameworks.batch.artifacts",
     # the batch API's read-only values and filters
     "tepui.frameworks.batch.views",
+    # the cron framework's schedule spec and fire computation
+    "tepui.frameworks.cron.spec", "tepui.frameworks.cron.fires", "tepui.frameworks.cron.expressions",
+    "tepui.frameworks.cron.intervals", "tepui.frameworks.cron.wallclock",
 ]
 
 PROBE = """
