@@ -7,9 +7,9 @@ it writes the answer, so a 201 means the schedule is stored. Refusals are
 Decisions where Kubernetes, Chronos and Nomad differ (docs/cron.md):
 
 * ``create`` of an existing id is refused (``apply`` replaces); ``apply`` of a new id creates.
-* A schedule fires only after it was created, and after an ``apply`` that changed its spec only
-  fires after the apply: the new timeline never reaches back before it (an ``apply`` of an
-  hourly schedule turned per-minute does not make the past hour's minutes due at once).
+* A schedule fires only after it was created. An ``apply`` that changes the spec first decides
+  the fires due until then under the old spec, so the new timeline never reaches back before
+  it (an hourly schedule turned per-minute does not make the past hour's minutes due at once).
 * ``suspend`` leaves running jobs alone (as Kubernetes). ``resume`` never bursts: the fires
   that fell in the suspension are one MISSED record (reason ``suspended``) whatever
   ``catch_up`` says — catch-up is for the framework's downtime, suspension is a choice.
@@ -70,15 +70,17 @@ def apply(core: CronCore, definition: ScheduleDef, now: float) -> Answer:
     out: list[Effect] = []
     record = entry.record
     if _data(definition) != record.spec:
+        if not record.suspended:
+            core.decide(entry, now, out)  # the fires due until now, under the spec they were due by
         entry.definition = definition
         record.spec = _data(definition)
-        record.checked_through = max(record.checked_through, now)
         entry.next_known = False
     if definition.suspend and not record.suspended:
         _suspend(entry, now)
     elif not definition.suspend and record.suspended:
         _resume(core, entry, now, out)
     core.put_schedule(entry)
+    core.submit_due(now, out)
     summary = core.summary(entry)
     out.append(Publish("schedule_updated", {"schedule": summary}))
     return {"schedule": summary, "created": False}, core.finish(out)

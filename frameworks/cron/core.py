@@ -78,7 +78,7 @@ class CronCore:
         self._deletes: set[tuple[str, str]] = set()
         self._prefixes: list[tuple[str, str]] = []
         self._asked: set[str] = set()  # INTENDED fires whose submit awaits the shell's answer
-        self._retry: dict[str, tuple[int, float]] = {}  # key -> (failures, next try at)
+        self._retry: dict[str, tuple[int, float, float]] = {}  # key -> (failures, failed at, next try at)
         self._seq = 0
 
     # --- loading ------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class CronCore:
         out: list[Effect] = []
         for entry in list(self.schedules.values()):
             if not entry.record.suspended:
-                self._decide(entry, now, out)
+                self.decide(entry, now, out)
         self.submit_due(now, out)
         return self.finish(out)
 
@@ -159,9 +159,9 @@ class CronCore:
         if fire is None or fire.state != "INTENDED":
             return []
         if retryable:
-            failures = self._retry.get(key, (0, now))[0] + 1
+            failures = self._retry.get(key, (0, now, now))[0] + 1
             wait = min(self.config.retry_initial * 2 ** (failures - 1), self.config.retry_max)
-            self._retry[key] = (failures, now + wait)
+            self._retry[key] = (failures, now, now + wait)
             return []
         self._retry.pop(key, None)
         fire.state, fire.reason, fire.ended_at, fire.job = "FAILED", f"submit refused: {why}", now, None
@@ -219,7 +219,7 @@ class CronCore:
         entry = self.schedules.get(schedule) if schedule is not None else None
         return entry.fires.get(key) if entry is not None else None
 
-    def _decide(self, entry: ScheduleEntry, now: float, out: list[Effect]) -> None:
+    def decide(self, entry: ScheduleEntry, now: float, out: list[Effect]) -> None:
         record = entry.record
         nxt = self.next_fire(entry)
         if now <= record.checked_through:
@@ -231,8 +231,19 @@ class CronCore:
                        self.config.on_time)
         record.checked_through = now
         entry.next_known = False
-        events: list[tuple[float, Missed | Due]] = [(m.first.at, m) for m in decided.missed]
-        events += [(d.at, d) for d in decided.run]
+        runs, missed = list(decided.run), list(decided.missed)
+        concurrency, active = entry.definition.policy.concurrency, self.in_flight(entry)
+        if len(runs) > 1 and concurrency == "Replace":  # each would replace the one before it
+            missed.append(Missed(runs[0], runs[-2].at, len(runs) - 1,
+                                 f"replace: superseded by {runs[-1].key}, due in the same catch-up"))
+            runs = runs[-1:]
+        if runs and concurrency == "Forbid" and (active or len(runs) > 1):  # one record, not one per fire
+            blocked = runs if active else runs[1:]
+            running = ", ".join(f.key for f in active) if active else runs[0].key
+            missed.append(Missed(blocked[0], blocked[-1].at, len(blocked), f"forbid: {running} still running"))
+            runs = [] if active else runs[:1]
+        events: list[tuple[float, Missed | Due]] = [(m.first.at, m) for m in missed]
+        events += [(d.at, d) for d in runs]
         for _, item in sorted(events, key=lambda e: e[0]):
             if isinstance(item, Missed):
                 self.missed(entry, item.first, item.through, item.count, item.reason, now, out)
@@ -285,10 +296,12 @@ class CronCore:
     def submit_due(self, now: float, out: list[Effect]) -> None:
         for entry in self.schedules.values():
             for fire in entry.fires.values():
-                if fire.state != "INTENDED" or fire.key in self._asked or fire.submit_after > now:
+                if fire.state != "INTENDED" or fire.key in self._asked:
+                    continue
+                if fire.decided_at <= now < fire.submit_after:  # jitter (a clock stepped back waits not)
                     continue
                 retry = self._retry.get(fire.key)
-                if retry is not None and retry[1] > now:
+                if retry is not None and retry[1] <= now < retry[2]:
                     continue
                 assert fire.job is not None, "an INTENDED fire keeps its job spec"
                 self._asked.add(fire.key)

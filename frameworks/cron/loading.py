@@ -42,5 +42,5 @@ def load_schedules(entries: Mapping[str, Mapping[str, bytes]], build: Callable[[
                 raise
             unreadable(schedule_id, str(exc))
             continue
-        loaded.append((definition, record, fires.get(schedule_id, [])))
+        loaded.append((definition, record, sorted(fires.get(schedule_id, []), key=lambda f: f.seq)))
     return loaded
