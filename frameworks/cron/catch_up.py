@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from tepui.frameworks.cron.definition import Due, Policy, Timeline
+from tepui.frameworks.cron.definition import FireLike, Policy, Timeline
 
 __all__ = ["Missed", "Plan", "iso", "newest", "plan"]
 
@@ -36,7 +36,7 @@ ON_TIME_LIMIT = 1000  # fires of one on-time window (a per-second schedule has o
 class Missed:
     """``count`` fires from ``first`` (its key names the range) through ``through``."""
 
-    first: Due
+    first: FireLike
     through: float
     count: int
     reason: str
@@ -44,7 +44,7 @@ class Missed:
 
 @dataclass(frozen=True)
 class Plan:
-    run: list[Due] = field(default_factory=list)  # oldest first
+    run: list[FireLike] = field(default_factory=list)  # oldest first
     missed: list[Missed] = field(default_factory=list)  # oldest first
 
 
@@ -52,11 +52,11 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def newest(timeline: Timeline, after: float, until: float, n: int) -> tuple[float, list[Due]]:
+def newest(timeline: Timeline, after: float, until: float, n: int) -> tuple[float, list[FireLike]]:
     """``(cut, fires)``: the newest ``n`` fires in ``(after, until]`` — all of them when there
     are no more — which are exactly the fires in ``(cut, until]``, ``cut >= after``. Fires are
     whole seconds apart at least, so the bisection stops at half a second."""
-    fires = timeline.fires_between(after, until, n + 1)
+    fires = list(timeline.fires_between(after, until, n + 1))
     if len(fires) <= n:
         return after, fires
     if n == 0:
@@ -77,7 +77,7 @@ def newest(timeline: Timeline, after: float, until: float, n: int) -> tuple[floa
             good = mid
         else:
             bad = mid
-    return good, timeline.fires_between(good, until, n)
+    return good, list(timeline.fires_between(good, until, n))
 
 
 def _missed(timeline: Timeline, after: float, through: float, reason: str) -> list[Missed]:
@@ -103,8 +103,8 @@ def plan(timeline: Timeline, policy: Policy, after: float, now: float, on_time: 
         missed += _missed(timeline, after, lo, f"late by starting_deadline ({policy.starting_deadline:g}s) "
                                                f"or more: {away}")
     edge = max(lo, now - on_time)
-    current = timeline.fires_between(edge, now, ON_TIME_LIMIT)
-    run: list[Due] = []
+    current = list(timeline.fires_between(edge, now, ON_TIME_LIMIT))
+    run: list[FireLike] = []
     if policy.catch_up == "none":
         missed += _missed(timeline, lo, edge, f"catch_up none: {away}")
     elif policy.catch_up == "latest":

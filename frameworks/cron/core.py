@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from tepui.frameworks.cron.catch_up import Missed, iso, plan
-from tepui.frameworks.cron.definition import Due, ScheduleDef
+from tepui.frameworks.cron.definition import FireLike, ScheduleDef
 from tepui.frameworks.cron.effects import CancelJob, Effect, Persist, Publish, SubmitJob
 from tepui.frameworks.cron.records import ENDED, IN_FLIGHT, FireRecord, ScheduleRecord
 
@@ -242,7 +242,7 @@ class CronCore:
             running = ", ".join(f.key for f in active) if active else runs[0].key
             missed.append(Missed(blocked[0], blocked[-1].at, len(blocked), f"forbid: {running} still running"))
             runs = [] if active else runs[:1]
-        events: list[tuple[float, Missed | Due]] = [(m.first.at, m) for m in missed]
+        events: list[tuple[float, Missed | FireLike]] = [(m.first.at, m) for m in missed]
         events += [(d.at, d) for d in runs]
         for _, item in sorted(events, key=lambda e: e[0]):
             if isinstance(item, Missed):
@@ -251,7 +251,7 @@ class CronCore:
                 self._run(entry, item, now, out)
         self.put_schedule(entry)
 
-    def _run(self, entry: ScheduleEntry, due: Due, now: float, out: list[Effect]) -> None:
+    def _run(self, entry: ScheduleEntry, due: FireLike, now: float, out: list[Effect]) -> None:
         """Concurrency policy, then the write-ahead record of a fire to run."""
         policy, active = entry.definition.policy.concurrency, self.in_flight(entry)
         if active and policy == "Forbid":
@@ -266,7 +266,7 @@ class CronCore:
                     out.append(CancelJob(f.key))  # an INTENDED one is cancelled once submitted
         self.intend(entry, due, now, manual=False)
 
-    def intend(self, entry: ScheduleEntry, due: Due, now: float, manual: bool) -> FireRecord:
+    def intend(self, entry: ScheduleEntry, due: FireLike, now: float, manual: bool) -> FireRecord:
         """Writes the fire ahead (INTENDED, with its job spec); its SubmitJob follows the
         Persist at this tick or, with jitter, at the tick that reaches ``submit_after``."""
         self._seq += 1
@@ -280,7 +280,7 @@ class CronCore:
         self.put_fire(fire)
         return fire
 
-    def missed(self, entry: ScheduleEntry, first: Due, through: float, count: int, reason: str, now: float,
+    def missed(self, entry: ScheduleEntry, first: FireLike, through: float, count: int, reason: str, now: float,
                out: list[Effect]) -> None:
         self._seq += 1
         fire = FireRecord(schedule=entry.record.id, key=first.key, scheduled_at=first.at, state="MISSED",

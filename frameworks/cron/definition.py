@@ -9,11 +9,14 @@ a fake clock with exact instants.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Due", "Policy", "ScheduleDef", "Timeline", "no_jitter"]
+from tepui.frameworks.cron.fires import jitter_of
+from tepui.frameworks.cron.spec import ScheduleSpec, load_schedule, schedule_of
+
+__all__ = ["Due", "FireLike", "Policy", "ScheduleDef", "Timeline", "build", "definition_of", "no_jitter"]
 
 CONCURRENCY = ("Allow", "Forbid", "Replace")
 CATCH_UP = ("none", "latest", "all")
@@ -27,12 +30,23 @@ class Due:
     at: float
 
 
+class FireLike(Protocol):
+    """What the core reads of a fire (:class:`~.fires.Fire`, :class:`Due`)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def at(self) -> float: ...
+
+
 class Timeline(Protocol):
-    """The fires of one schedule. Instants are Unix seconds; ``after < at <= until``."""
+    """The fires of one schedule (:class:`~.fires.Schedule`). Instants are Unix seconds;
+    ``after < at <= until``."""
 
-    def next_after(self, t: float) -> Due | None: ...
+    def next_after(self, t: float) -> FireLike | None: ...
 
-    def fires_between(self, after: float, until: float, limit: int) -> list[Due]: ...
+    def fires_between(self, after: float, until: float, limit: int) -> Sequence[FireLike]: ...
 
     def count_between(self, after: float, until: float) -> int: ...
 
@@ -67,3 +81,19 @@ class ScheduleDef:
     data: dict[str, Any] | None = None
     suspend: bool = False
     jitter: Callable[[str], float] = no_jitter
+
+
+def definition_of(spec: ScheduleSpec) -> ScheduleDef:
+    """The core's view of a validated spec (:func:`~.spec.load_schedule`)."""
+    schedule = schedule_of(spec)
+    jitter = schedule.jitter
+    policy = Policy(spec.concurrency_policy, spec.starting_deadline_seconds, spec.catch_up, spec.catch_up_limit,
+                    spec.history.successful, spec.history.failed)
+    return ScheduleDef(spec.id, schedule, spec.job, policy, spec.to_data(), spec.suspend,
+                       (lambda key: jitter_of(key, jitter)) if jitter > 0 else no_jitter)
+
+
+def build(data: dict[str, Any]) -> ScheduleDef:
+    """A stored spec back to a definition (:func:`~.loading.load_schedules`); a spec the
+    current rules refuse raises :class:`~tepui.sdk.spec_documents.SpecError` (a ValueError)."""
+    return definition_of(load_schedule(data))

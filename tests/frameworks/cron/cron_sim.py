@@ -9,8 +9,8 @@ Crash points: :meth:`Sim.batch` with ``commit=False`` (the process dies before t
 commit), ``execute=False`` (after the commit, before the submit), and :meth:`Sim.deliver` with
 ``answer=False`` (the batch framework created the job, the answer never came back).
 
-Schedules here fire on a :class:`Every` timeline (``start + k·every``, whole seconds) with
-keys ``<id>-<unix seconds>``, so every effect can be compared whole.
+Schedules here are real specs (:func:`schedule`), most of them ISO intervals from the epoch, so
+fire keys are ``<id>-<unix seconds>`` of round numbers and every effect can be compared whole.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import msgspec
 
 from tepui.frameworks.cron import commands
 from tepui.frameworks.cron.core import NS_FIRES, CronConfig, CronCore
-from tepui.frameworks.cron.definition import Due, Policy, ScheduleDef
+from tepui.frameworks.cron.definition import ScheduleDef, build
 from tepui.frameworks.cron.effects import CancelJob, Effect, Persist, Publish, SubmitJob
 from tepui.frameworks.cron.loading import load_schedules
 from tepui.frameworks.cron.records import FireRecord, ScheduleRecord
@@ -31,64 +31,20 @@ from tepui.frameworks.cron.records import FireRecord, ScheduleRecord
 JOB: dict[str, Any] = {"name": "report", "stages": [{"name": "s", "command": "x", "resources": {"cpus": 1, "mem": 64}}]}
 
 
-class Every:
-    """Fires at ``start + k·every`` for k = 0, 1, ... (``limit``: how many there are at most);
-    ``calls`` counts the work asked of it (the 10,000-missed test bounds it)."""
-
-    def __init__(self, schedule_id: str, every: float, start: float = 0.0, limit: int | None = None) -> None:
-        self.id, self.every, self.start, self.limit, self.calls = schedule_id, every, start, limit, 0
-
-    def _k_after(self, t: float) -> int:
-        k = max(int((t - self.start) // self.every) + 1, 0)
-        return k
-
-    def _due(self, k: int) -> Due | None:
-        if self.limit is not None and k >= self.limit:
-            return None
-        at = self.start + k * self.every
-        return Due(f"{self.id}-{int(at)}", at)
-
-    def next_after(self, t: float) -> Due | None:
-        self.calls += 1
-        return self._due(self._k_after(t))
-
-    def fires_between(self, after: float, until: float, limit: int) -> list[Due]:
-        self.calls += 1
-        out: list[Due] = []
-        k = self._k_after(after)
-        while len(out) < limit:
-            due = self._due(k)
-            if due is None or due.at > until:
-                break
-            out.append(due)
-            k += 1
-        return out
-
-    def count_between(self, after: float, until: float) -> int:
-        self.calls += 1
-        if until <= after:
-            return 0
-        first, last = self._k_after(after), self._k_after(until) - 1
-        if self.limit is not None:
-            last = min(last, self.limit - 1)
-        return max(last - first + 1, 0)
-
-
-def schedule(schedule_id: str = "r", every: float = 60.0, start: float = 0.0, job: dict[str, Any] | None = None,
-             suspend: bool = False, jitter: float = 0.0, **policy: Any) -> ScheduleDef:
-    """A schedule of the stand-in timeline; its data holds every argument, so :func:`build`
-    rebuilds it after a restart."""
-    data = {"id": schedule_id, "every": every, "start": start, "job": job or JOB, "suspend": suspend,
-            "jitter": jitter, "policy": policy}
+def schedule(schedule_id: str = "r", every: float = 60.0, job: dict[str, Any] | None = None, suspend: bool = False,
+             jitter: float = 0.0, cron: str | None = None, concurrency: str = "Allow",
+             starting_deadline: float | None = None, **fields: Any) -> ScheduleDef:
+    """A schedule firing every ``every`` seconds from the epoch (``R/1970-01-01T00:00:00Z/PT60S``:
+    keys ``r-60``, ``r-120``...) or by ``cron``, through the real spec and fire computation."""
+    data: dict[str, Any] = {"id": schedule_id, "job": job or JOB, "suspend": suspend, "jitter": f"PT{jitter:g}S",
+                            "concurrency_policy": concurrency, **fields}
+    if cron is not None:
+        data["cron"] = cron
+    else:
+        data["interval"] = f"R/1970-01-01T00:00:00Z/PT{every:g}S"
+    if starting_deadline is not None:
+        data["starting_deadline"] = f"PT{starting_deadline:g}S"
     return build(data)
-
-
-def build(data: dict[str, Any]) -> ScheduleDef:
-    jitter = float(data["jitter"])
-    return ScheduleDef(data["id"], Every(data["id"], data["every"], data["start"]), data["job"],
-                       Policy(**data["policy"]), data, data["suspend"],
-                       (lambda key: float(int(key.rsplit("-", 1)[1]) % 7) * jitter / 7) if jitter else
-                       (lambda key: 0.0))
 
 
 def only(effects: Iterable[Effect], kind: type) -> list[Any]:

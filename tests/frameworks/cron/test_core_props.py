@@ -19,7 +19,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.frameworks.cron.cron_sim import JOB, Every, Sim, schedule
+from tepui.frameworks.cron.definition import build
+
+from tests.frameworks.cron.cron_sim import JOB, Sim, schedule
 
 STEPS = st.lists(st.tuples(
     st.sampled_from(["tick", "tick", "tick", "back", "deliver", "lost", "unreachable", "refused", "end",
@@ -71,8 +73,7 @@ def play(sim: Sim, step: tuple[str, float, int], now: float, templates: list[dic
         sim.command(op, "r", now)
     elif op == "apply":
         spec = sim.core.schedules["r"].record.spec  # the same timeline, another job template
-        sim.command("apply", schedule(every=spec["every"], job=templates[pick % len(templates)], **spec["policy"]),
-                    now)
+        sim.command("apply", build({**spec, "job": templates[pick % len(templates)]}), now)
     return sim, now
 
 
@@ -103,7 +104,8 @@ def test_every_fire_is_submitted_once_or_missed_with_a_reason(steps: list[tuple[
     assert {k: v for k, v in specs.items() if len(v) > 1} == {}, "a job id submitted with two specs"
     assert all(n == 1 for n in sim.created.values())
 
-    window = [d.at for d in Every("r", every).fires_between(created_at, high_water, 10**6)]
+    timeline = sim.core.schedules["r"].definition.timeline  # the same timeline throughout
+    window = [d.at for d in timeline.fires_between(created_at, high_water, 10**6)]
     missed_ranges = {(f.key, f.scheduled_at, f.through, f.count, f.reason) for f in sim.journal if f.state == "MISSED"}
     refused = {f.key for f in sim.journal if f.state == "FAILED" and f.reason.startswith("submit refused")}
     covered: dict[float, list[str]] = defaultdict(list)

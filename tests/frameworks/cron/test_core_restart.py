@@ -72,12 +72,12 @@ def test_a_resubmission_after_apply_sends_the_spec_written_ahead_not_the_new_tem
     sim.tick(60.0)
     sim.deliver(60.0, answer=False)
     sim = sim.restarted(61.0)
-    _, effects = sim.command("apply", schedule(job={"name": "v2", "stages": []}), 61.0)
+    _, effects = sim.command("apply", schedule(job={**JOB, "name": "v2"}), 61.0)
     assert only(effects, SubmitJob) == [SubmitJob("r-60", JOB, "r")]
     sim.deliver(61.0)
     assert sim.created == {"r-60": 1} and sim.fire("r", "r-60").state == "SUBMITTED"
     sim.tick(120.0)
-    assert sim.fire("r", "r-120").job == {"name": "v2", "stages": []}
+    assert sim.fire("r", "r-120").job == {**JOB, "name": "v2"}
 
 
 def test_a_restart_resumes_following_the_submitted_jobs_and_records_their_ends_once() -> None:
