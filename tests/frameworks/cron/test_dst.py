@@ -16,6 +16,7 @@ from croniter import croniter
 
 from tepui.frameworks.cron.expressions import parse_cron
 from tepui.frameworks.cron.fires import Schedule
+from tepui.frameworks.cron.intervals import parse_interval
 
 UTC = dt.timezone.utc
 
@@ -220,3 +221,18 @@ def test_schedules_agree_with_a_minute_by_minute_walk(zone: str, day: str) -> No
         schedule = Schedule("s", parse_cron(expr), z)
         got = [f.at for f in schedule.fires_between(start - 1, end, 10_000)]
         assert got == oracle(expr, zone, start, end), (expr, zone, day)
+
+
+@pytest.mark.parametrize(("zone", "day"), CASES)
+@pytest.mark.parametrize("wall", ["01:15", "01:45", "02:15", "02:30"])
+def test_a_p1d_interval_agrees_with_the_walk_of_its_fixed_time(zone: str, day: str, wall: str) -> None:
+    """``R/<day-2 at wall>/P1D`` is the calendar day of the fixed-time rule ``M H * * *``."""
+    z = ZoneInfo(zone)
+    hour, minute = (int(x) for x in wall.split(":"))
+    first_day = dt.datetime.fromisoformat(day) - dt.timedelta(days=2)
+    start = first_day.replace(hour=hour, minute=minute, tzinfo=z)
+    schedule = Schedule("i", parse_interval(f"R/{start.isoformat()}/P1D", z), z)
+    got = [f.at for f in schedule.fires_between(start.timestamp() - 1, start.timestamp() + 4 * 86400, 10)]
+    walk_from = first_day.replace(tzinfo=z).timestamp()
+    assert got == [t for t in oracle(f"{minute} {hour} * * *", zone, walk_from, walk_from + 6 * 86400)
+                   if t <= start.timestamp() + 4 * 86400]
