@@ -13,7 +13,9 @@ Decisions where Kubernetes, Chronos and Nomad differ (docs/cron.md):
 * ``suspend`` leaves running jobs alone (as Kubernetes). ``resume`` never bursts: the fires
   that fell in the suspension are one MISSED record (reason ``suspended``) whatever
   ``catch_up`` says — catch-up is for the framework's downtime, suspension is a choice.
-* ``trigger`` runs the job now, outside the schedule, under the key ``<id>-manual-<unix>``;
+* ``trigger`` runs the job now, outside the schedule, under the key ``<id>_manual_<unix>`` (the
+  underscore, which no schedule id has, keeps it apart from every schedule's fire keys:
+  ``<id>-manual-<unix>`` would be the fire of a schedule named ``<id>-manual``);
   it ignores the concurrency policy (a person asked) but counts as a run for the next fires'
   Forbid/Replace. Two triggers in one second are one run (the same key).
 * ``rm`` forgets the schedule and its fire records; jobs already submitted run on in the batch
@@ -130,7 +132,7 @@ def trigger(core: CronCore, schedule_id: str, now: float) -> Answer:
     """201 with the fire written ahead and its SubmitJob after the Persist (a suspended
     schedule can be triggered: suspension stops the schedule, not a person)."""
     entry = entry_of(core, schedule_id)
-    key = f"{schedule_id}-manual-{int(now)}"
+    key = f"{schedule_id}_manual_{int(now)}"
     known = entry.fires.get(key)
     if known is not None:
         return {"fire": core.fire_view(known), "created": False}, []

@@ -79,6 +79,7 @@ class CronCore:
         self._prefixes: list[tuple[str, str]] = []
         self._asked: set[str] = set()  # INTENDED fires whose submit awaits the shell's answer
         self._retry: dict[str, tuple[int, float, float]] = {}  # key -> (failures, failed at, next try at)
+        self._cancel: list[str] = []  # replaced jobs whose cancel a restart may have lost: asked again
         self._seq = 0
 
     # --- loading ------------------------------------------------------------------------------
@@ -86,13 +87,16 @@ class CronCore:
     def load(self, schedules: Iterable[tuple[ScheduleDef, ScheduleRecord, list[FireRecord]]], now: float) -> None:
         """What the store held (:func:`~.loading.load_schedules`). Every INTENDED fire is
         submitted again at the first tick: its earlier submit may or may not have reached the
-        batch framework, which answers a repeat with the job it has."""
+        batch framework, which answers a repeat with the job it has. So is the cancel of every
+        replaced job not known to have ended (a cancel of an ended job is refused, harmlessly)."""
         for definition, record, fires in schedules:
             entry = ScheduleEntry(definition, record)
             for fire in sorted(fires, key=lambda f: (f.seq, f.scheduled_at)):
                 entry.fires[fire.key] = fire
                 self.by_key[fire.key] = record.id
                 self._seq = max(self._seq, fire.seq)
+                if fire.replace and fire.state == "SUBMITTED":
+                    self._cancel.append(fire.key)
             self.schedules[record.id] = entry
 
     # --- batches ------------------------------------------------------------------------------
@@ -127,7 +131,8 @@ class CronCore:
     # --- events -------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Effect]:
-        out: list[Effect] = []
+        out: list[Effect] = [CancelJob(key) for key in self._cancel]
+        self._cancel = []
         for entry in list(self.schedules.values()):
             if not entry.record.suspended:
                 self.decide(entry, now, out)

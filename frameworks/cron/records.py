@@ -43,7 +43,7 @@ class FireRecord(msgspec.Struct, kw_only=True):
     """One fire, or — state MISSED with ``count`` > 1 — a run of ``count`` consecutive missed
     fires from ``scheduled_at`` to ``through`` (one record for 10,000 missed fires, not 10,000).
 
-    ``key``: the batch job id (``<schedule>-<unix seconds>``, ``<schedule>-manual-<unix>`` for a
+    ``key``: the batch job id (``<schedule>-<unix seconds>``, ``<schedule>_manual_<unix>`` for a
     trigger); for a MISSED range, the key of its first fire. ``submit_after``: jitter delays the
     submit, never the decision. ``replace``: Replace superseded this run before its submit was
     confirmed — cancel it once it is. ``job``: the spec submitted (dropped once the fire ended).

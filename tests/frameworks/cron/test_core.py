@@ -334,14 +334,14 @@ def test_history_keeps_three_successful_one_failed_and_ten_missed_records() -> N
 def test_trigger_runs_now_under_a_manual_key_outside_the_schedule() -> None:
     sim = created(concurrency="Forbid", suspend=True)
     answer, effects = sim.command("trigger", "r", 42.7)
-    assert answer["created"] is True and answer["fire"]["key"] == "r-manual-42"
+    assert answer["created"] is True and answer["fire"]["key"] == "r_manual_42"
     assert kinds(effects) == ["Persist", "Publish:fire_triggered", "SubmitJob"]
-    assert effects[2] == SubmitJob("r-manual-42", JOB, "r")
+    assert effects[2] == SubmitJob("r_manual_42", JOB, "r")
     assert sim.command("trigger", "r", 42.9) == ({"fire": answer["fire"], "created": False}, [])
     sim.deliver(43.0)
     sim.command("resume", "r", 50.0)
     sim.tick(60.0)  # Forbid: the manual run counts
-    assert sim.fire("r", "r-60").reason == "forbid: r-manual-42 still running"
+    assert sim.fire("r", "r-60").reason == "forbid: r_manual_42 still running"
     assert sim.core.schedules["r"].record.last_fire_at == 60.0
 
 

@@ -6,7 +6,7 @@ never skipped (harness: :mod:`.cron_sim`, whose batch framework is idempotent on
 
 from __future__ import annotations
 
-from tepui.frameworks.cron.effects import SubmitJob
+from tepui.frameworks.cron.effects import CancelJob, SubmitJob
 from tepui.frameworks.cron.loading import load_schedules
 
 from tests.frameworks.cron.cron_sim import JOB, build, kinds, only, schedule, submitted_ids
@@ -110,3 +110,14 @@ def test_a_restart_while_suspended_keeps_it_suspended_and_resume_still_does_not_
     sim.command("resume", "r", 500.0)
     assert [(f.key, f.count) for f in sim.fires()] == [("r-60", 8)]
     assert run(sim, 510.0) == [] and run(sim, 540.0) == ["r-540"]
+
+
+def test_a_replace_cancel_lost_in_a_crash_is_asked_again_after_the_restart() -> None:
+    sim = created(concurrency="Replace")
+    run(sim, 60.0)
+    sim.tick(120.0, execute=False)  # r-60 marked replaced and r-120 stored; the cancel never sent
+    sim = sim.restarted(121.0)
+    effects = sim.tick(121.0)
+    assert effects == [CancelJob("r-60"), SubmitJob("r-120", JOB, "r")]
+    sim.ended("r-60", "CANCELLED", 122.0)
+    assert sim.tick(123.0) == [] and sim.fire("r", "r-60").state == "CANCELLED"
