@@ -187,7 +187,7 @@ class Counting:
 
 
 @pytest.mark.parametrize("rule", [{}, {"cron": "* * * * *"}])
-def test_ten_thousand_missed_fires_cost_bounded_records_and_work(rule: dict[str, str]) -> None:
+def test_ten_thousand_missed_fires_cost_bounded_records_and_work(rule: dict[str, Any]) -> None:
     for catch_up in ("none", "latest", "all"):
         sim = created(catch_up=catch_up, catch_up_limit=100, **rule)
         entry = sim.core.schedules["r"]

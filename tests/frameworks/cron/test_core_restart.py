@@ -6,6 +6,9 @@ never skipped (harness: :mod:`.cron_sim`, whose batch framework is idempotent on
 
 from __future__ import annotations
 
+from typing import Any
+
+from tepui.frameworks.cron.definition import ScheduleDef
 from tepui.frameworks.cron.effects import CancelJob, SubmitJob
 from tepui.frameworks.cron.loading import load_schedules
 
@@ -22,10 +25,10 @@ def test_load_schedules_reads_back_what_was_stored_and_reports_an_unreadable_spe
     assert [(f.key, f.state) for f in fires] == [("r-60", "SUBMITTED"), ("r-120", "INTENDED")]
     told: list[tuple[str, str]] = []
 
-    def refuse(data: dict[str, object]) -> object:
+    def refuse(data: dict[str, Any]) -> ScheduleDef:
         raise ValueError("cron: unknown field")
 
-    assert load_schedules(sim.store, refuse, lambda i, why: told.append((i, why))) == []  # type: ignore[arg-type]
+    assert load_schedules(sim.store, refuse, lambda i, why: told.append((i, why))) == []
     assert told == [("r", "cron: unknown field")]
     assert load_schedules({}, build) == []
 
