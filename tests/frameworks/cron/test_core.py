@@ -246,6 +246,21 @@ def test_replace_of_an_unconfirmed_submit_cancels_it_once_it_is_confirmed() -> N
     assert only(effects, CancelJob) == [CancelJob("r-60")]
 
 
+def test_forbid_in_a_catch_up_runs_the_first_and_misses_the_rest_as_one_record() -> None:
+    sim = created(concurrency="Forbid", catch_up="all")
+    assert run(sim, 250.0) == ["r-60"]
+    assert [(f.key, f.state, f.count, f.through, f.reason) for f in sim.fires()] == [
+        ("r-60", "SUBMITTED", 1, None, ""), ("r-120", "MISSED", 3, 240.0, "forbid: r-60 still running")]
+
+
+def test_replace_in_a_catch_up_runs_only_the_newest() -> None:
+    sim = created(concurrency="Replace", catch_up="all")
+    effects = sim.tick(250.0)
+    assert submitted_ids(effects) == ["r-240"] and only(effects, CancelJob) == []
+    assert [(f.key, f.state, f.count, f.reason) for f in sim.fires()] == [
+        ("r-60", "MISSED", 3, "replace: superseded by r-240, due in the same catch-up"), ("r-240", "INTENDED", 1, "")]
+
+
 # --- suspend, resume, clock -------------------------------------------------------------------
 
 
