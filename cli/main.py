@@ -10,6 +10,7 @@ import click
 from tepui.cli.apps import apps_command
 from tepui.cli.batch import batch_command
 from tepui.cli.certs import certs_command
+from tepui.cli.cron import cron_command
 from tepui.cli.jobs import jobs_command
 from tepui.cli.logs import logs_command
 from tepui.cli.run import run_command
@@ -274,6 +275,7 @@ cli.add_command(apps_command)
 cli.add_command(jobs_command)
 cli.add_command(services_command)
 cli.add_command(batch_command)
+cli.add_command(cron_command)
 cli.add_command(sim_command)
 
 
