@@ -64,7 +64,7 @@ PURE = [
     # the cron framework's core: fires written ahead, decided once, submitted as batch jobs
     "tepui.frameworks.cron.core", "tepui.frameworks.cron.commands", "tepui.frameworks.cron.effects",
     "tepui.frameworks.cron.records", "tepui.frameworks.cron.loading", "tepui.frameworks.cron.catch_up",
-    "tepui.frameworks.cron.definition",
+    "tepui.frameworks.cron.definition", "tepui.frameworks.cron.views",
     # the batch framework's core: jobs into queues, offers into launches, updates into decisions
     "tepui.frameworks.batch.core", "tepui.frameworks.batch.commands", "tepui.frameworks.batch.effects",
     "tepui.frameworks.batch.ledger", "tepui.frameworks.batch.tasks", "tepui.frameworks.batch.loading",

@@ -38,9 +38,10 @@ __all__ = ["CronConfig", "CronCore", "ScheduleEntry", "NS_SCHEDULES", "NS_FIRES"
 
 NS_SCHEDULES, NS_FIRES = "schedules", "fires"  # keys: schedule id; ``<schedule>/<fire key>``
 
-#: The batch job states a fire's record takes when its job ends (DEADLINE_EXCEEDED is a failure).
+#: The batch job states a fire's record takes when its job ends (DEADLINE_EXCEEDED is a failure;
+#: UNKNOWN: the batch framework forgot the job, its ttl past, before its end was seen).
 JOB_END_STATES = {"SUCCEEDED": "SUCCEEDED", "FAILED": "FAILED", "DEADLINE_EXCEEDED": "FAILED",
-                  "CANCELLED": "CANCELLED"}
+                  "CANCELLED": "CANCELLED", "UNKNOWN": "FAILED"}
 
 
 @dataclass(frozen=True)
