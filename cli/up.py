@@ -136,6 +136,9 @@ class Cluster:
     def batch_port(self) -> int:
         return self.http_port + 11
 
+    def cron_port(self) -> int:
+        return self.http_port + 12
+
     def start(self, agent_resources: str | None, agent_args: tuple[str, ...] = ()) -> None:
         """``agent_args`` go last on every agent's command line: a way to pass any agent flag
         (``--no-strict`` to recover from a damaged checkpoint), and for a flag given once the
@@ -148,6 +151,7 @@ class Cluster:
                                # relays to only where allowed (issue 15: relay loops)
                                "--proxy-allow", f"127.0.0.1:{self.services_port()}",
                                "--proxy-allow", f"127.0.0.1:{self.batch_port()}",
+                               "--proxy-allow", f"127.0.0.1:{self.cron_port()}",
                                *(self.security.master_args if self.security else ["--insecure"])],
                     "its registry")
         for i in range(1, self.agent_count + 1):
@@ -184,6 +188,18 @@ class Cluster:
             args += ["--insecure"]
         self._spawn("batch", args, "its store")
 
+    def start_cron(self) -> None:
+        """The cron framework (`tepui cron ...`), its store in the state dir; it submits each
+        fire to the batch framework through the master's proxy, with the cluster token."""
+        args = ["cron", "serve", "--master", f"127.0.0.1:{self.port}", "--http-port", str(self.cron_port()),
+                "--store", os.path.join(self.state_dir, "cron.sqlite"),
+                "--batch", f"http://127.0.0.1:{self.http_port}/frameworks/batch/v1"]
+        if self.security is not None:
+            args += ["--http-token-file", self.security.token_file]
+        else:
+            args += ["--insecure"]
+        self._spawn("cron", args, "its store")
+
     def _local_acls(self) -> str:
         """The local cluster's ACL file, written once so that an operator's edits survive
         restarts: every local client may do everything except run tasks as root."""
@@ -210,6 +226,7 @@ class Cluster:
             agents_task = progress.add_task("agents registered", total=self.agent_count)
             services_task = progress.add_task("services framework subscribed", total=1)
             batch_task = progress.add_task("batch framework subscribed", total=1)
+            cron_task = progress.add_task("cron framework subscribed", total=1)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 dead = self.dead_child()
@@ -221,12 +238,12 @@ class Cluster:
                 if state is not None:
                     progress.update(master_task, completed=1)
                     progress.update(agents_task, completed=state["activated_slaves"])
-                    services = any(f.get("name") == "services" and f.get("connected")
-                                   for f in state.get("frameworks", []))
-                    batch = any(f.get("name") == "batch" and f.get("connected") for f in state.get("frameworks", []))
+                    connected = {f.get("name") for f in state.get("frameworks", []) if f.get("connected")}
+                    services, batch, cron = ("services" in connected, "batch" in connected, "cron" in connected)
                     progress.update(services_task, completed=int(services))
                     progress.update(batch_task, completed=int(batch))
-                    if state["activated_slaves"] >= self.agent_count and services and batch:
+                    progress.update(cron_task, completed=int(cron))
+                    if state["activated_slaves"] >= self.agent_count and services and batch and cron:
                         return
                 time.sleep(0.1)
         raise click.ClickException(
@@ -290,7 +307,7 @@ class Cluster:
         """The frameworks (they fail over: their tasks stay), then agents (SIGUSR1: they end
         their tasks), then the master; SIGKILL after a deadline. A child waiting for its restart
         stays down."""
-        services = [c for c in self.children if c.name in ("services", "batch")]
+        services = [c for c in self.children if c.name in ("services", "batch", "cron")]
         agents = [c for c in self.children if c.name.startswith("agent")]
         others = [c for c in self.children if c not in services and c not in agents]  # the master, last
         for group, grace, sig in ((services, 5.0, signal.SIGTERM), (agents, 12.0, signal.SIGUSR1),
@@ -352,7 +369,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
         raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
     for what, number in (("--port", port), ("--http-port", http_port),
                          ("--http-port + 10, the services framework's API", http_port + 10),
-                         ("--http-port + 11, the batch framework's API", http_port + 11)):
+                         ("--http-port + 11, the batch framework's API", http_port + 11),
+                         ("--http-port + 12, the cron framework's API", http_port + 12)):
         if not _port_free("127.0.0.1", number):
             raise click.ClickException(
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? "
@@ -378,6 +396,7 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     cluster.start(agent_resources, allowed + agent_args)
     cluster.start_services()
     cluster.start_batch()
+    cluster.start_cron()
     ending: Ending | None = None
     try:
         cluster.wait_ready(timeout)
@@ -391,6 +410,8 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
                       f"(services API: http://127.0.0.1:{http_port}/frameworks/services/v1/apps)", soft_wrap=True)
         console.print(f"        tepui jobs submit --wait examples/batch/wordcount.yaml     tepui jobs list   "
                       f"(batch API: http://127.0.0.1:{http_port}/frameworks/batch/v1/jobs)", soft_wrap=True)
+        console.print(f"        tepui cron create examples/cron/health-probe.yaml     tepui cron list   "
+                      f"(cron API: http://127.0.0.1:{http_port}/frameworks/cron/v1/schedules)", soft_wrap=True)
         console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
                       f"{cluster.security.config_path}", soft_wrap=True)
         console.print("  stop: Ctrl-C     (a part that fails is restarted on its own state; see docs/operations.md)",

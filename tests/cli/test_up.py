@@ -67,7 +67,7 @@ def test_agents_get_the_clusters_token_and_the_master_may_relay_to_the_framework
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 15: an agent's files API needs the token (else `tepui logs` gets 401s), and the
     master relays to loopback only where allowed (the services framework's API, http port + 10,
-    and the batch framework's, + 11)."""
+    the batch framework's, + 11, and the cron framework's, + 12)."""
     monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "client.yaml"))
     cluster, spawned = recording_cluster(tmp_path / "state", 2, monkeypatch)
     (tmp_path / "state").mkdir()
@@ -79,5 +79,32 @@ def test_agents_get_the_clusters_token_and_the_master_may_relay_to_the_framework
         assert args[args.index("--http-token-file") + 1] == token_file, args
     master = spawned["master"]
     assert [master[i + 1] for i, arg in enumerate(master) if arg == "--proxy-allow"] == ["127.0.0.1:5090",
-                                                                                          "127.0.0.1:5091"]
+                                                                                          "127.0.0.1:5091",
+                                                                                          "127.0.0.1:5092"]
     assert master[master.index("--http-token-file") + 1] == token_file
+
+
+def test_the_cron_framework_submits_through_the_masters_proxy_with_the_clusters_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tepui cron serve` on http port + 12, its store in the state dir, its fires sent to the
+    batch framework's API through the master (which needs the cluster token for a submit)."""
+    monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "client.yaml"))
+    cluster, spawned = recording_cluster(tmp_path / "state", 1, monkeypatch)
+    (tmp_path / "state").mkdir()
+    cluster.security = up_security.prepare(str(tmp_path / "state"), 5050, 5080, 1)
+    cluster.start_cron()
+    assert spawned["cron"] == ["cron", "serve", "--master", "127.0.0.1:5050", "--http-port", "5092",
+                               "--store", str(tmp_path / "state" / "cron.sqlite"),
+                               "--batch", "http://127.0.0.1:5080/frameworks/batch/v1",
+                               "--http-token-file", str(tmp_path / "state" / "http-token")]
+
+
+def test_up_refuses_when_the_cron_frameworks_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        result = CliRunner().invoke(cli, ["up", "--port", str(free_port()), "--http-port", str(taken - 12),
+                                          "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert f"port {taken} (--http-port + 12, the cron framework's API) is already in use" in result.output

@@ -390,9 +390,9 @@ def test_up_runs_a_cluster_and_stops_everything_on_sigterm(tmp_path: Path, logbo
 
         children = children_of(up.pid)
         names = [cmdline(c) for c in children]
-        assert len(children) == 5, ("expected a master, two agents, the services and the batch frameworks under "
-                                    f"`tepui up`, got {names}")
-        for framework in ("services", "batch"):
+        assert len(children) == 6, ("expected a master, two agents, the services, batch and cron frameworks "
+                                    f"under `tepui up`, got {names}")
+        for framework in ("services", "batch", "cron"):
             assert sum(f" tepui.cli {framework} " in name for name in names) == 1, names
             found = [f for f in state["frameworks"] if f["name"] == framework]
             assert len(found) == 1 and found[0]["connected"], state["frameworks"]
