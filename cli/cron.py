@@ -55,3 +55,10 @@ def serve_command(master: str | None, store: str | None, batch_url: str | None, 
                           token_file=http_token_file, read_auth=http_read_auth, insecure=insecure,
                           batch_url=batch_url)
     sys.exit(run(options, reactor))
+
+
+# The user commands (create, apply, list, show, next, ...) live in cli/cron_commands.py.
+from tepui.cli.cron_commands import USER_COMMANDS  # noqa: E402  # after the group they join
+
+for _user_command in USER_COMMANDS:
+    cron_command.add_command(_user_command)

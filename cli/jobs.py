@@ -13,65 +13,26 @@ reads it with ``tepui logs``'s functions (:mod:`tepui.cli.logs`).
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import click
 
 from tepui.cli import jobs_render as render
+from tepui.cli.api_commands import api_errors, http_option, json_option, print_json
 from tepui.cli.logs import TaskFiles, print_output
-from tepui.cli.state import DEFAULT_HTTP
 from tepui.frameworks.batch.client import BatchClient
-from tepui.frameworks.batch.client_values import (EXIT_UNREACHABLE, Attempt, BatchError, Job, TimeError,
-                                                  parse_time)
+from tepui.frameworks.batch.client_values import Attempt, BatchError, Job, TimeError, parse_time
 
-F = TypeVar("F", bound=Callable[..., Any])
 TIME_HELP = ("an ISO 8601 date or datetime (2026-12-07, 2026-12-07T14:00, ...Z) or a duration back from now "
              "(30m, 1h, 2d, 1w)")
 
 
-class JobsError(click.ClickException):
-    """``error: <sentence>`` (plus ``field:`` and ``hint:`` lines), exit 1: the API refused."""
-
-    def __init__(self, error: BatchError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.error.message}", err=True)
-        if self.error.field:
-            click.echo(f"field: {self.error.field}", err=True)
-        if self.error.hint:
-            click.echo(f"hint: {self.error.hint}", err=True)
-
-
-class UnreachableError(JobsError):
-    """The API could not be reached (no master, or no batch framework behind it): exit 4."""
-
-    exit_code = EXIT_UNREACHABLE
-
-
-def _api_errors(function: F) -> F:
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except BatchError as exc:
-            raise (UnreachableError if exc.unreachable else JobsError)(exc) from None
-    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature click reads
-
-
-def _http_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--http", default=DEFAULT_HTTP, show_default=True,
-                        help="Master HTTP HOST:PORT ($TEPUI_MASTER_HTTP).")(function)
-
-
-def _json_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer as it is.")(function)
+_api_errors = api_errors(BatchError)
+_http_option, _json_option, _print_json = http_option, json_option, print_json
 
 
 def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -104,10 +65,6 @@ def _filter_options(function: Callable[..., Any], *, stage: bool = False, limit:
 def _states(states: tuple[str, ...]) -> list[str] | None:
     found = [part.strip().upper() for item in states for part in item.split(",") if part.strip()]
     return found or None
-
-
-def _print_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
 @click.group("jobs")

@@ -253,7 +253,7 @@ def serve(fake: FakeBatch) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(raw)
 
-        do_GET = do_POST = do_DELETE = _serve
+        do_GET = do_POST = do_PUT = do_DELETE = _serve  # PUT: the cron fake's apply
 
         def log_message(self, *_: Any) -> None:
             pass
