@@ -66,7 +66,7 @@ class Harness:
         self.core = CronCore()
         self.hub = EventHub(self.clock)
         self.link = Link()
-        self.shell = CronShell(self.clock, self.core, self.store, self.hub, self.link)  # type: ignore[arg-type]
+        self.shell = CronShell(self.clock, self.core, self.store, self.hub, self.link)
         self.api = CronApi(self.core, self.shell.run_command, self.hub, self.shell.now,
                            lambda: {"subscribed": True, "framework_id": "F1"}, lambda: self.link.reachable)
 

@@ -255,11 +255,11 @@ def test_an_unreachable_batch_api_is_an_answer_of_none_and_a_retry(tmp_path: Pat
 def test_subscribing_suppresses_offers_and_keeps_the_framework_id(tmp_path: Path) -> None:
     clock = task.Clock()
     store = SQLiteStore(tmp_path / "cron.sqlite")
-    shell = CronShell(clock, CronCore(), store, EventHub(clock), None)  # type: ignore[arg-type]
+    shell = CronShell(clock, CronCore(), store, EventHub(clock), None)
     driver = Driver()
     master: Any = type("M", (), {"address": "m:5050"})()
-    shell.subscribed(driver, "F7", master)  # type: ignore[arg-type]
-    shell.offers(driver, [type("O", (), {"id": "o1"})()])  # type: ignore[arg-type, list-item]
+    shell.subscribed(driver, "F7", master)
+    shell.offers(driver, [type("O", (), {"id": "o1"})()])
     assert driver.calls == [("suppress",), ("decline", ["o1"], 3600.0)]
     assert read_store(store) == ("F7", [])
 
