@@ -38,6 +38,7 @@ from typing import Any
 
 from tepui.frameworks.batch.client_values import (ENDED, Attempt, BatchError, Job, JobList, TimeError,
                                                   parse_time)
+from tepui.sdk.api_refusals import framework_missing, token_refused
 
 __all__ = ["BatchClient", "BatchError", "Job", "Attempt", "JobList"]
 
@@ -307,18 +308,10 @@ class BatchClient:
     def _refused(self, status: int, document: dict[str, Any], method: str, path: str) -> BatchError:
         reason, message, field = document.get("reason"), document.get("error"), document.get("field")
         reason = None if reason is None else str(reason)
-        if status == 401:
-            where = ("the token in $TEPUI_HTTP_TOKEN was refused" if os.environ.get(TOKEN_ENV) else
-                     "the token was refused" if self.token else "no token was sent")
-            return BatchError(f"the master wants a bearer token and {where}"
-                              f"{': ' + str(message) if message else ''}.", status=status, reason=reason,
-                              hint=f"Set ${TOKEN_ENV} to the contents of the master's --http-token-file "
-                              "(`tepui up` writes it to the client config for you).")
-        if reason == "UNKNOWN_FRAMEWORK":
-            return BatchError(f"the batch framework is not running: the master at {self.master} knows no framework "
-                              f"named {FRAMEWORK!r}.", status=status, reason=reason,
-                              hint="Start it with `tepui batch` (`tepui up` starts one with the cluster), then try "
-                              "again.")
+        if status == 401 or reason == "UNKNOWN_FRAMEWORK":
+            sentence, next_step = (token_refused(self.token, message) if status == 401 else
+                                   framework_missing(self.master, FRAMEWORK, "tepui batch"))
+            return BatchError(sentence, status=status, reason=reason, hint=next_step)
         if message:
             hint = None
             if reason is not None and reason.startswith(("FRAMEWORK_", "RELAY_")):

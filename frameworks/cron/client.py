@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from tepui.frameworks.cron.client_values import CronError, Fire, NextFire, Schedule
+from tepui.sdk.api_refusals import framework_missing, token_refused
 from tepui.sdk.spec_documents import SpecError, decode_spec
 
 __all__ = ["CronClient", "CronError", "Fire", "NextFire", "Schedule"]
@@ -152,13 +153,8 @@ class CronClient:
         if data is not None:
             headers["content-type"] = content_type or "application/json"
         url = self.base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        tls = ssl.create_default_context(cafile=self.ca) if self.master.startswith("https://") else None
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers),
-                                        timeout=self.timeout, context=tls) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
+            status, raw = self._send(method, url, data, headers)
         except (urllib.error.URLError, OSError) as exc:
             raise CronError(f"cannot reach the master's HTTP API at {self.master}: {getattr(exc, 'reason', exc)}.",
                             reason="UNREACHABLE", hint="Is a cluster running? Start one with `tepui up` (it starts "
@@ -173,19 +169,22 @@ class CronClient:
             return document
         raise self._refused(status, document, method, path)
 
+    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        """One HTTP exchange: ``(status, body)``; raises OSError/URLError when nothing answered."""
+        tls = ssl.create_default_context(cafile=self.ca) if self.master.startswith("https://") else None
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers),
+                                        timeout=self.timeout, context=tls) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
     def _refused(self, status: int, document: Mapping[str, Any], method: str, path: str) -> CronError:
         reason, message, field = (_text(document.get(name)) for name in ("reason", "error", "field"))
-        if status == 401:
-            where = ("the token in $TEPUI_HTTP_TOKEN was refused" if os.environ.get(TOKEN_ENV) else
-                     "the token was refused" if self.token else "no token was sent")
-            return CronError(f"the master wants a bearer token and {where}{': ' + message if message else ''}.",
-                             status=status, reason=reason, hint=f"Set ${TOKEN_ENV} to the contents of the master's "
-                             "--http-token-file (`tepui up` writes it to the client config for you).")
-        if reason == "UNKNOWN_FRAMEWORK":
-            return CronError(f"the cron framework is not running: the master at {self.master} knows no framework "
-                             f"named {FRAMEWORK!r}.", status=status, reason=reason,
-                             hint="Start it with `tepui cron serve` (`tepui up` starts one with the cluster), then "
-                             "try again.")
+        if status == 401 or reason == "UNKNOWN_FRAMEWORK":
+            sentence, next_step = (token_refused(self.token, message) if status == 401 else
+                                   framework_missing(self.master, FRAMEWORK, "tepui cron serve"))
+            return CronError(sentence, status=status, reason=reason, hint=next_step)
         if message:
             hint = HINTS.get(reason or "")
             if reason is not None and reason.startswith(("FRAMEWORK_", "RELAY_")):
