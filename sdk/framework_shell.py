@@ -18,9 +18,11 @@ import getpass
 import logging
 import os
 import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+import msgspec
 from twisted.internet import task
 
 from tepui.sdk.framework_effects import Decline, Demand, Kill, Launch, Reconcile
@@ -100,6 +102,33 @@ def open_store(options: FrameworkOptions, file_name: str) -> tuple[str, SQLiteSt
     path = options.store or default_store_path(file_name)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return path, SQLiteStore(path)
+
+
+class PersistLike(Protocol):
+    """A framework's Persist effect (batch, cron): records to write and delete in one transaction;
+    ``delete_prefixes``: every key of ``ns`` starting with ``prefix``."""
+
+    @property
+    def puts(self) -> Sequence[tuple[str, str, Any]]: ...
+
+    @property
+    def deletes(self) -> Sequence[tuple[str, str]]: ...
+
+    @property
+    def delete_prefixes(self) -> Sequence[tuple[str, str]]: ...
+
+
+def write_persists(store: Store, persists: Iterable[PersistLike]) -> None:
+    """Every Persist, in order, in one transaction (values JSON-encoded with msgspec)."""
+    with store.transaction():
+        for persist in persists:
+            for ns, key, value in persist.puts:
+                store.put(ns, key, msgspec.json.encode(value))
+            for ns, key in persist.deletes:
+                store.delete(ns, key)
+            for ns, prefix in persist.delete_prefixes:
+                for key in store.list(ns, prefix=prefix):
+                    store.delete(ns, key)
 
 
 def advertised_ip(options: FrameworkOptions) -> str:

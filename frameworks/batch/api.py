@@ -10,59 +10,36 @@ Job ids hold no ``/`` (nor ``.``), so routes are read from the left.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
-from twisted.web import resource
 
 from tepui.frameworks.batch import commands, queue_why, views
 from tepui.frameworks.batch.core import BatchCore, JobEntry
 from tepui.frameworks.batch.history import History
 from tepui.frameworks.batch.spec import SpecError, parse_job
 from tepui.sdk.event_stream import EventHub
+from tepui.sdk.framework_api import VersionedApi, body_format, json_answer, query_arg
 from tepui.sdk.framework_effects import CommandError
 
 Run = Callable[..., dict[str, Any]]  # run(command, *args): executes its effects, returns the answer
 
 USER_HEADER = b"x-tepui-user"
-YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
 ACTIONS = ("cancel", "suspend", "resume", "retry")
 READS = ("attempts", "why")
 DOCS = "see docs/batch.md, 'REST API'"
 
 
-def _json(request: Any, code: int, document: Any) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(document, sort_keys=True).encode() + b"\n"
-
-
-def _arg(request: Any, name: str) -> str | None:
-    values = request.args.get(name.encode())
-    return values[-1].decode() if values else None
-
-
 def _text(request: Any, name: str) -> str | None:
-    value = _arg(request, name)
+    value = query_arg(request, name)
     return (value.strip() or None) if value is not None else None
 
 
-def _format(content_type: str) -> Literal["yaml", "json"] | None:
-    """The body's format from its Content-Type (None: JSON if it starts with ``{``, else YAML)."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind in YAML_TYPES:
-        return "yaml"
-    if kind == "application/json":
-        return "json"
-    return None
-
-
-class BatchApi(resource.Resource):
+class BatchApi(VersionedApi):
     """``/v1/...``: every route, one leaf."""
 
-    isLeaf = True
+    docs = DOCS
 
     def __init__(self, core: BatchCore, run: Run, hub: EventHub, now: Callable[[], float],
                  subscribed: Callable[[], dict[str, Any]], history: History) -> None:
@@ -70,42 +47,26 @@ class BatchApi(resource.Resource):
         self.core, self.run, self.hub, self.now, self.subscribed = core, run, hub, now, subscribed
         self.history = history
 
-    def render(self, request: Any) -> Any:
-        method = request.method.decode()
-        parts = [p.decode() for p in request.postpath if p]
-        try:
-            if not parts or parts[0] != "v1":
-                raise CommandError(404, "NOT_FOUND", f"no route {request.path.decode()!r}: the API is under /v1 ({DOCS})")
-            return self._route(request, method, parts[1:])
-        except CommandError as exc:
-            return _json(request, exc.status, exc.body())
-
     def _route(self, request: Any, method: str, parts: list[str]) -> Any:
         head, rest = (parts[0], parts[1:]) if parts else ("", [])
         if head == "health" and not rest:
             self._allow(method, "GET")
-            return _json(request, 200, {"ok": True, "subscribed": False, "framework_id": self.core.framework_id,
-                                        **self.subscribed()})
+            return json_answer(request, 200, {"ok": True, "subscribed": False,
+                                              "framework_id": self.core.framework_id, **self.subscribed()})
         if head == "events" and not rest:
             self._allow(method, "GET")
             return self.hub.attach(request)
         if head == "queues" and not rest:
             self._allow(method, "GET")
-            return _json(request, 200, views.queues_view(self.core))
+            return json_answer(request, 200, views.queues_view(self.core))
         if head == "history" and not rest:
             self._allow(method, "GET")
-            return _json(request, 200, self._history(request))
+            return json_answer(request, 200, self._history(request))
         if head == "jobs":
             return self._jobs(request, method, rest)
         raise CommandError(404, "NOT_FOUND", f"no route {request.path.decode()!r}: the routes are /v1/health, /v1/jobs, "
                            f"/v1/jobs/ID[/attempts|why|cancel|suspend|resume|retry], /v1/history, /v1/queues, "
                            f"/v1/events ({DOCS})")
-
-    @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise CommandError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here; use {' or '.join(allowed)} "
-                               f"({DOCS})")
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -121,21 +82,21 @@ class BatchApi(resource.Resource):
         if len(parts) == 1:
             self._allow(method, "GET", "DELETE")
             if method == "GET":
-                return _json(request, 200, {"job": views.job_view(self.core, entry, with_spec=True)})
-            return _json(request, 200, self.run(commands.delete, job_id, self.now()))
+                return json_answer(request, 200, {"job": views.job_view(self.core, entry, with_spec=True)})
+            return json_answer(request, 200, self.run(commands.delete, job_id, self.now()))
         action = parts[1]
         if action in READS:
             self._allow(method, "GET")
             if action == "why":
-                return _json(request, 200, {**queue_why.explain(self.core.queues, job_id),
-                                            "job": views.job_view(self.core, entry)})
-            return _json(request, 200, {"attempts": self._attempts(request, entry)})
+                return json_answer(request, 200, {**queue_why.explain(self.core.queues, job_id),
+                                                  "job": views.job_view(self.core, entry)})
+            return json_answer(request, 200, {"attempts": self._attempts(request, entry)})
         if action in ACTIONS:
             self._allow(method, "POST")
             command = {"cancel": commands.cancel, "suspend": commands.suspend, "resume": commands.resume,
                        "retry": commands.retry}[action]
             self.run(command, job_id, self.now())
-            return _json(request, 200, {"job": self._job(job_id)})
+            return json_answer(request, 200, {"job": self._job(job_id)})
         raise CommandError(404, "NOT_FOUND", f"a job has no {action!r}: use one of {', '.join(READS + ACTIONS)} "
                            f"(/v1/jobs/{job_id}/ACTION, {DOCS})")
 
@@ -147,7 +108,7 @@ class BatchApi(resource.Resource):
         raw = request.content.read() if request.content is not None else b""
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         try:
-            spec = parse_job(raw, _format(content_type))
+            spec = parse_job(raw, body_format(content_type))
         except SpecError as exc:
             raise CommandError(400, "INVALID_SPEC", str(exc), exc.field) from None
         caller = (request.getHeader(USER_HEADER) or b"").decode("utf-8", "replace").strip() or None
@@ -155,18 +116,19 @@ class BatchApi(resource.Resource):
             spec = msgspec.structs.replace(spec, user=caller)
         answer = self.run(commands.submit, spec, caller, self.now(), _text(request, "id"))
         created = bool(answer.get("created"))
-        return _json(request, 201 if created else 200, {"job": self._job(answer["job"]["id"]), "created": created})
+        return json_answer(request, 201 if created else 200,
+                           {"job": self._job(answer["job"]["id"]), "created": created})
 
     def _list(self, request: Any) -> Any:
         wanted = views.JobFilter(
             user=_text(request, "user"), queue=_text(request, "queue"),
-            states=views.parse_states(_arg(request, "state"), views.JOB_STATES),
-            since=views.parse_time(_arg(request, "since"), "since"),
-            until=views.parse_time(_arg(request, "until"), "until"))
-        limit = views.parse_count(_arg(request, "limit"), "limit", 100, 1, views.MAX_LIMIT)
-        offset = views.parse_count(_arg(request, "offset"), "offset", 0, 0, 10**9)
+            states=views.parse_states(query_arg(request, "state"), views.JOB_STATES),
+            since=views.parse_time(query_arg(request, "since"), "since"),
+            until=views.parse_time(query_arg(request, "until"), "until"))
+        limit = views.parse_count(query_arg(request, "limit"), "limit", 100, 1, views.MAX_LIMIT)
+        offset = views.parse_count(query_arg(request, "offset"), "offset", 0, 0, 10**9)
         page, total = views.select_jobs(self.core.jobs.values(), wanted, limit, offset)
-        return _json(request, 200, {"jobs": [views.job_view(self.core, e) for e in page], "total": total})
+        return json_answer(request, 200, {"jobs": [views.job_view(self.core, e) for e in page], "total": total})
 
     def _attempts(self, request: Any, entry: JobEntry) -> list[dict[str, Any]]:
         stage = _text(request, "stage")
@@ -174,17 +136,18 @@ class BatchApi(resource.Resource):
         if stage is not None and stage not in order:
             raise CommandError(400, "UNKNOWN_STAGE", f"job {entry.record.id} has no stage {stage!r}; its stages are: "
                                f"{', '.join(order)}", "stage")
-        index = _arg(request, "index")
+        index = query_arg(request, "index")
         return self.history.attempts(
             entry.record.id, stage,
             None if index is None else views.parse_count(index, "index", 0, 0, 10**9),
-            views.parse_states(_arg(request, "state"), views.ATTEMPT_STATES), order=order, hosts=self.core.agent_hosts)
+            views.parse_states(query_arg(request, "state"), views.ATTEMPT_STATES), order=order,
+            hosts=self.core.agent_hosts)
 
     def _history(self, request: Any) -> dict[str, Any]:
-        states = views.parse_states(_arg(request, "state"), views.ATTEMPT_STATES)
+        states = views.parse_states(query_arg(request, "state"), views.ATTEMPT_STATES)
         return {"attempts": self.history.search(
             self.core.jobs, user=_text(request, "user"), queue=_text(request, "queue"), state=states,
-            stage=_text(request, "stage"), since=views.parse_time(_arg(request, "since"), "since"),
-            until=views.parse_time(_arg(request, "until"), "until"),
-            limit=views.parse_count(_arg(request, "limit"), "limit", 1000, 1, views.MAX_LIMIT),
+            stage=_text(request, "stage"), since=views.parse_time(query_arg(request, "since"), "since"),
+            until=views.parse_time(query_arg(request, "until"), "until"),
+            limit=views.parse_count(query_arg(request, "limit"), "limit", 1000, 1, views.MAX_LIMIT),
             hosts=self.core.agent_hosts)}

@@ -38,7 +38,7 @@ from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError, Tas
 from tepui.sdk.event_stream import EventHub
 from tepui.sdk.framework_shell import (
     FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, perform, run_until_shutdown,
-    serve_api, subscribed_driver, subscription,
+    serve_api, subscribed_driver, subscription, write_persists,
 )
 
 log = logging.getLogger("tepui.batch")
@@ -64,15 +64,7 @@ def read_store(store: Store) -> tuple[str | None, list[LoadedJob]]:
 
 def write(store: Store, persists: list[Persist]) -> None:
     """Every queued Persist, in order, in one transaction."""
-    with store.transaction():
-        for persist in persists:
-            for ns, key, value in persist.puts:
-                store.put(ns, key, msgspec.json.encode(value))
-            for ns, key in persist.deletes:
-                store.delete(ns, key)
-            for ns, prefix in persist.delete_prefixes:
-                for key in store.list(ns, prefix=prefix):
-                    store.delete(ns, key)
+    write_persists(store, persists)
 
 
 @dataclass(frozen=True)

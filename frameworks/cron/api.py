@@ -10,75 +10,41 @@ labels (no ``/``), so routes are read from the left.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, Literal
-
-from twisted.web import resource
+from typing import Any
 
 from tepui.frameworks.cron import commands, views
 from tepui.frameworks.cron.core import CronCore
 from tepui.frameworks.cron.definition import ScheduleDef, definition_of
 from tepui.frameworks.cron.spec import SpecError, parse_schedule
 from tepui.sdk.event_stream import EventHub
+from tepui.sdk.framework_api import VersionedApi, body_format, json_answer, query_arg
 from tepui.sdk.framework_effects import CommandError
 
 Run = Callable[..., dict[str, Any]]  # run(command, *args): executes its effects, returns the answer
 
-YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml")
 ACTIONS = ("suspend", "resume", "trigger")
 READS = ("next", "fires")
 DOCS = "see docs/cron.md, 'REST API'"
 
 
-def _json(request: Any, code: int, document: Any) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(document, sort_keys=True).encode() + b"\n"
-
-
-def _arg(request: Any, name: str) -> str | None:
-    values = request.args.get(name.encode())
-    return values[-1].decode() if values else None
-
-
-def _format(content_type: str) -> Literal["yaml", "json"] | None:
-    """The body's format from its Content-Type (None: JSON if it starts with ``{``, else YAML)."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind in YAML_TYPES:
-        return "yaml"
-    if kind == "application/json":
-        return "json"
-    return None
-
-
-class CronApi(resource.Resource):
+class CronApi(VersionedApi):
     """``/v1/...``: every route, one leaf. ``batch()``: how the batch API answered last
     (``reachable`` or ``unreachable: why``)."""
 
-    isLeaf = True
+    docs = DOCS
 
     def __init__(self, core: CronCore, run: Run, hub: EventHub, now: Callable[[], float],
                  subscribed: Callable[[], dict[str, Any]], batch: Callable[[], str]) -> None:
         super().__init__()
         self.core, self.run, self.hub, self.now, self.subscribed, self.batch = core, run, hub, now, subscribed, batch
 
-    def render(self, request: Any) -> Any:
-        method = request.method.decode()
-        parts = [p.decode() for p in request.postpath if p]
-        try:
-            if not parts or parts[0] != "v1":
-                raise CommandError(404, "NOT_FOUND", f"no route {request.path.decode()!r}: the API is under /v1 ({DOCS})")
-            return self._route(request, method, parts[1:])
-        except CommandError as exc:
-            return _json(request, exc.status, exc.body())
-
     def _route(self, request: Any, method: str, parts: list[str]) -> Any:
         head, rest = (parts[0], parts[1:]) if parts else ("", [])
         if head == "health" and not rest:
             self._allow(method, "GET")
-            return _json(request, 200, {"ok": True, "subscribed": False, "framework_id": None, **self.subscribed(),
-                                        "batch": self.batch()})
+            return json_answer(request, 200, {"ok": True, "subscribed": False, "framework_id": None,
+                                              **self.subscribed(), "batch": self.batch()})
         if head == "events" and not rest:
             self._allow(method, "GET")
             return self.hub.attach(request)
@@ -87,22 +53,16 @@ class CronApi(resource.Resource):
         raise CommandError(404, "NOT_FOUND", f"no route {request.path.decode()!r}: the routes are /v1/health, "
                            f"/v1/schedules, /v1/schedules/ID[/next|fires|suspend|resume|trigger], /v1/events ({DOCS})")
 
-    @staticmethod
-    def _allow(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise CommandError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed here; use {' or '.join(allowed)} "
-                               f"({DOCS})")
-
     # --- schedules ----------------------------------------------------------------------------
 
     def _schedules(self, request: Any, method: str, parts: list[str]) -> Any:
         if not parts:
             self._allow(method, "GET", "POST")
             if method == "GET":
-                return _json(request, 200, {"schedules": [views.summary_view(self.core, e)
+                return json_answer(request, 200, {"schedules": [views.summary_view(self.core, e)
                                                           for _, e in sorted(self.core.schedules.items())]})
             answer = self.run(commands.create, self._definition(request), self.now())
-            return _json(request, 201, {"schedule": self._summary(answer["schedule"]["id"])})
+            return json_answer(request, 201, {"schedule": self._summary(answer["schedule"]["id"])})
         if len(parts) > 2:
             raise CommandError(404, "NOT_FOUND", f"no route {request.path.decode()!r}: a schedule's routes are "
                                f"/v1/schedules/ID and /v1/schedules/ID/{{{'|'.join(READS + ACTIONS)}}} ({DOCS})")
@@ -116,28 +76,29 @@ class CronApi(resource.Resource):
                                        f"{schedule_id!r}; PUT /v1/schedules/{definition.id}", "id")
                 answer = self.run(commands.apply, definition, self.now())
                 created = bool(answer["created"])
-                return _json(request, 201 if created else 200, {"schedule": self._summary(schedule_id),
-                                                                "created": created})
+                return json_answer(request, 201 if created else 200,
+                                   {"schedule": self._summary(schedule_id), "created": created})
             entry = commands.entry_of(self.core, schedule_id)
             if method == "GET":
-                return _json(request, 200, {"schedule": views.schedule_view(self.core, entry)})
-            return _json(request, 200, self.run(commands.rm, schedule_id, self.now()))
+                return json_answer(request, 200, {"schedule": views.schedule_view(self.core, entry)})
+            return json_answer(request, 200, self.run(commands.rm, schedule_id, self.now()))
         action = parts[1]
         entry = commands.entry_of(self.core, schedule_id)
         if action in READS:
             self._allow(method, "GET")
             if action == "next":
-                return _json(request, 200, {"next": views.next_view(entry, self.now(), views.parse_n(_arg(request, "n")))})
-            return _json(request, 200, {"fires": views.fires_view(self.core, entry)})
+                n = views.parse_n(query_arg(request, "n"))
+                return json_answer(request, 200, {"next": views.next_view(entry, self.now(), n)})
+            return json_answer(request, 200, {"fires": views.fires_view(self.core, entry)})
         if action in ACTIONS:
             self._allow(method, "POST")
             if action == "trigger":
                 answer = self.run(commands.trigger, schedule_id, self.now())
                 created = bool(answer["created"])
-                return _json(request, 201 if created else 200, {"schedule": self._summary(schedule_id),
-                                                                "fire": answer["fire"], "created": created})
+                return json_answer(request, 201 if created else 200, {
+                    "schedule": self._summary(schedule_id), "fire": answer["fire"], "created": created})
             self.run(commands.suspend if action == "suspend" else commands.resume, schedule_id, self.now())
-            return _json(request, 200, {"schedule": self._summary(schedule_id)})
+            return json_answer(request, 200, {"schedule": self._summary(schedule_id)})
         raise CommandError(404, "NOT_FOUND", f"a schedule has no {action!r}: use one of {', '.join(READS + ACTIONS)} "
                            f"(/v1/schedules/{schedule_id}/ACTION, {DOCS})")
 
@@ -149,6 +110,6 @@ class CronApi(resource.Resource):
         raw = request.content.read() if request.content is not None else b""
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         try:
-            return definition_of(parse_schedule(raw, _format(content_type)))
+            return definition_of(parse_schedule(raw, body_format(content_type)))
         except SpecError as exc:
             raise CommandError(422, "INVALID_SPEC", str(exc), exc.field) from None

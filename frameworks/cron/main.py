@@ -36,7 +36,7 @@ from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError
 from tepui.sdk.event_stream import EventHub
 from tepui.sdk.framework_shell import (
     FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, run_until_shutdown, serve_api,
-    subscription,
+    subscription, write_persists,
 )
 from tepui.sdk.protocol.values import Filters
 
@@ -58,18 +58,6 @@ def read_store(store: Store) -> tuple[str | None, list[LoadedSchedule]]:
     framework_id = msgspec.json.decode(stored_id.value) if stored_id is not None else None
     return framework_id, load_schedules(entries, build, lambda schedule_id, why: log.error(
         "event=cron_schedule_unreadable schedule=%s error=%s (kept in the store, not run)", schedule_id, why))
-
-
-def write(store: Store, persist: Persist) -> None:
-    """One Persist, in one transaction."""
-    with store.transaction():
-        for ns, key, value in persist.puts:
-            store.put(ns, key, msgspec.json.encode(value))
-        for ns, key in persist.deletes:
-            store.delete(ns, key)
-        for ns, prefix in persist.delete_prefixes:
-            for key in store.list(ns, prefix=prefix):
-                store.delete(ns, key)
 
 
 @dataclass(frozen=True)
@@ -139,7 +127,7 @@ class CronShell(FrameworkShell):
         for effect in effects:
             if isinstance(effect, Persist):
                 try:
-                    write(self.store, effect)
+                    write_persists(self.store, [effect])
                 except StoreError as exc:
                     self.store_failed(exc)
                     raise
