@@ -11,61 +11,21 @@ cron framework's own records agree (no MISSED, the last run SUCCEEDED).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.batch_harness import ENDED, Batch, batch_cluster, stage
-from tests.e2e.conftest import child_env, tepui_cmd
-from tests.e2e.services_harness import FrameworkProcess
+from tests.e2e.cron_harness import Cron, batch_jobs, cron_running
 
 pytestmark = pytest.mark.slow
 
 
-class Cron(FrameworkProcess):
-    """`tepui cron serve`, its batch calls through the master's proxy."""
-
-    name = "cron"
-    subscribe_timeout = 30.0
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log_file:
-            self.process = subprocess.Popen(
-                tepui_cmd("cron", "serve", "--master", self.cluster.master, "--store", str(self.store),
-                          "--http-port", str(self.api_port), "--http-token-file", str(self.cluster.root / "http-token"),
-                          "--batch", f"http://127.0.0.1:{self.cluster.http_port}/frameworks/batch/v1"),
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=child_env(), cwd=self.root)
-        self.cluster.watch.add([self.process.pid])
-        self.cluster.logs[self.name] = self.log
-        self.wait(lambda: self.health().get("subscribed") is True, self.subscribe_timeout, "cron framework subscribed")
-
-
 @pytest.fixture(scope="module")
 def frameworks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Batch, Cron]]:
-    root = tmp_path_factory.mktemp("cron")
-    cluster = batch_cluster(root)
-    batch, cron = Batch(cluster, root), Cron(cluster, root)
-    try:
-        cluster.start()
-        batch.start()
-        cron.start()
-        yield batch, cron
-    finally:
-        cron.stop()
-        batch.stop()
-        cluster.stop()
-    survivors = cluster.watch.survivors()
-    assert not survivors, f"left running after teardown: {survivors}"
-
-
-def _jobs(batch: Batch, prefix: str) -> list[dict[str, Any]]:
-    status, body = batch.call("GET", "/jobs?limit=1000")
-    assert status == 200, body
-    return [j for j in body["jobs"] if j["id"].startswith(prefix)]
+    with cron_running(batch_cluster(tmp_path_factory.mktemp("cron"))) as running:
+        yield running
 
 
 def test_a_two_second_schedule_runs_each_fire_once_as_a_batch_job(frameworks: tuple[Batch, Cron]) -> None:
@@ -81,11 +41,11 @@ def test_a_two_second_schedule_runs_each_fire_once_as_a_batch_job(frameworks: tu
     suspended = time.time()
 
     def all_ended() -> bool:
-        jobs = _jobs(batch, "every2-")
+        jobs = batch_jobs(batch, "every2-")
         return bool(jobs) and all(j["state"] in ENDED for j in jobs)
 
     cron.wait(all_ended, 60, "every fire's job ended")
-    jobs = _jobs(batch, "every2-")
+    jobs = batch_jobs(batch, "every2-")
     instants = sorted(int(j["id"].rsplit("-", 1)[1]) for j in jobs)
     print(f"cron smoke: {len(jobs)} jobs, fires {instants}")
     assert len(instants) == len(set(instants)), f"a fire ran twice: {instants}"
@@ -109,8 +69,7 @@ def test_a_two_second_schedule_runs_each_fire_once_as_a_batch_job(frameworks: tu
     assert health["batch"] == "reachable", health
 
 
-def test_the_cron_api_is_proxied_and_refuses_a_bad_spec_with_its_field(frameworks: tuple[Batch, Cron],
-                                                                        tmp_path: Path) -> None:
+def test_the_cron_api_is_proxied_and_refuses_a_bad_spec_with_its_field(frameworks: tuple[Batch, Cron]) -> None:
     _batch, cron = frameworks
     status, body = cron.call("POST", "/schedules", "id: bad\ncron: '0 30 * * * *'\njob: {stages: [x]}\n",
                              "application/yaml")
