@@ -23,27 +23,23 @@ rich. ``tepui jobs`` is the client's other user: the CLI calls this, not the oth
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import ssl
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tepui.frameworks.batch.client_values import (ENDED, Attempt, BatchError, Job, JobList, TimeError,
                                                   parse_time)
 from tepui.sdk.api_refusals import framework_missing, token_refused
+from tepui.sdk.framework_client import FrameworkClient, is_json, json_object, quote, spec_text
 
 __all__ = ["BatchClient", "BatchError", "Job", "Attempt", "JobList"]
 
 FRAMEWORK = "batch"
-TOKEN_ENV, CA_ENV, USER_ENV = "TEPUI_HTTP_TOKEN", "TEPUI_HTTP_CA", "TEPUI_USER"
 #: Seconds between two polls of a job when the event stream is not there (the contract's 0.5 s).
 POLL_INTERVAL = 0.5
 #: The event stream sends a comment every 15 s (services' EventHub.KEEPALIVE): nothing for longer
@@ -57,18 +53,8 @@ Time = float | int | datetime | str
 Attempts = list[Attempt]
 
 
-def _config() -> Any:
-    """The client configuration, or an empty one: as the CLI, a broken file is not a reason to
-    refuse an HTTP call that needs none of its keys."""
-    from tepui.sdk.config import ClientConfig, ConfigError, load_client_config
 
-    try:
-        return load_client_config()
-    except ConfigError:
-        return ClientConfig()
-
-
-class BatchClient:
+class BatchClient(FrameworkClient):
     """The batch framework's ``/v1`` through the master. ``master``: HOST:PORT or a URL (default
     as the module says); ``token``/``ca``: override the configuration's; ``user``: who submits
     (sent as ``X-Tepui-User``; default ``$TEPUI_USER``, else the login name); ``timeout``:
@@ -76,17 +62,7 @@ class BatchClient:
 
     def __init__(self, master: str | None = None, *, token: str | None = None, ca: str | None = None,
                  user: str | None = None, timeout: float = 35.0) -> None:
-        from tepui.sdk.config import resolve_master_http
-
-        config = _config()
-        if master is None:
-            master = resolve_master_http(None, config)
-        self.master = (master if master.startswith(("http://", "https://")) else f"http://{master}").rstrip("/")
-        self.base = f"{self.master}/frameworks/{FRAMEWORK}/v1"
-        self.token = token or os.environ.get(TOKEN_ENV) or getattr(config, "http_token", None)
-        self.ca = ca or os.environ.get(CA_ENV) or getattr(config, "http_ca", None)
-        self.user = user or os.environ.get(USER_ENV) or _login()
-        self.timeout = timeout
+        super().__init__(FRAMEWORK, master, token=token, ca=ca, user=user, timeout=timeout)
         self.poll_interval = POLL_INTERVAL
         self.unreachable_grace = UNREACHABLE_GRACE
 
@@ -102,7 +78,7 @@ class BatchClient:
         return Job.from_dict(answer.get("job") or {})
 
     def get(self, job_id: str) -> Job:
-        return Job.from_dict(self._call("GET", f"/jobs/{_quote(job_id)}").get("job") or {})
+        return Job.from_dict(self._call("GET", f"/jobs/{quote(job_id)}").get("job") or {})
 
     def list(self, *, user: str | None = None, queue: str | None = None, state: str | Iterable[str] | None = None,
              since: Time | None = None, until: Time | None = None, limit: int = 100, offset: int = 0) -> JobList:
@@ -120,7 +96,7 @@ class BatchClient:
                  state: str | Iterable[str] | None = None) -> Attempts:
         """Every try of the job's tasks, by stage order, index and attempt number."""
         query = self._filters(stage=stage, index=None if index is None else str(index), state=state)
-        answer = self._call("GET", f"/jobs/{_quote(job_id)}/attempts", query=query or None)
+        answer = self._call("GET", f"/jobs/{quote(job_id)}/attempts", query=query or None)
         return [Attempt.from_dict(a) for a in answer.get("attempts") or []]
 
     def cancel(self, job_id: str) -> Job:
@@ -140,12 +116,12 @@ class BatchClient:
 
     def delete(self, job_id: str) -> str:
         """Forgets an ended job's record now (before its ``ttl_after_finished``)."""
-        return str(self._call("DELETE", f"/jobs/{_quote(job_id)}").get("deleted", job_id))
+        return str(self._call("DELETE", f"/jobs/{quote(job_id)}").get("deleted", job_id))
 
     def why(self, job_id: str) -> dict[str, Any]:
         """Why a job is pending: its queue position, each stage's reason, the offers refused and
         why, the shape that fits nowhere, and ``summary``, one sentence saying what to do."""
-        return dict(self._call("GET", f"/jobs/{_quote(job_id)}/why"))
+        return dict(self._call("GET", f"/jobs/{quote(job_id)}/why"))
 
     def history(self, *, user: str | None = None, queue: str | None = None, state: str | Iterable[str] | None = None,
                 stage: str | None = None, since: Time | None = None, until: Time | None = None,
@@ -249,7 +225,7 @@ class BatchClient:
         try:
             response = urllib.request.urlopen(request, timeout=_window(deadline), context=self._tls())
         except urllib.error.HTTPError as exc:
-            raise self._refused(exc.code, _json(exc.read()), "GET", "/events") from None
+            raise self._refused(exc.code, json_object(exc.read()), "GET", "/events") from None
         return _EventStream(response, deadline)
 
     # --- HTTP -------------------------------------------------------------------------------
@@ -270,37 +246,19 @@ class BatchClient:
         return query
 
     def _action(self, job_id: str, action: str) -> Job:
-        return Job.from_dict(self._call("POST", f"/jobs/{_quote(job_id)}/{action}", data=b"{}",
+        return Job.from_dict(self._call("POST", f"/jobs/{quote(job_id)}/{action}", data=b"{}",
                                         content_type="application/json").get("job") or {})
-
-    def _headers(self, accept: str = "application/json") -> dict[str, str]:
-        headers = {"user-agent": "tepui-batch-client", "accept": accept, "x-tepui-user": self.user}
-        if self.token:
-            headers["authorization"] = f"Bearer {self.token}"
-        return headers
-
-    def _tls(self) -> ssl.SSLContext | None:
-        return ssl.create_default_context(cafile=self.ca) if self.master.startswith("https://") else None
 
     def _call(self, method: str, path: str, *, query: Mapping[str, str] | None = None, data: bytes | None = None,
               content_type: str | None = None) -> dict[str, Any]:
-        url = self.base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        headers = self._headers()
-        if data is not None:
-            headers["content-type"] = content_type or "application/json"
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self._tls()) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
+            status, document = self._exchange(method, path, query, data, content_type)
+        except OSError as exc:  # urllib's URLError is one
             reason = getattr(exc, "reason", exc)
             raise BatchError(f"cannot reach the master's HTTP API at {self.master}: {reason}.", reason="UNREACHABLE",
                              hint="Is a cluster running? Start one with `tepui up` (it starts the batch framework "
                              "too), or give the master's address (--http HOST:PORT, BatchClient(master=...), "
                              "$TEPUI_MASTER_HTTP).") from None
-        document = _json(raw)
         if 200 <= status < 300:
             return document
         raise self._refused(status, document, method, path)
@@ -382,44 +340,19 @@ def _window(deadline: float | None) -> float:
     return max(0.05, min(STREAM_IDLE, deadline - time.monotonic()))
 
 
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        return "anonymous"
 
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def _quote(value: str) -> str:
-    return urllib.parse.quote(str(value), safe="")
 
 
 def _document(spec: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[bytes, str]:
     """The request body and its type for a spec given as data, a path or a document's text."""
     if isinstance(spec, Mapping):
         return json.dumps(spec).encode(), "application/json"
-    text: str | None = None
-    path = Path(spec) if isinstance(spec, os.PathLike) else None
-    if path is None and isinstance(spec, str) and "\n" not in spec and not spec.lstrip().startswith("{"):
-        if Path(spec).is_file() or spec.lower().endswith((".yaml", ".yml", ".json")):
-            path = Path(spec)
-    if path is not None:
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BatchError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}.", reason="UNREADABLE_SPEC",
-                             hint="Check the path, or pass the spec as a dict or as the document's text.") from None
-    else:
-        text = str(spec)
+    try:
+        text, path = spec_text(spec)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchError(f"cannot read {spec}: {getattr(exc, 'strerror', None) or exc}.", reason="UNREADABLE_SPEC",
+                         hint="Check the path, or pass the spec as a dict or as the document's text.") from None
     if not text.strip():
         raise BatchError(f"{path or 'the spec'} is empty.", reason="INVALID_SPEC",
                          hint="Write a job spec (docs/batch.md, 'Job spec').")
-    is_json = (path is not None and path.suffix.lower() == ".json") or text.lstrip()[:1] == "{"
-    return text.encode(), "application/json" if is_json else "application/yaml"
+    return text.encode(), "application/json" if is_json(text, path) else "application/yaml"

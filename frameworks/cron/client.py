@@ -21,25 +21,19 @@ Why urllib and not ``tepui.cli.http_client`` (as the batch client): frameworks i
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, TypeAlias
 
 from tepui.frameworks.cron.client_values import CronError, Fire, NextFire, Schedule
 from tepui.sdk.api_refusals import framework_missing, token_refused
+from tepui.sdk.framework_client import FrameworkClient, is_json, quote, spec_text
 from tepui.sdk.spec_documents import SpecError, decode_spec
 
 __all__ = ["CronClient", "CronError", "Fire", "NextFire", "Schedule"]
 
 FRAMEWORK = "cron"
-TOKEN_ENV, CA_ENV, USER_ENV = "TEPUI_HTTP_TOKEN", "TEPUI_HTTP_CA", "TEPUI_USER"
 Spec = str | os.PathLike[str] | Mapping[str, Any]
 # Aliases: inside the class ``list`` is the method, not the builtin.
 Schedules: TypeAlias = list[Schedule]
@@ -54,7 +48,7 @@ HINTS = {
 }
 
 
-class CronClient:
+class CronClient(FrameworkClient):
     """The cron framework's ``/v1`` through the master. ``master``: HOST:PORT or a URL;
     ``token``/``ca``: override the configuration's; ``user``: sent as ``X-Tepui-User`` (default
     ``$TEPUI_USER``, else the login name); ``timeout``: seconds one call may take (longer than the
@@ -62,19 +56,7 @@ class CronClient:
 
     def __init__(self, master: str | None = None, *, token: str | None = None, ca: str | None = None,
                  user: str | None = None, timeout: float = 35.0) -> None:
-        from tepui.sdk.config import ClientConfig, ConfigError, load_client_config, resolve_master_http
-
-        try:
-            config = load_client_config()
-        except ConfigError:  # as the CLI: a broken file is no reason to refuse a call needing none of it
-            config = ClientConfig()
-        master = master or resolve_master_http(None, config)
-        self.master = (master if master.startswith(("http://", "https://")) else f"http://{master}").rstrip("/")
-        self.base = f"{self.master}/frameworks/{FRAMEWORK}/v1"
-        self.token = token or os.environ.get(TOKEN_ENV) or getattr(config, "http_token", None)
-        self.ca = ca or os.environ.get(CA_ENV) or getattr(config, "http_ca", None)
-        self.user = user or os.environ.get(USER_ENV) or _login()
-        self.timeout = timeout
+        super().__init__(FRAMEWORK, master, token=token, ca=ca, user=user, timeout=timeout)
 
     # --- schedules --------------------------------------------------------------------------
 
@@ -88,7 +70,7 @@ class CronClient:
         """Creates the schedule, or replaces the spec of the one with its id (``kubectl apply``).
         ``.data["created"]`` says which."""
         data, content_type, schedule_id = _document(spec)
-        answer = self._call("PUT", f"/schedules/{_quote(schedule_id)}", data=data, content_type=content_type)
+        answer = self._call("PUT", f"/schedules/{quote(schedule_id)}", data=data, content_type=content_type)
         schedule = answer.get("schedule")
         return Schedule.from_dict({**(schedule if isinstance(schedule, Mapping) else {}),
                                    "created": bool(answer.get("created"))})
@@ -99,16 +81,16 @@ class CronClient:
 
     def get(self, schedule_id: str) -> Schedule:
         """The schedule with its whole ``spec``."""
-        return self._schedule(self._call("GET", f"/schedules/{_quote(schedule_id)}"))
+        return self._schedule(self._call("GET", f"/schedules/{quote(schedule_id)}"))
 
     def next(self, schedule_id: str, n: int = 10) -> NextFires:
         """The next ``n`` (1 to 1000) fire times, in the schedule's zone and in UTC."""
-        answer = self._call("GET", f"/schedules/{_quote(schedule_id)}/next", query={"n": str(n)})
+        answer = self._call("GET", f"/schedules/{quote(schedule_id)}/next", query={"n": str(n)})
         return [NextFire.from_dict(f) for f in answer.get("next") or [] if isinstance(f, Mapping)]
 
     def fires(self, schedule_id: str) -> Fires:
         """The kept fire records and the ones in flight, newest first."""
-        answer = self._call("GET", f"/schedules/{_quote(schedule_id)}/fires")
+        answer = self._call("GET", f"/schedules/{quote(schedule_id)}/fires")
         return [Fire.from_dict(f) for f in answer.get("fires") or [] if isinstance(f, Mapping)]
 
     def suspend(self, schedule_id: str) -> Schedule:
@@ -127,7 +109,7 @@ class CronClient:
     def rm(self, schedule_id: str) -> Keys:
         """Forgets the schedule and its records; returns the jobs still running, which go on in
         the batch framework (``tepui jobs cancel`` them)."""
-        answer = self._call("DELETE", f"/schedules/{_quote(schedule_id)}")
+        answer = self._call("DELETE", f"/schedules/{quote(schedule_id)}")
         return [str(key) for key in answer.get("running") or []]
 
     def health(self) -> dict[str, Any]:
@@ -142,42 +124,21 @@ class CronClient:
         return Schedule.from_dict(schedule if isinstance(schedule, Mapping) else {})
 
     def _post(self, schedule_id: str, action: str) -> dict[str, Any]:
-        return self._call("POST", f"/schedules/{_quote(schedule_id)}/{action}", data=b"{}",
+        return self._call("POST", f"/schedules/{quote(schedule_id)}/{action}", data=b"{}",
                           content_type="application/json")
 
     def _call(self, method: str, path: str, *, query: Mapping[str, str] | None = None, data: bytes | None = None,
               content_type: str | None = None) -> dict[str, Any]:
-        headers = {"user-agent": "tepui-cron-client", "accept": "application/json", "x-tepui-user": self.user}
-        if self.token:
-            headers["authorization"] = f"Bearer {self.token}"
-        if data is not None:
-            headers["content-type"] = content_type or "application/json"
-        url = self.base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         try:
-            status, raw = self._send(method, url, data, headers)
-        except (urllib.error.URLError, OSError) as exc:
+            status, document = self._exchange(method, path, query, data, content_type)
+        except OSError as exc:  # urllib's URLError is one
             raise CronError(f"cannot reach the master's HTTP API at {self.master}: {getattr(exc, 'reason', exc)}.",
                             reason="UNREACHABLE", hint="Is a cluster running? Start one with `tepui up` (it starts "
                             "the cron framework too), or give the master's address (--http HOST:PORT, "
                             "CronClient(master=...), $TEPUI_MASTER_HTTP).") from None
-        try:
-            document = json.loads(raw) if raw else {}
-        except ValueError:
-            document = {}
-        document = document if isinstance(document, dict) else {}
         if 200 <= status < 300:
             return document
         raise self._refused(status, document, method, path)
-
-    def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
-        """One HTTP exchange: ``(status, body)``; raises OSError/URLError when nothing answered."""
-        tls = ssl.create_default_context(cafile=self.ca) if self.master.startswith("https://") else None
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers),
-                                        timeout=self.timeout, context=tls) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
 
     def _refused(self, status: int, document: Mapping[str, Any], method: str, path: str) -> CronError:
         reason, message, field = (_text(document.get(name)) for name in ("reason", "error", "field"))
@@ -199,15 +160,6 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
-        return "anonymous"
-
-
-def _quote(value: str) -> str:
-    return urllib.parse.quote(str(value), safe="")
 
 
 def _document(spec: Spec) -> tuple[bytes, str, str]:
@@ -218,23 +170,19 @@ def _document(spec: Spec) -> tuple[bytes, str, str]:
         data: object = spec
         body, content_type = json.dumps(spec).encode(), "application/json"
     else:
-        text, path = str(spec), None
-        if isinstance(spec, os.PathLike) or ("\n" not in text and not text.lstrip().startswith("{")
-                                             and (Path(text).is_file() or text.lower().endswith((".yaml", ".yml", ".json")))):
-            path = Path(spec)
-            try:
-                text = path.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CronError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}.",
-                                reason="UNREADABLE_SPEC", hint="Check the path, or pass the schedule as a dict or "
-                                "as the document's text.") from None
-        is_json = (path is not None and path.suffix.lower() == ".json") or text.lstrip()[:1] == "{"
         try:
-            data = decode_spec(text, "json" if is_json else "yaml")
+            text, path = spec_text(spec)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CronError(f"cannot read {spec}: {getattr(exc, 'strerror', None) or exc}.",
+                            reason="UNREADABLE_SPEC", hint="Check the path, or pass the schedule as a dict or "
+                            "as the document's text.") from None
+        json_text = is_json(text, path)
+        try:
+            data = decode_spec(text, "json" if json_text else "yaml")
         except SpecError as exc:
             raise CronError(f"{path or 'the schedule'}: {exc.message}.", reason="INVALID_SPEC", field=exc.field,
                             hint=HINTS["INVALID_SPEC"]) from None
-        body, content_type = text.encode(), "application/json" if is_json else "application/yaml"
+        body, content_type = text.encode(), "application/json" if json_text else "application/yaml"
     schedule_id = data.get("id") if isinstance(data, Mapping) else None
     if not isinstance(schedule_id, str) or not schedule_id:
         raise CronError("a schedule needs an id (a DNS label such as nightly-report).", reason="INVALID_SPEC",
