@@ -39,7 +39,7 @@ import msgspec
 from tepui.frameworks.batch import stage_run as S
 from tepui.frameworks.batch.artifacts import Producer, input_uris, task_files_credential
 from tepui.frameworks.batch.effects import Decline, Demand, Effect, Kill, Launch, Publish, Reconcile
-from tepui.frameworks.batch.job_run import ENDED, JobRun
+from tepui.frameworks.batch.job_run import ENDED, KILL_RETRY_SECONDS, JobRun
 from tepui.frameworks.batch.ledger import NS_ATTEMPTS, NS_FRAMEWORK, NS_JOBS, NS_SPECS, NS_STAGES, Ledger
 from tepui.frameworks.batch.queue_values import AttributeRule, OfferView, PendingTask, QueuesConfig, TaskRef, TaskRequest
 from tepui.frameworks.batch.queues import BatchQueues
@@ -285,7 +285,7 @@ class BatchCore:
                 entry.stage_records[o.record.stage] = o.record
             elif isinstance(o, KillTask):
                 out.append(Kill(o.task_id, o.agent_id))
-                self.wake(entry, now + 30.0)  # the run repeats an unconfirmed kill (KILL_RETRY_SECONDS)
+                self.wake(entry, now + KILL_RETRY_SECONDS)  # the run repeats an unconfirmed kill then
             elif isinstance(o, Unqueue):
                 unqueued[o.stage] = unqueued.get(o.stage, 0) + 1
             elif isinstance(o, RetryAt):
