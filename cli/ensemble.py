@@ -38,11 +38,11 @@ ports sit in their own ranges so a port number tells what it is for.
 **Measured** (2-core machine shared with other test runs, loopback, tick 200 ms;
 ``tests/cli/test_ensemble.py`` prints them):
 
-- starting three servers from nothing until all report leader/follower: 1.2–1.5 s (1.7 s for
-  ``python -m tepui.cli.ensemble start`` with its interpreter start-up); a second ``start``
-  that finds them running: 0.1 s.
+- starting three servers from nothing until all report leader/follower: 1.2–1.5 s, 2.4 s
+  under load (1.7 s for ``python -m tepui.cli.ensemble start`` with its interpreter start-up);
+  a second ``start`` that finds them running: 0.1 s.
 - SIGKILL of the quorum leader: a new leader after 0.36–0.60 s; a kazoo client (2 s session,
-  given the whole connect string) writing in a loop paused 0.53–0.85 s, then wrote on with the
+  given the whole connect string) writing in a loop paused 0.53–0.87 s, then wrote on with the
   same session (SUSPENDED then CONNECTED, never LOST). The followers drop their clients while
   they elect, so every client sees a short SUSPENDED even when its own server survives.
 
@@ -61,6 +61,8 @@ Command line (what ``scripts/test`` runs)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -68,7 +70,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,14 +283,26 @@ class LocalEnsemble:
         if not installed():
             raise EnsembleError("java or the ZooKeeper jars are missing "
                                 f"({', '.join(map(str, ZK_JARS))}): apt-get install zookeeperd")
-        for i in range(self.servers):
-            self._start_one(i, say)
+        with self._locked():
+            for i in range(self.servers):
+                self._start_one(i, say)
         self.wait_serving(timeout, say)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One starter or stopper at a time per state directory: two ``scripts/test`` runs
+        starting the ensemble together would otherwise both start server 1, and the loser's pid
+        file would name a process that failed to bind."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "ensemble.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def start_server(self, index: int, progress: Progress | None = None, timeout: float = START_TIMEOUT) -> None:
         """(Re)start server ``index`` (after :meth:`kill`) and wait until it serves in the quorum."""
         say = progress or (lambda _msg: None)
-        self._start_one(index, say)
+        with self._locked():
+            self._start_one(index, say)
         self._wait(lambda: self.mode(index) in SERVING_MODES, timeout, [index],
                    f"server {index + 1} did not join the quorum")
 
@@ -329,13 +343,13 @@ class LocalEnsemble:
             return
         if four_letter(ports.client, "ruok") is not None or not port_free(ports.client):
             raise EnsembleError(
-                f"port {HOST}:{ports.client} (client port of {name}) is held by a process this ensemble "
+                f"port {HOST}:{ports.client} (client port of server {index + 1}) is held by a process this ensemble "
                 f"did not start (no pid in {self._pid_file(index)}); find it with: "
                 f"ss -ltnp 'sport = :{ports.client}' ; free the port or choose another --base-port")
         for what, port in (("quorum", ports.quorum), ("election", ports.election)):
             if not port_free(port):
                 raise EnsembleError(
-                    f"port {HOST}:{port} ({what} port of {name}) is in use; find it with: "
+                    f"port {HOST}:{port} ({what} port of server {index + 1}) is in use; find it with: "
                     f"ss -ltnp 'sport = :{port}' ; free the port or choose another --base-port")
         d = self.server_dir(index)
         conf, data = d / "conf", d / "data"
@@ -370,6 +384,10 @@ class LocalEnsemble:
     def stop(self, progress: Progress | None = None, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM every server of ours and wait for them to exit (SIGKILL after ``timeout``)."""
         say = progress or (lambda _msg: None)
+        with self._locked():
+            self._stop_locked(say, timeout)
+
+    def _stop_locked(self, say: Progress, timeout: float) -> None:
         pids = {i: p for i in range(self.servers) if (p := self.pid(i)) is not None}
         for i, pid in pids.items():
             os.kill(pid, signal.SIGTERM)

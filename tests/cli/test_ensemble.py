@@ -192,3 +192,22 @@ def test_stop_leaves_no_process(ensemble: LocalEnsemble) -> None:
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "QuorumPeerMain" not in Path(f"/proc/{pid}/cmdline").read_text()
     assert all(port_free(ensemble.ports(i).client) for i in range(3))
+
+
+@pytest.mark.slow
+def test_the_shared_ensemble_serves_with_a_follower_down(zk_ensemble: Any) -> None:
+    """The session fixture (tests/conftest.py) on the ensemble scripts/test started: a write with
+    one follower killed, and the follower back in the quorum afterwards."""
+    client = kazoo_client(zk_ensemble.connect_string)
+    try:
+        path = f"/tepui-test/ensemble/{time.time_ns()}"
+        client.create(path, b"1", makepath=True)
+        follower = (zk_ensemble.leader_index() + 1) % 3
+        with zk_ensemble.server_down(follower):
+            client.set(path, b"2")
+            assert client.get(path)[0] == b"2"
+        assert zk_ensemble.local.serving()
+        client.delete(path)
+    finally:
+        client.stop(); client.close()
+    assert zk_ensemble.zk_url("/x") == f"zk://{zk_ensemble.connect_string}/x"
