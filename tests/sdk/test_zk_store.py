@@ -1,0 +1,287 @@
+"""ZooKeeperStore against the real ZooKeeper at TEPUI_TEST_ZK (scripts/test starts one): the Store
+contract itself runs on it from tests/sdk/test_store.py (parametrized over both stores); this file
+tests what only ZooKeeper has — key escaping, fencing between two clients, multis cut at 512 KiB,
+connection trouble. Every test works under its own /tepui-test/<uuid> root, deleted afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kazoo.client import KazooClient
+from tepui.master.durability.epoch import Superseded, check_epoch, claim_epoch, stored_epoch
+from tepui.sdk.store import Entry, Store, StoreError, VersionConflict, get_json, put_json
+from tepui.sdk.zk_store import MAX_VALUE_BYTES, MULTI_LIMIT_BYTES, ZooKeeperStore, escape_name, unescape_name
+
+pytestmark = pytest.mark.slow
+
+
+def zk_hosts() -> str:
+    hosts = os.environ.get("TEPUI_TEST_ZK")
+    if not hosts:
+        pytest.skip("TEPUI_TEST_ZK is not set: no ZooKeeper to test against (scripts/test starts one)")
+    return hosts
+
+
+@contextlib.contextmanager
+def zk_client(timeout: float = 4.0) -> Iterator[KazooClient]:
+    client = KazooClient(hosts=zk_hosts(), timeout=timeout)
+    client.start(timeout=15)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
+
+
+@contextlib.contextmanager
+def zk_store(client: KazooClient | None = None, **kwargs: float) -> Iterator[ZooKeeperStore]:
+    """A store under a fresh /tepui-test/<uuid> root, deleted afterwards (used by test_store.py)."""
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(zk_client())
+        root = f"/tepui-test/{uuid.uuid4().hex}"
+        store = ZooKeeperStore(client, root, **kwargs)
+        try:
+            yield store
+        finally:
+            store.close()
+            delete_tree(client, root)
+
+
+def delete_tree(client: KazooClient, root: str) -> None:
+    """kazoo's recursive delete goes one znode at a time (13 s for 10,000 on a loaded machine);
+    this deletes each namespace's children pipelined."""
+    if client.exists(root) is None:
+        return
+    for ns in client.get_children(root):
+        ns_path = f"{root}/{ns}"
+        pending = [client.delete_async(f"{ns_path}/{key}") for key in client.get_children(ns_path)]
+        for result in pending:
+            result.get(timeout=30)
+    client.delete(root, recursive=True)
+
+
+@pytest.fixture
+def client() -> Iterator[KazooClient]:
+    with zk_client() as c:
+        yield c
+
+
+@pytest.fixture
+def store(client: KazooClient) -> Iterator[ZooKeeperStore]:
+    with zk_store(client) as s:
+        yield s
+
+
+def test_it_satisfies_the_protocol_and_versions_are_znode_versions_plus_one(
+    store: ZooKeeperStore, client: KazooClient
+) -> None:
+    assert isinstance(store, Store)
+    assert [store.put("agents", "a1", bytes([i])) for i in range(3)] == [1, 2, 3]
+    data, stat = client.get(f"{store.root}/agents/a1")
+    assert (data, stat.version) == (b"\x02", 2)
+    assert store.delete("agents", "a1") is True
+    assert client.exists(f"{store.root}/agents/a1") is None
+    assert store.put("agents", "a1", b"again") == 1  # a deleted key forgets its version
+    assert store.get("agents", "a1") == Entry(b"again", 1)
+
+
+ODD_KEYS = [".", "..", "%", "%2E", "a/b", "/", "//x/", "a.b", "é", "😀", "\x01\x1f\x7f\x9f", "\ue000\ufff0",
+            "zookeeper", "k" * 1024, "😀" * 1024]
+
+
+def test_any_valid_key_is_one_znode_and_comes_back_in_key_order(store: ZooKeeperStore, client: KazooClient) -> None:
+    for key in ODD_KEYS:
+        assert store.put("odd/ns.", key, key.encode()) == 1
+    listed = store.list("odd/ns.")
+    assert list(listed) == sorted(ODD_KEYS)
+    assert listed == {key: Entry(key.encode(), 1) for key in sorted(ODD_KEYS)}
+    assert store.list("odd/ns.", "%") == {"%": Entry(b"%", 1), "%2E": Entry(b"%2E", 1)}
+    assert store.list("odd/ns.", "/") == {"/": Entry(b"/", 1), "//x/": Entry(b"//x/", 1)}
+    assert store.get("odd/ns.", "😀" * 1024) == Entry(("😀" * 1024).encode(), 1)
+    # one child per key, under one escaped namespace znode
+    assert client.get_children(store.root) == ["odd%2Fns."]
+    assert sorted(client.get_children(f"{store.root}/odd%2Fns.")) == sorted(map(escape_name, ODD_KEYS))
+    assert [escape_name(k) for k in (".", "..", "%", "a/b", "😀")] == ["%2E", "%2E%2E", "%25", "a%2Fb", "%F0%9F%98%80"]
+    assert all(unescape_name(escape_name(k)) == k for k in ODD_KEYS)
+
+
+def test_compare_and_set_is_zookeepers_version_check_across_clients(store: ZooKeeperStore) -> None:
+    with zk_client() as other_client:
+        other = ZooKeeperStore(other_client, store.root)
+        assert store.put("fw", "f1", b"v1", expected_version=0) == 1
+        with pytest.raises(VersionConflict) as err:
+            other.put("fw", "f1", b"also new", expected_version=0)
+        assert (err.value.ns, err.value.key, err.value.expected, err.value.actual) == ("fw", "f1", 0, 1)
+        assert other.put("fw", "f1", b"v2", expected_version=1) == 2
+        with pytest.raises(VersionConflict) as err:
+            store.put("fw", "f1", b"stale", expected_version=1)
+        assert (err.value.expected, err.value.actual) == (1, 2)
+        with pytest.raises(VersionConflict) as err:
+            store.delete("fw", "f1", expected_version=1)
+        assert (err.value.expected, err.value.actual) == (1, 2)
+        with pytest.raises(VersionConflict) as err:
+            store.delete("fw", "nobody", expected_version=1)
+        assert (err.value.expected, err.value.actual) == (1, 0)
+        assert store.get("fw", "f1") == Entry(b"v2", 2)
+
+
+def test_a_transactions_reads_are_validated_at_commit(store: ZooKeeperStore) -> None:
+    """No read lock in ZooKeeper: a key read inside a transaction and changed by another client
+    before the commit fails the commit, and nothing of the transaction is written."""
+    store.put("fw", "read", b"v1")
+    with zk_client() as other_client:
+        other = ZooKeeperStore(other_client, store.root)
+        with pytest.raises(VersionConflict) as err, store.transaction():
+            assert store.get("fw", "read") == Entry(b"v1", 1)
+            other.put("fw", "read", b"v2")
+            store.put("fw", "written", b"w")
+        assert (err.value.key, err.value.expected, err.value.actual) == ("read", 1, 2)
+        assert store.get("fw", "written") is None
+
+        # a key read as absent: another client creating it fails the commit too
+        with pytest.raises(VersionConflict) as err, store.transaction():
+            assert store.get("fw", "absent") is None
+            other.put("fw", "absent", b"now here")
+            store.put("fw", "written", b"w")
+        assert (err.value.key, err.value.expected, err.value.actual) == ("absent", 0, 1)
+        assert store.get("fw", "written") is None
+
+        # an unconditional put checks the version the transaction saw too
+        with pytest.raises(VersionConflict), store.transaction():
+            store.put("fw", "read", b"mine")
+            other.put("fw", "read", b"theirs")
+        assert store.get("fw", "read") == Entry(b"theirs", 3)
+
+        # unchallenged, the same shape commits (and the absent-check leaves no znode behind)
+        with store.transaction():
+            assert store.get("fw", "gone") is None
+            store.put("fw", "written", b"w")
+        assert store.list("fw") == {"absent": Entry(b"now here", 1), "read": Entry(b"theirs", 3),
+                                    "written": Entry(b"w", 1)}
+
+
+def test_claim_epoch_and_check_epoch_fence_two_masters(store: ZooKeeperStore) -> None:
+    """master/durability/epoch.py on two stores on two clients, as two masters in HA mode."""
+    with zk_client() as other_client:
+        old, new = store, ZooKeeperStore(other_client, store.root)
+        first = claim_epoch(old, now_ms=1000)
+        assert first == 1000
+        check_epoch(old, first)
+        second = claim_epoch(new, now_ms=1000)
+        assert second == 1001  # strictly above the stored one, even with the same clock
+        with pytest.raises(Superseded) as err:  # the old master's next write transaction
+            with old.transaction():
+                check_epoch(old, first)
+                old.put("agents", "a1", b"stale")
+        assert (err.value.stored, err.value.own) == (1001, 1000)
+        assert old.get("agents", "a1") is None
+
+        # the check passes in the new master's view, a third master claims the registry before the
+        # commit: the commit fails on the epoch's version and writes nothing
+        with pytest.raises(VersionConflict) as conflict, new.transaction():
+            check_epoch(new, second)
+            assert claim_epoch(old, now_ms=1000) == 1002
+            new.put("agents", "a1", b"stale")
+        assert (conflict.value.key, conflict.value.expected, conflict.value.actual) == ("epoch", 2, 3)
+        assert new.get("agents", "a1") is None
+
+        # two claims racing (claim_epoch's read and CAS put, by hand): the later commit loses
+        with pytest.raises(VersionConflict), new.transaction():
+            assert get_json(new, "master", "epoch", int) == (1002, 3)
+            assert claim_epoch(old, now_ms=1000) == 1003
+            put_json(new, "master", "epoch", 1003, expected_version=3)
+        assert stored_epoch(new) == 1003
+
+
+def test_a_transaction_that_raises_writes_nothing(store: ZooKeeperStore, client: KazooClient) -> None:
+    store.put("reservations", "r0", b"kept")
+    with pytest.raises(RuntimeError, match="midway"), store.transaction():
+        store.put("reservations", "r1", b"a")
+        store.delete("reservations", "r0")
+        assert store.list("reservations") == {"r1": Entry(b"a", 1)}  # the transaction's own view
+        raise RuntimeError("midway")
+    assert store.list("reservations") == {"r0": Entry(b"kept", 1)}
+    assert client.get_children(f"{store.root}/reservations") == ["r0"]
+
+
+AGENT_RECORD = b"x" * 600  # about one registered agent in the master's registry
+
+
+def test_a_transaction_over_the_multi_limit_commits_in_chunks(store: ZooKeeperStore) -> None:
+    started = time.perf_counter()
+    with store.transaction():
+        for i in range(10_000):
+            store.put("agents", f"agent-{i:05}", AGENT_RECORD + str(i).encode())
+    committed = time.perf_counter() - started
+    assert 10_000 * (600 + 64) > 12 * MULTI_LIMIT_BYTES  # so it really took several multis
+    started = time.perf_counter()
+    listed = store.list("agents")
+    listing = time.perf_counter() - started
+    assert len(listed) == 10_000
+    assert listed["agent-00000"] == Entry(AGENT_RECORD + b"0", 1)
+    assert listed["agent-09999"] == Entry(AGENT_RECORD + b"9999", 1)
+    assert list(listed) == [f"agent-{i:05}" for i in range(10_000)]
+    assert store.list("agents", "agent-0999") == {
+        f"agent-0999{i}": Entry(AGENT_RECORD + f"999{i}".encode(), 1) for i in range(10)
+    }
+    print(f"10,000 x 600 B: transaction {committed:.2f} s, list() {listing:.2f} s")
+
+
+def test_a_value_over_the_limit_is_a_value_error_naming_its_size(store: ZooKeeperStore) -> None:
+    assert store.put("big", "fits", b"x" * MAX_VALUE_BYTES) == 1
+    with pytest.raises(ValueError, match=f"is {MAX_VALUE_BYTES + 1} bytes.*at most {MAX_VALUE_BYTES}"):
+        store.put("big", "too-big", b"x" * (MAX_VALUE_BYTES + 1))
+    with pytest.raises(ValueError, match="458753 bytes"), store.transaction():
+        store.put("big", "other", b"small")
+        store.put("big", "too-big", b"x" * (MAX_VALUE_BYTES + 1))
+    assert store.list("big") == {"fits": Entry(b"x" * MAX_VALUE_BYTES, 1)}
+    with store.transaction():  # two big values: two multis
+        store.put("big", "a", b"a" * MAX_VALUE_BYTES)
+        store.put("big", "b", b"b" * MAX_VALUE_BYTES)
+    assert [e.value[:1] for e in store.list("big").values()] == [b"a", b"b", b"x"]
+
+
+def test_a_closed_store_or_a_stopped_client_is_a_store_error_naming_znode_and_operation() -> None:
+    with zk_client() as client, zk_store(client) as store:
+        store.put("agents", "a1", b"x")
+        store.close()
+        store.close()  # idempotent
+        with pytest.raises(StoreError, match=f"could not get agents/a1 \\(znode {store.root}/agents/a1\\).*closed"):
+            store.get("agents", "a1")
+        assert client.connected  # closing the store leaves the client to its owner
+        stopped_store = ZooKeeperStore(client, store.root)
+    with pytest.raises(StoreError, match=f"could not put agents/a2 \\(znode {stopped_store.root}/agents/a2\\).*stopped"):
+        stopped_store.put("agents", "a2", b"y")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_connection_that_stays_down_is_a_store_error_after_retry_seconds() -> None:
+    zk_hosts()
+    client = KazooClient(hosts=f"127.0.0.1:{free_port()}", timeout=4.0)  # nothing listens there
+    client.start_async()
+    try:
+        store = ZooKeeperStore(client, "/tepui-test/unreachable", retry_seconds=0.6)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="could not get agents/a1 \\(znode /tepui-test/unreachable/agents/a1\\)"
+                           ": no answer from ZooKeeper within 0.6 s"):
+            store.get("agents", "a1")
+        waited = time.monotonic() - started
+        assert 0.4 <= waited < 1.5, waited
+        with pytest.raises(StoreError, match="within 0.6 s"), store.transaction():
+            store.put("agents", "a1", b"x")
+    finally:
+        client.stop()
+        client.close()
+    assert ZooKeeperStore(client, "/x").retry_seconds == 4.0  # default: the session timeout
