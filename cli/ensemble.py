@@ -26,9 +26,11 @@ ports sit in their own ranges so a port number tells what it is for.
   ticks a follower would be dropped after 1 s, and re-syncing it costs more than waiting.
   A *killed* server is noticed at once anyway — its TCP connections close — so this only delays
   noticing a hung (SIGSTOPped, partitioned) quorum leader.
-- ``initLimit = 50`` ticks (10 s): a follower's first sync with the leader includes its JVM
-  warming up (``-XX:TieredStopAtLevel=1``, small heap) and, after a restart, loading a snapshot;
-  under load that took several seconds, and a follower that misses it starts over.
+- ``initLimit = 50`` ticks (10 s): how long a (re)starting follower may take to connect to the
+  leader and sync. That includes its JVM warming up (``-XX:TieredStopAtLevel=1``, small heap)
+  and loading a snapshot; a restarted server was back in the quorum 0.9–1.3 s after its start
+  here, but on a loaded 2-core machine a JVM start alone can take seconds, and a follower that
+  misses the limit starts over. A larger limit costs nothing when nothing is slow.
 - ``forceSync=no``: the three servers share one disk and one kernel, so fsync protects only
   against the machine itself crashing — which takes down all three — while a killed ZooKeeper's
   writes are already in the page cache. Without it, a busy disk stalls every write for the

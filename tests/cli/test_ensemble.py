@@ -178,8 +178,10 @@ def test_killing_the_quorum_leader_elects_another_and_sessions_survive(ensemble:
     finally:
         stop.set()
         client.stop(); client.close()
+        t0 = time.monotonic()
         ensemble.start_server(old_leader)
         ensemble.wait_serving(60)
+        print(f"server {old_leader + 1} restarted and back in the quorum after {time.monotonic() - t0:.2f} s")
     assert ensemble.serving()
 
 
