@@ -40,11 +40,11 @@ ports sit in their own ranges so a port number tells what it is for.
 **Measured** (2-core machine shared with other test runs, loopback, tick 200 ms;
 ``tests/cli/test_ensemble.py`` prints them):
 
-- starting three servers from nothing until all report leader/follower: 1.2–1.5 s, 2.4 s
-  under load (1.7 s for ``python -m tepui.cli.ensemble start`` with its interpreter start-up);
-  a second ``start`` that finds them running: 0.1 s.
-- SIGKILL of the quorum leader: a new leader after 0.36–0.60 s; a kazoo client (2 s session,
-  given the whole connect string) writing in a loop paused 0.53–0.87 s, then wrote on with the
+- starting three servers from nothing until all report leader/follower: 1.2–1.5 s on a quiet
+  machine, 1.9–2.6 s beside other test runs (1.7 s for ``python -m tepui.cli.ensemble start``
+  with its interpreter start-up); a second ``start`` that finds them running: 0.1 s.
+- SIGKILL of the quorum leader: a new leader after 0.36–0.66 s; a kazoo client (2 s session,
+  given the whole connect string) writing in a loop paused 0.53–1.05 s, then wrote on with the
   same session (SUSPENDED then CONNECTED, never LOST). The followers drop their clients while
   they elect, so every client sees a short SUSPENDED even when its own server survives.
 
