@@ -13,6 +13,7 @@ from tepui.cli.certs import certs_command
 from tepui.cli.cron import cron_command
 from tepui.cli.jobs import jobs_command
 from tepui.cli.logs import logs_command
+from tepui.sdk.zookeeper import DEFAULT_SESSION_TIMEOUT
 from tepui.cli.run import run_command
 from tepui.cli.services import services_command
 from tepui.cli.sim import sim_command
@@ -126,6 +127,11 @@ def _percent(ctx: click.Context, param: click.Parameter, value: str) -> float:
               help="On a cluster so large that pings every --agent-ping-interval would pass this rate, the "
               "interval grows to stay under it (2 s up to 4,000 agents, 5 s at 10,000; Nomad's "
               "max_heartbeats_per_second); agents hear the interval in each ping. 0: never grows.")
+@click.option("--zk", default=None, metavar="zk://HOST:PORT,.../PATH",
+              help="Run as one of several masters on this ZooKeeper ensemble: a standby until elected, the "
+              "registry in ZooKeeper (replaces --work-dir). Without it: a single master.")
+@click.option("--zk-session-timeout", type=click.FloatRange(0.2, 60), default=DEFAULT_SESSION_TIMEOUT,
+              show_default=True, help="Seconds; bounds a failover (docs/operations.md, \"Failover timing\").")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostname: str | None,
            agent_ping_interval: float, max_agent_ping_timeouts: int, heartbeat_interval: float,
@@ -134,7 +140,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
            http_token_file: str | None, http_read_auth: str, tls_cert: str | None, tls_key: str | None,
            allow_host_volumes: bool, acls_path: str | None, framework_rate_limit: str, framework_rate_burst: float | None,
            keys: str | None, insecure: bool, zmq_heartbeat_interval: float, max_agent_pings_per_second: float,
-           agent_ca: str | None, proxy_allow: Any, log_level: str) -> None:
+           agent_ca: str | None, proxy_allow: Any, zk: str | None, zk_session_timeout: float, log_level: str) -> None:
     """Run a master."""
     from tepui.master.main import run_master
     from tepui.master.options import MasterOptions
@@ -156,7 +162,7 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
         allow_host_volumes=allow_host_volumes, acls_path=acls_path, framework_rate_limit=rate_limit,
         keys_dir=keys, insecure=insecure, zmq_heartbeat_interval=zmq_heartbeat_interval,
         max_agent_pings_per_second=max_agent_pings_per_second or None, proxy_allow=proxy_allow,
-        agent_ca=agent_ca))
+        agent_ca=agent_ca, zk=zk, zk_session_timeout=zk_session_timeout))
 
 
 @cli.command()

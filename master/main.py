@@ -17,7 +17,9 @@ from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 
 if TYPE_CHECKING:
+    from tepui.master.leadership.ha import HaMaster
     from tepui.master.options import MasterOptions
+    from tepui.master.shell import MasterShell
     from tepui.sdk.curve import CurveServer
     from tepui.sdk.store import Store
 
@@ -28,54 +30,93 @@ def run_master(options: MasterOptions) -> None:
     """Runs a master until it is stopped; exits 1 when its shell failed (a lost registry, a
     newer epoch). Every refusal to start is a SystemExit that says what to change."""
     configure_logging(options.log_level, "master")
+    if options.zk and options.work_dir:
+        raise SystemExit("give --zk or --work-dir, not both: with --zk the registry lives in ZooKeeper, "
+                         "shared by every master of the cluster")
     curve = master_curve(options.keys_dir, options.insecure)
     acls = _initial_acls(options.acls_path)
     reactor = install_reactor()
     from tepui.master.core import MasterConfig, MasterCore
     from tepui.master.http.api import HttpCollector
+    from tepui.master.http.files_proxy import task_files_request_scope
     from tepui.master.shell import MasterShell
     from tepui.master.http.relay_guard import RelayPolicy
-    from tepui.sdk.http_security import client_tls, listen, policy_from_flags
+    from tepui.sdk.http_security import GuardedSite, client_tls, listen, policy_from_flags
+    from twisted.web.resource import Resource
 
     host = options.hostname or socket.gethostname()
     advertised = options.advertise_ip or ("127.0.0.1" if options.ip in ("0.0.0.0", "*") else options.ip)
     interface = "" if options.ip in ("0.0.0.0", "*") else options.ip
     _refuse_ports_in_use(interface, options.port, options.http_port)  # before the registry is claimed (see there)
-    store, epoch = _open_registry(options.work_dir)
-    config = MasterConfig(
-        master_id=uuid.uuid4().hex[:12],
-        epoch=epoch,
-        hostname=host,
-        address=f"{advertised}:{options.port}",
-        http_port=options.http_port,
-        agent_ping_interval=options.agent_ping_interval,
-        max_agent_ping_timeouts=options.max_agent_ping_timeouts,
-        max_agent_pings_per_second=options.max_agent_pings_per_second,
-        heartbeat_interval=options.heartbeat_interval,
-        allocation_interval=options.allocation_interval,
-        offer_timeout=options.offer_timeout,
-        agent_reregister_timeout=options.agent_reregister_timeout,
-        agent_removal_rate=options.agent_removal_rate,
-        agent_gone_timeout=options.agent_gone_timeout,
-        recovery_agent_removal_limit=options.recovery_agent_removal_limit,
-        allow_host_volumes=options.allow_host_volumes,
-        acls=acls,
-        framework_rate_limit=options.framework_rate_limit,
-        durable_registry=store is not None,
-    )
-    shell = MasterShell(reactor, MasterCore(config), f"tcp://{options.ip}:{options.port}", store, curve=curve,
-                        heartbeat_seconds=options.zmq_heartbeat_interval)
+    policy = policy_from_flags(options.http_token_file, options.http_read_auth, "master")
     # The framework proxy never relays to the master's own ports (issue 15: a relay loop).
     relay = RelayPolicy(allow=options.proxy_allow, own_ports=frozenset({options.port, options.http_port}))
-    site = shell.site(policy_from_flags(options.http_token_file, options.http_read_auth, "master"), relay,
-                      client_tls(options.agent_ca, "--agent-ca"))
-    log.info("event=framework_proxy proxy_allow=%s agent_ca=%s",
-             ",".join(map(str, options.proxy_allow)) or "none", options.agent_ca or "system")
-    shell.registry.register(HttpCollector(site.counters))
-    _serve_admission(reactor, shell, options.acls_path, options.framework_rate_limit)
-    _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
+    agent_tls = client_tls(options.agent_ca, "--agent-ca")
+    http_url = f"{'https' if options.tls_cert else 'http'}://{advertised}:{options.http_port}"
+
+    def lead(store: Store | None, epoch: int, endpoint: Any = None) -> tuple[MasterShell, Any]:
+        """The master itself, on ``store`` with ``epoch``: the same for a single master and for
+        an HA contender that has just won (which hands over the socket it bound as a standby)."""
+        config = MasterConfig(
+            master_id=master_id,
+            epoch=epoch,
+            hostname=host,
+            address=f"{advertised}:{options.port}",
+            http_port=options.http_port,
+            agent_ping_interval=options.agent_ping_interval,
+            max_agent_ping_timeouts=options.max_agent_ping_timeouts,
+            max_agent_pings_per_second=options.max_agent_pings_per_second,
+            heartbeat_interval=options.heartbeat_interval,
+            allocation_interval=options.allocation_interval,
+            offer_timeout=options.offer_timeout,
+            agent_reregister_timeout=options.agent_reregister_timeout,
+            agent_removal_rate=options.agent_removal_rate,
+            agent_gone_timeout=options.agent_gone_timeout,
+            recovery_agent_removal_limit=options.recovery_agent_removal_limit,
+            allow_host_volumes=options.allow_host_volumes,
+            acls=acls,
+            framework_rate_limit=options.framework_rate_limit,
+            durable_registry=store is not None,
+        )
+        shell = MasterShell(reactor, MasterCore(config), f"tcp://{options.ip}:{options.port}", store, curve=curve,
+                            heartbeat_seconds=options.zmq_heartbeat_interval, endpoint=endpoint)
+        shell.http_url = http_url
+        root = shell.site_root(policy, relay, agent_tls)
+        site.resource = root  # a standby's site switches from the standby's resources to the master's
+        shell.registry.register(HttpCollector(site.counters))
+        log.info("event=framework_proxy proxy_allow=%s agent_ca=%s",
+                 ",".join(map(str, options.proxy_allow)) or "none", options.agent_ca or "system")
+        _serve_admission(reactor, shell, options.acls_path, options.framework_rate_limit)
+        _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
+        shell.start()
+        return shell, root
+
+    master_id = uuid.uuid4().hex[:12]
+    site = GuardedSite(Resource(), policy, request_scope=task_files_request_scope)
+    if options.zk:
+        ha = _contend(reactor, options, master_id, advertised, http_url, curve, lead)
+        site.resource = ha.standby_root()
+        listen(reactor, options.http_port, site, interface, options.tls_cert, options.tls_key)
+        _log_serving(options)
+        ha.start()
+        reactor.addSystemEventTrigger("before", "shutdown", ha.stop)
+        reactor.run()
+        if ha.failed or (ha.shell is not None and ha.shell.failed):
+            raise SystemExit(1)
+        return
+    store, epoch = _open_registry(options.work_dir)
+    shell, _root = lead(store, epoch)
     listen(reactor, options.http_port, site, interface, options.tls_cert, options.tls_key)
-    shell.start()
+    _log_serving(options)
+    reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
+    reactor.run()
+    if store is not None:
+        store.close()
+    if shell.failed:
+        raise SystemExit(1)
+
+
+def _log_serving(options: MasterOptions) -> None:
     log.info("event=failure_detection agent_silent_after_s=%g ping_interval_s=%g max_agent_pings_per_second=%s "
              "agent_removal_rate=%s agent_gone_timeout_s=%g recovery_agent_removal_limit=%g%%",
              options.agent_ping_interval * options.max_agent_ping_timeouts, options.agent_ping_interval,
@@ -86,12 +127,29 @@ def run_master(options: MasterOptions) -> None:
              options.ip, options.port,
              "https" if options.tls_cert else "http", options.ip, options.http_port, options.http_read_auth,
              "token" if options.http_token_file else "refused (no --http-token-file)")
-    reactor.addSystemEventTrigger("before", "shutdown", shell.stop)
-    reactor.run()
-    if store is not None:
-        store.close()
-    if shell.failed:
-        raise SystemExit(1)
+
+
+def _contend(reactor: Any, options: MasterOptions, master_id: str, advertised: str, http_url: str,
+             curve: CurveServer | None, lead: Any) -> HaMaster:
+    """HA mode: connect to the ensemble and become a contender (master/leadership/ha.py)."""
+    from tepui.master.leadership.ha import HaMaster, master_info
+    from tepui.sdk.router import RouterEndpoint
+    from tepui.sdk.zookeeper import ZkUnavailable, connect, parse_zk_url
+
+    assert options.zk is not None
+    try:
+        url = parse_zk_url(options.zk)
+        client = connect(url, options.zk_session_timeout)
+    except (ValueError, ZkUnavailable) as exc:
+        raise SystemExit(f"--zk: {exc}") from None
+
+    def endpoint(on_message: Any, on_unreachable: Any) -> RouterEndpoint:
+        return RouterEndpoint(reactor, f"tcp://{options.ip}:{options.port}", on_message, on_unreachable, curve=curve,
+                              pass_identity=True, heartbeat_seconds=options.zmq_heartbeat_interval)
+
+    info = master_info(master_id, f"{advertised}:{options.port}", http_url,
+                       curve.public if curve is not None else None)
+    return HaMaster(reactor, url, client, info, endpoint, lead, options.zk_session_timeout)
 
 
 def _refuse_ports_in_use(interface: str, *ports: int) -> None:

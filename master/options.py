@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tepui.master.admission.rate_limits import DEFAULT_RATE_LIMIT, RateLimit
+from tepui.sdk.zookeeper import DEFAULT_SESSION_TIMEOUT
 
 if TYPE_CHECKING:
     from tepui.master.http.relay_guard import AllowRule
@@ -91,3 +92,8 @@ class MasterOptions:
     default: the proxy must not reach what only this host should)."""
     agent_ca: str | None = None
     """PEM CA certificates agents' TLS files APIs are verified against; None: the system's."""
+    zk: str | None = None
+    """``zk://HOST:PORT,.../PATH``: run as one of several masters, a standby until elected, with
+    the registry in ZooKeeper (master/leadership/ha.py); None: a single master."""
+    zk_session_timeout: float = DEFAULT_SESSION_TIMEOUT
+    """Seconds; the ZooKeeper session timeout, which bounds a failover (docs/operations.md)."""

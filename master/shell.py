@@ -19,7 +19,7 @@ from tepui.master.events import (
 )
 from tepui.master.http.files_proxy import Located, TasksEndpoint, task_files_request_scope
 from tepui.master.http.framework_proxy import FrameworksEndpoint, framework_apis
-from tepui.master.http.api import CoreCollector, JsonEndpoint, build_site_root
+from tepui.master.http.api import CoreCollector, JsonEndpoint, Redirect, build_site_root
 from tepui.master.http.operator_http import QuotaEndpoint, RolesEndpoint, WeightsEndpoint
 from tepui.master.http.relay_guard import RelayPolicy
 from tepui.master.http.state_view import agent_files, agent_url, find_tasks, render_state, render_state_summary
@@ -38,7 +38,10 @@ log = logging.getLogger("tepui.master")
 
 class MasterShell:
     def __init__(self, reactor: Any, core: MasterCore, bind: str, store: Store | None = None,
-                 curve: CurveServer | None = None, heartbeat_seconds: float = 5.0) -> None:
+                 curve: CurveServer | None = None, heartbeat_seconds: float = 5.0,
+                 endpoint: RouterEndpoint | None = None) -> None:
+        """``endpoint``: a socket already bound (a master that was a standby keeps the one it
+        answered on; its owner routes messages to :meth:`on_message` and :meth:`on_unreachable`)."""
         self.reactor = reactor
         self.core = core
         self.store = store
@@ -51,11 +54,13 @@ class MasterShell:
         # With ``curve`` (keys + allow list) only allow-listed keys get through, and each message
         # comes with the authenticated key's name (identity from the key, never the routing id).
         self.curve = curve
-        self.endpoint = RouterEndpoint(reactor, bind, self._on_message, self._on_unreachable, curve=curve,
-                                       pass_identity=True, heartbeat_seconds=heartbeat_seconds)
+        self.endpoint = endpoint or RouterEndpoint(reactor, bind, self.on_message, self.on_unreachable, curve=curve,
+                                                   pass_identity=True, heartbeat_seconds=heartbeat_seconds)
+        self._held: list[list[MasterEffect]] | None = None  # effects held while paused (see pause)
         self._allow_list_watch: Any = None
         self._epoch_watch: Any = None
         self.allocation_seconds: dict[str, float] = {}
+        self.http_url: str | None = None  # where this master's HTTP API is reached (for /redirect)
         self.registry = CollectorRegistry()
         self.registry.register(CoreCollector(self._metrics))
 
@@ -88,10 +93,15 @@ class MasterShell:
         ``relay``: where the framework proxy may connect; ``agent_tls``: how the files proxy
         verifies agents that serve HTTPS (``--agent-ca``)."""
         policy = policy or HttpPolicy()
+        return GuardedSite(self.site_root(policy, relay, agent_tls), policy, request_scope=task_files_request_scope)
+
+    def site_root(self, policy: HttpPolicy, relay: RelayPolicy | None = None, agent_tls: Any = None) -> Any:
+        """The resources of :meth:`site` (a standby that wins serves them on the site it already had)."""
         allocator = self.core.allocator
-        root = build_site_root(
+        return build_site_root(
             lambda: render_state(self.core, self.reactor.seconds()),
-            lambda: {"healthy": True, "id": self.core.config.master_id, "agents": len(self.core.agents)},
+            lambda: {"healthy": True, "leading": True, "id": self.core.config.master_id,
+                     "epoch": self.core.config.epoch, "agents": len(self.core.agents)},
             self.registry,
             {
                 "weights": WeightsEndpoint(allocator, self.operator_call),
@@ -102,9 +112,9 @@ class MasterShell:
                 "frameworks": FrameworksEndpoint(self.reactor, lambda: framework_apis(self.core), token=policy.token,
                                                  relay=relay),
                 "state-summary": JsonEndpoint(lambda: render_state_summary(self.core, self.reactor.seconds())),
+                "redirect": Redirect(lambda: f"{self.http_url}/" if self.http_url else None),
             },
         )
-        return GuardedSite(root, policy, request_scope=task_files_request_scope)
 
     def locate_task(self, task_id: str, framework_id: str | None) -> list[Located]:
         """Each framework's task with this id, and where its agent serves sandbox files."""
@@ -121,6 +131,23 @@ class MasterShell:
         effects = self.core.handle(event, self.reactor.seconds())
         self._perform([e for e in effects if not isinstance(e, OperatorError)])
         return [e for e in effects if isinstance(e, OperatorError)]
+
+    def pause(self) -> None:
+        """ZooKeeper is unreachable and this master may be about to lose its leadership: act on
+        nothing more (what the core decides meanwhile is held, in order) until :meth:`resume` —
+        or until the leadership is lost and the master exits, the held effects with it, none of
+        them told to anyone (sdk/leadership.py)."""
+        if self._held is None:
+            self._held = []
+            log.warning("event=master_paused reason=zookeeper_suspended")
+
+    def resume(self) -> None:
+        """The same ZooKeeper session is back: perform what was held, in order."""
+        held, self._held = self._held, None
+        if held is not None:
+            log.info("event=master_resumed held_batches=%d", len(held))
+            for effects in held:
+                self._perform(effects)
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -149,7 +176,7 @@ class MasterShell:
         self._epoch_watch.start(CHECK_SECONDS, now=False)
 
     def _check_epoch(self) -> None:
-        if self.store is None or self.failed:
+        if self.store is None or self.failed or self._held is not None:
             return
         try:
             check_epoch(self.store, self.core.config.epoch)
@@ -166,7 +193,7 @@ class MasterShell:
             return None
         return Credential(entry.name, entry.kind, entry.principal, entry.roles)
 
-    def _on_message(self, peer: bytes, payload: bytes, identity: str | None = None) -> None:
+    def on_message(self, peer: bytes, payload: bytes, identity: str | None = None) -> None:
         credential = self._credential(identity)
         for env in self.codec.envelopes(payload):  # one, or a batch (tepui.sdk.batch)
             if isinstance(env, ProtocolError):
@@ -179,7 +206,7 @@ class MasterShell:
             self._perform(self.core.handle(Received(peer, env.body, env.epoch, env.incarnation, identity,
                                                     credential, env.call_id), self.reactor.seconds()))
 
-    def _on_unreachable(self, peer: bytes) -> None:
+    def on_unreachable(self, peer: bytes) -> None:
         # Never re-enter the core from inside the perform loop that caused the failed send.
         self.reactor.callLater(0, self._handle, PeerUnreachable(peer))
 
@@ -205,6 +232,9 @@ class MasterShell:
     def _perform(self, effects: list[MasterEffect]) -> None:
         if not effects or self.failed:
             return  # a master on its way out (registry failed, superseded) acts on nothing more
+        if self._held is not None:
+            self._held.append(effects)
+            return
         kinds = {type(effect) for effect in effects}
         if Abort in kinds:
             abort = next(effect for effect in effects if isinstance(effect, Abort))
@@ -241,6 +271,10 @@ class MasterShell:
             self._die(f"a registry write failed: {exc}")
             return False
         return True
+
+    def fail(self, reason: str, event: str) -> None:
+        """Stops the master for a reason found outside the core (its leadership is lost)."""
+        self._die(reason, event)
 
     def _die(self, reason: str, event: str = "registry_failed") -> None:
         """Mesos/Borg: a master that cannot persist its registry, or that the core tells to stop

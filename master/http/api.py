@@ -68,6 +68,27 @@ class NotFound(resource.Resource):
         })
 
 
+class Redirect(resource.Resource):
+    """Mesos's ``/redirect``: 307 to the leading master's HTTP API (on the leader, to itself), so
+    a person or a script with any master's address finds the one that leads. ``target()`` is
+    None when no master leads: a 503 that says so and when to try again."""
+
+    isLeaf = True
+
+    def __init__(self, target: Callable[[], str | None]) -> None:
+        super().__init__()
+        self._target = target
+
+    def render(self, request: Any) -> bytes:
+        target = self._target()
+        if target is None:
+            request.setHeader(b"retry-after", b"1")
+            return json_response(request, 503, {"error": "no master leads yet (an election is under way); "
+                                                          "try again in a second"})
+        request.setHeader(b"location", target.encode())
+        return json_response(request, 307, {"leader": target})
+
+
 class Root(resource.Resource):
     def __init__(self, children: dict[str, resource.Resource]) -> None:
         super().__init__()

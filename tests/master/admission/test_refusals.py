@@ -235,7 +235,7 @@ def test_an_executor_whose_tasks_ended_still_takes_messages() -> None:
 
 
 class _ShellParts(types.SimpleNamespace):
-    """The parts of :class:`MasterShell` that ``_on_message`` uses, without sockets or a reactor."""
+    """The parts of :class:`MasterShell` that ``on_message`` uses, without sockets or a reactor."""
 
     def _credential(self, identity: str | None) -> None:
         return None
@@ -257,7 +257,7 @@ def test_an_undecodable_call_is_answered_with_its_call_id_type_and_field() -> No
     parts = shell_parts(make_core())
     call = {"v": 1, "id": 3, "call_id": "decline-7",
             "body": {"type": "DECLINE", "framework_id": "f", "offer_ids": ["o"], "filters": {"refuse_seconds": "x"}}}
-    MasterShell._on_message(parts, FW, msgpack.packb(call))
+    MasterShell.on_message(parts, FW, msgpack.packb(call))
     [(peer, error)] = parts.sent
     assert peer == FW and parts.malformed == 1
     assert (error.call_id, error.call_type, error.field) == ("decline-7", "DECLINE", "$.body.filters.refuse_seconds")
@@ -267,7 +267,7 @@ def test_an_undecodable_call_is_answered_with_its_call_id_type_and_field() -> No
 def test_a_decoded_call_reaches_the_core_with_its_call_id() -> None:
     parts = shell_parts(make_core())
     call = {"v": 1, "id": 3, "call_id": "k-1", "body": {"type": "KILL", "framework_id": "nobody", "task_id": "t"}}
-    MasterShell._on_message(parts, FW, msgpack.packb(call))
+    MasterShell.on_message(parts, FW, msgpack.packb(call))
     assert parts.sent == []
     assert parts.performed == [Send(FW, sm.Error("framework 'nobody' is not subscribed; send SUBSCRIBE first",
                                                  call_id="k-1", call_type="KILL", field="$.body.framework_id"))]
@@ -297,7 +297,7 @@ def test_an_accept_with_one_task_the_schema_refuses_launches_the_others_and_answ
     core, offer_id = one_offer()
     bad = {**wire(task("t2")), "name": 5}  # a number where the name goes: the whole envelope failed to decode
     parts = shell_parts(core, 2.0)
-    MasterShell._on_message(parts, FW, accept_bytes(offer_id, [wire(task("t1")), bad]))
+    MasterShell.on_message(parts, FW, accept_bytes(offer_id, [wire(task("t1")), bad]))
     assert parts.sent == [] and parts.malformed == 0
     [error_update] = [b for b in sends(parts.performed, FW) if isinstance(b, sm.Update)]
     assert error_update == sm.Update(TaskStatus(
@@ -314,7 +314,7 @@ def test_an_accept_with_one_task_the_schema_refuses_launches_the_others_and_answ
 def test_an_accept_whose_filters_are_invalid_is_refused_whole_and_its_offer_released_at_once() -> None:
     core, offer_id = one_offer()
     parts = shell_parts(core, 2.0)
-    MasterShell._on_message(parts, FW, accept_bytes(offer_id, [wire(task("t1"))], filters={"refuse_seconds": "x"}))
+    MasterShell.on_message(parts, FW, accept_bytes(offer_id, [wire(task("t1"))], filters={"refuse_seconds": "x"}))
     assert parts.performed == [
         Send(FW, sm.Error("ACCEPT refused: Expected `float`, got `str` - at `$.body.filters.refuse_seconds`. Nothing "
                           "in it was done, and its offers were released", call_id="launch-1", call_type="ACCEPT",
@@ -331,7 +331,7 @@ def test_an_accept_whose_offer_ids_cannot_be_read_has_nothing_to_release() -> No
     parts = shell_parts(core, 2.0)
     data = msgpack.packb({"v": 1, "id": 9, "call_id": "a", "body": {
         "type": "ACCEPT", "framework_id": "m-F0001", "offer_ids": [offer_id, 7]}})
-    MasterShell._on_message(parts, FW, data)
+    MasterShell.on_message(parts, FW, data)
     [(_, error)] = parts.sent
     assert (error.call_id, error.call_type, error.field) == ("a", "ACCEPT", "$.body.offer_ids[1]")
     assert list(core.offers) == [offer_id] and parts.malformed == 1

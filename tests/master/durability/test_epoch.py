@@ -104,7 +104,7 @@ class _ShellParts(types.SimpleNamespace):
 
 def shell_on(store: SQLiteStore, epoch: int) -> Any:
     core = MasterCore(MasterConfig(master_id="m", epoch=epoch))
-    return _ShellParts(store=store, core=core, failed=False, died=[], sent=[])
+    return _ShellParts(store=store, core=core, failed=False, died=[], sent=[], _held=None)
 
 
 WRITE = Persist(AGENTS, "m-S0001", b'{"hostname":"h"}')

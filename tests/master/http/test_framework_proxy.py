@@ -81,7 +81,8 @@ def master_site(policy: HttpPolicy, reactor: Any = None) -> tuple[Any, MasterCor
     core = MasterCore(MasterConfig(master_id="m"))
     reactor = reactor or Clock()
     fake: Any = types.SimpleNamespace(core=core, reactor=reactor, registry=CollectorRegistry(),
-                                      operator_call=lambda event: [], locate_task=lambda t, f: [])
+                                      operator_call=lambda event: [], locate_task=lambda t, f: [], http_url=None)
+    fake.site_root = lambda *args: MasterShell.site_root(fake, *args)
     site = MasterShell.site(fake, policy)
     site.reactor = reactor
     return site, core

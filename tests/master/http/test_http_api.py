@@ -47,6 +47,8 @@ def master_site(policy: HttpPolicy) -> tuple[Any, MasterCore, Any]:
     fake.operator_call = operator_call
     fake.locate_task = lambda task_id, framework_id: [Located("F1", task_id, "TASK_RUNNING", "S1", "a1",
                                                               "http://127.0.0.1:5051")]
+    fake.http_url = "http://127.0.0.1:5080"
+    fake.site_root = lambda *args: MasterShell.site_root(fake, *args)
     site = MasterShell.site(fake, policy)
     site.reactor = Clock()
     fake.registry.register(HttpCollector(site.counters))
