@@ -3,6 +3,7 @@ loud — every storage failure is a StoreError naming the file, so the master ca
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import tempfile
 import uuid
@@ -16,18 +17,35 @@ from hypothesis import strategies as st
 from tepui.sdk import SQLiteStore, Store, StoreError
 from tepui.sdk.store import MAX_NAME_CHARS, Entry, VersionConflict, get_json, put_json
 
+from tests.sdk.test_zk_store import zk_store
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(tmp_path / "state" / "registry.db") as s:
+
+# The contract tests run on every Store: SQLite, and ZooKeeper when TEPUI_TEST_ZK names one
+# (skipped otherwise; tests/sdk/test_zk_store.py has what only ZooKeeper does).
+STORES = ["sqlite", pytest.param("zookeeper", marks=pytest.mark.slow)]
+
+
+@contextlib.contextmanager
+def open_store(kind: str, directory: Path) -> Iterator[Store]:
+    if kind == "sqlite":
+        with SQLiteStore(directory / "state" / "registry.db") as s:
+            yield s
+    else:
+        with zk_store() as s:
+            yield s
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with open_store(request.param, tmp_path) as s:
         yield s
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SQLiteStore) -> None:
+def test_each_store_satisfies_the_protocol(store: Store) -> None:
     assert isinstance(store, Store)
 
 
-def test_put_get_list_delete_round_trip(store: SQLiteStore) -> None:
+def test_put_get_list_delete_round_trip(store: Store) -> None:
     assert store.get("agents", "a1") is None
     assert store.put("agents", "a1", b"one") == 1
     assert store.put("agents", "a2", b"two") == 1
@@ -45,7 +63,7 @@ def test_put_get_list_delete_round_trip(store: SQLiteStore) -> None:
     assert store.get("frameworks", "a1") == Entry(b"not an agent", 1)
 
 
-def test_list_by_prefix_is_exact_and_ordered(store: SQLiteStore) -> None:
+def test_list_by_prefix_is_exact_and_ordered(store: Store) -> None:
     for key in ["app/b", "app/a", "App/c", "apple", "ap%", "a_p/x"]:
         store.put("apps", key, key.encode())
     assert list(store.list("apps", "app/")) == ["app/a", "app/b"]
@@ -55,14 +73,14 @@ def test_list_by_prefix_is_exact_and_ordered(store: SQLiteStore) -> None:
     assert list(store.list("apps")) == sorted(["app/b", "app/a", "App/c", "apple", "ap%", "a_p/x"])
 
 
-def test_versions_increase_and_restart_after_delete(store: SQLiteStore) -> None:
+def test_versions_increase_and_restart_after_delete(store: Store) -> None:
     assert [store.put("quotas", "dev", bytes([i])) for i in range(4)] == [1, 2, 3, 4]
     assert store.get("quotas", "dev") == Entry(b"\x03", 4)
     store.delete("quotas", "dev")
     assert store.put("quotas", "dev", b"again") == 1  # like ZooKeeper: a re-created key starts over
 
 
-def test_compare_and_set(store: SQLiteStore) -> None:
+def test_compare_and_set(store: Store) -> None:
     assert store.put("fw", "f1", b"v1", expected_version=0) == 1
     assert store.put("fw", "f1", b"v2", expected_version=1) == 2
 
@@ -87,7 +105,7 @@ def test_compare_and_set(store: SQLiteStore) -> None:
     assert store.delete("fw", "f1", expected_version=0) is False
 
 
-def test_transaction_commits_a_batch(store: SQLiteStore) -> None:
+def test_transaction_commits_a_batch(store: Store) -> None:
     store.put("weights", "old", b"x")
     with store.transaction():
         store.put("weights", "dev", b"2.0", expected_version=0)
@@ -97,7 +115,7 @@ def test_transaction_commits_a_batch(store: SQLiteStore) -> None:
     assert store.list("weights") == {"dev": Entry(b"2.0", 1), "prod": Entry(b"3.0", 1)}
 
 
-def test_transaction_that_raises_midway_writes_nothing(store: SQLiteStore) -> None:
+def test_transaction_that_raises_midway_writes_nothing(store: Store) -> None:
     store.put("reservations", "r0", b"kept")
     with pytest.raises(RuntimeError, match="midway"), store.transaction():
         store.put("reservations", "r1", b"a")
@@ -206,7 +224,7 @@ def test_a_write_that_cannot_get_the_lock_raises_store_error(tmp_path: Path) -> 
         ("ns", "\ud800", "lone surrogate"),
     ],
 )
-def test_bad_names_raise_value_error(store: SQLiteStore, ns: object, key: object, problem: str) -> None:
+def test_bad_names_raise_value_error(store: Store, ns: object, key: object, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         store.put(ns, key, b"v")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=problem):
@@ -215,7 +233,7 @@ def test_bad_names_raise_value_error(store: SQLiteStore, ns: object, key: object
         store.delete(ns, key)  # type: ignore[arg-type]
 
 
-def test_bad_values_and_versions_raise_value_error(store: SQLiteStore) -> None:
+def test_bad_values_and_versions_raise_value_error(store: Store) -> None:
     assert store.put("ns", "k" * MAX_NAME_CHARS, b"") == 1  # the limit itself is fine
     with pytest.raises(ValueError, match="value must be bytes, not str"):
         store.put("ns", "k", "text")  # type: ignore[arg-type]
@@ -235,7 +253,7 @@ class FrameworkRecord(msgspec.Struct, frozen=True):
     failover_timeout: float
 
 
-def test_json_helpers_store_typed_structs(store: SQLiteStore) -> None:
+def test_json_helpers_store_typed_structs(store: Store) -> None:
     record = FrameworkRecord("fw-1", "dev", 604800.0)
     assert put_json(store, "frameworks", record.id, record, expected_version=0) == 1
     assert get_json(store, "frameworks", "fw-1", FrameworkRecord) == (record, 1)
@@ -268,15 +286,15 @@ OPS = st.lists(
 )
 
 
-@pytest.fixture(scope="module")
-def shared_store() -> Iterator[SQLiteStore]:
-    with tempfile.TemporaryDirectory() as d, SQLiteStore(Path(d) / "model.db") as s:
+@pytest.fixture(scope="module", params=STORES)
+def shared_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    with tempfile.TemporaryDirectory() as d, open_store(request.param, Path(d)) as s:
         yield s
 
 
 @settings(max_examples=60, deadline=None)
 @given(ops=OPS)
-def test_store_matches_a_dict_model(shared_store: SQLiteStore, ops: list[tuple]) -> None:
+def test_store_matches_a_dict_model(shared_store: Store, ops: list[tuple]) -> None:
     store, ns = shared_store, uuid.uuid4().hex  # a fresh namespace per example
     model: dict[str, tuple[bytes, int]] = {}
     for op, key, value, expected in ops:
