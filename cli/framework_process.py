@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from tepui.sdk.http_modes import READ_AUTH_MODES
+from tepui.sdk.zookeeper import DEFAULT_SESSION_TIMEOUT, parse_zk_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,8 +28,17 @@ def process_options(name: str, port: int, store_help: str, *, role_help: str = "
     ``task_user``: it launches tasks, so ``--user`` says as whom."""
     options = [
         click.option("--master", default=None,
-                     help="Master HOST:PORT (default: the client configuration `tepui up` writes)."),
-        click.option("--store", default=None, help=store_help),
+                     help="Master HOST:PORT, or zk://HOST:PORT[,...]/PATH to follow the leading master "
+                          "(default: the client configuration `tepui up` writes)."),
+        click.option("--store", default=None, help=store_help + " Not with --zk."),
+        click.option("--zk", default=None, metavar="zk://HOST:PORT[,...]/PATH",
+                     help=f"Run as one of several instances of the {name} framework: the leader is elected in "
+                          f"ZooKeeper under PATH/frameworks/{name}/leader and keeps the store there "
+                          "(PATH/frameworks/NAME/store); the others redirect API calls to it (307) and take over "
+                          "when it is lost. Instances on one host differ by --http-port."),
+        click.option("--zk-session-timeout", type=float, default=DEFAULT_SESSION_TIMEOUT, show_default=True,
+                     help="ZooKeeper session timeout in seconds: how soon a lost leader is replaced "
+                          "(docs/operations.md, \"Failover timing\")."),
         click.option("--http-ip", default="127.0.0.1", show_default=True, help="Address the REST API binds."),
         click.option("--http-port", default=port, show_default=True,
                      help=f"Port of the REST API (the master proxies /frameworks/{name}/ to it)."),
@@ -57,6 +67,16 @@ def common(flags: dict[str, Any]) -> dict[str, Any]:
     an option of the framework but of its logging)."""
     flags = dict(flags)
     flags.pop("log_level", None)
+    if flags.get("zk"):
+        if flags.get("store"):
+            raise click.UsageError("--store and --zk exclude each other: with --zk the framework's store is in "
+                                   "ZooKeeper, shared by its instances")
+        try:
+            parse_zk_url(flags["zk"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--zk") from None
+    if flags.get("zk_session_timeout", 1.0) <= 0:
+        raise click.BadParameter("must be > 0 seconds", param_hint="--zk-session-timeout")
     flags["store"] = flags.get("store") or ""
     flags["token_file"] = flags.pop("http_token_file")
     flags["read_auth"] = flags.pop("http_read_auth")

@@ -29,6 +29,7 @@ from tepui.sdk.framework_effects import Decline, Demand, Kill, Launch, Reconcile
 from tepui.sdk.protocol.values import Filters, FrameworkInfo, MasterInfo
 from tepui.sdk.scheduler import LONG_RUNNING_FAILOVER_TIMEOUT, Scheduler, SchedulerDriver
 from tepui.sdk.store import SQLiteStore, Store, StoreError
+from tepui.sdk.zookeeper import DEFAULT_SESSION_TIMEOUT
 
 if TYPE_CHECKING:
     from twisted.web.resource import Resource
@@ -58,6 +59,10 @@ class FrameworkOptions:
     token_file: str | None = None
     read_auth: str = "open"
     insecure: bool = False
+    # zk://HOSTS/PATH: run as one of several instances, the leader elected in ZooKeeper, the
+    # store in ZooKeeper too (sdk/framework_ha.py); None: the only instance, on its SQLite file.
+    zk: str | None = None
+    zk_session_timeout: float = DEFAULT_SESSION_TIMEOUT
 
 
 class FrameworkShell(Scheduler):
@@ -195,6 +200,37 @@ def serve_api(reactor: Any, options: FrameworkOptions, api: Resource, driver: Sc
     site = GuardedSite(api, policy_from_flags(options.token_file, options.read_auth, service),
                        relay_scope=lambda: driver.framework_id)
     listen(reactor, options.http_port, site, options.http_ip)
+
+
+@dataclass
+class Running:
+    """A framework built on its store and ready to run: what the process serves, starts, ticks
+    and stops (each framework's ``build``)."""
+
+    shell: FrameworkShell
+    driver: SchedulerDriver
+    hub: EventHub
+    api: Resource
+    tick: Callable[[], None]
+    before_close: Callable[[], None] | None = None
+
+
+Build = Callable[[Store, str], Running]
+"""A framework's constructor: its state loaded from the store (and where that is, for its log)."""
+
+
+def run_framework(reactor: Any, options: FrameworkOptions, store_file: str, service: str, build: Build) -> int:
+    """Runs the framework until SIGTERM/SIGINT and returns the exit status: the only instance
+    on its SQLite file, or with ``--zk`` one of several instances (:mod:`.framework_ha`)."""
+    if options.zk:
+        from tepui.sdk.framework_ha import run_instance
+
+        return run_instance(reactor, options, service, build)
+    path, store = open_store(options, store_file)
+    running = build(store, path)
+    serve_api(reactor, options, running.api, running.driver, service)
+    run_until_shutdown(reactor, running.driver, running.hub, store, running.tick, running.before_close)
+    return 1 if running.shell.failed else 0
 
 
 def run_until_shutdown(reactor: Any, driver: SchedulerDriver, hub: EventHub, store: Store,

@@ -37,8 +37,8 @@ from tepui.frameworks.batch.records import JobRecord
 from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError, TaskStatus
 from tepui.sdk.event_stream import EventHub
 from tepui.sdk.framework_shell import (
-    FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, perform, run_until_shutdown,
-    serve_api, subscribed_driver, subscription, write_persists,
+    FrameworkOptions, FrameworkShell, Running, advertised_ip, framework_driver, perform, run_framework,
+    subscribed_driver, subscription, write_persists,
 )
 
 log = logging.getLogger("tepui.batch")
@@ -155,13 +155,12 @@ class BatchShell(FrameworkShell):
 HTTP_SERVICE = "batch framework"
 
 
-def run(options: BatchOptions, reactor: Any) -> int:
-    """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
+def assemble(options: BatchOptions, reactor: Any, store: Store, where: str) -> Running:
+    """The framework on its store: jobs loaded, core, shell, driver and API made."""
     from tepui.frameworks.batch.api import BatchApi
     from tepui.frameworks.batch.history import History
     from tepui.sdk.http_security import load_token
 
-    path, store = open_store(options, STORE_FILE)
     token = load_token(options.token_file) if options.token_file else None  # for artifact URIs' task files tokens
     core = BatchCore(options.queues, BatchConfig(role=options.role, cluster_token=token))
     loaded_at = time.monotonic()
@@ -171,12 +170,16 @@ def run(options: BatchOptions, reactor: Any) -> int:
     shell = BatchShell(reactor, core, store, hub, options.master_http)
     driver = framework_driver(shell, options, framework_id, reactor, implicit_acknowledgements=False)
     shell.driver = driver
-    serve_api(reactor, options, BatchApi(core, shell.run_command, hub, shell.now, subscription(driver), History(store)),
-              driver, HTTP_SERVICE)
+    api = BatchApi(core, shell.run_command, hub, shell.now, subscription(driver), History(store))
     log.info("event=batch_starting store=%s jobs=%d live_jobs=%d load_seconds=%.3f framework_id=%s "
-             "api=http://%s:%d role=%s queues=%s", path, len(jobs),
+             "api=http://%s:%d role=%s queues=%s", where, len(jobs),
              sum(1 for j in jobs if j[1].state not in ENDED), time.monotonic() - loaded_at, framework_id,
              advertised_ip(options), options.http_port, options.role,
              ",".join(q.name for q in core.queues.config.queues))
-    run_until_shutdown(reactor, driver, hub, store, shell.tick)
-    return 1 if shell.failed else 0
+    return Running(shell, driver, hub, api, shell.tick)
+
+
+def run(options: BatchOptions, reactor: Any) -> int:
+    """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
+    return run_framework(reactor, options, STORE_FILE, HTTP_SERVICE,
+                         lambda store, where: assemble(options, reactor, store, where))

@@ -35,8 +35,8 @@ from tepui.frameworks.cron.loading import LoadedSchedule, load_schedules
 from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError
 from tepui.sdk.event_stream import EventHub
 from tepui.sdk.framework_shell import (
-    FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, run_until_shutdown, serve_api,
-    subscription, write_persists,
+    FrameworkOptions, FrameworkShell, Running, advertised_ip, framework_driver, run_framework, subscription,
+    write_persists,
 )
 from tepui.sdk.protocol.values import Filters
 
@@ -183,14 +183,13 @@ def batch_base(options: CronOptions) -> str:
     return master.rstrip("/") + "/frameworks/batch/v1"
 
 
-def run(options: CronOptions, reactor: Any) -> int:
-    """Runs the framework until SIGTERM/SIGINT."""
+def assemble(options: CronOptions, reactor: Any, store: Store, where: str) -> Running:
+    """The framework on its store: schedules loaded, core, shell, driver, API and poller made."""
     from twisted.internet import task
 
     from tepui.frameworks.cron.api import CronApi
     from tepui.sdk.http_security import load_token
 
-    path, store = open_store(options, STORE_FILE)
     token = load_token(options.token_file) if options.token_file else None  # the batch calls' Bearer
     framework_id, schedules = read_store(store)
     core = CronCore()
@@ -200,17 +199,21 @@ def run(options: CronOptions, reactor: Any) -> int:
     shell = CronShell(reactor, core, store, hub, link, framework_id)
     driver = framework_driver(shell, options, framework_id, reactor)
     shell.driver = driver
-    serve_api(reactor, options, CronApi(core, shell.run_command, hub, shell.now, subscription(driver),
-                                        lambda: link.reachable), driver, HTTP_SERVICE)
+    api = CronApi(core, shell.run_command, hub, shell.now, subscription(driver), lambda: link.reachable)
     poller = task.LoopingCall(shell.poll)
     poller.clock = reactor
-    reactor.callWhenRunning(poller.start, POLL_SECONDS, now=False)
-    log.info("event=cron_starting store=%s schedules=%d framework_id=%s api=http://%s:%d batch=%s", path,
+    reactor.callWhenRunning(poller.start, POLL_SECONDS, now=False)  # at once when it runs already (--zk)
+    log.info("event=cron_starting store=%s schedules=%d framework_id=%s api=http://%s:%d batch=%s", where,
              len(schedules), framework_id, advertised_ip(options), options.http_port, link.base)
 
     def before_close() -> None:
         if poller.running:
             poller.stop()
 
-    run_until_shutdown(reactor, driver, hub, store, shell.tick, before_close)
-    return 1 if shell.failed else 0
+    return Running(shell, driver, hub, api, shell.tick, before_close)
+
+
+def run(options: CronOptions, reactor: Any) -> int:
+    """Runs the framework until SIGTERM/SIGINT."""
+    return run_framework(reactor, options, STORE_FILE, HTTP_SERVICE,
+                         lambda store, where: assemble(options, reactor, store, where))

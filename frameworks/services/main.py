@@ -28,8 +28,8 @@ from tepui.frameworks.services.readiness import ReadinessProber
 from tepui.frameworks.services.state import NS_FRAMEWORK, ServiceState
 from tepui.sdk import MasterInfo, Offer, SchedulerDriver, Store, StoreError, TaskStatus
 from tepui.sdk.framework_shell import (
-    FrameworkOptions, FrameworkShell, advertised_ip, framework_driver, open_store, perform, run_until_shutdown,
-    serve_api, subscribed_driver, subscription,
+    FrameworkOptions, FrameworkShell, Running, advertised_ip, framework_driver, perform, run_framework,
+    subscribed_driver, subscription,
 )
 
 log = logging.getLogger("tepui.services")
@@ -122,19 +122,22 @@ class ServicesShell(FrameworkShell):
 HTTP_SERVICE = "services framework"
 
 
-def run(options: ServicesOptions, reactor: Any) -> int:
-    """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
-    path, store = open_store(options, STORE_FILE)
+def assemble(options: ServicesOptions, reactor: Any, store: Store, where: str) -> Running:
+    """The framework on its store: state loaded, core, shell, driver and API made."""
     state = load_state(store)
     core = ServicesCore(state, CoreConfig(role=options.role))
     hub = EventHub(reactor)
     shell = ServicesShell(reactor, core, store, hub)
     driver = framework_driver(shell, options, state.framework_id, reactor)
     shell.driver = driver
-    serve_api(reactor, options, ServicesApi(core, shell.run_command, hub, shell.now, subscription(driver)), driver,
-              HTTP_SERVICE)
+    api = ServicesApi(core, shell.run_command, hub, shell.now, subscription(driver))
     log.info("event=services_starting store=%s apps=%d instances=%d framework_id=%s api=http://%s:%d role=%s",
-             path, len(state.apps), len(state.instances), state.framework_id, advertised_ip(options),
+             where, len(state.apps), len(state.instances), state.framework_id, advertised_ip(options),
              options.http_port, options.role)
-    run_until_shutdown(reactor, driver, hub, store, shell.tick, before_close=shell.prober.stop_all)
-    return 1 if shell.failed else 0
+    return Running(shell, driver, hub, api, shell.tick, before_close=shell.prober.stop_all)
+
+
+def run(options: ServicesOptions, reactor: Any) -> int:
+    """Runs the framework until SIGTERM/SIGINT (it then leaves with failover: tasks keep running)."""
+    return run_framework(reactor, options, STORE_FILE, HTTP_SERVICE,
+                         lambda store, where: assemble(options, reactor, store, where))
