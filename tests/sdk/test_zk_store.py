@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.security import make_digest_acl
 from tepui.master.durability.epoch import Superseded, check_epoch, claim_epoch, stored_epoch
 from tepui.sdk.store import Entry, Store, StoreError, VersionConflict, get_json, put_json
 from tepui.sdk.zk_store import MAX_VALUE_BYTES, MULTI_LIMIT_BYTES, ZooKeeperStore, escape_name, unescape_name
@@ -285,3 +287,116 @@ def test_a_connection_that_stays_down_is_a_store_error_after_retry_seconds() -> 
         client.stop()
         client.close()
     assert ZooKeeperStore(client, "/x").retry_seconds == 4.0  # default: the session timeout
+
+
+class CuttableProxy:
+    """A TCP relay to ZooKeeper that a test can cut (every link closed, new ones refused) and
+    restore on the same port: a network outage for one client, the server untouched."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.port = target, free_port()
+        self._links: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the blocked accept() and stops listening (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        for link in self._links:
+            with contextlib.suppress(OSError):
+                link.shutdown(socket.SHUT_RDWR)
+            link.close()
+        self._links.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                inbound, _ = listener.accept()
+            except OSError:
+                return
+            outbound = socket.create_connection(self.target)
+            self._links += [inbound, outbound]
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+
+def test_calls_during_a_short_outage_are_retried_and_succeed_on_the_same_session() -> None:
+    host, port = zk_hosts().split(",")[0].rsplit(":", 1)
+    proxy = CuttableProxy((host, int(port)))
+    client = KazooClient(hosts=f"127.0.0.1:{proxy.port}", timeout=4.0)
+    client.start(timeout=15)
+    try:
+        with zk_store(client, retry_seconds=3.0) as store:
+            assert store.put("agents", "a1", b"before") == 1
+            session = client.client_id
+            proxy.cut()
+            threading.Timer(1.0, proxy.restore).start()
+            started = time.monotonic()
+            assert store.put("agents", "a1", b"during") == 2  # SUSPENDED, retried until the link is back
+            waited = time.monotonic() - started
+            assert 0.9 <= waited < 3.0, waited
+            assert client.client_id == session  # the same session: nothing was lost
+            assert store.get("agents", "a1") == Entry(b"during", 2)
+            print(f"put during a 1 s outage returned after {waited:.2f} s")
+
+            store.retry_seconds = 1.0
+            proxy.cut()
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="could not list agents/\\* .*no answer from ZooKeeper within 1 s"):
+                store.list("agents")
+            assert 0.9 <= time.monotonic() - started < 2.5
+            proxy.restore()
+            store.retry_seconds = 10.0
+            assert store.list("agents") == {"a1": Entry(b"during", 2)}
+    finally:
+        client.stop()
+        client.close()
+        proxy.cut()
+
+
+def test_anything_else_is_a_store_error_at_once_naming_znode_and_operation(
+    store: ZooKeeperStore, client: KazooClient
+) -> None:
+    locked = make_digest_acl("someone-else", "secret", all=True)
+    client.ensure_path(store.root)
+    client.create(f"{store.root}/locked", acl=[locked])
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=f"could not put locked/k \\(znode {store.root}/locked/k\\): NoAuthError"):
+        store.put("locked", "k", b"x")
+    assert time.monotonic() - started < 0.5  # not retried
+    client.delete(f"{store.root}/locked")  # a childless znode needs no rights of its own to delete
+
+
+def test_a_failure_after_the_first_multi_says_the_first_ones_were_committed(store: ZooKeeperStore) -> None:
+    store.put("agents", "last", b"v1")
+    with zk_client() as other_client:
+        other = ZooKeeperStore(other_client, store.root)
+        with pytest.raises(StoreError, match="The first 1 of this transaction's 2 multis were committed") as err:
+            with store.transaction():
+                for i in range(700):  # 700 x 725 B (value, path, op overhead) = 507,500 B: one multi
+                    store.put("agents", f"agent-{i:03}", AGENT_RECORD)
+                store.put("agents", "last", b"m" * 100_000)  # does not fit in it: the second multi
+                other.put("agents", "last", b"theirs")
+        assert not isinstance(err.value, VersionConflict)
+        assert "Version conflict on agents/'last': expected it at version 1, but it is at version 2" in str(err.value)
+    assert len(store.list("agents", "agent-")) == 700
+    assert store.get("agents", "last") == Entry(b"theirs", 2)
