@@ -45,6 +45,7 @@ from tepui.agent.events import (
     HealthProbe,
     KillEscalation,
     MasterCheck,
+    MasterChanged,
     MasterReconnected,
     Received,
     Register,
@@ -172,6 +173,7 @@ class AgentCore:
         route(self._on_event, TimerFired, self._timer)
         route(self._on_event, Start, self._master_link.start)
         route(self._on_event, MasterReconnected, self._master_link.reconnected)
+        route(self._on_event, MasterChanged, self._master_link.changed)
         route(self._on_event, Shutdown, lambda event, now, out: self._stopping.shutdown(now, out))
         self._on_message: dict[type, Handler] = {}  # what the master sends (am.MasterToAgent)
         route(self._on_message, am.AgentRegistered, self._master_link.registered)

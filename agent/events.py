@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tepui.agent.checkpointing.checkpoint import Checkpoint
 
 __all__ = [
-    "Start", "MasterReconnected", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
+    "Start", "MasterReconnected", "MasterChanged", "Received", "TaskSpawned", "TaskLaunchFailed", "TaskExited", "Shutdown", "TimerFired",
     "FetchSucceeded", "FetchFailed", "HealthCheckResult", "RunHealthCheck", "ExecutorReceived", "SendToExecutor", "RemoveVolumes",
     "SendToMaster", "LaunchProcess", "LaunchContainer", "FetchURIs", "SignalProcess", "ScheduleTimer",
     "CancelTimer", "Log", "Exit", "AdoptProcess", "AdoptContainer",
@@ -45,6 +45,18 @@ class Start:
 class MasterReconnected:
     """The connection to the master came back after a loss. A master that restarted has
     forgotten us: re-register now rather than after the silence limit."""
+
+
+@dataclass(frozen=True)
+class MasterChanged:
+    """ZooKeeper names another serving master (an agent given ``--master zk://...``); the shell
+    has already moved the connection to it. Register with it now — whether or not the agent
+    counts itself registered, with the backoff started over — rather than after the silence
+    limit: the old leader may have died without a word. ``leader`` and ``epoch`` are what it
+    published (logged; the envelopes' epochs still do the fencing)."""
+
+    leader: str
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -281,7 +293,7 @@ AgentTimer = (Register | MasterCheck | StopDeadline | RetryUpdate | HealthProbe 
 
 # --- the unions -------------------------------------------------------------------------------
 
-AgentEvent = (Start | MasterReconnected | Received | TaskSpawned | FetchSucceeded | FetchFailed | TaskLaunchFailed
+AgentEvent = (Start | MasterReconnected | MasterChanged | Received | TaskSpawned | FetchSucceeded | FetchFailed | TaskLaunchFailed
               | TaskExited | HealthCheckResult | ExecutorReceived | Shutdown | TimerFired)
 
 # A string: Checkpoint (agent/checkpointing/checkpoint.py) imports the executors module, which imports this one.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tepui.sdk.runtime import install_reactor
 from tepui.sdk.shell import configure_logging
 from tepui.sdk.transport import tcp_address
+from tepui.sdk.zookeeper import ZkUnavailable, is_zk
 
 if TYPE_CHECKING:
     from tepui.agent.options import AgentOptions
@@ -41,7 +42,7 @@ def run_agent(options: AgentOptions) -> None:
     from tepui.agent.shell import AgentShell
     from twisted.internet import threads
 
-    address = tcp_address(options.master, 5050)
+    address = options.master if is_zk(options.master) else tcp_address(options.master, 5050)
     name = options.hostname or socket.gethostname()
     cgroups = None
     if options.isolation != "none":
@@ -165,6 +166,10 @@ def run_agent(options: AgentOptions) -> None:
     core = AgentCore(config, lambda: uuid.uuid4().bytes)
     shell = AgentShell(reactor, core, address, cgroups, options.pids_limit, docker, fetcher, store, curve=curve)
     shell.recover(recovered)
+    try:
+        shell.follow()  # zk://: an unreachable ensemble stops the agent here, with what to do
+    except ZkUnavailable as exc:
+        raise SystemExit(f"--master {options.master}: {exc}") from None
     gc = SandboxGC(options.work_dir, options.sandbox_gc_delay, lambda: core.tasks.keys(), time.time,
                    lambda f, *a: threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a))
     reactor.addSystemEventTrigger("before", "shutdown", shell.on_reactor_stop)

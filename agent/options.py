@@ -14,7 +14,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class AgentOptions:
     master: str
-    """Master HOST:PORT (port 5050 when left out): where the agent registers."""
+    """Master HOST:PORT (port 5050 when left out): where the agent registers; or
+    ``zk://h1:p1,h2:p2/path`` (HA masters): it follows the serving leader and re-registers at
+    once when another takes over."""
     work_dir: str
     """Sandboxes, the checkpoint and the fetcher cache live here; a restart on the same
     directory recovers the tasks the previous agent left running."""

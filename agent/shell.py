@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
@@ -25,6 +25,7 @@ from tepui.agent.events import (
     FetchURIs,
     LaunchContainer,
     LaunchProcess,
+    MasterChanged,
     MasterReconnected,
     Received,
     SendToMaster,
@@ -50,11 +51,19 @@ from tepui.sdk.shell import TimerBook, TimersAndLogs
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.dealer import DealerEndpoint
 from tepui.sdk.router import RouterEndpoint
+from tepui.sdk.zookeeper import is_zk
+
+if TYPE_CHECKING:
+    from tepui.sdk.master_follower import MasterTarget
 
 log = logging.getLogger("tepui.agent")
 
 
 class AgentShell:
+    """``master`` is the master's ``tcp://HOST:PORT``, or ``zk://h1:p1,h2:p2/path`` (HA masters):
+    the agent then follows the serving leader (:mod:`tepui.sdk.master_follower`), registers only
+    once one serves, and on every change moves its connection and re-registers at once."""
+
     def __init__(self, reactor: Any, core: AgentCore, master: str, cgroups: Cgroups | None = None,
                  pids_limit: int | None = None, docker: DockerContainerizer | None = None,
                  fetcher: Fetcher | None = None, store: CheckpointStore | None = None,
@@ -77,7 +86,13 @@ class AgentShell:
         self._exited: defer.Deferred[None] = defer.Deferred()
         self._reactor_stopping = False
         self._draining = False
-        self.endpoint = DealerEndpoint(reactor, master, self._on_message,
+        self.master = master
+        self.curve = curve
+        self.following = is_zk(master)
+        self.follower: Any = None  # a LeaderFollower while following a zk:// master
+        self._started = False
+        self._leader_known = False
+        self.endpoint = DealerEndpoint(reactor, None if self.following else master, self._on_message,
                                        on_reconnect=lambda: self.handle(MasterReconnected()), curve=curve)
         self.executor_codec: Codec[Any] = Codec(AgentExecutorInbound)
         self.executor_socket: RouterEndpoint | None = None
@@ -107,8 +122,39 @@ class AgentShell:
             swept = self.docker.sweep(self.core.agent_id)
             swept.addErrback(lambda f: log.warning("event=orphan_container_sweep_failed error=%r", str(f.value)))
 
+    def follow(self) -> None:
+        """With a ``zk://`` master: connects to ZooKeeper and follows the serving master (raises
+        ``ZkUnavailable`` naming the servers when none answers). ``run_agent`` calls it before
+        the reactor runs, so that an unreachable ensemble stops the agent with that message."""
+        if self.following and self.follower is None:
+            from tepui.sdk.master_follower import follow_master
+
+            self.follower = follow_master(self.reactor, self.master, self.curve, self._master_changed)
+
+    def _master_changed(self, target: MasterTarget) -> None:
+        """ZooKeeper names the serving master: move there; register if the agent has started
+        (the first leader), re-register at once on a change (``MasterChanged``)."""
+        self.endpoint.retarget(target.connect, target.server_key)
+        first, self._leader_known = not self._leader_known, True
+        if not self._started:
+            return  # start() registers
+        if first:
+            self.handle(Start())
+        else:
+            self.handle(MasterChanged(target.info.id, target.info.epoch))
+
+    def _stop_following(self) -> None:
+        if self.follower is not None:
+            self.follower.close()
+            self.follower = None
+
     def start(self) -> None:
-        self.handle(Start())
+        self._started = True
+        self.follow()
+        if self.following and not self._leader_known:
+            log.info("event=waiting_for_master zk=%s hint=\"the agent registers once a master serves\"", self.master)
+        else:
+            self.handle(Start())
         if self.docker is not None:
             self.docker.available().addCallback(self._docker_checked)
 
@@ -144,6 +190,7 @@ class AgentShell:
         if self._draining or self.core.stopping:
             return self._exited
         self.timers.cancel_all()
+        self._stop_following()
         self.endpoint.close()
         if self.executor_socket is not None:
             self.executor_socket.close()
@@ -162,6 +209,7 @@ class AgentShell:
         if not self._exited.called:
             self._exited.callback(None)
         self.timers.cancel_all()
+        self._stop_following()
         self.endpoint.close()
         if self.executor_socket is not None:
             self.executor_socket.close()

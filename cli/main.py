@@ -167,7 +167,8 @@ def master(ip: str, port: int, http_port: int, advertise_ip: str | None, hostnam
 
 @cli.command()
 @click.option("--master", "master_address", default=DEFAULT_MASTER, show_default=True,
-              help="Master HOST:PORT (default from $TEPUI_MASTER).")
+              help="Master HOST:PORT, or zk://H1:P1,H2:P2/PATH to follow the serving master of an HA cluster "
+              "(default from $TEPUI_MASTER).")
 @click.option("--work-dir", default=None, help="Where sandboxes live (default: $TMPDIR/tepui-agent).")
 @click.option("--resources", default=None, help="Override detected resources, e.g. 'cpus:4;mem:2048;ports:[31000-32000]'.")
 @click.option("--attributes", default=None, help="Attributes for placement, e.g. 'rack:r1;zone:a'.")
@@ -235,13 +236,17 @@ def agent(master_address: str, work_dir: str | None, resources: str | None, attr
     from tepui.agent.shell import default_work_dir
     from tepui.sdk.resources import InvalidResources, Resources
     from tepui.sdk.transport import tcp_address
+    from tepui.sdk.zookeeper import is_zk, parse_zk_url
 
     unknown = {c.strip() for c in containerizers.split(",") if c.strip()} - {"mesos", "docker"}
     if unknown:
         raise click.BadParameter(f"unknown containerizer {sorted(unknown)[0]!r}: use mesos and/or docker",
                                  param_hint="--containerizers")
     try:
-        tcp_address(master_address, 5050)
+        if is_zk(master_address):
+            parse_zk_url(master_address)  # followed: the agent registers with the serving leader
+        else:
+            tcp_address(master_address, 5050)
         if resources:
             Resources.parse(resources)
         parse_attributes(attributes)

@@ -11,7 +11,8 @@ from tepui.sim.events import DEFAULT_RESOURCES
 
 @click.command("sim")
 @click.option("--master", "master_address", default=lambda: os.environ.get("TEPUI_MASTER", "127.0.0.1:5050"),
-              show_default="$TEPUI_MASTER or 127.0.0.1:5050", help="Master HOST:PORT.")
+              show_default="$TEPUI_MASTER or 127.0.0.1:5050",
+              help="Master HOST:PORT, or zk://H1:P1,H2:P2/PATH to follow the serving master of an HA cluster.")
 @click.option("--agents", type=click.IntRange(1), default=100, show_default=True, help="How many agents to simulate.")
 @click.option("--resources", default=DEFAULT_RESOURCES, show_default=True, help="What each agent offers.")
 @click.option("--attributes", default="", help="Each agent's attributes; {i}, {i%N} and {i//N} are replaced by the "
@@ -49,6 +50,7 @@ def sim_command(master_address: str, agents: int, resources: str, attributes: st
     `sleep N` command, else at once. Prints `ready agents=N` on stdout once all registered."""
     from tepui.sdk.resources import InvalidResources, Resources
     from tepui.sdk.transport import tcp_address
+    from tepui.sdk.zookeeper import is_zk, parse_zk_url
     from tepui.sim.events import check_template
     from tepui.sim.main import SimOptions, run_sim
 
@@ -66,7 +68,10 @@ def sim_command(master_address: str, agents: int, resources: str, attributes: st
         except CurveError as exc:
             raise click.UsageError(str(exc)) from None
     try:
-        tcp_address(master_address, 5050)
+        if is_zk(master_address):
+            parse_zk_url(master_address)  # the agents follow the serving master
+        else:
+            tcp_address(master_address, 5050)
         Resources.parse(resources)
         check_template(attributes)
     except (ValueError, InvalidResources) as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any, Callable
 
 import zmq
@@ -37,12 +38,16 @@ class DealerEndpoint(Endpoint):
     """An agent's or framework's socket to the master. The routing id is fixed per endpoint so
     that a reconnect (after a network blip) keeps the master's route to us (``ROUTER_HANDOVER``).
     With ``curve`` (the client key pair and the master's public key) the link is encrypted and
-    the master authenticates us; a refused handshake is logged (the send itself never fails)."""
+    the master authenticates us; a refused handshake is logged (the send itself never fails).
+
+    ``connect`` None: the master is not known yet (a client following a ``zk://`` address
+    before any master serves); nothing connects until :meth:`retarget`, and what is sent
+    meanwhile waits in our own queue (a DEALER without a peer refuses every send)."""
 
     def __init__(
         self,
         reactor: Any,
-        connect: str,
+        connect: str | None,
         on_message: Callable[[bytes], None],
         on_batch_end: Callable[[], None] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -55,17 +60,18 @@ class DealerEndpoint(Endpoint):
         self._max_bytes, self._hwm, self._curve = max_bytes, hwm, curve
         self.routing_id = os.urandom(12)
         # During a master key rotation: (endpoint, master key) pairs to try in turn.
-        self._candidates = master_candidates(connect, curve)
+        self._candidates = master_candidates(connect, curve) if connect is not None else []
         sock = self._new_socket(None)
         super().__init__(reactor, sock, on_batch_end, max_bytes)
         self._on_message = on_message
         self._on_reconnect = on_reconnect
         self.handshakes = HandshakeLog("client")
-        self._connect_to = connect
+        self._connect_to = connect or ""
         self._candidate = 0
         self._monitor: _ConnectionMonitor | None = self._watch(sock, lost=False)
         self._retry: Any = None
-        sock.connect(connect)
+        if connect is not None:
+            sock.connect(connect)
         self._start_reading()
 
     def _new_socket(self, server: bytes | None) -> zmq.Socket:
@@ -79,8 +85,8 @@ class DealerEndpoint(Endpoint):
         sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
-        if self._curve is not None:
-            apply_client(sock, self._curve)
+        if self._curve is not None and (server is not None or self._curve.server):
+            apply_client(sock, self._curve)  # an empty master key: one published by the leader comes with retarget
             if server is not None:
                 sock.setsockopt(zmq.CURVE_SERVERKEY, server)
         if len(self._candidates) > 1:
@@ -122,6 +128,47 @@ class DealerEndpoint(Endpoint):
         self._sock, self._fd = sock, sock.fileno()
         sock.connect(self._connect_to)
         self._start_reading()
+
+    def retarget(self, connect: str, server_key: bytes | None = None) -> None:
+        """Moves to another master — the new leader a ``zk://`` client was told of — on a new
+        socket with the same routing id, its candidates (``server_key`` replacing the configured
+        master key when given; a rotation's fallback keys and port still apply) tried as at start.
+        Nothing happens when the target is the one in use.
+
+        A new socket rather than ``disconnect()``/``connect()``, for the reasons
+        :meth:`_next_candidate` gives: the old attempt would linger, reconnecting to the dead or
+        standby master, and its monitor events would mix with the new ones. What sat in the old
+        socket's pipe for the old master is lost with it (``linger=0``), and that is fine: it
+        was for a master that is dead or no longer leads (a standby only answers errors), and
+        the owner re-registers or re-subscribes at once after this call — an agent resends
+        every unacknowledged status update on re-registration, a driver re-subscribes, is
+        reconciled, and repeats its kills. What waits in our own queue (not yet taken by
+        libzmq) is kept and goes to the new master."""
+        if self._closed:
+            return
+        keys = self._curve
+        if keys is not None and server_key is not None and server_key != keys.server:
+            keys = replace(keys, server=server_key)
+        candidates = master_candidates(connect, keys)
+        target = candidates[0] if candidates else (connect, None)
+        if self._candidates and self.master == target or not self._candidates and self._connect_to == connect:
+            return
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._candidates, self._candidate = candidates, 0
+        self._connect_to, server = target
+        old, old_monitor = self._sock, self._monitor
+        sock = self._new_socket(server)  # before the old one closes: the monitor's name comes from the fd
+        self._monitor = self._watch(sock, lost=False)  # the owner registers anew: no reconnect to report
+        if old_monitor is not None:
+            old_monitor.close()
+        stop_reading(self._loop, self._fd)
+        old.close(linger=0)
+        self._sock, self._fd = sock, sock.fileno()
+        sock.connect(self._connect_to)
+        self._start_reading()
+        log.info("event=master_retargeted endpoint=%s", self._connect_to)
 
     def _refused(self) -> None:
         """The master refused our key. libzmq then ends the connection for good (a refusal is a

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import msgspec
 
@@ -47,6 +47,10 @@ from tepui.sdk.config import DEFAULT_MASTER, load_client_config, resolve_master
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.dealer import DealerEndpoint
 from tepui.sdk.transport import tcp_address
+from tepui.sdk.zookeeper import is_zk
+
+if TYPE_CHECKING:
+    from tepui.sdk.master_follower import MasterTarget
 
 # The failover timeout for long-running frameworks (services, schedulers of long jobs): a crashed
 # framework's tasks keep running a week for its next instance (FrameworkInfo's own default, 0,
@@ -138,7 +142,11 @@ class SchedulerDriver:
         driver reads the client configuration (``$TEPUI_CONFIG``, else
         ``~/.config/tepui/config.yaml``, written by ``tepui up``), which also supplies the master
         address when ``master`` is None; no configuration means a plain connection, which only a
-        master started with ``--insecure`` accepts. ``insecure`` skips the configuration."""
+        master started with ``--insecure`` accepts. ``insecure`` skips the configuration.
+
+        ``master`` may be ``zk://h1:p1,h2:p2/path`` (HA masters): the driver then follows the
+        serving leader, subscribes once one serves, and re-subscribes at once when ZooKeeper
+        names another (see :func:`tepui.sdk.master_follower.master_key` for the key used)."""
         self.scheduler = scheduler
         self._demand = _shapes(demand)
         self.framework = framework
@@ -147,7 +155,10 @@ class SchedulerDriver:
             keys = config.keys
             master = resolve_master(master, config)
         self.keys = keys
-        self.master_address = tcp_address(master or DEFAULT_MASTER, 5050)
+        master = master or DEFAULT_MASTER
+        # zk://...: the serving master is followed (tepui.sdk.master_follower) from start().
+        self.master_address = master if is_zk(master) else tcp_address(master, 5050)
+        self._follower: Any = None
         self.reactor = reactor
         self.implicit_acknowledgements = implicit_acknowledgements
         self.codec: Codec[Any] = Codec(FrameworkInbound)
@@ -180,11 +191,19 @@ class SchedulerDriver:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connects and subscribes; callbacks start arriving once the reactor runs."""
-        self._endpoint = DealerEndpoint(self.reactor, self.master_address, self._on_message,
+        """Connects and subscribes; callbacks start arriving once the reactor runs. With a
+        ``zk://`` master: connects to ZooKeeper (blocking until a server answers; raises
+        ``ZkUnavailable`` when none does) and subscribes once a leader serves."""
+        following = is_zk(self.master_address)
+        self._endpoint = DealerEndpoint(self.reactor, None if following else self.master_address, self._on_message,
                                         on_reconnect=self._reconnected, curve=self.keys)
         self._stopped = False
-        self._subscribe()
+        if following:
+            from tepui.sdk.master_follower import follow_master
+
+            self._follower = follow_master(self.reactor, self.master_address, self.keys, self._master_changed)
+        else:
+            self._subscribe()
 
     def stop(self, failover: bool = False) -> defer.Deferred[None]:
         """Tears the framework down (its tasks are killed) unless ``failover``, in which case
@@ -209,6 +228,9 @@ class SchedulerDriver:
             self.reactor.callLater(0.05, close)
 
         def close() -> None:
+            if self._follower is not None:
+                self._follower.close()
+                self._follower = None
             if self._endpoint is not None:
                 self._endpoint.close()  # LINGER lets the queued teardown leave first
             done.callback(None)
@@ -244,6 +266,10 @@ class SchedulerDriver:
         if self._stopped or not self._ever_subscribed:
             return
         log.info("event=resubscribing reason=connection_restored")
+        self._resubscribe_now()
+
+    def _resubscribe_now(self) -> None:
+        """Subscribes again at once, the backoff started over (``disconnected`` first, if it was)."""
         if self.connected:
             self.connected = False
             self.scheduler.disconnected(self)
@@ -251,6 +277,19 @@ class SchedulerDriver:
             self._subscribe_call.cancel()
         self._backoff = 1.0
         self._subscribe()
+
+    def _master_changed(self, target: MasterTarget) -> None:
+        """ZooKeeper names a new serving master (or the first one): move the connection to it
+        and (re-)subscribe now, not after the heartbeat silence — the old leader's connection
+        may stay quiet for many seconds after it died. What was queued for it is lost with the
+        old socket (:meth:`DealerEndpoint.retarget`); the re-subscription and the implicit
+        reconciliation that follows it recover what matters."""
+        if self._stopped or self._endpoint is None:
+            return
+        log.info("event=master_changed leader=%s epoch=%d endpoint=%s", target.info.id, target.info.epoch,
+                 target.connect)
+        self._endpoint.retarget(target.connect, target.server_key)
+        self._resubscribe_now()
 
     def _watch(self) -> None:
         """Mesos HA guide: a scheduler that misses several heartbeats re-subscribes."""

@@ -51,6 +51,7 @@ from tepui.sim.events import (
     DURATION_LABEL,
     CloseAgent,
     FinishTask,
+    MasterChanged,
     MasterCheck,
     Received,
     Register,
@@ -154,6 +155,8 @@ class SimCore:
                 self._register(agent, now, out)
         elif isinstance(event, Stop):
             self._stop(event, out)
+        elif isinstance(event, MasterChanged):
+            self._master_changed(event, out)
         else:
             raise TypeError(f"unknown event {event!r}")
         return out
@@ -179,6 +182,18 @@ class SimCore:
             self.stats["reregistrations_sent"] += 1
         out.append(ScheduleTimer(now + agent.backoff, Register(agent.index)))
         agent.backoff = min(agent.backoff * 2, self.config.max_registration_backoff)
+
+    def _master_changed(self, event: MasterChanged, out: list[Effect]) -> None:
+        moving = 0
+        for agent in self.agents:
+            if agent.closed or agent.stopping:
+                continue
+            self._unregistered(agent)
+            agent.backoff = self.config.registration_backoff
+            out.append(CancelTimer(Register(agent.index)))
+            moving += 1
+        self.stats["master_changes"] += 1
+        out.append(Log("info", "master_changed", {"leader": event.leader, "epoch": event.epoch, "agents": moving}))
 
     def _on_registered(self, agent: SimAgent, msg: am.AgentRegistered | am.AgentReregistered, epoch: int,
                        now: float, out: list[Effect]) -> None:

@@ -17,7 +17,7 @@ from tepui.sdk.protocol.values import TaskInfo
 from tepui.sdk.resources import Resources
 
 __all__ = [
-    "SimConfig", "Start", "Received", "Stop", "SendToMaster", "CloseAgent", "ScheduleTimer", "CancelTimer",
+    "SimConfig", "Start", "Received", "Stop", "MasterChanged", "SendToMaster", "CloseAgent", "ScheduleTimer", "CancelTimer",
     "Log", "TimerFired", "DURATION_LABEL", "task_duration", "expand_template", "parse_attributes", "check_template",
     "Register", "RetryUpdate", "FinishTask", "StopDeadline", "MasterCheck", "SimTimer", "SimEvent", "SimEffect",
 ]
@@ -75,6 +75,17 @@ class Stop:
     (UNREGISTER_AGENT) so the master drops it at once instead of after its ping timeout."""
 
     unregister: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MasterChanged:
+    """ZooKeeper names another serving master (``tepui sim --master zk://...``): every agent
+    still running counts itself unregistered and waits for its turn to re-register (the shell
+    moves the agents' connections and sends each a ``Start`` in waves, as at start); their
+    pending registration retries are cancelled, so none goes out before its wave."""
+
+    leader: str
+    epoch: int
 
 
 # --- timer keys -------------------------------------------------------------------------------
@@ -137,7 +148,7 @@ class CloseAgent:
     index: int
 
 
-SimEvent = Start | Received | Stop | TimerFired
+SimEvent = Start | Received | Stop | MasterChanged | TimerFired
 SimEffect = SendToMaster | CloseAgent | ScheduleTimer | CancelTimer | Log
 
 

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import resource
+from dataclasses import replace
 from typing import Any, Callable, Protocol
 
 import zmq
@@ -37,6 +38,8 @@ class Links(Protocol):
     stats: dict[str, int]
 
     def open(self, index: int) -> None: ...
+    def move(self, address: str, server_key: bytes | None) -> None: ...
+    def reopen(self, index: int) -> None: ...
     def send(self, index: int, payload: bytes) -> None: ...
     def close(self, index: int) -> None: ...
     def close_all(self) -> None: ...
@@ -106,6 +109,22 @@ class ZmqLinks:
         fd = self._fds[index] = int(sock.getsockopt(zmq.FD))
         self._loop.add_reader(fd, self._on_fd, index)
         self._loop.call_soon(self._drain, index)
+
+    def move(self, address: str, server_key: bytes | None) -> None:
+        """Connections opened from now on go to ``address`` (a new leading master), expecting
+        ``server_key`` (Z85) when given; :meth:`reopen` moves an open one."""
+        self._address = address
+        if self._keys is not None and server_key is not None and server_key != self._keys.server:
+            self._keys = replace(self._keys, server=server_key)
+
+    def reopen(self, index: int) -> None:
+        """Agent ``index``'s connection, closed without lingering (what waited in it was for a
+        master that no longer leads) and opened again where :meth:`move` said."""
+        sock = self._sockets.get(index)
+        if sock is not None:
+            sock.setsockopt(zmq.LINGER, 0)
+            self.close(index)
+        self.open(index)
 
     def _on_fd(self, index: int) -> None:
         sock = self._sockets.get(index)

@@ -6,6 +6,10 @@ running 10,000 agents in one process is here:
 * registrations go in waves (``wave`` agents connect and register, the next wave starts once
   they are registered or after ``wave_timeout``), so the master is never handed 10,000
   registrations at once, and a progress line shows how far it got;
+* with ``--master zk://...``, a new leading master (:meth:`SimShell.master_changed`) moves the
+  agents' connections and re-registers them in waves the same way, at once rather than after
+  the silence limit, and prints ``reregistered agents=N leader=ID epoch=E seconds=S`` on
+  stdout when the last one is registered again (what bench/failover.py measures);
 * every core timer lives in one heap under one reactor call (:class:`TimerHeap`): 100,000
   task-end timers and as many update retries would otherwise be 200,000 reactor DelayedCalls;
 * nothing is logged per message; a stats line every ``stats_interval`` seconds says what the
@@ -27,7 +31,7 @@ from tepui.sdk.effects import TimerFired
 from tepui.sdk.protocol.envelope import AgentInbound
 from tepui.sdk.shell import TimersAndLogs
 from tepui.sim.core import SimCore
-from tepui.sim.events import CloseAgent, Received, SendToMaster, Start, Stop
+from tepui.sim.events import CloseAgent, MasterChanged, Received, SendToMaster, Start, Stop
 from tepui.sim.links import Links
 
 log = logging.getLogger("tepui.sim")
@@ -128,6 +132,9 @@ class SimShell:
         self._ready = False
         self._stopping = False
         self._stats_call: Any = None
+        self._round = 0  # registration rounds: the start, then one per new leading master
+        self._moving: tuple[str, int, float] | None = None  # a new leader's id, epoch, when it was seen
+        self._target = agents  # agents the current round registers
 
     def identity(self, index: int) -> bytes:
         """A routing id that is unique per agent and per sim process, and never starts with a
@@ -140,36 +147,76 @@ class SimShell:
         self._started_at = self.reactor.seconds()
         self._next_wave()
 
+    def master_changed(self, leader: str, epoch: int, address: str, server_key: bytes | None) -> None:
+        """ZooKeeper names another serving master: every running agent moves its connection
+        there and registers again, in waves as at start, beginning now (not after the master's
+        silence limit). A change during a round starts the round over."""
+        if self._stopping:
+            return
+        now = self.reactor.seconds()
+        self.links.move(address, server_key)
+        self._perform(self.core.handle(MasterChanged(leader, epoch), now))
+        self._moving = (leader, epoch, now)
+        self._target = sum(1 for agent in self.core.agents if not agent.closed)
+        self._progress(f"sim: master {leader} (epoch {epoch}) at {address} leads; re-registering "
+                       f"{self._target} agents")
+        self._round += 1
+        self._opened = 0
+        self._next_wave()
+
     def _next_wave(self) -> None:
         total = self.core.config.agents
         start, end = self._opened, min(total, self._opened + self.wave)
         now = self.reactor.seconds()
+        agents = self.core.agents
         for index in range(start, end):
-            self.links.open(index)
+            if self._moving is None:
+                self.links.open(index)
+            elif agents[index].closed:
+                continue  # shut down by the master: nothing to move
+            else:
+                self.links.reopen(index)
             self._perform(self.core.handle(Start(index), now))
         self._opened = end
         self._wave_started = now
-        self.reactor.callLater(0.05, self._watch_registrations)
+        self.reactor.callLater(0.05, self._watch_registrations, self._round)
 
-    def _watch_registrations(self) -> None:
-        if self._stopping:
-            return
+    def _watch_registrations(self, round: int = 0) -> None:
+        if self._stopping or round != self._round:
+            return  # stopped, or a newer round (another leader) took over
         total, registered = self.core.config.agents, self.core.registered
         now = self.reactor.seconds()
-        if registered >= total:
-            self._became_ready(now)
+        if registered >= self._target:
+            if self._moving is not None and self._ready:
+                self._reregistered(now)
+            else:
+                self._became_ready(now)
             return
-        if self._opened < total and (registered >= self._opened or now - self._wave_started > self.wave_timeout):
-            rate = registered / max(now - self._started_at, 1e-3)
-            self._progress(f"sim: {registered}/{total} agents registered ({rate:.0f}/s), "
+        # Agents closed since (SHUTDOWN_AGENT) will not register: they count as done.
+        opened = self._opened - sum(1 for agent in self.core.agents[:self._opened] if agent.closed) \
+            if self._moving is not None else self._opened
+        if self._opened < total and (registered >= opened or now - self._wave_started > self.wave_timeout):
+            rate = registered / max(now - (self._moving[2] if self._moving else self._started_at), 1e-3)
+            self._progress(f"sim: {registered}/{self._target} agents registered ({rate:.0f}/s), "
                            f"connecting {self._opened + 1}-{min(total, self._opened + self.wave)}")
             self._next_wave()
             return
-        self.reactor.callLater(0.05, self._watch_registrations)
+        self.reactor.callLater(0.05, self._watch_registrations, round)
+
+    def _reregistered(self, now: float) -> None:
+        assert self._moving is not None
+        leader, epoch, seen = self._moving
+        self._moving = None
+        seconds = now - seen
+        self._progress(f"sim: {self.core.registered}/{self._target} agents re-registered with {leader} "
+                       f"(epoch {epoch}) in {seconds:.2f} s")
+        print(f"reregistered agents={self.core.registered} leader={leader} epoch={epoch} seconds={seconds:.3f}",
+              flush=True)
 
     def _became_ready(self, now: float) -> None:
         total = self.core.config.agents
         self._ready = True
+        self._moving = None
         self._progress(f"sim: {total}/{total} agents registered in {now - self._started_at:.1f} s")
         if self._on_ready is not None:
             self._on_ready()

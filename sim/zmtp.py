@@ -285,6 +285,14 @@ class _Link(asyncio.Protocol):
             self.links.reconnect_later(self)
 
 
+def _resolve(address: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` resolved once: 10,000 connections must not each ask the resolver (a
+    thread each)."""
+    host, _, port = address[len("tcp://"):].rpartition(":")
+    resolved = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4]
+    return (str(resolved[0]), int(resolved[1]))
+
+
 class ZmtpLinks:
     """The agents' connections: ``open(i)`` connects agent i (and keeps reconnecting with
     backoff, as a DEALER does), ``send(i, payload)`` sends one single-frame message (queued
@@ -292,10 +300,7 @@ class ZmtpLinks:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, address: str, identities: Callable[[int], bytes],
                  on_message: Callable[[int, Any], None], max_bytes: int, curve: CurveKeys | None = None) -> None:
-        host, _, port = address[len("tcp://"):].rpartition(":")
-        # Resolved once: 10,000 connections must not each ask the resolver (a thread each).
-        resolved = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4]
-        self._address: tuple[str, int] = (str(resolved[0]), int(resolved[1]))
+        self._address: tuple[str, int] = _resolve(address)
         self._loop = loop
         self._identities = identities
         self.on_message = on_message
@@ -309,6 +314,25 @@ class ZmtpLinks:
     def open(self, index: int) -> None:
         link = self._links[index] = _Link(self, index, self._identities(index))
         self._connect(link)
+
+    def move(self, address: str, server_key: bytes | None) -> None:
+        """Connections opened (or reconnecting) from now on go to ``address``, a new leading
+        master, expecting ``server_key`` (Z85) when given; :meth:`reopen` moves an open one."""
+        self._address = _resolve(address)
+        if self.curve is not None and server_key is not None:
+            from tepui.sim.curve import z85_key
+
+            self.curve = CurveKeys(z85_key(server_key), self.curve.public, self.curve.secret)
+
+    def reopen(self, index: int) -> None:
+        """Agent ``index``'s connection, dropped at once (what waited in it was for a master that
+        no longer leads) and opened again where :meth:`move` said."""
+        link = self._links.pop(index, None)
+        if link is not None:
+            link.closed = True
+            if link.transport is not None:
+                link.transport.abort()
+        self.open(index)
 
     def _connect(self, link: _Link) -> None:
         if link.closed:

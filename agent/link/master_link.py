@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tepui.agent.events import AgentEffect, MasterCheck, MasterReconnected, Register, SendToMaster, Start
+from tepui.agent.events import AgentEffect, MasterChanged, MasterCheck, MasterReconnected, Register, SendToMaster, Start
 from tepui.agent.frameworks import Frameworks
 from tepui.agent.checkpointing.journal import CheckpointJournal
 from tepui.agent.link.reconcile import Reconciler
@@ -66,6 +66,14 @@ class MasterLink:
 
     def reconnected(self, event: MasterReconnected, now: float, out: list[AgentEffect]) -> None:
         if not self.drain.stopping and self.registration.link_lost(out):
+            self._register(now, out)
+
+    def changed(self, event: MasterChanged, now: float, out: list[AgentEffect]) -> None:
+        """Another master leads (ZooKeeper): register with it at once. Its AGENT_REREGISTERED
+        then makes every unacknowledged update go out again (``registered``), which covers what
+        was queued for the old master and lost with the old connection."""
+        if not self.drain.stopping:
+            self.registration.leader_changed(event.leader, event.epoch, out)
             self._register(now, out)
 
     def ping(self, msg: am.Ping, now: float, out: list[AgentEffect]) -> None:

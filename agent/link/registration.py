@@ -158,6 +158,13 @@ class Registration:
         out.append(Log("info", "master_reconnected", {"action": "re-registering"}))
         return True
 
+    def leader_changed(self, leader: str, epoch: int, out: list[Effect]) -> None:
+        """Another master leads: the agent is no longer registered, and retries start over
+        from the first backoff (the new leader answers within milliseconds once it serves)."""
+        self.registered = False
+        self._backoff = self._initial_backoff
+        out.append(Log("info", "master_changed", {"leader": leader, "epoch": epoch, "action": "re-registering"}))
+
     def unregister(self, out: list[Effect]) -> None:
         """The agent leaves (the end of a drain)."""
         if self.agent_id is not None and self.registered:

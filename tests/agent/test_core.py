@@ -547,3 +547,49 @@ def test_the_dispatch_tables_cover_every_master_message_timer_key_and_event() ->
     assert set(agent._on_message) == set(typing.get_args(am.MasterToAgent))
     assert set(agent._on_timer) == set(typing.get_args(AgentTimer))
     assert set(agent._on_event) == set(typing.get_args(AgentEvent))
+
+
+def test_a_new_leading_master_makes_the_agent_reregister_at_once_with_its_tasks_and_resend_its_updates() -> None:
+    """``--master zk://``: ZooKeeper names another leader; the agent re-registers now (not after
+    the silence limit), retries from the first backoff, and its unacknowledged updates go out
+    again once the new master answers (they may have been lost with the old connection)."""
+    from tepui.agent.events import MasterChanged
+
+    agent = core()
+    registered(agent)
+    effects = run(agent, task(), now=1.0)
+    [(_, _, starting_uuid)] = statuses(effects)
+    effects = agent.handle(MasterChanged("m2", 7), 3.0)
+    assert effects == [
+        Log("info", "master_changed", {"leader": "m2", "epoch": 7, "action": "re-registering"}),
+        SendToMaster(effects[1].body),
+        ScheduleTimer(4.0, REGISTER),
+    ]
+    reregister = effects[1].body
+    assert isinstance(reregister, am.ReregisterAgent) and [r.task.task_id for r in reregister.tasks] == ["t1"]
+    assert not agent.registered
+    answer = agent.handle(Received(am.AgentReregistered("S1", MasterInfo(id="m2", address="127.0.0.1:6050",
+                                                                          hostname="h", version="0.1.0", epoch=7),
+                                                        15.0), epoch=7), 3.1)
+    assert agent.registered and agent.master_epoch == 7
+    assert [(tid, state) for tid, state, _ in statuses(answer)] == [("t1", TaskState.STARTING)]
+
+
+def test_a_new_leading_master_before_any_answer_restarts_the_registration_from_the_first_backoff() -> None:
+    from tepui.agent.events import MasterChanged
+
+    agent = core()
+    agent.handle(Start(), 0.0)
+    agent.handle(TimerFired(REGISTER), 1.0)  # backoff now 4 s
+    effects = agent.handle(MasterChanged("m2", 2), 1.5)
+    assert isinstance(to_master(effects)[0], am.RegisterAgent)
+    assert effects[-1] == ScheduleTimer(2.5, REGISTER)
+
+
+def test_a_draining_agent_does_not_register_with_a_new_leader() -> None:
+    from tepui.agent.events import MasterChanged
+
+    agent = core()
+    registered(agent)
+    agent.handle(Shutdown(), 1.0)
+    assert to_master(agent.handle(MasterChanged("m2", 2), 2.0)) == []
