@@ -395,3 +395,25 @@ def test_stop_unregisters_every_registered_agent_when_asked() -> None:
     other = make()
     registered(other)
     assert other.handle(Stop(unregister=False), 1.0) == []
+
+
+def test_a_new_leading_master_unregisters_every_running_agent_and_cancels_their_retries_until_their_wave() -> None:
+    from tepui.sim.events import MasterChanged
+
+    core = make(agents=3)
+    registered(core, 0)
+    registered(core, 1)
+    core.handle(Start(2), 0.0)  # still waiting for its answer: a Register retry is pending
+    assert core.registered == 2
+    effects = core.handle(MasterChanged("m2", 5), 1.0)
+    assert effects == [CancelTimer(Register(0)), CancelTimer(Register(1)), CancelTimer(Register(2)),
+                       Log("info", "master_changed", {"leader": "m2", "epoch": 5, "agents": 3})]
+    assert core.registered == 0
+    # Its wave: agent 0 re-registers with its id, from the first backoff.
+    effects = core.handle(Start(0), 1.2)
+    [reregister] = [e.body for e in effects if isinstance(e, SendToMaster)]
+    assert isinstance(reregister, am.ReregisterAgent) and reregister.agent_info.id == "S1"
+    assert ScheduleTimer(1.2 + SimConfig(agents=1, resources=Resources.parse(RESOURCES)).registration_backoff,
+                         Register(0)) in effects
+    core.handle(Received(0, am.AgentReregistered("S1", MASTER, 15.0), epoch=5), 1.3)
+    assert core.registered == 1 and core.agents[0].master_epoch == 5
