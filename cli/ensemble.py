@@ -410,18 +410,18 @@ class LocalEnsemble:
         def gone() -> bool:
             return child.poll() is not None if own_child and child else not _pid_running(pid)
 
+        in_time = True
         while not gone():
             if time.monotonic() > deadline:
                 if not escalate:
                     raise EnsembleError(f"server {index + 1} (pid {pid}) did not exit within {timeout:.0f} s")
-                os.kill(pid, signal.SIGKILL)
-                while not gone():
-                    time.sleep(0.05)
-                return False
+                if in_time:
+                    os.kill(pid, signal.SIGKILL)
+                    in_time = False
             time.sleep(0.05)
         if own_child:
-            self._children.pop(index, None)
-        return True
+            self._children.pop(index, None)  # reaped by poll()
+        return in_time
 
     # ------------------------------------------------------------------ report
     def describe(self) -> list[str]:
