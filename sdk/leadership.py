@@ -20,14 +20,20 @@ call ZooKeeper. So the listeners here only hand the state to the reactor
 (``reactor.callFromThread``); ZooKeeper calls run on short-lived threads or in watch callbacks
 (where kazoo allows them); every owner callback runs on the reactor thread.
 
-Losing the session while leading (RELIABILITY scenario 26): kazoo reports SUSPENDED when the
-link has been silent for ⅔ T at most (a ping every T/3, declared lost when the next is due), and
-ZooKeeper expires the session T after it last heard from us, when a standby may take over. So a
-leader pauses at SUSPENDED (``on_suspended``: hold everything outbound) and gives up — ``on_lost``,
-after which the owner exits non-zero, as a Mesos master aborts — if the link is not back within
-the rest of T. kazoo itself never expires a session on the client side (its LOST comes only
-after reconnecting), which is why that timer is ours. A connection back within it is the same
-session (``on_resumed``): a ZooKeeper quorum-leader restart costs a pause, not a failover.
+Losing the session while leading (RELIABILITY scenario 26): kazoo reports SUSPENDED at once when
+the server closes the connection, and after ⅔ T at most when the link falls silent (a ping every
+T/3, declared lost when the next is due); ZooKeeper expires the session T after it last heard
+from us, and only then may a standby take over. So a leader **pauses at SUSPENDED**
+(``on_suspended``: it sends and writes nothing more) — before any successor can exist — and
+gives up (``on_lost``; the owner exits non-zero, as a Mesos master aborts) on LOST, or when the
+link is not back within T of the SUSPENDED: by then the session is certainly gone. A connection
+back within it is the same session (``on_resumed``): a ZooKeeper quorum-leader kill, whose
+followers drop every client while they elect (0.5–1.05 s measured, cli/ensemble.py), costs a
+pause, not a failover. A window of T/3 — the rest of T in the silent case — gave up on exactly
+those healthy sessions. kazoo itself never expires a session on the client side (its LOST comes
+only after reconnecting), which is why the timer is ours; while it runs, the leader is paused,
+so the overlap with a successor elected meanwhile is one of silence, and epoch fencing covers
+anything already in flight.
 """
 
 from __future__ import annotations
@@ -200,8 +206,8 @@ class Contender:
         self._reactor, self._client, self._path, self.info = reactor, client, path, info
         self._on_elected, self._on_lost = on_elected, on_lost
         self._on_suspended, self._on_resumed, self._on_leader = on_suspended, on_resumed, on_leader
-        # The rest of T after kazoo's SUSPENDED (at ⅔ T at most): the session may live that long.
-        self.safety_window = session_timeout / 3.0
+        # After kazoo's SUSPENDED the session may live up to T more (see the module docstring).
+        self.safety_window = session_timeout
         self._lock = threading.Lock()
         self.node: str | None = None
         self.elected = False

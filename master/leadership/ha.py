@@ -18,8 +18,8 @@ The sequence, and why in this order:
    write its info with the epoch: followers (agents, drivers, the CLI) move to a master that
    answers.
 4. **Lose ZooKeeper: pause, then exit.** SUSPENDED pauses the shell (nothing more is sent or
-   written; master/shell.py ``pause``); the same session back resumes it; LOST, or no session
-   within the rest of the timeout, ends the process with status 1, as a Mesos master aborts
+   written; master/shell.py ``pause``); the same session back resumes it; LOST, or no connection
+   within the session timeout of the SUSPENDED, ends the process with status 1, as a Mesos master aborts
    (RELIABILITY scenario 26). A supervisor (``tepui up --ha``, systemd) starts it again, as a
    standby.
 5. **A graceful stop leaves the election** (deletes the node), so a standby takes over at once
@@ -115,8 +115,8 @@ class HaMaster:
 
         started = self.reactor.seconds()
         try:
-            # The store gives up on a ZooKeeper it cannot reach within the rest of the session
-            # timeout (the contender's safety window): the master then exits, as it must.
+            # The store gives up on a ZooKeeper it cannot reach within the session timeout (the
+            # contender's safety window): the master then exits, as it must.
             store = self._store = ZooKeeperStore(self.client, self.url.child(REGISTRY),
                                                  retry_seconds=self.contender.safety_window)
             epoch = claim_epoch(store, clock_epoch())
