@@ -61,8 +61,11 @@ request with ``ConnectionLoss``, which is then retried). A session expiry,
 missing authorisation, a stopped client or anything else is a :class:`StoreError` at once, naming
 the znode and the operation. A write that timed out may still be applied later, when the queued
 request reaches the server; a :class:`StoreError` means "unknown", as on SQLite, and the master
-exits on it. A write retried after a ``ConnectionLoss`` that had in fact been applied can report a
-:class:`VersionConflict` against itself: the caller re-reads, as for any conflict.
+exits on it. A multi whose answer was lost (``ConnectionLoss`` after sending it: the server the client was
+talking to died) is first looked up before it is resent — if every path it wrote already holds
+the version and bytes it leaves, it was applied — so a transaction does not report a
+:class:`VersionConflict` against itself (the master would exit on it). A single CAS put or
+delete retried that way still can: the caller re-reads, as for any conflict.
 
 Measured (tests/sdk/test_zk_store.py, loopback, 2 cores shared with other test runs, load ≈ 5): a
 put made during a 1 s network outage (the client SUSPENDED, same session after) returned after
@@ -360,7 +363,10 @@ class ZooKeeperStore:
             children = self._wait(self.client.get_children_async(ns_path), deadline)
         except NoNodeError:
             return {}
-        keys = [key for key in map(unescape_name, children) if key.startswith(prefix)]
+        try:
+            keys = [key for key in map(unescape_name, children) if key.startswith(prefix)]
+        except UnicodeDecodeError as exc:  # a znode someone else put there
+            raise self._error("list its children", ns_path, f"a child's name is not one this store writes: {exc}") from exc
         pending = [(key, self.client.get_async(f"{ns_path}/{escape_name(key)}")) for key in keys]
         found: dict[str, Entry] = {}
         for key, result in pending:
@@ -551,7 +557,13 @@ class ZooKeeperStore:
         operation = f"commit multi {number} of {total} ({len(ops)} ops)"
         first = ops[0].path if ops else self.root
 
+        sent = False
+
         def attempt(deadline: float) -> _Op | None:
+            nonlocal sent
+            if sent and self._applied(ops, deadline):
+                return None  # the answer was lost, not the multi
+            sent = True
             multi = self.client.transaction()
             owners: builtins.list[_Op] = []
             for op in ops:
@@ -572,6 +584,29 @@ class ZooKeeperStore:
             if actual == op.expected:  # e.g. the namespace vanished: not a version conflict
                 raise self._error(operation, op.path, f"ZooKeeper refused the {op.kind} of {op.ns}/{op.key}")
             raise VersionConflict(op.ns, op.key, op.expected, actual)
+
+    def _applied(self, ops: Sequence[_Op], deadline: float) -> bool:
+        """Whether a multi whose answer was lost (ConnectionLoss after sending it) was applied:
+        every path it wrote holds the version and bytes the multi leaves, or is gone if it
+        deleted it. Resending an applied multi would fail on its own version checks and report
+        a VersionConflict against itself — and the master exits on that."""
+        final: dict[str, tuple[bytes, int] | None] = {}
+        for op in ops:
+            if op.kind in ("create", "set"):  # the znode version after it: 0, or the Store version before it
+                final[op.path] = (op.value, 0 if op.kind == "create" else op.expected)
+            elif op.kind == "delete":
+                final[op.path] = None
+        pending = [(path, self.client.get_async(path)) for path in final]
+        for path, result in pending:
+            try:
+                data, stat = self._wait(result, deadline)
+            except NoNodeError:
+                if final[path] is not None:
+                    return False
+                continue
+            if final[path] != (bytes(data or b""), int(stat.version)):
+                return False
+        return True
 
     def close(self) -> None:
         """Further calls raise StoreError. Does not stop the client: its owner does. Idempotent."""

@@ -12,9 +12,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss
 from kazoo.security import make_digest_acl
 from tepui.master.durability.epoch import Superseded, check_epoch, claim_epoch, stored_epoch
 from tepui.sdk.store import Entry, Store, StoreError, VersionConflict, get_json, put_json
@@ -400,3 +402,58 @@ def test_a_failure_after_the_first_multi_says_the_first_ones_were_committed(stor
         assert "Version conflict on agents/'last': expected it at version 1, but it is at version 2" in str(err.value)
     assert len(store.list("agents", "agent-")) == 700
     assert store.get("agents", "last") == Entry(b"theirs", 2)
+
+
+def test_a_foreign_child_name_is_a_store_error(store: ZooKeeperStore, client: KazooClient) -> None:
+    store.put("agents", "a1", b"x")
+    client.create(f"{store.root}/agents/%FF")  # not UTF-8 once unescaped: no key maps to it
+    with pytest.raises(StoreError, match=f"could not list its children \\(znode {store.root}/agents\\)"):
+        store.list("agents")
+
+
+def test_a_multi_whose_answer_was_lost_is_not_resent_if_it_was_applied(
+    store: ZooKeeperStore, client: KazooClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ConnectionLoss after ZooKeeper applied the multi (its server died before answering): the
+    retry finds the writes in place instead of failing on their own version checks."""
+    store.put("agents", "a1", b"v1")
+    store.put("agents", "gone", b"x")
+    real_transaction, sent, answers_to_lose = client.transaction, [], [1]
+
+    def losing_the_first_answer() -> Any:
+        multi = real_transaction()
+        really_commit = multi.commit_async
+
+        def commit_async() -> Any:
+            answer = really_commit()
+            sent.append(answer.get())
+            if not answers_to_lose:
+                return answer
+            answers_to_lose.pop()
+            lost = client.handler.async_result()
+            lost.set_exception(ConnectionLoss())
+            return lost
+
+        multi.commit_async = commit_async
+        return multi
+
+    monkeypatch.setattr(client, "transaction", losing_the_first_answer)
+    with store.transaction():
+        store.put("agents", "a1", b"v2")
+        store.put("agents", "a2", b"new")
+        store.put("agents", "a2", b"newer")
+        store.delete("agents", "gone")
+    assert len(sent) == 1  # applied once, not resent
+    assert store.list("agents") == {"a1": Entry(b"v2", 2), "a2": Entry(b"newer", 2)}
+
+    # not applied (it conflicted, and that answer was lost): resent, and the conflict reported
+    sent.clear()
+    answers_to_lose.append(1)
+    with zk_client() as other_client:
+        with pytest.raises(VersionConflict) as err, store.transaction():
+            store.put("agents", "a2", b"mine")
+            store.put("agents", "a1", b"mine", expected_version=2)
+            ZooKeeperStore(other_client, store.root).put("agents", "a1", b"theirs")
+    assert len(sent) == 2
+    assert (err.value.key, err.value.expected, err.value.actual) == ("a1", 2, 3)
+    assert store.list("agents") == {"a1": Entry(b"theirs", 3), "a2": Entry(b"newer", 2)}
