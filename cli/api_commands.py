@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol, TypeVar
 
 import click
 
-from tepui.cli.state import DEFAULT_HTTP
+from tepui.cli.state import DEFAULT_HTTP, http_address
 
 __all__ = ["EXIT_UNREACHABLE", "ApiCommandError", "ApiFailure", "UnreachableApiError", "api_errors", "http_option",
            "json_option", "print_json"]
@@ -70,8 +70,8 @@ def api_errors(error_type: type[Exception]) -> Callable[[F], F]:
 
 
 def http_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--http", default=DEFAULT_HTTP, show_default=True,
-                        help="Master HTTP HOST:PORT ($TEPUI_MASTER_HTTP).")(function)
+    return click.option("--http", default=DEFAULT_HTTP, show_default=True, callback=http_address,
+                        help="Master HTTP HOST:PORT or zk://H1:P1,H2:P2/PATH ($TEPUI_MASTER_HTTP).")(function)
 
 
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:

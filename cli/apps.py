@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from tepui.cli import apps_render as render
 from tepui.cli.http_client import request_json, unauthorized_message
-from tepui.cli.state import DEFAULT_HTTP
+from tepui.cli.state import DEFAULT_HTTP, http_address
 
 #: Seconds between two polls of a running deployment (tests make it shorter).
 POLL_INTERVAL = 0.5
@@ -104,8 +104,8 @@ class Api:
 
 
 def _http_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--http", default=DEFAULT_HTTP, show_default=True,
-                        help="Master HTTP HOST:PORT ($TEPUI_MASTER_HTTP).")(function)
+    return click.option("--http", default=DEFAULT_HTTP, show_default=True, callback=http_address,
+                        help="Master HTTP HOST:PORT or zk://H1:P1,H2:P2/PATH ($TEPUI_MASTER_HTTP).")(function)
 
 
 def _json_option(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 from tepui.cli.http_client import open_url, unauthorized_hint
-from tepui.cli.state import DEFAULT_HTTP, fetch_state
+from tepui.cli.state import DEFAULT_HTTP, http_address, fetch_state
 from tepui.sdk.protocol.values import TERMINAL_STATES
 
 TERMINAL = {state.value for state in TERMINAL_STATES}
@@ -131,7 +131,8 @@ def follow_task(files: TaskFiles, http: str, path: str, interval: float) -> None
 @click.argument("task_id")
 @click.option("--stderr", "stderr", is_flag=True, help="Print the task's stderr instead of its stdout.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the task ends.")
-@click.option("--http", default=DEFAULT_HTTP, show_default=True, help="Master HTTP HOST:PORT ($TEPUI_MASTER_HTTP).")
+@click.option("--http", default=DEFAULT_HTTP, show_default=True, callback=http_address,
+              help="Master HTTP HOST:PORT or zk://H1:P1,H2:P2/PATH ($TEPUI_MASTER_HTTP).")
 @click.option("--framework", "framework_id", default=None, help="Framework id, when several have a task with this id.")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05), hidden=True,
               help="Seconds between reads with --follow.")

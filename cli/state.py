@@ -13,18 +13,62 @@ from rich.table import Table
 from tepui.cli.http_client import open_url, unauthorized_hint
 
 def default_http() -> str:
-    """--http when not given: $TEPUI_MASTER_HTTP, else the client configuration (`tepui up`
-    writes it), else 127.0.0.1:5080. Called by click only when the flag is absent."""
-    from tepui.sdk.config import ClientConfig, ConfigError, load_client_config, resolve_master_http
+    """--http when not given: $TEPUI_MASTER_HTTP, else a zk:// master ($TEPUI_MASTER or the
+    client configuration's), else the configuration's master_http (`tepui up` writes it), else
+    127.0.0.1:5080. Called by click only when the flag is absent; a zk:// answer is looked up by
+    :func:`http_address`, the options' callback."""
+    from tepui.sdk.config import ClientConfig, ConfigError, load_client_config, master_http_address
 
     try:
         config = load_client_config()
     except ConfigError:
         config = ClientConfig()
-    return resolve_master_http(None, config)
+    return master_http_address(None, config)
 
 
 DEFAULT_HTTP = default_http
+ZK_META = "tepui.master_zk"  # click context meta: the zk:// address --http was given as
+
+
+def http_address(ctx: click.Context, _param: Any, value: str) -> str:
+    """The callback of every ``--http`` option: ``zk://h1:p1,h2:p2/path`` (given, or from
+    :func:`default_http`) becomes the serving master's HTTP URL, read from ZooKeeper now; when
+    there is none the command stops with what to do (:mod:`tepui.sdk.master_lookup`)."""
+    from tepui.sdk.zookeeper import is_zk
+
+    if not is_zk(value):
+        return value
+    from tepui.sdk.master_lookup import NoServingMaster, leader_http
+
+    ctx.meta[ZK_META] = value
+    try:
+        return leader_http(value)
+    except (NoServingMaster, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def masters_table(url: str) -> Table | None:
+    """The masters under ``<path>/masters`` of ``url``, in election order: which one leads
+    (None when there is none: the error that follows says so)."""
+    from tepui.sdk.master_lookup import NoServingMaster, list_masters
+
+    try:
+        entries = list_masters(url)
+    except NoServingMaster as exc:
+        raise click.ClickException(str(exc)) from None
+    if not entries:
+        return None
+    table = _table(f"Masters ({url})", [("ID", "left"), ("ADDRESS", "left"), ("HTTP", "left"), ("ROLE", "left"),
+                                         ("EPOCH", "right"), ("NODE", "left")])
+    for entry in entries:
+        info = entry.info
+        if info is None:
+            table.add_row("?", "", "", "unreadable", "", entry.node)
+            continue
+        # The first node without an epoch: elected, still recovering its registry (nobody follows it yet).
+        role = "electing" if entry is entries[0] and not entry.leading else entry.role
+        table.add_row(info.id, info.address, info.http, role, str(info.epoch), entry.node)
+    return table
 
 
 def fetch_state(http: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -104,16 +148,26 @@ def render(state: dict[str, Any], console: Console, completed: int = 10) -> None
 
 
 @click.command("state")
-@click.option("--http", default=DEFAULT_HTTP, show_default=True, help="Master HTTP HOST:PORT.")
+@click.option("--http", default=DEFAULT_HTTP, show_default=True,
+              help="Master HTTP HOST:PORT, or zk://H1:P1,H2:P2/PATH: the serving master's, and a table of the masters.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw /state document.")
 @click.option("--completed", default=10, show_default=True, help="How many completed tasks to list.")
 def state_command(http: str, as_json: bool, completed: int) -> None:
-    """Show agents, frameworks, running and recently completed tasks."""
+    """Show agents, frameworks, running and recently completed tasks (and, for an HA cluster
+    given as zk://, which master leads)."""
+    from tepui.sdk.zookeeper import is_zk
+
+    console = Console(emoji=False)  # ids and names are data: `:x:` is no emoji
+    if not console.is_terminal:
+        console = Console(width=250, emoji=False)  # piped: never wrap or cut rows at 80 columns
+    if is_zk(http):
+        # The masters first: when none serves, the table shows why before the error says so.
+        table = None if as_json else masters_table(http)
+        if table is not None:
+            console.print(table)
+        http = http_address(click.get_current_context(), None, http)
     state = fetch_state(http)
     if as_json:
         click.echo(json.dumps(state, indent=2))
     else:
-        console = Console(emoji=False)  # ids and names are data: `:x:` is no emoji
-        if not console.is_terminal:
-            console = Console(width=250, emoji=False)  # piped: never wrap or cut rows at 80 columns
         render(state, console, completed)

@@ -5,7 +5,8 @@ it, so that none of them needs a flag against a local cluster. Looked up in ``$T
 else ``~/.config/tepui/config.yaml`` (``$XDG_CONFIG_HOME`` respected). The file holds a secret
 key and a token, so it is written 0600. Format (YAML, every field optional)::
 
-    master: 127.0.0.1:5050              # ZeroMQ HOST:PORT of the master
+    master: 127.0.0.1:5050              # ZeroMQ HOST:PORT of the master, or zk://H1:P1,H2:P2/PATH
+                                        # (HA masters: clients follow the serving one)
     master_http: http://127.0.0.1:5080  # the master's HTTP API
     master_public_key: Z85...           # whom the client expects to talk to
     client_public_key: Z85...           # the client's key pair, inline ...
@@ -14,6 +15,11 @@ key and a token, so it is written 0600. Format (YAML, every field optional)::
     http_token: ...                     # bearer token for the master's mutating HTTP calls
     http_ca: /path/ca.pem               # private CA for an https:// master_http
     keys_dir: /path/state/keys          # the master's key store (`tepui certs` uses it without --keys)
+
+With ``master: zk://...`` the HTTP API is the serving master's published ``http`` (looked up
+when a command needs it, :mod:`tepui.sdk.master_lookup`) unless ``master_http`` or
+``$TEPUI_MASTER_HTTP`` names one; ``master_public_key`` may then be left out, and the key the
+leader publishes is used (:func:`tepui.sdk.master_follower.master_key` says when which).
 
 No file means no keys: clients then connect without CURVE, which only a master started with
 ``--insecure`` accepts (and a secure master refuses; the client logs why).
@@ -28,6 +34,7 @@ from typing import Any
 import yaml
 
 from tepui.sdk.keys import ClientKeys, KeyStoreError, write_atomic, load_client_keys, z85_key
+from tepui.sdk.zookeeper import is_zk
 
 ENV = "TEPUI_CONFIG"
 DEFAULT_MASTER = "127.0.0.1:5050"
@@ -88,10 +95,26 @@ def resolve_master(explicit: str | None, config: ClientConfig) -> str:
     return explicit or os.environ.get("TEPUI_MASTER") or config.master or DEFAULT_MASTER
 
 
+def master_http_address(explicit: str | None, config: ClientConfig) -> str:
+    """Where the master's HTTP API is to be found, as given: the flag, else
+    ``$TEPUI_MASTER_HTTP``, else the master (``$TEPUI_MASTER`` or the configuration's) when it is
+    a ``zk://`` address, else the configuration's ``master_http``, else the local default. A
+    ``zk://`` answer still has to be looked up (:func:`resolve_master_http`)."""
+    master = os.environ.get("TEPUI_MASTER") or config.master
+    return (explicit or os.environ.get("TEPUI_MASTER_HTTP") or (master if is_zk(master) else None)
+            or config.master_http or DEFAULT_MASTER_HTTP)
+
+
 def resolve_master_http(explicit: str | None, config: ClientConfig) -> str:
-    """The master's HTTP API: the flag, else ``$TEPUI_MASTER_HTTP``, else the configuration,
-    else the local default."""
-    return explicit or os.environ.get("TEPUI_MASTER_HTTP") or config.master_http or DEFAULT_MASTER_HTTP
+    """The master's HTTP API (:func:`master_http_address`); a ``zk://`` address becomes the
+    serving master's published URL, read now — or a :class:`ConfigError`
+    (``tepui.sdk.master_lookup.NoServingMaster``) naming the URL and what to do."""
+    address = master_http_address(explicit, config)
+    if not is_zk(address):
+        return address
+    from tepui.sdk.master_lookup import leader_http
+
+    return leader_http(address)
 
 
 def _text(data: dict[str, Any], name: str) -> str | None:
@@ -119,6 +142,11 @@ def _keys(data: dict[str, Any], path: str) -> ClientKeys | None:
     present = [name for name in ("master_public_key", "client_public_key", "client_secret_key") if data.get(name)]
     if not present:
         return None
+    following = is_zk(os.environ.get("TEPUI_MASTER") or _text(data, "master"))
+    if present == ["client_public_key", "client_secret_key"] and following:
+        # A zk:// master and no configured key: the serving master's published key is used.
+        return ClientKeys(z85_key(str(data["client_public_key"]), "client_public_key"),
+                          z85_key(str(data["client_secret_key"]), "client_secret_key"), b"")
     if len(present) < 3:
         missing = sorted({"master_public_key", "client_public_key", "client_secret_key"} - set(present))
         raise KeyStoreError(f"{', '.join(missing)} missing (give all three keys, or client_keys: DIR)")
@@ -133,7 +161,9 @@ def write_client_config(config: ClientConfig, path: str | None = None) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     data: dict[str, Any] = {"master": config.master, "master_http": config.master_http}
     if config.keys is not None:
-        data.update(master_public_key=config.keys.server.decode("ascii"),
+        if config.keys.server:
+            data["master_public_key"] = config.keys.server.decode("ascii")
+        data.update(
                     client_public_key=config.keys.public.decode("ascii"),
                     client_secret_key=config.keys.secret.decode("ascii"))
     data["http_token"] = config.http_token

@@ -47,7 +47,7 @@ from tepui.sdk.config import DEFAULT_MASTER, load_client_config, resolve_master
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.dealer import DealerEndpoint
 from tepui.sdk.transport import tcp_address
-from tepui.sdk.zookeeper import is_zk
+from tepui.sdk.zookeeper import is_zk, parse_zk_url
 
 if TYPE_CHECKING:
     from tepui.sdk.master_follower import MasterTarget
@@ -157,7 +157,7 @@ class SchedulerDriver:
         self.keys = keys
         master = master or DEFAULT_MASTER
         # zk://...: the serving master is followed (tepui.sdk.master_follower) from start().
-        self.master_address = master if is_zk(master) else tcp_address(master, 5050)
+        self.master_address = str(parse_zk_url(master)) if is_zk(master) else tcp_address(master, 5050)
         self._follower: Any = None
         self.reactor = reactor
         self.implicit_acknowledgements = implicit_acknowledgements

@@ -19,6 +19,7 @@ from tepui.sdk.dealer import DealerEndpoint
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.leadership import LeaderInfo
 from tepui.sdk.master_follower import master_key, target_of
+from tests.sdk.test_zk_store import zk_hosts
 
 KEY_A = b"A" * 40
 KEY_B = b"B" * 40
@@ -54,13 +55,6 @@ def test_the_target_is_the_leaders_zeromq_address() -> None:
 
 def test_retarget_is_in_the_dealers_api() -> None:
     assert callable(DealerEndpoint.retarget)
-
-
-def zk_hosts() -> str:
-    hosts = os.environ.get("TEPUI_TEST_ZK")
-    if not hosts:
-        pytest.skip("TEPUI_TEST_ZK is not set: no ZooKeeper to test against (scripts/test starts one)")
-    return hosts
 
 
 def run_probe(kind: str) -> dict:
