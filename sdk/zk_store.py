@@ -93,7 +93,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import unquote
 
 from kazoo.client import KazooClient
@@ -164,7 +164,7 @@ def unescape_name(znode: str) -> str:
 class _Op:
     """One buffered multi op, with what a conflict on it means for the Store's caller."""
 
-    kind: str  # "create" | "set" | "delete" | "check" | "absent"
+    kind: Literal["create", "set", "delete", "check", "absent"]
     path: str
     ns: str
     key: str
