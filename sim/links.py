@@ -89,6 +89,7 @@ class ZmqLinks:
         self._context.set(zmq.MAX_SOCKETS, agents + SPARE_FDS)
         self._sockets: dict[int, zmq.Socket] = {}
         self._fds: dict[int, int] = {}
+        self._connected: dict[int, tuple[str, bytes | None]] = {}  # where each socket connected, with which key
         self._pending: dict[int, collections.deque[bytes]] = {}
         self._flush_scheduled = False
         self.stats: dict[str, int] = {"bad_frames": 0, "queue_overflow_dropped": 0}
@@ -105,6 +106,7 @@ class ZmqLinks:
         if self._keys is not None:
             apply_client(sock, self._keys)
         sock.connect(self._address)
+        self._connected[index] = (self._address, self._server())
         self._sockets[index] = sock
         fd = self._fds[index] = int(sock.getsockopt(zmq.FD))
         self._loop.add_reader(fd, self._on_fd, index)
@@ -118,13 +120,34 @@ class ZmqLinks:
             self._keys = replace(self._keys, server=server_key)
 
     def reopen(self, index: int) -> None:
-        """Agent ``index``'s connection, closed without lingering (what waited in it was for a
-        master that no longer leads) and opened again where :meth:`move` said."""
+        """Agent ``index``'s connection moved where :meth:`move` said, on the same socket:
+        disconnected without lingering (what waited in it was for a master that no longer
+        leads), then connected anew. Not close-and-open: libzmq frees a closed socket's slot
+        only later, on its reaper thread, and 1,000 agents reopening at once then ran into
+        ``MAX_SOCKETS`` ("Too many open files"). A simulated agent has no socket monitor whose
+        events could mix the two attempts (the reason ``DealerEndpoint.retarget`` does take a
+        new socket)."""
         sock = self._sockets.get(index)
-        if sock is not None:
-            sock.setsockopt(zmq.LINGER, 0)
-            self.close(index)
-        self.open(index)
+        if sock is None:
+            self.open(index)
+            return
+        previous = self._connected.get(index)
+        if previous == (self._address, self._server()):
+            return
+        sock.setsockopt(zmq.LINGER, 0)
+        if previous is not None:
+            try:
+                sock.disconnect(previous[0])
+            except zmq.ZMQError:
+                pass  # already gone
+        sock.setsockopt(zmq.LINGER, 500)
+        if self._keys is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self._keys.server)
+        sock.connect(self._address)
+        self._connected[index] = (self._address, self._server())
+
+    def _server(self) -> bytes | None:
+        return self._keys.server if self._keys is not None else None
 
     def _on_fd(self, index: int) -> None:
         sock = self._sockets.get(index)
@@ -202,6 +225,7 @@ class ZmqLinks:
         if sock is None:
             return
         fd = self._fds.pop(index)
+        self._connected.pop(index, None)
         try:
             self._loop.remove_reader(fd)
         except Exception:  # the loop is already closing

@@ -9,7 +9,10 @@ running 10,000 agents in one process is here:
 * with ``--master zk://...``, a new leading master (:meth:`SimShell.master_changed`) moves the
   agents' connections and re-registers them in waves the same way, at once rather than after
   the silence limit, and prints ``reregistered agents=N leader=ID epoch=E seconds=S`` on
-  stdout when the last one is registered again (what bench/failover.py measures);
+  stdout when the last one is registered again (what bench/failover.py measures). Measured
+  with tests/sdk/leader_follow_probe.py (two fake masters in one Python process, a 2-core
+  machine at load 3-6): 1,000 agents re-registered 0.6-2.4 s after the new leader published
+  its epoch in waves of 250, 1.2 s in one wave of 1,000; 40 agents in 0.16 s;
 * every core timer lives in one heap under one reactor call (:class:`TimerHeap`): 100,000
   task-end timers and as many update retries would otherwise be 200,000 reactor DelayedCalls;
 * nothing is logged per message; a stats line every ``stats_interval`` seconds says what the
@@ -179,7 +182,7 @@ class SimShell:
             self._perform(self.core.handle(Start(index), now))
         self._opened = end
         self._wave_started = now
-        self.reactor.callLater(0.05, self._watch_registrations, self._round)
+        self.reactor.callLater(self._watch_interval(), self._watch_registrations, self._round)
 
     def _watch_registrations(self, round: int = 0) -> None:
         if self._stopping or round != self._round:
@@ -201,7 +204,13 @@ class SimShell:
                            f"connecting {self._opened + 1}-{min(total, self._opened + self.wave)}")
             self._next_wave()
             return
-        self.reactor.callLater(0.05, self._watch_registrations, round)
+        self.reactor.callLater(self._watch_interval(), self._watch_registrations, round)
+
+    def _watch_interval(self) -> float:
+        """How often a round's progress is checked: every 10 ms while moving to a new leader
+        (each wave waits for the one before, and the whole move is part of the failover time
+        bench/failover.py measures), every 50 ms at start."""
+        return 0.01 if self._moving is not None else 0.05
 
     def _reregistered(self, now: float) -> None:
         assert self._moving is not None

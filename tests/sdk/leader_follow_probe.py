@@ -31,7 +31,9 @@ from tepui.sdk.protocol.values import FrameworkInfo, MasterInfo  # noqa: E402
 from tepui.sdk.router import RouterEndpoint  # noqa: E402
 
 HOSTS, PATH, KIND, WORK = sys.argv[1:5]
-SIM_AGENTS = 40
+SIM_AGENTS = int(os.environ.get("PROBE_SIM_AGENTS", "40"))
+SIM_WAVE = os.environ.get("PROBE_SIM_WAVE", "15")
+SIM_TRANSPORT = os.environ.get("PROBE_SIM_TRANSPORT", "auto")
 URL = f"zk://{HOSTS}{PATH}"
 zk = KazooClient(hosts=HOSTS)
 zk.start(timeout=10)
@@ -99,7 +101,7 @@ def start_client() -> None:
                                  stdout=open(os.path.join(WORK, "agent.out"), "wb"), stderr=subprocess.STDOUT)
     else:
         child = subprocess.Popen(cli + ["sim", "--master", URL, "--insecure", "--agents", str(SIM_AGENTS), "--wave",
-                                        "15", "--stats-interval", "0", "--log-level", "info"],
+                                        SIM_WAVE, "--transport", SIM_TRANSPORT, "--stats-interval", "0", "--log-level", "info"],
                                  stdout=open(sim_out, "wb"), stderr=open(os.path.join(WORK, "sim.err"), "wb"))
     wait_until(lambda: first.count(wanted[0]) >= wanted[2], 30.0, change)
 
@@ -110,6 +112,8 @@ def wait_until(condition: Any, timeout: float, then: Any, started: float | None 
         then()
     elif time.monotonic() - started > timeout:
         result["timed_out"] = then.__name__
+        result["seen"] = {"first": len(first.got), "second": len(second.got),
+                          "second_kinds": sorted({name for _, name in second.got})}
         finish()
     else:
         reactor.callLater(0.02, wait_until, condition, timeout, then, started)
@@ -144,7 +148,9 @@ def reregistered_line() -> bool:
 def done() -> None:
     changed = result["changed_at"]
     times = sorted(at for at, name in second.got if name == wanted[1] and at >= changed)
-    result["second"] = {"registrations": len(times), "last_after_s": times[-1] - changed if times else None}
+    result["second"] = {"registrations": len(times), "last_after_s": times[-1] - changed if times else None,
+                        "quartiles_s": [round(times[min(len(times) - 1, len(times) * q // 4)] - changed, 3)
+                                        for q in range(5)] if times else None}
     result["first_after_change"] = first.count(wanted[1], changed) + first.count(wanted[0], changed)
     if KIND == "sim":
         with open(sim_out) as f:
