@@ -157,15 +157,16 @@ class FrameworkInstance:
 
     # --- shutdown ---------------------------------------------------------------------------
 
-    def stopping(self) -> None:
-        """Before shutdown: the driver leaves with failover (the tasks keep running), and — a
-        graceful stop — this instance leaves the election, so a standby takes over at once."""
+    def stopping(self) -> Any:
+        """Before shutdown: the driver leaves with failover (the tasks keep running; the reactor
+        waits for the Deferred returned), and — a graceful stop — this instance leaves the
+        election, so a standby takes over at once."""
         if self.ticker is not None and self.ticker.running:
             self.ticker.stop()
-        if self.running is not None:
-            self.running.driver.stop(failover=True)
+        left = self.running.driver.stop(failover=True) if self.running is not None else None
         if self.exit_status == 0:
             self.contender.close()
+        return left
 
     def stopped(self) -> None:
         if self.running is not None:
