@@ -76,9 +76,12 @@ def follow_master(reactor: Any, zk_url: str, keys: ClientKeys | None, on_target:
     none does); ``close()`` the result to stop following."""
 
     def changed(info: LeaderInfo) -> None:
-        if not info.address:
-            log.error("event=leader_without_address leader=%s epoch=%d", info.id, info.epoch)
+        try:
+            target = target_of(info, keys)
+        except ValueError as exc:  # no or a broken address: nothing to connect to; the next change may fix it
+            log.error("event=leader_address_unusable leader=%s epoch=%d address=%r error=%r", info.id, info.epoch,
+                      info.address, str(exc))
             return
-        on_target(target_of(info, keys))
+        on_target(target)
 
     return follow(reactor, zk_url, (MASTERS,), changed, session_timeout)

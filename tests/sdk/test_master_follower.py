@@ -84,3 +84,8 @@ def test_a_client_moves_to_the_new_leader_and_registers_again_within_a_second(ki
     if kind == "sim":
         [line] = [line for line in result["sim_stdout"] if line.startswith("reregistered ")]
         assert line.startswith(f"reregistered agents={count} leader=B epoch=2 seconds=")
+
+
+def test_a_leader_without_a_usable_address_has_no_target() -> None:
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        target_of(LeaderInfo("m1", ""), None)
