@@ -1,9 +1,9 @@
-"""HA frameworks (issue 19, item 4) as an operator runs them: real `tepui services` processes
-with ``--zk`` on the standalone ZooKeeper (TEPUI_TEST_ZK, a path of their own per test), a real
-master and agent. One instance leads, the other answers 307 to it; SIGKILL the leader and the
-standby takes over within the session timeout, re-subscribes under the same framework id with
-the apps in the shared store, the tasks keep running (not relaunched), and the master's
-``/frameworks/services/`` proxy reaches the new leader. A leader whose session is lost (SIGSTOP
+"""HA frameworks (issue 19, item 4) as an operator runs them: real `tepui services` (and `tepui
+batch`) processes with ``--zk`` on the standalone ZooKeeper (TEPUI_TEST_ZK, a path of their own
+per test), a real master and agent. One instance leads, the other answers 307 to it; SIGKILL the
+leader and the standby takes over within the session timeout, re-subscribes under the same
+framework id with the apps (jobs) in the shared store, the tasks keep running (not relaunched), and the master's
+``/frameworks/<name>/`` proxy reaches the new leader. A leader whose session is lost (SIGSTOP
 past the session timeout) exits non-zero and never writes again."""
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ from tests.e2e.conftest import Cluster, child_env, free_ports, stop_process, tai
 pytestmark = pytest.mark.slow
 
 SESSION_TIMEOUT = 2.0
-SLEEPY = "id: /sleepy\ncommand: sleep 3600\ncpus: 0.1\nmem: 16\ninstances: 2\n"
+# Per framework: what is submitted through the proxy (path, body, content type), and where the
+# leader then reads it back.
+WORK = {
+    "services": ("/v1/apps", "id: /sleepy\ncommand: sleep 3600\ncpus: 0.1\nmem: 16\ninstances: 2\n",
+                 "application/yaml", "/v1/apps/sleepy"),
+    "batch": ("/v1/jobs?id=sleepy-1", json.dumps({"name": "sleepy", "stages": [
+        {"name": "s", "command": "sleep 3600", "array": 2, "resources": {"cpus": 0.1, "mem": 16}}]}),
+        "application/json", "/v1/jobs/sleepy-1"),
+}
 
 
 @pytest.fixture
@@ -48,22 +56,24 @@ def zk_url() -> Iterator[str]:
 
 
 class Instance:
-    """One `tepui services --zk` process on its own API port, called directly (redirects are
-    not followed, so a 307 is seen as such)."""
+    """One `tepui NAME --zk` process on its own API port, called directly (redirects are not
+    followed, so a 307 is seen as such)."""
 
-    def __init__(self, root: Path, label: str, zk: str, master: str, token_file: Path | None = None) -> None:
+    def __init__(self, root: Path, label: str, zk: str, master: str, token_file: Path | None = None,
+                 name: str = "services") -> None:
         self.root, self.label, self.zk, self.master, self.token_file = root, label, zk, master, token_file
+        self.name = name
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.id = f"services@127.0.0.1:{self.port}"
-        self.log = root / f"services-{label}.log"
+        self.id = f"{name}@127.0.0.1:{self.port}"
+        self.log = root / f"{name}-{label}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         token = ["--http-token-file", str(self.token_file)] if self.token_file else []
         with open(self.log, "ab") as log_file:
             self.process = subprocess.Popen(
-                tepui_cmd("services", "--master", self.master, "--zk", self.zk, "--zk-session-timeout",
+                tepui_cmd(self.name, "--master", self.master, "--zk", self.zk, "--zk-session-timeout",
                           str(SESSION_TIMEOUT), "--http-port", str(self.port), *token),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=child_env(), cwd=self.root)
 
@@ -101,11 +111,13 @@ def wait(condition: Callable[[], bool], timeout: float, what: str, logs: Callabl
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{logs()}")
 
 
-def proxied(cluster: Cluster, path: str) -> tuple[int, Any]:
-    """GET through the master's /frameworks/services/ proxy with the cluster token."""
+def proxied(cluster: Cluster, name: str, path: str, method: str = "GET", body: str | None = None,
+            content_type: str = "application/json") -> tuple[int, Any]:
+    """A call through the master's /frameworks/NAME/ proxy with the cluster token."""
     connection = http.client.HTTPConnection("127.0.0.1", cluster.http_port, timeout=10)
     try:
-        connection.request("GET", "/frameworks/services" + path, headers={"Authorization": f"Bearer {cluster.token}"})
+        connection.request(method, f"/frameworks/{name}{path}", body=body, headers={
+            "Authorization": f"Bearer {cluster.token}", "Content-Type": content_type})
         response = connection.getresponse()
         raw = response.read()
         try:
@@ -116,13 +128,22 @@ def proxied(cluster: Cluster, path: str) -> tuple[int, Any]:
         connection.close()
 
 
-def test_a_standby_takes_over_a_killed_leader_and_the_tasks_keep_running(tmp_path: Path, zk_url: str) -> None:
+def running_tasks(cluster: Cluster, name: str) -> list[str]:
+    """The ids of framework NAME's running tasks, as the master has them."""
+    state = cluster.state()
+    return sorted(t["id"] for f in state["frameworks"] if f["name"] == name for t in f["tasks"]
+                  if t["state"] == "TASK_RUNNING")
+
+
+@pytest.mark.parametrize("name", ["services", "batch"])
+def test_a_standby_takes_over_a_killed_leader_and_the_tasks_keep_running(tmp_path: Path, zk_url: str,
+                                                                         name: str) -> None:
     cluster = Cluster(tmp_path, agents=1, kill_grace_period=1.0, master_args=["--allocation-interval", "0.2"])
-    a = Instance(tmp_path, "a", zk_url, cluster.master, tmp_path / "http-token")
-    b = Instance(tmp_path, "b", zk_url, cluster.master, tmp_path / "http-token")
+    a = Instance(tmp_path, "a", zk_url, cluster.master, tmp_path / "http-token", name)
+    b = Instance(tmp_path, "b", zk_url, cluster.master, tmp_path / "http-token", name)
     for instance in (a, b):
         cluster.master_args += ["--proxy-allow", f"127.0.0.1:{instance.port}"]
-        cluster.logs[f"services-{instance.label}"] = instance.log
+        cluster.logs[f"{name}-{instance.label}"] = instance.log
 
     def logs() -> str:
         return cluster.log_tails(40)
@@ -135,21 +156,15 @@ def test_a_standby_takes_over_a_killed_leader_and_the_tasks_keep_running(tmp_pat
         wait(lambda: (b.health().get("leader") or {}).get("id") == a.id, 20, "b standing by for a", logs)
         assert b.health() == {"ok": True, "role": "standby", "instance": b.id, "subscribed": False,
                               "leader": {"id": a.id, "http": a.url, "epoch": 1}}
-        status, headers, body = b.get("/v1/apps?embed=x")
-        assert (status, headers["location"], body["reason"]) == (307, f"{a.url}/v1/apps?embed=x", "NOT_LEADER")
+        status, headers, body = b.get("/v1/anything?embed=x")
+        assert (status, headers["location"], body["reason"]) == (307, f"{a.url}/v1/anything?embed=x", "NOT_LEADER")
 
         framework_id = a.health()["framework_id"]
-        status, _answer = _post_app(cluster)
-        assert status in (200, 201), _answer
-
-        def running_tasks() -> list[str]:
-            status, body = proxied(cluster, "/v1/apps/sleepy/tasks")
-            if status != 200:
-                return []
-            return sorted(t["task_id"] for t in body["tasks"] if t["state"] == "TASK_RUNNING")
-
-        wait(lambda: len(running_tasks()) == 2, 60, "2 /sleepy tasks running", logs)
-        before = running_tasks()
+        submit, spec, content_type, read_back = WORK[name]
+        status, answer = proxied(cluster, name, submit, "POST", spec, content_type)
+        assert status in (200, 201), answer
+        wait(lambda: len(running_tasks(cluster, name)) == 2, 60, "2 tasks running", logs)
+        before = running_tasks(cluster, name)
 
         assert a.process is not None
         a.process.send_signal(signal.SIGKILL)
@@ -160,31 +175,20 @@ def test_a_standby_takes_over_a_killed_leader_and_the_tasks_keep_running(tmp_pat
 
         assert b.health()["framework_id"] == framework_id  # the same framework, failed over
         state = cluster.state()
-        [ours] = [f for f in state["frameworks"] if f["name"] == "services"]
+        [ours] = [f for f in state["frameworks"] if f["name"] == name]
         assert (ours["id"], ours["webui_url"], ours["active"]) == (framework_id, b.url, True)
-        # The master's proxy reaches the new leader (a is dead): the app came from the shared store.
-        status, app = proxied(cluster, "/v1/apps/sleepy")
-        assert status == 200 and app["id"] == "/sleepy", app
+        # The master's proxy reaches the new leader (a is dead): the work came from the shared store.
+        status, found = proxied(cluster, name, read_back)
+        assert status == 200, found
         time.sleep(3)  # reconciliation and a few offer cycles: nothing is relaunched
-        assert running_tasks() == before
+        assert running_tasks(cluster, name) == before
         state = cluster.state()
-        [ours] = [f for f in state["frameworks"] if f["name"] == "services"]
+        [ours] = [f for f in state["frameworks"] if f["name"] == name]
         assert sorted(t["id"] for t in ours["tasks"]) == before and ours["completed_tasks"] == []
     finally:
         b.stop()
         a.stop()
         cluster.stop()
-
-
-def _post_app(cluster: Cluster) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", cluster.http_port, timeout=10)
-    try:
-        connection.request("POST", "/frameworks/services/v1/apps", SLEEPY,
-                           headers={"Authorization": f"Bearer {cluster.token}", "Content-Type": "application/yaml"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
-    finally:
-        connection.close()
 
 
 def test_a_leader_whose_session_is_lost_exits_non_zero_and_a_standby_leads(tmp_path: Path, zk_url: str) -> None:
