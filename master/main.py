@@ -79,7 +79,8 @@ def run_master(options: MasterOptions) -> None:
             durable_registry=store is not None,
         )
         shell = MasterShell(reactor, MasterCore(config), f"tcp://{options.ip}:{options.port}", store, curve=curve,
-                            heartbeat_seconds=options.zmq_heartbeat_interval, endpoint=endpoint)
+                            heartbeat_seconds=options.zmq_heartbeat_interval, endpoint=endpoint,
+                            watch_epoch=not options.zk)
         shell.http_url = http_url
         root = shell.site_root(policy, relay, agent_tls)
         site.resource = root  # a standby's site switches from the standby's resources to the master's
@@ -102,7 +103,7 @@ def run_master(options: MasterOptions) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", ha.stop)
         reactor.run()
         if ha.failed or (ha.shell is not None and ha.shell.failed):
-            raise SystemExit(1)
+            _abort()
         return
     store, epoch = _open_registry(options.work_dir)
     shell, _root = lead(store, epoch)
@@ -114,6 +115,14 @@ def run_master(options: MasterOptions) -> None:
         store.close()
     if shell.failed:
         raise SystemExit(1)
+
+
+def _abort() -> None:
+    """Exits 1 now, as a Mesos master aborts. Not ``SystemExit``: kazoo's exit handler joins
+    its callback threads, and one waiting on a ZooKeeper that cannot be reached — why this
+    master gave up — waits for ever (measured: a master cut off from ZooKeeper never exited)."""
+    logging.shutdown()
+    os._exit(1)
 
 
 def _log_serving(options: MasterOptions) -> None:

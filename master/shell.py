@@ -39,9 +39,13 @@ log = logging.getLogger("tepui.master")
 class MasterShell:
     def __init__(self, reactor: Any, core: MasterCore, bind: str, store: Store | None = None,
                  curve: CurveServer | None = None, heartbeat_seconds: float = 5.0,
-                 endpoint: RouterEndpoint | None = None) -> None:
+                 endpoint: RouterEndpoint | None = None, watch_epoch: bool = True) -> None:
         """``endpoint``: a socket already bound (a master that was a standby keeps the one it
-        answered on; its owner routes messages to :meth:`on_message` and :meth:`on_unreachable`)."""
+        answered on; its owner routes messages to :meth:`on_message` and :meth:`on_unreachable`).
+        ``watch_epoch``: look every second whether another master claimed the registry — not
+        for an HA master, whose ZooKeeper session says so first (a successor exists only once
+        its session is gone, sdk/leadership.py), and whose reactor must not block on a store
+        read while ZooKeeper is unreachable (its writes still check the epoch)."""
         self.reactor = reactor
         self.core = core
         self.store = store
@@ -59,6 +63,7 @@ class MasterShell:
         self._held: list[list[MasterEffect]] | None = None  # effects held while paused (see pause)
         self._allow_list_watch: Any = None
         self._epoch_watch: Any = None
+        self._watch_epoch_wanted = watch_epoch
         self.allocation_seconds: dict[str, float] = {}
         self.http_url: str | None = None  # where this master's HTTP API is reached (for /redirect)
         self.registry = CollectorRegistry()
@@ -75,7 +80,8 @@ class MasterShell:
                 return
             if not recovered.empty:
                 self._perform(self.core.recover(recovered, self.reactor.seconds()))
-            self._watch_epoch()
+            if self._watch_epoch_wanted:
+                self._watch_epoch()
         self._perform(self.core.start(self.reactor.seconds()))
         log.info("event=master_started id=%s epoch=%d zmq=%s", self.core.config.master_id, self.core.config.epoch,
                  self.endpoint.address)

@@ -242,20 +242,28 @@ class Contender:
         if node is not None:
             _spawn(write, "tepui-contender-publish")
 
-    def close(self) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         """Leaves the election: deletes this contender's node (a graceful stop hands over at
-        once instead of after the session timeout). Blocking for at most a round trip."""
+        once instead of after the session timeout). Waits ``timeout`` seconds at most: a
+        contender that lost its leadership may be cut off from ZooKeeper, where a plain
+        ``delete`` would wait for ever (measured: a partitioned master that gave up never
+        exited), and its node goes with its session anyway."""
         from kazoo.exceptions import KazooException
 
         self._closed = True
         self._cancel_timer()
         self._follower.close()
         self._client.remove_listener(self._on_state)
-        if self.node is not None:
+        if self.node is not None and not self._lost:
             try:
-                self._client.delete(self.node)
-            except KazooException:
-                pass  # the session is gone, and the node with it
+                self._client.delete_async(self.node).get(timeout=timeout)
+            except (KazooException, Exception) as exc:  # the handler's timeout is no KazooException
+                log.warning("event=election_leave_failed node=%s error=%r", self.node, exc)
+
+    @property
+    def lost(self) -> bool:
+        """Whether :meth:`_lose` ran: the owner is on its way out and ZooKeeper may be unreachable."""
+        return self._lost
 
     # -- election (ZooKeeper threads) -------------------------------------------------------
 

@@ -103,6 +103,8 @@ class HaMaster:
         self.contender.close()
         if self._store is not None:
             self._store.close()
+        if self.failed or self.contender.lost:
+            return  # ZooKeeper may be unreachable: stopping the client could wait for ever; exit
         self.client.stop()
         self.client.close()
 
