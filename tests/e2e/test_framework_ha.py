@@ -222,3 +222,29 @@ def test_a_leader_whose_session_is_lost_exits_non_zero_and_a_standby_leads(tmp_p
     finally:
         b.stop()
         a.stop()
+
+
+def test_a_leader_stopped_with_sigterm_hands_over_at_once_and_exits_0(tmp_path: Path, zk_url: str) -> None:
+    """SIGTERM: the leader leaves the election (deletes its node), so the standby leads well
+    before the session timeout would have let it."""
+    nowhere = f"127.0.0.1:{free_ports(1)[0]}"
+    a = Instance(tmp_path, "a", zk_url, nowhere)
+    b = Instance(tmp_path, "b", zk_url, nowhere)
+
+    def logs() -> str:
+        return "\n".join(f"===== {i.label} =====\n{tail(i.log, 40)}" for i in (a, b))
+
+    try:
+        a.start()
+        wait(lambda: a.health().get("subscribed") is False and "role" not in a.health(), 20, "a serving", logs)
+        b.start()
+        wait(lambda: (b.health().get("leader") or {}).get("id") == a.id, 20, "b standing by for a", logs)
+        assert a.process is not None
+        a.process.send_signal(signal.SIGTERM)
+        took = wait(lambda: "role" not in b.health() and b.health() != {}, 10, "b serving after a's SIGTERM", logs)
+        print(f"takeover_after_sigterm_seconds={took:.2f}")
+        assert a.process.wait(10) == 0
+        assert took < SESSION_TIMEOUT - 0.5, "the standby waited for the session timeout: a did not leave"
+    finally:
+        b.stop()
+        a.stop()
