@@ -24,7 +24,7 @@ from tepui.master.failures.partitions import PartitionTracker
 from tepui.master.offering.pool import Pool
 from tepui.master.failures.readoption import Readoption
 from tepui.master.records import AgentRecord
-from tepui.master.durability.registry import AGENTS, Persist, agent_entry
+from tepui.master.durability.registry import AGENTS, Persist, agent_entry, agent_info_of
 from tepui.master.members.roster import Roster
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import AgentInfo, MasterInfo, Resource, TaskReason, TaskState
@@ -132,7 +132,11 @@ class AgentMembership:
             agent.incarnation = incarnation
             agent.reported = Resources.from_wire(msg.agent_info.resources) if kept is None or \
                 not Resources.from_wire(kept.resources).has_reservations else None
-            out.append(agent_entry(agent))
+            if was_unreachable or kept is None or agent_info_of(agent) != kept:
+                # After a failover every agent re-registers at once, most of them exactly as the
+                # registry holds them: rewriting 1,000 identical entries would be 1,000 store
+                # round trips on the new leader's reactor (ZooKeeper) before it is back.
+                out.append(agent_entry(agent))
             out.append(Log("info", "agent_readmitted", {"agent_id": agent_id, "tasks": len(msg.tasks)}))
         else:
             roster.move_agent(agent, peer)

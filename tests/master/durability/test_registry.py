@@ -119,3 +119,19 @@ def test_reservations_are_persisted_with_the_agent() -> None:
     stored = msgspec.json.decode(write.value or b"", type=AgentInfo)
     assert Resources.from_wire(stored.resources) == core.agents["m-S0001"].total
     assert Resources.from_wire(stored.resources).reserved("db").scalar("cpus") == 1.0
+
+
+def test_after_a_failover_an_agent_back_as_the_registry_holds_it_is_not_written_again() -> None:
+    """1,000 agents re-registering at once after a failover would otherwise be 1,000 identical
+    writes on the new leader (ZooKeeper round trips) before it is back; one that changed is written."""
+    same = AgentInfo(hostname="h", resources=Resources.parse("cpus:4;mem:4096").to_wire(), id="old-S1",
+                     address="10.0.0.1", http_port=5051)
+    moved = AgentInfo(hostname="g", resources=Resources.parse("cpus:4;mem:4096").to_wire(), id="old-S2",
+                      address="10.0.0.2", http_port=5051)
+    core = MasterCore(MasterConfig(master_id="new", agent_reregister_timeout=100.0))
+    core.recover(Recovered(agents={"old-S1": same, "old-S2": moved}), 50.0)
+    assert persists(core.handle(Received(b"a1", am.ReregisterAgent(same, "v")), 51.0)) == []
+    back = msgspec.structs.replace(moved, http_port=5052)  # restarted on another port
+    effects = core.handle(Received(b"a2", am.ReregisterAgent(back, "v")), 51.0)
+    assert [(w.ns, w.key) for w in persists(effects)] == [(AGENTS, "old-S2")]
+    assert decode(as_store(persists(effects))).agents["old-S2"].http_port == 5052
