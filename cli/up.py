@@ -93,6 +93,18 @@ class Child:
     history: History
     pending: Restart | None = None  # a restart waiting for its time
     stopped: bool = False  # exited cleanly, and left so
+    # How a restart brings it back, when not "on <resumes_from>": an HA master or framework
+    # instance comes back "as a standby (it joins the election again)".
+    restarts_as: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``master``, ``agent``, ``services``, ...: the name without its instance number."""
+        base, _, number = self.name.rpartition("-")
+        return base if base and number.isdigit() else self.name
+
+    def restart_phrase(self) -> str:
+        return self.restarts_as or (f"on {self.resumes_from}" if self.resumes_from else "")
 
 
 @dataclass(frozen=True)
@@ -117,16 +129,16 @@ class Cluster:
         self.children: list[Child] = []
         self.security: Any = None  # cli/up_security.LocalSecurity: keys, token, client config
 
-    def _spawn(self, name: str, args: list[str], resumes_from: str) -> None:
+    def _spawn(self, name: str, args: list[str], resumes_from: str, restarts_as: str = "") -> None:
         preexec = _agent_dies_with_parent if name.startswith("agent") else _die_with_parent
-        self.add(name, [sys.executable, "-m", "tepui.cli", *args], resumes_from, preexec)
+        self.add(name, [sys.executable, "-m", "tepui.cli", *args], resumes_from, preexec, restarts_as)
 
     def add(self, name: str, argv: list[str], resumes_from: str = "",
-            preexec: Callable[[], None] = _die_with_parent) -> Child:
+            preexec: Callable[[], None] = _die_with_parent, restarts_as: str = "") -> Child:
         """Starts ``argv`` as the supervised child ``name``, its output in ``<state dir>/<name>.log``."""
         log_path = os.path.join(self.state_dir, f"{name}.log")
         child = Child(name, argv, log_path, resumes_from, preexec, _popen(argv, log_path, preexec),
-                      History(self.clock()))
+                      History(self.clock()), restarts_as=restarts_as)
         self.children.append(child)
         return child
 
@@ -218,22 +230,17 @@ class Cluster:
                 return child.name, code, child.log_path
         return None
 
-    def wait_ready(self, timeout: float) -> None:
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=self.console, transient=True) as progress:
+    def wait_ready(self, timeout: float, stop_requested: Callable[[], bool] = lambda: False) -> None:
+        """Until every part is up (with progress bars); returns early when ``stop_requested()``."""
+        with self.progress() as progress:
             master_task = progress.add_task("master answering", total=1)
             agents_task = progress.add_task("agents registered", total=self.agent_count)
             services_task = progress.add_task("services framework subscribed", total=1)
             batch_task = progress.add_task("batch framework subscribed", total=1)
             cron_task = progress.add_task("cron framework subscribed", total=1)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                dead = self.dead_child()
-                if dead:
-                    name, code, log_path = dead
-                    raise click.ClickException(f"{name} exited with {describe_exit(code)} while starting. "
-                                               f"Last lines of {log_path}:\n{_tail(log_path)}")
+            while time.monotonic() < deadline and not stop_requested():
+                self.fail_if_one_died()
                 state = _state(self.http_port)
                 if state is not None:
                     progress.update(master_task, completed=1)
@@ -246,8 +253,23 @@ class Cluster:
                     if state["activated_slaves"] >= self.agent_count and services and batch and cron:
                         return
                 time.sleep(0.1)
-        raise click.ClickException(
-            f"the cluster was not ready within {timeout:g} s; see the logs in {self.state_dir}")
+        if not stop_requested():
+            raise click.ClickException(
+                f"the cluster was not ready within {timeout:g} s; see the logs in {self.state_dir}")
+
+    def progress(self) -> Progress:
+        """The progress bars of ``wait_ready`` (gone once the cluster is up)."""
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+        return Progress(*columns, console=self.console, transient=True)
+
+    def fail_if_one_died(self) -> None:
+        """While starting, an exit is a configuration error: say which child and why (its log)."""
+        dead = self.dead_child()
+        if dead:
+            name, code, log_path = dead
+            raise click.ClickException(f"{name} exited with {describe_exit(code)} while starting. "
+                                       f"Last lines of {log_path}:\n{_tail(log_path)}")
 
     # --- supervision (the decisions are cli/supervision.py's) ---------------------------------
 
@@ -259,8 +281,13 @@ class Cluster:
                 ending = self._tend(child, self.clock())
                 if ending is not None:
                     return ending
+            self.watch()
             time.sleep(poll)
         return None
+
+    def watch(self) -> None:
+        """Called on every supervision round: what else to keep an eye on (an HA cluster reports
+        a change of leader); nothing for one master."""
 
     def _tend(self, child: Child, now: float) -> Ending | None:
         if child.pending is not None:
@@ -273,8 +300,7 @@ class Cluster:
         decision = self.policy.decide(child.history, code, now)
         if isinstance(decision, Restart):
             child.pending = decision
-            self._say(self.policy.restart_line(child.name, code, decision, f"on {child.resumes_from}"
-                                               if child.resumes_from else ""))
+            self._say(self.policy.restart_line(child.name, code, decision, child.restart_phrase()))
             return None
         if isinstance(decision, GiveUp):
             again = f", which starts {child.name} on {child.resumes_from} again" if child.resumes_from else ""
@@ -298,7 +324,7 @@ class Cluster:
             log_file.write(f"--- tepui up: restart {child.pending.count} of {child.name} at {stamp} ---\n".encode())
         child.process = _popen(child.argv, child.log_path, child.preexec)
         child.history, child.pending = child.pending.history, None
-        self._say(f"{child.name} restarted (pid {child.process.pid})")
+        self._say(f"{child.name} restarted (pid {child.process.pid}){' ' + child.restarts_as if child.restarts_as else ''}")
 
     def _say(self, line: str) -> None:
         self.console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
@@ -307,9 +333,9 @@ class Cluster:
         """The frameworks (they fail over: their tasks stay), then agents (SIGUSR1: they end
         their tasks), then the master; SIGKILL after a deadline. A child waiting for its restart
         stays down."""
-        services = [c for c in self.children if c.name in ("services", "batch", "cron")]
-        agents = [c for c in self.children if c.name.startswith("agent")]
-        others = [c for c in self.children if c not in services and c not in agents]  # the master, last
+        services = [c for c in self.children if c.kind in ("services", "batch", "cron")]
+        agents = [c for c in self.children if c.kind == "agent"]
+        others = [c for c in self.children if c not in services and c not in agents]  # the master(s), last
         for group, grace, sig in ((services, 5.0, signal.SIGTERM), (agents, 12.0, signal.SIGUSR1),
                                   (others, 5.0, signal.SIGTERM)):
             for child in group:
@@ -333,40 +359,53 @@ def agent_ports(index: int, count: int, first: int = 31000, last: int = 32000) -
     return f"ports:[{low}-{high}]"
 
 
-def default_state_dir(port: int) -> str:
-    """As root, tasks run as `nobody`, who must be able to reach the sandboxes: /root is 0700."""
+def default_state_dir(port: int, ha: bool = False) -> str:
+    """As root, tasks run as `nobody`, who must be able to reach the sandboxes: /root is 0700.
+    An HA cluster has its own (``tepui-ha``): its registry and stores are in ZooKeeper, and agents
+    checkpointed under a single master's SQLite registry would re-register with ids it never knew."""
     base = "/var/lib" if os.geteuid() == 0 else os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state"))
-    return os.path.join(base, "tepui" if port == 5050 else f"tepui-{port}")
+    name = "tepui-ha" if ha else "tepui"
+    return os.path.join(base, name if port == 5050 else f"{name}-{port}")
 
 
-@click.command("up")
-@click.option("--agents", default=2, show_default=True, help="How many agents to start.")
-@click.option("--state-dir", default=None,
-              show_default="~/.local/state/tepui, /var/lib/tepui as root (tepui-PORT for another --port)",
-              help="Logs and agent work dirs.")
-@click.option("--port", default=5050, show_default=True, help="Master ZeroMQ port.")
-@click.option("--http-port", default=5080, show_default=True, help="Master HTTP port.")
-@click.option("--agent-resources", default=None, help="Resources each agent offers (default: detected).")
-@click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
-              help="Extra argument for every `tepui agent` (repeatable; after the others, so it overrides them), "
-                   "e.g. --agent-arg=--no-strict to recover from a damaged checkpoint.")
-@click.option("--fetcher-allowed-dir", "fetcher_allowed_dirs", multiple=True, metavar="DIR",
-              type=click.Path(file_okay=False, exists=True),
-              help="A directory tasks may fetch local files (file:// URIs) from, passed to every agent "
-                   "(repeatable; default: none, as for `tepui agent`).")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the cluster to come up.")
-def up_command(agents: int, state_dir: str | None, port: int, http_port: int, agent_resources: str | None,
-               agent_args: tuple[str, ...], timeout: float, fetcher_allowed_dirs: tuple[str, ...] = ()) -> None:
-    """Start a local cluster (a master and agents) and keep it running until Ctrl-C.
+def _print_single(console: Console, cluster: Cluster, port: int, http_port: int, agents: int, state_dir: str) -> None:
+    console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
+                  f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}", soft_wrap=True)
+    _print_try(console, f"http://127.0.0.1:{http_port}")
+    console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
+                  f"{cluster.security.config_path}", soft_wrap=True)
+    console.print("  stop: Ctrl-C     (a part that fails is restarted on its own state; see docs/operations.md)",
+                  soft_wrap=True)
 
-    Each agent offers the whole machine unless --agent-resources says otherwise, so a local
-    cluster of N agents advertises N times this machine (fine for trying things out).
-    """
-    console = Console()
-    if state_dir is None:
-        state_dir = default_state_dir(port)
-    if agents < 1:
-        raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
+
+def _print_ha(console: Console, cluster: Any, agents: int, state_dir: str) -> None:
+    """``cluster``: an up_ha.HaCluster."""
+    masters = cluster.plan.masters
+    console.print(f"[bold green]Tepui is up[/bold green], highly available: {len(masters)} masters (ZeroMQ "
+                  f"127.0.0.1:{masters[0].port}-{masters[-1].port}, HTTP {masters[0].http_port}-{masters[-1].http_port}), "
+                  f"{agents} agent(s), 2 instances of each framework; logs in {state_dir}", soft_wrap=True)
+    for line in cluster.summary():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    _print_try(console, cluster.http_base())
+    console.print(f"  clients follow the leader: the client configuration ({cluster.security.config_path}) names "
+                  f"master: {cluster.zk_url}; `tepui state` shows which master leads", soft_wrap=True)
+    console.print("  stop: Ctrl-C     (a master or framework instance that exits, e.g. after losing its leadership, "
+                  "is restarted as a standby; docs/operations.md, \"High availability\")", soft_wrap=True)
+
+
+def _print_try(console: Console, http: str) -> None:
+    # Clients find this cluster (address, keys, token) in the client configuration: no flags.
+    console.print("  try:  tepui run -- echo hello     tepui state     "
+                  "python examples/hello_framework.py --tasks 10", soft_wrap=True)
+    console.print(f"        tepui apps deploy examples/services/hello.yaml     tepui apps list   "
+                  f"(services API: {http}/frameworks/services/v1/apps)", soft_wrap=True)
+    console.print(f"        tepui jobs submit --wait examples/batch/wordcount.yaml     tepui jobs list   "
+                  f"(batch API: {http}/frameworks/batch/v1/jobs)", soft_wrap=True)
+    console.print(f"        tepui cron create examples/cron/health-probe.yaml     tepui cron list   "
+                  f"(cron API: {http}/frameworks/cron/v1/schedules)", soft_wrap=True)
+
+
+def _check_single_ports(port: int, http_port: int) -> None:
     for what, number in (("--port", port), ("--http-port", http_port),
                          ("--http-port + 10, the services framework's API", http_port + 10),
                          ("--http-port + 11, the batch framework's API", http_port + 11),
@@ -375,16 +414,64 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
             raise click.ClickException(
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? "
                 f"Stop it, or choose another with {what}.")
+
+
+@click.command("up")
+@click.option("--agents", default=2, show_default=True, help="How many agents to start.")
+@click.option("--state-dir", default=None,
+              show_default="~/.local/state/tepui, /var/lib/tepui as root (tepui-PORT for another --port; "
+                           "tepui-ha, tepui-ha-PORT with --ha)",
+              help="Logs and agent work dirs.")
+@click.option("--port", default=5050, show_default=True, help="Master ZeroMQ port (with --ha: PORT, PORT+1, PORT+2).")
+@click.option("--http-port", default=5080, show_default=True,
+              help="Master HTTP port (with --ha: HTTP-PORT, +1, +2).")
+@click.option("--ha", is_flag=True,
+              help="High availability: three masters on a ZooKeeper ensemble (--zk, else a local 3-server one it "
+                   "starts and stops), agents and clients following the leader, two instances of each framework.")
+@click.option("--zk", default=None, metavar="zk://HOST:PORT,.../PATH",
+              help="With --ha: the ZooKeeper ensemble to use, running already (default: a local one under the "
+                   "state dir, when the ZooKeeper server is installed).")
+@click.option("--agent-resources", default=None, help="Resources each agent offers (default: detected).")
+@click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
+              help="Extra argument for every `tepui agent` (repeatable; after the others, so it overrides them), "
+                   "e.g. --agent-arg=--no-strict to recover from a damaged checkpoint.")
+@click.option("--fetcher-allowed-dir", "fetcher_allowed_dirs", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True),
+              help="A directory tasks may fetch local files (file:// URIs) from, passed to every agent "
+                   "(repeatable; default: none, as for `tepui agent`).")
+@click.option("--timeout", default=None, type=float, show_default="30, 60 with --ha",
+              help="Seconds to wait for the cluster to come up.")
+def up_command(agents: int, state_dir: str | None, port: int, http_port: int, agent_resources: str | None,
+               agent_args: tuple[str, ...], timeout: float | None, fetcher_allowed_dirs: tuple[str, ...] = (),
+               ha: bool = False, zk: str | None = None) -> None:
+    """Start a local cluster (a master and agents) and keep it running until Ctrl-C.
+
+    Each agent offers the whole machine unless --agent-resources says otherwise, so a local
+    cluster of N agents advertises N times this machine (fine for trying things out).
+    With --ha: three masters on ZooKeeper, any of which may die (docs/operations.md, "High availability").
+    """
+    console = Console()
+    if zk and not ha:
+        raise click.BadParameter("names the ZooKeeper of `tepui up --ha`: add --ha", param_hint="--zk")
+    if state_dir is None:
+        state_dir = default_state_dir(port, ha)
+    if agents < 1:
+        raise click.BadParameter("a cluster needs at least one agent", param_hint="--agents")
+    timeout = timeout if timeout is not None else (60.0 if ha else 30.0)
+    plan = None
+    if ha:
+        from tepui.cli import ha_ports, up_ha
+
+        plan = ha_ports.plan(port, http_port)
+        problems = ha_ports.collisions(plan, with_ensemble=zk is None)
+        if problems:
+            raise click.ClickException(f"the ports of `tepui up --ha` collide: {'; '.join(problems)}. Choose other "
+                                       "ports with --port and --http-port.")
+        up_ha.check_ports(plan)
+    else:
+        _check_single_ports(port, http_port)
     os.makedirs(state_dir, exist_ok=True)
     os.chmod(state_dir, 0o755)
-    cluster = Cluster(state_dir, agents, port, http_port, console)
-    from tepui.cli.up_security import prepare
-
-    try:
-        cluster.security = prepare(state_dir, port, http_port, agents)
-    except Exception as exc:  # a key store or config file we cannot write: say which and why
-        raise click.ClickException(f"cannot set up the cluster's keys in {state_dir}/keys: {exc}. Fix the "
-                                   "permissions, or give another --state-dir") from None
     stopping = {"signal": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -392,35 +479,42 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    allowed = tuple(f"--fetcher-allowed-dir={os.path.abspath(d)}" for d in fetcher_allowed_dirs)
-    cluster.start(agent_resources, allowed + agent_args)
-    cluster.start_services()
-    cluster.start_batch()
-    cluster.start_cron()
+    cluster: Cluster
+    master_address = None
+    if plan is not None:
+        console.print(f"ZooKeeper: {'checking ' + zk if zk else 'starting a local 3-server ensemble'} ...")
+        zk_url, ensemble = up_ha.choose_ensemble(zk, state_dir, plan, console.print)
+        cluster = up_ha.HaCluster(state_dir, agents, plan, zk_url, ensemble, console)
+        master_address = zk_url
+    else:
+        cluster = Cluster(state_dir, agents, port, http_port, console)
+    from tepui.cli.up_security import prepare
+
     ending: Ending | None = None
     try:
-        cluster.wait_ready(timeout)
-        console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
-                      f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}",
-                      soft_wrap=True)
-        # Clients find this cluster (address, keys, token) in the client configuration: no flags.
-        console.print("  try:  tepui run -- echo hello     tepui state     "
-                      "python examples/hello_framework.py --tasks 10", soft_wrap=True)
-        console.print(f"        tepui apps deploy examples/services/hello.yaml     tepui apps list   "
-                      f"(services API: http://127.0.0.1:{http_port}/frameworks/services/v1/apps)", soft_wrap=True)
-        console.print(f"        tepui jobs submit --wait examples/batch/wordcount.yaml     tepui jobs list   "
-                      f"(batch API: http://127.0.0.1:{http_port}/frameworks/batch/v1/jobs)", soft_wrap=True)
-        console.print(f"        tepui cron create examples/cron/health-probe.yaml     tepui cron list   "
-                      f"(cron API: http://127.0.0.1:{http_port}/frameworks/cron/v1/schedules)", soft_wrap=True)
-        console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
-                      f"{cluster.security.config_path}", soft_wrap=True)
-        console.print("  stop: Ctrl-C     (a part that fails is restarted on its own state; see docs/operations.md)",
-                      soft_wrap=True)
-        ending = cluster.supervise(lambda: stopping["signal"] is not None)
+        try:
+            cluster.security = prepare(state_dir, port, http_port, agents, master_address)
+        except Exception as exc:  # a key store or config file we cannot write: say which and why
+            raise click.ClickException(f"cannot set up the cluster's keys in {state_dir}/keys: {exc}. Fix the "
+                                       "permissions, or give another --state-dir") from None
+        allowed = tuple(f"--fetcher-allowed-dir={os.path.abspath(d)}" for d in fetcher_allowed_dirs)
+        if stopping["signal"] is None:  # a Ctrl-C while ZooKeeper started: start nothing more
+            cluster.start(agent_resources, allowed + agent_args)
+            cluster.start_services()
+            cluster.start_batch()
+            cluster.start_cron()
+            cluster.wait_ready(timeout, lambda: stopping["signal"] is not None)
+            if stopping["signal"] is None:
+                if plan is not None:
+                    _print_ha(console, cluster, agents, state_dir)
+                else:
+                    _print_single(console, cluster, port, http_port, agents, state_dir)
+                ending = cluster.supervise(lambda: stopping["signal"] is not None)
         if ending is not None:
             console.print(ending.message, style="red" if ending.failed else None, markup=False, highlight=False,
                           soft_wrap=True)
-        console.print("stopping: agents first (they end their tasks), then the master ...")
+        console.print("stopping: frameworks, then agents (they end their tasks), then the master"
+                      f"{'s, then ZooKeeper' if plan is not None else ''} ...")
     finally:
         cluster.stop()
     if ending is not None and ending.failed:

@@ -58,7 +58,10 @@ def _master_supports(flag: str) -> bool:
     return any(flag in getattr(param, "opts", ()) for param in master.params)
 
 
-def prepare(state_dir: str, port: int, http_port: int, agents: int) -> LocalSecurity:
+def prepare(state_dir: str, port: int, http_port: int, agents: int, master: str | None = None) -> LocalSecurity:
+    """``master``: what the client configuration names instead of ``127.0.0.1:PORT`` — a
+    ``zk://`` address for ``tepui up --ha``, and then no ``master_http`` either: clients ask
+    ZooKeeper which master serves (sdk/config.py), as any one of the three may be a standby."""
     keys_dir = os.path.join(state_dir, "keys")
     init_store(keys_dir)
     token_file = os.path.join(state_dir, "http-token")
@@ -72,7 +75,8 @@ def prepare(state_dir: str, port: int, http_port: int, agents: int) -> LocalSecu
     for i in range(1, agents + 1):
         security.agent_dirs[i] = _client_dir(keys_dir, f"agent-{i}", "agent", f"agent-{i}", ())
     client = load_client_keys(_client_dir(keys_dir, LOCAL_CLIENT, "client", LOCAL_CLIENT, ("*",)))
-    write_client_config(ClientConfig(master=f"127.0.0.1:{port}", master_http=f"http://127.0.0.1:{http_port}",
+    write_client_config(ClientConfig(master=master or f"127.0.0.1:{port}",
+                                     master_http=None if master else f"http://127.0.0.1:{http_port}",
                                      keys=client, http_token=token, keys_dir=os.path.abspath(keys_dir)),
                         security.config_path)
     return security

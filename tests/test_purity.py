@@ -43,8 +43,8 @@ PURE = [
     "tepui.agent.updates.reporting", "tepui.agent.lifecycle.task_ends", "tepui.agent.health_checks.task_health", "tepui.agent.custom_executors.executor_flows",
     "tepui.agent.lifecycle.launching", "tepui.agent.link.master_link",
     "tepui.agent.fetching.fetch_rules", "tepui.agent.events", "tepui.agent.checkpointing.checkpoint",
-    # what the agent and the master are started with
-    "tepui.agent.options", "tepui.master.options",
+    # what the agent and the master are started with; `tepui up`'s restart policy and HA port plan
+    "tepui.agent.options", "tepui.master.options", "tepui.cli.supervision", "tepui.cli.ha_ports",
     # the simulator's core, the services framework's core
     "tepui.sim.core", "tepui.sim.events", "tepui.sim.agents",
     "tepui.frameworks.services.core", "tepui.frameworks.services.deployment", "tepui.frameworks.services.tasks",

@@ -182,12 +182,12 @@ class BatchLink:
             headers.addRawHeader(b"authorization", f"Bearer {self.token}".encode())
         if user:
             headers.addRawHeader(b"x-tepui-user", user.encode())
-        producer = None
+        data = None
         if body is not None:
             headers.addRawHeader(b"content-type", b"application/json")
-            producer = _Body(json.dumps(body, sort_keys=True).encode())
+            data = json.dumps(body, sort_keys=True).encode()
         try:
-            pending = self._exchange(method.encode(), (self.base + path).encode(), headers, producer)
+            pending = self._exchange(method.encode(), (self.base + path).encode(), headers, data)
             pending.addTimeout(self.timeout, self.reactor)
             status, raw = yield pending
         except Exception as exc:  # refused, reset, timed out
@@ -203,11 +203,20 @@ class BatchLink:
             "utf-8", "replace").strip())
 
     @defer.inlineCallbacks
-    def _exchange(self, method: bytes, url: bytes, headers: Headers, producer: Any) -> Any:
-        response = yield self.agent.request(method, url, headers, producer)
-        body = _Collect()
-        response.deliverBody(body)
-        raw = yield body.done
+    def _exchange(self, method: bytes, url: bytes, headers: Headers, data: bytes | None) -> Any:
+        """One call; a 307 or 308 is followed once, with the same method and body: a standby
+        master (or batch instance) of an HA cluster names the leader that way (``tepui up --ha``
+        points ``--batch`` at one master, which may be a standby)."""
+        for _hop in range(2):
+            producer: Any = None if data is None else _Body(data)  # a fresh one per hop: it is read once
+            response = yield self.agent.request(method, url, headers, producer)
+            body = _Collect()
+            response.deliverBody(body)
+            raw = yield body.done
+            location = response.headers.getRawHeaders(b"location")
+            if response.code not in (307, 308) or not location:
+                break
+            url = location[0]
         return response.code, raw
 
     def _seen(self, state: str) -> None:

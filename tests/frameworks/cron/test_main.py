@@ -274,3 +274,57 @@ def test_a_stored_schedule_whose_spec_no_longer_loads_is_logged_and_left(
         assert read_store(store) == (None, [])
     assert "event=cron_schedule_unreadable schedule=old" in caplog.text
     assert store.get("schedules", "old") is not None
+
+
+class Standby(resource.Resource):
+    """A standby master of an HA cluster: every call is a 307 to the same path on the leader."""
+
+    isLeaf = True
+
+    def __init__(self, leader: str) -> None:
+        super().__init__()
+        self.leader, self.calls = leader, 0
+
+    def render(self, request: Any) -> bytes:
+        self.calls += 1
+        request.setResponseCode(307)
+        request.setHeader(b"location", (self.leader + request.uri.decode()).encode())
+        return b'{"error": "a standby"}'
+
+
+def test_a_307_from_a_standby_is_followed_once_with_the_same_method_body_and_token() -> None:
+    """`tepui up --ha` points --batch at one master, which may be a standby: its 307 names the
+    leader, and the submit must arrive there as it was sent (a POST with its spec and Bearer)."""
+    fake = FakeBatch()
+
+    async def scenario(reactor: Any) -> tuple[Answer, int]:
+        leader = reactor.listenTCP(0, server.Site(fake), interface="127.0.0.1")
+        standby = Standby(f"http://127.0.0.1:{leader.getHost().port}")
+        front = reactor.listenTCP(0, server.Site(standby), interface="127.0.0.1")
+        link = BatchLink(reactor, f"http://127.0.0.1:{front.getHost().port}/v1", "tok")
+        answer: Answer = await link.submit("r-1", JOB, "cron")
+        await link.close()
+        await leader.stopListening()
+        await front.stopListening()
+        return answer, standby.calls
+
+    answer, standby_calls = run(scenario)
+    assert (answer.status, standby_calls) == (201, 1)
+    assert fake.requests == [("POST", "/v1/jobs", "Bearer tok", "cron")]
+    assert fake.jobs == {"r-1": JOB}
+
+
+def test_a_redirect_loop_is_not_followed_twice() -> None:
+    async def scenario(reactor: Any) -> tuple[Answer, int]:
+        standby = Standby("")
+        front = reactor.listenTCP(0, server.Site(standby), interface="127.0.0.1")
+        standby.leader = f"http://127.0.0.1:{front.getHost().port}"  # itself: a loop
+        link = BatchLink(reactor, f"{standby.leader}/v1", "tok")
+        answer: Answer = await link.submit("r-1", JOB, "cron")
+        await link.close()
+        await front.stopListening()
+        return answer, standby.calls
+
+    answer, calls = run(scenario)
+    assert (answer.status, calls) == (307, 2)
+    assert submit_outcome(answer).retryable
