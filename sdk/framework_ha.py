@@ -29,6 +29,7 @@ retries for up to the session timeout and then fails — the process exits eithe
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -175,6 +176,8 @@ class FrameworkInstance:
             self.running.hub.stop()
         if self.store is not None:
             self.store.close()
+        if self.exit_status:
+            return  # ZooKeeper may be unreachable (why leadership was lost): stopping the client could wait for ever
         self.client.stop()
         self.client.close()
 
@@ -195,4 +198,11 @@ def run_instance(reactor: Any, options: FrameworkOptions, service: str, build: B
     instance = FrameworkInstance(reactor, options, service, build, client, url.child(FRAMEWORKS, options.name))
     instance.serve()
     reactor.run()
-    return instance.status()
+    status = instance.status()
+    if status:
+        # Exit now, as a master that lost its leadership does (master/main.py ``_abort``):
+        # kazoo's exit handler joins its callback threads, and one waiting on an unreachable
+        # ZooKeeper waits for ever.
+        logging.shutdown()
+        os._exit(status)
+    return status

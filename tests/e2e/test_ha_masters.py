@@ -32,7 +32,7 @@ import zmq
 from tepui.sdk.codec import envelope
 from tepui.sdk.protocol import scheduler as sm
 
-from .conftest import child_env, free_ports, stop_agent, stop_process, tail, tepui_cmd
+from .conftest import child_env, free_ports, stop_agent, stop_process, tail, tepui_cmd, write_token
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,7 @@ class HaCluster:
         self.agents_root = Path(os.environ.get("TMPDIR", "/tmp")) / f"tepui-ha-{uuid.uuid4().hex[:8]}"
         self.agents_root.mkdir(mode=0o711)
         self.cgroups: dict[int, Path] = {}  # master index → the cgroup it starts in (for partitions)
+        self.token = write_token(root / "http-token")  # one token for the cluster, as `tepui up --ha`
 
     def use_cgroups(self) -> None:
         """Each master starts in a cgroup of its own, so a test can cut it off from ZooKeeper."""
@@ -116,6 +117,7 @@ class HaCluster:
         return self.spawn(f"master-{index}", [
             "master", "--ip", "127.0.0.1", "--port", str(self.ports[index]), "--http-port", str(self.http_ports[index]),
             "--insecure", "--zk", self.zk, "--zk-session-timeout", str(SESSION_TIMEOUT),
+            "--http-token-file", str(self.root / "http-token"),
             "--agent-reregister-timeout", "60", "--heartbeat-interval", "1"], cgroup=self.cgroups.get(index))
 
     def start(self) -> None:
@@ -131,6 +133,13 @@ class HaCluster:
     def start_framework(self, tasks: int = 2) -> None:
         self.spawn("framework", [str(HERE / "ha_framework.py"), "--master", self.zk, "--tasks", str(tasks)],
                    python=True)
+
+    def call(self, index: int, method: str, path: str, body: object) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_ports[index]}{path}", method=method,
+                                         data=json.dumps(body).encode(),
+                                         headers={"authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
 
     def health(self, index: int) -> dict[str, Any] | None:
         try:
@@ -245,6 +254,8 @@ def test_23_the_leader_dies_a_standby_takes_over_with_every_agent_task_and_frame
     tasks_before = ha.running()
     framework_id = ha.events("subscribed")[0]["framework_id"]
     first_epoch = ha.events("subscribed")[0]["epoch"]
+    ha.call(leader, "PUT", "/weights", [{"role": "db", "weight": 4}])
+    ha.call(leader, "POST", "/quota", {"role": "db", "limit": {"cpus": 1}})
 
     # The standby form: HTTP redirects to the leader, ZeroMQ names it.
     code, headers, body = http(ha.http_ports[standby], "/state?x=1")
@@ -272,6 +283,9 @@ def test_23_the_leader_dies_a_standby_takes_over_with_every_agent_task_and_frame
     recovered_after = time.monotonic() - killed_at
     running = ha.running()
     assert {task: running[task] for task in tasks_before} == tasks_before  # still running, where they ran
+    assert http(ha.http_ports[new_leader], "/weights")[2] == [{"role": "db", "weight": 4.0}]  # from the registry
+    quota = http(ha.http_ports[new_leader], "/quota")[2]["infos"]
+    assert [(info["role"], info["limit"]) for info in quota] == [("db", {"cpus": 1.0})]
     launches = [event["task_id"] for event in ha.events("launch")]
     assert sorted(launches) == ["long-0", "long-1", "probe-2"]  # nothing relaunched
     print(f"elected after {elected_after:.2f} s; agents, framework and a new task after {recovered_after:.2f} s")
