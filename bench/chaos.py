@@ -99,6 +99,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from chaos_ha import HA_KINDS, HaCluster, HaFaults  # noqa: E402  (--masters N)
 from chaos_processes import Proc, Proxy, free_ports, stop_all  # noqa: E402
 from chaos_report import FAULT_KINDS, MAX_PING_TIMEOUTS, PING_INTERVAL, Tally, analyse  # noqa: E402  (the accounting)
 from chaos_seeds import hog_seconds, run_seeds  # noqa: E402
@@ -107,6 +108,7 @@ FRAMEWORK = HERE / "chaos_framework.py"
 PROXY = HERE / "chaos_proxy.py"
 
 HEARTBEAT_INTERVAL = 1.0
+HA_FAULT_KINDS = ("agent_kill", "agent_stop", "agent_partition", "framework_partition") + HA_KINDS
 
 
 @dataclass
@@ -136,6 +138,9 @@ class Run:
     records_read: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     _partial: str = ""
+    ha: HaCluster | None = None  # --masters N: the masters, their ensemble, the leader
+    ha_faults: HaFaults | None = None
+    frameworks: list[Proc] = field(default_factory=list)  # --masters N: the framework's instances
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", flush=True)
@@ -148,8 +153,11 @@ class Run:
         return any(s.get("hostname") == f"agent-{index}" for s in state.get("slaves", []))
 
     def state(self) -> dict[str, Any] | None:
+        base = f"http://127.0.0.1:{self.http_port}" if self.ha is None else self.ha.leader_http()
+        if base is None:
+            return None
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/state", timeout=1.0) as response:
+            with urllib.request.urlopen(f"{base}/state", timeout=1.0) as response:
                 return json.load(response)  # type: ignore[no-any-return]
         except (OSError, ValueError):
             return None
@@ -169,7 +177,12 @@ class Run:
         self._partial = lines.pop()
         for line in lines:
             if line.strip():
-                self.records.append(json.loads(line))
+                try:
+                    self.records.append(json.loads(line))
+                except ValueError:
+                    if self.ha is None:
+                        raise
+                    # --masters N: a line torn by a SIGKILLed framework leader (never acted on)
 
 
 def build(run: Run) -> None:
@@ -178,13 +191,13 @@ def build(run: Run) -> None:
     port, run.http_port, *proxy_ports = free_ports(2 + args.agents + 1)
     master_addr = f"127.0.0.1:{port}"
     py = sys.executable
-    run.master = Proc("master", [
-        py, "-m", "tepui.cli", "master", "--ip", "127.0.0.1", "--port", str(port),
-        "--http-port", str(run.http_port), "--work-dir", str(root / "master"),
-        "--agent-ping-interval", str(PING_INTERVAL), "--max-agent-ping-timeouts", str(MAX_PING_TIMEOUTS),
-        "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--offer-timeout", "10",
-        "--agent-reregister-timeout", "30", "--log-level", "info",
-        "--insecure"], root / "master.log")  # plain ZeroMQ: the fault proxies read and drop messages by type
+    if run.ha is not None:
+        master_addr = run.ha.leader_address()  # the proxies follow the leader from there
+    else:
+        run.master = Proc("master", [
+            py, "-m", "tepui.cli", "master", "--ip", "127.0.0.1", "--port", str(port),
+            "--http-port", str(run.http_port), "--work-dir", str(root / "master"), *master_args(),
+            "--insecure"], root / "master.log")  # plain ZeroMQ: the fault proxies read and drop messages by type
     links = [f"agent-{i}" for i in range(args.agents)] + ["framework"]
     for i, (name, listen) in enumerate(zip(links, proxy_ports)):
         run.proxies.append(Proxy(f"proxy-{name}", [
@@ -200,12 +213,25 @@ def build(run: Run) -> None:
             "--resources", resources, "--containerizers", "mesos", "--update-retry", "1",
             "--log-level", "info", "--insecure"], root / f"agent-{i}.log"))
     launch_window = args.duration * (0.5 if args.smoke else 0.6)
-    run.framework = Proc("framework", [
+    framework_argv = [
         py, str(FRAMEWORK), "--master", f"127.0.0.1:{proxy_ports[-1]}", "--out", str(root / "framework.jsonl"),
         "--starts", str(root / "starts" / "starts.log"), "--tasks", str(args.tasks),
         "--launch-window", str(launch_window), "--long-share", "0.3" if args.smoke else "0.15",
         "--long-max", str(8.0 if args.smoke else min(20.0, args.duration / 6)),
-        "--settle", str(args.settle), "--seed", str(args.seed)], root / "framework.log")
+        "--settle", str(args.settle), "--seed", str(args.seed)]
+    if run.ha is None:
+        run.framework = Proc("framework", framework_argv, root / "framework.log")
+    else:  # two instances, one leading (chaos_framework.py's docstring)
+        run.frameworks = [Proc(f"framework-{k}", framework_argv + ["--zk", run.ha.zk_url, "--instance", f"chaos-{k}"],
+                               root / f"framework-{k}.log") for k in range(2)]
+        run.framework = run.frameworks[0]
+
+
+def master_args() -> list[str]:
+    """Every master's flags but where it listens and keeps its registry."""
+    return ["--agent-ping-interval", str(PING_INTERVAL), "--max-agent-ping-timeouts", str(MAX_PING_TIMEOUTS),
+            "--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--offer-timeout", "10",
+            "--agent-reregister-timeout", "30", "--log-level", "info"]
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float, run: Run) -> Any:
@@ -232,6 +258,11 @@ class Chaos:
     KINDS_FULL = ("agent_kill", "agent_kill", "agent_stop", "agent_partition", "agent_partition", "master_kill",
                   "framework_partition")
     KINDS_SMOKE = ("agent_partition", "master_kill", "agent_kill")
+    # --masters N: the leader SIGKILLed (twice a round), SIGSTOPped, cut from ZooKeeper; a ZooKeeper
+    # server killed; the framework's leading instance killed; and the faults above but master_kill.
+    KINDS_HA_FULL = ("agent_kill", "agent_stop", "agent_partition", "framework_partition", "master_kill", "master_kill",
+                     "master_stop", "master_partition", "zk_kill", "framework_kill")
+    KINDS_HA_SMOKE = ("master_kill", "zk_kill", "master_stop", "framework_kill", "master_partition")
 
     def __init__(self, run: Run) -> None:
         self.run = run
@@ -240,6 +271,9 @@ class Chaos:
         self.seq = 0
         self.kinds: list[str] = []
         self.acted = 0
+        ha = run.ha is not None
+        self.kinds_full = self.KINDS_HA_FULL if ha else self.KINDS_FULL
+        self.kinds_smoke = self.KINDS_HA_SMOKE if ha else self.KINDS_SMOKE
 
     def at(self, when: float, action: Callable[[], None]) -> None:
         self.seq += 1
@@ -254,9 +288,9 @@ class Chaos:
         if not self.kinds:
             allowed = self.run.args.faults
             if self.run.args.smoke:
-                self.kinds = [k for k in self.KINDS_SMOKE if k in allowed]
+                self.kinds = [k for k in self.kinds_smoke if k in allowed]
             else:
-                self.kinds = [k for k in self.KINDS_FULL if k in allowed]
+                self.kinds = [k for k in self.kinds_full if k in allowed]
                 self.rng.shuffle(self.kinds)
         return self.kinds.pop(0) if self.kinds else ""
 
@@ -269,13 +303,27 @@ class Chaos:
 
     def act(self) -> None:
         now = time.monotonic()
-        if self.run.args.smoke and not self.kinds and self.acted >= len(self.KINDS_SMOKE):
+        if self.run.args.smoke and not self.kinds and self.acted >= len(self.kinds_smoke):
             return
         kind = self.next_kind()
+        if kind and self.run.ha_faults is not None and kind in HA_KINDS:
+            if not getattr(self.run.ha_faults, kind)(now):
+                # Its target is busy (an earlier fault) or no master leads: again in a second.
+                self.kinds.insert(0, kind)
+                if now < self.run.t0 + self.run.args.duration - 2.0:
+                    self.at(now + 1.0, self.act)
+                return
+            kind = ""
         self.acted += 1
         if kind:
             getattr(self, kind)(now)
         self.schedule_next(now)
+
+    def note(self, kind: str, target: str, now: float) -> Fault:
+        """An HA fault, for the summary's list of chaos actions (chaos_ha.HaFaults)."""
+        fault = Fault(kind, target, now)
+        self.run.faults.append(fault)
+        return fault
 
     def _free_agent(self) -> int | None:
         free = [i for i in range(len(self.run.agents)) if f"agent-{i}" not in self.run.busy]
@@ -380,7 +428,7 @@ class Chaos:
         pending = sorted(self.timeline)
         self.timeline = []
         for when, _, action in pending:
-            if action.__name__ != "act":
+            if getattr(action, "__name__", "") != "act":
                 action()
 
 
@@ -395,11 +443,11 @@ def watch_master_recovery(run: Run, now: float) -> None:
             if len(subs) > info["subscribed_before"]:
                 info["framework_back"] = subs[info["subscribed_before"]]["t"]
                 run.say(f"observed: framework re-subscribed {info['framework_back'] - info['killed']:.1f} s "
-                        "after the master SIGKILL")
+                        f"after the {info.get('kind', 'master SIGKILL')}")
         if "agents_back" not in info and registered_agents(run) == run.args.agents:
             info["agents_back"] = now
             run.say(f"observed: all {run.args.agents} agents registered with the new master "
-                    f"{now - info['killed']:.1f} s after the SIGKILL")
+                    f"{now - info['killed']:.1f} s after the {info.get('kind', 'SIGKILL')}")
 
 
 def progress(run: Run) -> None:
@@ -443,22 +491,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of messages duplicated per link and direction (default: --fault-rate)")
     parser.add_argument("--settle", type=float, default=None,
                         help="after the chaos, seconds to wait for every item to finish (default 90; 35 with --smoke)")
-    parser.add_argument("--faults", default=",".join(FAULT_KINDS),
-                        help="which chaos actions to take, comma-separated (default: all of %(default)s); "
+    parser.add_argument("--faults", default=None,
+                        help=f"which chaos actions to take, comma-separated (default: all of {','.join(FAULT_KINDS)}; "
+                             f"with --masters N: {','.join(HA_FAULT_KINDS)}); "
                              "message drops and duplicates are --fault-rate and --duplicate-rate")
+    parser.add_argument("--masters", type=int, default=1,
+                        help="N > 1: N highly available masters on a ZooKeeper ensemble of their own, and the HA "
+                             "faults (see the docstring); needs root for the network namespaces")
     parser.add_argument("--smoke", action="store_true", help="small and short, three faults: for tests")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs) even when all is well")
     args = parser.parse_args(argv)
     if args.duplicate_rate is None:
         args.duplicate_rate = args.fault_rate
+    kinds = FAULT_KINDS if args.masters <= 1 else HA_FAULT_KINDS
+    if args.faults is None:
+        args.faults = ",".join(kinds)
     args.faults = [k.strip() for k in args.faults.split(",") if k.strip()]
-    unknown = [k for k in args.faults if k not in FAULT_KINDS]
+    unknown = [k for k in args.faults if k not in kinds]
     if unknown:
-        parser.error(f"--faults: unknown {', '.join(unknown)}; choose from {', '.join(FAULT_KINDS)}")
+        parser.error(f"--faults: unknown {', '.join(unknown)}; choose from {', '.join(kinds)}")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds: at least 1")
     args.tasks = args.tasks if args.tasks is not None else (60 if args.smoke else 2000)
-    args.duration = args.duration if args.duration is not None else (20.0 if args.smoke else 120.0)
+    smoke_duration = 20.0 if args.masters <= 1 else 30.0  # five HA faults, one master fault at a time
+    args.duration = args.duration if args.duration is not None else (smoke_duration if args.smoke else 120.0)
     args.settle = args.settle if args.settle is not None else (35.0 if args.smoke else 90.0)
     return args
 
@@ -477,29 +533,58 @@ def run_once(args: argparse.Namespace, root: Path) -> Tally:
     """One chaos run of seed ``args.seed`` in ``root``: builds the cluster, runs the chaos, stops
     everything, prints the summary and returns its counts (the caller keeps or removes ``root``)."""
     run = Run(args, root)
-    build(run)
     proxy_stats: list[dict[str, Any]] = []
+    ha_problems: list[str] = []
     run.t0 = time.monotonic()
-    run.say(f"chaos benchmark: {args.tasks} tasks, {args.duration:g} s, {args.agents} agents, seed {args.seed}, "
-            f"{args.fault_rate:g} of messages dropped and {args.duplicate_rate:g} duplicated per link and direction, "
-            f"faults {','.join(args.faults)}; run dir {root}")
+    if args.masters > 1:
+        run.ha = HaCluster(root, args.masters, master_args() + ["--insecure"], run.say,
+                           random.Random(args.seed * 31))
     try:
-        assert run.master is not None and run.framework is not None
-        run.master.start()
-        for proxy in run.proxies:
-            proxy.start()
-            proxy.wait_ready()
+        if run.ha is not None:
+            run.say(f"HA: {args.masters} masters on a 3-server ZooKeeper ensemble of their own")
+            run.ha.start()
+            leader = run.ha.wait_leader(60)
+            run.say(f"HA: master-{leader.index} leads (epoch {leader.epoch}) "
+                    f"{time.monotonic() - run.t0:.1f} s after the start")
+        build(run)
+        run.say(f"chaos benchmark: {args.tasks} tasks, {args.duration:g} s, {args.agents} agents, seed {args.seed}, "
+                f"{args.fault_rate:g} of messages dropped and {args.duplicate_rate:g} duplicated per link and direction, "
+                f"faults {','.join(args.faults)}; run dir {root}")
+        assert run.framework is not None
+        if run.ha is None:
+            assert run.master is not None
+            run.master.start()
+        if run.ha is None:
+            for proxy in run.proxies:
+                proxy.start()
+                proxy.wait_ready()
+        else:
+            for proxy in run.proxies:
+                proxy.start()
+            for proxy in run.proxies:
+                proxy.wait_ready()
+        if run.ha is not None:
+            with run.ha.lock:  # from now on they follow the leader
+                run.ha.proxies = run.proxies
+                if run.ha.leader_address() != run.proxies[0].argv[run.proxies[0].argv.index("--master") + 1]:
+                    for proxy in run.proxies:
+                        proxy.command(f"master {run.ha.leader_address()}")
         for agent in run.agents:
             agent.start()
         wait_for("the agents to register", lambda: registered_agents(run) == args.agents, 60, run)
         state = run.state() or {}
         run.agent_ids = {int(s["hostname"].split("-")[1]): s["id"] for s in state.get("slaves", [])}
-        run.say(f"cluster up: master pid {run.master.pid}, agents "
+        leader_text = f"master pid {run.master.pid}" if run.master is not None else \
+            "masters " + ", ".join(f"{m.name}={m.pid}" for m in run.ha.masters)  # type: ignore[union-attr]
+        run.say(f"cluster up: {leader_text}, agents "
                 + ", ".join(f"{a.name}={run.agent_ids.get(i, '?')}" for i, a in enumerate(run.agents)))
-        run.framework.start()
+        for framework in run.frameworks or [run.framework]:
+            framework.start()
         run.t0 = time.monotonic()
         run.say("framework started; chaos begins")
         chaos = Chaos(run)
+        if run.ha is not None:
+            run.ha_faults = HaFaults(run, run.ha, chaos.at, chaos.note)
         chaos.at(run.t0 + (3.0 if args.smoke else 6.0), chaos.act)
         next_progress = run.t0 + (5.0 if args.smoke else 10.0)
         end = run.t0 + args.duration
@@ -507,10 +592,16 @@ def run_once(args: argparse.Namespace, root: Path) -> Tally:
             now = time.monotonic()
             chaos.due(now)
             watch_master_recovery(run, now)
+            if run.ha is not None:
+                run.ha.supervise(now, chaos.at)
             if now >= next_progress:
                 progress(run)
                 next_progress += 5.0 if args.smoke else 10.0
-            if not run.framework.alive():
+            if run.ha is not None:
+                if not any(f.alive() for f in run.frameworks) and "framework" not in run.busy:
+                    run.say(f"every framework instance exited early; see {root}")
+                    break
+            elif not run.framework.alive():
                 run.say(f"the framework exited early (status {run.framework.popen.returncode}); see {root}")  # type: ignore[union-attr]
                 break
             time.sleep(0.1)
@@ -518,33 +609,59 @@ def run_once(args: argparse.Namespace, root: Path) -> Tally:
         chaos.heal_all()
         for proxy in run.proxies:
             proxy.command("rate 0 0")
-        run.framework.signal(signal.SIGUSR1)
+        for framework in run.frameworks or [run.framework]:
+            framework.signal(signal.SIGUSR1)
         run.say(f"framework told to finish: waits for every item (at most {args.settle:g} s), then reconciles")
         deadline = time.monotonic() + args.settle + 30.0
         next_progress = time.monotonic() + 10.0
-        while run.framework.alive() and time.monotonic() < deadline:
+        while framework_running(run) and time.monotonic() < deadline:
             now = time.monotonic()
             watch_master_recovery(run, now)
+            if run.ha is not None:
+                chaos.due(now)  # the HA faults' last observations (a fenced master's exit, a new leader)
+                run.ha.supervise(now, chaos.at)
             if now >= next_progress:
                 progress(run)
                 next_progress += 10.0
             time.sleep(0.2)
-        if run.framework.alive():
+        if framework_running(run):
             run.say("the framework did not finish in time; stopping it")
-            run.framework.stop(5)
+            stop_all(run.frameworks or [run.framework], 5)
         progress(run)
         run.say("stopping agents, master and proxies")
     finally:
-        if run.framework is not None:
-            run.framework.stop(5)
+        stop_all(run.frameworks or ([run.framework] if run.framework is not None else []), 5)
         stop_all(run.agents, 20)  # each ends its tasks first (grace period 5 s)
         if run.master is not None:
             run.master.stop(10)
+        if run.ha is not None:
+            ha_problems = run.ha.stop()
         proxy_stats = [p.quit_and_stats() for p in run.proxies]
         leftovers = sweep_task_processes(root)
         if leftovers:
             print(f"note: {leftovers} task processes were still running after the agents stopped; killed by pid")
-    return analyse(run, proxy_stats)
+    tally = analyse(run, proxy_stats)
+    if run.ha_faults is not None:
+        assert run.ha is not None
+        for line in run.ha_faults.summary(proxy_stats):
+            print(line)
+        for problem in ha_problems:
+            print(f"  PROBLEM (teardown): {problem}")
+        tally.problems += run.ha_faults.problems + ha_problems
+        tally.ha_problems = len(run.ha_faults.problems) + len(ha_problems)
+    return tally
+
+
+def framework_running(run: Run) -> bool:
+    """Until the framework's final record (--masters N: its standby instance keeps waiting)."""
+    if run.ha is None:
+        assert run.framework is not None
+        return run.framework.alive()
+    run.read_records()
+    if any(r["event"] == "final" for r in run.records[-50:]):
+        leading = [r["pid"] for r in run.records if r["event"] == "leading"]
+        return any(f.alive() and f.pid == leading[-1] for f in run.frameworks) if leading else False
+    return any(f.alive() for f in run.frameworks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -561,12 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         if hog is not None and hog.stopped is None:  # run_seeds stops it before its last line
             print(hog.stop(), flush=True)
     result = tally.lost_or_duplicated
-    if result or args.keep:
+    if result or tally.ha_problems or args.keep:
         print(f"\nrun directory kept: {root}")
     else:
         shutil.rmtree(root, ignore_errors=True)
     print(f"lost_or_duplicated={result}")
-    return 0 if result == 0 else 1
+    return 0 if result == 0 and not tally.ha_problems else 1
 
 
 def sweep_task_processes(root: Path) -> int:

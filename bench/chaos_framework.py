@@ -30,6 +30,20 @@ The framework is PARTITION_AWARE with a failover timeout of an hour. It
   to place and no offers arrive, suppresses when it has none;
 * relies on the SDK driver to re-subscribe (with its framework id) after a master restart.
 
+Highly available (``bench/chaos.py --masters 3``): with ``--zk`` it runs as one of several
+instances with one leader, as the issue asks of frameworks. Each joins the election under
+``<path>/frameworks/chaos/leader`` (``tepui.sdk.leadership.Contender``); the elected one reads
+the shared record ``--out`` back — its framework id, every launch, status, kill and reconcile
+in order, replayed through the same rules, so it decides exactly what the dead leader would
+have — writes a ``leading`` record, subscribes with that framework id (within the hour of
+failover timeout the master hands it the framework and its tasks), reconciles everything and
+publishes its epoch. Only the leader writes the record; a standby only waits. The record is
+the framework's durable state, the way a Marathon keeps its state in ZooKeeper: every launch
+is on disk before its ACCEPT leaves and every status before its acknowledgement, so what a
+killed leader had not written was never acted on by anyone — an unacknowledged status comes
+again, an unsent launch is relaunched after its reconciliation says TASK_UNKNOWN. A leader
+that loses its ZooKeeper session exits 1 at once.
+
 On SIGUSR1 (the bench: "chaos is over") it waits until every item has finished and every
 attempt has a terminal state, or ``--settle`` seconds, then reconciles every attempt that has
 not finished (explicitly, repeated for ``--final-reconcile`` seconds, plus one implicit
@@ -102,6 +116,19 @@ class Recorder:
         os.fsync(self.file.fileno())
 
 
+class _Muted(Recorder):
+    """What a new leader replaying the record writes: nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, event: str, **fields: object) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+
 class ChaosScheduler(Scheduler):
     def __init__(self, args: argparse.Namespace, emit: Recorder) -> None:
         self.args, self.emit = args, emit
@@ -122,6 +149,7 @@ class ChaosScheduler(Scheduler):
         self.final_started: float | None = None
         self.stopping = False
         self.reconcile_all = False
+        self.ticking = False
         self.driver: SchedulerDriver | None = None
 
     # --- callbacks --------------------------------------------------------------------------
@@ -132,9 +160,11 @@ class ChaosScheduler(Scheduler):
         self.suppressed = False
         if self.started_at is None:
             self.started_at = time.monotonic()
-            reactor.callLater(TICK, self.tick)
         else:
             self.reconcile_all = True  # Mesos: reconcile after every (re-)registration
+        if not self.ticking:
+            self.ticking = True
+            reactor.callLater(TICK, self.tick)
 
     def disconnected(self, driver):
         self.emit("disconnected")
@@ -185,44 +215,93 @@ class ChaosScheduler(Scheduler):
                   reason=status.reason.value if status.reason else None,
                   source=status.source.value if status.source else None, agent_id=status.agent_id,
                   message=status.message, final_phase=self.final_started is not None)
-        attempt = self.attempts.get(status.task_id)
+        if self._apply_status(status.task_id, status.state, status.reason, status.source, now):
+            self._want_offers(driver)
+        self.emit.sync()  # on disk before the implicit acknowledgement leaves
+
+    def _apply_status(self, task_id: str, state: TaskState, reason: TaskReason | None, source: TaskSource | None,
+                      now: float) -> bool:
+        """What a status changes (the same when a new leader replays the record); True when
+        its item is to be relaunched."""
+        attempt = self.attempts.get(task_id)
         if attempt is None:
-            self.emit("status_for_unknown_task", task_id=status.task_id)
-            self.emit.sync()
-            return
+            self.emit("status_for_unknown_task", task_id=task_id)
+            return False
         # Whether to relaunch is decided on an attempt's first terminal report (the agent's, with
         # its reason); later copies (retries, reconciliation answers, whose reason is always
         # RECONCILIATION) must not turn a FAILED the command caused into one to relaunch.
         decided = attempt.state is not None and attempt.state.is_terminal
-        attempt.state = status.state
+        attempt.state = state
         attempt.last_heard = now
-        if status.source != TaskSource.MASTER:
+        if source != TaskSource.MASTER:
             attempt.agent_heard = True
         item = self.items[attempt.item]
-        if status.state == TaskState.FINISHED:
+        if state == TaskState.FINISHED:
             if item.finished:
-                self.emit("item_finished_again", item=item.index, task_id=status.task_id)
+                self.emit("item_finished_again", item=item.index, task_id=task_id)
             item.finished = True
         elif not decided and not attempt.replaced and not item.finished and item.attempts[-1] == attempt.task_id \
-                and self._should_relaunch(attempt, status):
+                and self._should_relaunch(attempt, state, reason):
             attempt.replaced = True
-            self.emit("relaunch", item=item.index, task_id=status.task_id, state=status.state.value,
-                      reason=status.reason.value if status.reason else None)
+            self.emit("relaunch", item=item.index, task_id=task_id, state=state.value,
+                      reason=reason.value if reason else None)
             self.queue.appendleft(item.index)
-            self._want_offers(driver)
-        self.emit.sync()  # on disk before the implicit acknowledgement leaves
+            return True
+        return False
 
-    def _should_relaunch(self, attempt: Attempt, status) -> bool:
-        state = status.state
+    def _should_relaunch(self, attempt: Attempt, state: TaskState, reason: TaskReason | None) -> bool:
         if state in RELAUNCH_ALWAYS:
             return True
         if state == TaskState.FAILED:
-            return status.reason != TaskReason.COMMAND_EXECUTOR_FAILED
+            return reason != TaskReason.COMMAND_EXECUTOR_FAILED
         if state == TaskState.KILLED:
             return attempt.killed_at > 0
         if state == TaskState.UNKNOWN:
             return not attempt.agent_heard
         return False
+
+    # --- a new leader takes over (--zk) ------------------------------------------------------
+
+    def restore(self, records: list[dict], now: float) -> str | None:
+        """Replays the shared record (see the module docstring) with nothing written or sent;
+        returns the framework id (None: no leader ever subscribed)."""
+        emit, self.emit = self.emit, _Muted()
+        framework_id = None
+        try:
+            for r in records:
+                event, t = r.get("event"), r.get("t", now)
+                if event == "subscribed":
+                    framework_id = r["framework_id"]
+                    if self.started_at is None:
+                        self.started_at = t
+                elif event == "launch":
+                    item = self.items[r["item"]]
+                    item.attempts.append(r["task_id"])
+                    self.attempts[r["task_id"]] = Attempt(r["task_id"], r["item"], r["agent_id"], t, last_heard=t)
+                elif event == "status":
+                    self._apply_status(r["task_id"], TaskState(r["state"]),
+                                       TaskReason(r["reason"]) if r.get("reason") else None,
+                                       TaskSource(r["source"]) if r.get("source") else None, t)
+                elif event == "kill" and r["task_id"] in self.attempts:
+                    self.attempts[r["task_id"]].killed_at = t
+                elif event == "reconcile":
+                    for task_id in r["task_ids"]:
+                        if task_id in self.attempts:
+                            self.attempts[task_id].reconciled_at = t
+                elif event == "finishing" and self.finishing_since is None:
+                    self.finishing_since = t
+        finally:
+            self.emit = emit
+        # What waits for an offer: every released item not finished whose last attempt (if any)
+        # was given up on. An attempt in flight is the reconciliation's to judge, not relaunched.
+        self.queue.clear()
+        if self.started_at is not None:
+            while self.released < len(self.items) and self.items[self.released].release_at <= now - self.started_at:
+                self.released += 1
+        for item in self.items[:self.released]:
+            if not item.finished and (not item.attempts or self.attempts[item.attempts[-1]].replaced):
+                self.queue.append(item.index)
+        return framework_id
 
     # --- the clock ----------------------------------------------------------------------------
 
@@ -329,11 +408,16 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=60.0)
     parser.add_argument("--final-reconcile", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--zk", default=None, help="zk://HOSTS/PATH: one of several instances, one leading")
+    parser.add_argument("--instance", default="chaos-0", help="this instance's name in the election (with --zk)")
+    parser.add_argument("--zk-session-timeout", type=float, default=2.0)
     args = parser.parse_args()
-    emit = Recorder(args.out)
-    scheduler = ChaosScheduler(args, emit)
     info = FrameworkInfo(user=getpass.getuser(), name="chaos-bench", capabilities=["PARTITION_AWARE"],
                          failover_timeout=3600.0)
+    if args.zk:
+        return run_instance(args, info)
+    emit = Recorder(args.out)
+    scheduler = ChaosScheduler(args, emit)
     driver = SchedulerDriver(scheduler, info, args.master, reactor=reactor)
     scheduler.driver = driver
     signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(scheduler.finish))
@@ -341,6 +425,101 @@ def main() -> int:
     emit("started", pid=os.getpid())
     emit.sync()
     driver.run()
+    return 0
+
+
+def read_record(path: str) -> list[dict]:
+    """The shared record as the last leader left it. A line torn by its SIGKILL (no newline) is
+    dropped and a newline written so the next record starts clean; what it held was never acted
+    on (each launch is synced before its ACCEPT, each status before its acknowledgement)."""
+    records: list[dict] = []
+    if not os.path.exists(path):
+        return records
+    with open(path, "rb") as f:
+        data = f.read()
+    if data and not data.endswith(b"\n"):
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    for line in data.split(b"\n"):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass
+    return records
+
+
+def run_instance(args: argparse.Namespace, info: FrameworkInfo) -> int:
+    """One instance of the highly available framework (see the module docstring)."""
+    import msgspec
+
+    from tepui.sdk.leadership import FRAMEWORKS, Contender, own_info
+    from tepui.sdk.zookeeper import connect, parse_zk_url
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("tepui.sdk.scheduler").setLevel(logging.INFO)  # re-subscriptions, stale epochs dropped
+    url = parse_zk_url(args.zk)
+    client = connect(url, args.zk_session_timeout)
+    leading: dict[str, object] = {}
+    finish_asked: list[bool] = []
+
+    def say(text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {args.instance} pid {os.getpid()}: {text}", flush=True)
+
+    def elected() -> None:
+        started = time.monotonic()
+        records = read_record(args.out)
+        if any(r.get("event") == "final" for r in records):
+            say("elected after the run's final record: nothing left to do")
+            return
+        emit = Recorder(args.out)
+        scheduler = ChaosScheduler(args, emit)
+        framework_id = scheduler.restore(records, time.monotonic())
+        epoch = 1 + sum(1 for r in records if r.get("event") == "leading")
+        driver = SchedulerDriver(scheduler, msgspec.structs.replace(info, id=framework_id), args.master,
+                                 reactor=reactor)
+        scheduler.driver = driver
+        leading.update(scheduler=scheduler, driver=driver)
+        emit("leading", instance=args.instance, pid=os.getpid(), epoch=epoch, framework_id=framework_id,
+             records=len(records), attempts=len(scheduler.attempts), queued=len(scheduler.queue),
+             restore_s=round(time.monotonic() - started, 3))
+        if not records:
+            emit("started", pid=os.getpid())
+        emit.sync()
+        say(f"elected (epoch {epoch}): {len(records)} records replayed, framework id {framework_id}, "
+            f"{len(scheduler.attempts)} attempts, {len(scheduler.queue)} items waiting")
+        driver.start()
+        contender.publish(msgspec.structs.replace(contender.info, epoch=epoch))
+        if finish_asked or scheduler.finishing_since is not None:
+            scheduler.finishing_since = None
+            scheduler.finish()
+
+    def lost(reason: str) -> None:
+        say(f"leadership lost ({reason}): exiting 1")
+        os._exit(1)
+
+    contender = Contender(reactor, client, url.child(FRAMEWORKS, "chaos", "leader"), own_info(args.instance),
+                          on_elected=elected, on_lost=lost, session_timeout=args.zk_session_timeout)
+
+    def finish() -> None:
+        finish_asked.append(True)
+        if "scheduler" in leading:
+            leading["scheduler"].finish()  # type: ignore[attr-defined]
+
+    def terminate() -> None:
+        if "driver" in leading:
+            leading["driver"].stop_and_exit()  # type: ignore[attr-defined]
+        else:
+            contender.close()
+            reactor.stop()
+
+    signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(finish))
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(terminate))
+    reactor.callWhenRunning(contender.start)
+    say("standing by for leadership")
+    reactor.run()
     return 0
 
 

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,13 @@ def stop_all(procs: list[Proc], timeout: float) -> None:
 
 
 class Proxy(Proc):
+    _lock = threading.Lock()  # --masters N: the leader follower's thread commands them too
+
     def command(self, line: str) -> None:
+        with self._lock:
+            self._command(line)
+
+    def _command(self, line: str) -> None:
         if self.alive():
             assert self.popen is not None and self.popen.stdin is not None
             self.popen.stdin.write((line + "\n").encode())

@@ -31,7 +31,8 @@ TCP connections stay up (like a cable cut with no RST: only application pings no
 A master failover with the old master still alive (epoch fencing, tests/chaos/test_epoch_fencing.py):
 ``master HOST:PORT`` points the link at a new master. The upstream DEALERs to the old one stay
 open and what it sends still reaches the peers (its stale-epoch messages must be dropped by
-them), new ones to the new master are opened as peers speak, and the downstream ROUTER is bound
+them; those to the masters before it, and any to the new master's address, are closed: that is
+how ``bench/chaos.py --masters 3`` makes the link follow the leading master), new ones to the new master are opened as peers speak, and the downstream ROUTER is bound
 again so that every peer sees its connection drop and reconnects at once, as after its detector
 names a new leader. ``hold`` keeps back what the current master sends (it waits in the proxy as
 in a socket buffer) and ``release`` delivers it, so that messages of the old master queued
@@ -115,6 +116,7 @@ class Proxy:
         self.backs: dict[bytes, zmq.Socket] = {}  # to the current master, by peer
         self.by_socket: dict[zmq.Socket, bytes] = {}  # every upstream DEALER (old masters' too) → its peer
         self.generation: dict[zmq.Socket, int] = {}  # which master (0 first, +1 per ``master``) it reaches
+        self.target: dict[zmq.Socket, str] = {}  # the master address it connects to
         self.master_generation = 0
         self.held: list[tuple[zmq.Socket, bytes, bytes]] = []  # (from, peer, payload), kept back by ``hold``
         self.holding: int | None = None  # the generation whose messages are held
@@ -170,6 +172,13 @@ class Proxy:
         self.master = _tcp(master)
         self.master_generation += 1
         self.backs = {}  # the next message of each peer opens its DEALER to the new master
+        # Only the last master's DEALERs stay (what it sends still reaches the peers). Older ones
+        # go, and so does any old DEALER to the new master's own address (a master that led
+        # before, restarted there): with the peer's routing id it would fight the new DEALER
+        # for that identity on the master's ROUTER (handover, back and forth).
+        for sock, generation in list(self.generation.items()):
+            if generation < self.master_generation - 1 or self.target.get(sock) == self.master:
+                self._close_backend(sock)
         self._unwatch_master()
         self._watch_master()
         self._close_front()  # bound again by the main loop
@@ -211,6 +220,7 @@ class Proxy:
             self.backs[identity] = sock
             self.by_socket[sock] = identity
             self.generation[sock] = self.master_generation
+            self.target[sock] = self.master
             self.poller.register(sock, zmq.POLLIN)
             self.stats["peers_opened"] += 1
         return sock
@@ -222,6 +232,7 @@ class Proxy:
         if self.backs.get(identity) is sock:
             del self.backs[identity]
         del self.generation[sock]
+        self.target.pop(sock, None)
         self.poller.unregister(sock)
         sock.close(0)
         self.stats["peers_closed"] += 1

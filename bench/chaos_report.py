@@ -34,6 +34,7 @@ class Tally:
     dropped: int = 0  # messages the proxies dropped at random (partitions not included)
     duplicated: int = 0
     wrong_reports: int = 0  # lost-type reports for tasks that ran, and denials after TASK_FINISHED
+    ha_problems: int = 0  # --masters N: a master not fenced, something left behind (chaos_ha.py)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -171,8 +172,9 @@ def analyse(run: Any, proxy_stats: list[dict[str, Any]]) -> Tally:
          ("missing (framework did not finish)" if final is None else
           f"{final.get('items_finished')} items finished")),
         ("detection (→ UNREACHABLE)", spread(detection_times)),
-        ("master SIGKILL → re-subscribed", spread(resubscribe)),
-        ("master SIGKILL → agents back", spread(agents_back)),
+        ("master SIGKILL → re-subscribed" if run.ha is None else "master failover → re-subscribed",
+         spread(resubscribe)),
+        ("master SIGKILL → agents back" if run.ha is None else "master failover → agents back", spread(agents_back)),
         ("lost", str(lost)),
         ("launched twice", str(len(twice))),
         ("finished twice", str(len(finished_twice))),

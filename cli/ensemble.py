@@ -119,14 +119,15 @@ def server_ports(base_port: int, index: int) -> ServerPorts:
                        base_port + ELECTION_OFFSET + index)
 
 
-def zoo_cfg(data_dir: Path, base_port: int, servers: int, index: int, tick_ms: int) -> str:
+def zoo_cfg(data_dir: Path, base_port: int, servers: int, index: int, tick_ms: int,
+            client_address: str = HOST) -> str:
     """Server ``index``'s configuration (the module docstring says why each value)."""
     lines = [
         f"tickTime={tick_ms}",
         f"initLimit={INIT_LIMIT_TICKS}",
         f"syncLimit={SYNC_LIMIT_TICKS}",
         f"dataDir={data_dir}",
-        f"clientPortAddress={HOST}",
+        f"clientPortAddress={client_address}",
         f"clientPort={server_ports(base_port, index).client}",
         f"minSessionTimeout={2 * tick_ms}",
         "maxSessionTimeout=60000",
@@ -155,10 +156,10 @@ def log4j_properties(log_file: Path) -> str:
     ]) + "\n"
 
 
-def four_letter(port: int, command: str, timeout: float = 2.0) -> str | None:
-    """ZooKeeper's answer to a four-letter word on 127.0.0.1:``port``, or None if none came."""
+def four_letter(port: int, command: str, timeout: float = 2.0, host: str = HOST) -> str | None:
+    """ZooKeeper's answer to a four-letter word on ``host``:``port``, or None if none came."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as s:
+        with socket.create_connection((host, port), timeout=timeout) as s:
             s.sendall(command.encode())
             chunks = []
             while chunk := s.recv(4096):
@@ -168,22 +169,22 @@ def four_letter(port: int, command: str, timeout: float = 2.0) -> str | None:
     return b"".join(chunks).decode(errors="replace")
 
 
-def server_mode(port: int) -> str | None:
+def server_mode(port: int, host: str = HOST) -> str | None:
     """``leader``/``follower`` once the server serves; ``standalone``; None if not serving."""
-    answer = four_letter(port, "srvr")
+    answer = four_letter(port, "srvr", host=host)
     for line in (answer or "").splitlines():
         if line.startswith("Mode:"):
             return line.split(":", 1)[1].strip()
     return None
 
 
-def port_free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:``port`` (SO_REUSEADDR, as Java's ServerSocket: a socket in
+def port_free(port: int, host: str = HOST) -> bool:
+    """Nothing listens on ``host``:``port`` (SO_REUSEADDR, as Java's ServerSocket: a socket in
     TIME_WAIT from an earlier run does not hold the port)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((HOST, port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -198,9 +199,15 @@ def _pid_running(pid: int) -> bool:
 
 
 class LocalEnsemble:
-    """``servers`` ZooKeeper servers on 127.0.0.1 sharing ``state_dir``; see the module docstring."""
+    """``servers`` ZooKeeper servers on 127.0.0.1 sharing ``state_dir``; see the module docstring.
 
-    def __init__(self, state_dir: Path, base_port: int = 21811, servers: int = 3, tick_ms: int = 200) -> None:
+    ``client_address``: the address the servers serve clients on (the quorum and election ports
+    stay on 127.0.0.1). bench/chaos.py --masters 3 gives an address in 10.200.0.0/16 that masters
+    in their own network namespaces reach through their veths, so a master can be cut off from
+    ZooKeeper alone (an iptables DROP in its namespace) while its agents still reach it."""
+
+    def __init__(self, state_dir: Path, base_port: int = 21811, servers: int = 3, tick_ms: int = 200,
+                 client_address: str = HOST) -> None:
         if not 1 <= servers <= MAX_SERVERS:
             raise ValueError(f"servers must be 1..{MAX_SERVERS}, not {servers}")
         if not 1024 <= base_port <= 65535 - ELECTION_OFFSET - servers:
@@ -209,6 +216,7 @@ class LocalEnsemble:
         self.base_port = base_port
         self.servers = servers
         self.tick_ms = tick_ms
+        self.client_address = client_address
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     installed = staticmethod(installed)
@@ -216,7 +224,7 @@ class LocalEnsemble:
     # ------------------------------------------------------------------ addresses
     @property
     def connect_string(self) -> str:
-        return ",".join(f"{HOST}:{self.ports(i).client}" for i in range(self.servers))
+        return ",".join(f"{self.client_address}:{self.ports(i).client}" for i in range(self.servers))
 
     def zk_url(self, path: str = "/tepui") -> str:
         if not path.startswith("/"):
@@ -261,7 +269,7 @@ class LocalEnsemble:
         return pid if _pid_running(pid) else None
 
     def mode(self, index: int) -> str | None:
-        return server_mode(self.ports(index).client)
+        return server_mode(self.ports(index).client, self.client_address)
 
     def modes(self) -> list[str | None]:
         return [self.mode(i) for i in range(self.servers)]
@@ -314,7 +322,8 @@ class LocalEnsemble:
         self._wait(self.serving, timeout, list(range(self.servers)), "the quorum did not form")
         if progress:
             progress(f"quorum serving after {time.monotonic() - t0:.1f} s, "
-                     f"leader server {self.leader_index() + 1} ({HOST}:{self.ports(self.leader_index()).client})")
+                     f"leader server {self.leader_index() + 1} "
+                     f"({self.client_address}:{self.ports(self.leader_index()).client})")
 
     def _wait(self, done: Callable[[], bool], timeout: float, watched: Sequence[int], what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -338,14 +347,15 @@ class LocalEnsemble:
 
     def _start_one(self, index: int, say: Progress) -> None:
         ports = self.ports(index)
-        name = f"server {index + 1} ({HOST}:{ports.client})"
+        name = f"server {index + 1} ({self.client_address}:{ports.client})"
         pid = self.pid(index)
         if pid is not None:
             say(f"{name}: already running, pid {pid}")
             return
-        if four_letter(ports.client, "ruok") is not None or not port_free(ports.client):
+        if four_letter(ports.client, "ruok", host=self.client_address) is not None \
+                or not port_free(ports.client, self.client_address):
             raise EnsembleError(
-                f"port {HOST}:{ports.client} (client port of server {index + 1}) is held by a process this ensemble "
+                f"port {self.client_address}:{ports.client} (client port of server {index + 1}) is held by a process this ensemble "
                 f"did not start (no pid in {self._pid_file(index)}); find it with: "
                 f"ss -ltnp 'sport = :{ports.client}' ; free the port or choose another --base-port")
         for what, port in (("quorum", ports.quorum), ("election", ports.election)):
@@ -358,7 +368,8 @@ class LocalEnsemble:
         conf.mkdir(parents=True, exist_ok=True)
         data.mkdir(parents=True, exist_ok=True)
         out, log = self.log_files(index)
-        self._cfg_path(index).write_text(zoo_cfg(data, self.base_port, self.servers, index, self.tick_ms))
+        self._cfg_path(index).write_text(zoo_cfg(data, self.base_port, self.servers, index, self.tick_ms,
+                                                 self.client_address))
         (conf / "log4j.properties").write_text(log4j_properties(log))
         (data / "myid").write_text(f"{index + 1}\n")
         java = shutil.which("java") or "java"
@@ -429,7 +440,7 @@ class LocalEnsemble:
         lines = []
         for i in range(self.servers):
             pid = self.pid(i)
-            lines.append(f"server {i + 1} {HOST}:{self.ports(i).client}: "
+            lines.append(f"server {i + 1} {self.client_address}:{self.ports(i).client}: "
                          f"{'pid ' + str(pid) if pid else 'not running'}, mode {self.mode(i) or '-'}")
         return lines
 
