@@ -185,9 +185,9 @@ class HaCluster(Cluster):
         return str(info.id)
 
     def leaders(self) -> Leaders:
-        if self.watcher is None:
-            self.watcher = LeaderWatch(self.zk_url)
         try:
+            if self.watcher is None:
+                self.watcher = LeaderWatch(self.zk_url)
             return self.watcher.read()
         except Exception:  # noqa: BLE001  # ZooKeeper busy or reconnecting: nobody known this round
             return Leaders()
