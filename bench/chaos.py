@@ -3,6 +3,7 @@ are lost and duplicated, and agents are cut off?
 
     python bench/chaos.py --tasks 2000 --duration 120      # the issue's run (~4 min)
     python bench/chaos.py --smoke                          # 60 tasks, 20 s, 3 faults (~30 s)
+    python bench/chaos.py --masters 3 [--smoke]            # three HA masters and the HA faults (root)
 
 What runs (all real processes, on free ports, under one temp dir):
 
@@ -73,6 +74,49 @@ How it counts (all from the framework's durable record and the tasks' own start 
   when the fault began (still away after an earlier one). Also shown: master SIGKILL → framework
   re-subscribed, and → all agents registered again.
 
+Highly available masters (issue 19): ``--masters 3`` (root; ``--smoke``: 60 tasks, 30 s, the
+five HA faults below one after another, ~50–60 s in all, run by tests/bench/test_chaos_ha_smoke.py)
+runs the same chaos against three ``tepui master --zk`` contenders on a 3-server ZooKeeper
+ensemble of the bench's own (``tepui.cli.ensemble.LocalEnsemble`` on a free port range under
+the run's dir, stopped at the end; never the shared test ensemble). Each master runs in its own
+network namespace, reached through a veth; ZooKeeper serves on an address in 10.200.0.0/16 that
+every namespace reaches (bench/chaos_netns.py). The bench follows the serving master with
+``tepui.sdk.leadership.LeaderFollower`` and points every proxy at each new leader (the proxies
+run with ``--follow``: peers see their connection drop when the next leader is named and
+re-register / re-subscribe, still through 5% drops and duplicates). A master that exits is
+restarted as a standby 1–3 s later (``tepui up --ha`` supervises the same way). The framework
+runs as two instances, one leading (bench/chaos_framework.py: the elected one replays the shared
+record and re-subscribes with the same framework id). The faults, in addition to agent SIGKILL,
+SIGSTOP and partition and the framework's link partition (``master_kill`` becomes the leader's):
+
+=======================  ======================================================================
+``master_kill``          the leading master SIGKILLed (twice a round); restarted as a standby
+                         after 1–3 s
+``master_stop``          the leader SIGSTOPped until another master leads (+1 s), then SIGCONT:
+                         it must exit non-zero (fenced) within 15 s; what it logged is shown
+``master_partition``     the leader cut from ZooKeeper for 4–10 s (``iptables -A OUTPUT -d
+                         <ZooKeeper> -j DROP`` in its namespace; its agents and framework still
+                         reach it): it must pause, then exit (or resume if healed in its session)
+``zk_kill``              one ZooKeeper server SIGKILLed (the quorum leader every other time),
+                         restarted after 2–5 s; masters should keep their leader
+``framework_kill``       the framework's leading instance SIGKILLed, restarted 1–3 s later as a
+                         standby; the other takes over under the same framework id
+=======================  ======================================================================
+
+Measured per HA fault and printed in an HA section after the summary: → new leader (the
+follower's notice), → framework re-subscribed, → all agents registered with the new leader; the
+fenced leader's exit and its last words; ZooKeeper kills: whether the masters kept their
+leader; framework kills: → standby leading (record replayed) and → re-subscribed with the same
+id; and how many messages of deposed masters reached peers and were dropped as stale epochs.
+Smoke, seeds 1–4 on the 2-core machine: leader SIGKILL → new leader 1.8–2.2 s, → framework
+re-subscribed 1.9–3.9 s, → agents 3.1–7.1 s (before ``--follow``); SIGSTOP → new leader
+1.7–2.2 s, resumed leader exits 1 within 0.1 s; cut from ZooKeeper → new leader 1.8–2.3 s, the
+cut leader exits 1 2.6–3.0 s after the cut; ZooKeeper quorum-leader kill: no master failover;
+framework kill → re-subscribed under the same id 1.6–2.2 s. A master not fenced, or a namespace,
+veth or route left behind, makes the exit code 1 (the last line stays ``lost_or_duplicated=``).
+Namespaces, veths, iptables rules and the guard route are removed at the end, also on an error
+or Ctrl-C.
+
 Logs, the framework's record, the proxies' fault logs (every dropped or duplicated message, by
 type and task id) stay in the run's directory when the result is not 0 (or with ``--keep``).
 The last line is ``lost_or_duplicated=<n>``.
@@ -99,7 +143,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from chaos_ha import HA_KINDS, HaCluster, HaFaults  # noqa: E402  (--masters N)
+from chaos_ha import HaCluster  # noqa: E402  (--masters N)
+from chaos_ha_faults import HA_KINDS, HaFaults  # noqa: E402
 from chaos_processes import Proc, Proxy, free_ports, stop_all  # noqa: E402
 from chaos_report import FAULT_KINDS, MAX_PING_TIMEOUTS, PING_INTERVAL, Tally, analyse  # noqa: E402  (the accounting)
 from chaos_seeds import hog_seconds, run_seeds  # noqa: E402
@@ -204,7 +249,8 @@ def build(run: Run) -> None:
             py, str(PROXY), "--listen", str(listen), "--master", master_addr, "--name", name,
             "--seed", str(args.seed * 1000 + i), "--fault-rate", str(args.fault_rate),
             "--duplicate-rate", str(args.duplicate_rate),
-            "--fault-log", str(root / "faults.jsonl")], root / f"proxy-{name}.log", stdin_pipe=True))
+            "--fault-log", str(root / "faults.jsonl")] + (["--follow"] if run.ha is not None else []),
+            root / f"proxy-{name}.log", stdin_pipe=True))
     resources = "cpus:4;mem:2048" if args.smoke else "cpus:8;mem:4096"
     for i in range(args.agents):
         run.agents.append(Proc(f"agent-{i}", [

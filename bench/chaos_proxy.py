@@ -20,6 +20,14 @@ see without the proxy:
   socket monitors report "connection restored", as with a direct link). Messages a peer sends
   meanwhile wait in its own DEALER, as they would.
 
+With ``--follow`` (``bench/chaos.py --masters 3``, where the bench names each new leader with
+``master``) a lost master leaves the downstream ROUTER bound: the peers see their connection
+drop when the next leader is named — the moment a ``zk://`` client retargets — and reconnect
+within one reconnect interval (100 ms). Closing it at the loss instead, as above, measured
+ZeroMQ's reconnect backoff (it grows to 5 s against a closed port: agents back 3–7 s after a
+leader SIGKILL whose successor served after 2 s), and a blip at the loss set the agents
+re-registering into the void, so that the new leader got them only at their next retry (1–5 s).
+
 Production code has no hooks for any of this.
 
 Faults, per message and per direction, from a seeded RNG (a frame that batches several
@@ -104,6 +112,7 @@ def describe(payload: bytes) -> dict[str, Any]:
 class Proxy:
     def __init__(self, args: argparse.Namespace) -> None:
         self.name = args.name
+        self.follow = args.follow
         self.master = _tcp(args.master)
         self.rate = args.fault_rate
         self.dup_rate = args.fault_rate if args.duplicate_rate is None else args.duplicate_rate
@@ -202,7 +211,8 @@ class Proxy:
             if event == zmq.EVENT_DISCONNECTED and not self.master_lost:
                 self.master_lost = True
                 self.stats["master_connection_lost"] += 1
-                self._close_front()  # downstream peers see their connection drop, as without us
+                if not self.follow:
+                    self._close_front()  # downstream peers see their connection drop, as without us
                 self._say("master_lost")
             elif event == zmq.EVENT_CONNECTED and self.master_lost:
                 self.master_lost = False
@@ -410,6 +420,8 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=0.05)
     parser.add_argument("--duplicate-rate", type=float, default=None, help="default: --fault-rate")
     parser.add_argument("--fault-log", default=None)
+    parser.add_argument("--follow", action="store_true",
+                        help="HA: the bench follows the leader (command master); a lost master only blips the link")
     Proxy(parser.parse_args()).run()
 
 
