@@ -338,17 +338,21 @@ class Cluster:
         others = [c for c in self.children if c not in services and c not in agents]  # the master(s), last
         for group, grace, sig in ((services, 5.0, signal.SIGTERM), (agents, 12.0, signal.SIGUSR1),
                                   (others, 5.0, signal.SIGTERM)):
-            for child in group:
-                if child.process.poll() is None:
-                    child.process.send_signal(sig)
-            deadline = time.monotonic() + grace
-            for child in group:
-                try:
-                    child.process.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    self.console.print(f"[yellow]{child.name} did not stop in {grace:g} s; killing it[/yellow]")
-                    child.process.kill()
-                    child.process.wait()
+            self.stop_group(group, grace, sig)
+
+    def stop_group(self, group: list[Child], grace: float, sig: int) -> None:
+        """``sig`` to every child of ``group`` still running, SIGKILL to those still there after ``grace``."""
+        for child in group:
+            if child.process.poll() is None:
+                child.process.send_signal(sig)
+        deadline = time.monotonic() + grace
+        for child in group:
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.console.print(f"[yellow]{child.name} did not stop in {grace:g} s; killing it[/yellow]")
+                child.process.kill()
+                child.process.wait()
 
 
 def agent_ports(index: int, count: int, first: int = 31000, last: int = 32000) -> str:

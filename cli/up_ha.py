@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 import urllib.error
 import urllib.parse
@@ -279,9 +280,17 @@ class HaCluster(Cluster):
     # --- stopping ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Everything ``Cluster.stop`` stops, then the ZooKeeper session, then the local ensemble
-        (last: the masters and frameworks leave their elections through it)."""
+        """The standbys first (masters and framework instances whose leader is known and is
+        another): stopped after their leader, each would be elected and start taking over (claim
+        an epoch, recover, subscribe) only to be stopped. Then what ``Cluster.stop`` stops, in its
+        order (the leading master last), then the ZooKeeper session, then the local ensemble (last:
+        the masters and frameworks leave their elections through it)."""
         try:
+            leaders = self.leaders()
+            leading = {role: self.name_of(info) for role, info in (("master", leaders.master),
+                                                                   *leaders.frameworks.items()) if info is not None}
+            self.stop_group([c for c in self.children if c.kind in leading and c.name != leading[c.kind]],
+                            5.0, signal.SIGTERM)
             super().stop()
         finally:
             if self.watcher is not None:

@@ -153,3 +153,36 @@ def test_the_ha_state_dir_is_its_own() -> None:
     assert up.default_state_dir(5050, ha=True).endswith("/tepui-ha")
     assert up.default_state_dir(6050, ha=True).endswith("/tepui-ha-6050")
     assert up.default_state_dir(5050).endswith("/tepui")
+
+
+class FakeProcess:
+    def __init__(self, name: str, log: list[tuple[str, int]]) -> None:
+        self.name, self.log, self.code = name, log, None
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def send_signal(self, sig: int) -> None:
+        self.log.append((self.name, sig))
+        self.code = 0
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def test_standbys_stop_first_then_frameworks_agents_and_the_leading_master_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A standby stopped after its leader would be elected and begin to take over, for nothing."""
+    cluster = up_ha.HaCluster(str(tmp_path), 1, ha_ports.plan(5050, 5080), ZK, None, Console(file=io.StringIO()))
+    log: list[tuple[str, int]] = []
+    for name in ("master-1", "master-2", "master-3", "agent-1", "services-1", "services-2", "batch-1", "batch-2"):
+        cluster.children.append(up.Child(name, [], "", "", lambda: None, FakeProcess(name, log),  # type: ignore[arg-type]
+                                         up.History(0.0)))
+    m2 = LeaderInfo("b2", "127.0.0.1:5051", "http://127.0.0.1:5081", epoch=9)
+    s1 = LeaderInfo("services@127.0.0.1:5090", http="http://127.0.0.1:5090", epoch=1)
+    # batch: no leader known (an election): neither instance counts as a standby
+    monkeypatch.setattr(cluster, "leaders", lambda: up_ha.Leaders(m2, {"services": s1, "batch": None}))
+    cluster.stop()
+    term, usr1 = signal.SIGTERM, signal.SIGUSR1
+    assert log == [("master-1", term), ("master-3", term), ("services-2", term),
+                   ("services-1", term), ("batch-1", term), ("batch-2", term), ("agent-1", usr1), ("master-2", term)]
