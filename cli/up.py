@@ -375,29 +375,14 @@ def default_state_dir(port: int, ha: bool = False) -> str:
 def _print_single(console: Console, cluster: Cluster, port: int, http_port: int, agents: int, state_dir: str) -> None:
     console.print(f"[bold green]Tepui is up[/bold green]: master 127.0.0.1:{port}, "
                   f"HTTP http://127.0.0.1:{http_port}/state, {agents} agent(s); logs in {state_dir}", soft_wrap=True)
-    _print_try(console, f"http://127.0.0.1:{http_port}")
+    print_try(console, f"http://127.0.0.1:{http_port}")
     console.print(f"  encrypted (CurveZMQ); keys in {cluster.security.keys_dir}, client configuration in "
                   f"{cluster.security.config_path}", soft_wrap=True)
     console.print("  stop: Ctrl-C     (a part that fails is restarted on its own state; see docs/operations.md)",
                   soft_wrap=True)
 
 
-def _print_ha(console: Console, cluster: Any, agents: int, state_dir: str) -> None:
-    """``cluster``: an up_ha.HaCluster."""
-    masters = cluster.plan.masters
-    console.print(f"[bold green]Tepui is up[/bold green], highly available: {len(masters)} masters (ZeroMQ "
-                  f"127.0.0.1:{masters[0].port}-{masters[-1].port}, HTTP {masters[0].http_port}-{masters[-1].http_port}), "
-                  f"{agents} agent(s), 2 instances of each framework; logs in {state_dir}", soft_wrap=True)
-    for line in cluster.summary():
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    _print_try(console, cluster.http_base())
-    console.print(f"  clients follow the leader: the client configuration ({cluster.security.config_path}) names "
-                  f"master: {cluster.zk_url}; `tepui state` shows which master leads", soft_wrap=True)
-    console.print("  stop: Ctrl-C     (a master or framework instance that exits, e.g. after losing its leadership, "
-                  "is restarted as a standby; docs/operations.md, \"High availability\")", soft_wrap=True)
-
-
-def _print_try(console: Console, http: str) -> None:
+def print_try(console: Console, http: str) -> None:
     # Clients find this cluster (address, keys, token) in the client configuration: no flags.
     console.print("  try:  tepui run -- echo hello     tepui state     "
                   "python examples/hello_framework.py --tasks 10", soft_wrap=True)
@@ -484,11 +469,12 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     cluster: Cluster
+    ha_cluster: Any = None  # the same, as an up_ha.HaCluster
     master_address = None
     if plan is not None:
         console.print(f"ZooKeeper: {'checking ' + zk if zk else 'starting a local 3-server ensemble'} ...")
         zk_url, ensemble = up_ha.choose_ensemble(zk, state_dir, plan, console.print)
-        cluster = up_ha.HaCluster(state_dir, agents, plan, zk_url, ensemble, console)
+        cluster = ha_cluster = up_ha.HaCluster(state_dir, agents, plan, zk_url, ensemble, console)
         master_address = zk_url
     else:
         cluster = Cluster(state_dir, agents, port, http_port, console)
@@ -509,16 +495,17 @@ def up_command(agents: int, state_dir: str | None, port: int, http_port: int, ag
             cluster.start_cron()
             cluster.wait_ready(timeout, lambda: stopping["signal"] is not None)
             if stopping["signal"] is None:
-                if plan is not None:
-                    _print_ha(console, cluster, agents, state_dir)
+                if ha_cluster is not None:
+                    ha_cluster.announce(agents)
                 else:
                     _print_single(console, cluster, port, http_port, agents, state_dir)
                 ending = cluster.supervise(lambda: stopping["signal"] is not None)
         if ending is not None:
             console.print(ending.message, style="red" if ending.failed else None, markup=False, highlight=False,
                           soft_wrap=True)
+        local_zk = ha_cluster is not None and ha_cluster.ensemble is not None
         console.print("stopping: frameworks, then agents (they end their tasks), then the master"
-                      f"{'s, then ZooKeeper' if plan is not None else ''} ...")
+                      f"{'s' if plan is not None else ''}{', then the local ZooKeeper ensemble' if local_zk else ''} ...")
     finally:
         cluster.stop()
     if ending is not None and ending.failed:

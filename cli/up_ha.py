@@ -273,6 +273,22 @@ class HaCluster(Cluster):
         lines.append(f"  ZooKeeper: {self.zk_url} ({where})")
         return lines
 
+    def announce(self, agents: int) -> None:
+        """What ``tepui up --ha`` prints once the cluster is up."""
+        from tepui.cli.up import print_try
+
+        say, masters = self.console.print, self.plan.masters
+        say(f"[bold green]Tepui is up[/bold green], highly available: {len(masters)} masters (ZeroMQ "
+            f"127.0.0.1:{masters[0].port}-{masters[-1].port}, HTTP {masters[0].http_port}-{masters[-1].http_port}), "
+            f"{agents} agent(s), {len(self.plan.instances_of(FRAMEWORKS[0]))} instances of each framework; logs in {self.state_dir}", soft_wrap=True)
+        for line in self.summary():
+            say(line, markup=False, highlight=False, soft_wrap=True)
+        print_try(self.console, self.http_base())
+        say(f"  clients follow the leader: the client configuration ({self.security.config_path}) names "
+            f"master: {self.zk_url}; `tepui state` shows which master leads", soft_wrap=True)
+        say("  stop: Ctrl-C     (a master or framework instance that exits, e.g. after losing its leadership, "
+            "is restarted as a standby; docs/operations.md, \"High availability\")", soft_wrap=True)
+
     def http_base(self) -> str:
         master = self.leaders().master
         return str(master.http) if master is not None else self.plan.masters[0].http
