@@ -14,6 +14,9 @@ Stopping is ordered: agents first (SIGUSR1: each ends its tasks and unregisters 
 leave the tasks running for the agent's next start), then the master. Children get
 ``PR_SET_PDEATHSIG`` (SIGUSR1 for agents) so that even a SIGKILLed ``tepui up`` leaves no orphan
 processes behind.
+
+With ``--ha`` the cluster is three masters on ZooKeeper with two instances of each framework
+(``cli/up_ha.py``; its ports: ``cli/ha_ports.py``), under the same supervision.
 """
 
 from __future__ import annotations
