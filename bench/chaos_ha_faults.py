@@ -344,9 +344,14 @@ class HaFaults:
                 lines.append(f"  {key:<{width}}  n={len(values)}, min {values[0]:.2f} s, "
                              f"median {values[len(values) // 2]:.2f} s, max {values[-1]:.2f} s")
         old = sum(int(s.get("down_from_old_master", 0)) for s in proxy_stats)
-        stale = _count_in_logs(self.run.root, ("agent-", "framework"), ("stale_master_message", "stale_epoch_dropped"))
-        lines.append(f"  messages from deposed masters delivered to peers: {old}; dropped by them as stale epochs: "
-                     f"{stale}")
+        root = self.run.root
+        stale_agents = _count_in_logs(root, ("agent-",), ("event=stale_master_message",))
+        stale_framework = _count_in_logs(root, ("framework",), ("event=stale_epoch_dropped",))
+        undecodable = _count_in_logs(root, ("agent-",), ("Invalid value 'ERROR'",))
+        lines.append(f"  messages reaching peers from a former leader's address: {old} (a resumed deposed leader's, or "
+                     "the standby restarted there answering what peers had queued for the dead one); dropped as "
+                     f"stale epochs by agents {stale_agents}, by the framework {stale_framework}; a standby's ERROR "
+                     f"that agents could not decode (malformed_message): {undecodable}")
         exits = ", ".join(f"master-{i} {code}" for _t, i, code in self.ha.exits) or "none"
         lines.append(f"  master exits seen (restarted as standbys): {exits}")
         for problem in self.problems:
