@@ -248,6 +248,22 @@ class FailoverBench:
         self.masters.append(master)
         return master
 
+    def answering(self, master: Master, timeout: float = 60.0) -> Master:
+        """Wait until ``master`` answers HTTP; one that exited at once (a free port taken by
+        another process meanwhile: free_port() cannot reserve it) is started again on others."""
+        deadline = time.monotonic() + timeout
+        while health(master.http) is None:
+            if master.process.poll() is not None:
+                say(f"  {master.name} exited with {master.process.returncode} at start (see {master.log}); "
+                    "starting it again on other ports")
+                self.masters.remove(master)
+                del self.processes[master.name]
+                master = self.start_master()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{master.name} did not answer within {timeout:.0f} s; logs in {self.dir}")
+            time.sleep(0.05)
+        return master
+
     def live_masters(self) -> list[Master]:
         return [m for m in self.masters if m.process.pid not in self.killed_by_us]
 
@@ -303,8 +319,8 @@ class FailoverBench:
             f"after {time.monotonic() - t0:.1f} s; state and logs in {self.dir}")
         self.watch = ZkWatch(self.zk_url)
         self.watch.start()
-        for _ in range(3):
-            self.start_master()
+        for master in [self.start_master() for _ in range(3)]:
+            self.answering(master)
         took = self.wait_for("a master leads", lambda: self.leader() is not None, 60)
         say(f"3 masters (session timeout {args.session_timeout:g} s) on {self.zk_url}: "
             f"{self.leader().name} leads after {took:.1f} s")  # type: ignore[union-attr]
@@ -399,7 +415,7 @@ class FailoverBench:
 
     def steady(self) -> None:
         """Start the killed master again (a standby) and wait until it answers."""
-        master = self.start_master()
+        master = self.answering(self.start_master())
         self.wait_for(f"{master.name} answers as a standby", lambda: (health(master.http) or {}).get("leading") is False,
                       60)
         time.sleep(self.args.settle)
