@@ -166,11 +166,15 @@ class LeaderFollower:
         self._reactor.callFromThread(self._deliver, info)
 
     def _read(self, no_node: type[Exception]) -> LeaderInfo | None:
-        try:
-            children = self._client.get_children(self._path, watch=self._watch)
-        except no_node:
-            self._client.exists(self._path, watch=self._watch)  # tells us when the path appears
-            return None
+        while True:
+            try:
+                children = self._client.get_children(self._path, watch=self._watch)
+                break
+            except no_node:
+                # The watch tells us when the path appears. If it appeared since get_children, it
+                # is a data watch on the path, and its children would never be watched: read again.
+                if self._client.exists(self._path, watch=self._watch) is None:
+                    return None
         for name in contenders(children):
             try:
                 data, _stat = self._client.get(posixpath.join(self._path, name), watch=self._watch)

@@ -240,3 +240,35 @@ def test_a_node_with_unreadable_data_is_no_leader(clients: Any, path: str) -> No
     reactor.settle(0.5)
     assert followed.events == []
     assert serving_leader(client, path) is None
+
+
+class PathAppearsMeanwhile:
+    """A client on which the path appears, with a serving leader in it, between the follower's
+    ``get_children`` (no such node) and its ``exists`` — what happened when an agent of `tepui up
+    --ha` started following while the first master was creating ``/masters``."""
+
+    def __init__(self, client: Any, path: str) -> None:
+        self.client, self.path, self.raced = client, path, False
+
+    def get_children(self, path: str, watch: Any = None) -> Any:
+        if not self.raced:
+            import msgspec
+            from kazoo.exceptions import NoNodeError
+
+            self.raced = True
+            self.client.create(f"{self.path}/json.info_", msgspec.json.encode(LeaderInfo(id="m1", epoch=3)),
+                               sequence=True, makepath=True)
+            raise NoNodeError()
+        return self.client.get_children(path, watch=watch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_path_that_appears_between_the_two_reads_is_read_again(clients: Any, path: str) -> None:
+    reactor, seen = ThreadReactor(), Seen()
+    follower = LeaderFollower(reactor, PathAppearsMeanwhile(clients(), path), path, seen)
+    follower.start()
+    reactor.pump(lambda: bool(seen.events))
+    assert [(info.id, info.epoch) for (info,) in seen.events] == [("m1", 3)]
+    follower.close()
