@@ -46,6 +46,8 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def netns_unavailable() -> str | None:
     """Why namespaces cannot be used here (None: they can)."""
+    if os.environ.get("TEPUI_CHAOS_NO_NETNS"):
+        return "TEPUI_CHAOS_NO_NETNS is set"
     if shutil.which("iptables") is None:
         return "iptables is not installed"
     return unavailable_reason()
