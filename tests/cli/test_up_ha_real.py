@@ -148,7 +148,7 @@ def cluster(tmp_path: Path) -> Iterator[Up]:
 
 def test_tepui_up_ha_survives_the_loss_of_its_leading_master_and_stops_everything(cluster: Up) -> None:
     up = cluster
-    until(lambda: "Tepui is up" in up.output(), 150, "the cluster up", up.output)
+    until(lambda: "stop: Ctrl-C" in up.output(), 150, "the cluster up", up.output)  # the last line of the summary
     print(f"tepui up --ha: up after {time.monotonic() - up.started:.1f} s")
     text = up.output()
     assert "leading master: master-" in text and "services: leader services-" in text, text
