@@ -8,7 +8,7 @@ every agent's and the framework's link, and the five HA faults one after another
 master SIGKILLed, a ZooKeeper server (the quorum leader) SIGKILLed, the leader SIGSTOPped until
 another leads and then resumed (it must exit non-zero: fenced), the framework's leading
 instance SIGKILLed (its standby takes over with the same framework id), and the leader cut
-from ZooKeeper by an iptables DROP in its namespace. About 70 s.
+from ZooKeeper by an iptables DROP in its namespace. 45–60 s here.
 
 The bench needs root for the namespaces (without it, it runs without the partition fault and
 says so); it removes its namespaces, veths and guard route at the end, which this test checks.
