@@ -33,9 +33,10 @@ def test_a_zk_master_may_come_with_the_client_key_pair_alone_and_then_takes_the_
     monkeypatch.delenv("TEPUI_MASTER", raising=False)
     public, secret = (key.decode() for key in zmq.curve_keypair())
     path = tmp_path / "config.yaml"
-    path.write_text(f"master: zk://10.0.0.1:2181/tepui\nclient_public_key: {public}\nclient_secret_key: {secret}\n")
+    # Quoted: a Z85 key may begin with a character YAML reads as syntax ("|", "&", "*", "{" ...).
+    path.write_text(f'master: zk://10.0.0.1:2181/tepui\nclient_public_key: "{public}"\nclient_secret_key: "{secret}"\n')
     keys = load_client_config(str(path)).keys
     assert keys is not None and keys.public == public.encode() and keys.server == b""
-    path.write_text(f"master: 10.0.0.1:5050\nclient_public_key: {public}\nclient_secret_key: {secret}\n")
+    path.write_text(f'master: 10.0.0.1:5050\nclient_public_key: "{public}"\nclient_secret_key: "{secret}"\n')
     with pytest.raises(ConfigError, match="master_public_key missing"):
         load_client_config(str(path))
