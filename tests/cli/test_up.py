@@ -99,10 +99,33 @@ def test_the_cron_framework_submits_through_the_masters_proxy_with_the_clusters_
                                "--http-token-file", str(tmp_path / "state" / "http-token")]
 
 
-def test_up_refuses_when_the_cron_frameworks_port_is_taken(tmp_path: Path) -> None:
-    with socket.socket() as sock:
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cron_port_taken() -> socket.socket:
+    """A listening socket on a port whose neighbours `tepui up` checks first (http port, + 10,
+    + 11) are free, so that the refusal names the cron port (+ 12): on a machine with thousands
+    of loopback sockets open, a random neighbour was often taken and named instead."""
+    for _attempt in range(100):
+        sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        sock.listen()
+        port = sock.getsockname()[1]
+        if port > 1036 and all(_is_free(port - 12 + offset) for offset in (0, 10, 11)):
+            sock.listen()
+            return sock
+        sock.close()
+    raise AssertionError("no port with free neighbours in 100 tries")
+
+
+def test_up_refuses_when_the_cron_frameworks_port_is_taken(tmp_path: Path) -> None:
+    with _cron_port_taken() as sock:
         taken = sock.getsockname()[1]
         result = CliRunner().invoke(cli, ["up", "--port", str(free_port()), "--http-port", str(taken - 12),
                                           "--state-dir", str(tmp_path)])
