@@ -6,7 +6,8 @@ The bench starts everything itself, in a temporary directory, on free ports:
 * its own 3-server ZooKeeper ensemble (tepui.cli.ensemble.LocalEnsemble, tickTime 200 ms) —
   never the shared test ensemble on 21811-21813;
 * three ``tepui master --insecure --zk zk://…/<unique path> --zk-session-timeout T``;
-* ``tepui sim --agents N --master zk://…`` (the agents follow the serving master);
+* ``tepui sim --agents N --master zk://… --wave N`` (the agents follow the serving master and all
+  re-register at once, as real agents do; the sim's default waves of 250 added ≈ 0.5 s at 1,000);
 * bench/failover_framework.py, an SDK SchedulerDriver given ``zk://…`` that keeps ``--tasks``
   long tasks running on the simulated agents.
 
@@ -351,7 +352,8 @@ class FailoverBench:
                 source.get_nowait()
         result = Round(number, leader.name)
         if self.args.profile and number == 1:
-            self.profile([m for m in self.live_masters() if m is not leader])
+            self.profile([(m.name, m.process.pid) for m in self.live_masters() if m is not leader]
+                         + [("sim", self.processes["sim"].pid)])
         killed_at = time.monotonic()
         self.killed_by_us.add(leader.process.pid)
         os.kill(leader.process.pid, signal.SIGKILL)
@@ -388,16 +390,17 @@ class FailoverBench:
             time.sleep(POLL)
         return result
 
-    def profile(self, masters: list[Master]) -> None:
-        """py-spy records the masters that may take over, from just before the kill, as
-        collapsed stacks (``<dir>/<master>.pyspy``; the run keeps its directory)."""
+    def profile(self, targets: list[tuple[str, int]]) -> None:
+        """py-spy records the masters that may take over and the sim, from just before the kill,
+        as collapsed stacks with idle time (``<dir>/<name>.pyspy``; the run keeps its directory):
+        a reactor waiting on ZooKeeper is idle, and must show."""
         py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-        for master in masters:
-            out = self.dir / f"{master.name}.pyspy"
-            self.spawn(f"py-spy-{master.name}", [py_spy, "record", "--nonblocking", "--format", "raw", "--rate", "200",
-                                                 "-d", f"{self.args.profile:g}", "-o", str(out), "--pid",
-                                                 str(master.process.pid)])
-            self.killed_by_us.add(self.processes[f"py-spy-{master.name}"].pid)  # it ends by itself
+        for name, pid in targets:
+            out = self.dir / f"{name}.pyspy"
+            process = self.spawn(f"py-spy-{name}", [py_spy, "record", "--nonblocking", "--idle", "--format", "raw",
+                                                    "--rate", "200", "-d", f"{self.args.profile:g}", "-o", str(out),
+                                                    "--pid", str(pid)])
+            self.killed_by_us.add(process.pid)  # it ends by itself
         self.args.keep = True
         time.sleep(1.0)  # py-spy attaches
 
@@ -542,16 +545,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--session-timeout", type=float, default=DEFAULT_SESSION_TIMEOUT,
                         help=f"the masters' ZooKeeper session timeout (default {DEFAULT_SESSION_TIMEOUT:g} s)")
-    parser.add_argument("--wave", type=int, default=250, help="the sim's registration wave (its default 250)")
+    parser.add_argument("--wave", type=int, default=None,
+                        help="the sim's registration wave (default: every agent at once, as real agents re-register "
+                        "the moment ZooKeeper names a new master; the sim's own default is 250)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of quiet between rounds")
     parser.add_argument("--cpu-hog", type=int, default=0, metavar="K",
                         help="K busy-looping processes for the whole run (bench/cpu_hog.py): false failovers?")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                        help="py-spy the standby masters for SECONDS from just before the first kill")
+                        help="py-spy the standby masters and the sim for SECONDS from just before the first kill")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) at the end")
     args = parser.parse_args()
     if args.tasks is None:
         args.tasks = args.agents
+    if args.wave is None:
+        args.wave = args.agents
     bench = FailoverBench(args)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
