@@ -714,8 +714,16 @@ def framework_running(run: Run) -> bool:
     return any(f.alive() for f in run.frameworks)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.masters > 1:
+        # SIGTERM (a test's timeout, a supervisor) unwinds like Ctrl-C, through the cleanup of
+        # namespaces, iptables rules, the guard route and the ZooKeeper servers.
+        signal.signal(signal.SIGTERM, _interrupt)
     hog = CpuHog.start(args.cpu_hog, hog_seconds(args)) if args.cpu_hog > 0 else None
     if hog is not None:
         print(hog.describe(), flush=True)
