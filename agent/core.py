@@ -190,6 +190,7 @@ class AgentCore:
         route(self._on_message, am.DestroyVolumes, self._launcher.destroy_volumes)
         route(self._on_message, am.ReconcileTasks, self._reconciler.reconcile)
         route(self._on_message, am.AuditTasks, self._reconciler.audit)
+        route(self._on_message, am.Error, self._master_link.master_error)
         self._on_timer: dict[type, Handler] = {}  # by the key's type (events.AgentTimer)
         route(self._on_timer, Register, self._master_link.register_timer)
         route(self._on_timer, MasterCheck, self._master_link.master_check)

@@ -18,6 +18,7 @@ from tepui.agent.link.reconcile import Reconciler
 from tepui.agent.link.registration import Registration
 from tepui.agent.updates.reporting import StatusReporter
 from tepui.agent.lifecycle.stopping import Drain
+from tepui.sdk.effects import Log
 from tepui.sdk.protocol import agent as am
 from tepui.sdk.protocol.values import FrameworkInfo
 
@@ -75,6 +76,13 @@ class MasterLink:
         if not self.drain.stopping:
             self.registration.leader_changed(event.leader, event.epoch, out)
             self._register(now, out)
+
+    def master_error(self, msg: am.Error, now: float, out: list[AgentEffect]) -> None:
+        """The master could not take something we sent: it could not decode it, or it is a
+        standby, and then the message names the leader (an agent given ``zk://`` follows the
+        leader anyway; one given a standby's address learns from this where to point it)."""
+        out.append(Log("warning", "master_error", {"message": msg.message, "call_type": msg.call_type,
+                                                    "field": msg.field}))
 
     def ping(self, msg: am.Ping, now: float, out: list[AgentEffect]) -> None:
         self.registration.pinged(msg.interval_seconds)

@@ -25,6 +25,7 @@ from tepui.sdk.protocol.values import (
 from tepui.sdk.protocol.values import (
     Tagged as _Tagged,
 )
+from tepui.sdk.protocol.scheduler import Error  # the master's answer to a call it could not take (a standby's, a malformed one)
 
 
 class TaskReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -226,6 +227,7 @@ MasterToAgent = Union[
     DestroyVolumes,
     ReconcileTasks,
     AuditTasks,
+    Error,
 ]
 
 

@@ -593,3 +593,15 @@ def test_a_draining_agent_does_not_register_with_a_new_leader() -> None:
     registered(agent)
     agent.handle(Shutdown(), 1.0)
     assert to_master(agent.handle(MasterChanged("m2", 2), 2.0)) == []
+
+
+def test_an_error_from_a_standby_master_is_logged_with_its_message_and_changes_nothing() -> None:
+    """A standby master (HA) answers whatever reaches it with an ERROR naming the leader, as
+    the master answers an undecodable message: the agent used to count it as malformed."""
+    agent = core()
+    agent.handle(Start(), 0.0)
+    error = am.Error("master m2 is a standby: the leading master is m1 at 10.0.0.1:5050. Give the master as "
+                     "zk://HOSTS/PATH to follow the leader automatically")
+    assert agent.handle(Received(error, epoch=0), 1.0) == [Log("warning", "master_error", {
+        "message": error.message, "call_type": None, "field": None})]
+    assert not agent.registration.registered

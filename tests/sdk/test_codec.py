@@ -326,6 +326,7 @@ MASTER_TO_AGENT: dict[type, Any] = {
     ag.ReconcileTasks: ag.ReconcileTasks(framework_id="fw-services", task_ids=["web.7f3c", "web.8a01"],
                                          framework_info=FRAMEWORK),
     ag.AuditTasks: ag.AuditTasks(seq=3, tasks={"fw-services": ["web.7f3c", "web.8a01"]}, frameworks=[FRAMEWORK]),
+    ag.Error: ag.Error(message="master m2 is a standby: the leading master is m1 at 10.0.0.1:5050"),
 }
 
 SCHEDULER_EVENTS: dict[type, Any] = {
@@ -816,6 +817,8 @@ def _wrong_direction_cases() -> list[Any]:
             if name == target:
                 continue
             for cls, sample in samples.items():
+                if cls in typing.get_args(body_type):
+                    continue  # ERROR goes to agents and frameworks alike
                 cases.append(pytest.param(sender, body_type, sample, id=f"{cls.__name__}-to-{name}"))
     return cases
 
