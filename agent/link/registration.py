@@ -151,11 +151,16 @@ class Registration:
 
     def link_lost(self, out: list[Effect]) -> bool:
         """The connection came back after a loss: a master that restarted has forgotten us.
-        True when the agent must register again now."""
-        if not self.registered:
+        True when the agent must register again now — also when it was already trying: its
+        next try may be seconds of backoff away, and a master that answers is there now (the
+        HA chaos saw new leaders get agents only at their next retry, 1–5 s late). Not for an
+        agent without an id yet: a first REGISTER sent twice could be admitted twice, so its
+        retry timer alone repeats it."""
+        if not self.registered and self.agent_id is None:
             return False
-        self.registered = False
-        out.append(Log("info", "master_reconnected", {"action": "re-registering"}))
+        was_registered, self.registered = self.registered, False
+        self._backoff = self._initial_backoff
+        out.append(Log("info", "master_reconnected", {"action": "re-registering" if was_registered else "registering now"}))
         return True
 
     def leader_changed(self, leader: str, epoch: int, out: list[Effect]) -> None:

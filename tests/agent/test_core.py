@@ -605,3 +605,15 @@ def test_an_error_from_a_standby_master_is_logged_with_its_message_and_changes_n
     assert agent.handle(Received(error, epoch=0), 1.0) == [Log("warning", "master_error", {
         "message": error.message, "call_type": None, "field": None})]
     assert not agent.registration.registered
+
+
+def test_a_connection_back_while_re_registering_re_registers_now_not_after_the_backoff() -> None:
+    from tepui.agent.events import MasterReconnected
+
+    agent = core()
+    registered(agent)
+    [first] = to_master(agent.handle(MasterReconnected(), 3.0))  # the master restarted: re-register
+    assert isinstance(first, am.ReregisterAgent) and not agent.registered
+    # Its answer was lost with a second restart; the link is back again: try now.
+    [again] = to_master(agent.handle(MasterReconnected(), 3.5))
+    assert isinstance(again, am.ReregisterAgent)

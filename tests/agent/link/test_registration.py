@@ -69,7 +69,9 @@ def test_a_silent_master_unregisters_the_agent_and_a_lost_link_too() -> None:
     out = []
     link.arm_master_check(30.5, out)
     assert out == [ScheduleTimer(36.5, MasterCheck())]
-    assert not link.link_lost(out), "not registered: nothing to redo"
+    out = []
+    assert link.link_lost(out), "trying to re-register: try again now, not after the backoff"
+    assert out == [Log("info", "master_reconnected", {"action": "registering now"})]
     link.accepted("S1", MASTER, 10.0, 40.0, [])
     out = []
     assert link.link_lost(out) and out == [Log("info", "master_reconnected", {"action": "re-registering"})]
