@@ -11,12 +11,6 @@ Layout and why:
 - **One znode per entity**, ``<root>/<ns>/<escaped key>``: ZooKeeper refuses a znode (and a
   request) over ``jute.maxbuffer`` ≈ 1 MiB, so a registry of 10,000 agents (≈ 600 bytes each,
   6 MB) can only be stored spread out; a write touches only its own entity.
-- **Keys are escaped** so that any key the Store accepts (``/``, ``%``, ``.``, ``..``, control
-  and private-use characters, characters outside the BMP, 1024 characters) is one valid znode
-  name: ``%``, ``/`` and every character ZooKeeper's ``PathUtils.validatePath`` rejects become
-  ``%XX`` UTF-8 escapes, and a name that is exactly ``.`` or ``..`` is spelt ``%2E``/``%2E%2E``.
-  Characters ZooKeeper accepts are kept, so ``zkCli`` shows readable names. Keys outside the BMP
-  are escaped because ZooKeeper validates UTF-16 code units, and their surrogates are refused.
 - **Version = znode version + 1**, so versions start at 1 as on SQLite; deleting a znode forgets
   its version, and a re-created key starts over at 1 (ZooKeeper semantics, which the Store
   contract copied).
@@ -31,22 +25,7 @@ has no "check absent" op). A write's own version check validates what the transa
 that key. So ``claim_epoch``/``check_epoch`` fence exactly as on SQLite: a master whose epoch
 changed under it commits nothing.
 
-**Multi size.** A multi is one request, bounded by ``jute.maxbuffer`` (0xfffff ≈ 1 MiB; client
-and server defaults have differed, ZOOKEEPER-1295), and kazoo #630 reports commits failing at
-≈ 930 KB with a bare ``ConnectionLoss``. Measured here (ZooKeeper 3.8.0, kazoo 2.11, loopback):
-a multi of 1,040,000 bytes of values committed in 18 ms, one of 1,048,000 failed with
-``ConnectionLoss``, and a single create of 1,048,000 bytes passed where 1,048,500 failed. The
-failure is not local: ZooKeeper drops the whole connection, so every other request on that
-client — the leader election's included — fails too and the session goes SUSPENDED. So a
-transaction is cut into multis of at most :data:`MULTI_LIMIT_BYTES` = 512 KiB: half the hard
-limit, whatever the ensemble's exact ``jute.maxbuffer`` and the ops' overhead, and short (a
-512 KiB multi committed in 9 ms) so it does not hold the server's request pipeline, and the
-sessions' pings behind it, for long. A bigger transaction is committed as several multis in order, each
-carrying all the validated reads: **atomicity then holds per multi** — a failure in the second
-leaves the first committed (the :class:`StoreError` says how many were). The master's transactions
-(one batch of effects plus its epoch check) stay far below one multi. A single value over
-:data:`MAX_VALUE_BYTES` (448 KiB, leaving room for its path and the validated reads) is a
-``ValueError`` naming its size, raised before anything is written.
+**Multi size and key names**: sdk/zk_ops.py (why 512 KiB per multi, how keys are escaped).
 
 **Connection trouble.** ``ConnectionLoss``, an operation time-out, or a request waiting in
 kazoo's queue while the client is SUSPENDED (reconnecting) is retried with kazoo's ``KazooRetry``
@@ -95,9 +74,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Self, TypeVar
-from urllib.parse import unquote
+from typing import Any, Self, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -121,91 +98,14 @@ from tepui.sdk.store import (
     _check_value,
 )
 
+from tepui.sdk.zk_ops import MAX_VALUE_BYTES, MULTI_LIMIT_BYTES, Batch, Op, escape_name, unescape_name
+
 __all__ = ["MAX_VALUE_BYTES", "MULTI_LIMIT_BYTES", "ZooKeeperStore", "escape_name", "unescape_name"]
 
-MULTI_LIMIT_BYTES = 512 * 1024
-"""Most bytes one committed multi carries (see the module docstring: half of jute.maxbuffer)."""
-
-MAX_VALUE_BYTES = 448 * 1024
-"""Largest value accepted: it must fit in one multi with its path (≤ 12.3 KB escaped) and the
-transaction's validated reads."""
-
-_OP_OVERHEAD = 64  # bytes per op beyond path and value: multi header, lengths, version, ACL
 _POLL_SECONDS = 0.1  # how often a waiting call looks whether the client is still connected
 _CONFLICTS = (BadVersionError, NodeExistsError, NoNodeError)
 
 R = TypeVar("R")
-
-
-def _needs_escape(ch: str) -> bool:
-    """True for '%', '/' and what ZooKeeper's PathUtils.validatePath refuses in a name (checked on
-    UTF-16 code units, so every character outside the BMP is refused as a surrogate)."""
-    cp = ord(ch)
-    return (
-        ch in "%/"
-        or cp < 0x20
-        or 0x7F <= cp <= 0x9F
-        or 0xD800 <= cp <= 0xF8FF
-        or cp >= 0xFFF0
-    )
-
-
-def escape_name(name: str) -> str:
-    """The znode name for a Store namespace or key (one-to-one; see the module docstring)."""
-    escaped = "".join(
-        "".join(f"%{b:02X}" for b in ch.encode()) if _needs_escape(ch) else ch for ch in name
-    )
-    return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
-
-
-def unescape_name(znode: str) -> str:
-    """The namespace or key a znode name spells (inverse of :func:`escape_name`)."""
-    return unquote(znode, errors="strict")
-
-
-@dataclass(slots=True)
-class _Op:
-    """One buffered multi op, with what a conflict on it means for the Store's caller."""
-
-    kind: Literal["create", "set", "delete", "check", "absent"]
-    path: str
-    ns: str
-    key: str
-    expected: int  # the Store version this op assumes (0: absent)
-    value: bytes = b""
-
-    @property
-    def size(self) -> int:
-        return len(self.path.encode()) * (2 if self.kind == "absent" else 1) + len(self.value) + _OP_OVERHEAD
-
-    def add_to(self, multi: Any) -> int:
-        """Adds this op to a kazoo TransactionRequest; returns how many ops it took."""
-        if self.kind == "create":
-            multi.create(self.path, self.value)
-        elif self.kind == "set":
-            multi.set_data(self.path, self.value, version=self.expected - 1)
-        elif self.kind == "delete":
-            multi.delete(self.path, version=self.expected - 1)
-        elif self.kind == "check":
-            multi.check(self.path, self.expected - 1)
-        else:  # "absent": ZooKeeper has no check for absence; create it and delete it again
-            multi.create(self.path, b"")
-            multi.delete(self.path, version=0)
-            return 2
-        return 1
-
-
-@dataclass(slots=True)
-class _Batch:
-    """A transaction's buffer: its own view of every key it touched, the ops to commit, and the
-    reads to validate."""
-
-    view: dict[str, tuple[str, str, bytes | None, int]] = field(default_factory=dict)  # path -> (ns, key, value, version)
-    known: dict[str, int] = field(default_factory=dict)  # versions seen by list(), not validated
-    base: dict[str, int] = field(default_factory=dict)  # path -> version read from ZooKeeper (validated)
-    ops: list[_Op] = field(default_factory=list)
-    namespaces: set[str] = field(default_factory=set)
-    failed: bool = False
 
 
 class ZooKeeperStore:
@@ -227,7 +127,7 @@ class ZooKeeperStore:
         self.retry_seconds = float(retry_seconds)
         self._lock = threading.RLock()
         self._closed = False
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
         # Namespace znodes known to exist: a transaction's creates need their parent, and
         # ensuring it on every commit cost one or two round trips more per transaction.
         self._namespaces: set[str] = set()
@@ -469,7 +369,7 @@ class ZooKeeperStore:
 
     # -- transactions -------------------------------------------------------------------------
 
-    def _buffer(self, batch: _Batch, operation: str, ns: str, key: str, path: str,
+    def _buffer(self, batch: Batch, operation: str, ns: str, key: str, path: str,
                 value: bytes | None, expected: int | None) -> int:
         """A put (value) or delete (None) inside a transaction, checked against the batch's view;
         returns the version it leaves (0: deleted)."""
@@ -490,10 +390,10 @@ class ZooKeeperStore:
         batch.namespaces.add(ns)
         if value is None:
             if current:
-                batch.ops.append(_Op("delete", path, ns, key, current))
+                batch.ops.append(Op("delete", path, ns, key, current))
             batch.view[path] = (ns, key, None, 0)
             return 0
-        batch.ops.append(_Op("create" if current == 0 else "set", path, ns, key, current, value))
+        batch.ops.append(Op("create" if current == 0 else "set", path, ns, key, current, value))
         batch.view[path] = (ns, key, value, current + 1)
         return current + 1
 
@@ -507,7 +407,7 @@ class ZooKeeperStore:
             self._open("begin a transaction", self.root)
             if self._batch is not None:
                 raise RuntimeError("store transactions do not nest")
-            batch = self._batch = _Batch()
+            batch = self._batch = Batch()
             try:
                 yield
             finally:
@@ -517,18 +417,18 @@ class ZooKeeperStore:
                                   "a store call inside it failed, so nothing was written")
             self._commit(batch)
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: Batch) -> None:
         written = {op.path for op in batch.ops}
         checks = []
         for path, version in batch.base.items():
             if path in written:
                 continue  # the first write of the path checks this version itself
             ns, key = batch.view[path][0], batch.view[path][1]
-            checks.append(_Op("check" if version else "absent", path, ns, key, version))
+            checks.append(Op("check" if version else "absent", path, ns, key, version))
         if not batch.ops:
             return  # nothing to write: there is nothing for the reads to protect
         checks_size = sum(op.size for op in checks)
-        chunks: builtins.list[builtins.list[_Op]] = []
+        chunks: builtins.list[builtins.list[Op]] = []
         size = 0
         for op in batch.ops:
             if checks_size + op.size > MULTI_LIMIT_BYTES:
@@ -564,19 +464,19 @@ class ZooKeeperStore:
         self._call(f"create namespace {ns}", path, lambda deadline: self._wait(self.client.ensure_path_async(path), deadline))
         self._namespaces.add(ns)
 
-    def _commit_multi(self, ops: Sequence[_Op], number: int, total: int) -> None:
+    def _commit_multi(self, ops: Sequence[Op], number: int, total: int) -> None:
         operation = f"commit multi {number} of {total} ({len(ops)} ops)"
         first = ops[0].path if ops else self.root
 
         sent = False
 
-        def attempt(deadline: float) -> _Op | None:
+        def attempt(deadline: float) -> Op | None:
             nonlocal sent
             if sent and self._applied(ops, deadline):
                 return None  # the answer was lost, not the multi
             sent = True
             multi = self.client.transaction()
-            owners: builtins.list[_Op] = []
+            owners: builtins.list[Op] = []
             for op in ops:
                 owners.extend([op] * op.add_to(multi))
             results = self._wait(multi.commit_async(), deadline)
@@ -605,7 +505,7 @@ class ZooKeeperStore:
                 raise self._error(operation, op.path, f"ZooKeeper refused the {op.kind} of {op.ns}/{op.key}")
             raise VersionConflict(op.ns, op.key, op.expected, actual)
 
-    def _applied(self, ops: Sequence[_Op], deadline: float) -> bool:
+    def _applied(self, ops: Sequence[Op], deadline: float) -> bool:
         """Whether a multi whose answer was lost (ConnectionLoss after sending it) was applied:
         every path it wrote holds the version and bytes the multi leaves, or is gone if it
         deleted it. Resending an applied multi would fail on its own version checks and report

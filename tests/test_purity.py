@@ -21,6 +21,7 @@ PURE = [
     "tepui.sdk.protocol.executor", "tepui.sdk.protocol.envelope", "tepui.sdk.codec", "tepui.sdk.spec_documents", "tepui.sdk.framework_effects", "tepui.sdk.http_modes", "tepui.sdk.batch",
     "tepui.sdk.effects", "tepui.sdk.resources", "tepui.sdk.relay_tokens", "tepui.sdk.api_refusals",
     "tepui.sdk.standby",
+    "tepui.sdk.zk_ops",
     # the allocator
     "tepui.offers.allocator", "tepui.offers.sorter", "tepui.offers.quota", "tepui.offers.explain",
     "tepui.offers.roles", "tepui.offers.holdings", "tepui.offers.frameworks", "tepui.offers.filters",
