@@ -160,10 +160,22 @@ class LeaderFollower:
             except KazooException as exc:  # the link is down: the reconnection listener re-reads
                 log.debug("event=leader_read_failed path=%s error=%r", self._path, exc)
                 return
-            if info is None or info.epoch <= 0 or (info.id, info.epoch) == self._last:
+            if info is None or info.epoch <= 0:
+                if self._last is not None:  # the leader's node is gone; its successor does not serve yet
+                    self._last = None
+                    self._reactor.callFromThread(self._vacate)
+                return
+            if (info.id, info.epoch) == self._last:
                 return
             self._last = (info.id, info.epoch)
         self._reactor.callFromThread(self._deliver, info)
+
+    def _vacate(self) -> None:
+        """No master serves (an election, a recovery under way): ``leader`` says so, so that a
+        standby answers "try again in a second" rather than redirecting to the dead leader.
+        ``on_change`` is not called: a client keeps its connection until a leader serves."""
+        if not self._closed and self._last is None:
+            self.leader = None
 
     def _read(self, no_node: type[Exception]) -> LeaderInfo | None:
         while True:

@@ -137,13 +137,17 @@ def test_a_leaders_departure_elects_only_its_successor(clients: Any, path: str) 
     follower = LeaderFollower(reactor, clients(), path, lambda info: followed(info.id, info.epoch))
     follower.start()
 
+    members[0].publish(LeaderInfo(id="m1", epoch=7))
+    reactor.pump(lambda: ("m1", 7) in followed.events and follower.leader is not None)
     members[0].close()  # a graceful stop deletes the node: the successor takes over at once
     reactor.pump(lambda: ("elected", "m2") in seen.events)
+    reactor.pump(lambda: follower.leader is None)  # no one serves until m2 publishes: no redirect to m1
     members[1].publish(LeaderInfo(id="m2", epoch=8))
     reactor.pump(lambda: ("m2", 8) in followed.events)
     reactor.settle(0.3)
     assert seen.events == [("elected", "m1"), ("elected", "m2")]
-    assert followed.events == [("m2", 8)]
+    assert followed.events == [("m1", 7), ("m2", 8)]
+    assert follower.leader == LeaderInfo(id="m2", epoch=8)
 
 
 def test_a_leader_whose_session_expires_is_told_it_lost_exactly_once(clients: Any, path: str,
