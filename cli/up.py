@@ -25,7 +25,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from tepui.cli.ensemble import port_free
 from tepui.cli.supervision import GiveUp, History, Restart, RestartPolicy, describe_exit
 
 PR_SET_PDEATHSIG = 1
@@ -55,16 +55,6 @@ def _die_with_parent(sig: int = signal.SIGTERM) -> None:
 
 def _agent_dies_with_parent() -> None:
     _die_with_parent(signal.SIGUSR1)  # an agent's "stop your tasks too"
-
-
-def _port_free(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((ip, port))
-        except OSError:
-            return False
-    return True
 
 
 def _state(http_port: int) -> dict[str, Any] | None:
@@ -402,7 +392,7 @@ def _check_single_ports(port: int, http_port: int) -> None:
                          ("--http-port + 10, the services framework's API", http_port + 10),
                          ("--http-port + 11, the batch framework's API", http_port + 11),
                          ("--http-port + 12, the cron framework's API", http_port + 12)):
-        if not _port_free("127.0.0.1", number):
+        if not port_free(number):
             raise click.ClickException(
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? "
                 f"Stop it, or choose another with {what}.")

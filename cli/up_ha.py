@@ -46,8 +46,9 @@ from typing import Any
 
 import click
 
+from tepui.cli.ensemble import port_free
 from tepui.cli.ha_ports import FRAMEWORKS, HaPortPlan
-from tepui.cli.up import Cluster, _port_free
+from tepui.cli.up import Cluster
 
 ZK_PATH = "/tepui"
 AS_STANDBY = "as a standby (it joins the election again)"
@@ -320,7 +321,7 @@ class HaCluster(Cluster):
 def check_ports(plan: HaPortPlan) -> None:
     """Every port a master or framework instance will bind is free (the ensemble checks its own)."""
     for number, what in plan.process_ports():
-        if not _port_free("127.0.0.1", number):
+        if not port_free(number):
             raise click.ClickException(
                 f"port {number} ({what}) is already in use. Is another `tepui up` running? Stop it, or "
                 "choose other ports with --port and --http-port (docs/operations.md, \"High availability\").")

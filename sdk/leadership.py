@@ -48,7 +48,8 @@ import msgspec
 
 from tepui.sdk.zookeeper import DEFAULT_SESSION_TIMEOUT, connect, parse_zk_url
 
-__all__ = ["FRAMEWORKS", "MASTERS", "Contender", "LeaderFollower", "LeaderInfo", "follow", "serving_leader"]
+__all__ = ["FRAMEWORKS", "MASTERS", "Contender", "LeaderFollower", "LeaderInfo", "follow", "lowest_info",
+           "serving_leader"]
 
 log = logging.getLogger("tepui.leadership")
 
@@ -99,23 +100,36 @@ def _spawn(target: Callable[[], None], name: str) -> None:
     threading.Thread(target=target, name=name, daemon=True).start()
 
 
-def serving_leader(client: Any, path: str) -> LeaderInfo | None:
-    """The serving leader under ``path`` (the lowest node, if its epoch is set), read now.
+def lowest_info(client: Any, path: str, watch: Callable[[Any], None] | None = None) -> LeaderInfo | None:
+    """The lowest contender's info under ``path`` (its epoch 0 while it does not serve yet), read
+    now; None without contenders, or when its data does not decode. With ``watch``, it is set on
+    the children, on the lowest node's data and, while ``path`` does not exist, on its creation.
     Blocking: for the CLI and for threads, never for a reactor."""
     from kazoo.exceptions import NoNodeError
 
-    try:
-        children = client.get_children(path)
-    except NoNodeError:
-        return None
+    while True:
+        try:
+            children = client.get_children(path, watch=watch)
+            break
+        except NoNodeError:
+            # The watch tells us when the path appears. If it appeared since get_children, it is
+            # a data watch on the path, and its children would never be watched: read again.
+            if watch is None or client.exists(path, watch=watch) is None:
+                return None
     for name in contenders(children):
         try:
-            data, _stat = client.get(posixpath.join(path, name))
+            data, _stat = client.get(posixpath.join(path, name), watch=watch)
         except NoNodeError:
             continue  # it just left: the next one is now the lowest
-        info = decode_info(data, name)
-        return info if info is not None and info.epoch > 0 else None
+        return decode_info(data, name)
     return None
+
+
+def serving_leader(client: Any, path: str) -> LeaderInfo | None:
+    """The serving leader under ``path`` (the lowest node, if its epoch is set), read now.
+    Blocking: for the CLI and for threads, never for a reactor."""
+    info = lowest_info(client, path)
+    return info if info is not None and info.epoch > 0 else None
 
 
 class LeaderFollower:
@@ -150,13 +164,13 @@ class LeaderFollower:
         self._refresh()
 
     def _refresh(self) -> None:
-        from kazoo.exceptions import KazooException, NoNodeError
+        from kazoo.exceptions import KazooException
 
         if self._closed:
             return
         with self._lock:
             try:
-                info = self._read(NoNodeError)
+                info = lowest_info(self._client, self._path, self._watch)
             except KazooException as exc:  # the link is down: the reconnection listener re-reads
                 log.debug("event=leader_read_failed path=%s error=%r", self._path, exc)
                 return
@@ -176,24 +190,6 @@ class LeaderFollower:
         ``on_change`` is not called: a client keeps its connection until a leader serves."""
         if not self._closed and self._last is None:
             self.leader = None
-
-    def _read(self, no_node: type[Exception]) -> LeaderInfo | None:
-        while True:
-            try:
-                children = self._client.get_children(self._path, watch=self._watch)
-                break
-            except no_node:
-                # The watch tells us when the path appears. If it appeared since get_children, it
-                # is a data watch on the path, and its children would never be watched: read again.
-                if self._client.exists(self._path, watch=self._watch) is None:
-                    return None
-        for name in contenders(children):
-            try:
-                data, _stat = self._client.get(posixpath.join(self._path, name), watch=self._watch)
-            except no_node:
-                continue
-            return decode_info(data, name)
-        return None
 
     def _deliver(self, info: LeaderInfo) -> None:
         if self._closed:

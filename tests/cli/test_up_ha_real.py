@@ -22,7 +22,7 @@ import pytest
 
 from tepui.cli import ha_ports
 from tepui.cli.ensemble import LocalEnsemble, installed
-from tepui.cli.up import _port_free
+from tepui.cli.ensemble import port_free
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not installed(), reason="the ZooKeeper server is not installed (apt-get install "
@@ -44,7 +44,7 @@ def free_plan() -> tuple[int, int]:
         http_port = port + 100
         plan = ha_ports.plan(port, http_port)
         if not ha_ports.collisions(plan, with_ensemble=True) and all(
-                _port_free("127.0.0.1", n) for n, _what in plan.all_ports(with_ensemble=True)):
+                port_free(n) for n, _what in plan.all_ports(with_ensemble=True)):
             return port, http_port
     raise AssertionError("no free block of ports for tepui up --ha")
 
@@ -208,4 +208,4 @@ def test_tepui_up_ha_survives_the_loss_of_its_leading_master_and_stops_everythin
     left = sorted(p for p in pids | zk_pids if alive(p))
     assert not left, f"left running: {left}\n{up.output()}"
     assert not any(ensemble.pid(i) for i in range(3))
-    assert all(_port_free("127.0.0.1", n) for n, _what in up.plan.all_ports(with_ensemble=True))
+    assert all(port_free(n) for n, _what in up.plan.all_ports(with_ensemble=True))
