@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from tepui.cli.main import cli
 from tepui.sdk.config import ClientConfig, master_http_address, resolve_master_http
 from tepui.sdk.master_lookup import NoServingMaster, leader_http, list_masters
-from tests.sdk.test_zk_store import zk_client, zk_hosts
+from tests.zookeeper_access import zk_client, zk_hosts
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ real reactor does) and ``pump`` runs them on the test's thread; ``callLater`` is
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 import uuid
@@ -19,6 +18,7 @@ from twisted.internet.task import Clock
 
 from tepui.sdk.leadership import Contender, LeaderFollower, LeaderInfo, contenders, serving_leader
 from tepui.sdk.zookeeper import connect
+from tests.zookeeper_access import zk_hosts
 
 
 class ThreadReactor(Clock):
@@ -48,12 +48,9 @@ class ThreadReactor(Clock):
         self.pump(lambda: time.monotonic() > deadline, seconds + 1)
 
 
-@pytest.fixture
-def zk_hosts() -> str:
-    hosts = os.environ.get("TEPUI_TEST_ZK")
-    if not hosts:
-        pytest.skip("TEPUI_TEST_ZK is not set: no ZooKeeper to test against (scripts/test starts one)")
-    return hosts
+@pytest.fixture(name="zk_hosts")
+def zk_hosts_fixture() -> str:
+    return zk_hosts()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tepui.sdk.dealer import DealerEndpoint
 from tepui.sdk.keys import ClientKeys
 from tepui.sdk.leadership import LeaderInfo
 from tepui.sdk.master_follower import master_key, target_of
-from tests.sdk.test_zk_store import zk_hosts
+from tests.zookeeper_access import zk_hosts
 
 KEY_A = b"A" * 40
 KEY_B = b"B" * 40

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tepui.sdk import SQLiteStore, Store, StoreError
 from tepui.sdk.store import MAX_NAME_CHARS, Entry, VersionConflict, get_json, put_json
 
-from tests.sdk.test_zk_store import zk_store
+from tests.zookeeper_access import zk_store
 
 
 # The contract tests run on every Store: SQLite, and ZooKeeper when TEPUI_TEST_ZK names one
