@@ -54,7 +54,7 @@ def run_master(options: MasterOptions) -> None:
     agent_tls = client_tls(options.agent_ca, "--agent-ca")
     http_url = f"{'https' if options.tls_cert else 'http'}://{advertised}:{options.http_port}"
 
-    def lead(store: Store | None, epoch: int, endpoint: Any = None) -> tuple[MasterShell, Any]:
+    def lead(store: Store | None, epoch: int, endpoint: Any = None) -> MasterShell:
         """The master itself, on ``store`` with ``epoch``: the same for a single master and for
         an HA contender that has just won (which hands over the socket it bound as a standby)."""
         config = MasterConfig(
@@ -82,15 +82,14 @@ def run_master(options: MasterOptions) -> None:
                             heartbeat_seconds=options.zmq_heartbeat_interval, endpoint=endpoint,
                             watch_epoch=not options.zk)
         shell.http_url = http_url
-        root = shell.site_root(policy, relay, agent_tls)
-        site.resource = root  # a standby's site switches from the standby's resources to the master's
+        site.resource = shell.site_root(policy, relay, agent_tls)  # a standby's site switches to the master's
         shell.registry.register(HttpCollector(site.counters))
         log.info("event=framework_proxy proxy_allow=%s agent_ca=%s",
                  ",".join(map(str, options.proxy_allow)) or "none", options.agent_ca or "system")
         _serve_admission(reactor, shell, options.acls_path, options.framework_rate_limit)
         _watch_allow_list(reactor, shell)  # after the ACL SIGHUP handler: this one chains to it
         shell.start()
-        return shell, root
+        return shell
 
     master_id = uuid.uuid4().hex[:12]
     site = GuardedSite(Resource(), policy, request_scope=task_files_request_scope)
@@ -106,7 +105,7 @@ def run_master(options: MasterOptions) -> None:
             _abort()
         return
     store, epoch = _open_registry(options.work_dir)
-    shell, _root = lead(store, epoch)
+    shell = lead(store, epoch)
     listen(reactor, options.http_port, site, interface, options.tls_cert, options.tls_key)
     _log_serving(options)
     reactor.addSystemEventTrigger("before", "shutdown", shell.stop)

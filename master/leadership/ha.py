@@ -69,7 +69,7 @@ class HaMaster:
     switches the HTTP site to the master's resources); ``failed`` tells ``run_master`` to exit 1."""
 
     def __init__(self, reactor: Any, url: ZkUrl, client: Any, info: LeaderInfo, endpoint_factory: Callable[..., Any],
-                 lead: Callable[[Store, int, Any], tuple[MasterShell, Any]], session_timeout: float) -> None:
+                 lead: Callable[[Store, int, Any], MasterShell], session_timeout: float) -> None:
         self.reactor, self.url, self.client = reactor, url, client
         self.info = info
         self.failed = False
@@ -126,7 +126,7 @@ class HaMaster:
             self._fail(f"elected, but cannot claim an epoch in the registry at {self.url.child(REGISTRY)}: {exc}")
             return
         log.info("event=master_epoch epoch=%d source=zookeeper", epoch)
-        shell, root = self._lead(store, epoch, self.endpoint)
+        shell = self._lead(store, epoch, self.endpoint)
         if shell.failed:
             self._fail("the master could not start as leader (see above)")
             return
