@@ -604,21 +604,12 @@ def run_once(args: argparse.Namespace, root: Path) -> Tally:
         if run.ha is None:
             assert run.master is not None
             run.master.start()
-        if run.ha is None:
-            for proxy in run.proxies:
-                proxy.start()
-                proxy.wait_ready()
-        else:
-            for proxy in run.proxies:
-                proxy.start()
-            for proxy in run.proxies:
-                proxy.wait_ready()
+        for proxy in run.proxies:
+            proxy.start()
+        for proxy in run.proxies:
+            proxy.wait_ready()
         if run.ha is not None:
-            with run.ha.lock:  # from now on they follow the leader
-                run.ha.proxies = run.proxies
-                if run.ha.leader_address() != run.proxies[0].argv[run.proxies[0].argv.index("--master") + 1]:
-                    for proxy in run.proxies:
-                        proxy.command(f"master {run.ha.leader_address()}")
+            run.ha.follow_with(run.proxies)
         for agent in run.agents:
             agent.start()
         wait_for("the agents to register", lambda: registered_agents(run) == args.agents, 60, run)

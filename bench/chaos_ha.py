@@ -175,6 +175,16 @@ class HaCluster:
                 proxy.command(f"master {info.address}")
         self.say(f"leader: master-{index} (id {info.id}, epoch {info.epoch})")
 
+    def follow_with(self, proxies: list[Any]) -> None:
+        """From now on ``proxies`` follow the leader; each is moved now if it was started
+        towards another master (the leader changed while they started)."""
+        with self.lock:
+            self.proxies = proxies
+            address = self.leader_address()
+            for proxy in proxies:
+                if proxy.argv[proxy.argv.index("--master") + 1] != address:
+                    proxy.command(f"master {address}")
+
     @property
     def leader(self) -> LeaderChange | None:
         with self.lock:
