@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,10 +47,28 @@ health_checks:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports_for_up() -> tuple[int, int]:
+    """``--port`` and ``--http-port`` for `tepui up`, which also takes http port + 10, + 11 and
+    + 12: 14 consecutive ports, all free a moment ago, below the kernel's ephemeral range
+    (32768-60999 here). Two random free ports from the ephemeral range failed now and then in
+    CI: an outgoing connection held a neighbour (`tepui up`: "port 60662 (--http-port + 11) is
+    already in use")."""
+    rng = random.Random()
+    for _ in range(100):
+        first = rng.randrange(10000, 30000 - 14)  # below the agents' task ports, 31000-32000
+        held: list[socket.socket] = []
+        try:
+            for number in range(first, first + 14):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", number))
+            return first + 13, first  # --port after the http port's block
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise SystemExit("no block of 14 free ports between 10000 and 30000")
 
 
 def tepui(*args: str) -> list[str]:
@@ -94,7 +113,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="tepui-bench-services-")
     os.chmod(root, 0o711)  # tasks run as an unprivileged user who must reach the sandboxes
     env = {**os.environ, "TEPUI_CONFIG": os.path.join(root, "client.yaml")}
-    port, http_port = free_port(), free_port()
+    port, http_port = free_ports_for_up()
     http = f"http://127.0.0.1:{http_port}"
     spec_path = os.path.join(root, "app.yaml")
     with open(spec_path, "w") as f:
