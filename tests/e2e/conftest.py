@@ -78,6 +78,15 @@ def free_port_block(size: int, low: int = 10000, high: int = 32000) -> tuple[int
     raise RuntimeError(f"no block of {size} free ports between {low} and {high}")
 
 
+def up_ports() -> tuple[int, int]:
+    """``--port`` and ``--http-port`` for `tepui up`, which also takes http port + 10, + 11 and
+    + 12: from one block free a moment ago below the ephemeral range and the agents' task ports
+    (two random ephemeral ports failed when an outgoing connection held one of the neighbours,
+    bench/services_deploy.py in CI)."""
+    first, _last = free_port_block(14, high=30000)
+    return first + 13, first
+
+
 def tepui_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tepui.cli", *args]
 

@@ -43,6 +43,7 @@ from tests.e2e.conftest import (
     processes_under,
     stop_process,
     tepui_cmd,
+    up_ports,
 )
 
 pytestmark = pytest.mark.slow
@@ -371,7 +372,7 @@ def test_up_runs_a_cluster_and_stops_everything_on_sigterm(tmp_path: Path, logbo
     # `tepui up` writes its client configuration (keys, address) where clients look; here that
     # is this test's own file, not the module cluster's nor the user's.
     monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "config.yaml"))
-    port, http_port = free_ports(2)
+    port, http_port = up_ports()
     state_dir = logbook.add("state-dir", tmp_path / "state")
     master = f"127.0.0.1:{port}"
     up = subprocess.Popen(

@@ -29,7 +29,6 @@ from tests.e2e.conftest import (
     child_env,
     children_of,
     cmdline,
-    free_ports,
     get_state,
     http_get,
     is_alive,
@@ -38,6 +37,7 @@ from tests.e2e.conftest import (
     stop_process,
     tail,
     tepui_cmd,
+    up_ports,
 )
 from tests.chaos.processes import wait_for
 from tests.e2e.test_cluster import _Lines
@@ -98,7 +98,7 @@ def up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureR
     # Its client configuration goes to this test's own file, not the user's.
     monkeypatch.setenv("TEPUI_CONFIG", str(tmp_path / "config.yaml"))
     agents = getattr(request, "param", 2)
-    port, http_port = free_ports(2)
+    port, http_port = up_ports()
     state_dir = tmp_path / "state"
     process = subprocess.Popen(
         tepui_cmd("up", "--agents", str(agents), "--state-dir", str(state_dir), "--port", str(port),
